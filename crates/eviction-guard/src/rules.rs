@@ -1,0 +1,357 @@
+//! The admission decision, pure: from an AdmissionRequest, the pod it concerns and the current
+//! [`Snapshot`], decide whether to refuse it (DESIGN §5).
+//!
+//! Refused, while pods on the pod's node are protected: DELETE of a pod, CREATE of
+//! `pods/eviction` (429, retryable), UPDATEs adding `deletionTimestamp` /
+//! `deletionGracePeriodSeconds`, and status UPDATEs marking the pod not Ready, Failed or a
+//! `DisruptionTarget` (can be turned off). Never refused: exempt users and groups, unscheduled
+//! pods, pods whose node object is gone, pods on out-of-service nodes and on Ready nodes.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, Operation as AdmissionOp};
+use serde_json::Value;
+
+use crate::storm::Snapshot;
+
+/// HTTP code for refused evictions: drains and autoscalers retry on 429.
+pub const EVICTION_DENY_CODE: u16 = 429;
+/// HTTP code for refused deletions and updates.
+pub const DENY_CODE: u16 = 403;
+
+/// Admission settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub exempt_users: BTreeSet<String>,
+    pub exempt_groups: BTreeSet<String>,
+    /// Refuse status updates marking pods not ready / failed / disruption targets.
+    pub intercept_status: bool,
+    /// How to lift protection, appended to every denial message.
+    pub lift_hint: String,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            exempt_users: BTreeSet::new(),
+            exempt_groups: BTreeSet::new(),
+            intercept_status: true,
+            lift_hint: lift_hint("eviction-guard.ballast-system.svc:9090"),
+        }
+    }
+}
+
+/// The standard "how to lift protection" sentence for a control service address.
+pub fn lift_hint(grpc_address: &str) -> String {
+    format!(
+        "to lift protection set mode DISABLED: grpcurl -H 'authorization: Bearer $TOKEN' \
+         -d '{{\"mode\":\"MODE_DISABLED\",\"reason\":\"...\"}}' {grpc_address} \
+         ballast.control.v1.Control/SetMode (or POST /callback/disable-interception)"
+    )
+}
+
+/// The operations the guard can refuse; `label()` is the metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Delete,
+    Eviction,
+    /// UPDATE adding deletionTimestamp / deletionGracePeriodSeconds.
+    MarkDeletion,
+    /// status UPDATE marking the pod not Ready, Failed or a DisruptionTarget.
+    Status,
+}
+
+impl Operation {
+    pub fn label(self) -> &'static str {
+        match self {
+            Operation::Delete => "delete",
+            Operation::Eviction => "eviction",
+            Operation::MarkDeletion => "update",
+            Operation::Status => "status",
+        }
+    }
+    fn noun(self) -> &'static str {
+        match self {
+            Operation::Delete => "deletion",
+            Operation::Eviction => "eviction",
+            Operation::MarkDeletion => "marking for deletion",
+            Operation::Status => "status update (not ready / failed / disruption target)",
+        }
+    }
+}
+
+/// The few pod fields the decision reads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodFacts {
+    pub node: Option<String>,
+    pub deletion_timestamp: bool,
+    pub deletion_grace: Option<i64>,
+    /// The Ready condition: Some(true) True, Some(false) False/Unknown, None absent.
+    pub ready: Option<bool>,
+    pub phase: Option<String>,
+    pub disruption_target: bool,
+}
+
+impl PodFacts {
+    /// From a pod as JSON (admission objects); missing or odd fields read as absent.
+    pub fn from_json(v: &Value) -> Self {
+        let conditions = v
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let cond = |ty: &str| {
+            conditions
+                .iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
+                .and_then(|c| c.get("status").and_then(Value::as_str))
+        };
+        PodFacts {
+            node: v
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            deletion_timestamp: v
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|t| !t.is_null()),
+            deletion_grace: v
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64),
+            ready: cond("Ready").map(|s| s == "True"),
+            phase: v
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            disruption_target: cond("DisruptionTarget") == Some("True"),
+        }
+    }
+
+    /// From a typed pod (the GET an eviction needs).
+    pub fn from_pod(pod: &Pod) -> Self {
+        let conditions = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
+        let cond = |ty: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == ty)
+                .map(|c| c.status.as_str())
+        };
+        PodFacts {
+            node: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .filter(|s| !s.is_empty()),
+            deletion_timestamp: pod.metadata.deletion_timestamp.is_some(),
+            deletion_grace: pod.metadata.deletion_grace_period_seconds,
+            ready: cond("Ready").map(|s| s == "True"),
+            phase: pod.status.as_ref().and_then(|s| s.phase.clone()),
+            disruption_target: cond("DisruptionTarget") == Some("True"),
+        }
+    }
+}
+
+fn facts(obj: Option<&DynamicObject>) -> Option<PodFacts> {
+    obj.map(|o| {
+        let mut f = PodFacts::from_json(&o.data);
+        // metadata is parsed into DynamicObject.metadata, not data
+        f.deletion_timestamp = o.metadata.deletion_timestamp.is_some();
+        f.deletion_grace = o.metadata.deletion_grace_period_seconds;
+        f
+    })
+}
+
+/// What a request asks, as far as the guard cares.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Intent {
+    /// Nothing the guard ever refuses.
+    Ignored,
+    /// An eviction: the pod is not in the request and must be looked up by name.
+    Eviction,
+    /// A guarded operation on the pod described.
+    Guarded(Operation, Option<PodFacts>),
+}
+
+/// Classify a request (pure, no lookups).
+pub fn classify(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Intent {
+    if req.resource.group != "" || req.resource.resource != "pods" {
+        return Intent::Ignored;
+    }
+    let sub = req.sub_resource.as_deref().unwrap_or("");
+    match (&req.operation, sub) {
+        (AdmissionOp::Create, "eviction") => Intent::Eviction,
+        (AdmissionOp::Delete, "") => {
+            Intent::Guarded(Operation::Delete, facts(req.old_object.as_ref()))
+        }
+        (AdmissionOp::Update, "") => {
+            let (Some(new), old) = (
+                facts(req.object.as_ref()),
+                facts(req.old_object.as_ref()).unwrap_or_default(),
+            ) else {
+                return Intent::Ignored;
+            };
+            let adds_deletion = (new.deletion_timestamp && !old.deletion_timestamp)
+                || (new.deletion_grace.is_some() && new.deletion_grace != old.deletion_grace);
+            if adds_deletion {
+                Intent::Guarded(Operation::MarkDeletion, Some(new))
+            } else {
+                Intent::Ignored
+            }
+        }
+        (AdmissionOp::Update, "status") if policy.intercept_status => {
+            let (Some(new), old) = (
+                facts(req.object.as_ref()),
+                facts(req.old_object.as_ref()).unwrap_or_default(),
+            ) else {
+                return Intent::Ignored;
+            };
+            let marks_not_ready = new.ready == Some(false) && old.ready != Some(false);
+            let marks_failed =
+                new.phase.as_deref() == Some("Failed") && old.phase.as_deref() != Some("Failed");
+            let marks_disruption = new.disruption_target && !old.disruption_target;
+            if marks_not_ready || marks_failed || marks_disruption {
+                Intent::Guarded(Operation::Status, Some(new))
+            } else {
+                Intent::Ignored
+            }
+        }
+        _ => Intent::Ignored,
+    }
+}
+
+/// Why a request was let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allowed {
+    /// Not an operation the guard refuses.
+    NotGuarded,
+    /// The caller is an exempt user or in an exempt group.
+    Exempt,
+    /// No pod to judge (eviction of a pod that does not exist, DELETE without oldObject).
+    PodUnknown,
+    /// The pod is not bound to a node.
+    Unscheduled,
+    /// The pod's node is not a known worker node (deleted, or not a worker).
+    NodeGone,
+    /// The node is tainted out-of-service.
+    OutOfService,
+    NodeReady,
+    /// The node is NotReady but its pods are not protected now.
+    NotProtecting,
+}
+
+/// The decision.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Allow {
+        op: Option<Operation>,
+        why: Allowed,
+    },
+    Deny {
+        op: Operation,
+        code: u16,
+        node: String,
+        message: String,
+    },
+}
+
+impl Verdict {
+    pub fn op(&self) -> Option<Operation> {
+        match self {
+            Verdict::Allow { op, .. } => *op,
+            Verdict::Deny { op, .. } => Some(*op),
+        }
+    }
+}
+
+/// Whether the caller is exempt.
+pub fn is_exempt(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> bool {
+    let user = &req.user_info;
+    user.username
+        .as_ref()
+        .is_some_and(|u| policy.exempt_users.contains(u))
+        || user
+            .groups
+            .iter()
+            .flatten()
+            .any(|g| policy.exempt_groups.contains(g))
+}
+
+/// Decide. `evicted_pod` is the pod looked up for an eviction (None when not found or not an
+/// eviction). Dry-run requests get the same verdict; the caller keeps them out of the counters.
+pub fn review(
+    req: &AdmissionRequest<DynamicObject>,
+    evicted_pod: Option<&PodFacts>,
+    snapshot: &Snapshot,
+    policy: &Policy,
+) -> Verdict {
+    let (op, pod) = match classify(req, policy) {
+        Intent::Ignored => {
+            return Verdict::Allow {
+                op: None,
+                why: Allowed::NotGuarded,
+            };
+        }
+        Intent::Eviction => (Operation::Eviction, evicted_pod.cloned()),
+        Intent::Guarded(op, pod) => (op, pod),
+    };
+    let allow = |why| Verdict::Allow { op: Some(op), why };
+    if is_exempt(req, policy) {
+        return allow(Allowed::Exempt);
+    }
+    let Some(pod) = pod else {
+        return allow(Allowed::PodUnknown);
+    };
+    let Some(node_name) = pod.node else {
+        return allow(Allowed::Unscheduled);
+    };
+    let Some(node) = snapshot.workers.get(&node_name) else {
+        return allow(Allowed::NodeGone);
+    };
+    if node.out_of_service {
+        return allow(Allowed::OutOfService);
+    }
+    if node.ready {
+        return allow(Allowed::NodeReady);
+    }
+    let protection = &snapshot.protection;
+    if !protection.protected.contains(&node_name) {
+        return allow(Allowed::NotProtecting);
+    }
+    let fmt_time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "an unknown time".to_owned())
+    };
+    let message = format!(
+        "eviction-guard refused {} of pod {}/{}: node {} is NotReady ({}) since {}, and pods on \
+         NotReady nodes are protected (mode {}: {}; protection on since {}); {}",
+        op.noun(),
+        req.namespace.as_deref().unwrap_or(""),
+        req.name,
+        node_name,
+        node.reason,
+        fmt_time(node.since),
+        protection.mode,
+        protection.reason,
+        fmt_time(protection.since),
+        policy.lift_hint,
+    );
+    Verdict::Deny {
+        op,
+        code: if op == Operation::Eviction {
+            EVICTION_DENY_CODE
+        } else {
+            DENY_CODE
+        },
+        node: node_name,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests;
