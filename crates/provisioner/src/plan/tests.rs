@@ -1,0 +1,547 @@
+use super::*;
+use serde_json::json;
+
+const GI: u64 = 1 << 30;
+
+fn mk_class(name: &str, provisioner: &str) -> Arc<StorageClass> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "provisioner": provisioner,
+            "parameters": {"archiveOnDelete": "true"},
+        }))
+        .unwrap(),
+    )
+}
+
+struct ClaimB(serde_json::Value);
+
+fn mk_claim(name: &str, class: &str, request: &str) -> ClaimB {
+    ClaimB(json!({
+        "metadata": {"namespace": "ns", "name": name, "uid": format!("uid-{name}"), "annotations": {}},
+        "spec": {
+            "storageClassName": class,
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": request}},
+        },
+        "status": {"phase": "Pending"},
+    }))
+}
+
+impl ClaimB {
+    fn volume(mut self, pv: &str) -> Self {
+        self.0["spec"]["volumeName"] = json!(pv);
+        self
+    }
+    fn modes(mut self, modes: &[&str]) -> Self {
+        self.0["spec"]["accessModes"] = json!(modes);
+        self
+    }
+    fn node(mut self, node: &str) -> Self {
+        self.0["metadata"]["annotations"][ANN_SELECTED_NODE] = json!(node);
+        self
+    }
+    fn bound(mut self) -> Self {
+        self.0["status"]["phase"] = json!("Bound");
+        self
+    }
+    fn terminating(mut self) -> Self {
+        self.0["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        self
+    }
+    fn build(self) -> Arc<PersistentVolumeClaim> {
+        Arc::new(serde_json::from_value(self.0).unwrap())
+    }
+}
+
+struct VolB(serde_json::Value);
+
+fn mk_pv(name: &str, class: &str, capacity: &str) -> VolB {
+    VolB(json!({
+        "metadata": {"name": name, "annotations": {}},
+        "spec": {
+            "storageClassName": class,
+            "capacity": {"storage": capacity},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Delete",
+        },
+        "status": {"phase": "Available"},
+    }))
+}
+
+impl VolB {
+    fn modes(mut self, modes: &[&str]) -> Self {
+        self.0["spec"]["accessModes"] = json!(modes);
+        self
+    }
+    fn claimed_by(mut self, claim: &str, uid: &str) -> Self {
+        self.0["spec"]["claimRef"] = json!({"namespace": "ns", "name": claim, "uid": uid});
+        self.0["status"]["phase"] = json!("Bound");
+        self
+    }
+    fn on_node(mut self, node: &str) -> Self {
+        self.0["spec"]["nodeAffinity"] = json!({"required": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": LABEL_HOSTNAME, "operator": "In", "values": [node]}]}
+        ]}});
+        self
+    }
+    fn ours(mut self, backend: Backend, directory: &str) -> Self {
+        self.0["metadata"]["annotations"][ANN_PROVISIONED_BY] = json!(backend.provisioner());
+        self.0["metadata"]["annotations"][ANN_DIRECTORY] = json!(directory);
+        self
+    }
+    fn policy(mut self, policy: &str) -> Self {
+        self.0["spec"]["persistentVolumeReclaimPolicy"] = json!(policy);
+        self
+    }
+    fn build(self) -> Arc<PersistentVolume> {
+        Arc::new(serde_json::from_value(self.0).unwrap())
+    }
+}
+
+fn ready(free: u64) -> NodeFacts {
+    NodeFacts {
+        ready: true,
+        free_bytes: Some(free),
+    }
+}
+
+fn world(volumes: Vec<Arc<PersistentVolume>>) -> World {
+    World {
+        claims: vec![],
+        volumes,
+        classes: vec![
+            mk_class("hostpath", PROVISIONER_HOSTPATH),
+            mk_class("nfs", PROVISIONER_NFS),
+            mk_class("other", "example.com/other"),
+        ],
+        nodes: [
+            ("node-1".to_owned(), ready(100 * GI)),
+            ("node-2".to_owned(), ready(100 * GI)),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
+fn bind(pv: &str) -> ClaimAction {
+    ClaimAction::Bind { volume: pv.into() }
+}
+
+fn provision_nfs(volume: &str, claim: &str, capacity: u64) -> Plan<ClaimAction> {
+    Plan {
+        actor: Actor::Controller,
+        action: ClaimAction::Provision(Provision {
+            volume: volume.into(),
+            directory: format!("{volume}_ns_{claim}"),
+            backend: Backend::Nfs,
+            class: "nfs".into(),
+            node: None,
+            capacity,
+        }),
+    }
+}
+
+#[test]
+fn binding_decisions_follow_the_seed_rules() {
+    let cases: Vec<(
+        &str,
+        Arc<PersistentVolumeClaim>,
+        Vec<Arc<PersistentVolume>>,
+        ClaimAction,
+    )> = vec![
+        (
+            "named PV of the same class is bound",
+            mk_claim("c", "nfs", "1Gi").volume("pv-a").build(),
+            vec![mk_pv("pv-a", "nfs", "2Gi").build()],
+            bind("pv-a"),
+        ),
+        (
+            "smallest available PV with enough capacity is chosen",
+            mk_claim("c", "nfs", "1Gi").build(),
+            vec![
+                mk_pv("big", "nfs", "10Gi").build(),
+                mk_pv("small", "nfs", "512Mi").build(),
+                mk_pv("fits", "nfs", "2Gi").build(),
+                mk_pv("other-class", "hostpath", "1Gi").build(),
+            ],
+            bind("fits"),
+        ),
+        (
+            "PV without the claim's access mode is skipped",
+            mk_claim("c", "nfs", "1Gi")
+                .modes(&["ReadWriteMany"])
+                .build(),
+            vec![
+                mk_pv("rwo", "nfs", "1Gi").build(),
+                mk_pv("rwx", "nfs", "5Gi")
+                    .modes(&["ReadWriteOnce", "ReadWriteMany"])
+                    .build(),
+            ],
+            bind("rwx"),
+        ),
+        (
+            "PV already claimed by another claim is not available",
+            mk_claim("c", "nfs", "1Gi").build(),
+            vec![
+                mk_pv("taken", "nfs", "1Gi")
+                    .claimed_by("someone", "uid-x")
+                    .build(),
+            ],
+            provision_nfs("pvc-uid-c", "c", GI).action,
+        ),
+        (
+            "PV pre-bound to this claim is bound before any other",
+            mk_claim("c", "nfs", "1Gi").build(),
+            vec![
+                mk_pv("fits", "nfs", "1Gi").build(),
+                mk_pv("pvc-uid-c", "nfs", "1Gi")
+                    .claimed_by("c", "uid-c")
+                    .build(),
+            ],
+            bind("pvc-uid-c"),
+        ),
+        (
+            "already bound claim is left alone",
+            mk_claim("c", "nfs", "1Gi").volume("pv-a").bound().build(),
+            vec![mk_pv("pv-a", "nfs", "1Gi").claimed_by("c", "uid-c").build()],
+            ClaimAction::Nothing("already bound"),
+        ),
+        (
+            "half-bound claim is completed",
+            mk_claim("c", "nfs", "1Gi").volume("pv-a").build(),
+            vec![mk_pv("pv-a", "nfs", "1Gi").claimed_by("c", "uid-c").build()],
+            bind("pv-a"),
+        ),
+        (
+            "terminating claim is left alone",
+            mk_claim("c", "nfs", "1Gi").terminating().build(),
+            vec![],
+            ClaimAction::Nothing("claim is terminating"),
+        ),
+        (
+            "claim of a foreign class is left to its provisioner",
+            mk_claim("c", "other", "1Gi").build(),
+            vec![mk_pv("pv-a", "other", "1Gi").build()],
+            ClaimAction::Nothing("storage class is not served by this provisioner"),
+        ),
+        (
+            "named PV of another class is refused with a clear message",
+            mk_claim("c", "nfs", "1Gi").volume("pv-h").build(),
+            vec![mk_pv("pv-h", "hostpath", "1Gi").build()],
+            ClaimAction::Refuse {
+                reason: "StorageClassMismatch",
+                message: "storage class mismatch: claim \"ns/c\" requests class \"nfs\" but \
+                          PersistentVolume \"pv-h\" has class \"hostpath\"; the claim stays \
+                          unbound until they match"
+                    .into(),
+            },
+        ),
+        (
+            "named PV bound to another claim is refused",
+            mk_claim("c", "nfs", "1Gi").volume("pv-a").build(),
+            vec![mk_pv("pv-a", "nfs", "1Gi").claimed_by("d", "uid-d").build()],
+            ClaimAction::Refuse {
+                reason: "VolumeBoundToOtherClaim",
+                message: "PersistentVolume \"pv-a\" is already bound to claim \"ns/d\"; claim \
+                          \"ns/c\" stays unbound"
+                    .into(),
+            },
+        ),
+        (
+            "named PV that is too small is refused",
+            mk_claim("c", "nfs", "2Gi").volume("pv-a").build(),
+            vec![mk_pv("pv-a", "nfs", "1Gi").build()],
+            ClaimAction::Refuse {
+                reason: "VolumeTooSmall",
+                message: "PersistentVolume \"pv-a\" offers 1Gi but claim \"ns/c\" requests 2Gi; \
+                          the claim stays unbound"
+                    .into(),
+            },
+        ),
+        (
+            "named PV that does not exist is provisioned under that name",
+            mk_claim("c", "nfs", "1Gi").volume("my-pv").build(),
+            vec![],
+            provision_nfs("my-pv", "c", GI).action,
+        ),
+        (
+            "named PV with a traversal name is refused",
+            mk_claim("c", "nfs", "1Gi").volume("..").build(),
+            vec![],
+            ClaimAction::Fail {
+                message: "refusing volume name \"..\": it would leave the base directory".into(),
+            },
+        ),
+        (
+            "no fitting PV provisions pvc-<uid>",
+            mk_claim("c", "nfs", "3Gi").build(),
+            vec![mk_pv("small", "nfs", "1Gi").build()],
+            provision_nfs("pvc-uid-c", "c", 3 * GI).action,
+        ),
+        (
+            "claim without a storage request fails",
+            {
+                let mut c = mk_claim("c", "nfs", "1Gi");
+                c.0["spec"]["resources"] = json!({});
+                c.build()
+            },
+            vec![],
+            ClaimAction::Fail {
+                message: "claim has no valid spec.resources.requests.storage".into(),
+            },
+        ),
+    ];
+    for (name, claim, volumes, expected) in cases {
+        let plan = decide_claim(&claim, &world(volumes));
+        assert_eq!(plan.action, expected, "case: {name}");
+    }
+}
+
+#[test]
+fn nfs_work_and_binding_belong_to_the_controller() {
+    let w = world(vec![mk_pv("fits", "hostpath", "1Gi").build()]);
+    let claim = mk_claim("c", "nfs", "1Gi").build();
+    assert_eq!(
+        decide_claim(&claim, &w),
+        provision_nfs("pvc-uid-c", "c", GI)
+    );
+    let claim = mk_claim("c", "hostpath", "1Gi").build();
+    assert_eq!(decide_claim(&claim, &w).actor, Actor::Controller);
+}
+
+#[test]
+fn hostpath_honours_the_selected_node_of_wait_for_first_consumer() {
+    let claim = mk_claim("c", "hostpath", "1Gi").node("node-2").build();
+    let plan = decide_claim(&claim, &world(vec![]));
+    assert_eq!(plan.actor, Actor::Node("node-2".into()));
+    let ClaimAction::Provision(p) = plan.action else {
+        panic!("expected provision, got {:?}", plan.action)
+    };
+    assert_eq!(p.node.as_deref(), Some("node-2"));
+    assert_eq!(p.directory, "pvc-uid-c_ns_c");
+    assert_eq!(p.backend, Backend::HostPath);
+}
+
+#[test]
+fn hostpath_binds_existing_volume_only_on_the_selected_node() {
+    let w = world(vec![
+        mk_pv("on-1", "hostpath", "1Gi").on_node("node-1").build(),
+        mk_pv("on-2", "hostpath", "5Gi").on_node("node-2").build(),
+    ]);
+    let claim = mk_claim("c", "hostpath", "1Gi").node("node-2").build();
+    assert_eq!(decide_claim(&claim, &w).action, bind("on-2"));
+}
+
+#[test]
+fn hostpath_is_never_placed_on_a_notready_selected_node() {
+    let mut w = world(vec![]);
+    w.nodes.insert(
+        "node-2".into(),
+        NodeFacts {
+            ready: false,
+            free_bytes: Some(100 * GI),
+        },
+    );
+    let claim = mk_claim("c", "hostpath", "1Gi").node("node-2").build();
+    let plan = decide_claim(&claim, &w);
+    assert_eq!(plan.actor, Actor::Controller);
+    assert_eq!(
+        plan.action,
+        ClaimAction::Fail {
+            message:
+                "cannot provision on the selected node: node \"node-2\" is NotReady; hostPath \
+                      volumes are never placed on a NotReady node"
+                    .into()
+        }
+    );
+}
+
+#[test]
+fn hostpath_is_never_placed_on_a_node_short_of_space_and_the_event_says_so() {
+    let mut w = world(vec![]);
+    w.nodes.insert("node-2".into(), ready(GI / 2));
+    let claim = mk_claim("c", "hostpath", "1Gi").node("node-2").build();
+    let ClaimAction::Fail { message } = decide_claim(&claim, &w).action else {
+        panic!("expected failure")
+    };
+    assert_eq!(
+        message,
+        "cannot provision on the selected node: node \"node-2\" has only 512Mi free under the \
+         hostPath base directory but the claim requests 1Gi (free space is checked before placing \
+         a hostPath volume)"
+    );
+}
+
+#[test]
+fn hostpath_without_selected_node_picks_a_ready_node_with_space_consistently() {
+    let mut w = world(vec![]);
+    w.nodes.insert(
+        "node-1".into(),
+        NodeFacts {
+            ready: false,
+            free_bytes: Some(100 * GI),
+        },
+    );
+    w.nodes.insert("node-3".into(), ready(GI / 4));
+    w.nodes.insert(
+        "node-4".into(),
+        NodeFacts {
+            ready: true,
+            free_bytes: None,
+        },
+    );
+    for i in 0..20 {
+        let claim = mk_claim(&format!("c{i}"), "hostpath", "1Gi").build();
+        let first = decide_claim(&claim, &w);
+        assert_eq!(
+            first.actor,
+            Actor::Node("node-2".into()),
+            "only node-2 fits"
+        );
+        assert_eq!(decide_claim(&claim, &w), first, "same input, same choice");
+    }
+}
+
+#[test]
+fn hostpath_spreads_claims_over_fitting_nodes() {
+    let w = world(vec![]);
+    let picked: std::collections::BTreeSet<_> = (0..20)
+        .map(|i| decide_claim(&mk_claim(&format!("c{i}"), "hostpath", "1Gi").build(), &w).actor)
+        .collect();
+    assert_eq!(picked.len(), 2, "both nodes used: {picked:?}");
+}
+
+#[test]
+fn hostpath_without_any_fitting_node_explains_each_node() {
+    let mut w = world(vec![]);
+    w.nodes.clear();
+    w.nodes.insert(
+        "a".into(),
+        NodeFacts {
+            ready: false,
+            free_bytes: Some(GI),
+        },
+    );
+    w.nodes.insert("b".into(), ready(1024));
+    let ClaimAction::Fail { message } =
+        decide_claim(&mk_claim("c", "hostpath", "1Gi").build(), &w).action
+    else {
+        panic!("expected failure")
+    };
+    assert!(
+        message.starts_with("no node can take a hostPath volume of 1Gi: node \"a\" is NotReady"),
+        "{message}"
+    );
+    assert!(
+        message.contains("node \"b\" has only 1Ki free"),
+        "{message}"
+    );
+}
+
+#[test]
+fn volume_of_a_deleted_claim_is_deleted_by_the_agent_on_its_node() {
+    let pv = mk_pv("pvc-1", "hostpath", "1Gi")
+        .claimed_by("gone", "uid-gone")
+        .on_node("node-1")
+        .ours(Backend::HostPath, "pvc-1_ns_gone")
+        .build();
+    let plan = decide_volume(&pv, &world(vec![]));
+    assert_eq!(plan.actor, Actor::Node("node-1".into()));
+    assert_eq!(
+        plan.action,
+        VolumeAction::Delete {
+            backend: Backend::HostPath,
+            directory: Some("pvc-1_ns_gone".into()),
+            archive: false
+        }
+    );
+}
+
+#[test]
+fn nfs_volume_of_a_deleted_claim_is_archived_when_the_class_says_so() {
+    let pv = mk_pv("pvc-1", "nfs", "1Gi")
+        .claimed_by("gone", "uid-gone")
+        .ours(Backend::Nfs, "pvc-1_ns_gone")
+        .build();
+    let plan = decide_volume(&pv, &world(vec![]));
+    assert_eq!(plan.actor, Actor::Controller);
+    assert!(
+        matches!(plan.action, VolumeAction::Delete { archive: true, .. }),
+        "{plan:?}"
+    );
+}
+
+#[test]
+fn retained_volume_is_marked_released_and_kept() {
+    let pv = mk_pv("pvc-1", "nfs", "1Gi")
+        .claimed_by("gone", "uid-gone")
+        .ours(Backend::Nfs, "pvc-1_ns_gone")
+        .policy("Retain")
+        .build();
+    assert_eq!(
+        decide_volume(&pv, &world(vec![])).action,
+        VolumeAction::MarkReleased
+    );
+}
+
+#[test]
+fn volume_in_use_or_not_ours_is_left_alone() {
+    let mut w = world(vec![]);
+    w.claims
+        .push(mk_claim("c", "nfs", "1Gi").volume("pvc-1").bound().build());
+    let used = mk_pv("pvc-1", "nfs", "1Gi")
+        .claimed_by("c", "uid-c")
+        .ours(Backend::Nfs, "pvc-1_ns_c")
+        .build();
+    assert_eq!(
+        decide_volume(&used, &w).action,
+        VolumeAction::Nothing("volume is in use by its claim")
+    );
+    let foreign = mk_pv("x", "nfs", "1Gi").claimed_by("gone", "u").build();
+    assert_eq!(
+        decide_volume(&foreign, &w).action,
+        VolumeAction::Nothing("not provisioned by ballast")
+    );
+}
+
+#[test]
+fn volume_provisioned_for_a_claim_that_bound_elsewhere_is_reclaimed() {
+    let mut w = world(vec![]);
+    w.claims
+        .push(mk_claim("c", "nfs", "1Gi").volume("other").bound().build());
+    let extra = mk_pv("pvc-uid-c", "nfs", "1Gi")
+        .claimed_by("c", "uid-c")
+        .ours(Backend::Nfs, "pvc-uid-c_ns_c")
+        .build();
+    assert!(matches!(
+        decide_volume(&extra, &w).action,
+        VolumeAction::Delete { .. }
+    ));
+}
+
+#[test]
+fn orphan_scan_keeps_directories_with_a_volume_or_a_waiting_claim() {
+    let mut w = world(vec![mk_pv("pvc-a", "nfs", "1Gi").build()]);
+    w.claims.push(mk_claim("waiting", "nfs", "1Gi").build());
+    w.claims
+        .push(mk_claim("named", "nfs", "1Gi").volume("mine").build());
+    let dirs: Vec<String> = [
+        "pvc-a_ns_a",                 // its PV exists
+        "pvc-uid-waiting_ns_waiting", // created before the PV; claim still pending
+        "mine_ns_named",              // named PV not created yet
+        "pvc-uid-old_ns_waiting",     // an earlier claim of the same name
+        "pvc-b_ns_gone",              // nobody
+        "archived-pvc-c_ns_x",        // archive, kept
+        "lost+found",                 // not ours
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(
+        orphans(&dirs, &w),
+        vec![
+            "pvc-uid-old_ns_waiting".to_owned(),
+            "pvc-b_ns_gone".to_owned()
+        ]
+    );
+}
