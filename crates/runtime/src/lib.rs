@@ -1,1 +1,21 @@
-//! placeholder
+//! Shared plumbing for every Ballast service, and nothing else: no business logic lives here.
+//!
+//! In: files (TLS certificate and key), the Kubernetes API (Leases, TokenReview,
+//! SubjectAccessReview), OS signals, HTTP requests (admin endpoints, AdmissionReview bodies).
+//! Out: a tracing subscriber, a process-wide Prometheus recorder, HTTP(S) servers that shut down
+//! gracefully, decoded admission requests handed to a service's [`admission::Handler`], a
+//! leadership flag, and authenticated callers.
+
+pub mod admin;
+pub mod admission;
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod kubeclient;
+pub mod leader;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+pub use error::{Error, Result};

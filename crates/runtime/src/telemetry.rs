@@ -1,0 +1,28 @@
+//! Logging: JSON lines in a cluster (stderr is not a terminal), human lines on a terminal.
+
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
+
+/// The filter used when `RUST_LOG` is unset.
+const DEFAULT_FILTER: &str = "info";
+
+/// Installs the global tracing subscriber. `RUST_LOG` sets the filter. Safe to call more than
+/// once (tests start several services in one process): later calls do nothing.
+pub fn init() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if std::io::stderr().is_terminal() {
+        builder.try_init()
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    };
+    // An error only means a subscriber is already installed, which is what we want.
+    drop(result);
+}
