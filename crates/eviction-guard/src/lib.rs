@@ -1,10 +1,232 @@
-//! eviction-guard: protects pods on NotReady nodes during a node failure storm.
+//! eviction-guard: protects pods on NotReady nodes during a node failure storm (DESIGN §5) and
+//! hosts the Ballast control service (DESIGN §4).
 //!
-//! In: Node watch events (the only cache), AdmissionReviews for pods (DELETE, UPDATE,
-//! pods/status UPDATE, pods/eviction CREATE) on `/validate`, mode changes through the seed's
-//! callbacks and the gRPC control service. Out: admission verdicts (429 for evictions, 403 for
-//! deletes and updates), the mode persisted in a ConfigMap, interception state and node health
-//! over gRPC, metrics, and an audit log line for every refusal and mode change.
+//! In: Node watch events (the only cache), the mode ConfigMap, AdmissionReviews for pods
+//! (DELETE, UPDATE, `pods/status` UPDATE, `pods/eviction` CREATE) on `/validate`, mode changes
+//! through the seed's `/callback/*` endpoints and gRPC `SetMode`.
+//! Out: admission verdicts (429 for evictions, 403 for deletes and updates), the mode written
+//! to the ConfigMap, interception state and node health over gRPC, Prometheus metrics on the
+//! admin port, and an audit log line (target `audit`) for every refusal and mode change.
+//!
+//! Decisions are pure ([`storm`], [`rules`]); [`monitor`], [`admission`], [`callback`] and
+//! [`mode`] do the I/O around them.
 
+pub mod admission;
+pub mod args;
+pub mod callback;
+mod error;
+pub mod guard;
+pub mod metrics;
+pub mod mode;
+pub mod monitor;
 pub mod rules;
 pub mod storm;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use ballast_runtime::admin::Readiness;
+use ballast_runtime::auth::Authenticator;
+use ballast_runtime::tls::ReloadingTls;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use args::{Args, Config};
+pub use error::{Error, Result};
+pub use guard::Guard;
+
+/// The Kubernetes API calls the guard makes: (group, resource, verbs), for least-privilege RBAC.
+/// ConfigMaps only in the guard's own namespace.
+pub const RBAC: &[(&str, &str, &[&str])] = &[
+    ("", "nodes", &["get", "list", "watch"]),
+    ("", "pods", &["get"]),
+    (
+        "",
+        "configmaps",
+        &["get", "list", "watch", "create", "update"],
+    ),
+    ("authentication.k8s.io", "tokenreviews", &["create"]),
+    ("authorization.k8s.io", "subjectaccessreviews", &["create"]),
+];
+
+/// How often the serving certificate files are checked for rotation.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The webhook and callback routes on one router: `/validate` and `/callback/*`.
+pub fn webhook_router(
+    guard: Arc<Guard>,
+    policy: rules::Policy,
+    client: Option<kube::Client>,
+    callbacks: Arc<callback::Callbacks>,
+) -> Router {
+    let webhook = Arc::new(admission::Webhook::new(guard, policy, client));
+    Router::new()
+        .route(
+            "/validate",
+            ballast_runtime::admission::route(admission::WEBHOOK_NAME, webhook),
+        )
+        .merge(callback::router(callbacks))
+}
+
+/// A started guard: its bound addresses, its state, and its tasks.
+pub struct Running {
+    pub webhook_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub guard: Arc<Guard>,
+    pub readiness: Readiness,
+    shutdown: CancellationToken,
+    tasks: JoinSet<Result<()>>,
+}
+
+impl Running {
+    /// Waits until every task has stopped (after `shutdown`, or the first failure, which
+    /// stops the others too).
+    pub async fn wait(mut self) -> Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = joined.map_err(Error::from).and_then(|r| r);
+            if let Err(e) = result {
+                tracing::error!(error = %guard::error_chain(&e), "eviction-guard task failed; stopping");
+                self.shutdown.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+fn local_addr(what: &'static str, l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr> {
+    l.local_addr()
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// Starts every part of the guard with an injected client; returns once the listeners are bound.
+pub async fn start(
+    config: Config,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) -> Result<Running> {
+    let Config {
+        webhook_addr,
+        admin_addr,
+        grpc_addr,
+        tls,
+        no_auth,
+        kubeconfig: _,
+        context: _,
+        namespace,
+        mode_configmap,
+        storm,
+        worker_selector,
+        policy,
+        require_auth_for_reads,
+        mode_writes_per_second,
+    } = config;
+
+    let tls = match tls {
+        Some((cert, key)) => Some(ReloadingTls::load(&cert, &key)?),
+        None => None,
+    };
+    let webhook_listener = bind("the webhook", webhook_addr).await?;
+    let admin_listener = bind("the admin server", admin_addr).await?;
+    let grpc_listener = bind("the control API", grpc_addr).await?;
+    let webhook_addr = local_addr("the webhook", &webhook_listener, webhook_addr)?;
+    let admin_addr = local_addr("the admin server", &admin_listener, admin_addr)?;
+    let grpc_addr = local_addr("the control API", &grpc_listener, grpc_addr)?;
+
+    let store = mode::ModeStore::new(client.clone(), &namespace, &mode_configmap);
+    let guard = Guard::new(storm, Some(store.clone()));
+    let readiness = Readiness::new();
+    readiness.register(monitor::NODES_SYNCED);
+    readiness.register(monitor::MODE_LOADED);
+    let auth = if no_auth {
+        Authenticator::AllowAll
+    } else {
+        Authenticator::Kube(client.clone())
+    };
+    let callbacks = callback::Callbacks::new(
+        guard.clone(),
+        auth.clone(),
+        require_auth_for_reads,
+        mode_writes_per_second,
+    );
+    let router = webhook_router(guard.clone(), policy, Some(client.clone()), callbacks);
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(run_until_stopped(monitor::watch_nodes(
+        client.clone(),
+        worker_selector,
+        guard.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    )));
+    tasks.spawn(run_until_stopped(monitor::watch_mode(
+        store,
+        guard.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    )));
+    tasks.spawn({
+        let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
+        async move { Ok(ballast_runtime::admin::serve(admin_listener, readiness, shutdown).await?) }
+    });
+    if let Some(tls) = &tls {
+        let reloader = tls.spawn_reloader(TLS_RELOAD_INTERVAL, shutdown.clone());
+        tasks.spawn(async move { Ok(reloader.await?) });
+    }
+    tasks.spawn({
+        let shutdown = shutdown.clone();
+        async move { Ok(ballast_runtime::http::serve(webhook_listener, router, tls, shutdown).await?) }
+    });
+    tasks.spawn({
+        let mut opts =
+            ballast_control::ServerOptions::new(Arc::new(callback::RuntimeAuthorize(auth)));
+        opts.require_auth_for_reads = require_auth_for_reads;
+        opts.set_mode_per_second = mode_writes_per_second;
+        let (state, shutdown) = (guard.clone(), shutdown.clone());
+        async move { Ok(ballast_control::serve(grpc_listener, state, opts, shutdown).await?) }
+    });
+    tracing::info!(
+        webhook = %webhook_addr,
+        admin = %admin_addr,
+        grpc = %grpc_addr,
+        namespace = %namespace,
+        configmap = %mode_configmap,
+        no_auth,
+        "eviction-guard started"
+    );
+    Ok(Running {
+        webhook_addr,
+        admin_addr,
+        grpc_addr,
+        guard,
+        readiness,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn run_until_stopped(task: impl std::future::Future<Output = ()>) -> Result<()> {
+    task.await;
+    Ok(())
+}
+
+/// Builds the client from `--kubeconfig` / in-cluster config, starts, and runs until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let client = ballast_runtime::kubeclient::client(
+        config.kubeconfig.as_deref(),
+        config.context.as_deref(),
+    )
+    .await?;
+    start(config, client, shutdown).await?.wait().await
+}

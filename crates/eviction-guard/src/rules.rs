@@ -180,7 +180,7 @@ pub enum Intent {
 
 /// Classify a request (pure, no lookups).
 pub fn classify(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Intent {
-    if req.resource.group != "" || req.resource.resource != "pods" {
+    if !req.resource.group.is_empty() || req.resource.resource != "pods" {
         return Intent::Ignored;
     }
     let sub = req.sub_resource.as_deref().unwrap_or("");
@@ -303,6 +303,9 @@ pub fn review(
     let allow = |why| Verdict::Allow { op: Some(op), why };
     if is_exempt(req, policy) {
         return allow(Allowed::Exempt);
+    }
+    if snapshot.protection.protected.is_empty() {
+        return allow(Allowed::NotProtecting);
     }
     let Some(pod) = pod else {
         return allow(Allowed::PodUnknown);

@@ -9,7 +9,6 @@
 //! itself when fewer remain.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -24,47 +23,7 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 pub const DEFAULT_WORKER_SELECTOR: &str =
     "!node-role.kubernetes.io/control-plane,!node-role.kubernetes.io/master";
 
-/// Who decides whether pods are protected.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// Protect when a storm is detected.
-    #[default]
-    Auto,
-    /// Never protect.
-    Disabled,
-    /// Protect pods on every NotReady worker node, storm or not (planned maintenance).
-    Forced,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Auto => "AUTO",
-            Mode::Disabled => "DISABLED",
-            Mode::Forced => "FORCED",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_uppercase().trim_start_matches("MODE_") {
-            "AUTO" => Ok(Mode::Auto),
-            "DISABLED" => Ok(Mode::Disabled),
-            "FORCED" => Ok(Mode::Forced),
-            other => Err(format!(
-                "unknown mode {other:?} (expected AUTO, DISABLED or FORCED)"
-            )),
-        }
-    }
-}
+pub use ballast_control::Mode;
 
 /// One requirement of an equality-based label selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +69,11 @@ impl FromStr for Selector {
 }
 
 impl Selector {
+    /// Selects every node.
+    pub fn match_all() -> Self {
+        Selector(Vec::new())
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|r| match r {
             Requirement::Exists(k) => labels.contains_key(k),

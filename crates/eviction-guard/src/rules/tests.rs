@@ -283,7 +283,7 @@ fn disabled_mode_allows_and_forced_mode_denies_without_storm() {
     });
     let v = review(&fixture("delete-taint"), None, &forced, &Policy::default());
     assert_eq!(deny_code(&v), Some(403));
-    assert!(message(&v).contains("mode FORCED: interception forced"));
+    assert!(message(&v).contains("mode forced: interception forced"));
 }
 
 #[test]

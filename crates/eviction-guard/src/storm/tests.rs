@@ -325,14 +325,6 @@ fn unknown_transition_time_counts_as_now() {
 }
 
 #[test]
-fn mode_parses_proto_and_plain_names() {
-    assert_eq!("MODE_DISABLED".parse::<Mode>(), Ok(Mode::Disabled));
-    assert_eq!("forced".parse::<Mode>(), Ok(Mode::Forced));
-    assert_eq!("Auto".parse::<Mode>(), Ok(Mode::Auto));
-    assert!("off".parse::<Mode>().is_err());
-}
-
-#[test]
 fn default_selector_excludes_control_plane_and_master_nodes() {
     let sel: Selector = DEFAULT_WORKER_SELECTOR.parse().unwrap();
     let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {

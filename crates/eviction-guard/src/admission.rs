@@ -1,0 +1,136 @@
+//! The validating webhook's I/O: read the latest snapshot, look the pod up for an eviction (the
+//! one GET the guard makes; evictions are rare), call [`rules::review`], count, audit, answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_runtime::admission::{
+    AdmissionRequest, AdmissionResponse, DynamicObject, Handler, deny,
+};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+
+use crate::guard::{Guard, error_chain};
+use crate::metrics;
+use crate::rules::{self, EVICTION_DENY_CODE, Intent, PodFacts, Policy, Verdict};
+
+/// Name of the webhook in the runtime's admission metrics.
+pub const WEBHOOK_NAME: &str = "eviction-guard";
+/// The eviction pod lookup must finish well inside the API server's webhook timeout (10s).
+const POD_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The `/validate` handler.
+pub struct Webhook {
+    guard: Arc<Guard>,
+    policy: Policy,
+    /// Looks up the pod of an eviction; None only in tests that never send evictions.
+    client: Option<kube::Client>,
+}
+
+impl Webhook {
+    pub fn new(guard: Arc<Guard>, policy: Policy, client: Option<kube::Client>) -> Self {
+        Webhook {
+            guard,
+            policy,
+            client,
+        }
+    }
+
+    async fn lookup(&self, namespace: &str, name: &str) -> Result<Option<PodFacts>, String> {
+        let Some(client) = &self.client else {
+            return Err("no API client to look the pod up".to_owned());
+        };
+        let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        match tokio::time::timeout(POD_LOOKUP_TIMEOUT, api.get_opt(name)).await {
+            Ok(Ok(pod)) => Ok(pod.as_ref().map(PodFacts::from_pod)),
+            Ok(Err(e)) => Err(error_chain(&e)),
+            Err(_) => Err(format!("no answer within {POD_LOOKUP_TIMEOUT:?}")),
+        }
+    }
+}
+
+impl Handler for Webhook {
+    async fn review(&self, req: AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        let snapshot = self.guard.snapshot();
+        let namespace = req.namespace.clone().unwrap_or_default();
+        let user = req.user_info.username.clone().unwrap_or_default();
+
+        let mut evicted = None;
+        let needs_pod = rules::classify(&req, &self.policy) == Intent::Eviction
+            && !snapshot.protection.protected.is_empty()
+            && !rules::is_exempt(&req, &self.policy);
+        if needs_pod {
+            match self.lookup(&namespace, &req.name).await {
+                Ok(pod) => evicted = pod,
+                Err(error) => {
+                    // Protection is on and we cannot tell where the pod runs: refuse as
+                    // retryable rather than risk evicting a protected pod.
+                    metrics::pod_lookup_failed();
+                    let message = format!(
+                        "eviction-guard could not look up pod {namespace}/{}: {error}; pods on \
+                         NotReady nodes are protected ({}), retry the eviction",
+                        req.name, snapshot.protection.reason
+                    );
+                    tracing::warn!(
+                        target: "audit",
+                        user = %user,
+                        operation = "eviction",
+                        namespace = %namespace,
+                        name = %req.name,
+                        dry_run = req.dry_run,
+                        error = %error,
+                        "refused eviction: pod lookup failed"
+                    );
+                    return deny(&req, EVICTION_DENY_CODE, "TooManyRequests", message);
+                }
+            }
+        }
+
+        match rules::review(&req, evicted.as_ref(), &snapshot, &self.policy) {
+            Verdict::Allow { op: None, .. } => AdmissionResponse::from(&req),
+            Verdict::Allow { op: Some(op), why } => {
+                if !req.dry_run {
+                    metrics::allowed(op);
+                }
+                tracing::debug!(
+                    operation = op.label(),
+                    namespace = %namespace,
+                    name = %req.name,
+                    why = ?why,
+                    "allowed"
+                );
+                AdmissionResponse::from(&req)
+            }
+            Verdict::Deny {
+                op,
+                code,
+                node,
+                message,
+            } => {
+                if !req.dry_run {
+                    metrics::intercepted(op);
+                }
+                tracing::warn!(
+                    target: "audit",
+                    user = %user,
+                    operation = op.label(),
+                    namespace = %namespace,
+                    name = %req.name,
+                    node = %node,
+                    code,
+                    dry_run = req.dry_run,
+                    reason = %snapshot.protection.reason,
+                    "refused {} of pod {namespace}/{}",
+                    op.label(),
+                    req.name
+                );
+                let reason = if code == EVICTION_DENY_CODE {
+                    "TooManyRequests"
+                } else {
+                    "Forbidden"
+                };
+                deny(&req, code, reason, message)
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Command line and environment (the seed's variables keep their names).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+use crate::mode::DEFAULT_CONFIGMAP;
+use crate::rules::{Policy, lift_hint};
+use crate::storm::{DEFAULT_WORKER_SELECTOR, Selector, StormConfig};
+
+/// Refuses evictions and deletions of pods on NotReady nodes while many worker nodes fail at
+/// once, and serves the Ballast control API.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "eviction-guard", version, about)]
+pub struct Args {
+    /// Run outside the cluster: current kubeconfig, plain-HTTP webhook, no authentication on
+    /// the control API and callbacks. Never use in a cluster.
+    #[arg(long, env = "LOCAL")]
+    pub local: bool,
+    /// Address every server binds to.
+    #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Port of the webhook (`/validate`) and the seed's `/callback/*` endpoints (HTTPS).
+    #[arg(long, env = "WEBHOOK_PORT", default_value_t = 8443)]
+    pub webhook_port: u16,
+    /// Port of `/healthz`, `/readyz` and `/metrics` (plain HTTP).
+    #[arg(long, env = "ADMIN_PORT", default_value_t = 8080)]
+    pub admin_port: u16,
+    /// Port of the gRPC control service.
+    #[arg(long, env = "GRPC_PORT", default_value_t = 9090)]
+    pub grpc_port: u16,
+    /// Directory holding the serving certificate `tls.crt` and key `tls.key`.
+    #[arg(
+        long,
+        env = "CERT_DIR",
+        default_value = "/tmp/k8s-webhook-server/serving-certs"
+    )]
+    pub cert_dir: PathBuf,
+    /// Serving certificate file (overrides `<cert-dir>/tls.crt`).
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key file (overrides `<cert-dir>/tls.key`).
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Kubeconfig to use (default: in-cluster, then the usual kubeconfig lookup).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, env = "KUBE_CONTEXT")]
+    pub context: Option<String>,
+    /// Namespace of the guard, where the mode ConfigMap lives.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
+    pub namespace: String,
+    /// Name of the ConfigMap holding the interception mode.
+    #[arg(long, env = "MODE_CONFIGMAP", default_value = DEFAULT_CONFIGMAP)]
+    pub mode_configmap: String,
+    /// Worker nodes that must become NotReady within the window to start protection.
+    #[arg(long, env = "NODE_NOTREADY_THRESHOLD", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub threshold: u32,
+    /// The storm window, e.g. `300s`, `5m`, `1h`.
+    #[arg(long, env = "NODE_NOTREADY_WINDOW", default_value = "5m",
+          value_parser = humantime::parse_duration)]
+    pub window: Duration,
+    /// Also require this fraction (0 to 1) of worker nodes to be NotReady (like the node
+    /// lifecycle controller's --unhealthy-zone-threshold). Off by default.
+    #[arg(long, env = "NODE_NOTREADY_MIN_FRACTION", value_parser = parse_fraction)]
+    pub min_notready_fraction: Option<f64>,
+    /// Count NotReady nodes per `topology.kubernetes.io/zone` instead of cluster-wide.
+    #[arg(long, env = "NODE_NOTREADY_PER_ZONE")]
+    pub per_zone: bool,
+    /// Label selector choosing the worker nodes (`key`, `!key`, `key=value`, `key!=value`).
+    #[arg(long, env = "WORKER_SELECTOR", default_value = DEFAULT_WORKER_SELECTOR)]
+    pub worker_selector: Selector,
+    /// Users never refused (comma-separated).
+    #[arg(long, env = "EXEMPT_USERS", value_delimiter = ',')]
+    pub exempt_users: Vec<String>,
+    /// Groups never refused (comma-separated).
+    #[arg(long, env = "EXEMPT_GROUPS", value_delimiter = ',')]
+    pub exempt_groups: Vec<String>,
+    /// Refuse status updates marking protected pods not Ready / Failed / DisruptionTarget.
+    /// Refusing them keeps Services routing to pods on dead nodes; `false` is the remedy.
+    #[arg(long, env = "INTERCEPT_STATUS_UPDATES", default_value_t = true, action = ArgAction::Set)]
+    pub intercept_status_updates: bool,
+    /// Require authentication (verb `get`) for `/callback/status` and the gRPC reads too.
+    #[arg(long, env = "REQUIRE_AUTH_FOR_READS")]
+    pub require_auth_for_reads: bool,
+    /// Mode changes accepted per second, callbacks and gRPC each (beyond: 429 / RESOURCE_EXHAUSTED).
+    #[arg(long, env = "MODE_WRITES_PER_SECOND", default_value = "5")]
+    pub mode_writes_per_second: NonZeroU32,
+    /// Address of the control service as operators reach it, quoted in denial messages.
+    #[arg(
+        long,
+        env = "CONTROL_ADDRESS",
+        default_value = "eviction-guard.ballast-system.svc:9090"
+    )]
+    pub control_address: String,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("{f} is not a fraction between 0 and 1"))
+    }
+}
+
+/// Everything `run` needs, built from [`Args`] or directly by tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub webhook_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    /// Serving certificate and key for the webhook; None serves plain HTTP (`--local`).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// No authentication on the control API and callbacks.
+    pub no_auth: bool,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub namespace: String,
+    pub mode_configmap: String,
+    pub storm: StormConfig,
+    pub worker_selector: Selector,
+    pub policy: Policy,
+    pub require_auth_for_reads: bool,
+    pub mode_writes_per_second: NonZeroU32,
+}
+
+impl Config {
+    /// Every server on `127.0.0.1:0`, plain HTTP, authentication on, defaults otherwise: the
+    /// starting point for tests (set `tls`, `namespace`, ... as needed).
+    pub fn loopback() -> Self {
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        Config {
+            webhook_addr: any,
+            admin_addr: any,
+            grpc_addr: any,
+            tls: None,
+            no_auth: false,
+            kubeconfig: None,
+            context: None,
+            namespace: "ballast-system".to_owned(),
+            mode_configmap: DEFAULT_CONFIGMAP.to_owned(),
+            storm: StormConfig::default(),
+            worker_selector: DEFAULT_WORKER_SELECTOR
+                .parse()
+                .unwrap_or_else(|_| Selector::match_all()),
+            policy: Policy::default(),
+            require_auth_for_reads: false,
+            mode_writes_per_second: ballast_control::DEFAULT_SET_MODE_PER_SECOND,
+        }
+    }
+}
+
+impl Args {
+    pub fn into_config(self) -> Config {
+        let Args {
+            local,
+            bind_address,
+            webhook_port,
+            admin_port,
+            grpc_port,
+            cert_dir,
+            tls_cert_file,
+            tls_key_file,
+            kubeconfig,
+            context,
+            namespace,
+            mode_configmap,
+            threshold,
+            window,
+            min_notready_fraction,
+            per_zone,
+            worker_selector,
+            exempt_users,
+            exempt_groups,
+            intercept_status_updates,
+            require_auth_for_reads,
+            mode_writes_per_second,
+            control_address,
+        } = self;
+        let tls = (!local).then(|| {
+            ballast_runtime::tls::cert_paths(
+                &cert_dir,
+                tls_cert_file.as_deref(),
+                tls_key_file.as_deref(),
+            )
+        });
+        let nonempty = |v: Vec<String>| {
+            v.into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        Config {
+            webhook_addr: SocketAddr::new(bind_address, webhook_port),
+            admin_addr: SocketAddr::new(bind_address, admin_port),
+            grpc_addr: SocketAddr::new(bind_address, grpc_port),
+            tls,
+            no_auth: local,
+            kubeconfig,
+            context,
+            namespace,
+            mode_configmap,
+            storm: StormConfig {
+                threshold: threshold as usize,
+                window,
+                min_fraction: min_notready_fraction,
+                per_zone,
+            },
+            worker_selector,
+            policy: Policy {
+                exempt_users: nonempty(exempt_users),
+                exempt_groups: nonempty(exempt_groups),
+                intercept_status: intercept_status_updates,
+                lift_hint: lift_hint(&control_address),
+            },
+            require_auth_for_reads,
+            mode_writes_per_second,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let cfg = Args::try_parse_from(["eviction-guard"])
+            .unwrap()
+            .into_config();
+        assert_eq!(cfg.webhook_addr.port(), 8443);
+        assert_eq!(cfg.admin_addr.port(), 8080);
+        assert_eq!(cfg.grpc_addr.port(), 9090);
+        assert_eq!(cfg.storm.threshold, 3);
+        assert_eq!(cfg.storm.window, Duration::from_secs(300));
+        assert_eq!(
+            cfg.tls,
+            Some((
+                PathBuf::from("/tmp/k8s-webhook-server/serving-certs/tls.crt"),
+                PathBuf::from("/tmp/k8s-webhook-server/serving-certs/tls.key")
+            ))
+        );
+        assert!(!cfg.no_auth);
+        assert!(cfg.policy.intercept_status);
+    }
+
+    #[test]
+    fn window_accepts_seconds_minutes_and_hours() {
+        for (text, secs) in [("300s", 300), ("5m", 300), ("1h", 3600)] {
+            let args = Args::try_parse_from(["eviction-guard", "--window", text]).unwrap();
+            assert_eq!(args.window, Duration::from_secs(secs), "{text}");
+        }
+        assert!(Args::try_parse_from(["eviction-guard", "--window", "soon"]).is_err());
+    }
+
+    #[test]
+    fn local_serves_plain_http_without_auth_and_flags_parse() {
+        let cfg = Args::try_parse_from([
+            "eviction-guard",
+            "--local",
+            "--threshold",
+            "5",
+            "--min-notready-fraction",
+            "0.5",
+            "--per-zone",
+            "--exempt-groups",
+            "ops, system:masters",
+            "--intercept-status-updates",
+            "false",
+        ])
+        .unwrap()
+        .into_config();
+        assert!(cfg.tls.is_none() && cfg.no_auth);
+        assert_eq!(cfg.storm.threshold, 5);
+        assert_eq!(cfg.storm.min_fraction, Some(0.5));
+        assert!(cfg.storm.per_zone);
+        assert_eq!(
+            cfg.policy.exempt_groups.iter().collect::<Vec<_>>(),
+            ["ops", "system:masters"]
+        );
+        assert!(!cfg.policy.intercept_status);
+        assert!(Args::try_parse_from(["eviction-guard", "--threshold", "0"]).is_err());
+        assert!(Args::try_parse_from(["eviction-guard", "--min-notready-fraction", "2"]).is_err());
+    }
+}

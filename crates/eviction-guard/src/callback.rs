@@ -1,0 +1,268 @@
+//! The seed's callbacks, same paths and JSON shapes, served beside `/validate`:
+//! `POST /callback/disable-interception` (mode DISABLED), `POST /callback/enable-interception`
+//! (back to AUTO), `GET /callback/status`. Writes are authenticated like the gRPC SetMode
+//! (TokenReview, then SubjectAccessReview for `update` on `interception.control.ballast.dev`)
+//! and rate limited; an optional JSON body `{"reason": "..."}` is recorded with the change.
+//!
+//! Also the adapter that lets the control service authenticate through the runtime.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ballast_control::auth::{ACCESS_GROUP, ACCESS_RESOURCE, VERB_GET, VERB_UPDATE};
+use ballast_control::{ControlError, MAX_REASON_BYTES, Mode, ModeChange};
+use ballast_runtime::auth::{Access, AuthError, Authenticator, bearer_token};
+use futures::future::BoxFuture;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::{Value, json};
+
+use crate::guard::Guard;
+
+/// Callback bodies hold at most a short reason.
+const MAX_CALLBACK_BODY_BYTES: usize = 8 * 1024;
+
+/// Shared by the callback handlers.
+pub struct Callbacks {
+    guard: Arc<Guard>,
+    auth: Authenticator,
+    require_auth_for_reads: bool,
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl Callbacks {
+    pub fn new(
+        guard: Arc<Guard>,
+        auth: Authenticator,
+        require_auth_for_reads: bool,
+        writes_per_second: NonZeroU32,
+    ) -> Arc<Self> {
+        Arc::new(Callbacks {
+            guard,
+            auth,
+            require_auth_for_reads,
+            limiter: RateLimiter::direct(Quota::per_second(writes_per_second)),
+        })
+    }
+}
+
+/// The callback routes.
+pub fn router(callbacks: Arc<Callbacks>) -> Router {
+    Router::new()
+        .route("/callback/disable-interception", post(disable))
+        .route("/callback/enable-interception", post(enable))
+        .route("/callback/status", get(status))
+        .layer(DefaultBodyLimit::max(MAX_CALLBACK_BODY_BYTES))
+        .with_state(callbacks)
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (
+        code,
+        axum::Json(json!({"status": "error", "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn auth_error(e: &AuthError) -> Response {
+    let code = match e {
+        AuthError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
+        AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(code, e.to_string())
+}
+
+fn access(verb: &str) -> Access {
+    Access::new(verb, ACCESS_GROUP, ACCESS_RESOURCE)
+}
+
+/// The optional `{"reason": "..."}` body.
+fn reason_from_body(body: &[u8], default: &str) -> Result<String, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(default.to_owned());
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("failed to read the request body as JSON: {e}"))?;
+    match value.get("reason") {
+        None | Some(Value::Null) => Ok(default.to_owned()),
+        Some(Value::String(r)) if r.len() > MAX_REASON_BYTES => {
+            Err(format!("reason is longer than {MAX_REASON_BYTES} bytes"))
+        }
+        Some(Value::String(r)) => Ok(r.clone()),
+        Some(_) => Err("reason must be a string".to_owned()),
+    }
+}
+
+async fn set_mode(
+    cb: &Callbacks,
+    headers: &HeaderMap,
+    body: &[u8],
+    mode: Mode,
+    path: &str,
+    done: &str,
+) -> Response {
+    if cb.limiter.check().is_err() {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many mode changes; retry in a second",
+        );
+    }
+    let caller = match cb
+        .auth
+        .authorize(bearer_token(headers), &access(VERB_UPDATE))
+        .await
+    {
+        Ok(caller) => caller,
+        Err(e) => {
+            tracing::warn!(target: "audit", path, error = %e, "refused a mode change callback");
+            return auth_error(&e);
+        }
+    };
+    let reason = match reason_from_body(body, &format!("POST {path}")) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let change = ModeChange {
+        mode,
+        reason,
+        caller: caller.username,
+    };
+    match cb.guard.change_mode(change).await {
+        Ok(_) => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "success", "message": done})),
+        )
+            .into_response(),
+        Err(e) => {
+            let code = match e {
+                ControlError::Conflict(_) => StatusCode::CONFLICT,
+                ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ControlError::FailedPrecondition(_) => StatusCode::PRECONDITION_FAILED,
+                ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(code, e.to_string())
+        }
+    }
+}
+
+async fn disable(State(cb): State<Arc<Callbacks>>, headers: HeaderMap, body: Bytes) -> Response {
+    set_mode(
+        &cb,
+        &headers,
+        &body,
+        Mode::Disabled,
+        "/callback/disable-interception",
+        "Interception disabled successfully",
+    )
+    .await
+}
+
+async fn enable(State(cb): State<Arc<Callbacks>>, headers: HeaderMap, body: Bytes) -> Response {
+    set_mode(
+        &cb,
+        &headers,
+        &body,
+        Mode::Auto,
+        "/callback/enable-interception",
+        "Interception enabled successfully",
+    )
+    .await
+}
+
+async fn status(State(cb): State<Arc<Callbacks>>, headers: HeaderMap) -> Response {
+    if cb.require_auth_for_reads
+        && let Err(e) = cb
+            .auth
+            .authorize(bearer_token(&headers), &access(VERB_GET))
+            .await
+    {
+        return auth_error(&e);
+    }
+    let snap = cb.guard.snapshot();
+    let mode = cb.guard.mode();
+    let p = &snap.protection;
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    let cfg = cb.guard.config();
+    axum::Json(json!({
+        "status": "success",
+        "data": {
+            // the seed's two fields
+            "intercepting": p.protecting,
+            "notReadyNodes": p.notready,
+            // and what an operator needs to act on them
+            "mode": p.mode.as_str(),
+            "reason": p.reason,
+            "since": time(p.since),
+            "protectedNodes": p.protected,
+            "workerNodes": p.workers,
+            "threshold": cfg.threshold,
+            "window": humantime::format_duration(cfg.window).to_string(),
+            "synced": snap.synced,
+            "modeChangedBy": mode.changed_by,
+            "modeReason": mode.reason,
+            "modeChangedAt": time(mode.changed_at),
+        }
+    }))
+    .into_response()
+}
+
+/// Lets the control service check callers through the runtime's TokenReview +
+/// SubjectAccessReview authenticator.
+pub struct RuntimeAuthorize(pub Authenticator);
+
+impl ballast_control::Authorize for RuntimeAuthorize {
+    fn authorize<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+        verb: &'a str,
+    ) -> BoxFuture<'a, Result<ballast_control::Caller, ballast_control::AuthError>> {
+        Box::pin(async move {
+            self.0
+                .authorize(bearer, &access(verb))
+                .await
+                .map(|c| ballast_control::Caller {
+                    username: c.username,
+                    groups: c.groups,
+                })
+                .map_err(|e| match e {
+                    AuthError::Unauthenticated(m) => ballast_control::AuthError::Unauthenticated(m),
+                    AuthError::Forbidden(m) => ballast_control::AuthError::Forbidden(m),
+                    AuthError::Unavailable(m) => ballast_control::AuthError::Unavailable(m),
+                })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_body_is_optional_bounded_and_must_be_a_string() {
+        assert_eq!(reason_from_body(b"", "POST /x"), Ok("POST /x".to_owned()));
+        assert_eq!(reason_from_body(b"{}", "d"), Ok("d".to_owned()));
+        assert_eq!(
+            reason_from_body(br#"{"reason":"drain rack 4"}"#, "d"),
+            Ok("drain rack 4".to_owned())
+        );
+        assert_eq!(
+            reason_from_body(br#"{"reason":4}"#, "d"),
+            Err("reason must be a string".to_owned())
+        );
+        let long = format!(r#"{{"reason":"{}"}}"#, "x".repeat(MAX_REASON_BYTES + 1));
+        assert!(reason_from_body(long.as_bytes(), "d").is_err());
+        assert!(
+            reason_from_body(b"{not json", "d")
+                .unwrap_err()
+                .starts_with("failed to read the request body as JSON")
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! The guard's live state: the worker nodes seen by the monitor and the mode, turned into a
+//! [`Snapshot`] by [`storm::evaluate`] on every change and published to the webhook, the
+//! callbacks and the control service (`watch` channels: readers always get the latest).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ballast_control::{
+    ControlError, ControlState, InterceptionState, ModeChange, NodeHealthSnapshot,
+};
+use chrono::Utc;
+use tokio::sync::watch;
+
+use crate::metrics;
+use crate::mode::{ModeRecord, ModeStore};
+use crate::storm::{self, NodeHealth, Protection, Snapshot, StormConfig};
+
+struct Inner {
+    workers: BTreeMap<String, NodeHealth>,
+    synced: bool,
+    mode: ModeRecord,
+    protection: Protection,
+}
+
+/// Shared by every task of one guard.
+pub struct Guard {
+    cfg: StormConfig,
+    inner: Mutex<Inner>,
+    /// Serialises mode writes so two callers of one replica do not race each other.
+    mode_write: tokio::sync::Mutex<()>,
+    store: Option<ModeStore>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    status: watch::Sender<InterceptionState>,
+    nodes: watch::Sender<NodeHealthSnapshot>,
+}
+
+impl Guard {
+    /// `store` persists mode changes (None keeps them in memory: tests of the webhook alone).
+    pub fn new(cfg: StormConfig, store: Option<ModeStore>) -> Arc<Self> {
+        let guard = Guard {
+            cfg,
+            inner: Mutex::new(Inner {
+                workers: BTreeMap::new(),
+                synced: false,
+                mode: ModeRecord::default(),
+                protection: Protection::default(),
+            }),
+            mode_write: tokio::sync::Mutex::new(()),
+            store,
+            snapshot: watch::Sender::new(Arc::new(Snapshot::default())),
+            status: watch::Sender::new(InterceptionState::default()),
+            nodes: watch::Sender::new(NodeHealthSnapshot::default()),
+        };
+        guard.recompute(&mut guard.lock());
+        Arc::new(guard)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn config(&self) -> &StormConfig {
+        &self.cfg
+    }
+
+    /// The latest snapshot (cheap: an `Arc`).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.subscribe()
+    }
+
+    pub fn mode(&self) -> ModeRecord {
+        self.lock().mode.clone()
+    }
+
+    /// Replaces every worker node (after a full list) and marks the cache synced.
+    pub fn replace_workers(&self, workers: impl IntoIterator<Item = NodeHealth>) {
+        let mut inner = self.lock();
+        inner.workers = workers.into_iter().map(|n| (n.name.clone(), n)).collect();
+        inner.synced = true;
+        self.recompute(&mut inner);
+    }
+
+    /// A worker node was added or changed.
+    pub fn upsert_worker(&self, node: NodeHealth) {
+        let mut inner = self.lock();
+        match inner.workers.get(&node.name) {
+            Some(old) if *old == node => return,
+            Some(old) if old.ready == node.ready => {}
+            _ => tracing::info!(
+                node = %node.name,
+                ready = node.ready,
+                reason = %node.reason,
+                "worker node is {}",
+                if node.ready { "Ready" } else { "NotReady" }
+            ),
+        }
+        inner.workers.insert(node.name.clone(), node);
+        self.recompute(&mut inner);
+    }
+
+    /// A node was deleted, or is no longer a worker.
+    pub fn remove_worker(&self, name: &str) {
+        let mut inner = self.lock();
+        if inner.workers.remove(name).is_some() {
+            self.recompute(&mut inner);
+        }
+    }
+
+    /// Adopts a mode read from the store (another replica's write, or the value at start).
+    pub fn apply_stored_mode(&self, record: ModeRecord) {
+        let mut inner = self.lock();
+        if inner.mode == record {
+            return;
+        }
+        tracing::info!(
+            target: "audit",
+            mode = %record.mode,
+            changed_by = %record.changed_by,
+            reason = %record.reason,
+            "interception mode loaded from the store"
+        );
+        inner.mode = record;
+        self.recompute(&mut inner);
+    }
+
+    /// Persists and applies a mode change; one audit line per change.
+    pub async fn change_mode(&self, change: ModeChange) -> Result<InterceptionState, ControlError> {
+        let _serial = self.mode_write.lock().await;
+        let previous = self.mode();
+        let record = ModeRecord {
+            mode: change.mode,
+            changed_by: change.caller.clone(),
+            reason: change.reason.clone(),
+            changed_at: Some(Utc::now()),
+        };
+        if let Some(store) = &self.store {
+            store.store(&record).await.map_err(|e| match e {
+                crate::Error::ModeConflict { .. } => ControlError::Conflict(e.to_string()),
+                other => ControlError::Unavailable(error_chain(&other)),
+            })?;
+        }
+        tracing::warn!(
+            target: "audit",
+            caller = %change.caller,
+            from = %previous.mode,
+            to = %change.mode,
+            reason = %change.reason,
+            "interception mode changed"
+        );
+        metrics::mode_changed(change.mode);
+        {
+            let mut inner = self.lock();
+            inner.mode = record;
+            self.recompute(&mut inner);
+        }
+        Ok(self.status.borrow().clone())
+    }
+
+    fn recompute(&self, inner: &mut Inner) {
+        let workers: Vec<NodeHealth> = inner.workers.values().cloned().collect();
+        let next = storm::evaluate(
+            &self.cfg,
+            inner.mode.mode,
+            &workers,
+            Utc::now(),
+            &inner.protection,
+        );
+        if next.protecting != inner.protection.protecting {
+            tracing::warn!(
+                target: "audit",
+                protecting = next.protecting,
+                mode = %next.mode,
+                reason = %next.reason,
+                notready = ?next.notready,
+                "pod protection turned {}",
+                if next.protecting { "on" } else { "off" }
+            );
+        } else if next.reason != inner.protection.reason {
+            tracing::info!(protecting = next.protecting, reason = %next.reason, "interception state changed");
+        }
+        metrics::protection(&next, inner.synced);
+        inner.protection = next;
+
+        let snapshot = Snapshot {
+            synced: inner.synced,
+            protection: inner.protection.clone(),
+            workers: inner.workers.clone(),
+        };
+        self.snapshot.send_if_modified(|s| {
+            if **s == snapshot {
+                false
+            } else {
+                *s = Arc::new(snapshot);
+                true
+            }
+        });
+        let p = &inner.protection;
+        let status = InterceptionState {
+            mode: p.mode,
+            protecting: p.protecting,
+            reason: p.reason.clone(),
+            since: p.since,
+            threshold: u32::try_from(self.cfg.threshold).unwrap_or(u32::MAX),
+            window: self.cfg.window,
+            notready_nodes: p.notready.iter().cloned().collect(),
+            mode_changed_by: inner.mode.changed_by.clone(),
+            mode_reason: inner.mode.reason.clone(),
+            mode_changed_at: inner.mode.changed_at,
+            synced: inner.synced,
+        };
+        self.status.send_if_modified(|s| {
+            if *s == status {
+                false
+            } else {
+                *s = status;
+                true
+            }
+        });
+        let nodes = NodeHealthSnapshot {
+            synced: inner.synced,
+            nodes: inner
+                .workers
+                .values()
+                .map(|n| {
+                    (
+                        n.name.clone(),
+                        ballast_control::NodeHealth {
+                            name: n.name.clone(),
+                            ready: n.ready,
+                            since: n.since,
+                            reason: n.reason.clone(),
+                            zone: n.zone.clone().unwrap_or_default(),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        self.nodes.send_if_modified(|s| {
+            if *s == nodes {
+                false
+            } else {
+                *s = nodes;
+                true
+            }
+        });
+    }
+}
+
+/// The error and its sources in one line, for messages that cross an API boundary.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The control service's view of the guard.
+impl ControlState for Guard {
+    fn status(&self) -> watch::Receiver<InterceptionState> {
+        self.status.subscribe()
+    }
+
+    fn node_health(&self) -> watch::Receiver<NodeHealthSnapshot> {
+        self.nodes.subscribe()
+    }
+
+    async fn set_mode(&self, change: ModeChange) -> Result<InterceptionState, ControlError> {
+        self.change_mode(change).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_control::Mode;
+
+    fn down(name: &str) -> NodeHealth {
+        NodeHealth {
+            name: name.to_owned(),
+            ready: false,
+            since: Some(Utc::now()),
+            reason: "NodeStatusUnknown".to_owned(),
+            zone: None,
+            out_of_service: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn publishes_protection_to_webhook_and_control_views_on_node_and_mode_changes() {
+        let guard = Guard::new(StormConfig::default(), None);
+        assert!(!guard.snapshot().synced);
+        let status = ControlState::status(guard.as_ref());
+        assert!(!status.borrow().synced);
+
+        guard.replace_workers(["a", "b", "c", "d"].map(down));
+        let snap = guard.snapshot();
+        assert!(snap.synced && snap.protection.protecting);
+        assert_eq!(snap.protection.protected.len(), 4);
+        assert!(status.borrow().protecting);
+        assert_eq!(status.borrow().notready_nodes, ["a", "b", "c", "d"]);
+        assert_eq!(
+            status.borrow().reason,
+            "4 of 4 worker nodes NotReady within 5m"
+        );
+        assert_eq!(
+            ControlState::node_health(guard.as_ref())
+                .borrow()
+                .nodes
+                .len(),
+            4
+        );
+
+        let state = ControlState::set_mode(
+            guard.as_ref(),
+            ModeChange {
+                mode: Mode::Disabled,
+                reason: "let the drain through".to_owned(),
+                caller: "alice".to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!state.protecting);
+        assert_eq!(state.mode_changed_by, "alice");
+        assert!(guard.snapshot().protection.protected.is_empty());
+
+        guard.remove_worker("a");
+        guard.remove_worker("b");
+        assert_eq!(status.borrow().notready_nodes, ["c", "d"]);
+    }
+}

@@ -1,0 +1,48 @@
+//! Metric names (the seed's where it had them) and the few places that record them. The
+//! admission latency histogram (`admission_duration_seconds{webhook="eviction-guard"}`) is
+//! recorded by the runtime's admission route.
+
+use ballast_control::Mode;
+
+use crate::rules::Operation;
+use crate::storm::Protection;
+
+/// NotReady worker nodes now (seed name).
+pub const NODE_NOTREADY_COUNT: &str = "node_notready_count";
+/// Refused requests, label `operation` (seed name).
+pub const EVICTION_INTERCEPTED_TOTAL: &str = "eviction_intercepted_total";
+/// Guarded requests let through, label `operation` (seed name).
+pub const EVICTION_ALLOWED_TOTAL: &str = "eviction_allowed_total";
+/// 1 while pods on NotReady nodes are protected.
+pub const PROTECTION_ACTIVE: &str = "eviction_protection_active";
+/// Worker nodes watched.
+pub const WORKER_NODES: &str = "eviction_guard_worker_nodes";
+/// Mode changes, label `mode` (the new mode).
+pub const MODE_CHANGES_TOTAL: &str = "eviction_guard_mode_changes_total";
+/// Eviction pod lookups that failed, so the eviction was refused as retryable.
+pub const POD_LOOKUP_ERRORS_TOTAL: &str = "eviction_guard_pod_lookup_errors_total";
+
+pub(crate) fn protection(p: &Protection, synced: bool) {
+    if !synced {
+        return;
+    }
+    metrics::gauge!(NODE_NOTREADY_COUNT).set(p.notready.len() as f64);
+    metrics::gauge!(PROTECTION_ACTIVE).set(if p.protecting { 1.0 } else { 0.0 });
+    metrics::gauge!(WORKER_NODES).set(p.workers as f64);
+}
+
+pub(crate) fn intercepted(op: Operation) {
+    metrics::counter!(EVICTION_INTERCEPTED_TOTAL, "operation" => op.label()).increment(1);
+}
+
+pub(crate) fn allowed(op: Operation) {
+    metrics::counter!(EVICTION_ALLOWED_TOTAL, "operation" => op.label()).increment(1);
+}
+
+pub(crate) fn mode_changed(mode: Mode) {
+    metrics::counter!(MODE_CHANGES_TOTAL, "mode" => mode.as_str()).increment(1);
+}
+
+pub(crate) fn pod_lookup_failed() {
+    metrics::counter!(POD_LOOKUP_ERRORS_TOTAL).increment(1);
+}
