@@ -21,6 +21,7 @@ pub mod mode;
 pub mod monitor;
 pub mod rules;
 pub mod storm;
+pub mod webhook_config;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
