@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ballast_control::{
     ControlError, ControlState, InterceptionState, ModeChange, NodeHealthSnapshot,
 };
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use tokio::sync::watch;
 
 use crate::metrics;
@@ -135,7 +135,8 @@ impl Guard {
             mode: change.mode,
             changed_by: change.caller.clone(),
             reason: change.reason.clone(),
-            changed_at: Some(Utc::now()),
+            // whole seconds, as stored, so our own write read back by the watch is no change
+            changed_at: Some(Utc::now().trunc_subsecs(0)),
         };
         if let Some(store) = &self.store {
             store.store(&record).await.map_err(|e| match e {
