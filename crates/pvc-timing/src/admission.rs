@@ -1,0 +1,310 @@
+//! The mutating webhook: PVC CREATE and UPDATE (main resource and `status`) in, a JSON patch of
+//! the `pvc-timing` annotation out. It never refuses a claim: any error is answered "allowed,
+//! unchanged" with a warning, so a broken webhook cannot block storage.
+//!
+//! [`mutate`] is the pure decision over the decoded request; [`Webhook`] adds the clock, logs
+//! and metrics.
+
+use std::sync::Arc;
+
+use ballast_runtime::admission::{
+    AdmissionRequest, AdmissionResponse, DynamicObject, Handler, Operation,
+};
+use chrono::{DateTime, Utc};
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use serde_json::Value;
+
+use crate::metrics as m;
+use crate::timing::{self, ANNOTATION, BOUND, Observation, Outcome, TRIGGER_ANNOTATION};
+
+/// The route label and the name used in logs.
+pub const WEBHOOK_NAME: &str = "pvc-timing";
+/// The path the webhook configuration points at (seed: `/mutate`).
+pub const PATH: &str = "/mutate";
+
+/// The time source, injected so tests pin it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Why a request was let through untouched.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MutateError {
+    #[error("failed to record PVC timing: the request is for {0}, not a PersistentVolumeClaim")]
+    NotAClaim(String),
+    #[error("failed to record PVC timing: the {0} request carries no object")]
+    MissingObject(&'static str),
+}
+
+impl MutateError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            MutateError::NotAClaim(_) => "not_a_claim",
+            MutateError::MissingObject(_) => "missing_object",
+        }
+    }
+}
+
+/// Seconds from creation to Bound for one claim, to observe once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeToBound {
+    pub storage_class: String,
+    pub seconds: f64,
+}
+
+/// What the webhook decided for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mutation {
+    /// None when the annotation already says it all (reinvocation, no phase change).
+    pub patch: Option<Patch>,
+    pub outcome: Outcome,
+    /// The phase entered, when this request made the transition and it is to be counted.
+    pub transition: Option<String>,
+    /// Set once per claim: by the request that first records its Bound phase.
+    pub time_to_bound: Option<TimeToBound>,
+}
+
+/// Decides the patch for a PVC admission request. `Ok(None)`: nothing to do (DELETE, CONNECT).
+///
+/// Counting rules, chosen so each figure is counted once per claim even under reinvocation, API
+/// server retries and several replicas: a transition is counted by the request that changes
+/// `status.phase` (old object's phase differs, or CREATE) and appends it, never for dry runs.
+/// On API servers that discard metadata changes made through `/status`, the entry is written
+/// again by a later main-resource update (usually the controller's `webhook-trigger`): that
+/// request did not change the phase, so it is not counted again.
+pub fn mutate(
+    req: &AdmissionRequest<DynamicObject>,
+    now: DateTime<Utc>,
+) -> Result<Option<Mutation>, MutateError> {
+    if !req.kind.group.is_empty() || req.kind.kind != "PersistentVolumeClaim" {
+        return Err(MutateError::NotAClaim(format!(
+            "{}/{}",
+            req.kind.group, req.kind.kind
+        )));
+    }
+    let creating = match req.operation {
+        Operation::Create => true,
+        Operation::Update => false,
+        Operation::Delete | Operation::Connect => return Ok(None),
+    };
+    let object = req.object.as_ref().ok_or(MutateError::MissingObject(
+        ballast_runtime::admission::operation_name(&req.operation),
+    ))?;
+
+    let phase = timing::normalise_phase(phase_of(object));
+    let old_phase = req
+        .old_object
+        .as_ref()
+        .filter(|_| !creating)
+        .map(|old| timing::normalise_phase(phase_of(old)));
+    let annotations = object.metadata.annotations.as_ref();
+    let created_at = object
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0));
+    let earlier_sighting = (phase == BOUND)
+        .then(|| annotations.and_then(|a| a.get(TRIGGER_ANNOTATION)))
+        .flatten()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0));
+
+    let outcome = timing::fold(&Observation {
+        phase,
+        annotation: annotations
+            .and_then(|a| a.get(ANNOTATION))
+            .map(String::as_str),
+        stored: req
+            .old_object
+            .as_ref()
+            .and_then(|old| old.metadata.annotations.as_ref())
+            .and_then(|a| a.get(ANNOTATION))
+            .map(String::as_str),
+        creating,
+        created_at,
+        earlier_sighting,
+        now,
+    });
+
+    let changed_phase = creating || old_phase.is_some_and(|old| old != phase);
+    let counted = !req.dry_run && changed_phase && outcome.appended.as_deref() == Some(phase);
+    let transition = counted.then(|| phase.to_owned());
+    let first_bound = counted
+        && phase == BOUND
+        && outcome
+            .previous
+            .as_ref()
+            .is_none_or(|p| p.first_time_in(BOUND).is_none());
+    let time_to_bound = match (first_bound, created_at, outcome.timing.first_time_in(BOUND)) {
+        (true, Some(created), Some(bound)) => Some(TimeToBound {
+            storage_class: storage_class_of(object).to_owned(),
+            seconds: (bound - created).num_milliseconds().max(0) as f64 / 1000.0,
+        }),
+        _ => None,
+    };
+
+    let patch = outcome
+        .changed
+        .then(|| annotation_patch(object, &outcome.value));
+    Ok(Some(Mutation {
+        patch,
+        outcome,
+        transition,
+        time_to_bound,
+    }))
+}
+
+fn phase_of(object: &DynamicObject) -> Option<&str> {
+    object
+        .data
+        .get("status")
+        .and_then(|s| s.get("phase"))
+        .and_then(Value::as_str)
+}
+
+fn storage_class_of(object: &DynamicObject) -> &str {
+    object
+        .data
+        .get("spec")
+        .and_then(|s| s.get("storageClassName"))
+        .and_then(Value::as_str)
+        .unwrap_or(m::NO_STORAGE_CLASS)
+}
+
+/// Sets `metadata.annotations[pvc-timing]`, creating the map when the object has none (a JSON
+/// patch `add` into a missing parent fails).
+fn annotation_patch(object: &DynamicObject, value: &str) -> Patch {
+    let annotations = object.metadata.annotations.as_ref();
+    let op = match annotations {
+        None => PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations"]),
+            value: serde_json::json!({ ANNOTATION: value }),
+        }),
+        Some(map) => {
+            let path = PointerBuf::from_tokens(["metadata", "annotations", ANNOTATION]);
+            let value = Value::String(value.to_owned());
+            if map.contains_key(ANNOTATION) {
+                PatchOperation::Replace(ReplaceOperation { path, value })
+            } else {
+                PatchOperation::Add(AddOperation { path, value })
+            }
+        }
+    };
+    Patch(vec![op])
+}
+
+/// The admission handler: [`mutate`] plus logs and metrics; never denies.
+pub struct Webhook {
+    clock: Arc<dyn Clock>,
+}
+
+impl Webhook {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock }
+    }
+
+    /// Answers one request (synchronous: nothing here waits on I/O).
+    pub fn answer(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        let response = AdmissionResponse::from(req);
+        let claim = format!(
+            "{}/{}",
+            req.namespace.as_deref().unwrap_or_default(),
+            req.name
+        );
+        let mutation = match mutate(req, self.clock.now()) {
+            Ok(Some(mutation)) => mutation,
+            Ok(None) => return response,
+            Err(err) => {
+                tracing::warn!(claim, error = %err, "let a request through unchanged");
+                metrics::counter!(m::WEBHOOK_ERRORS, "reason" => err.metric_label()).increment(1);
+                return with_warning(response, err.to_string());
+            }
+        };
+        let mut warnings = Vec::new();
+        if let Some(repair) = &mutation.outcome.repair {
+            tracing::warn!(
+                claim,
+                repair = repair.label(),
+                reason = repair.reason(),
+                "repaired the pvc-timing annotation"
+            );
+            if !req.dry_run {
+                metrics::counter!(m::ANNOTATION_REPAIRS, "kind" => repair.label()).increment(1);
+            }
+            warnings.push(format!(
+                "pvc-timing annotation repaired ({}): {}",
+                repair.label(),
+                repair.reason()
+            ));
+        }
+        if let Some(phase) = &mutation.transition {
+            tracing::info!(
+                claim,
+                phase,
+                dry_run = req.dry_run,
+                "claim entered a new phase"
+            );
+            metrics::counter!(m::PHASE_TRANSITIONS, "phase" => phase.clone()).increment(1);
+        }
+        if let Some(ttb) = &mutation.time_to_bound {
+            tracing::info!(
+                claim,
+                storage_class = ttb.storage_class,
+                seconds = ttb.seconds,
+                "claim bound"
+            );
+            metrics::histogram!(m::TIME_TO_BOUND, "storage_class" => ttb.storage_class.clone())
+                .record(ttb.seconds);
+        }
+        let Some(patch) = mutation.patch else {
+            return with_warnings(response, warnings);
+        };
+        tracing::debug!(
+            claim,
+            annotation = mutation.outcome.value,
+            "patching pvc-timing"
+        );
+        match response.clone().with_patch(patch) {
+            Ok(patched) => with_warnings(patched, warnings),
+            Err(err) => {
+                tracing::warn!(claim, error = %err, "failed to encode the patch; letting the request through unchanged");
+                metrics::counter!(m::WEBHOOK_ERRORS, "reason" => "encode_patch").increment(1);
+                with_warning(response, format!("failed to record PVC timing: {err}"))
+            }
+        }
+    }
+}
+
+impl Handler for Webhook {
+    async fn review(&self, req: AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        self.answer(&req)
+    }
+}
+
+fn with_warning(response: AdmissionResponse, warning: String) -> AdmissionResponse {
+    with_warnings(response, vec![warning])
+}
+
+fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
+    if !warnings.is_empty() {
+        response
+            .warnings
+            .get_or_insert_with(Vec::new)
+            .extend(warnings);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests;

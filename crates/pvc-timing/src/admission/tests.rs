@@ -1,0 +1,277 @@
+use super::*;
+use ballast_runtime::admission::decode;
+use chrono::TimeZone;
+use serde_json::json;
+
+/// Requests captured from a Kubernetes 1.36 API server (see tests/data).
+fn fixture(name: &str) -> Value {
+    let text = match name {
+        "pvc-create" => include_str!("../../tests/data/pvc-create.json"),
+        "pvc-update-binder-static-bind" => {
+            include_str!("../../tests/data/pvc-update-binder-static-bind.json")
+        }
+        "pvc-status-update-binder-bound" => {
+            include_str!("../../tests/data/pvc-status-update-binder-bound.json")
+        }
+        "pvc-update-binder-external-provisioner-annotation" => {
+            include_str!("../../tests/data/pvc-update-binder-external-provisioner-annotation.json")
+        }
+        "pvc-update-binder-dynamic-bind" => {
+            include_str!("../../tests/data/pvc-update-binder-dynamic-bind.json")
+        }
+        "pvc-status-update-binder-bound-dynamic" => {
+            include_str!("../../tests/data/pvc-status-update-binder-bound-dynamic.json")
+        }
+        other => panic!("no fixture {other}"),
+    };
+    serde_json::from_str(text).unwrap()
+}
+
+fn request(review: &Value) -> AdmissionRequest<DynamicObject> {
+    decode(&serde_json::to_vec(review).unwrap()).unwrap()
+}
+
+/// Seconds after the fixtures' claim `data-1` was created (2026-11-23T08:59:01Z).
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 8, 59, 1).unwrap() + chrono::Duration::seconds(secs)
+}
+
+/// Sets an annotation on `object` and `oldObject` (as if stored before the request).
+fn annotate(review: &mut Value, key: &str, value: &str, which: &[&str]) {
+    for field in which {
+        let meta = &mut review["request"][field]["metadata"];
+        if meta.get("annotations").is_none_or(Value::is_null) {
+            meta["annotations"] = json!({});
+        }
+        meta["annotations"][key] = json!(value);
+    }
+}
+
+fn patch_json(mutation: &Mutation) -> Value {
+    serde_json::to_value(mutation.patch.as_ref().expect("a patch")).unwrap()
+}
+
+const PENDING_AT_CREATION: &str =
+    r#"{"currentPhase":"Pending","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"}]}"#;
+
+#[test]
+fn create_adds_the_annotations_map_with_pending_at_creation() {
+    let req = request(&fixture("pvc-create"));
+    let mutation = mutate(&req, at(1)).unwrap().unwrap();
+    assert_eq!(
+        patch_json(&mutation),
+        json!([{"op": "add", "path": "/metadata/annotations", "value": {"pvc-timing": PENDING_AT_CREATION}}])
+    );
+    assert_eq!(mutation.transition.as_deref(), Some("Pending"));
+    assert_eq!(mutation.time_to_bound, None);
+}
+
+#[test]
+fn every_fixture_gets_the_expected_patch() {
+    // Captured without this webhook, so none carries a history: claims that predate the webhook
+    // start from their current phase, written at the time of the request.
+    let pending_now = r#"{"currentPhase":"Pending","timings":[{"phase":"Pending","time":"2026-11-23T09:01:06Z"}]}"#;
+    let bound_now =
+        r#"{"currentPhase":"Bound","timings":[{"phase":"Bound","time":"2026-11-23T09:01:06Z"}]}"#;
+    let add_key =
+        |v: &str| json!([{"op": "add", "path": "/metadata/annotations/pvc-timing", "value": v}]);
+    let cases = [
+        (
+            "pvc-create",
+            json!([{"op": "add", "path": "/metadata/annotations", "value": {"pvc-timing": PENDING_AT_CREATION}}]),
+            Some("Pending"),
+        ),
+        ("pvc-update-binder-static-bind", add_key(pending_now), None),
+        (
+            "pvc-status-update-binder-bound",
+            add_key(bound_now),
+            Some("Bound"),
+        ),
+        (
+            "pvc-update-binder-external-provisioner-annotation",
+            add_key(pending_now),
+            None,
+        ),
+        ("pvc-update-binder-dynamic-bind", add_key(pending_now), None),
+        (
+            "pvc-status-update-binder-bound-dynamic",
+            add_key(bound_now),
+            Some("Bound"),
+        ),
+    ];
+    for (name, want, transition) in cases {
+        let req = request(&fixture(name));
+        let mutation = mutate(&req, at(125)).unwrap().unwrap();
+        assert_eq!(patch_json(&mutation), want, "{name}");
+        assert_eq!(mutation.transition.as_deref(), transition, "{name}");
+    }
+}
+
+#[test]
+fn static_binding_walk_records_pending_then_bound_and_observes_time_to_bound_once() {
+    // CREATE: the webhook's own patch is what gets stored.
+    let create = request(&fixture("pvc-create"));
+    let created = mutate(&create, at(0)).unwrap().unwrap();
+    let stored = created.outcome.value.clone();
+
+    // The PV controller writes volumeName: still Pending, nothing to add.
+    let mut bind = fixture("pvc-update-binder-static-bind");
+    annotate(&mut bind, ANNOTATION, &stored, &["object", "oldObject"]);
+    let binding = mutate(&request(&bind), at(2)).unwrap().unwrap();
+    assert_eq!(binding.patch, None);
+    assert_eq!(binding.transition, None);
+
+    // Then Bound through /status.
+    let mut status = fixture("pvc-status-update-binder-bound");
+    annotate(&mut status, ANNOTATION, &stored, &["object", "oldObject"]);
+    let bound = mutate(&request(&status), at(3)).unwrap().unwrap();
+    let want = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:04Z"}]}"#;
+    assert_eq!(
+        patch_json(&bound),
+        json!([{"op": "replace", "path": "/metadata/annotations/pvc-timing", "value": want}])
+    );
+    assert_eq!(bound.transition.as_deref(), Some("Bound"));
+    assert_eq!(
+        bound.time_to_bound,
+        Some(TimeToBound {
+            storage_class: "manual".into(),
+            seconds: 3.0
+        })
+    );
+
+    // The API server reinvokes the webhook with its own result: no patch, nothing counted.
+    let mut again = fixture("pvc-status-update-binder-bound");
+    annotate(&mut again, ANNOTATION, &stored, &["oldObject"]);
+    annotate(&mut again, ANNOTATION, want, &["object"]);
+    let reinvoked = mutate(&request(&again), at(4)).unwrap().unwrap();
+    assert_eq!(reinvoked.patch, None);
+    assert_eq!(reinvoked.transition, None);
+    assert_eq!(reinvoked.time_to_bound, None);
+}
+
+#[test]
+fn trigger_update_records_bound_at_the_controllers_sighting_when_status_path_dropped_it() {
+    // The API server discarded the annotation change made on /status; the controller saw Bound
+    // at +3 and its webhook-trigger update reaches the webhook at +10.
+    let mut review = fixture("pvc-status-update-binder-bound");
+    review["request"]["subResource"] = Value::Null;
+    review["request"]["oldObject"]["status"] = review["request"]["object"]["status"].clone();
+    annotate(
+        &mut review,
+        ANNOTATION,
+        PENDING_AT_CREATION,
+        &["object", "oldObject"],
+    );
+    let trigger = at(3).timestamp().to_string();
+    annotate(&mut review, TRIGGER_ANNOTATION, &trigger, &["object"]);
+
+    let mutation = mutate(&request(&review), at(10)).unwrap().unwrap();
+    let want = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:04Z"}]}"#;
+    assert_eq!(
+        patch_json(&mutation),
+        json!([{"op": "replace", "path": "/metadata/annotations/pvc-timing", "value": want}])
+    );
+    assert_eq!(
+        mutation.transition, None,
+        "the /status request already counted it"
+    );
+    assert_eq!(mutation.time_to_bound, None);
+}
+
+#[test]
+fn dry_run_gets_the_same_patch_but_counts_nothing() {
+    let mut review = fixture("pvc-status-update-binder-bound");
+    review["request"]["dryRun"] = json!(true);
+    annotate(
+        &mut review,
+        ANNOTATION,
+        PENDING_AT_CREATION,
+        &["object", "oldObject"],
+    );
+    let mutation = mutate(&request(&review), at(3)).unwrap().unwrap();
+    assert!(mutation.patch.is_some());
+    assert_eq!(mutation.transition, None);
+    assert_eq!(mutation.time_to_bound, None);
+}
+
+#[test]
+fn a_second_bound_spell_is_not_observed_again() {
+    let lost = r#"{"currentPhase":"Lost","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:04Z"},{"phase":"Lost","time":"2026-11-23T09:00:01Z"}]}"#;
+    let mut review = fixture("pvc-status-update-binder-bound");
+    review["request"]["oldObject"]["status"]["phase"] = json!("Lost");
+    annotate(&mut review, ANNOTATION, lost, &["object", "oldObject"]);
+    let mutation = mutate(&request(&review), at(120)).unwrap().unwrap();
+    assert_eq!(mutation.transition.as_deref(), Some("Bound"));
+    assert_eq!(mutation.time_to_bound, None);
+}
+
+#[test]
+fn delete_is_let_through_without_a_patch() {
+    let mut review = fixture("pvc-create");
+    review["request"]["operation"] = json!("DELETE");
+    review["request"]["oldObject"] = review["request"]["object"].clone();
+    review["request"]["object"] = Value::Null;
+    assert_eq!(mutate(&request(&review), at(1)).unwrap(), None);
+    let response = Webhook::new(Arc::new(SystemClock)).answer(&request(&review));
+    assert!(response.allowed);
+    assert_eq!(response.patch, None);
+}
+
+struct FixedClock(DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+#[test]
+fn a_request_for_another_kind_is_allowed_with_a_warning() {
+    let mut review = fixture("pvc-create");
+    review["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
+    let response = Webhook::new(Arc::new(FixedClock(at(1)))).answer(&request(&review));
+    assert!(response.allowed);
+    assert_eq!(response.patch, None);
+    let warnings = response.warnings.unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("not a PersistentVolumeClaim")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_corrupt_annotation_is_repaired_with_a_warning_and_the_claim_allowed() {
+    let mut review = fixture("pvc-update-binder-static-bind");
+    annotate(&mut review, ANNOTATION, "{broken", &["object", "oldObject"]);
+    let response = Webhook::new(Arc::new(FixedClock(at(5)))).answer(&request(&review));
+    assert!(response.allowed);
+    let patch: Value = serde_json::from_slice(response.patch.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        patch,
+        json!([{"op": "replace", "path": "/metadata/annotations/pvc-timing",
+                "value": r#"{"currentPhase":"Pending","timings":[{"phase":"Pending","time":"2026-11-23T08:59:06Z"}]}"#}])
+    );
+    let warnings = response.warnings.unwrap_or_default();
+    assert!(
+        warnings.iter().any(|w| w.contains("repaired (restarted)")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn the_answer_carries_a_json_patch_the_api_server_can_apply() {
+    let review = fixture("pvc-create");
+    let req = request(&review);
+    let response = Webhook::new(Arc::new(FixedClock(at(1)))).answer(&req);
+    assert!(response.allowed);
+    assert_eq!(response.uid, "11ecb804-b28c-4398-b7d9-4efce09cf77e");
+    let patch: Patch = serde_json::from_slice(response.patch.as_ref().unwrap()).unwrap();
+    let mut object = review["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch).unwrap();
+    assert_eq!(
+        object["metadata"]["annotations"]["pvc-timing"],
+        json!(PENDING_AT_CREATION)
+    );
+}

@@ -1,0 +1,209 @@
+//! Command line and environment (every flag has an env twin; the seed's variables are honoured).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+use crate::controller::ControllerConfig;
+use crate::{Config, KubeAccess, WebhookConfig};
+
+/// PVC phase history: a mutating webhook keeping the `pvc-timing` annotation, and a controller
+/// adding `webhook-trigger` to Bound claims. Both run by default; each can be switched off.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pvc-timing", version, about)]
+pub struct Args {
+    /// Serve the mutating webhook (`/mutate`).
+    #[arg(long, env = "PVC_TIMING_WEBHOOK", default_value_t = true, action = ArgAction::Set)]
+    pub webhook: bool,
+
+    /// Run the controller that adds `webhook-trigger` to Bound claims.
+    #[arg(long, env = "PVC_TIMING_CONTROLLER", default_value_t = true, action = ArgAction::Set)]
+    pub controller: bool,
+
+    /// Port of the webhook server (HTTPS; plain HTTP with --local).
+    #[arg(long, env = "WEBHOOK_PORT", default_value_t = 8443)]
+    pub webhook_port: u16,
+
+    /// Port of the admin server: /healthz, /readyz, /metrics.
+    #[arg(long, env = "ADMIN_PORT", default_value_t = 8080)]
+    pub admin_port: u16,
+
+    /// Address both servers listen on.
+    #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+
+    /// Directory holding the serving certificate as `tls.crt` and `tls.key`.
+    #[arg(
+        long,
+        env = "CERT_DIR",
+        default_value = "/tmp/k8s-webhook-server/serving-certs"
+    )]
+    pub cert_dir: PathBuf,
+
+    /// Serving certificate file (PEM); overrides the one in --cert-dir.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Serving key file (PEM); overrides the one in --cert-dir.
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// kubeconfig file; when unset, KUBECONFIG, ~/.kube/config or the in-cluster account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// kubeconfig context to use.
+    #[arg(long, env = "KUBE_CONTEXT")]
+    pub context: Option<String>,
+
+    /// Run outside the cluster: webhook over plain HTTP, current kubeconfig. Never in production.
+    #[arg(long, env = "PVC_TIMING_LOCAL")]
+    pub local: bool,
+
+    /// Hold a Lease before running the controller, so replicas add each trigger once.
+    #[arg(long, env = "PVC_TIMING_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Namespace of the Lease (the pod's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
+    pub lease_namespace: String,
+
+    /// Name of the Lease.
+    #[arg(long, env = "PVC_TIMING_LEASE_NAME", default_value = "pvc-timing")]
+    pub lease_name: String,
+
+    /// This replica's name in the Lease; defaults to the pod name (HOSTNAME).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Namespaces the controller leaves alone (the webhook configuration excludes them too).
+    #[arg(
+        long,
+        env = "PVC_TIMING_EXCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system,ballast-system"
+    )]
+    pub exclude_namespaces: Vec<String>,
+}
+
+impl Args {
+    /// The service configuration these flags describe.
+    pub fn into_config(self) -> Config {
+        let Args {
+            webhook,
+            controller,
+            webhook_port,
+            admin_port,
+            bind_address,
+            cert_dir,
+            tls_cert_file,
+            tls_key_file,
+            kubeconfig,
+            context,
+            local,
+            leader_elect,
+            lease_namespace,
+            lease_name,
+            identity,
+            exclude_namespaces,
+        } = self;
+        let tls = (!local).then(|| {
+            ballast_runtime::tls::cert_paths(
+                &cert_dir,
+                tls_cert_file.as_deref(),
+                tls_key_file.as_deref(),
+            )
+        });
+        let identity = identity
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("pvc-timing-{}", std::process::id()));
+        Config {
+            webhook: webhook.then(|| WebhookConfig {
+                addr: SocketAddr::new(bind_address, webhook_port),
+                tls,
+            }),
+            controller: controller.then(|| ControllerConfig {
+                leader: leader_elect.then(|| {
+                    ballast_runtime::leader::LeaseConfig::new(
+                        &lease_namespace,
+                        &lease_name,
+                        &identity,
+                    )
+                }),
+                excluded_namespaces: exclude_namespaces
+                    .into_iter()
+                    .map(|ns| ns.trim().to_owned())
+                    .filter(|ns| !ns.is_empty())
+                    .collect(),
+            }),
+            admin_addr: Some(SocketAddr::new(bind_address, admin_port)),
+            kube: KubeAccess::Kubeconfig {
+                path: kubeconfig,
+                context,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Args::try_parse_from(std::iter::once("pvc-timing").chain(args.iter().copied()))
+            .unwrap()
+            .into_config()
+    }
+
+    #[test]
+    fn defaults_run_both_components_with_tls_from_the_cert_dir() {
+        let config = parse(&[]);
+        let webhook = config.webhook.unwrap();
+        assert_eq!(webhook.addr.port(), 8443);
+        assert_eq!(
+            webhook.tls,
+            Some((
+                PathBuf::from("/tmp/k8s-webhook-server/serving-certs/tls.crt"),
+                PathBuf::from("/tmp/k8s-webhook-server/serving-certs/tls.key")
+            ))
+        );
+        let controller = config.controller.unwrap();
+        assert_eq!(controller.leader.unwrap().name, "pvc-timing");
+        assert_eq!(
+            controller.excluded_namespaces,
+            vec!["kube-system", "ballast-system"]
+        );
+        assert_eq!(config.admin_addr.unwrap().port(), 8080);
+    }
+
+    #[test]
+    fn seed_tls_files_override_the_cert_dir() {
+        let config = parse(&[
+            "--tls-cert-file",
+            "/certs/a.crt",
+            "--tls-key-file",
+            "/certs/a.key",
+        ]);
+        assert_eq!(
+            config.webhook.unwrap().tls,
+            Some((PathBuf::from("/certs/a.crt"), PathBuf::from("/certs/a.key")))
+        );
+    }
+
+    #[test]
+    fn each_component_can_be_switched_off() {
+        let config = parse(&["--webhook", "false"]);
+        assert!(config.webhook.is_none());
+        assert!(config.controller.is_some());
+        let config = parse(&["--controller=false", "--webhook-port", "9443"]);
+        assert!(config.controller.is_none());
+        assert_eq!(config.webhook.unwrap().addr.port(), 9443);
+    }
+
+    #[test]
+    fn local_serves_plain_http() {
+        assert_eq!(parse(&["--local"]).webhook.unwrap().tls, None);
+    }
+}
