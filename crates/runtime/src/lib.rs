@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod bootstrap;
 pub mod error;
 pub mod http;
 pub mod kubeclient;
