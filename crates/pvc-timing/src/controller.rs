@@ -105,15 +105,21 @@ pub async fn run(
         tracing::info!(lease = %lease.name, "leading: starting the PVC controller");
         let term = shutdown.child_token();
         let mut controller = std::pin::pin!(run_controller(ctx.clone(), term.clone()));
-        loop {
-            tokio::select! {
-                () = &mut controller => break,
-                changed = leading.changed() => {
-                    if changed.is_err() || !*leading.borrow_and_update() {
-                        tracing::info!(lease = %lease.name, "lost the lease: stopping the PVC controller");
-                        term.cancel();
-                    }
+        let lost = async {
+            while leading.changed().await.is_ok() {
+                if !*leading.borrow_and_update() {
+                    return;
                 }
+            }
+        };
+        tokio::select! {
+            () = &mut controller => {}
+            () = lost => {
+                if !shutdown.is_cancelled() {
+                    tracing::info!(lease = %lease.name, "lost the lease: stopping the PVC controller");
+                }
+                term.cancel();
+                controller.await;
             }
         }
         if shutdown.is_cancelled() {
