@@ -1,0 +1,162 @@
+//! The `PodManager` custom resource (`apps.mycompany.com/v1`), field names as the seed defines
+//! them, plus the scale subresource, printer columns and the standard condition shape.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Replicas when the user leaves `spec.replicas` out (the seed's default).
+pub const DEFAULT_REPLICAS: i32 = 3;
+
+/// Desired state of a PodManager: how many pods, running which image.
+// Several printcolumn(...) share keys such as `type_`; clippy reads them as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "apps.mycompany.com",
+    version = "v1",
+    kind = "PodManager",
+    plural = "podmanagers",
+    singular = "podmanager",
+    namespaced,
+    status = "PodManagerStatus",
+    shortname = "pm",
+    shortname = "pmgr",
+    category = "all",
+    doc = "PodManager keeps `spec.replicas` pods named `<name>-<ordinal>` running `spec.image`.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.currentReplicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        description = "Desired number of pods",
+        json_path = ".spec.replicas"
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "integer",
+        description = "Pods that exist and are not terminating",
+        json_path = ".status.currentReplicas"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        description = "Pods that are ready on a Ready node",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        description = "Container image of the pods",
+        json_path = ".spec.image",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PodManagerSpec {
+    /// Replicas is the desired number of Pod replicas.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1), extend("default" = 3))]
+    pub replicas: i32,
+
+    /// Image is the container image to use for Pods.
+    #[schemars(length(min = 1))]
+    pub image: String,
+}
+
+fn default_replicas() -> i32 {
+    DEFAULT_REPLICAS
+}
+
+/// Observed state of a PodManager.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodManagerStatus {
+    /// ReadyReplicas is the number of Pods that are ready (Ready condition true, on a Ready node).
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// CurrentReplicas is the number of Pods that exist and are not terminating.
+    #[serde(default)]
+    pub current_replicas: i32,
+
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Label selector of the pods, for the scale subresource (HorizontalPodAutoscaler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// Conditions: Ready, Progressing and Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The CRD as YAML, exactly what `podmanager crd` prints and `deploy/crds/podmanager.yaml` holds.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&PodManager::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_is_namespaced_in_the_seed_group_with_scale_and_status() {
+        let crd = PodManager::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("podmanagers.apps.mycompany.com")
+        );
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(
+            crd.spec.names.short_names,
+            Some(vec!["pm".to_string(), "pmgr".to_string()])
+        );
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1");
+        let sub = version.subresources.as_ref().expect("subresources");
+        assert!(sub.status.is_some());
+        let scale = sub.scale.as_ref().expect("scale subresource");
+        assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+        assert_eq!(scale.status_replicas_path, ".status.currentReplicas");
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["Desired", "Current", "Ready", "Image", "Age"]);
+    }
+
+    #[test]
+    fn crd_schema_validates_replicas_minimum_and_default() {
+        let yaml = crd_yaml().expect("yaml");
+        let value: serde_json::Value = serde_yaml::from_str(&yaml).expect("parse");
+        let replicas = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["replicas"];
+        assert_eq!(replicas["minimum"], 1.0);
+        assert_eq!(replicas["default"], 3);
+        assert_eq!(replicas["type"], "integer");
+        let required = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["required"];
+        assert_eq!(required, &serde_json::json!(["image"]));
+    }
+
+    #[test]
+    fn spec_without_replicas_defaults_to_three() {
+        let spec: PodManagerSpec =
+            serde_json::from_value(serde_json::json!({"image": "nginx:1.21"})).expect("parse");
+        assert_eq!(spec.replicas, 3);
+    }
+}

@@ -1,0 +1,69 @@
+//! Errors of the podmanager operator.
+
+/// Everything that can go wrong in the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to build a Kubernetes client")]
+    Client(#[source] ballast_runtime::Error),
+
+    #[error("failed to bind the admin listener on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("failed to serve the admin endpoints")]
+    Admin(#[source] ballast_runtime::Error),
+
+    #[error("failed to list pods of {namespace}/{name}")]
+    ListPods {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("failed to write the status of {namespace}/{name}")]
+    WriteStatus {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("failed to apply the plan for {namespace}/{name}: {failures} pod operation(s) failed")]
+    PodOperations {
+        namespace: String,
+        name: String,
+        failures: usize,
+    },
+
+    #[error("failed to run the finalizer")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+
+    #[error("podmanager {0} has no namespace or uid (not read from the API server)")]
+    Incomplete(String),
+
+    #[error("failed to render the CRD")]
+    Crd(#[source] serde_yaml::Error),
+}
+
+impl Error {
+    /// Short label for the `podmanager_reconcile_total{result}` metric and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Client(_) => "client",
+            Self::Bind { .. } => "bind",
+            Self::Admin(_) => "admin",
+            Self::ListPods { .. } => "list_pods",
+            Self::WriteStatus { .. } => "write_status",
+            Self::PodOperations { .. } => "pod_operations",
+            Self::Finalizer(_) => "finalizer",
+            Self::Incomplete(_) => "incomplete",
+            Self::Crd(_) => "crd",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,415 @@
+//! The I/O layer: a kube-runtime Controller over PodManagers and the pods they own. Each
+//! reconcile lists the owned pods, asks [`crate::plan::plan`] what to do, applies it (events for
+//! every create, delete and failure) and writes the status through the status subresource only
+//! when it changed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Resource, ResourceExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::PodManager;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::plan::{self, DeleteReason, NodeHealth};
+use crate::{FINALIZER, LABEL_NAME, status, template};
+
+/// Safety-net requeue for a settled PodManager; pod and node events normally trigger sooner.
+const REQUEUE_SETTLED: Duration = Duration::from_secs(300);
+/// Requeue while waiting for something pod events may not announce (e.g. a foreign pod's name).
+const REQUEUE_WAITING: Duration = Duration::from_secs(15);
+/// Retry delay after a failed reconcile.
+const REQUEUE_ERROR: Duration = Duration::from_secs(5);
+
+/// What every reconcile needs.
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Latest node health; read once per reconcile.
+    pub health: watch::Receiver<NodeHealth>,
+    /// Reconciles run by this instance (tests and the demo check who reconciles).
+    pub reconciles: Arc<AtomicU64>,
+}
+
+/// Runs the controller until `stop` is cancelled, then lets in-flight reconciles finish.
+pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>, stop: CancellationToken) {
+    let (pms, pods): (Api<PodManager>, Api<Pod>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.client.clone(), ns),
+        ),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    let (reader, writer) = reflector::store();
+    // Our own status writes change neither generation nor finalizers nor deletion: filtered
+    // out here, so writing status never triggers another reconcile.
+    let trigger = watcher(pms, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(spec_or_lifecycle, Default::default());
+    let health_changes =
+        tokio_stream::wrappers::WatchStream::from_changes(ctx.health.clone()).map(|_| ());
+    Controller::for_stream(trigger, reader)
+        .owns(pods, watcher::Config::default().labels(LABEL_NAME))
+        .reconcile_all_on(health_changes)
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| std::future::ready(()))
+        .await;
+}
+
+/// Predicate: generation, finalizers and whether deletion has started.
+fn spec_or_lifecycle(pm: &PodManager) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    pm.metadata.generation.hash(&mut h);
+    pm.finalizers().hash(&mut h);
+    pm.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// One reconcile, wrapped in the finalizer and counted.
+pub async fn reconcile(pm: Arc<PodManager>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.reconciles.fetch_add(1, Ordering::Relaxed);
+    let result = reconcile_inner(pm, &ctx).await;
+    let label = match &result {
+        Ok(_) => "success",
+        Err(e) => e.metric_label(),
+    };
+    ctx.metrics.reconciled(label, started.elapsed());
+    result
+}
+
+async fn reconcile_inner(pm: Arc<PodManager>, ctx: &Context) -> Result<Action> {
+    let ns = pm
+        .namespace()
+        .ok_or_else(|| Error::Incomplete(pm.name_any()))?;
+    let api: Api<PodManager> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, pm, |event| async move {
+        match event {
+            finalizer::Event::Apply(pm) => apply(&pm, ctx).await,
+            finalizer::Event::Cleanup(pm) => cleanup(&pm, ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    })
+}
+
+fn error_policy(pm: Arc<PodManager>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        namespace = pm.namespace().unwrap_or_default(),
+        name = pm.name_any(),
+        error = %err,
+        reason = err.metric_label(),
+        "reconcile failed; retrying"
+    );
+    Action::requeue(REQUEUE_ERROR)
+}
+
+/// The pods `pm` controls: carrying its name label and a controller reference to its uid.
+async fn owned_pods(pm: &PodManager, pods: &Api<Pod>) -> Result<Vec<Pod>> {
+    let name = pm.name_any();
+    let list = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_NAME}={name}")))
+        .await
+        .map_err(|source| Error::ListPods {
+            namespace: pm.namespace().unwrap_or_default(),
+            name: name.clone(),
+            source,
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| template::is_controlled_by(p, pm))
+        .collect())
+}
+
+async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
+    let ns = pm.namespace().unwrap_or_default();
+    let name = pm.name_any();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods = owned_pods(pm, &pods_api).await?;
+    let health = ctx.health.borrow().clone();
+    let plan = plan::plan(pm, &pods, &health);
+
+    let mut failures = Vec::new();
+    let mut foreign = false;
+    for deletion in &plan.delete {
+        let uid = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(deletion.name.as_str()))
+            .and_then(|p| p.metadata.uid.clone());
+        let pod_ref = PodRef {
+            name: &deletion.name,
+            uid: uid.as_deref(),
+        };
+        match delete_pod(&pods_api, &deletion.name, uid.clone()).await {
+            Ok(true) => {
+                ctx.metrics.pod_operation("delete", true);
+                tracing::info!(namespace = %ns, name = %name, pod = %deletion.name, reason = deletion.reason.as_str(), "deleted pod");
+                let note = format!(
+                    "Deleted pod {} ({})",
+                    deletion.name,
+                    delete_reason_text(deletion.reason)
+                );
+                publish(
+                    ctx,
+                    pm,
+                    EventType::Normal,
+                    "Deleted",
+                    "DeletePod",
+                    note,
+                    pod_ref,
+                )
+                .await;
+            }
+            Ok(false) => {}
+            Err(err) => {
+                ctx.metrics.pod_operation("delete", false);
+                let msg = format!("failed to delete pod {}: {err}", deletion.name);
+                tracing::warn!(namespace = %ns, name = %name, pod = %deletion.name, error = %err, "failed to delete pod");
+                publish(
+                    ctx,
+                    pm,
+                    EventType::Warning,
+                    "Failed",
+                    "DeletePod",
+                    msg.clone(),
+                    pod_ref,
+                )
+                .await;
+                failures.push(msg);
+            }
+        }
+    }
+    for pod_name in &plan.create {
+        let Some(pod) = template::pod_for(pm, pod_name) else {
+            return Err(Error::Incomplete(name));
+        };
+        match pods_api.create(&PostParams::default(), &pod).await {
+            Ok(created) => {
+                ctx.metrics.pod_operation("create", true);
+                tracing::info!(namespace = %ns, name = %name, pod = %pod_name, image = %pm.spec.image, "created pod");
+                let note = format!("Created pod {pod_name} with image {}", pm.spec.image);
+                let pod_ref = PodRef {
+                    name: pod_name,
+                    uid: created.metadata.uid.as_deref(),
+                };
+                publish(
+                    ctx,
+                    pm,
+                    EventType::Normal,
+                    "Created",
+                    "CreatePod",
+                    note,
+                    pod_ref,
+                )
+                .await;
+            }
+            // Deterministic names: our earlier create landed, or a foreign pod holds the name
+            // (then a requeue finds out once it is gone).
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                tracing::debug!(namespace = %ns, name = %name, pod = %pod_name, "pod already exists");
+                foreign = true;
+            }
+            Err(err) => {
+                ctx.metrics.pod_operation("create", false);
+                let msg = format!("failed to create pod {pod_name}: {err}");
+                tracing::warn!(namespace = %ns, name = %name, pod = %pod_name, error = %err, "failed to create pod");
+                let pod_ref = PodRef {
+                    name: pod_name,
+                    uid: None,
+                };
+                publish(
+                    ctx,
+                    pm,
+                    EventType::Warning,
+                    "Failed",
+                    "CreatePod",
+                    msg.clone(),
+                    pod_ref,
+                )
+                .await;
+                failures.push(msg);
+            }
+        }
+    }
+
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let desired = status::desired(pm, &plan, &failures, &now);
+    if pm.status.as_ref() != Some(&desired) {
+        let api: Api<PodManager> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({ "status": desired });
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::WriteStatus {
+                namespace: ns.clone(),
+                name: name.clone(),
+                source,
+            })?;
+        tracing::debug!(namespace = %ns, name = %name, ready = desired.ready_replicas, current = desired.current_replicas, "status written");
+    }
+
+    if !failures.is_empty() {
+        return Err(Error::PodOperations {
+            namespace: ns,
+            name,
+            failures: failures.len(),
+        });
+    }
+    Ok(if plan.is_settled() && !foreign {
+        Action::requeue(REQUEUE_SETTLED)
+    } else {
+        Action::requeue(REQUEUE_WAITING)
+    })
+}
+
+/// Deletes every pod of `pm` the guard would let us delete; garbage collection does the rest.
+async fn cleanup(pm: &PodManager, ctx: &Context) -> Result<Action> {
+    let ns = pm.namespace().unwrap_or_default();
+    let name = pm.name_any();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods = owned_pods(pm, &pods_api).await?;
+    let health = ctx.health.borrow().clone();
+    let mut failures = 0;
+    for pod_name in plan::cleanup(&pods, &health) {
+        let uid = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(pod_name.as_str()))
+            .and_then(|p| p.metadata.uid.clone());
+        let pod_ref = PodRef {
+            name: &pod_name,
+            uid: uid.as_deref(),
+        };
+        match delete_pod(&pods_api, &pod_name, uid.clone()).await {
+            Ok(true) => {
+                ctx.metrics.pod_operation("delete", true);
+                tracing::info!(namespace = %ns, name = %name, pod = %pod_name, "deleted pod of deleted podmanager");
+                let note = format!("Deleted pod {pod_name} (PodManager deleted)");
+                publish(
+                    ctx,
+                    pm,
+                    EventType::Normal,
+                    "Deleted",
+                    "DeletePod",
+                    note,
+                    pod_ref,
+                )
+                .await;
+            }
+            Ok(false) => {}
+            Err(err) => {
+                ctx.metrics.pod_operation("delete", false);
+                failures += 1;
+                tracing::warn!(namespace = %ns, name = %name, pod = %pod_name, error = %err, "failed to delete pod");
+                let msg = format!("failed to delete pod {pod_name}: {err}");
+                publish(
+                    ctx,
+                    pm,
+                    EventType::Warning,
+                    "Failed",
+                    "DeletePod",
+                    msg,
+                    pod_ref,
+                )
+                .await;
+            }
+        }
+    }
+    if failures > 0 {
+        return Err(Error::PodOperations {
+            namespace: ns,
+            name,
+            failures,
+        });
+    }
+    tracing::info!(namespace = %ns, name = %name, "podmanager cleaned up; releasing finalizer");
+    Ok(Action::await_change())
+}
+
+/// Deletes one pod, only if it is still the one we saw (uid precondition). `Ok(false)` when it
+/// was already gone or replaced.
+async fn delete_pod(pods: &Api<Pod>, name: &str, uid: Option<String>) -> Result<bool, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match pods.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+fn delete_reason_text(reason: DeleteReason) -> &'static str {
+    match reason {
+        DeleteReason::ScaleDown => "scale down",
+        DeleteReason::Rollout => "image rollout",
+        DeleteReason::Finished => "pod finished",
+        DeleteReason::UnexpectedName => "name is not <podmanager>-<ordinal>",
+    }
+}
+
+/// The pod an event is about.
+#[derive(Clone, Copy)]
+struct PodRef<'a> {
+    name: &'a str,
+    uid: Option<&'a str>,
+}
+
+/// Publishes an event on `pm`; a failure to publish is logged, never fails the reconcile.
+async fn publish(
+    ctx: &Context,
+    pm: &PodManager,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+    pod: PodRef<'_>,
+) {
+    // The pod as `related` keeps events about different pods apart: the recorder folds events
+    // with the same regarding/related/reason into one series, keeping the first note.
+    let related = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.name.to_string()),
+        namespace: pm.namespace(),
+        uid: pod.uid.map(str::to_string),
+        ..ObjectReference::default()
+    };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: Some(related),
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &pm.object_ref(&())).await {
+        tracing::warn!(
+            namespace = pm.namespace().unwrap_or_default(),
+            name = pm.name_any(),
+            error = %err,
+            "failed to publish event"
+        );
+    }
+}
