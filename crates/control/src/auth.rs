@@ -1,0 +1,122 @@
+//! Who may call the control API: the bearer token from the `authorization` metadata is checked by
+//! an [`Authorize`] implementation (in cluster: TokenReview then SubjectAccessReview).
+
+use futures::future::BoxFuture;
+use tonic::metadata::MetadataMap;
+
+/// The API group of the SubjectAccessReview resource guarding the control API.
+pub const ACCESS_GROUP: &str = "control.ballast.dev";
+/// The resource of the SubjectAccessReview guarding the control API.
+pub const ACCESS_RESOURCE: &str = "interception";
+/// The verb SetMode needs.
+pub const VERB_UPDATE: &str = "update";
+/// The verb reads need when reads require auth.
+pub const VERB_GET: &str = "get";
+
+/// The authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub username: String,
+    pub groups: Vec<String>,
+}
+
+/// Why a caller was refused. Each maps to a gRPC status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token, or the token is not valid (gRPC `UNAUTHENTICATED`).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// Valid token, but the user may not do this (gRPC `PERMISSION_DENIED`).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The authentication or authorisation API cannot answer now (gRPC `UNAVAILABLE`).
+    #[error("failed to check the caller: {0}")]
+    Unavailable(String),
+}
+
+impl From<AuthError> for tonic::Status {
+    fn from(e: AuthError) -> Self {
+        let msg = e.to_string();
+        match e {
+            AuthError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+            AuthError::Forbidden(_) => tonic::Status::permission_denied(msg),
+            AuthError::Unavailable(_) => tonic::Status::unavailable(msg),
+        }
+    }
+}
+
+/// Decides whether the holder of `bearer` may perform `verb` on
+/// `interception.control.ballast.dev`.
+pub trait Authorize: Send + Sync + 'static {
+    fn authorize<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+        verb: &'a str,
+    ) -> BoxFuture<'a, Result<Caller, AuthError>>;
+}
+
+/// Lets everyone in as user `local`: for `--local` runs only, never in a cluster.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+/// The user name recorded for mode changes when auth is off.
+pub const LOCAL_USER: &str = "local";
+
+impl Authorize for AllowAll {
+    fn authorize<'a>(
+        &'a self,
+        _bearer: Option<&'a str>,
+        _verb: &'a str,
+    ) -> BoxFuture<'a, Result<Caller, AuthError>> {
+        Box::pin(async {
+            Ok(Caller {
+                username: LOCAL_USER.to_owned(),
+                groups: Vec::new(),
+            })
+        })
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` entry (scheme case-insensitive), if any.
+pub fn bearer_token(metadata: &MetadataMap) -> Option<&str> {
+    let value = metadata.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(value: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert("authorization", value.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn bearer_token_is_taken_from_the_authorization_metadata() {
+        assert_eq!(bearer_token(&md("Bearer abc.def")), Some("abc.def"));
+        assert_eq!(bearer_token(&md("bearer  xyz ")), Some("xyz"));
+    }
+
+    #[test]
+    fn other_schemes_and_empty_tokens_are_no_token() {
+        assert_eq!(bearer_token(&md("Basic dXNlcjpwYXNz")), None);
+        assert_eq!(bearer_token(&md("Bearer ")), None);
+        assert_eq!(bearer_token(&md("Bearer")), None);
+        assert_eq!(bearer_token(&MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn auth_errors_map_to_the_matching_grpc_codes() {
+        let s = tonic::Status::from(AuthError::Unauthenticated("no bearer token".into()));
+        assert_eq!(s.code(), tonic::Code::Unauthenticated);
+        assert_eq!(s.message(), "unauthenticated: no bearer token");
+        let s = tonic::Status::from(AuthError::Forbidden("nope".into()));
+        assert_eq!(s.code(), tonic::Code::PermissionDenied);
+        let s = tonic::Status::from(AuthError::Unavailable("timeout".into()));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+    }
+}

@@ -1,0 +1,373 @@
+//! A client of the control API that keeps WatchStatus and WatchNodeHealth open, reconnecting with
+//! capped exponential backoff, and publishes the latest state as `watch` receivers.
+//!
+//! `None` in a receiver means unknown: not connected yet, or the stream was lost. A value is
+//! only ever one the server sent on the stream that is open now, so nothing stale looks fresh.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::nodes;
+use crate::pb;
+use crate::pb::control_client::ControlClient as GrpcClient;
+use crate::types::{ConvertError, InterceptionState, Mode, NodeHealth, NodeHealthSnapshot};
+
+/// Time to establish a TCP connection before counting the attempt as failed.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time a one-shot call may take; the server answers from memory, so this is generous.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// First reconnect delay: quick enough to ride out a guard rollout.
+pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest reconnect delay, so a returning server is noticed within about this long.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// HTTP/2 pings find a silently dead server (no FIN, e.g. node lost) on an idle watch stream.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and how to reach the control API.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// e.g. `http://eviction-guard.ballast-system.svc:9090`.
+    pub endpoint: String,
+    /// Sent as `authorization: Bearer <token>` on every call (SetMode needs it in a cluster).
+    pub token: Option<String>,
+    /// Keep WatchStatus and WatchNodeHealth open in the background; off for one-shot tools.
+    pub watch: bool,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl ClientOptions {
+    /// Watching on, no token, default timeouts and backoff.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            token: None,
+            watch: true,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            backoff_min: DEFAULT_BACKOFF_MIN,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+        }
+    }
+
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max;
+        self
+    }
+}
+
+/// The latest node health by node name; `None` while unknown.
+pub type NodeHealthView = Option<BTreeMap<String, NodeHealth>>;
+
+/// A control API client. Background watch tasks stop when the client is dropped or the shutdown
+/// token is cancelled; the receivers then read `None`.
+pub struct ControlClient {
+    grpc: GrpcClient<Channel>,
+    auth: Option<MetadataValue<Ascii>>,
+    request_timeout: Duration,
+    status: watch::Receiver<Option<InterceptionState>>,
+    nodes: watch::Receiver<NodeHealthView>,
+    _stop: DropGuard,
+}
+
+impl ControlClient {
+    /// Sets up the connection (made lazily, on first use) and, when `opts.watch`, starts the
+    /// watch tasks. Must be called inside a tokio runtime.
+    pub fn start(opts: ClientOptions, shutdown: &CancellationToken) -> Result<Self> {
+        let ClientOptions {
+            endpoint,
+            token,
+            watch: watch_streams,
+            connect_timeout,
+            request_timeout,
+            backoff_min,
+            backoff_max,
+        } = opts;
+        let auth = token
+            .map(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>())
+            .transpose()
+            .map_err(|_| Error::InvalidToken)?;
+        let channel = Endpoint::from_shared(endpoint.clone())
+            .map_err(|source| Error::Endpoint {
+                endpoint: endpoint.clone(),
+                source,
+            })?
+            .connect_timeout(connect_timeout)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let grpc = GrpcClient::new(channel);
+
+        let stop = shutdown.child_token();
+        let (status_tx, status) = watch::channel(None);
+        let (nodes_tx, nodes) = watch::channel(None);
+        if watch_streams {
+            let backoff = ExponentialBuilder::new()
+                .with_min_delay(backoff_min)
+                .with_max_delay(backoff_max)
+                .with_jitter()
+                .without_max_times();
+            let watcher = Watcher {
+                endpoint: endpoint.clone(),
+                backoff,
+                backoff_max,
+                stop: stop.clone(),
+            };
+            let (g, a) = (grpc.clone(), auth.clone());
+            tokio::spawn(watcher.clone().run(
+                "status",
+                status_tx,
+                move || {
+                    let (mut g, req) =
+                        (g.clone(), with_auth(a.as_ref(), pb::WatchStatusRequest {}));
+                    async move { g.watch_status(req).await }
+                },
+                apply_status,
+            ));
+            let (g, a) = (grpc.clone(), auth.clone());
+            tokio::spawn(watcher.run(
+                "node health",
+                nodes_tx,
+                move || {
+                    let (mut g, req) = (
+                        g.clone(),
+                        with_auth(a.as_ref(), pb::WatchNodeHealthRequest {}),
+                    );
+                    async move { g.watch_node_health(req).await }
+                },
+                nodes::apply,
+            ));
+        }
+        Ok(Self {
+            grpc,
+            auth,
+            request_timeout,
+            status,
+            nodes,
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    /// The latest interception state from WatchStatus; `None` while unknown.
+    pub fn status(&self) -> watch::Receiver<Option<InterceptionState>> {
+        self.status.clone()
+    }
+
+    /// The latest node health from WatchNodeHealth; `None` while unknown.
+    pub fn node_health(&self) -> watch::Receiver<NodeHealthView> {
+        self.nodes.clone()
+    }
+
+    /// One GetStatus call.
+    pub async fn get_status(&self) -> Result<InterceptionState> {
+        const METHOD: &str = "GetStatus";
+        let req = with_auth(self.auth.as_ref(), pb::GetStatusRequest {});
+        let resp = self.call(METHOD, self.grpc.clone().get_status(req)).await?;
+        InterceptionState::try_from(resp).map_err(|source| Error::Decode {
+            method: METHOD,
+            source,
+        })
+    }
+
+    /// One SetMode call; returns the state after the change.
+    pub async fn set_mode(&self, mode: Mode, reason: &str) -> Result<InterceptionState> {
+        const METHOD: &str = "SetMode";
+        let req = with_auth(
+            self.auth.as_ref(),
+            pb::SetModeRequest {
+                mode: pb::Mode::from(mode).into(),
+                reason: reason.to_owned(),
+            },
+        );
+        let resp = self.call(METHOD, self.grpc.clone().set_mode(req)).await?;
+        InterceptionState::try_from(resp).map_err(|source| Error::Decode {
+            method: METHOD,
+            source,
+        })
+    }
+
+    /// One ListNodeHealth call.
+    pub async fn list_node_health(&self) -> Result<NodeHealthSnapshot> {
+        const METHOD: &str = "ListNodeHealth";
+        let req = with_auth(self.auth.as_ref(), pb::ListNodeHealthRequest {});
+        let resp = self
+            .call(METHOD, self.grpc.clone().list_node_health(req))
+            .await?;
+        let nodes = resp
+            .nodes
+            .into_iter()
+            .map(NodeHealth::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| Error::Decode {
+                method: METHOD,
+                source,
+            })?;
+        Ok(NodeHealthSnapshot {
+            synced: resp.synced,
+            nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        method: &'static str,
+        fut: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Err(_) => Err(Error::Timeout {
+                method,
+                timeout: self.request_timeout,
+            }),
+            Ok(Err(source)) => Err(Error::Rpc { method, source }),
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+        }
+    }
+}
+
+fn with_auth<T>(auth: Option<&MetadataValue<Ascii>>, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    if let Some(value) = auth {
+        req.metadata_mut().insert("authorization", value.clone());
+    }
+    req
+}
+
+fn apply_status(
+    view: &mut Option<InterceptionState>,
+    msg: pb::InterceptionStatus,
+) -> Result<(), ConvertError> {
+    *view = Some(InterceptionState::try_from(msg)?);
+    Ok(())
+}
+
+/// How one watch session ended.
+enum SessionEnd {
+    /// The server closed the stream (it is shutting down).
+    Closed,
+    Failed(Status),
+    Protocol(ConvertError),
+}
+
+#[derive(Clone)]
+struct Watcher {
+    endpoint: String,
+    backoff: ExponentialBuilder,
+    backoff_max: Duration,
+    stop: CancellationToken,
+}
+
+impl Watcher {
+    /// Runs watch sessions until stopped; between sessions the view is `None`.
+    async fn run<M, T, Open, Fut>(
+        self,
+        what: &'static str,
+        tx: watch::Sender<Option<T>>,
+        mut open: Open,
+        apply: fn(&mut Option<T>, M) -> Result<(), ConvertError>,
+    ) where
+        Open: FnMut() -> Fut,
+        Fut: Future<Output = Result<Response<Streaming<M>>, Status>>,
+    {
+        let endpoint = self.endpoint.as_str();
+        let mut delays = self.backoff.build();
+        let mut failures: u32 = 0;
+        loop {
+            let (delivered, end) = tokio::select! {
+                () = self.stop.cancelled() => break,
+                r = session(&tx, &mut open, apply, what, endpoint) => r,
+            };
+            tx.send_replace(None);
+            if delivered {
+                delays = self.backoff.build();
+                failures = 0;
+            }
+            failures += 1;
+            match &end {
+                SessionEnd::Closed => {
+                    info!(
+                        endpoint,
+                        what, "control watch closed by the server; reconnecting"
+                    )
+                }
+                SessionEnd::Protocol(e) => {
+                    warn!(endpoint, what, error = %e, "control watch sent an invalid message; reconnecting")
+                }
+                // The first failure after a working stream is news; repeats while down are not.
+                SessionEnd::Failed(s) if failures == 1 => {
+                    warn!(endpoint, what, code = ?s.code(), message = s.message(), "control watch lost; reconnecting")
+                }
+                SessionEnd::Failed(s) => {
+                    debug!(endpoint, what, code = ?s.code(), failures, "control watch still unavailable")
+                }
+            }
+            let delay = delays.next().unwrap_or(self.backoff_max);
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        tx.send_replace(None);
+        debug!(endpoint, what, "control watch stopped");
+    }
+}
+
+/// One watch stream, from open to end; returns whether any message arrived.
+async fn session<M, T, Open, Fut>(
+    tx: &watch::Sender<Option<T>>,
+    open: &mut Open,
+    apply: fn(&mut Option<T>, M) -> Result<(), ConvertError>,
+    what: &'static str,
+    endpoint: &str,
+) -> (bool, SessionEnd)
+where
+    Open: FnMut() -> Fut,
+    Fut: Future<Output = Result<Response<Streaming<M>>, Status>>,
+{
+    let mut stream = match open().await {
+        Ok(resp) => resp.into_inner(),
+        Err(status) => return (false, SessionEnd::Failed(status)),
+    };
+    let mut delivered = false;
+    loop {
+        match stream.message().await {
+            Ok(Some(msg)) => {
+                let mut result = Ok(());
+                tx.send_modify(|view| result = apply(view, msg));
+                if let Err(e) = result {
+                    return (delivered, SessionEnd::Protocol(e));
+                }
+                if !delivered {
+                    info!(endpoint, what, "control watch connected");
+                }
+                delivered = true;
+            }
+            Ok(None) => return (delivered, SessionEnd::Closed),
+            Err(status) => return (delivered, SessionEnd::Failed(status)),
+        }
+    }
+}

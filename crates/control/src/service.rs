@@ -1,0 +1,327 @@
+//! The tonic `Control` service over a [`ControlState`]: auth, validation, rate limit, audit log.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, warn};
+
+use crate::auth::{AuthError, Authorize, Caller, VERB_GET, VERB_UPDATE, bearer_token};
+use crate::nodes::{change_event, diff, snapshot_event};
+use crate::pb;
+use crate::state::{ControlState, ModeChange};
+use crate::types::{ConvertError, Mode, NodeHealth, NodeHealthSnapshot};
+
+/// Longest accepted SetMode reason: it lands in logs and a ConfigMap, so keep it a sentence.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+const SET_MODE_TOTAL: &str = "ballast_control_set_mode_total";
+const WATCH_STREAMS: &str = "ballast_control_watch_streams";
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The `ballast.control.v1.Control` implementation, generic over the host's state.
+pub struct ControlService<S> {
+    state: Arc<S>,
+    authorizer: Arc<dyn Authorize>,
+    require_auth_for_reads: bool,
+    set_mode_limiter: Arc<DefaultDirectRateLimiter>,
+    shutdown: CancellationToken,
+}
+
+impl<S: ControlState> ControlService<S> {
+    /// Watch streams end when `shutdown` is cancelled, so a graceful server stop is not held up
+    /// by clients that never hang up.
+    pub fn new(
+        state: Arc<S>,
+        authorizer: Arc<dyn Authorize>,
+        require_auth_for_reads: bool,
+        set_mode_per_second: NonZeroU32,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            state,
+            authorizer,
+            require_auth_for_reads,
+            set_mode_limiter: Arc::new(RateLimiter::direct(Quota::per_second(set_mode_per_second))),
+            shutdown,
+        }
+    }
+
+    async fn authorize_read<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if !self.require_auth_for_reads {
+            return Ok(());
+        }
+        self.authorizer
+            .authorize(bearer_token(req.metadata()), VERB_GET)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                debug!(peer = ?req.remote_addr(), error = %e, "control API read refused");
+                Status::from(e)
+            })
+    }
+
+    fn until_shutdown<T: Send + 'static>(
+        &self,
+        stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    ) -> BoxStream<T> {
+        Box::pin(stream.take_until(self.shutdown.clone().cancelled_owned()))
+    }
+}
+
+fn count_set_mode(outcome: &'static str) {
+    metrics::counter!(SET_MODE_TOTAL, "outcome" => outcome).increment(1);
+}
+
+fn auth_outcome(e: &AuthError) -> &'static str {
+    match e {
+        AuthError::Unauthenticated(_) => "unauthenticated",
+        AuthError::Forbidden(_) => "forbidden",
+        AuthError::Unavailable(_) => "auth_unavailable",
+    }
+}
+
+/// Checks the SetMode arguments; the message says what a caller must fix.
+fn validate_set_mode(req: &pb::SetModeRequest) -> Result<(Mode, String), InvalidSetMode> {
+    let mode = Mode::try_from(req.mode).map_err(InvalidSetMode::Mode)?;
+    let reason = req.reason.trim();
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(InvalidSetMode::ReasonTooLong(reason.len()));
+    }
+    Ok((mode, reason.to_owned()))
+}
+
+#[derive(Debug)]
+enum InvalidSetMode {
+    Mode(ConvertError),
+    ReasonTooLong(usize),
+}
+
+impl From<InvalidSetMode> for Status {
+    fn from(e: InvalidSetMode) -> Self {
+        match e {
+            InvalidSetMode::Mode(e) => Status::invalid_argument(e.to_string()),
+            InvalidSetMode::ReasonTooLong(len) => Status::invalid_argument(format!(
+                "reason is {len} bytes long; at most {MAX_REASON_BYTES} are accepted"
+            )),
+        }
+    }
+}
+
+/// Decrements the open-stream gauge when a watch stream is dropped (client gone or shutdown).
+struct StreamGauge {
+    stream: &'static str,
+    peer: Option<SocketAddr>,
+}
+
+impl StreamGauge {
+    fn open(stream: &'static str, peer: Option<SocketAddr>) -> Self {
+        metrics::gauge!(WATCH_STREAMS, "stream" => stream).increment(1.0);
+        debug!(stream, ?peer, "control watch stream opened");
+        Self { stream, peer }
+    }
+}
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(WATCH_STREAMS, "stream" => self.stream).decrement(1.0);
+        debug!(stream = self.stream, peer = ?self.peer, "control watch stream closed");
+    }
+}
+
+/// Node health stream state: `prev` is `None` until the snapshot went out.
+struct NodeStream {
+    rx: watch::Receiver<NodeHealthSnapshot>,
+    prev: Option<BTreeMap<String, NodeHealth>>,
+    _gauge: StreamGauge,
+}
+
+/// The next event of a WatchNodeHealth stream: the snapshot once the host has synced, then one
+/// event per non-empty change. `None` (end of stream) when the host drops its state.
+async fn next_node_event(
+    mut s: NodeStream,
+) -> Option<(Result<pb::NodeHealthEvent, Status>, NodeStream)> {
+    let Some(prev) = &s.prev else {
+        let nodes = s.rx.wait_for(|snap| snap.synced).await.ok()?.nodes.clone();
+        let event = snapshot_event(&nodes);
+        s.prev = Some(nodes);
+        return Some((Ok(event), s));
+    };
+    let mut prev = prev.clone();
+    loop {
+        s.rx.changed().await.ok()?;
+        let next = s.rx.borrow_and_update().nodes.clone();
+        let change = diff(&prev, &next);
+        prev = next;
+        if !change.is_empty() {
+            s.prev = Some(prev);
+            return Some((Ok(change_event(&change)), s));
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<S: ControlState> pb::control_server::Control for ControlService<S> {
+    async fn get_status(
+        &self,
+        req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::InterceptionStatus>, Status> {
+        self.authorize_read(&req).await?;
+        let status = pb::InterceptionStatus::from(&*self.state.status().borrow());
+        Ok(Response::new(status))
+    }
+
+    async fn set_mode(
+        &self,
+        req: Request<pb::SetModeRequest>,
+    ) -> Result<Response<pb::InterceptionStatus>, Status> {
+        let peer = req.remote_addr();
+        // Before auth, so a flood of calls cannot turn into a flood of TokenReviews.
+        if self.set_mode_limiter.check().is_err() {
+            count_set_mode("rate_limited");
+            warn!(?peer, "SetMode refused: rate limit reached");
+            return Err(Status::resource_exhausted(
+                "too many SetMode calls; retry in a second",
+            ));
+        }
+        let caller: Caller = match self
+            .authorizer
+            .authorize(bearer_token(req.metadata()), VERB_UPDATE)
+            .await
+        {
+            Ok(caller) => caller,
+            Err(e) => {
+                count_set_mode(auth_outcome(&e));
+                warn!(?peer, error = %e, "SetMode refused");
+                return Err(e.into());
+            }
+        };
+        let (mode, reason) = validate_set_mode(req.get_ref()).inspect_err(|_| {
+            count_set_mode("invalid");
+        })?;
+        let from = self.state.status().borrow().mode;
+        let change = ModeChange {
+            mode,
+            reason: reason.clone(),
+            caller: caller.username.clone(),
+        };
+        match self.state.set_mode(change).await {
+            Ok(state) => {
+                count_set_mode("ok");
+                info!(
+                    target: "ballast::audit",
+                    user = %caller.username,
+                    groups = ?caller.groups,
+                    ?peer,
+                    from = %from,
+                    to = %mode,
+                    reason = %reason,
+                    "interception mode changed"
+                );
+                Ok(Response::new(pb::InterceptionStatus::from(&state)))
+            }
+            Err(e) => {
+                count_set_mode("store_error");
+                warn!(user = %caller.username, to = %mode, error = %e, "SetMode failed");
+                Err(e.into())
+            }
+        }
+    }
+
+    type WatchStatusStream = BoxStream<pb::InterceptionStatus>;
+
+    async fn watch_status(
+        &self,
+        req: Request<pb::WatchStatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        self.authorize_read(&req).await?;
+        let gauge = StreamGauge::open("status", req.remote_addr());
+        // WatchStream yields the current value first, then each new one.
+        let stream = WatchStream::new(self.state.status()).map(move |state| {
+            let _ = &gauge;
+            Ok(pb::InterceptionStatus::from(&state))
+        });
+        Ok(Response::new(self.until_shutdown(stream)))
+    }
+
+    async fn list_node_health(
+        &self,
+        req: Request<pb::ListNodeHealthRequest>,
+    ) -> Result<Response<pb::NodeHealthList>, Status> {
+        self.authorize_read(&req).await?;
+        let rx = self.state.node_health();
+        let snap = rx.borrow();
+        Ok(Response::new(pb::NodeHealthList {
+            nodes: snap.nodes.values().map(pb::NodeHealth::from).collect(),
+            synced: snap.synced,
+        }))
+    }
+
+    type WatchNodeHealthStream = BoxStream<pb::NodeHealthEvent>;
+
+    async fn watch_node_health(
+        &self,
+        req: Request<pb::WatchNodeHealthRequest>,
+    ) -> Result<Response<Self::WatchNodeHealthStream>, Status> {
+        self.authorize_read(&req).await?;
+        let init = NodeStream {
+            rx: self.state.node_health(),
+            prev: None,
+            _gauge: StreamGauge::open("node_health", req.remote_addr()),
+        };
+        let stream = futures::stream::unfold(init, next_node_event);
+        Ok(Response::new(self.until_shutdown(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_mode_without_a_mode_is_an_invalid_argument_naming_the_choices() {
+        let req = pb::SetModeRequest {
+            mode: pb::Mode::Unspecified as i32,
+            reason: "x".into(),
+        };
+        let status = Status::from(validate_set_mode(&req).unwrap_err());
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "mode is required: one of MODE_AUTO, MODE_DISABLED, MODE_FORCED"
+        );
+    }
+
+    #[test]
+    fn set_mode_with_an_overlong_reason_is_an_invalid_argument() {
+        let req = pb::SetModeRequest {
+            mode: pb::Mode::Forced as i32,
+            reason: "a".repeat(MAX_REASON_BYTES + 1),
+        };
+        let status = Status::from(validate_set_mode(&req).unwrap_err());
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "reason is 1025 bytes long; at most 1024 are accepted"
+        );
+    }
+
+    #[test]
+    fn set_mode_reason_is_trimmed() {
+        let req = pb::SetModeRequest {
+            mode: pb::Mode::Disabled as i32,
+            reason: "  drill  ".into(),
+        };
+        let (mode, reason) = validate_set_mode(&req).unwrap();
+        assert_eq!((mode, reason.as_str()), (Mode::Disabled, "drill"));
+    }
+}
