@@ -54,6 +54,11 @@ pub struct Args {
     /// This replica's identity for the Lease and on Events (the pod name in cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// Control service URL (eviction-guard's gRPC port) for node health and eviction protection;
+    /// without it, node health comes from the Node objects and protection is never assumed.
+    #[arg(long, env = "CONTROL_ENDPOINT")]
+    pub control_endpoint: Option<String>,
 }
 
 /// What the binary does.
@@ -80,6 +85,7 @@ impl Args {
             lease_duration,
             lease_renew_every,
             identity,
+            control_endpoint,
         } = self;
         let identity = identity
             .clone()
@@ -98,6 +104,7 @@ impl Args {
                 renew_every: *lease_renew_every,
             }),
             identity,
+            control_endpoint: control_endpoint.clone(),
         }
     }
 }

@@ -13,6 +13,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("failed to start the control service client")]
+    Control(#[source] ballast_control::Error),
+
     #[error("failed to serve the admin endpoints")]
     Admin(#[source] ballast_runtime::Error),
 
@@ -56,6 +59,7 @@ impl Error {
             Self::Client(_) => "client",
             Self::Bind { .. } => "bind",
             Self::Admin(_) => "admin",
+            Self::Control(_) => "control",
             Self::ListPods { .. } => "list_pods",
             Self::WriteStatus { .. } => "write_status",
             Self::PodOperations { .. } => "pod_operations",

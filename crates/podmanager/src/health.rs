@@ -12,6 +12,8 @@ use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use ballast_control::{ClientOptions, ControlClient, InterceptionState};
+
 use crate::plan::NodeHealth;
 
 /// Whether a Node's `Ready` condition is `True` (`False`, `Unknown` or missing is NotReady).
@@ -34,6 +36,75 @@ pub fn from_nodes(nodes: &BTreeMap<String, bool>) -> NodeHealth {
             .collect(),
         protection: false,
     }
+}
+
+/// Health from the control service: known only when both the interception state (synced) and
+/// the node health are known; NotReady nodes from either; protection as the guard reports it.
+pub fn from_control(
+    status: Option<&InterceptionState>,
+    nodes: Option<&BTreeMap<String, ballast_control::NodeHealth>>,
+) -> NodeHealth {
+    let (Some(status), Some(nodes)) = (status, nodes) else {
+        return NodeHealth::default();
+    };
+    if !status.synced {
+        return NodeHealth::default();
+    }
+    let mut not_ready: std::collections::BTreeSet<String> = nodes
+        .values()
+        .filter(|n| !n.ready)
+        .map(|n| n.name.clone())
+        .collect();
+    not_ready.extend(status.notready_nodes.iter().cloned());
+    NodeHealth {
+        known: true,
+        not_ready,
+        protection: status.protecting,
+    }
+}
+
+/// Follows the control service at `endpoint` until `shutdown`, publishing health on every
+/// change; the client reconnects with backoff and health reads unknown while disconnected.
+pub fn watch_control(
+    endpoint: &str,
+    shutdown: CancellationToken,
+) -> Result<(watch::Receiver<NodeHealth>, tokio::task::JoinHandle<()>), ballast_control::Error> {
+    let client = ControlClient::start(ClientOptions::new(endpoint), &shutdown)?;
+    let (tx, rx) = watch::channel(NodeHealth::default());
+    let task = tokio::spawn(async move {
+        let mut status = client.status();
+        let mut nodes = client.node_health();
+        loop {
+            let health = from_control(
+                status.borrow_and_update().as_ref(),
+                nodes.borrow_and_update().as_ref(),
+            );
+            publish(&tx, health);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = status.changed() => if r.is_err() { break },
+                r = nodes.changed() => if r.is_err() { break },
+            }
+        }
+        drop(client);
+    });
+    Ok((rx, task))
+}
+
+fn publish(tx: &watch::Sender<NodeHealth>, health: NodeHealth) {
+    tx.send_if_modified(|current| {
+        if *current == health {
+            return false;
+        }
+        tracing::info!(
+            known = health.known,
+            protection = health.protection,
+            not_ready = ?health.not_ready,
+            "node health changed"
+        );
+        *current = health;
+        true
+    });
 }
 
 /// Watches Nodes until `shutdown`, publishing health on every change.
@@ -77,15 +148,7 @@ pub fn watch_nodes(
                 }
             }
             if synced {
-                let health = from_nodes(&nodes);
-                tx.send_if_modified(|current| {
-                    if *current == health {
-                        return false;
-                    }
-                    tracing::info!(not_ready = ?health.not_ready, "node health changed");
-                    *current = health;
-                    true
-                });
+                publish(&tx, from_nodes(&nodes));
             }
         }
     });
@@ -111,6 +174,46 @@ mod tests {
             }),
             ..Node::default()
         }
+    }
+
+    fn status(protecting: bool, synced: bool) -> InterceptionState {
+        InterceptionState {
+            protecting,
+            synced,
+            notready_nodes: vec!["n2".into()],
+            ..InterceptionState::default()
+        }
+    }
+
+    fn control_nodes() -> BTreeMap<String, ballast_control::NodeHealth> {
+        [("n1", true), ("n2", false), ("n3", false)]
+            .into_iter()
+            .map(|(name, ready)| {
+                (
+                    name.to_string(),
+                    ballast_control::NodeHealth {
+                        name: name.into(),
+                        ready,
+                        ..ballast_control::NodeHealth::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn control_health_carries_protection_and_notready_nodes() {
+        let h = from_control(Some(&status(true, true)), Some(&control_nodes()));
+        assert!(h.known && h.protection);
+        assert_eq!(h.not_ready.into_iter().collect::<Vec<_>>(), ["n2", "n3"]);
+    }
+
+    #[test]
+    fn control_health_is_unknown_until_both_streams_are_known_and_synced() {
+        assert!(!from_control(None, Some(&control_nodes())).known);
+        assert!(!from_control(Some(&status(true, true)), None).known);
+        let unsynced = from_control(Some(&status(true, false)), Some(&control_nodes()));
+        assert_eq!(unsynced, NodeHealth::default());
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     ("apps.mycompany.com", "podmanagers/status", &["patch"]),
     ("apps.mycompany.com", "podmanagers/finalizers", &["update"]),
     ("", "pods", &["list", "watch", "create", "delete"]),
+    // Only without --control-endpoint.
     ("", "nodes", &["list", "watch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
     (
@@ -91,6 +92,9 @@ pub struct Config {
     pub leader_election: Option<LeaderElection>,
     /// Instance name on Events.
     pub identity: String,
+    /// Control service (e.g. `http://eviction-guard.ballast-system.svc:9090`) for node health
+    /// and eviction protection; Node objects' Ready condition when `None`.
+    pub control_endpoint: Option<String>,
 }
 
 /// A started operator.
@@ -160,6 +164,7 @@ pub async fn start(
         namespace,
         leader_election,
         identity,
+        control_endpoint,
     } = config;
     let admin_addr = admin.local_addr().map_err(|source| Error::Bind {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -174,7 +179,13 @@ pub async fn start(
         shutdown.clone(),
     ));
 
-    let (health, _health_task) = health::watch_nodes(client.clone(), shutdown.clone());
+    let (health, _health_task) = match &control_endpoint {
+        Some(endpoint) => {
+            tracing::info!(endpoint = %endpoint, "node health from the control service");
+            health::watch_control(endpoint, shutdown.clone()).map_err(Error::Control)?
+        }
+        None => health::watch_nodes(client.clone(), shutdown.clone()),
+    };
     {
         let mut health = health.clone();
         let readiness = readiness.clone();
