@@ -4,8 +4,7 @@ use clap::Parser;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    // Both ring and aws-lc may be linked in; pick one explicitly (a second install is harmless).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ballast_runtime::tls::install_crypto_provider();
     let args = kubectl_pvc::Args::parse();
     match kubectl_pvc::run(args, &mut std::io::stdout()).await {
         Ok(outcome) => ExitCode::from(kubectl_pvc::exit_code(outcome)),
