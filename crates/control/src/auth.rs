@@ -77,6 +77,30 @@ impl Authorize for AllowAll {
     }
 }
 
+/// In cluster: TokenReview then SubjectAccessReview on `interception.control.ballast.dev`;
+/// `AllowAll` admits everyone as `local`.
+impl Authorize for ballast_runtime::auth::Authenticator {
+    fn authorize<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+        verb: &'a str,
+    ) -> BoxFuture<'a, Result<Caller, AuthError>> {
+        use ballast_runtime::auth::{Access, AuthError as RuntimeError};
+        Box::pin(async move {
+            let access = Access::new(verb, ACCESS_GROUP, ACCESS_RESOURCE);
+            match ballast_runtime::auth::Authenticator::authorize(self, bearer, &access).await {
+                Ok(c) => Ok(Caller {
+                    username: c.username,
+                    groups: c.groups,
+                }),
+                Err(RuntimeError::Unauthenticated(m)) => Err(AuthError::Unauthenticated(m)),
+                Err(RuntimeError::Forbidden(m)) => Err(AuthError::Forbidden(m)),
+                Err(RuntimeError::Unavailable(m)) => Err(AuthError::Unavailable(m)),
+            }
+        })
+    }
+}
+
 /// The token of an `authorization: Bearer <token>` entry (scheme case-insensitive), if any.
 pub fn bearer_token(metadata: &MetadataMap) -> Option<&str> {
     let value = metadata.get("authorization")?.to_str().ok()?;
@@ -118,5 +142,14 @@ mod tests {
         assert_eq!(s.code(), tonic::Code::PermissionDenied);
         let s = tonic::Status::from(AuthError::Unavailable("timeout".into()));
         assert_eq!(s.code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn runtime_allow_all_admits_every_caller_as_local() {
+        let auth = ballast_runtime::auth::Authenticator::AllowAll;
+        let caller = Authorize::authorize(&auth, None, VERB_UPDATE)
+            .await
+            .unwrap();
+        assert_eq!(caller.username, LOCAL_USER);
     }
 }

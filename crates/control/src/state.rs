@@ -88,6 +88,11 @@ impl MemoryState {
         }
     }
 
+    /// The status as it is now.
+    pub fn status_now(&self) -> InterceptionState {
+        self.status.borrow().clone()
+    }
+
     /// Change the status in place; watchers see the result.
     pub fn update_status(&self, f: impl FnOnce(&mut InterceptionState)) {
         self.status.send_modify(f);
