@@ -1,0 +1,110 @@
+use super::*;
+use crate::resources::builtins;
+
+fn rt(resource: &str) -> ResourceType {
+    builtins()
+        .into_iter()
+        .find(|t| t.group.is_empty() && t.resource == resource)
+        .unwrap()
+}
+
+fn attrs<'a>(
+    rt: &'a ResourceType,
+    user: &'a UserInfo,
+    op: &'static str,
+    sub: Option<&'a str>,
+) -> AdmissionAttrs<'a> {
+    AdmissionAttrs {
+        rt,
+        subresource: sub,
+        operation: op,
+        namespace: "fixtures",
+        name: "drain-me",
+        user,
+        dry_run: false,
+        options: json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}),
+        kind_override: None,
+    }
+}
+
+fn hook(resources: &[&str], ops: &[&str]) -> Value {
+    json!({"name": "h.ballast.dev", "rules": [{"apiGroups": [""], "apiVersions": ["v1"],
+           "operations": ops, "resources": resources, "scope": "Namespaced"}]})
+}
+
+#[test]
+fn rules_distinguish_main_resources_from_subresources() {
+    let pods = rt("pods");
+    let u = UserInfo::admin();
+    let delete = attrs(&pods, &u, "DELETE", None);
+    let evict = attrs(&pods, &u, "CREATE", Some("eviction"));
+    let status = attrs(&pods, &u, "UPDATE", Some("status"));
+    assert!(rules_match(&hook(&["pods"], &["DELETE"]), &delete));
+    assert!(!rules_match(&hook(&["pods"], &["CREATE"]), &evict));
+    assert!(rules_match(&hook(&["pods/eviction"], &["CREATE"]), &evict));
+    assert!(rules_match(&hook(&["pods/*"], &["*"]), &status));
+    assert!(!rules_match(&hook(&["pods/eviction"], &["*"]), &status));
+    assert!(rules_match(&hook(&["*/*"], &["*"]), &status));
+    assert!(!rules_match(&hook(&["*"], &["*"]), &status));
+    assert!(!rules_match(
+        &hook(&["persistentvolumeclaims"], &["*"]),
+        &delete
+    ));
+}
+
+#[test]
+fn namespace_and_object_selectors_filter_requests() {
+    let h = json!({"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                   "operator": "NotIn", "values": ["kube-system"]}]},
+                   "objectSelector": {"matchLabels": {"app": "web"}}});
+    let ns = |n: &str| json!({"metadata": {"labels": {"kubernetes.io/metadata.name": n}}});
+    let web = json!({"metadata": {"labels": {"app": "web"}}});
+    let db = json!({"metadata": {"labels": {"app": "db"}}});
+    assert!(selectors_match(&h, Some(&ns("default")), Some(&web), None).unwrap());
+    assert!(!selectors_match(&h, Some(&ns("kube-system")), Some(&web), None).unwrap());
+    assert!(!selectors_match(&h, Some(&ns("default")), Some(&db), None).unwrap());
+    assert!(
+        selectors_match(&h, Some(&ns("default")), None, Some(&web)).unwrap(),
+        "DELETE matches on oldObject"
+    );
+}
+
+#[test]
+fn eviction_review_is_shaped_like_the_real_api_servers() {
+    let fixture: Value =
+        serde_json::from_str(include_str!("../../tests/data/pod-eviction-create.json")).unwrap();
+    let pods = rt("pods");
+    let user = UserInfo {
+        username: "admin".into(),
+        uid: "admin".into(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    };
+    let mut a = attrs(&pods, &user, "CREATE", Some("eviction"));
+    a.kind_override = Some(("policy".into(), "v1".into(), "Eviction".into()));
+    let eviction = json!({"kind": "Eviction", "apiVersion": "policy/v1",
+                          "metadata": {"name": "drain-me", "namespace": "fixtures"}});
+    let uid = fixture["request"]["uid"].as_str().unwrap();
+    let ours = review_body(uid, &a, Some(&eviction), None);
+    assert_eq!(ours, fixture);
+}
+
+#[test]
+fn denial_keeps_the_webhook_code_and_formats_the_message() {
+    let resp = json!({"uid": "x", "allowed": false,
+                      "status": {"code": 429, "reason": "TooManyRequests", "message": "node storm in progress"}});
+    let e = denial("evictions.ballast.dev", &resp);
+    assert_eq!(e.code, 429);
+    assert_eq!(e.reason, "TooManyRequests");
+    assert_eq!(
+        e.message,
+        "admission webhook \"evictions.ballast.dev\" denied the request: node storm in progress"
+    );
+    let e = denial("w", &json!({"allowed": false, "status": {"code": 200}}));
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            400,
+            "admission webhook \"w\" denied the request without explanation"
+        )
+    );
+}

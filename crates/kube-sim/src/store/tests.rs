@@ -1,0 +1,94 @@
+use super::*;
+use serde_json::json;
+
+fn cm(name: &str, data: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": "ns"}, "data": {"k": data}})
+}
+
+fn key() -> StorageKey {
+    StorageKey::new("", "configmaps")
+}
+
+#[test]
+fn every_write_gets_a_new_increasing_resource_version() {
+    let store = Store::default();
+    let a = store.create(&key(), cm("a", "1")).unwrap();
+    let b = store.create(&key(), cm("b", "1")).unwrap();
+    let a2 = store.update(&key(), cm("a", "2"), object_rv(&a)).unwrap();
+    let ra = object_rv(&a).unwrap();
+    let rb = object_rv(&b).unwrap();
+    let ra2 = object_rv(&a2).unwrap();
+    assert!(ra < rb && rb < ra2, "{ra} {rb} {ra2}");
+    assert_eq!(store.current_rv(), ra2);
+}
+
+#[test]
+fn stale_update_is_a_conflict_and_changes_nothing() {
+    let store = Store::default();
+    let a = store.create(&key(), cm("a", "1")).unwrap();
+    let first = object_rv(&a);
+    store.update(&key(), cm("a", "2"), first).unwrap();
+    let err = store.update(&key(), cm("a", "3"), first).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    let now = store.get(&key(), "ns", "a").unwrap();
+    assert_eq!(now["data"]["k"], "2");
+}
+
+#[test]
+fn an_update_that_changes_nothing_keeps_the_version_and_sends_no_event() {
+    let store = Store::default();
+    let a = store.create(&key(), cm("a", "1")).unwrap();
+    let before = store.current_rv();
+    let same = store.update(&key(), cm("a", "1"), None).unwrap();
+    assert_eq!(object_rv(&same), object_rv(&a));
+    assert_eq!(store.current_rv(), before);
+}
+
+#[test]
+fn watch_resumes_after_a_version_with_no_gap_and_no_duplicate() {
+    let store = Store::default();
+    let mut rvs = Vec::new();
+    for i in 0..5 {
+        let o = store.create(&key(), cm(&format!("o{i}"), "x")).unwrap();
+        rvs.push(object_rv(&o).unwrap());
+    }
+    let mut start = store.watch(Some(rvs[1])).unwrap();
+    let replayed: Vec<u64> = start.replay.iter().map(|e| e.rv).collect();
+    assert_eq!(replayed, rvs[2..].to_vec());
+    let o = store.create(&key(), cm("later", "x")).unwrap();
+    let live = start.live.try_recv().unwrap();
+    assert_eq!(live.rv, object_rv(&o).unwrap());
+    assert_eq!(live.name, "later");
+    assert!(start.live.try_recv().is_err(), "exactly one live event");
+}
+
+#[test]
+fn watch_from_a_compacted_version_is_gone() {
+    let store = Store::with_history(3);
+    let first = store.create(&key(), cm("a", "1")).unwrap();
+    for i in 0..5 {
+        store.create(&key(), cm(&format!("o{i}"), "x")).unwrap();
+    }
+    let err = store.watch(object_rv(&first)).err().unwrap();
+    assert!(matches!(err, StoreError::Gone { .. }), "{err:?}");
+    let recent = store.current_rv() - 2;
+    assert_eq!(store.watch(Some(recent)).unwrap().replay.len(), 2);
+}
+
+#[test]
+fn delete_event_carries_the_last_state_with_a_new_version() {
+    let store = Store::default();
+    let a = store.create(&key(), cm("a", "1")).unwrap();
+    let mut w = store.watch(Some(store.current_rv())).unwrap();
+    let gone = store.delete(&key(), "ns", "a", None).unwrap();
+    let ev = w.live.try_recv().unwrap();
+    assert_eq!(ev.kind, EventType::Deleted);
+    assert_eq!(ev.object["data"]["k"], "1");
+    assert!(object_rv(&gone).unwrap() > object_rv(&a).unwrap());
+    assert_eq!(store.get(&key(), "ns", "a"), None);
+    assert_eq!(
+        store.delete(&key(), "ns", "a", None),
+        Err(StoreError::NotFound)
+    );
+}
