@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 
 use crate::paths;
@@ -65,6 +65,29 @@ pub struct NodeFacts {
 }
 
 pub type Nodes = BTreeMap<String, NodeFacts>;
+
+/// Node facts from the Node objects: Ready from `ready` (the control service's view) when it
+/// knows the node, else from the Node's own Ready condition; free bytes from the agent's
+/// annotation.
+pub fn node_facts(nodes: &[Arc<Node>], ready: Option<&BTreeMap<String, bool>>) -> Nodes {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let name = n.metadata.name.clone()?;
+            let own_ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|c| c.status == "True");
+            let ready = ready
+                .and_then(|r| r.get(&name).copied())
+                .unwrap_or(own_ready);
+            let free_bytes = annotation(&n.metadata, ANN_FREE_BYTES).and_then(|v| v.parse().ok());
+            Some((name, NodeFacts { ready, free_bytes }))
+        })
+        .collect()
+}
 
 /// Everything a decision looks at: a snapshot of the caches.
 #[derive(Debug, Default, Clone)]
@@ -600,7 +623,8 @@ pub fn decide_volume(v: &PersistentVolume, world: &World) -> Plan<VolumeAction> 
 
 /// Directories under a base path that belong to nobody: our naming, no PV of that name, and no
 /// live claim that is still waiting for that volume. The caller removes them only when empty.
-pub fn orphans(directories: &[String], world: &World) -> Vec<String> {
+/// With `node`, only PVs pinned to that node count (a hostPath base path is per node).
+pub fn orphans(directories: &[String], world: &World, node: Option<&str>) -> Vec<String> {
     directories
         .iter()
         .filter(|d| !d.starts_with(paths::ARCHIVE_PREFIX))
@@ -608,10 +632,10 @@ pub fn orphans(directories: &[String], world: &World) -> Vec<String> {
             let Some((pv, ns, claim)) = paths::parse_dir_name(d) else {
                 return false;
             };
-            let has_volume = world
-                .volumes
-                .iter()
-                .any(|v| v.metadata.name.as_deref() == Some(pv));
+            let has_volume = world.volumes.iter().any(|v| {
+                v.metadata.name.as_deref() == Some(pv)
+                    && node.is_none_or(|n| volume_node(v) == Some(n))
+            });
             let awaited = world.claims.iter().any(|c| {
                 let wanted = c
                     .spec

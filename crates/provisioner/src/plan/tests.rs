@@ -142,14 +142,17 @@ fn provision_nfs(volume: &str, claim: &str, capacity: u64) -> Plan<ClaimAction> 
     }
 }
 
+/// (what the case shows, claim, volumes, expected action)
+type Case = (
+    &'static str,
+    Arc<PersistentVolumeClaim>,
+    Vec<Arc<PersistentVolume>>,
+    ClaimAction,
+);
+
 #[test]
 fn binding_decisions_follow_the_seed_rules() {
-    let cases: Vec<(
-        &str,
-        Arc<PersistentVolumeClaim>,
-        Vec<Arc<PersistentVolume>>,
-        ClaimAction,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "named PV of the same class is bound",
             mk_claim("c", "nfs", "1Gi").volume("pv-a").build(),
@@ -538,10 +541,68 @@ fn orphan_scan_keeps_directories_with_a_volume_or_a_waiting_claim() {
     .map(String::from)
     .to_vec();
     assert_eq!(
-        orphans(&dirs, &w),
+        orphans(&dirs, &w, None),
         vec![
             "pvc-uid-old_ns_waiting".to_owned(),
             "pvc-b_ns_gone".to_owned()
         ]
     );
+}
+
+#[test]
+fn orphan_scan_on_a_node_ignores_volumes_pinned_elsewhere() {
+    let w = world(vec![
+        mk_pv("here", "hostpath", "1Gi").on_node("node-1").build(),
+        mk_pv("there", "hostpath", "1Gi").on_node("node-2").build(),
+    ]);
+    let dirs = vec!["here_ns_a".to_owned(), "there_ns_b".to_owned()];
+    assert_eq!(
+        orphans(&dirs, &w, Some("node-1")),
+        vec!["there_ns_b".to_owned()]
+    );
+}
+
+#[test]
+fn node_facts_prefer_the_control_service_and_read_the_agents_free_space() {
+    let node = |name: &str, ready: &str, free: Option<&str>| -> Arc<Node> {
+        let mut n = json!({
+            "metadata": {"name": name, "annotations": {}},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+        });
+        if let Some(f) = free {
+            n["metadata"]["annotations"][ANN_FREE_BYTES] = json!(f);
+        }
+        Arc::new(serde_json::from_value(n).unwrap())
+    };
+    let nodes = vec![
+        node("a", "True", Some("1024")),
+        node("b", "True", None),
+        node("c", "Unknown", Some("x")),
+    ];
+    let control: BTreeMap<String, bool> = [("a".to_owned(), false)].into_iter().collect();
+    let facts = node_facts(&nodes, Some(&control));
+    assert_eq!(
+        facts["a"],
+        NodeFacts {
+            ready: false,
+            free_bytes: Some(1024)
+        },
+        "control service wins"
+    );
+    assert_eq!(
+        facts["b"],
+        NodeFacts {
+            ready: true,
+            free_bytes: None
+        },
+        "own condition without control data"
+    );
+    assert_eq!(
+        facts["c"],
+        NodeFacts {
+            ready: false,
+            free_bytes: None
+        }
+    );
+    assert!(node_facts(&nodes, None)["a"].ready);
 }

@@ -1,0 +1,80 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to build the Kubernetes client")]
+    Client(#[source] ballast_runtime::Error),
+    #[error("failed to bind the admin listener on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to serve the admin endpoints")]
+    Admin(#[source] ballast_runtime::Error),
+    #[error("failed to connect to the control service")]
+    Control(#[source] ballast_control::Error),
+    #[error("failed to {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to {action}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to use the directory name")]
+    Path(#[from] crate::paths::PathError),
+    #[error("failed to provision: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Short label for the failure metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "filesystem",
+            Self::Kube { source, .. } if is_conflict(source) => "conflict",
+            Self::Kube { .. } => "api",
+            Self::Path(_) => "path",
+            Self::Config(_) => "config",
+            Self::Client(_) | Self::Bind { .. } | Self::Admin(_) | Self::Control(_) => "startup",
+        }
+    }
+
+    /// Whether a write lost an optimistic-concurrency race (re-read and decide again).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Kube { source, .. } if is_conflict(source))
+    }
+}
+
+pub fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    status_code(e) == Some(409)
+}
+
+pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+pub fn io(action: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,678 @@
+//! The I/O layer: snapshot the caches, ask `plan` what to do, do the part that falls to this
+//! instance (controller while leading, agent for its node), and write events.
+//!
+//! Crash safety, the rules:
+//! - a provisioned PV is named `pvc-<claim uid>` (or the claim's `volumeName`), so a retry after a
+//!   restart finds the PV it already created (AlreadyExists is success when it names the claim);
+//! - the directory is created before the PV and reused when it exists;
+//! - a PV's directory is removed before the PV is deleted, so a crash in between is retried;
+//! - a directory named like ours (`<pv>_<namespace>_<claim>`) is unknown when no PV of that name
+//!   exists (on this node, for hostPath) and no live claim is still waiting for that volume.
+//!   Each pass removes unknown directories that are empty; a non-empty one is kept and logged
+//!   (it can only be data of a Retain volume whose PV an administrator deleted).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{
+    Event, EventSource, HostPathVolumeSource, NFSVolumeSource, Node, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, ObjectReference, PersistentVolume,
+    PersistentVolumeClaim, PersistentVolumeClaimStatus, PersistentVolumeSpec,
+    PersistentVolumeStatus, VolumeNodeAffinity,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::Store;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result, kube, status_code};
+use crate::plan::{self, *};
+use crate::{NfsConfig, metrics, storage};
+
+/// Events name this component, as external provisioners do.
+pub const COMPONENT: &str = "ballast.dev/provisioner";
+/// An agent republishes its node's free space at least this often (a change of free space does
+/// not trigger a publish by itself, so node updates cannot drive a loop).
+const PUBLISH_EVERY: Duration = Duration::from_secs(30);
+
+pub struct Ctx {
+    pub client: kube::Client,
+    pub identity: String,
+    pub node_name: Option<String>,
+    pub hostpath_base: PathBuf,
+    pub nfs: Option<NfsConfig>,
+    pub claims: Store<PersistentVolumeClaim>,
+    pub volumes: Store<PersistentVolume>,
+    pub classes: Store<StorageClass>,
+    pub nodes: Store<Node>,
+    pub health: Option<watch::Receiver<ballast_control::client::NodeHealthView>>,
+    pub leading: watch::Receiver<bool>,
+    /// Last message per (object uid, reason): an event is written only when it changes.
+    pub said: Mutex<HashMap<(String, &'static str), String>>,
+    pub last_publish: Mutex<Option<Instant>>,
+}
+
+impl Ctx {
+    fn world(&self) -> World {
+        let ready: Option<BTreeMap<String, bool>> = self.health.as_ref().and_then(|h| {
+            h.borrow()
+                .as_ref()
+                .map(|m| m.iter().map(|(n, h)| (n.clone(), h.ready)).collect())
+        });
+        World {
+            claims: self.claims.state(),
+            volumes: self.volumes.state(),
+            classes: self.classes.state(),
+            nodes: plan::node_facts(&self.nodes.state(), ready.as_ref()),
+        }
+    }
+
+    fn is_mine(&self, actor: &Actor, leading: bool) -> bool {
+        match actor {
+            Actor::Controller => leading,
+            Actor::Node(n) => self.node_name.as_deref() == Some(n.as_str()),
+        }
+    }
+
+    fn lock_said(&self) -> std::sync::MutexGuard<'_, HashMap<(String, &'static str), String>> {
+        // A poisoned map of last messages is still a valid map: at worst an event repeats.
+        self.said.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One full pass over every claim, every volume and the directories this instance owns.
+pub async fn pass(ctx: &Ctx) {
+    let world = ctx.world();
+    let leading = *ctx.leading.borrow();
+    for claim in &world.claims {
+        let plan = plan::decide_claim(claim, &world);
+        if !ctx.is_mine(&plan.actor, leading) {
+            continue;
+        }
+        let provisioning = matches!(plan.action, ClaimAction::Provision(_));
+        if let Err(e) = apply_claim(ctx, claim, &world, plan.action).await {
+            claim_failed(ctx, claim, provisioning, &e).await;
+        }
+    }
+    for pv in &world.volumes {
+        let plan = plan::decide_volume(pv, &world);
+        if !ctx.is_mine(&plan.actor, leading) {
+            continue;
+        }
+        if let Err(e) = apply_volume(ctx, pv, plan.action).await {
+            let name = pv.metadata.name.as_deref().unwrap_or("");
+            log_error(&e, &format!("volume {name}"));
+            if !e.is_conflict() {
+                metrics::failed(volume_class(pv), "delete", e.label());
+            }
+        }
+    }
+    if let Some(node) = ctx.node_name.clone() {
+        sweep(ctx, &ctx.hostpath_base, &world, Some(&node));
+        if let Err(e) = publish_free_space(ctx, false).await {
+            log_error(&e, &format!("node {node}"));
+        }
+    }
+    if leading && let Some(nfs) = &ctx.nfs {
+        sweep(ctx, &nfs.mount, &world, None);
+    }
+    let live: std::collections::HashSet<&str> = world
+        .claims
+        .iter()
+        .filter_map(|c| c.metadata.uid.as_deref())
+        .collect();
+    ctx.lock_said()
+        .retain(|(uid, reason), _| live.contains(uid.as_str()) || *reason == "orphan");
+}
+
+fn log_error(e: &Error, what: &str) {
+    if e.is_conflict() {
+        tracing::debug!(
+            object = what,
+            "write conflict; will re-read and decide again"
+        );
+    } else {
+        tracing::warn!(object = what, error = %chain(e), "reconcile step failed");
+    }
+}
+
+/// The error with its sources, for events and logs.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}
+
+async fn claim_failed(ctx: &Ctx, claim: &PersistentVolumeClaim, provisioning: bool, e: &Error) {
+    log_error(e, &claim_key(claim));
+    if e.is_conflict() {
+        return;
+    }
+    let operation = if provisioning { "provision" } else { "bind" };
+    let reason = if provisioning {
+        "ProvisioningFailed"
+    } else {
+        "BindingFailed"
+    };
+    if event(ctx, &claim_ref(claim), "Warning", reason, chain(e)).await {
+        metrics::failed(plan::claim_class(claim), operation, e.label());
+    }
+}
+
+fn claim_key(c: &PersistentVolumeClaim) -> String {
+    format!(
+        "{}/{}",
+        c.metadata.namespace.as_deref().unwrap_or(""),
+        c.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn claim_ref(c: &PersistentVolumeClaim) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("PersistentVolumeClaim".into()),
+        namespace: c.metadata.namespace.clone(),
+        name: c.metadata.name.clone(),
+        uid: c.metadata.uid.clone(),
+        resource_version: c.metadata.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+/// Writes a core/v1 Event unless the same message was last said for this object and reason.
+/// Says whether it was new. Event failures are logged, never fatal.
+async fn event(
+    ctx: &Ctx,
+    obj: &ObjectReference,
+    type_: &str,
+    reason: &'static str,
+    message: String,
+) -> bool {
+    let key = (obj.uid.clone().unwrap_or_default(), reason);
+    {
+        let mut said = ctx.lock_said();
+        if said.get(&key) == Some(&message) {
+            return false;
+        }
+        said.insert(key, message.clone());
+    }
+    let ns = obj.namespace.clone().unwrap_or_else(|| "default".into());
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let ev = Event {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}",
+                obj.name.as_deref().unwrap_or("object"),
+                now.0.as_nanosecond()
+            )),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: obj.clone(),
+        reason: Some(reason.into()),
+        message: Some(message.clone()),
+        type_: Some(type_.into()),
+        source: Some(EventSource {
+            component: Some(COMPONENT.into()),
+            host: ctx.node_name.clone(),
+        }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some(COMPONENT.into()),
+        reporting_instance: Some(ctx.identity.clone()),
+        ..Default::default()
+    };
+    let target = format!("{ns}/{}", obj.name.as_deref().unwrap_or(""));
+    tracing::info!(object = %target, reason, %message, "event");
+    if let Err(e) = Api::<Event>::namespaced(ctx.client.clone(), &ns)
+        .create(&PostParams::default(), &ev)
+        .await
+    {
+        tracing::warn!(object = %target, reason, error = %e, "failed to write event");
+    }
+    true
+}
+
+async fn apply_claim(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+    world: &World,
+    action: ClaimAction,
+) -> Result<()> {
+    match action {
+        ClaimAction::Nothing(_) => Ok(()),
+        ClaimAction::Bind { volume } => {
+            match world
+                .volumes
+                .iter()
+                .find(|v| v.metadata.name.as_deref() == Some(volume.as_str()))
+            {
+                Some(pv) => bind(ctx, claim, pv).await,
+                None => Ok(()),
+            }
+        }
+        ClaimAction::Refuse { reason, message } => {
+            if event(ctx, &claim_ref(claim), "Warning", reason, message.clone()).await {
+                metrics::failed(plan::claim_class(claim), "bind", "refused");
+            }
+            let current = claim
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANN_BINDING_PROBLEM));
+            if current != Some(&message) {
+                let ns = claim.metadata.namespace.as_deref().unwrap_or("");
+                let name = claim.metadata.name.as_deref().unwrap_or("");
+                let patch = serde_json::json!({"metadata": {"annotations": {ANN_BINDING_PROBLEM: message}}});
+                Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(kube(format!("annotate claim {ns}/{name}")))?;
+            }
+            Ok(())
+        }
+        ClaimAction::Fail { message } => {
+            if event(
+                ctx,
+                &claim_ref(claim),
+                "Warning",
+                "ProvisioningFailed",
+                message,
+            )
+            .await
+            {
+                metrics::failed(plan::claim_class(claim), "provision", "placement");
+            }
+            Ok(())
+        }
+        ClaimAction::Provision(p) => provision(ctx, claim, world, p).await,
+    }
+}
+
+enum Source {
+    HostPath { path: PathBuf, node: String },
+    Nfs { server: String, path: PathBuf },
+}
+
+async fn provision(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+    world: &World,
+    p: Provision,
+) -> Result<()> {
+    let started = Instant::now();
+    let key = claim_key(claim);
+    let (base, source) = match (p.backend, &ctx.nfs) {
+        (Backend::HostPath, _) => {
+            let node = p.node.clone().unwrap_or_default();
+            let path = ctx.hostpath_base.join(&p.directory);
+            (ctx.hostpath_base.clone(), Source::HostPath { path, node })
+        }
+        (Backend::Nfs, Some(nfs)) => (
+            nfs.mount.clone(),
+            Source::Nfs {
+                server: nfs.server.clone(),
+                path: nfs.export_path.join(&p.directory),
+            },
+        ),
+        (Backend::Nfs, None) => {
+            return Err(Error::Config(
+                "NFS is not configured here: set NFS_SERVER and mount the export".into(),
+            ));
+        }
+    };
+    if let Source::HostPath { node, .. } = &source {
+        let free = storage::free_bytes(&base)?;
+        if free < p.capacity {
+            let message = format!(
+                "node \"{node}\" has only {} free under {} but the claim requests {} (free space \
+                 is checked before placing a hostPath volume)",
+                crate::quantity::human(free),
+                base.display(),
+                crate::quantity::human(p.capacity)
+            );
+            if event(
+                ctx,
+                &claim_ref(claim),
+                "Warning",
+                "ProvisioningFailed",
+                message,
+            )
+            .await
+            {
+                metrics::failed(&p.class, "provision", "space");
+            }
+            return Ok(());
+        }
+    }
+    event(
+        ctx,
+        &claim_ref(claim),
+        "Normal",
+        "Provisioning",
+        format!("External provisioner is provisioning volume for claim \"{key}\""),
+    )
+    .await;
+    storage::create(&base, &p.directory)?;
+    let class = world
+        .classes
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(p.class.as_str()));
+    let desired = build_volume(claim, &p, class.map(|c| &**c), source);
+    let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let (pv, created) = match api.create(&PostParams::default(), &desired).await {
+        Ok(pv) => (pv, true),
+        Err(e) if status_code(&e) == Some(409) => {
+            let existing = api
+                .get(&p.volume)
+                .await
+                .map_err(kube(format!("read PersistentVolume {}", p.volume)))?;
+            if !plan::refers_to(&existing, claim) {
+                return Err(Error::Config(format!(
+                    "PersistentVolume \"{}\" already exists and is not reserved for claim \"{key}\"",
+                    p.volume
+                )));
+            }
+            (existing, false)
+        }
+        Err(e) => return Err(kube(format!("create PersistentVolume {}", p.volume))(e)),
+    };
+    if created {
+        tracing::info!(claim = %key, volume = %p.volume, directory = %p.directory, node = ?p.node, "created volume");
+    }
+    bind(ctx, claim, &pv).await?;
+    if created {
+        metrics::provisioned(&p.class, started.elapsed());
+    }
+    event(
+        ctx,
+        &claim_ref(claim),
+        "Normal",
+        "ProvisioningSucceeded",
+        format!("Successfully provisioned volume {}", p.volume),
+    )
+    .await;
+    if p.backend == Backend::HostPath {
+        publish_free_space(ctx, true).await?;
+    }
+    Ok(())
+}
+
+fn build_volume(
+    claim: &PersistentVolumeClaim,
+    p: &Provision,
+    class: Option<&StorageClass>,
+    source: Source,
+) -> PersistentVolume {
+    let spec = claim.spec.clone().unwrap_or_default();
+    let request = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage").cloned())
+        .unwrap_or_else(|| Quantity(p.capacity.to_string()));
+    let access_modes = spec
+        .access_modes
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| vec!["ReadWriteOnce".into()]);
+    let mut pv_spec = PersistentVolumeSpec {
+        capacity: Some([("storage".to_owned(), request)].into_iter().collect()),
+        access_modes: Some(access_modes),
+        persistent_volume_reclaim_policy: Some(
+            class
+                .and_then(|c| c.reclaim_policy.clone())
+                .unwrap_or_else(|| "Delete".into()),
+        ),
+        storage_class_name: Some(p.class.clone()),
+        mount_options: class.and_then(|c| c.mount_options.clone()),
+        volume_mode: Some("Filesystem".into()),
+        claim_ref: Some(claim_ref(claim)),
+        ..Default::default()
+    };
+    match source {
+        Source::HostPath { path, node } => {
+            pv_spec.host_path = Some(HostPathVolumeSource {
+                path: path.to_string_lossy().into_owned(),
+                type_: Some("DirectoryOrCreate".into()),
+            });
+            pv_spec.node_affinity = Some(VolumeNodeAffinity {
+                required: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: LABEL_HOSTNAME.into(),
+                            operator: "In".into(),
+                            values: Some(vec![node]),
+                        }]),
+                        ..Default::default()
+                    }],
+                }),
+            });
+        }
+        Source::Nfs { server, path } => {
+            pv_spec.nfs = Some(NFSVolumeSource {
+                server,
+                path: path.to_string_lossy().into_owned(),
+                read_only: None,
+            });
+        }
+    }
+    PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(p.volume.clone()),
+            annotations: Some(
+                [
+                    (
+                        ANN_PROVISIONED_BY.to_owned(),
+                        p.backend.provisioner().to_owned(),
+                    ),
+                    (ANN_DIRECTORY.to_owned(), p.directory.clone()),
+                    (ANN_BOUND_BY_CONTROLLER.to_owned(), "yes".to_owned()),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(pv_spec),
+        status: None,
+    }
+}
+
+/// Binds claim and PV in the order Kubernetes' own binder uses (PV claimRef, PV status, claim
+/// volumeName, claim status). Every write is a replace carrying the resourceVersion read, so a
+/// concurrent writer makes it fail with a conflict; the next pass re-reads and decides again.
+async fn bind(ctx: &Ctx, claim: &PersistentVolumeClaim, pv: &PersistentVolume) -> Result<()> {
+    let ns = claim.metadata.namespace.clone().unwrap_or_default();
+    let name = claim.metadata.name.clone().unwrap_or_default();
+    let uid = claim.metadata.uid.clone().unwrap_or_default();
+    let volume = pv.metadata.name.clone().unwrap_or_default();
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PostParams::default();
+    let what = format!("bind claim {ns}/{name} to volume {volume}");
+
+    let mut pv = pv.clone();
+    if plan::claim_ref(&pv).is_none_or(|(_, _, u)| u != uid) {
+        let spec = pv.spec.get_or_insert_with(Default::default);
+        spec.claim_ref = Some(claim_ref(claim));
+        pv.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(ANN_BOUND_BY_CONTROLLER.into(), "yes".into());
+        pv = pvs
+            .replace(&volume, &pp, &pv)
+            .await
+            .map_err(kube(format!("{what} (volume claimRef)")))?;
+    }
+    if plan::phase_of_volume(&pv) != "Bound" {
+        pv.status
+            .get_or_insert_with(PersistentVolumeStatus::default)
+            .phase = Some("Bound".into());
+        pv = pvs
+            .replace_status(&volume, &pp, &pv)
+            .await
+            .map_err(kube(format!("{what} (volume status)")))?;
+    }
+
+    let mut c = claim.clone();
+    let spec = c.spec.get_or_insert_with(Default::default);
+    let was_named = spec.volume_name.as_deref() == Some(volume.as_str());
+    let annotations = c.metadata.annotations.get_or_insert_with(Default::default);
+    if !was_named
+        || annotations.get(ANN_BIND_COMPLETED).map(String::as_str) != Some("yes")
+        || annotations.contains_key(ANN_BINDING_PROBLEM)
+    {
+        spec.volume_name = Some(volume.clone());
+        annotations.insert(ANN_BIND_COMPLETED.into(), "yes".into());
+        annotations.remove(ANN_BINDING_PROBLEM);
+        if !was_named {
+            annotations.insert(ANN_BOUND_BY_CONTROLLER.into(), "yes".into());
+        }
+        c = claims
+            .replace(&name, &pp, &c)
+            .await
+            .map_err(kube(format!("{what} (claim volumeName)")))?;
+    }
+    let phase = c
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("");
+    if phase != "Bound" {
+        let pv_spec = pv.spec.clone().unwrap_or_default();
+        let status = c
+            .status
+            .get_or_insert_with(PersistentVolumeClaimStatus::default);
+        status.phase = Some("Bound".into());
+        status.capacity = pv_spec.capacity;
+        status.access_modes = pv_spec.access_modes;
+        claims
+            .replace_status(&name, &pp, &c)
+            .await
+            .map_err(kube(format!("{what} (claim status)")))?;
+        metrics::bound(plan::claim_class(claim));
+        tracing::info!(claim = %format!("{ns}/{name}"), %volume, "bound claim");
+    }
+    Ok(())
+}
+
+async fn apply_volume(ctx: &Ctx, pv: &PersistentVolume, action: VolumeAction) -> Result<()> {
+    let name = pv.metadata.name.clone().unwrap_or_default();
+    let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    match action {
+        VolumeAction::Nothing(_) => Ok(()),
+        VolumeAction::MarkReleased => {
+            let mut pv = pv.clone();
+            pv.status
+                .get_or_insert_with(PersistentVolumeStatus::default)
+                .phase = Some("Released".into());
+            api.replace_status(&name, &PostParams::default(), &pv)
+                .await
+                .map_err(kube(format!("mark volume {name} Released")))?;
+            tracing::info!(volume = %name, "claim gone; volume Released and its data retained");
+            Ok(())
+        }
+        VolumeAction::Delete {
+            backend,
+            directory,
+            archive,
+        } => {
+            let base: &Path = match (backend, &ctx.nfs) {
+                (Backend::HostPath, _) => &ctx.hostpath_base,
+                (Backend::Nfs, Some(nfs)) => &nfs.mount,
+                (Backend::Nfs, None) => {
+                    return Err(Error::Config(
+                        "NFS is not configured here: cannot delete NFS volumes".into(),
+                    ));
+                }
+            };
+            if let Some(dir) = &directory {
+                if archive {
+                    storage::archive(base, dir)?;
+                } else {
+                    storage::remove(base, dir)?;
+                }
+            }
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: pv.metadata.uid.clone(),
+                    resource_version: pv.metadata.resource_version.clone(),
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &dp).await {
+                Err(e) if status_code(&e) != Some(404) => {
+                    return Err(kube(format!("delete volume {name}"))(e));
+                }
+                _ => {}
+            }
+            metrics::deleted(volume_class(pv));
+            let fate = if archive { "archived" } else { "removed" };
+            tracing::info!(volume = %name, directory = ?directory, fate, "reclaimed volume");
+            if backend == Backend::HostPath {
+                publish_free_space(ctx, true).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Removes empty unknown directories under `base` (see the module doc for the rule).
+fn sweep(ctx: &Ctx, base: &Path, world: &World, node: Option<&str>) {
+    let dirs = match storage::list(base) {
+        Ok(d) => d,
+        Err(e) => return log_error(&e, &base.display().to_string()),
+    };
+    for dir in plan::orphans(&dirs, world, node) {
+        match storage::remove_if_empty(base, &dir) {
+            Ok(true) => tracing::info!(directory = %dir, "removed unknown empty directory"),
+            Ok(false) => {
+                let first = ctx
+                    .lock_said()
+                    .insert((dir.clone(), "orphan"), String::new())
+                    .is_none();
+                if first {
+                    tracing::warn!(
+                        directory = %dir,
+                        "directory belongs to no volume or claim but holds data; kept"
+                    );
+                }
+            }
+            Err(e) => log_error(&e, &dir),
+        }
+    }
+}
+
+/// Publishes this node's free space under the base path as a Node annotation, so every
+/// instance can place hostPath volumes; at most every PUBLISH_EVERY unless `force`.
+pub async fn publish_free_space(ctx: &Ctx, force: bool) -> Result<()> {
+    let Some(node) = &ctx.node_name else {
+        return Ok(());
+    };
+    {
+        let last = ctx.last_publish.lock().unwrap_or_else(|e| e.into_inner());
+        if !force && last.is_some_and(|t| t.elapsed() < PUBLISH_EVERY) {
+            return Ok(());
+        }
+    }
+    let free = storage::free_bytes(&ctx.hostpath_base)?;
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {ANN_FREE_BYTES: free.to_string()}}});
+    Api::<Node>::all(ctx.client.clone())
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube(format!("publish free space on node {node}")))?;
+    *ctx.last_publish.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    Ok(())
+}
