@@ -96,13 +96,11 @@ fn fixture(name: &str) -> Value {
 fn patch_of(review: &Value) -> Value {
     let response = &review["response"];
     assert_eq!(response["patchType"], "JSONPatch");
-    // Go's `[]byte`: kube-rs writes an array of numbers, the API server also accepts base64.
-    let bytes: Vec<u8> = match &response["patch"] {
-        Value::String(text) => base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .unwrap(),
-        other => serde_json::from_value(other.clone()).expect("a patch"),
-    };
+    // Go's `[]byte`, as the API documents it: a base64 string.
+    let text = response["patch"].as_str().expect("a base64 patch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
