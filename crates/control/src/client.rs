@@ -43,6 +43,9 @@ pub struct ClientOptions {
     pub token: Option<String>,
     /// Keep WatchStatus and WatchNodeHealth open in the background; off for one-shot tools.
     pub watch: bool,
+    /// PEM CA certificates to trust: connect over TLS (use an `https://` endpoint). Plain
+    /// HTTP/2 when `None`.
+    pub ca_pem: Option<String>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub backoff_min: Duration,
@@ -56,6 +59,7 @@ impl ClientOptions {
             endpoint: endpoint.into(),
             token: None,
             watch: true,
+            ca_pem: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             backoff_min: DEFAULT_BACKOFF_MIN,
@@ -65,6 +69,12 @@ impl ClientOptions {
 
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Trust these PEM CA certificates and connect over TLS.
+    pub fn ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.ca_pem = Some(pem.into());
         self
     }
 
@@ -102,6 +112,7 @@ impl ControlClient {
             endpoint,
             token,
             watch: watch_streams,
+            ca_pem,
             connect_timeout,
             request_timeout,
             backoff_min,
@@ -111,7 +122,7 @@ impl ControlClient {
             .map(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>())
             .transpose()
             .map_err(|_| Error::InvalidToken)?;
-        let channel = Endpoint::from_shared(endpoint.clone())
+        let ep = Endpoint::from_shared(endpoint.clone())
             .map_err(|source| Error::Endpoint {
                 endpoint: endpoint.clone(),
                 source,
@@ -119,8 +130,11 @@ impl ControlClient {
             .connect_timeout(connect_timeout)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = match ca_pem {
+            Some(pem) => ep.connect_with_connector_lazy(tls::connector(&pem)?),
+            None => ep.connect_lazy(),
+        };
         let grpc = GrpcClient::new(channel);
 
         let stop = shutdown.child_token();
@@ -369,5 +383,76 @@ where
             Ok(None) => return (delivered, SessionEnd::Closed),
             Err(status) => return (delivered, SessionEnd::Failed(status)),
         }
+    }
+}
+
+mod tls {
+    //! TLS to the control API over rustls, trusting only the given CA certificates.
+
+    use std::sync::Arc;
+
+    use futures::future::BoxFuture;
+    use http::Uri;
+    use hyper_util::rt::TokioIo;
+    use rustls_pki_types::ServerName;
+    use tokio::net::TcpStream;
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::client::TlsStream;
+
+    use crate::error::{Error, Result};
+
+    /// Port of an `https://` endpoint that names none.
+    const DEFAULT_HTTPS_PORT: u16 = 443;
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    type Io = TokioIo<TlsStream<TcpStream>>;
+    type Connect = BoxFuture<'static, std::result::Result<Io, BoxError>>;
+
+    /// What tonic's `connect_with_connector_lazy` accepts.
+    pub(super) trait Connector:
+        tower::Service<Uri, Response = Io, Error = BoxError, Future = Connect> + Send + 'static
+    {
+    }
+    impl<T> Connector for T where
+        T: tower::Service<Uri, Response = Io, Error = BoxError, Future = Connect> + Send + 'static
+    {
+    }
+
+    /// A tower connector for tonic: TCP, then a TLS handshake for the endpoint's host name.
+    pub(super) fn connector(ca_pem: &str) -> Result<impl Connector> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| Error::ClientTls(format!("unreadable CA PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::ClientTls(format!("unusable CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(Error::ClientTls("no CA certificate in the PEM".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::ClientTls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tls = TlsConnector::from(Arc::new(config));
+        Ok(tower::service_fn(move |uri: Uri| {
+            let tls = tls.clone();
+            let fut: Connect = Box::pin(async move {
+                let host = uri.host().ok_or("endpoint has no host")?;
+                let host = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let port = uri.port_u16().unwrap_or(DEFAULT_HTTPS_PORT);
+                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                let name = ServerName::try_from(host)?;
+                let stream = tls.connect(name, tcp).await?;
+                Ok::<_, BoxError>(TokioIo::new(stream))
+            });
+            fut
+        }))
     }
 }

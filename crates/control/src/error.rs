@@ -8,7 +8,9 @@ pub enum Error {
     #[error("failed to build the gRPC reflection service")]
     Reflection(#[source] tonic_reflection::server::Error),
     #[error("failed to serve the control API")]
-    Serve(#[source] tonic::transport::Error),
+    Serve(#[source] ballast_runtime::Error),
+    #[error("failed to set up TLS to the control API: {0}")]
+    ClientTls(String),
     #[error("failed to parse control API endpoint {endpoint:?}")]
     Endpoint {
         endpoint: String,
@@ -50,6 +52,7 @@ impl Error {
         match self {
             Error::Reflection(_) => "reflection",
             Error::Serve(_) => "serve",
+            Error::ClientTls(_) => "client_tls",
             Error::Endpoint { .. } => "endpoint",
             Error::InvalidToken => "invalid_token",
             Error::Rpc { .. } => "rpc",

@@ -3,8 +3,8 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use ballast_runtime::tls::ReloadingTls;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -27,6 +27,9 @@ pub struct ServerOptions {
     pub require_auth_for_reads: bool,
     /// SetMode calls accepted per second (all callers together); beyond: `RESOURCE_EXHAUSTED`.
     pub set_mode_per_second: NonZeroU32,
+    /// Serve over TLS with this (reloading) certificate; plain HTTP/2 when `None`. Bearer
+    /// tokens cross the network, so use TLS wherever the network is not trusted.
+    pub tls: Option<ReloadingTls>,
 }
 
 impl ServerOptions {
@@ -36,6 +39,7 @@ impl ServerOptions {
             authorizer,
             require_auth_for_reads: false,
             set_mode_per_second: DEFAULT_SET_MODE_PER_SECOND,
+            tls: None,
         }
     }
 
@@ -46,7 +50,8 @@ impl ServerOptions {
 }
 
 /// Serves Control, reflection and health on `listener` until `shutdown` is cancelled; then the
-/// health service reports NOT_SERVING, watch streams end and in-flight calls finish.
+/// health service reports NOT_SERVING, watch streams end and in-flight calls finish. The HTTP/2
+/// (and TLS) serving is the runtime's, so certificates follow reloads as for the webhooks.
 pub async fn serve<S: ControlState>(
     listener: TcpListener,
     state: Arc<S>,
@@ -57,6 +62,7 @@ pub async fn serve<S: ControlState>(
         authorizer,
         require_auth_for_reads,
         set_mode_per_second,
+        tls,
     } = opts;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -84,20 +90,32 @@ pub async fn serve<S: ControlState>(
     ));
 
     let addr = listener.local_addr().ok();
-    info!(?addr, require_auth_for_reads, "control API listening");
-    let signal = async move {
-        shutdown.cancelled().await;
-        health
-            .set_not_serving::<pb::control_server::ControlServer<ControlService<S>>>()
-            .await;
-        info!(?addr, "control API shutting down");
-    };
-    tonic::transport::Server::builder()
+    info!(
+        ?addr,
+        tls = tls.is_some(),
+        require_auth_for_reads,
+        "control API listening"
+    );
+    // Cancelled by shutdown, or when serving ends on its own (then the task must not linger).
+    let done = shutdown.child_token();
+    tokio::spawn({
+        let done = done.clone();
+        async move {
+            done.cancelled().await;
+            health
+                .set_not_serving::<pb::control_server::ControlServer<ControlService<S>>>()
+                .await;
+            info!(?addr, "control API shutting down");
+        }
+    });
+    let mut routes = tonic::service::Routes::builder();
+    routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(control)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-        .await
-        .map_err(Error::Serve)
+        .add_service(control);
+    let router = routes.routes().prepare().into_axum_router();
+    let served = ballast_runtime::http::serve(listener, router, tls, shutdown).await;
+    done.cancel();
+    served.map_err(Error::Serve)
 }

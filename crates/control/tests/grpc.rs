@@ -614,6 +614,64 @@ async fn client_reports_unknown_while_the_server_is_down_and_recovers_after_rest
     server.stop().await;
 }
 
+#[tokio::test]
+async fn clients_trusting_the_ca_talk_over_tls_and_others_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = ballast_runtime::tls::generate(&["localhost", "127.0.0.1"]).unwrap();
+    let (crt, key) = cert.write_to(dir.path()).unwrap();
+    let mut opts = authed();
+    opts.tls = Some(ballast_runtime::tls::ReloadingTls::load(&crt, &key).unwrap());
+    let state = mk_state();
+    let server = start(state.clone(), opts);
+    let https = format!("https://localhost:{}", server.addr.port());
+    let stop = CancellationToken::new();
+
+    let client = ControlClient::start(
+        ClientOptions::new(&https)
+            .ca_pem(&cert.ca_pem)
+            .token(ADMIN_TOKEN),
+        &stop,
+    )
+    .unwrap();
+    assert_eq!(client.get_status().await.unwrap(), state.status_now());
+    let after = client.set_mode(Mode::Forced, "over TLS").await.unwrap();
+    assert_eq!(after.mode_changed_by, "alice");
+    let mut watched = client.status();
+    let seen = wait_for("status over TLS", &mut watched, Option::is_some).await;
+    assert_eq!(seen.map(|s| s.mode), Some(Mode::Forced));
+
+    let other_ca = ballast_runtime::tls::generate(&["localhost"])
+        .unwrap()
+        .ca_pem;
+    let stranger = ControlClient::start(
+        ClientOptions::new(&https).ca_pem(other_ca).watch(false),
+        &stop,
+    )
+    .unwrap();
+    let err = stranger.get_status().await.unwrap_err();
+    assert_eq!(
+        err.status().map(|s| s.code()),
+        Some(Code::Unavailable),
+        "{err:?}"
+    );
+
+    let plain = ControlClient::start(
+        ClientOptions::new(format!("http://{}", server.addr)).watch(false),
+        &stop,
+    )
+    .unwrap();
+    assert!(plain.get_status().await.is_err());
+
+    let bad = ControlClient::start(ClientOptions::new(&https).ca_pem("not a pem"), &stop);
+    assert_eq!(
+        bad.err().map(|e| e.to_string()),
+        Some("failed to set up TLS to the control API: no CA certificate in the PEM".into())
+    );
+
+    stop.cancel();
+    server.stop().await;
+}
+
 mod reflection {
     //! What grpcurl does: list services, fetch descriptors, call a method with no compiled stubs.
 
