@@ -1,0 +1,251 @@
+//! pvc-timing end to end on kube-sim: the webhook (real TLS, registered like in a cluster) and
+//! the leader-elected controller run in-process; the user story is checked the way a user would,
+//! through the API, the seed's own `kubectl` command and `/metrics`.
+
+use std::time::Duration;
+
+use ballast_e2e::{SimConfig, TestEnv, kubectl, wait_for};
+use ballast_runtime::metrics::sample;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use pvc_timing::timing::{PvcTiming, parse_time};
+use pvc_timing::{Config, ControllerConfig, KubeAccess, WebhookConfig};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// Generous for a loaded machine; the simulator answers in milliseconds.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn claim(name: &str, storage_class: &str) -> PersistentVolumeClaim {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+            "storageClassName": storage_class,
+        }
+    }))
+    .expect("a valid claim")
+}
+
+fn webhook_configuration(name: &str, port: u16, ca_pem: &str) -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: "pvc-timing.ballast.dev".to_owned(),
+            admission_review_versions: vec!["v1".to_owned()],
+            client_config: WebhookClientConfig {
+                url: Some(format!("https://127.0.0.1:{port}/mutate")),
+                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+                service: None,
+            },
+            rules: Some(vec![RuleWithOperations {
+                operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
+                api_groups: Some(vec![String::new()]),
+                api_versions: Some(vec!["v1".to_owned()]),
+                resources: Some(vec![
+                    "persistentvolumeclaims".to_owned(),
+                    "persistentvolumeclaims/status".to_owned(),
+                ]),
+                scope: Some("Namespaced".to_owned()),
+            }]),
+            failure_policy: Some("Ignore".to_owned()),
+            side_effects: "None".to_owned(),
+            timeout_seconds: Some(5),
+            ..MutatingWebhook::default()
+        }]),
+    }
+}
+
+fn timing_of(pvc: &PersistentVolumeClaim) -> Option<PvcTiming> {
+    PvcTiming::parse(pvc.annotations().get("pvc-timing")?).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_webhook() {
+    ballast_runtime::tls::install_crypto_provider();
+    let env = TestEnv::start(SimConfig::default()).await;
+    if env
+        .sim_or_skip("an in-process webhook on loopback")
+        .is_none()
+    {
+        return;
+    }
+    let ns = env.namespace.clone();
+    let storage_class = format!("e2e-{ns}");
+
+    // The service: webhook over TLS with its own CA, controller holding a Lease in our namespace.
+    let certs = tempfile::tempdir().unwrap();
+    let generated = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"]).unwrap();
+    let (cert, key) = generated.write_to(certs.path()).unwrap();
+    let shutdown = CancellationToken::new();
+    let running = pvc_timing::start(
+        Config {
+            webhook: Some(WebhookConfig {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                tls: Some((cert, key)),
+            }),
+            controller: Some(ControllerConfig {
+                leader: Some(ballast_runtime::leader::LeaseConfig::new(
+                    &ns,
+                    "pvc-timing",
+                    "pvc-timing-e2e-0",
+                )),
+                excluded_namespaces: vec!["kube-system".to_owned()],
+            }),
+            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+            kube: KubeAccess::Client(env.client.clone()),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("pvc-timing starts");
+    let port = running.webhook_addr.unwrap().port();
+    let metrics_url = format!("http://{}/metrics", running.admin_addr.unwrap());
+    Api::<MutatingWebhookConfiguration>::all(env.client.clone())
+        .create(
+            &PostParams::default(),
+            &webhook_configuration(&format!("pvc-timing-{ns}"), port, &generated.ca_pem),
+        )
+        .await
+        .expect("webhook configuration registered");
+
+    // The controller takes the Lease.
+    let leases: Api<Lease> = env.api();
+    wait_for("the controller to hold the Lease", TIMEOUT, || async {
+        let lease = leases.get_opt("pvc-timing").await.ok()??;
+        (lease.spec?.holder_identity.as_deref() == Some("pvc-timing-e2e-0")).then_some(())
+    })
+    .await;
+
+    // A new claim records Pending at its creation time.
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    let created = pvcs
+        .create(&PostParams::default(), &claim("data", &storage_class))
+        .await
+        .expect("claim created");
+    let timing = timing_of(&created).expect("a pvc-timing annotation on the created claim");
+    assert_eq!(timing.current_phase, "Pending");
+    assert_eq!(timing.timings.len(), 1);
+    assert_eq!(timing.timings[0].phase, "Pending");
+    let created_at = created
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .expect("creationTimestamp")
+        .0
+        .as_second();
+    assert_eq!(
+        parse_time(&timing.timings[0].time).map(|t| t.timestamp()),
+        Some(created_at),
+        "Pending is dated at creation: {:?}",
+        timing.timings[0]
+    );
+
+    // Bound through the status subresource, as the PV controller does.
+    pvcs.patch_status(
+        "data",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+    )
+    .await
+    .expect("status set Bound");
+
+    // The controller adds webhook-trigger once; the webhook records Bound on that update.
+    let bound = wait_for(
+        "Bound recorded and webhook-trigger added",
+        TIMEOUT,
+        || async {
+            let pvc = pvcs.get("data").await.ok()?;
+            let timing = timing_of(&pvc)?;
+            (timing.current_phase == "Bound" && pvc.annotations().contains_key("webhook-trigger"))
+                .then_some(pvc)
+        },
+    )
+    .await;
+    let timing = timing_of(&bound).unwrap();
+    let phases: Vec<&str> = timing.timings.iter().map(|t| t.phase.as_str()).collect();
+    assert_eq!(phases, ["Pending", "Bound"]);
+    let trigger: i64 = bound.annotations()["webhook-trigger"]
+        .parse()
+        .expect("webhook-trigger is unix seconds");
+    let bound_at = parse_time(&timing.timings[1].time).unwrap().timestamp();
+    assert!(
+        created_at <= bound_at && bound_at <= trigger,
+        "created {created_at} <= Bound {bound_at} <= trigger {trigger}"
+    );
+
+    // The seed's own command shows both annotations.
+    if let Some(out) = kubectl(
+        &env.kubeconfig,
+        &[
+            "get",
+            "pvc",
+            "data",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ],
+    ) {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("kubectl get pvc data -o jsonpath='{{.metadata.annotations}}':\n{stdout}");
+        assert!(
+            out.status.success(),
+            "kubectl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown: Value = serde_json::from_str(&stdout).expect("kubectl prints a JSON map");
+        assert_eq!(
+            shown["pvc-timing"],
+            json!(bound.annotations()["pvc-timing"])
+        );
+        assert_eq!(shown["webhook-trigger"], json!(trigger.to_string()));
+    }
+
+    // Exactly one time-to-bound observation for this claim's storage class.
+    let text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            "pvc_time_to_bound_seconds_count",
+            &[("storage_class", &storage_class)]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "pvc_phase_transitions_total", &[("phase", "Bound")]).unwrap_or(0.0) >= 1.0
+    );
+    assert!(sample(&text, "pvc_timing_triggers_added_total", &[]).unwrap_or(0.0) >= 1.0);
+
+    // With the webhook stopped, claims are still created (failurePolicy Ignore).
+    shutdown.cancel();
+    running.wait().await.expect("pvc-timing stops cleanly");
+    let after = pvcs
+        .create(
+            &PostParams::default(),
+            &claim("after-outage", &storage_class),
+        )
+        .await
+        .expect("claim created while the webhook is down");
+    assert!(!after.annotations().contains_key("pvc-timing"));
+
+    env.shutdown().await;
+}
