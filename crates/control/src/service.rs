@@ -1,7 +1,6 @@
 //! The tonic `Control` service over a [`ControlState`]: auth, validation, rate limit, audit log.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,7 +64,7 @@ impl<S: ControlState> ControlService<S> {
             .await
             .map(|_| ())
             .map_err(|e| {
-                debug!(peer = ?req.remote_addr(), error = %e, "control API read refused");
+                debug!(error = %e, "control API read refused");
                 Status::from(e)
             })
     }
@@ -120,21 +119,20 @@ impl From<InvalidSetMode> for Status {
 /// Decrements the open-stream gauge when a watch stream is dropped (client gone or shutdown).
 struct StreamGauge {
     stream: &'static str,
-    peer: Option<SocketAddr>,
 }
 
 impl StreamGauge {
-    fn open(stream: &'static str, peer: Option<SocketAddr>) -> Self {
+    fn open(stream: &'static str) -> Self {
         metrics::gauge!(WATCH_STREAMS, "stream" => stream).increment(1.0);
-        debug!(stream, ?peer, "control watch stream opened");
-        Self { stream, peer }
+        debug!(stream, "control watch stream opened");
+        Self { stream }
     }
 }
 
 impl Drop for StreamGauge {
     fn drop(&mut self) {
         metrics::gauge!(WATCH_STREAMS, "stream" => self.stream).decrement(1.0);
-        debug!(stream = self.stream, peer = ?self.peer, "control watch stream closed");
+        debug!(stream = self.stream, "control watch stream closed");
     }
 }
 
@@ -184,11 +182,10 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
         &self,
         req: Request<pb::SetModeRequest>,
     ) -> Result<Response<pb::InterceptionStatus>, Status> {
-        let peer = req.remote_addr();
         // Before auth, so a flood of calls cannot turn into a flood of TokenReviews.
         if self.set_mode_limiter.check().is_err() {
             count_set_mode("rate_limited");
-            warn!(?peer, "SetMode refused: rate limit reached");
+            warn!("SetMode refused: rate limit reached");
             return Err(Status::resource_exhausted(
                 "too many SetMode calls; retry in a second",
             ));
@@ -201,7 +198,7 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
             Ok(caller) => caller,
             Err(e) => {
                 count_set_mode(auth_outcome(&e));
-                warn!(?peer, error = %e, "SetMode refused");
+                warn!(error = %e, "SetMode refused");
                 return Err(e.into());
             }
         };
@@ -221,7 +218,6 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
                     target: "ballast::audit",
                     user = %caller.username,
                     groups = ?caller.groups,
-                    ?peer,
                     from = %from,
                     to = %mode,
                     reason = %reason,
@@ -244,7 +240,7 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
         req: Request<pb::WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
         self.authorize_read(&req).await?;
-        let gauge = StreamGauge::open("status", req.remote_addr());
+        let gauge = StreamGauge::open("status");
         // WatchStream yields the current value first, then each new one.
         let stream = WatchStream::new(self.state.status()).map(move |state| {
             let _ = &gauge;
@@ -276,7 +272,7 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
         let init = NodeStream {
             rx: self.state.node_health(),
             prev: None,
-            _gauge: StreamGauge::open("node_health", req.remote_addr()),
+            _gauge: StreamGauge::open("node_health"),
         };
         let stream = futures::stream::unfold(init, next_node_event);
         Ok(Response::new(self.until_shutdown(stream)))

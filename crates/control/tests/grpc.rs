@@ -505,8 +505,19 @@ async fn reads_need_a_token_when_required() {
     server.stop().await;
 }
 
+/// The value of `ballast_control_set_mode_total{outcome=...}` in a Prometheus rendering.
+fn counter(rendered: &str, outcome: &str) -> u64 {
+    let prefix = format!("ballast_control_set_mode_total{{outcome=\"{outcome}\"}} ");
+    rendered
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 #[tokio::test]
 async fn set_mode_beyond_the_rate_limit_is_resource_exhausted() {
+    let metrics = ballast_runtime::metrics::prometheus();
+    let limited_before = counter(&metrics.render(), "rate_limited");
     let mut opts = authed();
     opts.set_mode_per_second = NonZeroU32::new(1).unwrap();
     let state = mk_state();
@@ -527,6 +538,11 @@ async fn set_mode_beyond_the_rate_limit_is_resource_exhausted() {
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert_eq!(err.message(), "too many SetMode calls; retry in a second");
     assert_eq!(state.status_now().mode, Mode::Forced);
+    // this is the only test that hits the limit, so the delta is exact
+    assert_eq!(
+        counter(&metrics.render(), "rate_limited"),
+        limited_before + 1
+    );
     server.stop().await;
 }
 
