@@ -315,6 +315,13 @@ fn our_class<'a>(world: &'a World, name: &str) -> Option<(&'a StorageClass, Back
     Some((sc, Backend::from_provisioner(&sc.provisioner)?))
 }
 
+/// A WaitForFirstConsumer class: neither bind nor provision before the scheduler has picked a
+/// node (`selected-node`), or the volume could end up where the pod cannot run.
+fn waits_for_consumer(world: &World, class: &str) -> bool {
+    our_class(world, class)
+        .is_some_and(|(sc, _)| sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"))
+}
+
 pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> Plan<ClaimAction> {
     use ClaimAction::*;
     if c.metadata.deletion_timestamp.is_some() {
@@ -419,6 +426,9 @@ pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> Plan<ClaimActio
         });
     }
     let node = selected_node(c);
+    if node.is_none() && waits_for_consumer(world, class) {
+        return controller(Nothing("waiting for a consumer to be scheduled"));
+    }
     let best = world
         .volumes
         .iter()

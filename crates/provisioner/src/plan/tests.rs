@@ -606,3 +606,24 @@ fn node_facts_prefer_the_control_service_and_read_the_agents_free_space() {
     );
     assert!(node_facts(&nodes, None)["a"].ready);
 }
+
+#[test]
+fn wait_for_first_consumer_class_waits_for_the_selected_node() {
+    let mut w = world(vec![mk_pv("fits", "hostpath", "1Gi").build()]);
+    let wffc = Arc::new(
+        serde_json::from_value::<StorageClass>(json!({
+            "metadata": {"name": "hostpath"},
+            "provisioner": PROVISIONER_HOSTPATH,
+            "volumeBindingMode": "WaitForFirstConsumer",
+        }))
+        .unwrap(),
+    );
+    w.classes[0] = wffc;
+    let waiting = mk_claim("c", "hostpath", "1Gi").build();
+    assert_eq!(
+        decide_claim(&waiting, &w).action,
+        ClaimAction::Nothing("waiting for a consumer to be scheduled")
+    );
+    let scheduled = mk_claim("c", "hostpath", "1Gi").node("node-1").build();
+    assert_eq!(decide_claim(&scheduled, &w).action, bind("fits"));
+}

@@ -1,0 +1,577 @@
+//! provisioner end to end on kube-sim, with real directories under temporary base paths: a
+//! hostPath claim gets a directory on its selected node and a PV pinned there; an NFS claim gets
+//! a subdirectory of the (fake, local: IS_NFS_SERVER) export and an `nfs` PV; a claim naming a
+//! missing PV gets it created and bound; a class mismatch stays unbound with a Warning; Delete
+//! removes directory and PV, Retain keeps them; a crash halfway through 50 claims binds each
+//! exactly once and leaves no orphan directory. kube-sim's PV binder stays off: the provisioner
+//! binds by itself.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube_sim::{KubeSim, SimConfig};
+use provisioner::{Config, KubeAccess, NfsConfig};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// Longest wait for any single condition; each is expected within a few seconds.
+const TIMEOUT: Duration = Duration::from_secs(30);
+const NFS_SERVER: &str = "nfs.example.internal";
+const NFS_EXPORT: &str = "/srv/nfs";
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Env {
+    sim: KubeSim,
+    ns: String,
+    hostpath: tempfile::TempDir,
+    export: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start(ns: &str) -> Env {
+        let sim = KubeSim::start(SimConfig::default().nodes(2))
+            .await
+            .expect("kube-sim starts");
+        let client = sim.client();
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        let classes: Api<StorageClass> = Api::all(client.clone());
+        let shipped = include_str!("../crates/provisioner/manifests/storageclasses.yaml");
+        for doc in shipped.split("\n---\n") {
+            let sc: StorageClass = serde_yaml::from_str(doc).expect("shipped StorageClass parses");
+            classes.create(&PostParams::default(), &sc).await.unwrap();
+        }
+        let retain: StorageClass = serde_json::from_value(json!({
+            "metadata": {"name": "nfs-retain"},
+            "provisioner": "ballast.dev/nfs",
+            "reclaimPolicy": "Retain",
+        }))
+        .unwrap();
+        classes
+            .create(&PostParams::default(), &retain)
+            .await
+            .unwrap();
+        Env {
+            sim,
+            ns: ns.into(),
+            hostpath: tempfile::tempdir().unwrap(),
+            export: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Starts the provisioner in-process: controller plus the hostPath agent of node-1.
+    async fn provisioner(
+        &self,
+        identity: &str,
+        shutdown: &CancellationToken,
+    ) -> provisioner::Running {
+        let mut lease =
+            ballast_runtime::leader::LeaseConfig::new(&self.ns, "provisioner", identity);
+        lease.lease_duration = Duration::from_secs(2);
+        lease.renew_every = Duration::from_millis(300);
+        let config = Config {
+            controller: Some(lease),
+            node_name: Some("node-1".into()),
+            hostpath_base: self.hostpath.path().to_path_buf(),
+            nfs: Some(NfsConfig {
+                server: NFS_SERVER.into(),
+                export_path: PathBuf::from(NFS_EXPORT),
+                mount: self.export.path().to_path_buf(),
+            }),
+            control_endpoint: None,
+            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+            kube: KubeAccess::Client(self.sim.client()),
+            identity: identity.into(),
+            resync: Duration::from_secs(2),
+        };
+        provisioner::start(config, shutdown.clone())
+            .await
+            .expect("provisioner starts")
+    }
+
+    fn claims(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.sim.client(), &self.ns)
+    }
+
+    fn volumes(&self) -> Api<PersistentVolume> {
+        Api::all(self.sim.client())
+    }
+
+    async fn create_claim(
+        &self,
+        name: &str,
+        class: &str,
+        extra: serde_json::Value,
+    ) -> PersistentVolumeClaim {
+        let mut claim = json!({
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": {
+                "storageClassName": class,
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Mi"}},
+            },
+        });
+        merge(&mut claim, extra);
+        let claim: PersistentVolumeClaim = serde_json::from_value(claim).unwrap();
+        self.claims()
+            .create(&PostParams::default(), &claim)
+            .await
+            .expect("claim created")
+    }
+
+    async fn bound(&self, name: &str) -> (PersistentVolumeClaim, PersistentVolume) {
+        wait_for(&format!("claim {name} Bound"), TIMEOUT, || async {
+            let c = self.claims().get(name).await.ok()?;
+            let phase = c.status.as_ref()?.phase.clone()?;
+            let volume = c.spec.as_ref()?.volume_name.clone()?;
+            let pv = self.volumes().get(&volume).await.ok()?;
+            let pv_phase = pv.status.as_ref()?.phase.clone()?;
+            (phase == "Bound" && pv_phase == "Bound").then_some((c, pv))
+        })
+        .await
+    }
+
+    async fn events_for(&self, name: &str) -> Vec<(String, String, String)> {
+        let events = Api::<Event>::namespaced(self.sim.client(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        events
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+fn dirs(base: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(base)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn pinned_node(pv: &PersistentVolume) -> Option<String> {
+    let terms = &pv
+        .spec
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
+    let expr = terms.first()?.match_expressions.as_ref()?.first()?;
+    Some(format!(
+        "{} {} {:?}",
+        expr.key,
+        expr.operator,
+        expr.values.as_ref()?
+    ))
+}
+
+#[tokio::test]
+async fn hostpath_claim_gets_a_directory_on_its_node_and_delete_removes_it() {
+    let env = Env::start("prov-hostpath").await;
+    let shutdown = CancellationToken::new();
+    let running = env.provisioner("p1", &shutdown).await;
+
+    // WaitForFirstConsumer: nothing happens until the scheduler has picked a node.
+    env.create_claim("data", "hostpath", json!({})).await;
+    // The scheduler's annotation, as kube-scheduler writes it for a pod using the claim.
+    let claim = env
+        .create_claim(
+            "web",
+            "hostpath",
+            json!({"metadata": {"annotations": {
+            "volume.kubernetes.io/selected-node": "node-1"}}}),
+        )
+        .await;
+    let (claim_now, pv) = env.bound("web").await;
+    let uid = claim.metadata.uid.clone().unwrap();
+    let dir = format!("pvc-{uid}_prov-hostpath_web");
+    assert_eq!(
+        pv.metadata.name.as_deref(),
+        Some(format!("pvc-{uid}").as_str())
+    );
+    assert!(
+        env.hostpath.path().join(&dir).is_dir(),
+        "directory {dir} exists"
+    );
+    let spec = pv.spec.clone().unwrap();
+    assert_eq!(
+        spec.host_path.unwrap().path,
+        env.hostpath.path().join(&dir).to_string_lossy()
+    );
+    assert_eq!(
+        pinned_node(&pv).as_deref(),
+        Some("kubernetes.io/hostname In [\"node-1\"]")
+    );
+    assert_eq!(spec.claim_ref.unwrap().uid.as_deref(), Some(uid.as_str()));
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Delete")
+    );
+    assert_eq!(
+        claim_now.status.unwrap().capacity.unwrap()["storage"].0,
+        "1Mi",
+        "claim status shows the capacity"
+    );
+    let events = env.events_for("web").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, _)| t == "Normal" && r == "Provisioning"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(_, r, m)| r == "ProvisioningSucceeded" && m.contains(&format!("pvc-{uid}"))),
+        "{events:?}"
+    );
+    let waiting = env.claims().get("data").await.unwrap();
+    assert_ne!(
+        waiting.status.and_then(|s| s.phase).as_deref(),
+        Some("Bound")
+    );
+    assert!(
+        waiting.spec.unwrap().volume_name.is_none(),
+        "WaitForFirstConsumer claim left alone"
+    );
+
+    // The agent published its free space, which is how others place Immediate claims.
+    let node = Api::<k8s_openapi::api::core::v1::Node>::all(env.sim.client())
+        .get("node-1")
+        .await
+        .unwrap();
+    let free: u64 = node.metadata.annotations.unwrap()["ballast.dev/hostpath-free-bytes"]
+        .parse()
+        .unwrap();
+    assert!(free > 0);
+
+    // Reclaim policy Delete: deleting the claim removes the directory and the PV.
+    env.claims()
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pv_name = pv.metadata.name.clone().unwrap();
+    wait_for("PV and directory removed", TIMEOUT, || async {
+        let gone = env.volumes().get_opt(&pv_name).await.unwrap().is_none();
+        (gone && !env.hostpath.path().join(&dir).exists()).then_some(())
+    })
+    .await;
+
+    // A claim selected to a node short of space fails, and the event says why.
+    env.create_claim(
+        "huge",
+        "hostpath",
+        json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}},
+               "spec": {"resources": {"requests": {"storage": "1Ei"}}}}),
+    )
+    .await;
+    let message = wait_for("ProvisioningFailed for lack of space", TIMEOUT, || async {
+        env.events_for("huge")
+            .await
+            .into_iter()
+            .find(|(t, r, _)| t == "Warning" && r == "ProvisioningFailed")
+            .map(|(_, _, m)| m)
+    })
+    .await;
+    assert!(message.contains("node \"node-1\" has only"), "{message}");
+    assert!(message.contains("but the claim requests 1Ei"), "{message}");
+
+    let metrics = reqwest::get(format!("http://{}/metrics", running.admin_addr.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name| {
+        ballast_runtime::metrics::sample(&metrics, name, &[("class", "hostpath")]).unwrap_or(0.0)
+    };
+    assert!(
+        sample("provisioner_volumes_provisioned_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        sample("provisioner_volumes_deleted_total") >= 1.0,
+        "{metrics}"
+    );
+
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn nfs_claims_get_subdirectories_named_pvs_are_created_and_retain_keeps_data() {
+    let env = Env::start("prov-nfs").await;
+    let shutdown = CancellationToken::new();
+    let running = env.provisioner("p1", &shutdown).await;
+
+    let claim = env.create_claim("shared", "nfs", json!({})).await;
+    let uid = claim.metadata.uid.clone().unwrap();
+    let (_, pv) = env.bound("shared").await;
+    let dir = format!("pvc-{uid}_prov-nfs_shared");
+    assert!(
+        env.export.path().join(&dir).is_dir(),
+        "subdirectory under the export"
+    );
+    let nfs = pv.spec.clone().unwrap().nfs.expect("nfs source");
+    assert_eq!(nfs.server, NFS_SERVER);
+    assert_eq!(nfs.path, format!("{NFS_EXPORT}/{dir}"));
+    assert!(pv.spec.unwrap().node_affinity.is_none());
+
+    // volumeName of a PV that does not exist: created with that name, pre-bound, and bound.
+    env.create_claim("named", "nfs", json!({"spec": {"volumeName": "team-data"}}))
+        .await;
+    let (claim, pv) = env.bound("named").await;
+    assert_eq!(pv.metadata.name.as_deref(), Some("team-data"));
+    assert_eq!(
+        pv.spec.unwrap().claim_ref.unwrap().name.as_deref(),
+        Some("named")
+    );
+    assert_eq!(
+        claim.spec.unwrap().volume_name.as_deref(),
+        Some("team-data")
+    );
+    assert!(env.export.path().join("team-data_prov-nfs_named").is_dir());
+
+    // Retain: the claim goes, the PV is Released and the data stays.
+    env.create_claim("keep", "nfs-retain", json!({})).await;
+    let (keep, keep_pv) = env.bound("keep").await;
+    let keep_dir = format!("pvc-{}_prov-nfs_keep", keep.metadata.uid.unwrap());
+    std::fs::write(env.export.path().join(&keep_dir).join("precious"), b"data").unwrap();
+    env.claims()
+        .delete("keep", &DeleteParams::default())
+        .await
+        .unwrap();
+    let keep_name = keep_pv.metadata.name.unwrap();
+    wait_for("retained PV Released", TIMEOUT, || async {
+        let pv = env.volumes().get(&keep_name).await.ok()?;
+        (pv.status?.phase.as_deref() == Some("Released")).then_some(())
+    })
+    .await;
+    assert!(
+        env.export.path().join(&keep_dir).join("precious").is_file(),
+        "retained data kept"
+    );
+
+    // Delete: PV and subdirectory gone.
+    env.claims()
+        .delete("shared", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pv_name = format!("pvc-{uid}");
+    wait_for("NFS PV and subdirectory removed", TIMEOUT, || async {
+        let gone = env.volumes().get_opt(&pv_name).await.unwrap().is_none();
+        (gone && !env.export.path().join(&dir).exists()).then_some(())
+    })
+    .await;
+
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn class_mismatch_stays_unbound_with_a_warning_event() {
+    let env = Env::start("prov-mismatch").await;
+    let shutdown = CancellationToken::new();
+    let running = env.provisioner("p1", &shutdown).await;
+
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": "static-local"},
+        "spec": {
+            "storageClassName": "hostpath",
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/mnt/static"},
+        },
+    }))
+    .unwrap();
+    env.volumes()
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    env.create_claim(
+        "wrong",
+        "nfs",
+        json!({"spec": {"volumeName": "static-local"}}),
+    )
+    .await;
+
+    let expected = "storage class mismatch: claim \"prov-mismatch/wrong\" requests class \"nfs\" but \
+                    PersistentVolume \"static-local\" has class \"hostpath\"; the claim stays unbound \
+                    until they match";
+    wait_for("StorageClassMismatch warning", TIMEOUT, || async {
+        env.events_for("wrong")
+            .await
+            .into_iter()
+            .any(|(t, r, m)| t == "Warning" && r == "StorageClassMismatch" && m == expected)
+            .then_some(())
+    })
+    .await;
+    let claim = wait_for("binding-problem annotation", TIMEOUT, || async {
+        let c = env.claims().get("wrong").await.ok()?;
+        c.metadata
+            .annotations
+            .as_ref()?
+            .contains_key("ballast.dev/binding-problem")
+            .then_some(c)
+    })
+    .await;
+    assert_eq!(
+        claim.metadata.annotations.unwrap()["ballast.dev/binding-problem"],
+        expected
+    );
+    assert_ne!(claim.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
+    let pv = env.volumes().get("static-local").await.unwrap();
+    assert!(
+        pv.spec.unwrap().claim_ref.is_none(),
+        "the PV was not touched"
+    );
+
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan_directory() {
+    const CLAIMS: usize = 50;
+    let env = Env::start("prov-restart").await;
+    let first_stop = CancellationToken::new();
+    let started = Instant::now();
+    let first = env.provisioner("p1", &first_stop).await;
+    for i in 0..CLAIMS {
+        env.create_claim(&format!("c{i:02}"), "nfs", json!({}))
+            .await;
+    }
+    wait_for("some claims bound before the crash", TIMEOUT, || async {
+        let list = env.claims().list(&ListParams::default()).await.ok()?;
+        let bound = list
+            .items
+            .iter()
+            .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+            .count();
+        (bound >= CLAIMS / 2).then_some(())
+    })
+    .await;
+    // A crash of the work, not a graceful stop: dropping `Running` aborts the watches and the
+    // reconcile loop wherever they are (between a mkdir and a PV create, or mid-bind). Cancelling
+    // afterwards only ends the election task, which hands the Lease over at once.
+    drop(first);
+    first_stop.cancel();
+    let bound_at_crash = env
+        .claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+        .count();
+
+    // What a crash between mkdir and PV create leaves for a claim deleted while we were down.
+    let stale = "pvc-0badc0de-0000-4000-8000-000000000000_prov-restart_deleted-meanwhile";
+    std::fs::create_dir(env.export.path().join(stale)).unwrap();
+
+    let shutdown = CancellationToken::new();
+    let second = env.provisioner("p2", &shutdown).await;
+    for i in 0..CLAIMS {
+        env.bound(&format!("c{i:02}")).await;
+    }
+    let all_bound = started.elapsed();
+    // Let the new leader finish a sweep after the last bind before looking at the directories.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let claims = env
+        .claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let volumes = env
+        .volumes()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(claims.len(), CLAIMS);
+    assert_eq!(volumes.len(), CLAIMS, "one PV per claim, no duplicate");
+    let mut expected_dirs = BTreeSet::new();
+    for c in &claims {
+        let uid = c.metadata.uid.clone().unwrap();
+        let name = c.metadata.name.clone().unwrap();
+        let volume = c.spec.as_ref().unwrap().volume_name.clone().unwrap();
+        assert_eq!(
+            volume,
+            format!("pvc-{uid}"),
+            "claim {name} bound to its own volume"
+        );
+        let pv = volumes
+            .iter()
+            .find(|v| v.metadata.name.as_deref() == Some(volume.as_str()))
+            .unwrap();
+        let claim_ref = pv.spec.as_ref().unwrap().claim_ref.clone().unwrap();
+        assert_eq!(
+            claim_ref.uid.as_deref(),
+            Some(uid.as_str()),
+            "PV {volume} bound to {name} once"
+        );
+        expected_dirs.insert(format!("{volume}_prov-restart_{name}"));
+    }
+    assert_eq!(
+        dirs(env.export.path()),
+        expected_dirs,
+        "exactly one directory per volume, no orphan"
+    );
+    eprintln!(
+        "claims bound at the crash: {bound_at_crash}/{CLAIMS}; all bound after {all_bound:?}"
+    );
+
+    shutdown.cancel();
+    second.wait().await.expect("clean shutdown");
+}
