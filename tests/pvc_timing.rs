@@ -249,3 +249,98 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
 
     env.shutdown().await;
 }
+
+/// One controller replica, holding (or waiting for) the shared Lease; no webhook.
+async fn replica(env: &TestEnv, identity: &str) -> (pvc_timing::Running, CancellationToken) {
+    let mut lease =
+        ballast_runtime::leader::LeaseConfig::new(&env.namespace, "pvc-timing", identity);
+    // Short terms keep the hand-over quick; shutdown releases the Lease anyway.
+    lease.lease_duration = Duration::from_secs(3);
+    lease.renew_every = Duration::from_millis(200);
+    let shutdown = CancellationToken::new();
+    let running = pvc_timing::start(
+        Config {
+            webhook: None,
+            controller: Some(ControllerConfig {
+                leader: Some(lease),
+                excluded_namespaces: vec![],
+            }),
+            admin_addr: None,
+            kube: KubeAccess::Client(env.client.clone()),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("a controller replica starts");
+    (running, shutdown)
+}
+
+async fn bind_and_wait_for_trigger(pvcs: &Api<PersistentVolumeClaim>, name: &str) -> String {
+    pvcs.create(&PostParams::default(), &claim(name, "standard"))
+        .await
+        .expect("claim created");
+    pvcs.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+    )
+    .await
+    .expect("status set Bound");
+    wait_for(&format!("webhook-trigger on {name}"), TIMEOUT, || async {
+        pvcs.get(name)
+            .await
+            .ok()?
+            .annotations()
+            .get("webhook-trigger")
+            .cloned()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_replica_takes_over_the_triggers_when_the_leader_stops() {
+    let env = TestEnv::start(SimConfig::default()).await;
+    let (first, stop_first) = replica(&env, "replica-a").await;
+    let (second, stop_second) = replica(&env, "replica-b").await;
+    let leases: Api<Lease> = env.api();
+    let holder = || async {
+        leases
+            .get_opt("pvc-timing")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+            .filter(|h| !h.is_empty())
+    };
+    let leader = wait_for("one replica to hold the Lease", TIMEOUT, holder).await;
+
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    let trigger = bind_and_wait_for_trigger(&pvcs, "first").await;
+    assert!(trigger.parse::<i64>().is_ok(), "unix seconds: {trigger}");
+
+    // Stop the leader: it releases the Lease and the standby takes over.
+    let (stop_leader, leader_task, stop_other, other_task) = if leader == "replica-a" {
+        (stop_first, first, stop_second, second)
+    } else {
+        (stop_second, second, stop_first, first)
+    };
+    stop_leader.cancel();
+    leader_task.wait().await.expect("the leader stops cleanly");
+    let successor = wait_for("the standby to take the Lease", TIMEOUT, || async {
+        holder().await.filter(|h| *h != leader)
+    })
+    .await;
+    assert_ne!(successor, leader);
+    bind_and_wait_for_trigger(&pvcs, "second").await;
+
+    // The first claim's trigger was written once and never rewritten.
+    let first_claim = pvcs.get("first").await.unwrap();
+    assert_eq!(first_claim.annotations()["webhook-trigger"], trigger);
+
+    stop_other.cancel();
+    other_task
+        .wait()
+        .await
+        .expect("the successor stops cleanly");
+    env.shutdown().await;
+}
