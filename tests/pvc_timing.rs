@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ballast_e2e::{SimConfig, TestEnv, kubectl, wait_for};
+use ballast_e2e::{SimConfig, TestEnv, kubectl, kubectl_with_input, wait_for};
 use ballast_runtime::metrics::sample;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -68,6 +68,16 @@ fn webhook_configuration(name: &str, port: u16, ca_pem: &str) -> MutatingWebhook
     }
 }
 
+async fn transitions(metrics_url: &str, phase: &str) -> f64 {
+    let text = reqwest::get(metrics_url)
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics text");
+    sample(&text, "pvc_phase_transitions_total", &[("phase", phase)]).unwrap_or(0.0)
+}
+
 fn timing_of(pvc: &PersistentVolumeClaim) -> Option<PvcTiming> {
     PvcTiming::parse(pvc.annotations().get("pvc-timing")?).ok()
 }
@@ -129,12 +139,45 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
     })
     .await;
 
+    // A server-side dry run shows the annotation the claim would get, and counts nothing.
+    let pending_before = transitions(&metrics_url, "Pending").await;
+    let manifest = serde_json::to_string(&claim("preview", &storage_class)).unwrap();
+    if let Some(out) = kubectl_with_input(
+        &env.kubeconfig,
+        &[
+            "create",
+            "-n",
+            &ns,
+            "--dry-run=server",
+            "-f",
+            "-",
+            "-o",
+            "jsonpath={.metadata.annotations.pvc-timing}",
+        ],
+        Some(&manifest),
+    ) {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "kubectl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let preview = PvcTiming::parse(&stdout).expect("a pvc-timing value in the dry run");
+        assert_eq!(preview.current_phase, "Pending");
+        assert_eq!(transitions(&metrics_url, "Pending").await, pending_before);
+    }
+
     // A new claim records Pending at its creation time.
     let pvcs: Api<PersistentVolumeClaim> = env.api();
     let created = pvcs
         .create(&PostParams::default(), &claim("data", &storage_class))
         .await
         .expect("claim created");
+    assert_eq!(
+        transitions(&metrics_url, "Pending").await,
+        pending_before + 1.0,
+        "the real creation is counted"
+    );
     let timing = timing_of(&created).expect("a pvc-timing annotation on the created claim");
     assert_eq!(timing.current_phase, "Pending");
     assert_eq!(timing.timings.len(), 1);
