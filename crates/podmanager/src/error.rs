@@ -42,6 +42,14 @@ pub enum Error {
         failures: usize,
     },
 
+    #[error("failed to add the finalizer to {namespace}/{name}")]
+    AddFinalizer {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+
     #[error("failed to run the finalizer")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 
@@ -63,6 +71,7 @@ impl Error {
             Self::ListPods { .. } => "list_pods",
             Self::WriteStatus { .. } => "write_status",
             Self::PodOperations { .. } => "pod_operations",
+            Self::AddFinalizer { .. } => "add_finalizer",
             Self::Finalizer(_) => "finalizer",
             Self::Incomplete(_) => "incomplete",
             Self::Crd(_) => "crd",
@@ -71,3 +80,15 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error and its sources, joined with ": ", for one log line.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -99,6 +99,11 @@ async fn reconcile_inner(pm: Arc<PodManager>, ctx: &Context) -> Result<Action> {
         .namespace()
         .ok_or_else(|| Error::Incomplete(pm.name_any()))?;
     let api: Api<PodManager> = Api::namespaced(ctx.client.clone(), &ns);
+    let pm = if pm.metadata.deletion_timestamp.is_none() && !has_finalizer(&pm) {
+        Arc::new(add_finalizer(&api, &pm).await?)
+    } else {
+        pm
+    };
     finalizer(&api, FINALIZER, pm, |event| async move {
         match event {
             finalizer::Event::Apply(pm) => apply(&pm, ctx).await,
@@ -112,11 +117,47 @@ async fn reconcile_inner(pm: Arc<PodManager>, ctx: &Context) -> Result<Action> {
     })
 }
 
+fn has_finalizer(pm: &PodManager) -> bool {
+    pm.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Adds our finalizer with a merge patch carrying the resourceVersion read (a precondition, so
+/// a concurrent finalizer change is never overwritten), and returns the updated object so the
+/// same reconcile goes on to apply it. kube's `finalizer()` helper then finds it present.
+async fn add_finalizer(api: &Api<PodManager>, pm: &PodManager) -> Result<PodManager> {
+    let mut finalizers = pm.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    let patch = serde_json::json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": pm.metadata.resource_version,
+        }
+    });
+    let updated = api
+        .patch(
+            &pm.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| Error::AddFinalizer {
+            namespace: pm.namespace().unwrap_or_default(),
+            name: pm.name_any(),
+            source,
+        })?;
+    tracing::info!(
+        namespace = pm.namespace().unwrap_or_default(),
+        name = pm.name_any(),
+        "added finalizer"
+    );
+    Ok(updated)
+}
+
 fn error_policy(pm: Arc<PodManager>, err: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(
         namespace = pm.namespace().unwrap_or_default(),
         name = pm.name_any(),
-        error = %err,
+        error = %crate::error::chain(err),
         reason = err.metric_label(),
         "reconcile failed; retrying"
     );
