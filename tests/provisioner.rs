@@ -91,6 +91,15 @@ impl Env {
         identity: &str,
         shutdown: &CancellationToken,
     ) -> provisioner::Running {
+        self.provisioner_with(identity, shutdown, None).await
+    }
+
+    async fn provisioner_with(
+        &self,
+        identity: &str,
+        shutdown: &CancellationToken,
+        control_endpoint: Option<String>,
+    ) -> provisioner::Running {
         let mut lease =
             ballast_runtime::leader::LeaseConfig::new(&self.ns, "provisioner", identity);
         lease.lease_duration = Duration::from_secs(2);
@@ -104,7 +113,7 @@ impl Env {
                 export_path: PathBuf::from(NFS_EXPORT),
                 mount: self.export.path().to_path_buf(),
             }),
-            control_endpoint: None,
+            control_endpoint,
             admin_addr: Some("127.0.0.1:0".parse().unwrap()),
             kube: KubeAccess::Client(self.sim.client()),
             identity: identity.into(),
@@ -574,4 +583,77 @@ async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan
 
     shutdown.cancel();
     second.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn hostpath_waits_while_the_control_service_reports_the_selected_node_notready() {
+    use ballast_control::{InterceptionState, MemoryState, NodeHealth, NodeHealthSnapshot};
+    let env = Env::start("prov-control").await;
+    let shutdown = CancellationToken::new();
+    // The control service says node-1 is NotReady, although its Node object is Ready.
+    let state = std::sync::Arc::new(MemoryState::new(InterceptionState::default()));
+    let health = |name: &str, ready: bool| NodeHealth {
+        name: name.into(),
+        ready,
+        reason: if ready {
+            "KubeletReady"
+        } else {
+            "NodeStatusUnknown"
+        }
+        .into(),
+        ..Default::default()
+    };
+    state.set_nodes(NodeHealthSnapshot::synced([
+        health("node-1", false),
+        health("node-2", true),
+    ]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(ballast_control::serve(
+        listener,
+        state.clone(),
+        ballast_control::ServerOptions::local(),
+        shutdown.clone(),
+    ));
+    let running = env.provisioner_with("p1", &shutdown, Some(endpoint)).await;
+
+    env.create_claim(
+        "db",
+        "hostpath",
+        json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}}}),
+    )
+    .await;
+    let message = wait_for(
+        "ProvisioningFailed naming the NotReady node",
+        TIMEOUT,
+        || async {
+            env.events_for("db")
+                .await
+                .into_iter()
+                .find(|(t, r, _)| t == "Warning" && r == "ProvisioningFailed")
+                .map(|(_, _, m)| m)
+        },
+    )
+    .await;
+    assert_eq!(
+        message,
+        "cannot provision on the selected node: node \"node-1\" is NotReady; hostPath volumes are \
+         never placed on a NotReady node"
+    );
+    assert!(
+        dirs(env.hostpath.path()).is_empty(),
+        "no directory on the NotReady node"
+    );
+
+    // The node recovers: the control service's watch brings the news and the claim is served.
+    state.upsert_node(health("node-1", true));
+    let (_, pv) = env.bound("db").await;
+    assert_eq!(
+        pinned_node(&pv).as_deref(),
+        Some("kubernetes.io/hostname In [\"node-1\"]")
+    );
+
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+    server.await.unwrap().expect("control server stops cleanly");
 }

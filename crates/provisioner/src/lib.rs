@@ -66,6 +66,10 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+/// At startup, wait this long for the control service's first node-health snapshot before
+/// deciding on the Nodes' own Ready condition alone.
+const CONTROL_FIRST_SNAPSHOT: Duration = Duration::from_secs(5);
+
 /// After a watch event, wait this long so a burst of events makes one pass.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
@@ -328,6 +332,15 @@ async fn reconcile_loop(
     tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
         res = synced => if res.is_err() { return Ok(()) },
+    }
+    if let Some(h) = ctx.health.clone() {
+        let mut h = h;
+        let known = tokio::time::timeout(CONTROL_FIRST_SNAPSHOT, h.wait_for(|v| v.is_some())).await;
+        if !matches!(known, Ok(Ok(_))) {
+            tracing::warn!(
+                "no node health from the control service yet; using the Nodes' Ready condition meanwhile"
+            );
+        }
     }
     readiness.set("caches", true);
     tracing::info!(node = ?ctx.node_name, "caches synced; reconciling");
