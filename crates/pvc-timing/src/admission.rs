@@ -83,9 +83,13 @@ pub struct Mutation {
 /// On API servers that discard metadata changes made through `/status`, the entry is written
 /// again by a later main-resource update (usually the controller's `webhook-trigger`): that
 /// request did not change the phase, so it is not counted again.
+///
+/// `seen` is this replica's own earlier sighting of the object's current phase (see
+/// [`Sightings`]); with the controller's `webhook-trigger` it dates an entry recorded late.
 pub fn mutate(
     req: &AdmissionRequest<DynamicObject>,
     now: DateTime<Utc>,
+    seen: Option<DateTime<Utc>>,
 ) -> Result<Option<Mutation>, MutateError> {
     if !req.kind.group.is_empty() || req.kind.kind != "PersistentVolumeClaim" {
         return Err(MutateError::NotAClaim(format!(
@@ -114,11 +118,15 @@ pub fn mutate(
         .creation_timestamp
         .as_ref()
         .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0));
-    let earlier_sighting = (phase == BOUND)
+    let trigger = (phase == BOUND)
         .then(|| annotations.and_then(|a| a.get(TRIGGER_ANNOTATION)))
         .flatten()
         .and_then(|v| v.trim().parse::<i64>().ok())
         .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0));
+    let earlier_sighting = match (trigger, seen) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
 
     let outcome = timing::fold(&Observation {
         phase,
@@ -204,14 +212,105 @@ fn annotation_patch(object: &DynamicObject, value: &str) -> Patch {
     Patch(vec![op])
 }
 
+/// How many claims' unconfirmed sightings a replica keeps; past this the memory is dropped
+/// (the controller's trigger still dates late entries).
+const MAX_SIGHTINGS: usize = 10_000;
+
+/// Phase changes this replica recorded on `/status` requests, by claim uid and phase, until a
+/// later request shows them stored. Where the API server discards metadata changes made on
+/// `/status`, the entry is written again by a later main-resource update; this memory lets it
+/// carry the time the change was first seen. Per replica: another replica falls back to the
+/// controller's `webhook-trigger`.
+#[derive(Debug, Default)]
+pub struct Sightings {
+    seen: std::sync::Mutex<std::collections::HashMap<(String, String), DateTime<Utc>>>,
+}
+
+impl Sightings {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), DateTime<Utc>>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The earliest time this replica saw claim `uid` enter `phase`, if unconfirmed.
+    pub fn get(&self, uid: &str, phase: &str) -> Option<DateTime<Utc>> {
+        self.lock()
+            .get(&(uid.to_owned(), phase.to_owned()))
+            .copied()
+    }
+
+    /// Remembers a sighting, keeping the earliest.
+    pub fn remember(&self, uid: &str, phase: &str, at: DateTime<Utc>) {
+        let mut seen = self.lock();
+        if seen.len() >= MAX_SIGHTINGS {
+            seen.clear();
+        }
+        seen.entry((uid.to_owned(), phase.to_owned()))
+            .and_modify(|t| *t = (*t).min(at))
+            .or_insert(at);
+    }
+
+    /// Drops a sighting that is now part of the stored history.
+    pub fn forget(&self, uid: &str, phase: &str) {
+        self.lock().remove(&(uid.to_owned(), phase.to_owned()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The admission handler: [`mutate`] plus logs and metrics; never denies.
 pub struct Webhook {
     clock: Arc<dyn Clock>,
+    sightings: Sightings,
 }
 
 impl Webhook {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock }
+        Self {
+            clock,
+            sightings: Sightings::default(),
+        }
+    }
+
+    /// This replica's unconfirmed sightings (for tests and diagnostics).
+    pub fn sightings(&self) -> &Sightings {
+        &self.sightings
+    }
+
+    /// The uid and normalised phase of the admitted object, when it has a uid.
+    fn claim_phase(req: &AdmissionRequest<DynamicObject>) -> Option<(String, String)> {
+        let object = req.object.as_ref()?;
+        let uid = object.metadata.uid.clone()?;
+        Some((uid, timing::normalise_phase(phase_of(object)).to_owned()))
+    }
+
+    fn note_sighting(&self, req: &AdmissionRequest<DynamicObject>, mutation: &Mutation) {
+        let Some((uid, phase)) = Self::claim_phase(req) else {
+            return;
+        };
+        let on_status = req.sub_resource.as_deref() == Some("status");
+        let appended = mutation.outcome.appended.as_deref() == Some(phase.as_str());
+        if appended && on_status && !req.dry_run {
+            if let Some(at) = mutation
+                .outcome
+                .timing
+                .timings
+                .last()
+                .and_then(|t| timing::parse_time(&t.time))
+            {
+                self.sightings.remember(&uid, &phase, at);
+            }
+        } else if !on_status && !req.dry_run {
+            // Written (or already present) through the main resource: stored from here on.
+            self.sightings.forget(&uid, &phase);
+        }
     }
 
     /// Answers one request (synchronous: nothing here waits on I/O).
@@ -222,7 +321,8 @@ impl Webhook {
             req.namespace.as_deref().unwrap_or_default(),
             req.name
         );
-        let mutation = match mutate(req, self.clock.now()) {
+        let seen = Self::claim_phase(req).and_then(|(uid, phase)| self.sightings.get(&uid, &phase));
+        let mutation = match mutate(req, self.clock.now(), seen) {
             Ok(Some(mutation)) => mutation,
             Ok(None) => return response,
             Err(err) => {
@@ -231,6 +331,7 @@ impl Webhook {
                 return with_warning(response, err.to_string());
             }
         };
+        self.note_sighting(req, &mutation);
         let mut warnings = Vec::new();
         if let Some(repair) = &mutation.outcome.repair {
             tracing::warn!(

@@ -57,7 +57,7 @@ const PENDING_AT_CREATION: &str =
 #[test]
 fn create_adds_the_annotations_map_with_pending_at_creation() {
     let req = request(&fixture("pvc-create"));
-    let mutation = mutate(&req, at(1)).unwrap().unwrap();
+    let mutation = mutate(&req, at(1), None).unwrap().unwrap();
     assert_eq!(
         patch_json(&mutation),
         json!([{"op": "add", "path": "/metadata/annotations", "value": {"pvc-timing": PENDING_AT_CREATION}}])
@@ -101,7 +101,7 @@ fn every_fixture_gets_the_expected_patch() {
     ];
     for (name, want, transition) in cases {
         let req = request(&fixture(name));
-        let mutation = mutate(&req, at(125)).unwrap().unwrap();
+        let mutation = mutate(&req, at(125), None).unwrap().unwrap();
         assert_eq!(patch_json(&mutation), want, "{name}");
         assert_eq!(mutation.transition.as_deref(), transition, "{name}");
     }
@@ -111,20 +111,20 @@ fn every_fixture_gets_the_expected_patch() {
 fn static_binding_walk_records_pending_then_bound_and_observes_time_to_bound_once() {
     // CREATE: the webhook's own patch is what gets stored.
     let create = request(&fixture("pvc-create"));
-    let created = mutate(&create, at(0)).unwrap().unwrap();
+    let created = mutate(&create, at(0), None).unwrap().unwrap();
     let stored = created.outcome.value.clone();
 
     // The PV controller writes volumeName: still Pending, nothing to add.
     let mut bind = fixture("pvc-update-binder-static-bind");
     annotate(&mut bind, ANNOTATION, &stored, &["object", "oldObject"]);
-    let binding = mutate(&request(&bind), at(2)).unwrap().unwrap();
+    let binding = mutate(&request(&bind), at(2), None).unwrap().unwrap();
     assert_eq!(binding.patch, None);
     assert_eq!(binding.transition, None);
 
     // Then Bound through /status.
     let mut status = fixture("pvc-status-update-binder-bound");
     annotate(&mut status, ANNOTATION, &stored, &["object", "oldObject"]);
-    let bound = mutate(&request(&status), at(3)).unwrap().unwrap();
+    let bound = mutate(&request(&status), at(3), None).unwrap().unwrap();
     let want = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:04Z"}]}"#;
     assert_eq!(
         patch_json(&bound),
@@ -143,7 +143,7 @@ fn static_binding_walk_records_pending_then_bound_and_observes_time_to_bound_onc
     let mut again = fixture("pvc-status-update-binder-bound");
     annotate(&mut again, ANNOTATION, &stored, &["oldObject"]);
     annotate(&mut again, ANNOTATION, want, &["object"]);
-    let reinvoked = mutate(&request(&again), at(4)).unwrap().unwrap();
+    let reinvoked = mutate(&request(&again), at(4), None).unwrap().unwrap();
     assert_eq!(reinvoked.patch, None);
     assert_eq!(reinvoked.transition, None);
     assert_eq!(reinvoked.time_to_bound, None);
@@ -165,7 +165,7 @@ fn trigger_update_records_bound_at_the_controllers_sighting_when_status_path_dro
     let trigger = at(3).timestamp().to_string();
     annotate(&mut review, TRIGGER_ANNOTATION, &trigger, &["object"]);
 
-    let mutation = mutate(&request(&review), at(10)).unwrap().unwrap();
+    let mutation = mutate(&request(&review), at(10), None).unwrap().unwrap();
     let want = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:04Z"}]}"#;
     assert_eq!(
         patch_json(&mutation),
@@ -188,7 +188,7 @@ fn dry_run_gets_the_same_patch_but_counts_nothing() {
         PENDING_AT_CREATION,
         &["object", "oldObject"],
     );
-    let mutation = mutate(&request(&review), at(3)).unwrap().unwrap();
+    let mutation = mutate(&request(&review), at(3), None).unwrap().unwrap();
     assert!(mutation.patch.is_some());
     assert_eq!(mutation.transition, None);
     assert_eq!(mutation.time_to_bound, None);
@@ -200,7 +200,7 @@ fn a_second_bound_spell_is_not_observed_again() {
     let mut review = fixture("pvc-status-update-binder-bound");
     review["request"]["oldObject"]["status"]["phase"] = json!("Lost");
     annotate(&mut review, ANNOTATION, lost, &["object", "oldObject"]);
-    let mutation = mutate(&request(&review), at(120)).unwrap().unwrap();
+    let mutation = mutate(&request(&review), at(120), None).unwrap().unwrap();
     assert_eq!(mutation.transition.as_deref(), Some("Bound"));
     assert_eq!(mutation.time_to_bound, None);
 }
@@ -211,7 +211,7 @@ fn delete_is_let_through_without_a_patch() {
     review["request"]["operation"] = json!("DELETE");
     review["request"]["oldObject"] = review["request"]["object"].clone();
     review["request"]["object"] = Value::Null;
-    assert_eq!(mutate(&request(&review), at(1)).unwrap(), None);
+    assert_eq!(mutate(&request(&review), at(1), None).unwrap(), None);
     let response = Webhook::new(Arc::new(SystemClock)).answer(&request(&review));
     assert!(response.allowed);
     assert_eq!(response.patch, None);
@@ -308,4 +308,88 @@ fn reviews_without_an_array_patch_are_left_alone() {
     );
     assert_eq!(patch_as_base64(br#"{"response":{"patch":"W10="}}"#), None);
     assert_eq!(patch_as_base64(b"not json"), None);
+}
+
+/// The trigger-update request that follows a `/status` change the API server discarded.
+fn trigger_update(trigger_at: DateTime<Utc>) -> Value {
+    let mut review = fixture("pvc-status-update-binder-bound");
+    review["request"]["subResource"] = Value::Null;
+    review["request"]["oldObject"]["status"] = review["request"]["object"]["status"].clone();
+    annotate(
+        &mut review,
+        ANNOTATION,
+        PENDING_AT_CREATION,
+        &["object", "oldObject"],
+    );
+    let trigger = trigger_at.timestamp().to_string();
+    annotate(&mut review, TRIGGER_ANNOTATION, &trigger, &["object"]);
+    review
+}
+
+fn recorded(response: &AdmissionResponse) -> Value {
+    let patch: Value = serde_json::from_slice(response.patch.as_ref().expect("a patch")).unwrap();
+    patch[0]["value"].clone()
+}
+
+#[test]
+fn a_replica_dates_a_late_bound_entry_at_its_own_status_sighting() {
+    let mut status = fixture("pvc-status-update-binder-bound");
+    annotate(
+        &mut status,
+        ANNOTATION,
+        PENDING_AT_CREATION,
+        &["object", "oldObject"],
+    );
+    let uid = "3ee1b52b-b30d-480d-9245-483d22d9ba28";
+
+    let at_status = Webhook::new(Arc::new(FixedClock(at(2))));
+    at_status.answer(&request(&status));
+    assert_eq!(at_status.sightings().get(uid, "Bound"), Some(at(2)));
+
+    // Same replica, later: the trigger (+5) is later than what it saw itself (+2).
+    let replica = Webhook {
+        clock: Arc::new(FixedClock(at(9))),
+        sightings: at_status.sightings,
+    };
+    let response = replica.answer(&request(&trigger_update(at(5))));
+    assert_eq!(
+        recorded(&response),
+        json!(
+            r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:03Z"}]}"#
+        )
+    );
+    assert!(replica.sightings().is_empty(), "stored now, so forgotten");
+
+    // Another replica never saw the status update: the trigger dates it.
+    let other = Webhook::new(Arc::new(FixedClock(at(9))));
+    assert_eq!(
+        recorded(&other.answer(&request(&trigger_update(at(5))))),
+        json!(
+            r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:06Z"}]}"#
+        )
+    );
+}
+
+#[test]
+fn dry_runs_and_main_resource_changes_leave_no_sighting_behind() {
+    let mut status = fixture("pvc-status-update-binder-bound");
+    status["request"]["dryRun"] = json!(true);
+    let webhook = Webhook::new(Arc::new(FixedClock(at(2))));
+    webhook.answer(&request(&status));
+    assert!(webhook.sightings().is_empty());
+    webhook.answer(&request(&fixture("pvc-update-binder-static-bind")));
+    assert!(webhook.sightings().is_empty());
+}
+
+#[test]
+fn sightings_keep_the_earliest_time_and_stay_bounded() {
+    let sightings = Sightings::default();
+    sightings.remember("u", "Bound", at(5));
+    sightings.remember("u", "Bound", at(3));
+    sightings.remember("u", "Bound", at(7));
+    assert_eq!(sightings.get("u", "Bound"), Some(at(3)));
+    for i in 0..MAX_SIGHTINGS + 1 {
+        sightings.remember(&format!("claim-{i}"), "Bound", at(1));
+    }
+    assert!(sightings.len() <= MAX_SIGHTINGS);
 }
