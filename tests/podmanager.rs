@@ -482,3 +482,151 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
     follower.join().await.expect("new leader stops cleanly");
     sim.shutdown().await;
 }
+
+/// Node name -> pod names of the PodManager on it.
+async fn placement(pods: &Api<Pod>) -> BTreeMap<String, Vec<String>> {
+    let list = pods
+        .list(&ListParams::default().labels("podmanager=my-pod-manager"))
+        .await
+        .expect("list pods");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in list.items {
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        out.entry(node).or_default().push(p.name_any());
+    }
+    out
+}
+
+fn control_nodes(nodes: &[&str], not_ready: &[&str]) -> ballast_control::NodeHealthSnapshot {
+    ballast_control::NodeHealthSnapshot::synced(nodes.iter().map(|n| ballast_control::NodeHealth {
+        name: (*n).to_string(),
+        ready: !not_ready.contains(n),
+        ..ballast_control::NodeHealth::default()
+    }))
+}
+
+/// With node health from the control service: while protection is on, the pod on the failed
+/// node is kept (not deleted) and replaced by an extra pod elsewhere; when the node returns and
+/// protection ends, the surplus goes. The control service is the control crate's in-memory
+/// test double standing in for eviction-guard, served over real gRPC.
+#[tokio::test]
+async fn pods_on_a_failed_node_are_replaced_elsewhere_while_protected_then_surplus_removed() {
+    let sim = start_sim().await;
+    let client = sim.client();
+    let ns = "podmanager-e2e-protect";
+    prepare(&client, ns).await;
+    let shutdown = CancellationToken::new();
+
+    let all = ["node-1", "node-2", "node-3"];
+    let state = std::sync::Arc::new(ballast_control::MemoryState::new(
+        ballast_control::InterceptionState {
+            synced: true,
+            ..ballast_control::InterceptionState::default()
+        },
+    ));
+    state.set_nodes(control_nodes(&all, &[]));
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind grpc");
+    let endpoint = format!("http://{}", grpc.local_addr().expect("grpc addr"));
+    tokio::spawn(ballast_control::serve(
+        grpc,
+        state.clone(),
+        ballast_control::ServerOptions::new(std::sync::Arc::new(ballast_control::AllowAll)),
+        shutdown.clone(),
+    ));
+    let mut cfg = config(ns, "pm-protect", false);
+    cfg.control_endpoint = Some(endpoint);
+    let op = start_operator(&client, cfg, &shutdown).await;
+
+    let pms: Api<PodManager> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pms.create(&PostParams::default(), &sample(ns))
+        .await
+        .expect("create the sample");
+    wait_settled(&pms, &pods, &names(3), "nginx:1.21").await;
+    let before = placement(&pods).await;
+    let (dead_node, stranded) = before
+        .iter()
+        .find(|(node, _)| !node.is_empty())
+        .map(|(n, p)| (n.clone(), p.clone()))
+        .expect("a node with pods");
+
+    // The node fails and the guard turns protection on.
+    sim.fail_node(&dead_node);
+    state.set_nodes(control_nodes(&all, &[dead_node.as_str()]));
+    state.update_status(|s| {
+        s.protecting = true;
+        s.notready_nodes = vec![dead_node.clone()];
+    });
+    let after = wait_for("replacements on other nodes", TIMEOUT, || async {
+        let now = pods_of(&pods, "my-pod-manager").await;
+        let ready_elsewhere = now.values().filter(|(_, r)| *r).count();
+        let pm = pms.get("my-pod-manager").await.ok()?;
+        let status = pm.status?;
+        (now.len() == 3 + stranded.len() && ready_elsewhere >= 3 && status.ready_replicas == 3)
+            .then_some((now, status))
+    })
+    .await;
+    let (now, status) = after;
+    for pod in &stranded {
+        assert!(
+            now.contains_key(pod),
+            "{pod} on the failed node was kept: {now:?}"
+        );
+    }
+    assert!(
+        now.contains_key("my-pod-manager-3"),
+        "replacement on the next ordinal: {now:?}"
+    );
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded condition");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "PodsOnNotReadyNodes")
+    );
+    let placed = placement(&pods).await;
+    assert_eq!(
+        placed.get(&dead_node),
+        Some(&stranded),
+        "no new pod went to the failed node"
+    );
+
+    // The node returns and protection ends: back to exactly 3 pods, all ready.
+    sim.restore_node(&dead_node);
+    state.set_nodes(control_nodes(&all, &[]));
+    state.update_status(|s| {
+        s.protecting = false;
+        s.notready_nodes.clear();
+    });
+    wait_for(
+        "surplus removed after the node returns",
+        TIMEOUT,
+        || async {
+            let now = pods_of(&pods, "my-pod-manager").await;
+            let pm = pms.get("my-pod-manager").await.ok()?;
+            let status = pm.status?;
+            let degraded_off = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.status == "False");
+            (now.len() == 3
+                && now.values().all(|(_, r)| *r)
+                && status.ready_replicas == 3
+                && degraded_off)
+                .then_some(())
+        },
+    )
+    .await;
+
+    shutdown.cancel();
+    op.join().await.expect("operator stops cleanly");
+    sim.shutdown().await;
+}
