@@ -146,7 +146,11 @@ pub fn mutate(
     });
 
     let changed_phase = creating || old_phase.is_some_and(|old| old != phase);
-    let counted = !req.dry_run && changed_phase && outcome.appended.as_deref() == Some(phase);
+    // `seen`: this replica already recorded (and counted) this change on an earlier attempt.
+    let counted = !req.dry_run
+        && changed_phase
+        && seen.is_none()
+        && outcome.appended.as_deref() == Some(phase);
     let transition = counted.then(|| phase.to_owned());
     let first_bound = counted
         && phase == BOUND
@@ -216,44 +220,51 @@ fn annotation_patch(object: &DynamicObject, value: &str) -> Patch {
 /// (the controller's trigger still dates late entries).
 const MAX_SIGHTINGS: usize = 10_000;
 
-/// Phase changes this replica recorded on `/status` requests, by claim uid and phase, until a
-/// later request shows them stored. Where the API server discards metadata changes made on
+/// The latest phase change this replica recorded on a `/status` request, per claim uid, until a
+/// later request shows it stored. Where the API server discards metadata changes made on
 /// `/status`, the entry is written again by a later main-resource update; this memory lets it
-/// carry the time the change was first seen. Per replica: another replica falls back to the
-/// controller's `webhook-trigger`.
+/// carry the time the change was first seen, and keeps a retried `/status` request from being
+/// counted twice. Per replica: another replica falls back to the controller's `webhook-trigger`.
 #[derive(Debug, Default)]
 pub struct Sightings {
-    seen: std::sync::Mutex<std::collections::HashMap<(String, String), DateTime<Utc>>>,
+    seen: std::sync::Mutex<std::collections::HashMap<String, (String, DateTime<Utc>)>>,
 }
 
 impl Sightings {
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), DateTime<Utc>>> {
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, DateTime<Utc>)>> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The earliest time this replica saw claim `uid` enter `phase`, if unconfirmed.
+    /// When this replica saw claim `uid` enter `phase`, if that is its latest unconfirmed sighting.
     pub fn get(&self, uid: &str, phase: &str) -> Option<DateTime<Utc>> {
         self.lock()
-            .get(&(uid.to_owned(), phase.to_owned()))
-            .copied()
+            .get(uid)
+            .filter(|(p, _)| p == phase)
+            .map(|(_, at)| *at)
     }
 
-    /// Remembers a sighting, keeping the earliest.
+    /// Remembers a sighting: the earliest for the same phase; a new phase replaces the old one.
     pub fn remember(&self, uid: &str, phase: &str, at: DateTime<Utc>) {
         let mut seen = self.lock();
-        if seen.len() >= MAX_SIGHTINGS {
+        if seen.len() >= MAX_SIGHTINGS && !seen.contains_key(uid) {
             seen.clear();
         }
-        seen.entry((uid.to_owned(), phase.to_owned()))
-            .and_modify(|t| *t = (*t).min(at))
-            .or_insert(at);
+        match seen.get_mut(uid) {
+            Some((p, t)) if p == phase => *t = (*t).min(at),
+            _ => {
+                seen.insert(uid.to_owned(), (phase.to_owned(), at));
+            }
+        }
     }
 
-    /// Drops a sighting that is now part of the stored history.
+    /// Drops the sighting of `phase`, now part of the stored history.
     pub fn forget(&self, uid: &str, phase: &str) {
-        self.lock().remove(&(uid.to_owned(), phase.to_owned()));
+        let mut seen = self.lock();
+        if seen.get(uid).is_some_and(|(p, _)| p == phase) {
+            seen.remove(uid);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -292,12 +303,20 @@ impl Webhook {
     }
 
     fn note_sighting(&self, req: &AdmissionRequest<DynamicObject>, mutation: &Mutation) {
+        if req.dry_run {
+            return;
+        }
         let Some((uid, phase)) = Self::claim_phase(req) else {
             return;
         };
         let on_status = req.sub_resource.as_deref() == Some("status");
         let appended = mutation.outcome.appended.as_deref() == Some(phase.as_str());
-        if appended && on_status && !req.dry_run {
+        let stored = mutation
+            .outcome
+            .previous
+            .as_ref()
+            .is_some_and(|p| p.current_phase == phase);
+        if appended && on_status {
             if let Some(at) = mutation
                 .outcome
                 .timing
@@ -307,8 +326,8 @@ impl Webhook {
             {
                 self.sightings.remember(&uid, &phase, at);
             }
-        } else if !on_status && !req.dry_run {
-            // Written (or already present) through the main resource: stored from here on.
+        } else if appended || stored {
+            // Written through the main resource, or seen stored: no longer needed.
             self.sightings.forget(&uid, &phase);
         }
     }

@@ -382,14 +382,66 @@ fn dry_runs_and_main_resource_changes_leave_no_sighting_behind() {
 }
 
 #[test]
-fn sightings_keep_the_earliest_time_and_stay_bounded() {
+fn sightings_keep_the_earliest_time_per_phase_and_stay_bounded() {
     let sightings = Sightings::default();
     sightings.remember("u", "Bound", at(5));
     sightings.remember("u", "Bound", at(3));
     sightings.remember("u", "Bound", at(7));
     assert_eq!(sightings.get("u", "Bound"), Some(at(3)));
+    sightings.remember("u", "Lost", at(9));
+    assert_eq!(
+        sightings.get("u", "Bound"),
+        None,
+        "a newer phase replaces it"
+    );
+    assert_eq!(sightings.get("u", "Lost"), Some(at(9)));
+    sightings.forget("u", "Bound");
+    assert_eq!(
+        sightings.get("u", "Lost"),
+        Some(at(9)),
+        "only the named phase is forgotten"
+    );
     for i in 0..MAX_SIGHTINGS + 1 {
         sightings.remember(&format!("claim-{i}"), "Bound", at(1));
     }
     assert!(sightings.len() <= MAX_SIGHTINGS);
+}
+
+#[test]
+fn a_retried_status_update_is_counted_once_by_the_replica_that_saw_it() {
+    let mut status = fixture("pvc-status-update-binder-bound");
+    annotate(
+        &mut status,
+        ANNOTATION,
+        PENDING_AT_CREATION,
+        &["object", "oldObject"],
+    );
+    let req = request(&status);
+    let first = mutate(&req, at(2), None).unwrap().unwrap();
+    assert_eq!(first.transition.as_deref(), Some("Bound"));
+    assert!(first.time_to_bound.is_some());
+    // The first attempt's change was discarded; the retry reaches the same replica.
+    let retry = mutate(&req, at(4), Some(at(2))).unwrap().unwrap();
+    assert_eq!(retry.transition, None);
+    assert_eq!(retry.time_to_bound, None);
+    assert!(
+        retry
+            .outcome
+            .value
+            .contains(r#"{"phase":"Bound","time":"2026-11-23T08:59:03Z"}"#),
+        "dated at the first sighting: {}",
+        retry.outcome.value
+    );
+}
+
+#[test]
+fn a_stored_phase_clears_the_sighting_on_any_later_request() {
+    let uid = "3ee1b52b-b30d-480d-9245-483d22d9ba28";
+    let webhook = Webhook::new(Arc::new(FixedClock(at(9))));
+    webhook.sightings().remember(uid, "Bound", at(2));
+    let bound = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:03Z"}]}"#;
+    let mut status = fixture("pvc-status-update-binder-bound");
+    annotate(&mut status, ANNOTATION, bound, &["object", "oldObject"]);
+    webhook.answer(&request(&status));
+    assert!(webhook.sightings().is_empty());
 }
