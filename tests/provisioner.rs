@@ -302,6 +302,25 @@ async fn hostpath_claim_gets_a_directory_on_its_node_and_delete_removes_it() {
         .unwrap();
     assert!(free > 0);
 
+    // Immediate binding: the provisioner picks a Ready node whose agent reports enough space;
+    // only node-1 runs an agent here.
+    let immediate: StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": "hostpath-now"},
+        "provisioner": "ballast.dev/hostpath",
+        "volumeBindingMode": "Immediate",
+    }))
+    .unwrap();
+    Api::<StorageClass>::all(env.sim.client())
+        .create(&PostParams::default(), &immediate)
+        .await
+        .unwrap();
+    env.create_claim("scratch", "hostpath-now", json!({})).await;
+    let (_, scratch_pv) = env.bound("scratch").await;
+    assert_eq!(
+        pinned_node(&scratch_pv).as_deref(),
+        Some("kubernetes.io/hostname In [\"node-1\"]")
+    );
+
     // Reclaim policy Delete: deleting the claim removes the directory and the PV.
     env.claims()
         .delete("web", &DeleteParams::default())

@@ -28,6 +28,11 @@ pub const ANN_DIRECTORY: &str = "ballast.dev/directory";
 pub const ANN_BINDING_PROBLEM: &str = "ballast.dev/binding-problem";
 /// On a Node: bytes free under the hostPath base directory, published by that node's agent.
 pub const ANN_FREE_BYTES: &str = "ballast.dev/hostpath-free-bytes";
+/// On a Node: when its agent last published (unix seconds).
+pub const ANN_REPORTED_AT: &str = "ballast.dev/hostpath-reported-at";
+/// An agent silent for this long is taken as gone: its node gets no new hostPath volumes.
+/// Agents publish every 30s, so this tolerates three missed reports.
+pub const AGENT_STALE_SECS: i64 = 120;
 pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 /// StorageClass parameter (as in nfs-subdir-external-provisioner): keep deleted NFS data.
 pub const PARAM_ARCHIVE_ON_DELETE: &str = "archiveOnDelete";
@@ -68,8 +73,9 @@ pub type Nodes = BTreeMap<String, NodeFacts>;
 
 /// Node facts from the Node objects: Ready from `ready` (the control service's view) when it
 /// knows the node, else from the Node's own Ready condition; free bytes from the agent's
-/// annotation.
-pub fn node_facts(nodes: &[Arc<Node>], ready: Option<&BTreeMap<String, bool>>) -> Nodes {
+/// annotation, unless the agent's last report is older than `AGENT_STALE_SECS` at `now` (unix
+/// seconds).
+pub fn node_facts(nodes: &[Arc<Node>], ready: Option<&BTreeMap<String, bool>>, now: i64) -> Nodes {
     nodes
         .iter()
         .filter_map(|n| {
@@ -83,7 +89,12 @@ pub fn node_facts(nodes: &[Arc<Node>], ready: Option<&BTreeMap<String, bool>>) -
             let ready = ready
                 .and_then(|r| r.get(&name).copied())
                 .unwrap_or(own_ready);
-            let free_bytes = annotation(&n.metadata, ANN_FREE_BYTES).and_then(|v| v.parse().ok());
+            let fresh = annotation(&n.metadata, ANN_REPORTED_AT)
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|at| now - at <= AGENT_STALE_SECS);
+            let free_bytes = annotation(&n.metadata, ANN_FREE_BYTES)
+                .and_then(|v| v.parse().ok())
+                .filter(|_| fresh);
             Some((name, NodeFacts { ready, free_bytes }))
         })
         .collect()

@@ -67,7 +67,7 @@ impl Ctx {
             claims: self.claims.state(),
             volumes: self.volumes.state(),
             classes: self.classes.state(),
-            nodes: plan::node_facts(&self.nodes.state(), ready.as_ref()),
+            nodes: plan::node_facts(&self.nodes.state(), ready.as_ref(), unix_now()),
         }
     }
 
@@ -667,12 +667,18 @@ pub async fn publish_free_space(ctx: &Ctx, force: bool) -> Result<()> {
         }
     }
     let free = storage::free_bytes(&ctx.hostpath_base)?;
-    let patch =
-        serde_json::json!({"metadata": {"annotations": {ANN_FREE_BYTES: free.to_string()}}});
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        ANN_FREE_BYTES: free.to_string(),
+        ANN_REPORTED_AT: unix_now().to_string(),
+    }}});
     Api::<Node>::all(ctx.client.clone())
         .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(kube(format!("publish free space on node {node}")))?;
     *ctx.last_publish.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     Ok(())
+}
+
+fn unix_now() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second()
 }

@@ -563,10 +563,11 @@ fn orphan_scan_on_a_node_ignores_volumes_pinned_elsewhere() {
 }
 
 #[test]
-fn node_facts_prefer_the_control_service_and_read_the_agents_free_space() {
-    let node = |name: &str, ready: &str, free: Option<&str>| -> Arc<Node> {
+fn node_facts_prefer_the_control_service_and_read_fresh_agent_reports() {
+    const NOW: i64 = 1_800_000_000;
+    let node = |name: &str, ready: &str, free: Option<&str>, at: i64| -> Arc<Node> {
         let mut n = json!({
-            "metadata": {"name": name, "annotations": {}},
+            "metadata": {"name": name, "annotations": {ANN_REPORTED_AT: at.to_string()}},
             "status": {"conditions": [{"type": "Ready", "status": ready}]},
         });
         if let Some(f) = free {
@@ -575,12 +576,13 @@ fn node_facts_prefer_the_control_service_and_read_the_agents_free_space() {
         Arc::new(serde_json::from_value(n).unwrap())
     };
     let nodes = vec![
-        node("a", "True", Some("1024")),
-        node("b", "True", None),
-        node("c", "Unknown", Some("x")),
+        node("a", "True", Some("1024"), NOW - 10),
+        node("b", "True", None, NOW),
+        node("c", "Unknown", Some("x"), NOW),
+        node("d", "True", Some("1024"), NOW - AGENT_STALE_SECS - 1),
     ];
     let control: BTreeMap<String, bool> = [("a".to_owned(), false)].into_iter().collect();
-    let facts = node_facts(&nodes, Some(&control));
+    let facts = node_facts(&nodes, Some(&control), NOW);
     assert_eq!(
         facts["a"],
         NodeFacts {
@@ -604,7 +606,15 @@ fn node_facts_prefer_the_control_service_and_read_the_agents_free_space() {
             free_bytes: None
         }
     );
-    assert!(node_facts(&nodes, None)["a"].ready);
+    assert_eq!(
+        facts["d"],
+        NodeFacts {
+            ready: true,
+            free_bytes: None
+        },
+        "silent agent counts as gone"
+    );
+    assert!(node_facts(&nodes, None, NOW)["a"].ready);
 }
 
 #[test]
