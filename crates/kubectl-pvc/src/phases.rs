@@ -29,8 +29,17 @@ const PROVISIONING_REASONS: &[&str] = &[
     "WaitForFirstConsumer",
     "WaitForPodScheduled",
 ];
-/// Warning reasons on a claim that mean binding is stuck until someone acts.
-const BINDING_FAILURE_REASONS: &[&str] = &["FailedBinding", "VolumeMismatch", "ClassMismatch"];
+/// Warning reasons on a claim that mean binding is stuck until someone acts: Kubernetes' own,
+/// and those of Ballast's provisioner for a claim naming a volume it cannot have.
+const BINDING_FAILURE_REASONS: &[&str] = &[
+    "FailedBinding",
+    "VolumeMismatch",
+    "ClassMismatch",
+    "StorageClassMismatch",
+    "AccessModeMismatch",
+    "VolumeBoundToOtherClaim",
+    "VolumeTooSmall",
+];
 
 /// What a lookup of an object the claim points at found.
 #[derive(Clone, Debug)]

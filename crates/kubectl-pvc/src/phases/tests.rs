@@ -820,3 +820,45 @@ fn wide_output_shows_pod_state_and_evidence_for_successful_phases() {
         "{text}"
     );
 }
+
+#[test]
+fn provisioner_class_mismatch_warning_fails_bind_of_a_claim_naming_a_volume() {
+    let mut set = mk_set(mk_claim("data", Some("nfs"), Some("pv-1"), "Pending"));
+    set.volume = Some(Lookup::Found(mk_pv(
+        "pv-1",
+        json!({"hostPath": {"path": "/data/x"}}),
+        "data",
+    )));
+    set.events = vec![mk_event(
+        "PersistentVolumeClaim",
+        "data",
+        "StorageClassMismatch",
+        "Warning",
+        "persistentvolume pv-1 has storage class hostpath, the claim asks for nfs",
+        "2026-11-23T09:00:01Z",
+    )];
+    let report = derive(&set);
+    assert_eq!(report.phase(Phase::Provision).status, Status::Success);
+    let bind = report.phase(Phase::Bind);
+    assert_eq!(bind.status, Status::Fail);
+    assert_eq!(
+        bind.detail,
+        "persistentvolume pv-1 has storage class hostpath, the claim asks for nfs"
+    );
+}
+
+#[test]
+fn existing_volume_not_yet_bound_is_pending_bind() {
+    let mut set = mk_set(mk_claim("data", Some("nfs"), Some("pv-1"), "Pending"));
+    set.volume = Some(Lookup::Found(mk_pv(
+        "pv-1",
+        json!({"nfs": {"server": "nfs", "path": "/x"}}),
+        "data",
+    )));
+    let bind = derive(&set).phase(Phase::Bind).clone();
+    assert_eq!(bind.status, Status::Pending);
+    assert_eq!(
+        bind.detail,
+        "persistentvolume pv-1 exists, waiting for the claim to be bound"
+    );
+}
