@@ -38,6 +38,16 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock stopped at one instant (tests, demos).
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
 /// Why a request was let through untouched.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MutateError {

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::admission::{Clock, SystemClock};
+pub use crate::admission::{Clock, FixedClock, SystemClock};
 pub use crate::args::Args;
 pub use crate::controller::ControllerConfig;
 pub use crate::error::{Error, Result};

@@ -7,17 +7,9 @@ use std::sync::Arc;
 use ballast_runtime::metrics::sample;
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
-use pvc_timing::{Clock, Config, KubeAccess, Running, WebhookConfig};
+use pvc_timing::{Config, FixedClock, KubeAccess, Running, WebhookConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-struct FixedClock(DateTime<Utc>);
-
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-    }
-}
 
 struct Served {
     running: Running,

@@ -217,14 +217,6 @@ fn delete_is_let_through_without_a_patch() {
     assert_eq!(response.patch, None);
 }
 
-struct FixedClock(DateTime<Utc>);
-
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-    }
-}
-
 #[test]
 fn a_request_for_another_kind_is_allowed_with_a_warning() {
     let mut review = fixture("pvc-create");

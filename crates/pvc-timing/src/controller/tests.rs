@@ -1,4 +1,5 @@
 use super::*;
+use crate::admission::FixedClock;
 use chrono::TimeZone;
 use k8s_openapi::api::core::v1::PersistentVolumeClaimStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -92,14 +93,6 @@ fn api(status: u16, body: Value) -> (Client, Seen) {
         }
     });
     (Client::new(service, "default"), seen)
-}
-
-struct FixedClock(DateTime<Utc>);
-
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-    }
 }
 
 fn context(client: Client) -> Arc<Context> {
