@@ -133,10 +133,7 @@ pub fn mutate(
         .flatten()
         .and_then(|v| v.trim().parse::<i64>().ok())
         .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0));
-    let earlier_sighting = match (trigger, seen) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let earlier_sightings: Vec<DateTime<Utc>> = trigger.into_iter().chain(seen).collect();
 
     let outcome = timing::fold(&Observation {
         phase,
@@ -151,7 +148,7 @@ pub fn mutate(
             .map(String::as_str),
         creating,
         created_at,
-        earlier_sighting,
+        earlier_sightings: &earlier_sightings,
         now,
     });
 

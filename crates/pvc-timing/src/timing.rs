@@ -128,9 +128,10 @@ pub struct Observation<'a> {
     pub creating: bool,
     /// `metadata.creationTimestamp`, when known.
     pub created_at: Option<DateTime<Utc>>,
-    /// Another component's earlier sighting of the current phase (the controller's
-    /// `webhook-trigger` seconds, passed only when the phase is Bound).
-    pub earlier_sighting: Option<DateTime<Utc>>,
+    /// Other sightings of the current phase (the controller's `webhook-trigger` seconds when
+    /// the phase is Bound, this replica's own memory). Only those after the previous entry
+    /// count: a leftover from an earlier spell in the same phase is ignored.
+    pub earlier_sightings: &'a [DateTime<Utc>],
     pub now: DateTime<Utc>,
 }
 
@@ -195,7 +196,7 @@ pub fn fold(obs: &Observation<'_>) -> Outcome {
             let at = if obs.creating {
                 obs.created_at.unwrap_or(obs.now)
             } else {
-                earliest(obs.now, obs.earlier_sighting, obs.created_at)
+                earliest(obs.now, obs.earlier_sightings, obs.created_at)
             };
             PvcTiming::start(obs.phase, at)
         }
@@ -206,11 +207,11 @@ pub fn fold(obs: &Observation<'_>) -> Outcome {
             next.current_phase = obs.phase.to_owned();
             next.timings.push(PhaseTiming {
                 phase: obs.phase.to_owned(),
-                time: format_time(earliest(obs.now, obs.earlier_sighting, floor)),
+                time: format_time(earliest(obs.now, obs.earlier_sightings, floor)),
             });
             next
         }
-        Some(previous) => lower_to_earlier_sighting(previous, obs.earlier_sighting),
+        Some(previous) => lower_to_earlier_sighting(previous, obs.earlier_sightings),
     };
 
     let value = timing.render();
@@ -277,33 +278,33 @@ fn base_on_update(obs: &Observation<'_>) -> (Option<PvcTiming>, Option<Repair>) 
 }
 
 /// The earliest credible time for a phase first seen `now`: an earlier sighting wins, but
-/// never before the previous entry (the history stays in order).
+/// never one before the previous entry (the history stays in order).
 fn earliest(
     now: DateTime<Utc>,
-    sighting: Option<DateTime<Utc>>,
+    sightings: &[DateTime<Utc>],
     floor: Option<DateTime<Utc>>,
 ) -> DateTime<Utc> {
-    match sighting {
-        Some(s) if s < now && floor.is_none_or(|f| s >= f) => s,
-        _ => now,
-    }
+    sightings
+        .iter()
+        .copied()
+        .filter(|s| floor.is_none_or(|f| *s >= f))
+        .fold(now, DateTime::min)
 }
 
 /// Same phase as recorded: only an earlier sighting of it may move its time back.
-fn lower_to_earlier_sighting(previous: &PvcTiming, sighting: Option<DateTime<Utc>>) -> PvcTiming {
+fn lower_to_earlier_sighting(previous: &PvcTiming, sightings: &[DateTime<Utc>]) -> PvcTiming {
     let mut next = previous.clone();
-    let Some(sighting) = sighting else {
-        return next;
-    };
     let n = next.timings.len();
     let floor = n
         .checked_sub(2)
         .and_then(|i| parse_time(&next.timings[i].time));
     if let Some(last) = next.timings.last_mut()
-        && parse_time(&last.time).is_some_and(|recorded| sighting < recorded)
-        && floor.is_none_or(|f| sighting >= f)
+        && let Some(recorded) = parse_time(&last.time)
     {
-        last.time = format_time(sighting);
+        let lowered = earliest(recorded, sightings, floor);
+        if lowered < recorded {
+            last.time = format_time(lowered);
+        }
     }
     next
 }

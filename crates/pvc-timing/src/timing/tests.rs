@@ -13,7 +13,7 @@ fn obs<'a>(phase: &'a str, annotation: Option<&'a str>, now: i64) -> Observation
         stored: None,
         creating: false,
         created_at: Some(at(0)),
-        earlier_sighting: None,
+        earlier_sightings: &[],
         now: at(now),
     }
 }
@@ -278,7 +278,7 @@ fn bound_time_is_the_earliest_sighting_when_recorded_late() {
     // The status update's change was dropped; the controller saw Bound at +3 and its trigger
     // update reaches the webhook at +9.
     let o = Observation {
-        earlier_sighting: Some(at(3)),
+        earlier_sightings: &[at(3)],
         ..obs("Bound", Some(PENDING_AT_0), 9)
     };
     assert_eq!(fold(&o).value, BOUND_AT_3);
@@ -288,7 +288,7 @@ fn bound_time_is_the_earliest_sighting_when_recorded_late() {
 fn a_later_bound_record_is_moved_back_to_an_earlier_sighting() {
     let late = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:10Z"}]}"#;
     let o = Observation {
-        earlier_sighting: Some(at(3)),
+        earlier_sightings: &[at(3)],
         ..obs("Bound", Some(late), 12)
     };
     let out = fold(&o);
@@ -300,7 +300,7 @@ fn a_later_bound_record_is_moved_back_to_an_earlier_sighting() {
 #[test]
 fn a_later_sighting_never_moves_the_bound_time() {
     let o = Observation {
-        earlier_sighting: Some(at(20)),
+        earlier_sightings: &[at(20)],
         ..obs("Bound", Some(BOUND_AT_3), 25)
     };
     let out = fold(&o);
@@ -313,7 +313,7 @@ fn a_sighting_before_the_previous_entry_is_ignored() {
     // A trigger left over from an earlier Bound spell must not reorder the history.
     let lost = r#"{"currentPhase":"Lost","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:04Z"},{"phase":"Lost","time":"2026-11-23T09:00:01Z"}]}"#;
     let o = Observation {
-        earlier_sighting: Some(at(3)),
+        earlier_sightings: &[at(3)],
         ..obs("Bound", Some(lost), 120)
     };
     let out = fold(&o);
@@ -328,4 +328,20 @@ fn first_time_in_finds_the_first_entry_of_a_phase() {
     let timing = PvcTiming::parse(BOUND_AT_3).unwrap();
     assert_eq!(timing.first_time_in("Bound"), Some(at(3)));
     assert_eq!(timing.first_time_in("Lost"), None);
+}
+
+#[test]
+fn a_stale_sighting_does_not_hide_a_valid_one() {
+    // The trigger is from an earlier Bound spell; this replica saw the new Bound at +65.
+    let lost = r#"{"currentPhase":"Lost","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:04Z"},{"phase":"Lost","time":"2026-11-23T09:00:01Z"}]}"#;
+    let sightings = [at(3), at(65)];
+    let o = Observation {
+        earlier_sightings: &sightings,
+        ..obs("Bound", Some(lost), 120)
+    };
+    let out = fold(&o);
+    assert_eq!(
+        out.timing.timings.last().map(|t| t.time.as_str()),
+        Some("2026-11-23T09:00:06Z")
+    );
 }
