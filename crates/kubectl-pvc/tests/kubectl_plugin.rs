@@ -1,21 +1,23 @@
-//! End to end on kube-sim: `kubectl pvc ...` run through kubectl's own plugin lookup, with this
-//! package's freshly built binary first on PATH.
+//! End to end: `kubectl pvc ...` run through kubectl's own plugin lookup, with this package's
+//! freshly built binary first on PATH, against kube-sim (or the cluster `E2E_KUBECONFIG` names,
+//! through the shared `ballast-e2e` harness).
 //!
 //! It lives in this package rather than in the `tests/` crate because only a package's own
 //! tests get `CARGO_BIN_EXE_kubectl-pvc`, which makes cargo build the binary and names exactly
 //! that build; locating it from another crate would test whatever stale binary lies in target/.
+//! Run it with `cargo test -p kubectl-pvc --test kubectl_plugin`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
+use ballast_e2e::{SimConfig, TestEnv, wait_for};
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
 /// Generous for a loaded 2-core machine; each wait normally ends within a second.
 const WAIT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(100);
 
 struct Run {
     code: i32,
@@ -23,7 +25,9 @@ struct Run {
     stderr: String,
 }
 
-/// Runs `kubectl pvc <args>` with the sim's kubeconfig in KUBECONFIG.
+/// Runs `kubectl pvc <args>` with `kubeconfig` in KUBECONFIG. kubectl refuses flags before a
+/// plugin's name, so every flag goes after `pvc`. Without kubectl installed it runs the binary
+/// directly, after saying that the plugin lookup is skipped.
 async fn kubectl_pvc(kubeconfig: &Path, args: &[&str]) -> Run {
     let bin = Path::new(env!("CARGO_BIN_EXE_kubectl-pvc"));
     let dir = bin.parent().expect("the binary lives in a directory");
@@ -31,9 +35,18 @@ async fn kubectl_pvc(kubeconfig: &Path, args: &[&str]) -> Run {
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
     ))
     .expect("PATH entries are joinable");
-    let mut cmd = tokio::process::Command::new("kubectl");
-    cmd.arg("pvc")
-        .args(args)
+    let has_kubectl = std::env::split_paths(&path).any(|d| d.join("kubectl").is_file());
+    let mut cmd = if has_kubectl {
+        let mut cmd = tokio::process::Command::new("kubectl");
+        cmd.arg("pvc");
+        cmd
+    } else {
+        eprintln!(
+            "SKIPPED: kubectl's plugin lookup: kubectl is not installed; running kubectl-pvc itself"
+        );
+        tokio::process::Command::new(bin)
+    };
+    cmd.args(args)
         .env("PATH", path)
         .env("KUBECONFIG", kubeconfig);
     for (key, _) in std::env::vars_os() {
@@ -41,7 +54,7 @@ async fn kubectl_pvc(kubeconfig: &Path, args: &[&str]) -> Run {
             cmd.env_remove(key);
         }
     }
-    let out = cmd.output().await.expect("kubectl runs");
+    let out = cmd.output().await.expect("kubectl pvc runs");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -49,143 +62,127 @@ async fn kubectl_pvc(kubeconfig: &Path, args: &[&str]) -> Run {
     }
 }
 
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
 fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("valid object")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_pvc_inspects_and_lists_claims_on_kube_sim() {
-    let sim = kube_sim::KubeSim::start(
-        kube_sim::SimConfig::default()
+async fn start() -> TestEnv {
+    TestEnv::start(
+        SimConfig::default()
             .nodes(2)
             .scheduler(true)
             .kubelet(true)
             .pv_binder(true),
     )
     .await
-    .expect("kube-sim starts");
-    let client = sim.client();
-    let ns = "pvc-e2e";
-    let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
-        .create(&pp, &obj(json!({"metadata": {"name": ns}})))
-        .await
-        .expect("namespace created");
-    let classes: Api<StorageClass> = Api::all(client.clone());
-    for (name, provisioner, mode) in [
-        ("manual", "kubernetes.io/no-provisioner", "Immediate"),
-        ("fast", "ebs.csi.example.com", "Immediate"),
-        ("local-wait", "ballast.dev/hostpath", "WaitForFirstConsumer"),
-    ] {
-        classes
-            .create(&pp, &obj(json!({"metadata": {"name": name}, "provisioner": provisioner, "volumeBindingMode": mode})))
-            .await
-            .expect("storage class created");
-    }
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let claim = |name: &str, class: &str, volume: Option<&str>| -> PersistentVolumeClaim {
-        obj(json!({
-            "metadata": {"name": name},
-            "spec": {"storageClassName": class, "volumeName": volume, "accessModes": ["ReadWriteOnce"],
-                     "resources": {"requests": {"storage": "1Gi"}}}
-        }))
-    };
+}
 
-    // 1. A pre-bound hostPath volume, its claim, and a pod that mounts it.
-    Api::<PersistentVolume>::all(client.clone())
+/// Creates a cluster-scoped StorageClass named after the test's namespace (so tests on a real
+/// cluster do not collide) and returns its name.
+async fn storage_class(env: &TestEnv, provisioner: &str, mode: &str) -> String {
+    let name = format!("{}-{}", env.namespace, mode.to_lowercase());
+    Api::<StorageClass>::all(env.client.clone())
         .create(
-            &pp,
+            &PostParams::default(),
+            &obj(json!({"metadata": {"name": name}, "provisioner": provisioner, "volumeBindingMode": mode})),
+        )
+        .await
+        .expect("storage class created");
+    name
+}
+
+async fn create_claim(
+    env: &TestEnv,
+    name: &str,
+    class: &str,
+    volume: Option<&str>,
+) -> PersistentVolumeClaim {
+    env.api::<PersistentVolumeClaim>()
+        .create(
+            &PostParams::default(),
             &obj(json!({
-                "metadata": {"name": "pv-data"},
-                "spec": {"storageClassName": "manual", "capacity": {"storage": "1Gi"},
-                         "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/srv/data"},
-                         "claimRef": {"namespace": ns, "name": "data"}}
+                "metadata": {"name": name},
+                "spec": {"storageClassName": class, "volumeName": volume, "accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}
+            })),
+        )
+        .await
+        .expect("claim created")
+}
+
+/// A pre-bound hostPath volume, claim `data` on it, and pod `web-0` mounting it, running.
+/// Returns the volume's name and the pod's node.
+async fn mounted_claim(env: &TestEnv) -> (String, String) {
+    let class = storage_class(env, "kubernetes.io/no-provisioner", "Immediate").await;
+    let pv = format!("pv-{}", env.namespace);
+    Api::<PersistentVolume>::all(env.client.clone())
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "metadata": {"name": pv},
+                "spec": {"storageClassName": class, "capacity": {"storage": "1Gi"},
+                         "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/tmp/ballast-e2e"},
+                         "claimRef": {"namespace": env.namespace, "name": "data"}}
             })),
         )
         .await
         .expect("volume created");
-    claims
-        .create(&pp, &claim("data", "manual", Some("pv-data")))
-        .await
-        .expect("claim created");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    create_claim(env, "data", &class, Some(&pv)).await;
+    let pods = env.api::<Pod>();
     pods.create(
-        &pp,
+        &PostParams::default(),
         &obj(json!({
             "metadata": {"name": "web-0"},
-            "spec": {"containers": [{"name": "web", "image": "nginx"}],
+            "spec": {"containers": [{"name": "web", "image": "registry.k8s.io/pause:3.10"}],
                      "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}
         })),
     )
     .await
     .expect("pod created");
-
-    // 2. A claim whose provisioner reported a failure.
-    let broken = claims
-        .create(&pp, &claim("broken", "fast", None))
-        .await
-        .expect("claim created");
-    let message = "failed to provision volume with StorageClass \"fast\": quota exceeded";
-    Api::<Event>::namespaced(client.clone(), ns)
-        .create(&pp, &obj(json!({
-            "metadata": {"name": "broken.provisioning-failed"},
-            "involvedObject": {"kind": "PersistentVolumeClaim", "namespace": ns, "name": "broken",
-                               "uid": broken.metadata.uid, "apiVersion": "v1"},
-            "reason": "ProvisioningFailed", "type": "Warning", "message": message,
-            "source": {"component": "ebs.csi.example.com"},
-            "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z", "count": 1
-        })))
-        .await
-        .expect("event created");
-
-    // 3. A claim of a WaitForFirstConsumer class that no pod uses yet.
-    claims
-        .create(&pp, &claim("later", "local-wait", None))
-        .await
-        .expect("claim created");
-
-    wait_for("claim data Bound and pod web-0 running", || {
+    let claims = env.api::<PersistentVolumeClaim>();
+    let node = wait_for("claim data Bound and pod web-0 running", WAIT, || {
         let (claims, pods) = (claims.clone(), pods.clone());
         async move {
             let bound = claims.get("data").await.ok()?.status?.phase? == "Bound";
-            let running = pods.get("web-0").await.ok()?.status?.phase? == "Running";
-            (bound && running).then_some(())
+            let pod = pods.get("web-0").await.ok()?;
+            let running = pod.status?.phase? == "Running";
+            (bound && running).then_some(pod.spec?.node_name?)
         }
     })
     .await;
-    let kubeconfig = sim.kubeconfig_path().to_path_buf();
+    (pv, node)
+}
 
-    let run = kubectl_pvc(&kubeconfig, &["inspect", "data", "-n", ns]).await;
+/// Removes what a test created outside its namespace; kube-sim goes away by itself.
+async fn finish(env: TestEnv, volume: Option<&str>) {
+    if !env.on_sim() {
+        let dp = DeleteParams::default();
+        if let Some(pv) = volume {
+            let _ = Api::<PersistentVolume>::all(env.client.clone())
+                .delete(pv, &dp)
+                .await;
+        }
+        let classes = Api::<StorageClass>::all(env.client.clone());
+        for mode in ["immediate", "waitforfirstconsumer"] {
+            let _ = classes
+                .delete(&format!("{}-{mode}", env.namespace), &dp)
+                .await;
+        }
+    }
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_of_a_bound_and_mounted_claim_prints_every_phase_succeeded_and_exits_0() {
+    let env = start().await;
+    let (pv, node) = mounted_claim(&env).await;
+
+    let run = kubectl_pvc(&env.kubeconfig, &["inspect", "data", "-n", &env.namespace]).await;
     assert_eq!(
         run.code, 0,
         "stdout: {}\nstderr: {}",
         run.stdout, run.stderr
     );
-    let node = pods
-        .get("web-0")
-        .await
-        .expect("pod")
-        .spec
-        .and_then(|s| s.node_name)
-        .expect("scheduled");
     let pod_line = format!("web-0{}{node}\n", " ".repeat(31 - "web-0".len()));
     assert_eq!(
         run.stdout,
@@ -199,102 +196,150 @@ Mount       success
 "
         )
     );
+    finish(env, Some(&pv)).await;
+}
 
-    let run = kubectl_pvc(&kubeconfig, &["-n", ns, "inspect", "broken"]).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_of_a_claim_whose_provisioning_failed_shows_the_event_text_and_exits_4() {
+    let env = start().await;
+    let class = storage_class(&env, "ebs.csi.example.com", "Immediate").await;
+    let claim = create_claim(&env, "broken", &class, None).await;
+    let message =
+        format!("failed to provision volume with StorageClass \"{class}\": quota exceeded");
+    env.api::<Event>()
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "metadata": {"name": "broken.provisioning-failed"},
+                "involvedObject": {"kind": "PersistentVolumeClaim", "namespace": env.namespace,
+                                   "name": "broken", "uid": claim.metadata.uid, "apiVersion": "v1"},
+                "reason": "ProvisioningFailed", "type": "Warning", "message": message,
+                "source": {"component": "ebs.csi.example.com"}, "count": 1,
+                "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z"
+            })),
+        )
+        .await
+        .expect("event created");
+
+    let run = kubectl_pvc(
+        &env.kubeconfig,
+        &["--namespace", &env.namespace, "inspect", "broken"],
+    )
+    .await;
     assert_eq!(
         run.code, 4,
         "a failed phase exits 4; stderr: {}",
         run.stderr
     );
-    assert!(
-        run.stdout
-            .contains(&format!("Provision   fail      {message}\n")),
-        "{}",
-        run.stdout
+    assert_eq!(
+        run.stdout,
+        format!(
+            "DESIRED POD                    DESIRED NODE\n<none>\n\
+PHASE       STATUS    DETAIL
+Provision   fail      {message}
+Bind        pending   waiting for Provision
+Attach      n/a       no pod uses this claim
+Mount       n/a       no pod uses this claim
+"
+        )
     );
-    assert!(
-        run.stdout
-            .contains("Bind        pending   waiting for Provision\n"),
-        "{}",
-        run.stdout
-    );
+    finish(env, None).await;
+}
 
-    let run = kubectl_pvc(
-        &kubeconfig,
-        &["inspect", "later", "--namespace", ns, "-o", "json"],
-    )
-    .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_of_a_claim_waiting_for_its_first_consumer_is_pending_not_failed_and_exits_3() {
+    let env = start().await;
+    let class = storage_class(&env, "ballast.dev/hostpath", "WaitForFirstConsumer").await;
+    create_claim(&env, "later", &class, None).await;
+
+    let run = kubectl_pvc(&env.kubeconfig, &["inspect", "later", "-n", &env.namespace]).await;
     assert_eq!(
         run.code, 3,
         "a pending phase exits 3; stderr: {}",
         run.stderr
     );
+    assert!(
+        run.stdout.contains(
+            "Provision   pending   waiting for first consumer to be created before binding\n"
+        ),
+        "{}",
+        run.stdout
+    );
+
+    let run = kubectl_pvc(
+        &env.kubeconfig,
+        &["inspect", "later", "-n", &env.namespace, "-o", "json"],
+    )
+    .await;
+    assert_eq!(run.code, 3);
     let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json output");
     assert_eq!(report["outcome"], "pending");
-    assert_eq!(report["phases"][0]["status"], "pending");
-    assert_eq!(
-        report["phases"][0]["detail"],
-        "waiting for first consumer to be created before binding"
-    );
-    assert_eq!(report["phases"][2]["status"], "n/a");
+    assert_eq!(report["phases"][1]["status"], "pending");
+    assert_eq!(report["phases"][1]["detail"], "waiting for Provision");
+    assert_eq!(report["phases"][3]["status"], "n/a");
+    finish(env, None).await;
+}
 
-    let run = kubectl_pvc(&kubeconfig, &["ls", "-n", ns]).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_lists_the_namespace_claims_and_ls_p_only_those_the_pod_mounts() {
+    let env = start().await;
+    let (pv, _) = mounted_claim(&env).await;
+    let class = storage_class(&env, "ballast.dev/hostpath", "WaitForFirstConsumer").await;
+    create_claim(&env, "later", &class, None).await;
+    let ns = env.namespace.as_str();
+
+    let run = kubectl_pvc(&env.kubeconfig, &["ls", "-n", ns]).await;
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    let names: Vec<&str> = run
-        .stdout
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert_eq!(names, ["broken", "data", "later"], "{}", run.stdout);
-    assert!(
-        run.stdout
-            .starts_with(&format!("NAME{}VOLUME\n", " ".repeat(42))),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains(&format!("data{}pv-data\n", " ".repeat(42))),
-        "{}",
-        run.stdout
+    assert_eq!(
+        run.stdout,
+        format!(
+            "NAME{}VOLUME\ndata{}{pv}\nlater{}<none>\n",
+            " ".repeat(42),
+            " ".repeat(42),
+            " ".repeat(41)
+        )
     );
 
-    let run = kubectl_pvc(&kubeconfig, &["ls", "-p", "web-0", "-n", ns, "-o", "wide"]).await;
+    let run = kubectl_pvc(
+        &env.kubeconfig,
+        &["ls", "-p", "web-0", "-n", ns, "-o", "wide"],
+    )
+    .await;
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
     let rows: Vec<Vec<&str>> = run
         .stdout
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
+    assert_eq!(rows.len(), 2, "{}", run.stdout);
     assert_eq!(
         rows[0],
         ["NAME", "VOLUME", "STATUS", "CLASS", "CAPACITY", "AGE"]
     );
-    assert_eq!(rows.len(), 2, "{}", run.stdout);
-    assert_eq!(rows[1][..4], ["data", "pv-data", "Bound", "manual"]);
+    assert_eq!(rows[1][..3], ["data", pv.as_str(), "Bound"]);
 
     // --kubeconfig wins over a KUBECONFIG that points nowhere.
-    let flag = kubeconfig.to_string_lossy().into_owned();
+    let flag = env.kubeconfig.to_string_lossy().into_owned();
     let run = kubectl_pvc(
         Path::new("/nonexistent/kubeconfig"),
         &["ls", "-A", "--kubeconfig", &flag],
     )
     .await;
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    assert!(
-        run.stdout.starts_with("NAMESPACE   NAME "),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains(&format!("pvc-e2e     later{}<none>\n", " ".repeat(41))),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.starts_with("NAMESPACE "), "{}", run.stdout);
+    let later = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(ns) && l.contains(" later "))
+        .unwrap_or_else(|| panic!("claim later listed across namespaces:\n{}", run.stdout));
+    assert!(later.ends_with("<none>"), "{later}");
+    finish(env, Some(&pv)).await;
+}
 
-    let run = kubectl_pvc(&kubeconfig, &["inspect", "nope", "-n", ns]).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_of_a_missing_claim_prints_kubectl_not_found_and_exits_1() {
+    let env = start().await;
+    let run = kubectl_pvc(&env.kubeconfig, &["inspect", "nope", "-n", &env.namespace]).await;
     assert_eq!(run.code, 1);
     assert_eq!(
         run.stderr,
@@ -302,5 +347,15 @@ Mount       success
     );
     assert_eq!(run.stdout, "");
 
-    sim.shutdown().await;
+    let run = kubectl_pvc(
+        &env.kubeconfig,
+        &["ls", "-p", "ghost", "-n", &env.namespace],
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr,
+        "Error from server (NotFound): pods \"ghost\" not found\n"
+    );
+    finish(env, None).await;
 }
