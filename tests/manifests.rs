@@ -1161,3 +1161,94 @@ fn storage_classes_name_the_provisioners_the_code_serves() {
         "the export claim is pre-bound to the export PV"
     );
 }
+
+/// The pod template labels of the render's one workload, and its container ports.
+fn workload_labels_and_ports(r: &Render) -> (BTreeMap<String, String>, BTreeSet<i32>) {
+    let (labels, spec) = if let Some(d) = r.all::<Deployment>("Deployment").pop() {
+        let t = d.spec.expect("spec").template;
+        (t.metadata.and_then(|m| m.labels), t.spec)
+    } else {
+        let d: DaemonSet = r.one("DaemonSet");
+        let t = d.spec.expect("spec").template;
+        (t.metadata.and_then(|m| m.labels), t.spec)
+    };
+    let ports = spec
+        .expect("pod spec")
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten().map(|p| p.container_port))
+        .collect();
+    (labels.unwrap_or_default(), ports)
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[test]
+fn services_budgets_and_network_policies_select_the_workload_and_its_ports() {
+    let Some(renders) = renders() else { return };
+    for r in renders {
+        let (labels, ports) = workload_labels_and_ports(r);
+        for svc in r.all::<Service>("Service") {
+            let spec = svc.spec.expect("spec");
+            let selector = spec.selector.unwrap_or_default();
+            assert!(
+                selects(&selector, &labels),
+                "{}: Service selects no workload pod",
+                r.name
+            );
+            // Each Service port reaches a port the container listens on.
+            let (_, pod) = pod_specs(r).into_iter().next().expect("a workload");
+            for p in spec.ports.unwrap_or_default() {
+                let target = p.target_port.clone().expect("targetPort");
+                let n = port_number(&pod.containers[0], &target);
+                assert!(
+                    n.is_some_and(|n| ports.contains(&n)),
+                    "{}: Service port {} targets {target:?}, which no container listens on",
+                    r.name,
+                    p.port
+                );
+            }
+        }
+        for pdb in r.all::<PodDisruptionBudget>("PodDisruptionBudget") {
+            let selector = pdb
+                .spec
+                .and_then(|s| s.selector)
+                .and_then(|s| s.match_labels)
+                .unwrap_or_default();
+            assert!(
+                selects(&selector, &labels),
+                "{}: PodDisruptionBudget selects no workload pod",
+                r.name
+            );
+        }
+        let policy: NetworkPolicy = r.one("NetworkPolicy");
+        let spec = policy.spec.expect("spec");
+        let selector = spec
+            .pod_selector
+            .and_then(|s| s.match_labels)
+            .unwrap_or_default();
+        assert!(
+            selects(&selector, &labels),
+            "{}: NetworkPolicy selects no workload pod",
+            r.name
+        );
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+        let allowed: BTreeSet<i32> = spec
+            .ingress
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|rule| rule.ports.unwrap_or_default())
+            .filter_map(|p| match p.port {
+                Some(IntOrString::Int(n)) => Some(n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            allowed, ports,
+            "{}: the NetworkPolicy must admit exactly the ports the pods serve",
+            r.name
+        );
+    }
+}
