@@ -102,11 +102,19 @@ impl Env {
         shutdown: &CancellationToken,
         control_endpoint: Option<String>,
     ) -> provisioner::Running {
-        let mut lease =
-            ballast_runtime::leader::LeaseConfig::new(&self.ns, "provisioner", identity);
+        let mut config = self.config(identity, "provisioner");
+        config.control_endpoint = control_endpoint;
+        provisioner::start(config, shutdown.clone())
+            .await
+            .expect("provisioner starts")
+    }
+
+    /// Controller (holding `lease`), hostPath agent of node-1, and NFS on the fake export.
+    fn config(&self, identity: &str, lease: &str) -> Config {
+        let mut lease = ballast_runtime::leader::LeaseConfig::new(&self.ns, lease, identity);
         lease.lease_duration = Duration::from_secs(2);
         lease.renew_every = Duration::from_millis(300);
-        let config = Config {
+        Config {
             controller: Some(lease),
             node_name: Some("node-1".into()),
             hostpath_base: self.hostpath.path().to_path_buf(),
@@ -115,15 +123,12 @@ impl Env {
                 export_path: PathBuf::from(NFS_EXPORT),
                 mount: self.export.path().to_path_buf(),
             }),
-            control_endpoint,
+            control_endpoint: None,
             admin_addr: Some("127.0.0.1:0".parse().unwrap()),
             kube: KubeAccess::Client(self.sim.client()),
             identity: identity.into(),
             resync: Duration::from_secs(2),
-        };
-        provisioner::start(config, shutdown.clone())
-            .await
-            .expect("provisioner starts")
+        }
     }
 
     fn claims(&self) -> Api<PersistentVolumeClaim> {
@@ -683,4 +688,48 @@ async fn hostpath_waits_while_the_control_service_reports_the_selected_node_notr
     shutdown.cancel();
     running.wait().await.expect("clean shutdown");
     server.await.unwrap().expect("control server stops cleanly");
+}
+
+#[tokio::test]
+async fn nfs_deployment_and_hostpath_daemonset_side_by_side_each_serve_their_own_claims() {
+    let env = Env::start("prov-split").await;
+    let shutdown = CancellationToken::new();
+    // As packaged: an NFS Deployment (no node name) and a hostPath DaemonSet (no NFS), each
+    // electing its own leader.
+    let mut nfs_only = env.config("nfs-0", "provisioner-nfs");
+    nfs_only.node_name = None;
+    let mut hostpath_only = env.config("hostpath-node-1", "provisioner-hostpath");
+    hostpath_only.nfs = None;
+    let nfs = provisioner::start(nfs_only, shutdown.clone())
+        .await
+        .unwrap();
+    let hostpath = provisioner::start(hostpath_only, shutdown.clone())
+        .await
+        .unwrap();
+
+    env.create_claim("files", "nfs", json!({})).await;
+    env.create_claim(
+        "cache",
+        "hostpath",
+        json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}}}),
+    )
+    .await;
+    let (_, files_pv) = env.bound("files").await;
+    let (_, cache_pv) = env.bound("cache").await;
+    assert!(files_pv.spec.unwrap().nfs.is_some());
+    assert!(cache_pv.spec.unwrap().host_path.is_some());
+    for claim in ["files", "cache"] {
+        let events = env.events_for(claim).await;
+        let warnings: Vec<_> = events.iter().filter(|(t, _, _)| t == "Warning").collect();
+        assert!(warnings.is_empty(), "{claim}: {warnings:?}");
+        let succeeded = events
+            .iter()
+            .filter(|(_, r, _)| r == "ProvisioningSucceeded")
+            .count();
+        assert_eq!(succeeded, 1, "{claim} provisioned once: {events:?}");
+    }
+
+    shutdown.cancel();
+    nfs.wait().await.expect("clean shutdown");
+    hostpath.wait().await.expect("clean shutdown");
 }

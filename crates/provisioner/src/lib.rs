@@ -192,6 +192,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         None => None,
     };
 
+    let controller_enabled = controller.is_some();
     let (leading_tx, leading) = watch::channel(false);
     if let Some(lease) = controller {
         let (rx, handle) = ballast_runtime::leader::spawn(client.clone(), lease, shutdown.clone());
@@ -239,6 +240,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let classes = watch_kind::<StorageClass>(&client, &notify, &shutdown, &mut tasks);
     let nodes = watch_kind::<Node>(&client, &notify, &shutdown, &mut tasks);
 
+    if controller_enabled && node_name.is_none() && nfs.is_none() {
+        tracing::warn!(
+            "controller enabled but no backend configured: set NFS_SERVER for NFS or NODE_NAME \
+             for hostPath, or nothing will be provisioned"
+        );
+    }
     let ctx = reconcile::Ctx {
         client,
         identity,

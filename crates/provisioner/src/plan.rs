@@ -317,6 +317,16 @@ fn node_fits(v: &PersistentVolume, node: Option<&str>) -> bool {
     }
 }
 
+/// The backend serving a claim's class, if it is one of ours.
+pub fn claim_backend(c: &PersistentVolumeClaim, world: &World) -> Option<Backend> {
+    our_class(world, claim_class(c)).map(|(_, b)| b)
+}
+
+/// The backend that provisioned a PV, if it was one of ours.
+pub fn volume_backend(v: &PersistentVolume) -> Option<Backend> {
+    annotation(&v.metadata, ANN_PROVISIONED_BY).and_then(Backend::from_provisioner)
+}
+
 /// The class of a claim, if one of ours serves it.
 fn our_class<'a>(world: &'a World, name: &str) -> Option<(&'a StorageClass, Backend)> {
     let sc = world

@@ -71,10 +71,20 @@ impl Ctx {
         }
     }
 
-    fn is_mine(&self, actor: &Actor, leading: bool) -> bool {
+    /// Whether this process acts on a decision. The controller part acts only for the backends
+    /// this process is set up for (NFS with `nfs`, hostPath as an agent), so an NFS Deployment
+    /// and a hostPath DaemonSet, each with its own Lease, never act on the same claims.
+    fn is_mine(&self, actor: &Actor, backend: Option<Backend>, leading: bool) -> bool {
         match actor {
-            Actor::Controller => leading,
+            Actor::Controller => leading && backend.is_some_and(|b| self.serves(b)),
             Actor::Node(n) => self.node_name.as_deref() == Some(n.as_str()),
+        }
+    }
+
+    pub fn serves(&self, backend: Backend) -> bool {
+        match backend {
+            Backend::HostPath => self.node_name.is_some(),
+            Backend::Nfs => self.nfs.is_some(),
         }
     }
 
@@ -90,7 +100,7 @@ pub async fn pass(ctx: &Ctx) {
     let leading = *ctx.leading.borrow();
     for claim in &world.claims {
         let plan = plan::decide_claim(claim, &world);
-        if !ctx.is_mine(&plan.actor, leading) {
+        if !ctx.is_mine(&plan.actor, plan::claim_backend(claim, &world), leading) {
             continue;
         }
         let provisioning = matches!(plan.action, ClaimAction::Provision(_));
@@ -100,7 +110,7 @@ pub async fn pass(ctx: &Ctx) {
     }
     for pv in &world.volumes {
         let plan = plan::decide_volume(pv, &world);
-        if !ctx.is_mine(&plan.actor, leading) {
+        if !ctx.is_mine(&plan.actor, plan::volume_backend(pv), leading) {
             continue;
         }
         if let Err(e) = apply_volume(ctx, pv, plan.action).await {
