@@ -688,8 +688,14 @@ fn attach(set: &ObjectSet, users: &[&Pod], pods: &[DesiredPod], bind: Status) ->
         let mounted_here = pods
             .iter()
             .any(|p| p.node.as_deref() == Some(node) && p.mount == MountState::Mounted);
-        if va_status.is_some_and(|s| s.attached) || mounted_here {
+        if va_status.is_some_and(|s| s.attached) {
             attached.push(node.to_owned());
+            continue;
+        }
+        if mounted_here {
+            attached.push(format!(
+                "{node} (no attached VolumeAttachment, but a pod runs there)"
+            ));
             continue;
         }
         let pod_error = users

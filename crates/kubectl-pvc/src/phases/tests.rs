@@ -862,3 +862,19 @@ fn existing_volume_not_yet_bound_is_pending_bind() {
         "persistentvolume pv-1 exists, waiting for the claim to be bound"
     );
 }
+
+#[test]
+fn a_running_pod_proves_attach_where_no_volume_attachment_says_so() {
+    let set = bound_csi(
+        "data",
+        "ebs.csi.aws.com",
+        vec![mk_pod("web-0", "data", "node-1", PodState::Running)],
+        vec![],
+    );
+    let attach = derive(&set).phase(Phase::Attach).clone();
+    assert_eq!(attach.status, Status::Success);
+    assert_eq!(
+        attach.evidence,
+        "attached to nodes: [node-1 (no attached VolumeAttachment, but a pod runs there)]"
+    );
+}
