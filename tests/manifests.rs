@@ -1252,3 +1252,45 @@ fn services_budgets_and_network_policies_select_the_workload_and_its_ports() {
         );
     }
 }
+
+/// The environment variables a service's command line reads (clap `env` twins).
+fn env_names(cmd: clap::Command) -> BTreeSet<String> {
+    cmd.get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn every_environment_variable_set_is_one_the_service_reads() {
+    use clap::CommandFactory;
+    let Some(renders) = renders() else { return };
+    for r in renders {
+        let known = match r.component() {
+            "eviction-guard" => env_names(eviction_guard::Args::command()),
+            "pvc-timing" => env_names(pvc_timing::Args::command()),
+            "podmanager" => env_names(podmanager::Args::command()),
+            _ => env_names(provisioner::Args::command()),
+        };
+        for (workload, spec) in pod_specs(r) {
+            for c in &spec.containers {
+                for e in c.env.iter().flatten() {
+                    let hint =
+                        if e.name.starts_with("SELF_SIGNED") || e.name.starts_with("WEBHOOK_") {
+                            ": the self-signed variant needs the service to flatten \
+                         ballast_runtime::bootstrap::SelfSignedArgs"
+                        } else {
+                            " (misspelt? it would be silently ignored)"
+                        };
+                    assert!(
+                        known.contains(&e.name),
+                        "{}: {workload}/{} sets {} but the service does not read it{hint}",
+                        r.name,
+                        c.name,
+                        e.name
+                    );
+                }
+            }
+        }
+    }
+}
