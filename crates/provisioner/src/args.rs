@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 
 use crate::{Config, KubeAccess, NfsConfig};
@@ -15,7 +16,7 @@ use crate::{Config, KubeAccess, NfsConfig};
 #[command(name = "provisioner", version, about)]
 pub struct Args {
     /// Run the cluster-wide controller (binding, NFS, warnings) while holding the Lease.
-    #[arg(long, env = "PROVISIONER_CONTROLLER", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = "PROVISIONER_CONTROLLER", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub controller: bool,
 
     /// This node's name (downward API `spec.nodeName`): makes the process the node's hostPath
@@ -31,7 +32,7 @@ pub struct Args {
     )]
     pub hostpath_base: PathBuf,
 
-    /// NFS server written into NFS PVs; without it NFS claims fail with an event saying so.
+    /// NFS server written into NFS PVs; without it this process leaves NFS claims alone.
     #[arg(long, env = "NFS_SERVER")]
     pub nfs_server: Option<String>,
 
@@ -44,7 +45,7 @@ pub struct Args {
     pub nfs_mount: PathBuf,
 
     /// This host is the NFS server: subdirectories are created directly in --nfs-path.
-    #[arg(long, env = "IS_NFS_SERVER", default_value_t = false, action = ArgAction::Set)]
+    #[arg(long, env = "IS_NFS_SERVER", default_value_t = false, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub is_nfs_server: bool,
 
     /// Control service gRPC endpoint for node health (e.g. http://eviction-guard:9090); without
@@ -165,9 +166,9 @@ mod tests {
             "provisioner",
             "--nfs-server=10.0.0.5",
             "--nfs-path=/exports/k8s",
-            "--is-nfs-server=true",
+            "--is-nfs-server=yes",
             "--node-name=node-1",
-            "--controller=false",
+            "--controller=0",
         ])
         .into_config();
         let nfs = c.nfs.unwrap();
