@@ -612,6 +612,15 @@ fn names_list(names: &[String]) -> String {
     format!("[{}]", names.join(","))
 }
 
+/// Attach when the evidence cannot be read: mounted everywhere proves it, otherwise it is open.
+fn attach_unknown(pods: &[DesiredPod], why: &str) -> PhaseReport {
+    if pods.iter().all(|p| p.mount == MountState::Mounted) {
+        success(Phase::Attach, format!("every pod has mounted it ({why})"))
+    } else {
+        report(Phase::Attach, Status::Pending, why)
+    }
+}
+
 fn attach(set: &ObjectSet, users: &[&Pod], pods: &[DesiredPod], bind: Status) -> PhaseReport {
     if users.is_empty() {
         return report(
@@ -623,18 +632,7 @@ fn attach(set: &ObjectSet, users: &[&Pod], pods: &[DesiredPod], bind: Status) ->
     let pv = match &set.volume {
         Some(Lookup::Found(pv)) if bind == Status::Success => pv,
         Some(Lookup::Unreadable(why)) if bind == Status::Success => {
-            return if pods.iter().all(|p| p.mount == MountState::Mounted) {
-                success(
-                    Phase::Attach,
-                    format!("every pod has mounted it (cannot read the persistentvolume: {why})"),
-                )
-            } else {
-                report(
-                    Phase::Attach,
-                    Status::Pending,
-                    format!("cannot read the persistentvolume: {why}"),
-                )
-            };
+            return attach_unknown(pods, &format!("cannot read the persistentvolume: {why}"));
         }
         _ => return report(Phase::Attach, Status::Pending, "waiting for Bind"),
     };
@@ -660,18 +658,7 @@ fn attach(set: &ObjectSet, users: &[&Pod], pods: &[DesiredPod], bind: Status) ->
     let attachments: &[VolumeAttachment] = match &set.attachments {
         Some(Lookup::Found(list)) => list,
         Some(Lookup::Unreadable(why)) => {
-            return if pods.iter().all(|p| p.mount == MountState::Mounted) {
-                success(
-                    Phase::Attach,
-                    format!("every pod has mounted it (cannot read volumeattachments: {why})"),
-                )
-            } else {
-                report(
-                    Phase::Attach,
-                    Status::Pending,
-                    format!("cannot read volumeattachments: {why}"),
-                )
-            };
+            return attach_unknown(pods, &format!("cannot read volumeattachments: {why}"));
         }
         _ => &[],
     };
