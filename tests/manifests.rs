@@ -1057,8 +1057,8 @@ fn podmanager_base_carries_the_published_crd() {
         .expect("kustomize/podmanager/crd.yaml");
     assert!(
         copy == published,
-        "kustomize/podmanager/crd.yaml differs from deploy/crds/podmanager.yaml: copy it over \
-         and run scripts/render"
+        "kustomize/podmanager/crd.yaml differs from deploy/crds/podmanager.yaml: run \
+         scripts/render (it copies the CRD, then renders)"
     );
     let Some(renders) = renders() else { return };
     let r = find(renders, "podmanager");
