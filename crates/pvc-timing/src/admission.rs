@@ -419,21 +419,6 @@ impl Handler for Webhook {
     }
 }
 
-/// Rewrites an encoded AdmissionReview so `response.patch` is a base64 string.
-///
-/// Kubernetes' `patch` is a Go `[]byte`, which Go encodes as base64; kube-rs serialises its
-/// `Vec<u8>` as an array of numbers. The API server decodes both, but clients written to the
-/// documented shape (kube-sim, audit tooling) read only the string. Returns None when there is
-/// nothing to rewrite (no patch, already a string, or not JSON).
-pub fn patch_as_base64(body: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let mut review: Value = serde_json::from_slice(body).ok()?;
-    let patch = review.get_mut("response")?.get_mut("patch")?;
-    let bytes: Vec<u8> = serde_json::from_value(patch.clone()).ok()?;
-    *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-    serde_json::to_vec(&review).ok()
-}
-
 fn with_warning(response: AdmissionResponse, warning: String) -> AdmissionResponse {
     with_warnings(response, vec![warning])
 }

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::response::IntoResponse;
 use ballast_runtime::admin::Readiness;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -159,15 +158,13 @@ pub async fn start_with_clock(
             }
             None => None,
         };
-        let router = Router::new()
-            .route(
-                admission::PATH,
-                ballast_runtime::admission::route(
-                    admission::WEBHOOK_NAME,
-                    Arc::new(admission::Webhook::new(clock.clone())),
-                ),
-            )
-            .layer(axum::middleware::map_response(base64_patch));
+        let router = Router::new().route(
+            admission::PATH,
+            ballast_runtime::admission::route(
+                admission::WEBHOOK_NAME,
+                Arc::new(admission::Webhook::new(clock.clone())),
+            ),
+        );
         tracing::info!(%addr, tls = tls.is_some(), path = admission::PATH, "serving the pvc-timing webhook");
         readiness.set(WEBHOOK_READY, true);
         let stop = shutdown.clone();
@@ -215,28 +212,6 @@ pub async fn start_with_clock(
         admin_addr: bound_admin,
         tasks,
     })
-}
-
-/// Sends `response.patch` in the documented base64 form (see [`admission::patch_as_base64`]).
-async fn base64_patch(response: axum::response::Response) -> axum::response::Response {
-    if response.status() != axum::http::StatusCode::OK {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, ballast_runtime::admission::MAX_BODY_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            tracing::warn!(error = %err, "failed to read the admission response");
-            return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-    };
-    match admission::patch_as_base64(&bytes) {
-        Some(rewritten) => {
-            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-            axum::response::Response::from_parts(parts, axum::body::Body::from(rewritten))
-        }
-        None => axum::response::Response::from_parts(parts, axum::body::Body::from(bytes)),
-    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {

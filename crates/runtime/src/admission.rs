@@ -110,6 +110,22 @@ pub fn deny(
     response
 }
 
+/// Encodes the answer as the API server documents it: `patch` as a base64 string, as Go encodes
+/// `[]byte` (kube-core's type would write an array of numbers, which the API server happens to
+/// accept but no client should be asked to).
+pub fn encode(response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine;
+    let patch = response
+        .patch
+        .as_ref()
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let mut review = serde_json::to_value(response.into_review())?;
+    if let (Some(patch), Some(body)) = (patch, review.get_mut("response")) {
+        body["patch"] = serde_json::Value::String(patch);
+    }
+    serde_json::to_vec(&review)
+}
+
 /// The POST route of a webhook named `webhook` (used as the metric label).
 pub fn route<H: Handler>(webhook: &'static str, handler: Arc<H>) -> MethodRouter {
     post(move |body: Body| {
@@ -135,7 +151,7 @@ async fn handle<H: Handler>(webhook: &'static str, handler: &H, body: Body) -> R
     };
     let operation = operation_name(&req.operation);
     let response = handler.review(req).await;
-    let encoded = serde_json::to_vec(&response.into_review());
+    let encoded = encode(response);
     metrics::histogram!("admission_duration_seconds", "webhook" => webhook, "operation" => operation)
         .record(started.elapsed().as_secs_f64());
     match encoded {

@@ -268,40 +268,6 @@ fn the_answer_carries_a_json_patch_the_api_server_can_apply() {
     );
 }
 
-#[test]
-fn patches_go_out_as_base64_strings_like_the_api_documents() {
-    let req = request(&fixture("pvc-create"));
-    let response = Webhook::new(Arc::new(FixedClock(at(1)))).answer(&req);
-    let encoded = serde_json::to_vec(&response.into_review()).unwrap();
-    let rewritten: Value = serde_json::from_slice(&patch_as_base64(&encoded).unwrap()).unwrap();
-    use base64::Engine;
-    let text = rewritten["response"]["patch"]
-        .as_str()
-        .expect("a base64 string");
-    let patch: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(patch[0]["path"], "/metadata/annotations");
-    assert_eq!(
-        rewritten["response"]["uid"],
-        "11ecb804-b28c-4398-b7d9-4efce09cf77e"
-    );
-    assert_eq!(rewritten["response"]["patchType"], "JSONPatch");
-}
-
-#[test]
-fn reviews_without_an_array_patch_are_left_alone() {
-    assert_eq!(
-        patch_as_base64(br#"{"response":{"uid":"u","allowed":true}}"#),
-        None
-    );
-    assert_eq!(patch_as_base64(br#"{"response":{"patch":"W10="}}"#), None);
-    assert_eq!(patch_as_base64(b"not json"), None);
-}
-
 /// The trigger-update request that follows a `/status` change the API server discarded.
 fn trigger_update(trigger_at: DateTime<Utc>) -> Value {
     let mut review = fixture("pvc-status-update-binder-bound");

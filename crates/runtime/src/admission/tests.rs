@@ -146,3 +146,27 @@ async fn malformed_and_oversized_bodies_get_clear_errors_and_the_server_keeps_se
     );
     shutdown.cancel();
 }
+
+#[test]
+fn encodes_the_patch_as_base64_like_the_api_server_expects() {
+    let req = decode(PVC_CREATE.as_bytes()).unwrap();
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "add", "path": "/metadata/annotations/x", "value": "y"}
+    ]))
+    .unwrap();
+    let response = AdmissionResponse::from(&req).with_patch(patch).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&encode(response).unwrap()).unwrap();
+    let encoded = body["response"]["patch"]
+        .as_str()
+        .expect("patch is a string");
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(decoded).unwrap(),
+        r#"[{"op":"add","path":"/metadata/annotations/x","value":"y"}]"#
+    );
+    assert_eq!(body["response"]["patchType"], "JSONPatch");
+    assert_eq!(body["response"]["uid"], req.uid.as_str());
+}
