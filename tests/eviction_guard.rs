@@ -1,0 +1,394 @@
+//! eviction-guard end to end on kube-sim, with real admission over TLS: five worker nodes with a
+//! pod each; three fail at once; their pods are protected from the taint-based eviction, from
+//! `kubectl drain`-style evictions and from deletes, while a pod on a healthy node is deleted as
+//! usual; an authorised operator disables protection over gRPC and the eviction goes through;
+//! back in AUTO, the nodes recover and protection ends by itself; `/metrics` tells the story.
+//!
+//! Failing nodes needs the simulator, so this scenario runs on kube-sim only.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ballast_control::{ClientOptions, ControlClient, Mode};
+use eviction_guard::webhook_config::validating_webhook_configuration;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, EvictParams, PostParams};
+use kube_sim::{KubeSim, SimConfig};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "eviction-guard-e2e";
+/// Longest wait for any condition; each is expected within a few seconds.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A pod bound to `node`. `tolerate_forever`: it tolerates the unreachable taint without a
+/// time limit, so the taint eviction leaves it alone (it is the one a drain evicts).
+fn pod(name: &str, node: &str, tolerate_forever: bool) -> Pod {
+    let mut spec = json!({"nodeName": node, "containers": [{"name": "app", "image": "nginx"}]});
+    if tolerate_forever {
+        spec["tolerations"] = json!([{"key": "node.kubernetes.io/unreachable",
+            "operator": "Exists", "effect": "NoExecute"}]);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": {"app": "web"}},
+        "spec": spec
+    }))
+    .expect("valid pod")
+}
+
+fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> (u16, String) {
+    match result {
+        Err(kube::Error::Api(s)) => (s.code, s.message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+struct Guard {
+    http: reqwest::Client,
+    admin: String,
+    callbacks: String,
+}
+
+impl Guard {
+    async fn status(&self) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}/callback/status", self.callbacks))
+            .send()
+            .await
+            .expect("status reachable");
+        resp.json::<Value>().await.expect("status JSON")["data"].clone()
+    }
+
+    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics reachable")
+            .text()
+            .await
+            .expect("metrics text");
+        ballast_runtime::metrics::sample(&text, name, labels).unwrap_or(0.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> anyhow::Result<()> {
+    let sim = KubeSim::start(
+        SimConfig::default()
+            .nodes(5)
+            .kubelet(true)
+            .taint_eviction(true)
+            .node_grace(Duration::from_millis(300))
+            .default_toleration_seconds(1)
+            .eviction_retry(Duration::from_millis(300)),
+    )
+    .await?;
+    let client = sim.client();
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
+        )
+        .await?;
+
+    // the guard, in-process, serving its webhook over TLS with its own CA
+    let dir = tempfile::tempdir()?;
+    let cert = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"])?;
+    let (cert_path, key_path) = cert.write_to(dir.path())?;
+    let mut config = eviction_guard::Config::loopback();
+    config.tls = Some((cert_path, key_path));
+    config.namespace = NS.to_owned();
+    let shutdown = CancellationToken::new();
+    let running = eviction_guard::start(config, client.clone(), shutdown.clone()).await?;
+    let guard = Guard {
+        http: reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(cert.ca_pem.as_bytes())?)
+            .build()?,
+        admin: format!("http://{}", running.admin_addr),
+        callbacks: format!("https://127.0.0.1:{}", running.webhook_addr.port()),
+    };
+    let webhook = validating_webhook_configuration(
+        &format!("eviction-guard-{NS}"),
+        WebhookClientConfig {
+            url: Some(format!(
+                "https://127.0.0.1:{}/validate",
+                running.webhook_addr.port()
+            )),
+            ca_bundle: Some(ByteString(cert.ca_pem.clone().into_bytes())),
+            service: None,
+        },
+        &["kube-system"],
+    );
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &webhook)
+        .await?;
+    wait_for("the guard to be ready", TIMEOUT, || async {
+        running.readiness.is_ready().then_some(())
+    })
+    .await;
+    let status = guard.status().await;
+    assert_eq!(status["intercepting"], false);
+    assert_eq!(status["reason"], "all 5 worker nodes Ready");
+
+    // a pod on each node, running
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    // kube clients retry a 429 by themselves (15 times, ~5 minutes): what a drain should do,
+    // but here we want to see the first answer
+    let mut no_retry = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(sim.kubeconfig_path())?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    no_retry.default_retry = false;
+    let drain: Api<Pod> = Api::namespaced(kube::Client::try_from(no_retry)?, NS);
+    for i in 1..=5 {
+        let p = pod(&format!("web-{i}"), &format!("node-{i}"), i == 1);
+        pods.create(&PostParams::default(), &p).await?;
+    }
+    wait_for("every pod Running", TIMEOUT, || async {
+        let list = pods.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .then_some(())
+    })
+    .await;
+    let statuses_refused_before = guard
+        .metric("eviction_intercepted_total", &[("operation", "status")])
+        .await;
+
+    // three nodes fail at once
+    for n in ["node-1", "node-2", "node-3"] {
+        sim.fail_node(n);
+    }
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let all_notready = wait_for("three nodes NotReady in the API", TIMEOUT, || async {
+        let list = nodes.list(&Default::default()).await.ok()?;
+        let notready = list
+            .items
+            .iter()
+            .filter(|n| !eviction_guard::storm::NodeHealth::from_node(n).ready)
+            .count();
+        (notready == 3).then(Instant::now)
+    })
+    .await;
+    let status = wait_for("the guard to intercept", TIMEOUT, || async {
+        let s = guard.status().await;
+        (s["intercepting"] == true).then_some(s)
+    })
+    .await;
+    let reaction = all_notready.elapsed();
+    eprintln!("storm detected {reaction:?} after the third node was NotReady in the API");
+    assert!(
+        reaction < Duration::from_secs(1),
+        "intercepting within a second, took {reaction:?}"
+    );
+    assert_eq!(
+        status["notReadyNodes"],
+        json!(["node-1", "node-2", "node-3"])
+    );
+    assert_eq!(status["reason"], "3 of 5 worker nodes NotReady within 5m");
+
+    // the simulated taint-based eviction of web-2 and web-3 is refused at its first step, the
+    // DisruptionTarget status update, and retried: the refusals keep coming (the node
+    // controller's one-off Ready=False updates account for at most three)
+    wait_for(
+        "the taint eviction to be refused repeatedly",
+        TIMEOUT,
+        || async {
+            let now = guard
+                .metric("eviction_intercepted_total", &[("operation", "status")])
+                .await;
+            (now >= statuses_refused_before + 6.0).then_some(())
+        },
+    )
+    .await;
+    for i in 1..=3 {
+        let p = pods
+            .get_opt(&format!("web-{i}"))
+            .await?
+            .context("pod kept")?;
+        assert!(
+            p.metadata.deletion_timestamp.is_none(),
+            "web-{i} not deleted"
+        );
+        let disrupted = p
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+        assert!(!disrupted, "web-{i} not marked DisruptionTarget");
+    }
+
+    // a drain's eviction: 429, retryable, with the reason and how to lift protection
+    let (code, message) = api_error(drain.evict("web-1", &EvictParams::default()).await);
+    assert_eq!(code, 429, "{message}");
+    assert!(
+        message.contains(
+            "admission webhook \"deletions.eviction-guard.ballast.dev\" denied the request"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "eviction-guard refused eviction of pod {NS}/web-1: node node-1 is NotReady"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("Control/SetMode"), "{message}");
+    // a user's delete: 403
+    let (code, message) = api_error(pods.delete("web-2", &DeleteParams::default()).await);
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains("refused deletion of pod"), "{message}");
+    // a pod on a healthy node is deleted as usual
+    pods.delete("web-4", &DeleteParams::default()).await?;
+    wait_for("web-4 gone", TIMEOUT, || async {
+        pods.get_opt("web-4").await.ok()?.is_none().then_some(())
+    })
+    .await;
+
+    // the operator disables protection over gRPC; a stranger may not
+    let control = format!("http://{}", running.grpc_addr);
+    sim.add_token("stranger-token", "stranger", &[]);
+    let stranger = ControlClient::start(
+        ClientOptions::new(&control)
+            .token("stranger-token")
+            .watch(false),
+        &shutdown,
+    )?;
+    let refused = stranger.set_mode(Mode::Disabled, "let me").await;
+    assert!(
+        refused.is_err(),
+        "an unauthorised SetMode is refused: {refused:?}"
+    );
+    sim.add_token("oncall-token", "oncall", &["ops"]);
+    sim.allow("ops", "update", "control.ballast.dev", "interception");
+    let oncall = ControlClient::start(
+        ClientOptions::new(&control)
+            .token("oncall-token")
+            .watch(false),
+        &shutdown,
+    )?;
+    let state = oncall.set_mode(Mode::Disabled, "drain rack 4").await?;
+    assert_eq!(state.mode, Mode::Disabled);
+    assert!(!state.protecting);
+    assert_eq!(state.mode_changed_by, "oncall");
+    let stored = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get("eviction-guard-mode")
+        .await?
+        .data
+        .context("mode ConfigMap has data")?;
+    assert_eq!(stored["mode"], "disabled");
+    assert_eq!(stored["changedBy"], "oncall");
+    assert_eq!(stored["reason"], "drain rack 4");
+
+    drain.evict("web-1", &EvictParams::default()).await?;
+    // and the taint eviction of web-2 and web-3 goes through on its next retry
+    wait_for(
+        "web-1 evicted, web-2 and web-3 taint-evicted",
+        TIMEOUT,
+        || async {
+            for name in ["web-1", "web-2", "web-3"] {
+                if pods.get_opt(name).await.ok()?.is_some() {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+
+    // back to AUTO: the storm is still on; the nodes recover and protection ends by itself
+    let state = oncall.set_mode(Mode::Auto, "drain done").await?;
+    assert!(state.protecting, "{}", state.reason);
+    for n in ["node-1", "node-2", "node-3"] {
+        sim.restore_node(n);
+    }
+    let status = wait_for("protection to end", TIMEOUT, || async {
+        let s = guard.status().await;
+        (s["intercepting"] == false).then_some(s)
+    })
+    .await;
+    // it ends as soon as fewer than three remain NotReady
+    let left = status["notReadyNodes"].as_array().map_or(0, Vec::len);
+    assert!(left < 3, "{status}");
+    let status = wait_for("every node Ready again", TIMEOUT, || async {
+        let s = guard.status().await;
+        (s["notReadyNodes"] == json!([])).then_some(s)
+    })
+    .await;
+    assert_eq!(status["intercepting"], false);
+    assert_eq!(status["reason"], "all 5 worker nodes Ready");
+
+    // what /metrics says
+    assert_eq!(guard.metric("node_notready_count", &[]).await, 0.0);
+    assert_eq!(guard.metric("eviction_protection_active", &[]).await, 0.0);
+    assert_eq!(
+        guard
+            .metric("eviction_intercepted_total", &[("operation", "eviction")])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        guard
+            .metric("eviction_allowed_total", &[("operation", "eviction")])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        guard
+            .metric("eviction_intercepted_total", &[("operation", "delete")])
+            .await,
+        1.0,
+        "the user's delete of web-2"
+    );
+    assert!(
+        guard
+            .metric("eviction_allowed_total", &[("operation", "delete")])
+            .await
+            >= 3.0,
+        "web-4 on a healthy node, then web-2 and web-3 by the taint eviction once disabled"
+    );
+    assert!(
+        guard
+            .metric(
+                "admission_duration_seconds_count",
+                &[("webhook", "eviction-guard"), ("operation", "DELETE")]
+            )
+            .await
+            >= 2.0
+    );
+
+    shutdown.cancel();
+    running.wait().await?;
+    sim.shutdown().await;
+    Ok(())
+}
