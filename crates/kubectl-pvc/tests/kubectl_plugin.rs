@@ -359,3 +359,57 @@ async fn inspect_of_a_missing_claim_prints_kubectl_not_found_and_exits_1() {
     );
     finish(env, None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_user_who_cannot_read_volumes_still_gets_a_verdict_from_the_pods() {
+    let env = start().await;
+    let Some(sim) = env.sim_or_skip("acting as a namespace-scoped user") else {
+        return finish(env, None).await;
+    };
+    let (pv, _) = mounted_claim(&env).await;
+    // A developer who may read claims, pods and events, and nothing cluster-scoped.
+    sim.add_token("dev-token", "dev", &["developers"]);
+    for resource in ["persistentvolumeclaims", "pods", "events"] {
+        for verb in ["get", "list"] {
+            sim.allow("dev", verb, "", resource);
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("dev.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        kube_sim::kubeconfig::render(&sim.url(), sim.ca_pem(), "dev", "dev-token"),
+    )
+    .expect("kubeconfig written");
+
+    let run = kubectl_pvc(
+        &kubeconfig,
+        &["inspect", "data", "-n", &env.namespace, "-o", "json"],
+    )
+    .await;
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json output");
+    let evidence = |i: usize| {
+        report["phases"][i]["evidence"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(report["phases"][0]["status"], "success");
+    assert!(
+        evidence(0).starts_with(&format!("persistentvolume {pv} (cannot read it: ")),
+        "{}",
+        evidence(0)
+    );
+    assert_eq!(report["phases"][2]["status"], "success");
+    assert!(
+        evidence(2).starts_with("every pod has mounted it (cannot read the persistentvolume: "),
+        "{}",
+        evidence(2)
+    );
+    finish(env, Some(&pv)).await;
+}
