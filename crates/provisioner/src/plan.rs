@@ -385,6 +385,11 @@ pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> Plan<ClaimActio
 
     if let Some(vn) = named {
         let Some(pv) = find(vn) else {
+            // A claim that was Bound and lost its PV is Lost: a new empty volume under the same
+            // name would hide the data loss from its users.
+            if matches!(phase_of_claim(c), "Bound" | "Lost") {
+                return controller(Nothing("claim is Lost: its volume is gone"));
+            }
             return provision(c, world, backend, vn, request);
         };
         if let Some((rns, rname, _)) = claim_ref(pv)

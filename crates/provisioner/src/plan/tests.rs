@@ -269,6 +269,12 @@ fn binding_decisions_follow_the_seed_rules() {
             provision_nfs("my-pv", "c", GI).action,
         ),
         (
+            "bound claim whose PV is gone is not given a new empty one",
+            mk_claim("c", "nfs", "1Gi").volume("my-pv").bound().build(),
+            vec![],
+            ClaimAction::Nothing("claim is Lost: its volume is gone"),
+        ),
+        (
             "named PV with a traversal name is refused",
             mk_claim("c", "nfs", "1Gi").volume("..").build(),
             vec![],
