@@ -5,6 +5,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ballast_runtime::bootstrap::SelfSignedArgs;
 use clap::{ArgAction, Parser};
 
 use crate::mode::DEFAULT_CONFIGMAP;
@@ -91,6 +92,9 @@ pub struct Args {
     /// Mode changes accepted per second, callbacks and gRPC each (beyond: 429 / RESOURCE_EXHAUSTED).
     #[arg(long, env = "MODE_WRITES_PER_SECOND", default_value = "5")]
     pub mode_writes_per_second: NonZeroU32,
+    /// Self-signed serving certificate (clusters without cert-manager).
+    #[command(flatten)]
+    pub self_signed: SelfSignedArgs,
     /// Address of the control service as operators reach it, quoted in denial messages.
     #[arg(
         long,
@@ -117,6 +121,9 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// Serving certificate and key for the webhook; None serves plain HTTP (`--local`).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// When its Secret is set, generate (or reuse) the serving certificate, write it to the
+    /// `tls` paths' directory and inject its CA into the webhook configuration.
+    pub self_signed: SelfSignedArgs,
     /// No authentication on the control API and callbacks.
     pub no_auth: bool,
     pub kubeconfig: Option<PathBuf>,
@@ -140,6 +147,7 @@ impl Config {
             admin_addr: any,
             grpc_addr: any,
             tls: None,
+            self_signed: SelfSignedArgs::default(),
             no_auth: false,
             kubeconfig: None,
             context: None,
@@ -181,6 +189,7 @@ impl Args {
             intercept_status_updates,
             require_auth_for_reads,
             mode_writes_per_second,
+            self_signed,
             control_address,
         } = self;
         let tls = (!local).then(|| {
@@ -201,6 +210,7 @@ impl Args {
             admin_addr: SocketAddr::new(bind_address, admin_port),
             grpc_addr: SocketAddr::new(bind_address, grpc_port),
             tls,
+            self_signed,
             no_auth: local,
             kubeconfig,
             context,
@@ -248,6 +258,33 @@ mod tests {
         );
         assert!(!cfg.no_auth);
         assert!(cfg.policy.intercept_status);
+    }
+
+    #[test]
+    fn self_signed_flags_are_read() {
+        let cfg = Args::try_parse_from([
+            "eviction-guard",
+            "--self-signed-secret",
+            "eviction-guard-tls",
+            "--webhook-configuration",
+            "eviction-guard",
+            "--webhook-service-dns",
+            "eviction-guard.ballast-system.svc",
+        ])
+        .unwrap()
+        .into_config();
+        assert_eq!(
+            cfg.self_signed.self_signed_secret.as_deref(),
+            Some("eviction-guard-tls")
+        );
+        assert_eq!(
+            cfg.self_signed.webhook_configuration.as_deref(),
+            Some("eviction-guard")
+        );
+        assert_eq!(
+            cfg.self_signed.webhook_service_dns.as_deref(),
+            Some("eviction-guard.ballast-system.svc")
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub enum Error {
         name: String,
         attempts: usize,
     },
+    #[error("failed to prepare the self-signed serving certificate")]
+    Bootstrap(#[from] ballast_runtime::bootstrap::BootstrapError),
     #[error("failed to run the shared runtime")]
     Runtime(#[from] ballast_runtime::Error),
     #[error("failed to serve the control API")]
@@ -48,6 +50,7 @@ impl Error {
             Error::ReadMode { .. } => "read_mode",
             Error::WriteMode { .. } => "write_mode",
             Error::ModeConflict { .. } => "mode_conflict",
+            Error::Bootstrap(_) => "bootstrap",
             Error::Runtime(_) => "runtime",
             Error::Control(_) => "control",
             Error::Task(_) => "task",

@@ -24,12 +24,14 @@ pub mod storm;
 pub mod webhook_config;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use ballast_runtime::admin::Readiness;
 use ballast_runtime::auth::Authenticator;
+use ballast_runtime::bootstrap;
 use ballast_runtime::tls::ReloadingTls;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -122,6 +124,7 @@ pub async fn start(
         admin_addr,
         grpc_addr,
         tls,
+        self_signed,
         no_auth,
         kubeconfig: _,
         context: _,
@@ -135,7 +138,19 @@ pub async fn start(
     } = config;
 
     let tls = match tls {
-        Some((cert, key)) => Some(ReloadingTls::load(&cert, &key)?),
+        Some((cert, key)) => {
+            let cert_dir = cert.parent().map(Path::to_path_buf).unwrap_or_default();
+            let (cert, key) = bootstrap::prepare(
+                &self_signed,
+                &client,
+                &namespace,
+                bootstrap::WebhookKind::Validating,
+                &cert_dir,
+            )
+            .await?
+            .unwrap_or((cert, key));
+            Some(ReloadingTls::load(&cert, &key)?)
+        }
         None => None,
     };
     let webhook_listener = bind("the webhook", webhook_addr).await?;
