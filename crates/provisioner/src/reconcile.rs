@@ -39,6 +39,11 @@ pub const COMPONENT: &str = "ballast.dev/provisioner";
 /// not trigger a publish by itself, so node updates cannot drive a loop).
 const PUBLISH_EVERY: Duration = Duration::from_secs(30);
 
+/// A changed message for the same object and reason is written at most this often.
+const EVENT_MIN_INTERVAL: Duration = Duration::from_secs(30);
+
+pub type Said = HashMap<(String, &'static str), (String, Instant)>;
+
 pub struct Ctx {
     pub client: kube::Client,
     pub identity: String,
@@ -51,8 +56,9 @@ pub struct Ctx {
     pub nodes: Store<Node>,
     pub health: Option<watch::Receiver<ballast_control::client::NodeHealthView>>,
     pub leading: watch::Receiver<bool>,
-    /// Last message per (object uid, reason): an event is written only when it changes.
-    pub said: Mutex<HashMap<(String, &'static str), String>>,
+    /// Last message per (object uid, reason) and when it was written: an event is written
+    /// only when the message changes, and then at most every EVENT_MIN_INTERVAL.
+    pub said: Mutex<Said>,
     pub last_publish: Mutex<Option<Instant>>,
 }
 
@@ -88,7 +94,7 @@ impl Ctx {
         }
     }
 
-    fn lock_said(&self) -> std::sync::MutexGuard<'_, HashMap<(String, &'static str), String>> {
+    fn lock_said(&self) -> std::sync::MutexGuard<'_, Said> {
         // A poisoned map of last messages is still a valid map: at worst an event repeats.
         self.said.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -198,7 +204,8 @@ fn claim_ref(c: &PersistentVolumeClaim) -> ObjectReference {
     }
 }
 
-/// Writes a core/v1 Event unless the same message was last said for this object and reason.
+/// Writes a core/v1 Event unless the same message was last said for this object and reason,
+/// or another one less than EVENT_MIN_INTERVAL ago (messages quoting free space change often).
 /// Says whether it was new. Event failures are logged, never fatal.
 async fn event(
     ctx: &Ctx,
@@ -210,10 +217,13 @@ async fn event(
     let key = (obj.uid.clone().unwrap_or_default(), reason);
     {
         let mut said = ctx.lock_said();
-        if said.get(&key) == Some(&message) {
+        let quiet = said
+            .get(&key)
+            .is_some_and(|(last, at)| *last == message || at.elapsed() < EVENT_MIN_INTERVAL);
+        if quiet {
             return false;
         }
-        said.insert(key, message.clone());
+        said.insert(key, (message.clone(), Instant::now()));
     }
     let ns = obj.namespace.clone().unwrap_or_else(|| "default".into());
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -650,7 +660,7 @@ fn sweep(ctx: &Ctx, base: &Path, world: &World, node: Option<&str>) {
             Ok(false) => {
                 let first = ctx
                     .lock_said()
-                    .insert((dir.clone(), "orphan"), String::new())
+                    .insert((dir.clone(), "orphan"), (String::new(), Instant::now()))
                     .is_none();
                 if first {
                     tracing::warn!(
