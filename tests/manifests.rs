@@ -1294,3 +1294,61 @@ fn every_environment_variable_set_is_one_the_service_reads() {
         }
     }
 }
+
+/// `kubectl apply -f deploy/<component>.yaml` against kube-sim (never a real cluster: this would
+/// install Ballast there) creates every object of the file, as kubectl reports and the API shows.
+// kubectl blocks its thread; the simulator serves from the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_manifests_apply_with_kubectl() {
+    let Some(renders) = renders() else { return };
+    let sim = ballast_e2e::KubeSim::start(ballast_e2e::SimConfig::default())
+        .await
+        .expect("kube-sim starts");
+    let kubeconfig = sim.kubeconfig_path().to_path_buf();
+    // The cert-manager variants need cert-manager's CRDs, which a bare API server lacks.
+    for r in renders.iter().filter(|r| !r.is_cert_manager()) {
+        let file = repo().join(r.deploy_file());
+        let file = file.to_string_lossy();
+        let Some(out) = ballast_e2e::kubectl(&kubeconfig, &["apply", "-f", &file]) else {
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "kubectl apply -f {} failed:\n{stdout}\n{}",
+            r.deploy_file(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for o in &r.objects {
+            assert!(
+                stdout.lines().any(|l| l.contains(&format!("/{} ", o.name))),
+                "kubectl apply -f {} did not report {} {}:\n{stdout}",
+                r.deploy_file(),
+                o.kind,
+                o.name
+            );
+        }
+    }
+    let client = sim.client();
+    let guard: ValidatingWebhookConfiguration = kube::Api::all(client.clone())
+        .get("eviction-guard")
+        .await
+        .expect("the guard's webhook configuration exists");
+    assert_eq!(guard.webhooks.map(|w| w.len()), Some(2));
+    let agents: DaemonSet = kube::Api::namespaced(client.clone(), HOSTPATH_NAMESPACE)
+        .get("provisioner")
+        .await
+        .expect("the hostpath DaemonSet exists");
+    assert_eq!(
+        agents
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|s| s.containers[0].image.clone()),
+        Some(Some("ghcr.io/ballast-dev/provisioner:0.1.0".to_owned()))
+    );
+    let crd: CustomResourceDefinition = kube::Api::all(client)
+        .get("podmanagers.apps.mycompany.com")
+        .await
+        .expect("the PodManager CRD exists");
+    assert_eq!(crd.spec.group, "apps.mycompany.com");
+}
