@@ -359,7 +359,12 @@ async fn hostpath_claim_gets_a_directory_on_its_node_and_delete_removes_it() {
     assert!(message.contains("node \"node-1\" has only"), "{message}");
     assert!(message.contains("but the claim requests 1Ei"), "{message}");
 
-    let metrics = reqwest::get(format!("http://{}/metrics", running.admin_addr.unwrap()))
+    let admin = running.admin_addr.unwrap();
+    let readyz = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 200, "ready once the caches have synced");
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
         .await
         .unwrap()
         .text()

@@ -681,10 +681,13 @@ pub async fn publish_free_space(ctx: &Ctx, force: bool) -> Result<()> {
         return Ok(());
     };
     {
-        let last = ctx.last_publish.lock().unwrap_or_else(|e| e.into_inner());
+        // Stamped before trying, so a failing publish is retried (and logged) once per period,
+        // not on every pass.
+        let mut last = ctx.last_publish.lock().unwrap_or_else(|e| e.into_inner());
         if !force && last.is_some_and(|t| t.elapsed() < PUBLISH_EVERY) {
             return Ok(());
         }
+        *last = Some(Instant::now());
     }
     let free = storage::free_bytes(&ctx.hostpath_base)?;
     let patch = serde_json::json!({"metadata": {"annotations": {
@@ -695,7 +698,6 @@ pub async fn publish_free_space(ctx: &Ctx, force: bool) -> Result<()> {
         .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(kube(format!("publish free space on node {node}")))?;
-    *ctx.last_publish.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     Ok(())
 }
 
