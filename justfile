@@ -19,6 +19,7 @@ test *ARGS:
 # The end-to-end scenarios only (on kube-sim, or the cluster E2E_KUBECONFIG points at).
 e2e *ARGS:
     cargo test -p ballast-e2e {{ARGS}}
+    cargo test -p kubectl-pvc --test kubectl_plugin {{ARGS}}
 
 # What CI runs.
 ci:
