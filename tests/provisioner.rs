@@ -563,6 +563,11 @@ async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan
     // What a crash between mkdir and PV create leaves for a claim deleted while we were down.
     let stale = "pvc-0badc0de-0000-4000-8000-000000000000_prov-restart_deleted-meanwhile";
     std::fs::create_dir(env.export.path().join(stale)).unwrap();
+    // Left there a while ago: fresh unknown directories are given a minute before removal.
+    std::fs::File::open(env.export.path().join(stale))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(120))
+        .unwrap();
 
     let shutdown = CancellationToken::new();
     let second = env.provisioner("p2", &shutdown).await;
@@ -737,4 +742,104 @@ async fn nfs_deployment_and_hostpath_daemonset_side_by_side_each_serve_their_own
     shutdown.cancel();
     nfs.wait().await.expect("clean shutdown");
     hostpath.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn two_controllers_racing_bind_each_claim_to_exactly_one_volume() {
+    const STATIC: usize = 15;
+    const CLAIMS: usize = 25;
+    let env = Env::start("prov-race").await;
+    // Existing volumes an administrator created: the smallest-fit rule prefers them.
+    for i in 0..STATIC {
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": format!("static-{i:02}")},
+            "spec": {
+                "storageClassName": "nfs",
+                "capacity": {"storage": "1Mi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "nfs": {"server": NFS_SERVER, "path": format!("/srv/static/{i}")},
+            },
+            "status": {"phase": "Available"},
+        }))
+        .unwrap();
+        env.volumes()
+            .create(&PostParams::default(), &pv)
+            .await
+            .unwrap();
+    }
+    // Two controllers that both believe they lead (different Leases): a stand-in for a second
+    // binder such as Kubernetes' own PV controller. Only resourceVersion checks keep them apart.
+    let shutdown = CancellationToken::new();
+    let mut running = Vec::new();
+    for (identity, lease) in [("a", "race-a"), ("b", "race-b")] {
+        let mut config = env.config(identity, lease);
+        config.node_name = None;
+        running.push(provisioner::start(config, shutdown.clone()).await.unwrap());
+    }
+    for i in 0..CLAIMS {
+        env.create_claim(&format!("c{i:02}"), "nfs", json!({}))
+            .await;
+    }
+    for i in 0..CLAIMS {
+        env.bound(&format!("c{i:02}")).await;
+    }
+    // Settled: every claimRef points at a claim bound to that very volume (lost races undone).
+    let (claims, volumes) = wait_for("bindings settled", TIMEOUT, || async {
+        let claims = env.claims().list(&ListParams::default()).await.ok()?.items;
+        let volumes = env.volumes().list(&ListParams::default()).await.ok()?.items;
+        let consistent = volumes.iter().all(|v| {
+            let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
+                return true;
+            };
+            claims.iter().any(|c| {
+                c.metadata.uid == r.uid
+                    && c.spec.as_ref().and_then(|s| s.volume_name.as_deref())
+                        == v.metadata.name.as_deref()
+            })
+        });
+        consistent.then_some((claims, volumes))
+    })
+    .await;
+    let mut used = BTreeSet::new();
+    for c in &claims {
+        let volume = c.spec.as_ref().unwrap().volume_name.clone().unwrap();
+        assert!(
+            used.insert(volume.clone()),
+            "volume {volume} bound to two claims"
+        );
+        let pv = volumes
+            .iter()
+            .find(|v| v.metadata.name.as_deref() == Some(volume.as_str()))
+            .unwrap();
+        let r = pv.spec.as_ref().unwrap().claim_ref.clone().unwrap();
+        assert_eq!(r.uid, c.metadata.uid, "{volume} names its claim");
+    }
+    let statics_bound = used.iter().filter(|v| v.starts_with("static-")).count();
+    eprintln!("claims bound to existing volumes: {statics_bound}/{STATIC}");
+    assert!(
+        statics_bound > 0,
+        "existing volumes are preferred to new ones"
+    );
+    // Provisioned volumes each have their directory, and nothing else is left in the export.
+    let expected: BTreeSet<String> = volumes
+        .iter()
+        .filter(|v| used.contains(v.metadata.name.as_deref().unwrap()))
+        .filter_map(|v| {
+            v.metadata
+                .annotations
+                .as_ref()?
+                .get("ballast.dev/directory")
+                .cloned()
+        })
+        .collect();
+    wait_for("directories of lost races removed", TIMEOUT, || async {
+        (dirs(env.export.path()) == expected).then_some(())
+    })
+    .await;
+
+    shutdown.cancel();
+    for r in running {
+        r.wait().await.expect("clean shutdown");
+    }
 }

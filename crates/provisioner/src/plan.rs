@@ -165,6 +165,8 @@ pub enum VolumeAction {
     },
     /// Reclaim policy Retain: the claim is gone; show the PV as Released and keep the data.
     MarkReleased,
+    /// An existing PV whose claim bound another volume meanwhile: clear claimRef, Available.
+    Unbind,
 }
 
 fn controller<A>(action: A) -> Plan<A> {
@@ -322,9 +324,11 @@ pub fn claim_backend(c: &PersistentVolumeClaim, world: &World) -> Option<Backend
     our_class(world, claim_class(c)).map(|(_, b)| b)
 }
 
-/// The backend that provisioned a PV, if it was one of ours.
-pub fn volume_backend(v: &PersistentVolume) -> Option<Backend> {
-    annotation(&v.metadata, ANN_PROVISIONED_BY).and_then(Backend::from_provisioner)
+/// The backend of a PV: the one that provisioned it, else the one serving its class.
+pub fn volume_backend(v: &PersistentVolume, world: &World) -> Option<Backend> {
+    annotation(&v.metadata, ANN_PROVISIONED_BY)
+        .and_then(Backend::from_provisioner)
+        .or_else(|| our_class(world, volume_class(v)).map(|(_, b)| b))
 }
 
 /// The class of a claim, if one of ours serves it.
@@ -591,11 +595,11 @@ fn rendezvous(uid: &str, node: &str) -> u64 {
 /// What to do with a PV: reclaim it once its claim is gone, else nothing.
 pub fn decide_volume(v: &PersistentVolume, world: &World) -> Plan<VolumeAction> {
     use VolumeAction::*;
-    let Some(backend) =
-        annotation(&v.metadata, ANN_PROVISIONED_BY).and_then(Backend::from_provisioner)
-    else {
+    let provisioned =
+        annotation(&v.metadata, ANN_PROVISIONED_BY).and_then(Backend::from_provisioner);
+    if provisioned.is_none() && volume_backend(v, world).is_none() {
         return controller(Nothing("not provisioned by ballast"));
-    };
+    }
     if v.metadata.deletion_timestamp.is_some() {
         return controller(Nothing("volume is terminating"));
     }
@@ -604,21 +608,26 @@ pub fn decide_volume(v: &PersistentVolume, world: &World) -> Plan<VolumeAction> 
     };
     let pv_name = v.metadata.name.as_deref().unwrap_or("");
     let claim = world.claims.iter().find(|c| key(c) == (ns, name));
-    let released = match claim {
-        None => true,
-        Some(c) => {
-            let other_uid = !ref_uid.is_empty() && ref_uid != uid(c);
-            let bound_elsewhere = c
-                .spec
-                .as_ref()
-                .and_then(|s| s.volume_name.as_deref())
-                .is_some_and(|n| !n.is_empty() && n != pv_name);
-            other_uid || bound_elsewhere
-        }
-    };
-    if !released {
+    let same_claim = claim.filter(|c| ref_uid.is_empty() || ref_uid == uid(c));
+    let bound_elsewhere = same_claim.is_some_and(|c| {
+        c.spec
+            .as_ref()
+            .and_then(|s| s.volume_name.as_deref())
+            .is_some_and(|n| !n.is_empty() && n != pv_name)
+    });
+    if same_claim.is_some() && !bound_elsewhere {
         return controller(Nothing("volume is in use by its claim"));
     }
+    let Some(backend) = provisioned else {
+        // Not ours to reclaim; but a claimRef a binder (we or Kubernetes) set for a claim that
+        // then bound another volume is a lost race: free the volume again, as Kubernetes does.
+        let by_binder = annotation(&v.metadata, ANN_BOUND_BY_CONTROLLER) == Some("yes");
+        return if bound_elsewhere && by_binder {
+            controller(Unbind)
+        } else {
+            controller(Nothing("released volume is not ours to reclaim"))
+        };
+    };
     let policy = v
         .spec
         .as_ref()

@@ -8,8 +8,9 @@
 //! - a PV's directory is removed before the PV is deleted, so a crash in between is retried;
 //! - a directory named like ours (`<pv>_<namespace>_<claim>`) is unknown when no PV of that name
 //!   exists (on this node, for hostPath) and no live claim is still waiting for that volume.
-//!   Each pass removes unknown directories that are empty; a non-empty one is kept and logged
-//!   (it can only be data of a Retain volume whose PV an administrator deleted).
+//!   Each pass removes unknown directories that are empty and unchanged for a minute (a fresh
+//!   one may belong to a claim not yet in this cache); a non-empty one is kept and logged (it
+//!   can only be data of a Retain volume whose PV an administrator deleted).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,10 @@ pub const COMPONENT: &str = "ballast.dev/provisioner";
 /// An agent republishes its node's free space at least this often (a change of free space does
 /// not trigger a publish by itself, so node updates cannot drive a loop).
 const PUBLISH_EVERY: Duration = Duration::from_secs(30);
+
+/// An unknown directory is removed only once unchanged for this long: a directory another
+/// instance has just created may belong to a claim not yet in our cache.
+const ORPHAN_MIN_AGE: Duration = Duration::from_secs(60);
 
 /// A changed message for the same object and reason is written at most this often.
 const EVENT_MIN_INTERVAL: Duration = Duration::from_secs(30);
@@ -116,7 +121,7 @@ pub async fn pass(ctx: &Ctx) {
     }
     for pv in &world.volumes {
         let plan = plan::decide_volume(pv, &world);
-        if !ctx.is_mine(&plan.actor, plan::volume_backend(pv), leading) {
+        if !ctx.is_mine(&plan.actor, plan::volume_backend(pv, &world), leading) {
             continue;
         }
         if let Err(e) = apply_volume(ctx, pv, plan.action).await {
@@ -592,6 +597,27 @@ async fn apply_volume(ctx: &Ctx, pv: &PersistentVolume, action: VolumeAction) ->
     let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
     match action {
         VolumeAction::Nothing(_) => Ok(()),
+        VolumeAction::Unbind => {
+            let mut pv = pv.clone();
+            if let Some(spec) = pv.spec.as_mut() {
+                spec.claim_ref = None;
+            }
+            if let Some(a) = pv.metadata.annotations.as_mut() {
+                a.remove(ANN_BOUND_BY_CONTROLLER);
+            }
+            let mut pv = api
+                .replace(&name, &PostParams::default(), &pv)
+                .await
+                .map_err(kube(format!("unbind volume {name}")))?;
+            pv.status
+                .get_or_insert_with(PersistentVolumeStatus::default)
+                .phase = Some("Available".into());
+            api.replace_status(&name, &PostParams::default(), &pv)
+                .await
+                .map_err(kube(format!("mark volume {name} Available")))?;
+            tracing::info!(volume = %name, "claim bound another volume; volume Available again");
+            Ok(())
+        }
         VolumeAction::MarkReleased => {
             let mut pv = pv.clone();
             pv.status
@@ -655,9 +681,12 @@ fn sweep(ctx: &Ctx, base: &Path, world: &World, node: Option<&str>) {
         Err(e) => return log_error(&e, &base.display().to_string()),
     };
     for dir in plan::orphans(&dirs, world, node) {
-        match storage::remove_if_empty(base, &dir) {
-            Ok(true) => tracing::info!(directory = %dir, "removed unknown empty directory"),
-            Ok(false) => {
+        match storage::remove_if_idle(base, &dir, ORPHAN_MIN_AGE) {
+            Ok(storage::Idle::Removed) => {
+                tracing::info!(directory = %dir, "removed unknown empty directory")
+            }
+            Ok(storage::Idle::Recent) => {}
+            Ok(storage::Idle::NotEmpty) => {
                 let first = ctx
                     .lock_said()
                     .insert((dir.clone(), "orphan"), (String::new(), Instant::now()))

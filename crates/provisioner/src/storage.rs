@@ -2,6 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Result, io};
 use crate::paths::{self, ARCHIVE_PREFIX};
@@ -37,17 +38,38 @@ pub fn archive(base: &Path, name: &str) -> Result<()> {
     }
 }
 
-/// Removes `base/name` only when it is an empty directory; says whether it did.
-pub fn remove_if_empty(base: &Path, name: &str) -> Result<bool> {
+/// What `remove_if_idle` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    Removed,
+    /// Holds data: kept.
+    NotEmpty,
+    /// Changed less than `min_age` ago: perhaps another instance is about to use it.
+    Recent,
+}
+
+/// Removes `base/name` only when it is an empty directory unchanged for `min_age`.
+pub fn remove_if_idle(base: &Path, name: &str, min_age: Duration) -> Result<Idle> {
     let dir = paths::join_checked(base, name)?;
+    let modified = std::fs::metadata(&dir)
+        .and_then(|m| m.modified())
+        .map_err(io("read directory", &dir))?;
+    if SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default()
+        < min_age
+    {
+        return Ok(Idle::Recent);
+    }
     let empty = std::fs::read_dir(&dir)
         .map_err(io("read directory", &dir))?
         .next()
         .is_none();
-    if empty {
-        std::fs::remove_dir(&dir).map_err(io("remove directory", &dir))?;
+    if !empty {
+        return Ok(Idle::NotEmpty);
     }
-    Ok(empty)
+    std::fs::remove_dir(&dir).map_err(io("remove directory", &dir))?;
+    Ok(Idle::Removed)
 }
 
 /// Names of the directories directly under `base` (none when `base` does not exist yet).
@@ -114,14 +136,32 @@ mod tests {
     }
 
     #[test]
-    fn removes_only_empty_directories_when_asked_to() {
+    fn removes_only_empty_directories_left_alone_for_a_while() {
         let base = tempfile::tempdir().unwrap();
         create(base.path(), "a_ns_c").unwrap();
         create(base.path(), "b_ns_c").unwrap();
         std::fs::write(base.path().join("b_ns_c/data"), b"x").unwrap();
-        assert!(remove_if_empty(base.path(), "a_ns_c").unwrap());
-        assert!(!remove_if_empty(base.path(), "b_ns_c").unwrap());
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            remove_if_idle(base.path(), "a_ns_c", minute).unwrap(),
+            Idle::Recent
+        );
+        age(&base.path().join("a_ns_c"), 2 * minute);
+        age(&base.path().join("b_ns_c"), 2 * minute);
+        assert_eq!(
+            remove_if_idle(base.path(), "a_ns_c", minute).unwrap(),
+            Idle::Removed
+        );
+        assert_eq!(
+            remove_if_idle(base.path(), "b_ns_c", minute).unwrap(),
+            Idle::NotEmpty
+        );
         assert_eq!(list(base.path()).unwrap(), vec!["b_ns_c".to_owned()]);
+    }
+
+    fn age(dir: &Path, by: Duration) {
+        let f = std::fs::File::open(dir).unwrap();
+        f.set_modified(SystemTime::now() - by).unwrap();
     }
 
     #[test]

@@ -507,10 +507,10 @@ fn volume_in_use_or_not_ours_is_left_alone() {
         decide_volume(&used, &w).action,
         VolumeAction::Nothing("volume is in use by its claim")
     );
-    let foreign = mk_pv("x", "nfs", "1Gi").claimed_by("gone", "u").build();
+    let manual = mk_pv("x", "nfs", "1Gi").claimed_by("gone", "u").build();
     assert_eq!(
-        decide_volume(&foreign, &w).action,
-        VolumeAction::Nothing("not provisioned by ballast")
+        decide_volume(&manual, &w).action,
+        VolumeAction::Nothing("released volume is not ours to reclaim")
     );
 }
 
@@ -642,4 +642,32 @@ fn wait_for_first_consumer_class_waits_for_the_selected_node() {
     );
     let scheduled = mk_claim("c", "hostpath", "1Gi").node("node-1").build();
     assert_eq!(decide_claim(&scheduled, &w).action, bind("fits"));
+}
+
+#[test]
+fn existing_volume_left_claimed_by_a_lost_bind_race_is_freed() {
+    let mut w = world(vec![]);
+    w.claims
+        .push(mk_claim("c", "nfs", "1Gi").volume("winner").bound().build());
+    let mut loser = mk_pv("loser", "nfs", "1Gi").claimed_by("c", "uid-c");
+    loser.0["metadata"]["annotations"][ANN_BOUND_BY_CONTROLLER] = json!("yes");
+    assert_eq!(
+        decide_volume(&loser.build(), &w).action,
+        VolumeAction::Unbind
+    );
+    // Set by an administrator (no bound-by-controller): theirs to sort out.
+    let manual = mk_pv("manual", "nfs", "1Gi")
+        .claimed_by("c", "uid-c")
+        .build();
+    assert_eq!(
+        decide_volume(&manual, &w).action,
+        VolumeAction::Nothing("released volume is not ours to reclaim")
+    );
+    // A PV of a foreign class is never touched.
+    let mut foreign = mk_pv("foreign", "other", "1Gi").claimed_by("c", "uid-c");
+    foreign.0["metadata"]["annotations"][ANN_BOUND_BY_CONTROLLER] = json!("yes");
+    assert_eq!(
+        decide_volume(&foreign.build(), &w).action,
+        VolumeAction::Nothing("not provisioned by ballast")
+    );
 }
