@@ -1,0 +1,73 @@
+//! ballast-demo: a narrated tour of Ballast that a newcomer can follow in a terminal.
+//!
+//! In: a few flags. Out: the tour on the writer it is given, and a [`Summary`] of the evidence
+//! each step collected. It starts kube-sim (a Kubernetes API simulator, see `crates/kube-sim`)
+//! with five worker nodes, then eviction-guard, pvc-timing, the provisioner and podmanager
+//! in-process through their library `start` functions, their webhooks over real TLS registered
+//! in the simulator. Everything printed is read back from the running system: annotations,
+//! tables, denial messages, gRPC answers and metrics.
+//!
+//! The steps live in [`tour`]; [`cluster`] starts and stops the pieces; [`format`] holds the
+//! pure text helpers.
+
+pub mod cluster;
+mod error;
+pub mod format;
+pub mod narrate;
+pub mod tour;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+pub use error::{Error, Result, chain};
+pub use tour::Summary;
+
+/// Plays the Ballast tour on a simulated cluster, then stays up for you to explore it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ballast-demo", version)]
+pub struct Options {
+    /// Exit after the tour instead of staying up until Ctrl-C (for CI and tests).
+    #[arg(long, env = "DEMO_NO_WAIT", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub no_wait: bool,
+
+    /// Longest wait for any single condition of the tour (e.g. `30s`, `1m`); the demo fails
+    /// naming what it waited for when one takes longer.
+    #[arg(long, env = "DEMO_STEP_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub step_timeout: Duration,
+
+    /// Write the simulator's kubeconfig here (default: a temporary file, removed on exit).
+    #[arg(long, env = "DEMO_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            no_wait: false,
+            step_timeout: Duration::from_secs(30),
+            kubeconfig: None,
+        }
+    }
+}
+
+/// Runs the tour, writing it to `out`; unless `no_wait`, then stays up until SIGINT/SIGTERM.
+/// Every service is stopped before it returns.
+pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> Result<Summary> {
+    let Options {
+        no_wait,
+        step_timeout,
+        kubeconfig,
+    } = opts;
+    tour::play(
+        tour::Settings {
+            no_wait,
+            step_timeout,
+            kubeconfig,
+        },
+        out,
+    )
+    .await
+}
