@@ -8,7 +8,7 @@ pub const PROVISIONED: &str = "provisioner_volumes_provisioned_total";
 pub const DELETED: &str = "provisioner_volumes_deleted_total";
 /// Claims bound to a volume, by class.
 pub const BOUND: &str = "provisioner_claims_bound_total";
-/// Failed operations, by class, operation (`provision`, `bind`, `delete`) and reason label.
+/// Failed operations, by class, operation (`provision`, `bind`, `reclaim`) and reason label.
 pub const FAILURES: &str = "provisioner_failures_total";
 /// Seconds from starting to provision a claim until its volume is created and bound, by class.
 pub const PROVISION_DURATION: &str = "provisioner_provision_duration_seconds";

@@ -128,7 +128,7 @@ pub async fn pass(ctx: &Ctx) {
             let name = pv.metadata.name.as_deref().unwrap_or("");
             log_error(&e, &format!("volume {name}"));
             if !e.is_conflict() {
-                metrics::failed(volume_class(pv), "delete", e.label());
+                metrics::failed(volume_class(pv), "reclaim", e.label());
             }
         }
     }
