@@ -207,6 +207,12 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     let shutdown = CancellationToken::new();
     let op = start_operator(&client, config(ns, "pm-solo", false), &shutdown).await;
     let before = reconciles(&metrics_text(op.admin_addr()).await);
+    let readyz = format!("http://{}/readyz", op.admin_addr());
+    wait_for("/readyz 200 once node health is known", TIMEOUT, || async {
+        let r = reqwest::get(&readyz).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
 
     let pms: Api<PodManager> = Api::namespaced(client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);

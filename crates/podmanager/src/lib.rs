@@ -45,23 +45,30 @@ pub const LABEL_UID: &str = "podmanager-uid";
 pub const FINALIZER: &str = "podmanager.ballast.dev/cleanup";
 /// Reporting controller name on Events.
 pub const CONTROLLER_NAME: &str = "podmanager";
+/// Longest wait for in-flight reconciles when stopping (shorter than a pod's 30s grace period).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause before restarting a controller that ended on its own, so a failure cannot spin.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// Readiness check: node health has been read once.
 const READY_NODE_HEALTH: &str = "node-health";
 
 /// The Kubernetes API calls the operator makes, for least-privilege RBAC:
 /// (API group, resource, verbs).
 pub const RBAC: &[(&str, &str, &[&str])] = &[
+    // watch through list+watch; finalizer add/remove by patch.
     (
         "apps.mycompany.com",
         "podmanagers",
-        &["get", "list", "watch", "patch"],
+        &["list", "watch", "patch"],
     ),
     ("apps.mycompany.com", "podmanagers/status", &["patch"]),
+    // blockOwnerDeletion on the pods' owner reference.
     ("apps.mycompany.com", "podmanagers/finalizers", &["update"]),
     ("", "pods", &["list", "watch", "create", "delete"]),
     // Only without --control-endpoint.
     ("", "nodes", &["list", "watch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
+    // Leader election (ballast_runtime::leader reads, creates and replaces its Lease).
     (
         "coordination.k8s.io",
         "leases",
@@ -258,7 +265,9 @@ async fn lead_and_reconcile(
     shutdown: CancellationToken,
 ) {
     loop {
+        // biased: once shutdown is cancelled, never start another controller.
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             ok = until(&mut leading, true) => if !ok { return },
         }
@@ -267,17 +276,32 @@ async fn lead_and_reconcile(
         let controller = reconcile::run_controller(ctx.clone(), namespace.as_deref(), stop.clone());
         tokio::pin!(controller);
         tokio::select! {
-            _ = &mut controller => {}
+            biased;
+            _ = shutdown.cancelled() => {
+                drain(controller).await;
+                return;
+            }
+            _ = &mut controller => {
+                tracing::warn!(namespace = ?namespace, "the PodManager controller ended; restarting it");
+                tokio::time::sleep(RESTART_DELAY).await;
+            }
             _ = until(&mut leading, false) => {
                 tracing::info!(namespace = ?namespace, "lost leadership: stopping the PodManager controller");
                 stop.cancel();
-                controller.await;
-            }
-            _ = shutdown.cancelled() => {
-                controller.await;
-                return;
+                drain(controller).await;
             }
         }
+    }
+}
+
+/// Lets in-flight reconciles finish after the stop signal, within [`DRAIN_TIMEOUT`]: a
+/// controller whose caches never synced does not finish by itself.
+async fn drain(controller: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(DRAIN_TIMEOUT, controller)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the PodManager controller did not stop in time; dropping it");
     }
 }
 

@@ -28,7 +28,10 @@ pub fn pod_labels(pm: &PodManager) -> BTreeMap<String, String> {
 /// The pod named `name` for `pm`, controlled by it. `None` when `pm` has no uid yet (it has
 /// not come from the API server), since an owner reference needs one.
 pub fn pod_for(pm: &PodManager, name: &str) -> Option<Pod> {
-    let owner = pm.controller_owner_ref(&())?;
+    let mut owner = pm.controller_owner_ref(&())?;
+    // Foreground deletion of the PodManager waits for its pods, as with controller-runtime's
+    // SetControllerReference (needs update on podmanagers/finalizers, see RBAC).
+    owner.block_owner_deletion = Some(true);
     Some(Pod {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -95,6 +98,7 @@ mod tests {
         assert_eq!(owners[0].name, "web");
         assert_eq!(owners[0].uid, "uid-web");
         assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(owners[0].block_owner_deletion, Some(true));
         assert!(is_controlled_by(&pod, &pm));
         assert!(!is_controlled_by(&mk_pod("web-0"), &pm));
     }
