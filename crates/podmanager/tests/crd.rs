@@ -10,7 +10,7 @@ fn repo_file(rel: &str) -> PathBuf {
 }
 
 #[test]
-fn committed_crd_equals_what_the_binary_prints() {
+fn committed_crd_equals_what_the_library_renders() {
     let path = repo_file("../../deploy/crds/podmanager.yaml");
     let committed = std::fs::read_to_string(&path).expect("read deploy/crds/podmanager.yaml");
     let generated = podmanager::crd::crd_yaml().expect("render CRD");
@@ -18,6 +18,18 @@ fn committed_crd_equals_what_the_binary_prints() {
         committed == generated,
         "deploy/crds/podmanager.yaml is stale: run `cargo run -p podmanager -- crd > deploy/crds/podmanager.yaml`"
     );
+}
+
+#[test]
+fn podmanager_crd_subcommand_prints_the_committed_crd() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podmanager"))
+        .arg("crd")
+        .output()
+        .expect("run podmanager crd");
+    assert!(out.status.success(), "podmanager crd failed: {out:?}");
+    let committed = std::fs::read_to_string(repo_file("../../deploy/crds/podmanager.yaml"))
+        .expect("read deploy/crds/podmanager.yaml");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
 
 #[test]
