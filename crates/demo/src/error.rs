@@ -57,6 +57,8 @@ pub enum Error {
     },
     #[error("failed to write the tour to its output")]
     Write(#[source] std::io::Error),
+    #[error("interrupted (Ctrl-C) before the tour finished")]
+    Interrupted,
     #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout { what: String, timeout: Duration },
     #[error("failed to show {what}: {detail}")]

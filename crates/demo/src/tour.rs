@@ -120,6 +120,14 @@ async fn get_text(http: &reqwest::Client, url: &str) -> Result<String> {
         .map_err(map)
 }
 
+/// `Too Many Requests` for 429: what curl and kubectl show after the code.
+fn reason_phrase(code: u16) -> &'static str {
+    reqwest::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("")
+}
+
 fn phase_of_claim(c: &PersistentVolumeClaim) -> &str {
     c.status
         .as_ref()
@@ -757,9 +765,65 @@ impl Tour<'_, '_> {
         self.n.say("pods on the failed nodes, still there:")?;
         self.n.block(&table)?;
 
+        // podmanager reads node health from the control service: its pods on failed nodes no
+        // longer count as ready, so it starts replacements on healthy nodes and deletes nothing.
+        let pms: Api<PodManager> = Api::namespaced(self.c.client.clone(), DEMO_NAMESPACE);
+        let failing_pm_pods = protected
+            .iter()
+            .filter(|p| p.starts_with("my-pod-manager-"))
+            .count();
+        if failing_pm_pods > 0 {
+            let (row, placed) = self
+                .n
+                .wait_for(
+                    "podmanager to replace its pods on failed nodes with ready pods elsewhere",
+                    || async {
+                        let pm = pms.get("my-pod-manager").await.ok()?;
+                        let status = pm.status.clone()?;
+                        if status.ready_replicas < pm.spec.replicas {
+                            return None;
+                        }
+                        let list = pods
+                            .list(&ListParams::default().labels("podmanager=my-pod-manager"))
+                            .await
+                            .ok()?;
+                        let live: Vec<&Pod> = list
+                            .items
+                            .iter()
+                            .filter(|p| p.metadata.deletion_timestamp.is_none())
+                            .collect();
+                        let ready_elsewhere = live
+                            .iter()
+                            .filter(|p| !FAILING.contains(&pod_node(p)))
+                            .filter(|p| pod_condition(p, "Ready").as_deref() == Some("True"))
+                            .count();
+                        if ready_elsewhere < usize::try_from(pm.spec.replicas).ok()? {
+                            return None;
+                        }
+                        let placed: Vec<String> = live
+                            .iter()
+                            .map(|p| format!("{} on {}", p.name_any(), pod_node(p)))
+                            .collect();
+                        let row = format::podmanager_row(
+                            "my-pod-manager",
+                            pm.spec.replicas,
+                            status.current_replicas,
+                            status.ready_replicas,
+                            &pm.spec.image,
+                        );
+                        Some((row, placed))
+                    },
+                )
+                .await?;
+            self.n
+                .block(&format!("{}\n{row}", format::podmanager_header()))?;
+            self.n
+                .say(&format!("its pods now: {}", placed.join(", ")))?;
+        }
+
         // A drain: the Eviction API, refused with 429 so kubectl drain retries.
-        self.n.command(&format!(
-            "kubectl drain node-1 ...   # sends POST /api/v1/namespaces/{DEMO_NAMESPACE}/pods/app-1/eviction"
+        self.n.say(&format!(
+            "what `kubectl drain node-1` sends for app-1: POST /api/v1/namespaces/{DEMO_NAMESPACE}/pods/app-1/eviction"
         ))?;
         let drain: Api<Pod> = Api::namespaced(self.c.no_retry_client.clone(), DEMO_NAMESPACE);
         let refusal = match drain.evict("app-1", &EvictParams::default()).await {
@@ -783,8 +847,10 @@ impl Tour<'_, '_> {
             }
         };
         self.n.block(&format!(
-            "HTTP {} Too Many Requests\n{}",
-            refusal.code, refusal.message
+            "HTTP {} {}\n{}",
+            refusal.code,
+            reason_phrase(refusal.code),
+            refusal.message
         ))?;
         if refusal.code != 429 || !refusal.message.contains("node-1") {
             return Err(Error::Unexpected {
@@ -793,12 +859,16 @@ impl Tour<'_, '_> {
             });
         }
 
-        self.n.command(&format!(
-            "kubectl evict app-4 on healthy node-4   # POST .../namespaces/{DEMO_NAMESPACE}/pods/app-4/eviction"
+        self.n.say(&format!(
+            "the same for app-4, on healthy node-4: POST /api/v1/namespaces/{DEMO_NAMESPACE}/pods/app-4/eviction"
         ))?;
-        pods.evict("app-4", &EvictParams::default())
+        let allowed = drain
+            .evict("app-4", &EvictParams::default())
             .await
             .map_err(kube_err("evict app-4 on a healthy node"))?;
+        let code = if allowed.code == 0 { 201 } else { allowed.code };
+        self.n
+            .block(&format!("HTTP {code} {}", reason_phrase(code)))?;
         self.n
             .wait_for("app-4 gone", || async {
                 pods.get_opt("app-4").await.ok()?.is_none().then_some(())
@@ -877,8 +947,7 @@ impl Tour<'_, '_> {
             .await?;
         self.print_nodes().await?;
         self.n.say(
-            "podmanager kept its pods on the failed nodes during the storm (replacing them elsewhere); \
-             with the nodes back it returns to the desired count:",
+            "with the nodes back, podmanager removes the surplus and returns to the desired count:",
         )?;
         let pms: Api<PodManager> = Api::namespaced(self.c.client.clone(), DEMO_NAMESPACE);
         let mut seen = Vec::new();
@@ -935,9 +1004,23 @@ pub async fn play(settings: Settings, out: &mut (dyn std::io::Write + Send)) -> 
     let mut n = Narrator::new(out, STEPS, step_timeout);
     n.section("Ballast demo: starting a simulated cluster and the four services")?;
     n.say("kube-sim is a Kubernetes API simulator (a test double, not a Kubernetes): five worker nodes, a scheduler, kubelets, node heartbeats and taint-based eviction.")?;
-    let cluster = Cluster::start(kubeconfig).await?;
+    // Interactive runs stop cleanly on Ctrl-C at any point; unattended ones leave signals alone.
+    let signals = if no_wait {
+        CancellationToken::new()
+    } else {
+        ballast_runtime::shutdown::on_signals()
+    };
+    let cluster = tokio::select! {
+        started = Cluster::start(kubeconfig) => started?,
+        () = signals.cancelled() => return Err(Error::Interrupted),
+    };
     let stop = CancellationToken::new();
-    let result = tour(&mut n, &cluster, no_wait, &stop).await;
+    let result = tokio::select! {
+        // The tour first: once it is exploring, a signal ends it normally.
+        biased;
+        result = tour(&mut n, &cluster, no_wait, &stop, &signals) => result,
+        () = signals.cancelled() => Err(Error::Interrupted),
+    };
     stop.cancel();
     cluster.stop().await;
     result
@@ -948,6 +1031,7 @@ async fn tour(
     cluster: &Cluster,
     no_wait: bool,
     stop: &CancellationToken,
+    signals: &CancellationToken,
 ) -> Result<Summary> {
     let a = &cluster.addrs;
     let mut started = String::new();
@@ -1038,12 +1122,17 @@ async fn tour(
         "Tour finished in {:.1}s",
         summary.elapsed.as_secs_f64()
     ))?;
-    explore(t.n, cluster, no_wait).await?;
+    explore(t.n, cluster, no_wait, signals).await?;
     Ok(summary)
 }
 
 /// Prints how to poke at the running cluster; then, unless `no_wait`, waits for Ctrl-C.
-async fn explore(n: &mut Narrator<'_>, cluster: &Cluster, no_wait: bool) -> Result<()> {
+async fn explore(
+    n: &mut Narrator<'_>,
+    cluster: &Cluster,
+    no_wait: bool,
+    signals: &CancellationToken,
+) -> Result<()> {
     let a = &cluster.addrs;
     let kc = a.kubeconfig.display();
     let mut lines: BTreeMap<&str, String> = BTreeMap::new();
@@ -1075,7 +1164,7 @@ async fn explore(n: &mut Narrator<'_>, cluster: &Cluster, no_wait: bool) -> Resu
         return Ok(());
     }
     n.say("Everything stays up until Ctrl-C.")?;
-    ballast_runtime::shutdown::on_signals().cancelled().await;
+    signals.cancelled().await;
     n.say("stopping...")?;
     Ok(())
 }
