@@ -454,3 +454,37 @@ async fn publish(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::mk_pm;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn status_writes_do_not_pass_the_podmanager_watch_filter() {
+        let pm = mk_pm("web", 3, "nginx:1.21");
+        let mut with_status = pm.clone();
+        with_status.status = Some(crate::PodManagerStatus {
+            ready_replicas: 3,
+            current_replicas: 3,
+            ..crate::PodManagerStatus::default()
+        });
+        with_status.metadata.resource_version = Some("42".into());
+        assert_eq!(spec_or_lifecycle(&pm), spec_or_lifecycle(&with_status));
+    }
+
+    #[test]
+    fn spec_finalizer_and_deletion_changes_pass_the_podmanager_watch_filter() {
+        let pm = mk_pm("web", 3, "nginx:1.21");
+        let mut bumped = pm.clone();
+        bumped.metadata.generation = Some(2);
+        let mut finalized = pm.clone();
+        finalized.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        let mut deleting = pm.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        for changed in [&bumped, &finalized, &deleting] {
+            assert_ne!(spec_or_lifecycle(&pm), spec_or_lifecycle(changed));
+        }
+    }
+}
