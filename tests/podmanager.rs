@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest wait for any condition; each is expected within a few seconds.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a settled PodManager is watched for spurious reconciles.
+const QUIET_WINDOW: Duration = Duration::from_millis(700);
 const SAMPLE: &str = include_str!("../crates/podmanager/config/samples/apps_v1_podmanager.yaml");
 
 async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -268,6 +270,16 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
             "kubectl get podmanager:\n{out}"
         );
     }
+
+    // No reconcile loop on our own status writes: once settled, the operator goes quiet.
+    // (A bounded observation window: absence of a loop cannot be polled for.)
+    let settled_at = op.reconcile_count();
+    tokio::time::sleep(QUIET_WINDOW).await;
+    let extra = op.reconcile_count() - settled_at;
+    assert!(
+        extra <= 1,
+        "{extra} reconciles in {QUIET_WINDOW:?} after settling"
+    );
 
     // Scale to 5 through the scale subresource (what `kubectl scale` and HPA use).
     pms.patch_scale(
