@@ -30,7 +30,7 @@ pub use tour::Summary;
 #[command(name = "ballast-demo", version)]
 pub struct Options {
     /// Exit after the tour instead of staying up until Ctrl-C (for CI and tests).
-    #[arg(long, env = "DEMO_NO_WAIT", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "DEMO_NO_WAIT", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_wait: bool,
 
     /// Longest wait for any single condition of the tour (e.g. `30s`, `1m`); the demo fails
@@ -70,4 +70,35 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> Result<Summary>
         out,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tour_waits_for_ctrl_c_unless_told_not_to() {
+        let opts = Options::try_parse_from(["ballast-demo"]).unwrap();
+        assert!(!opts.no_wait);
+        assert_eq!(opts.step_timeout, Duration::from_secs(30));
+        assert_eq!(opts.kubeconfig, None);
+        let opts = Options::try_parse_from(["ballast-demo", "--no-wait"]).unwrap();
+        assert!(opts.no_wait);
+    }
+
+    #[test]
+    fn step_timeout_and_kubeconfig_take_human_values() {
+        let opts = Options::try_parse_from([
+            "ballast-demo",
+            "--step-timeout",
+            "1m",
+            "--kubeconfig",
+            "demo.kubeconfig",
+        ])
+        .unwrap();
+        assert_eq!(opts.step_timeout, Duration::from_secs(60));
+        assert_eq!(opts.kubeconfig, Some(PathBuf::from("demo.kubeconfig")));
+        let err = Options::try_parse_from(["ballast-demo", "--step-timeout", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("--step-timeout"), "{err}");
+    }
 }
