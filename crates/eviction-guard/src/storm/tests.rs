@@ -370,3 +370,35 @@ fn node_health_reads_ready_condition_zone_and_out_of_service_taint() {
     assert!(h.ready, "no Ready condition yet is not evidence of failure");
     assert!(!h.out_of_service);
 }
+
+#[test]
+fn per_zone_storm_keeps_its_zone_protected_while_the_zone_stays_down() {
+    let cfg = StormConfig {
+        per_zone: true,
+        ..StormConfig::default()
+    };
+    let mut nodes = vec![
+        in_zone(down("a-1", t(0, 0)), "a"),
+        in_zone(down("a-2", t(1, 0)), "a"),
+        in_zone(down("a-3", t(2, 0)), "a"),
+        in_zone(ready("a-4"), "a"),
+        in_zone(ready("b-1"), "b"),
+    ];
+    let on = evaluate(&cfg, Mode::Auto, &nodes, t(3, 0), &Protection::default());
+    assert_eq!(on.storms.keys().collect::<Vec<_>>(), ["a"]);
+    // an hour on, zone a has swapped one failed node for another; b loses a node on its own
+    nodes[0] = in_zone(ready("a-1"), "a");
+    nodes[3] = in_zone(down("a-4", t(60, 0)), "a");
+    nodes[4] = in_zone(down("b-1", t(60, 0)), "b");
+    let later = evaluate(&cfg, Mode::Auto, &nodes, t(61, 0), &on);
+    assert!(later.protecting);
+    assert_eq!(
+        names(&later.protected),
+        ["a-2", "a-3", "a-4"],
+        "b-1 alone is ordinary"
+    );
+    assert_eq!(
+        later.reason,
+        "3 of 4 worker nodes in zone a still NotReady (threshold 3)"
+    );
+}
