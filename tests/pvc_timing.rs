@@ -105,6 +105,7 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
             webhook: Some(WebhookConfig {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 tls: Some((cert, key)),
+                self_signed: None,
             }),
             controller: Some(ControllerConfig {
                 leader: Some(ballast_runtime::leader::LeaseConfig::new(
@@ -386,4 +387,117 @@ async fn a_standby_replica_takes_over_the_triggers_when_the_leader_stops() {
         .await
         .expect("the successor stops cleanly");
     env.shutdown().await;
+}
+
+/// A free loopback port, for a webhook configuration that must exist before the service starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca() {
+    ballast_runtime::tls::install_crypto_provider();
+    let env = TestEnv::start(SimConfig::default()).await;
+    if env
+        .sim_or_skip("an in-process webhook on loopback")
+        .is_none()
+    {
+        return;
+    }
+    let ns = env.namespace.clone();
+    let configuration = format!("pvc-timing-self-signed-{ns}");
+    let port = free_port();
+    // As applied from the kustomize base: no caBundle yet.
+    let mut unsigned = webhook_configuration(&configuration, port, "");
+    if let Some(webhooks) = unsigned.webhooks.as_mut() {
+        webhooks[0].client_config.ca_bundle = None;
+    }
+    let configurations = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
+    configurations
+        .create(&PostParams::default(), &unsigned)
+        .await
+        .expect("webhook configuration registered");
+
+    let start = |cert_dir: std::path::PathBuf, port: u16, shutdown: CancellationToken| {
+        let client = env.client.clone();
+        let (ns, configuration) = (ns.clone(), configuration.clone());
+        async move {
+            pvc_timing::start(
+                Config {
+                    webhook: Some(WebhookConfig {
+                        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+                        tls: Some(ballast_runtime::tls::cert_paths(&cert_dir, None, None)),
+                        self_signed: Some(pvc_timing::SelfSigned {
+                            args: ballast_runtime::bootstrap::SelfSignedArgs {
+                                self_signed_secret: Some("pvc-timing-serving-cert".into()),
+                                webhook_configuration: Some(configuration),
+                                webhook_service_dns: Some("127.0.0.1".into()),
+                            },
+                            namespace: ns,
+                        }),
+                    }),
+                    controller: None,
+                    admin_addr: None,
+                    kube: KubeAccess::Client(client),
+                },
+                shutdown,
+            )
+            .await
+            .expect("pvc-timing starts in self-signed mode")
+        }
+    };
+    let first_dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let _first = start(first_dir.path().to_path_buf(), port, shutdown.clone()).await;
+
+    // The Secret holds the CA, and the webhook configuration now trusts it.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = env.api();
+    let secret = secrets
+        .get("pvc-timing-serving-cert")
+        .await
+        .expect("the certificate Secret exists");
+    let data = secret.data.expect("the Secret has data");
+    let ca = data.get("ca.crt").expect("ca.crt").0.clone();
+    let injected = configurations
+        .get(&configuration)
+        .await
+        .unwrap()
+        .webhooks
+        .unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .expect("caBundle injected");
+    assert_eq!(injected.0, ca);
+    assert_eq!(
+        std::fs::read(first_dir.path().join("tls.crt")).unwrap(),
+        data.get("tls.crt").unwrap().0,
+        "the served certificate is the one in the Secret"
+    );
+
+    // The API server reaches the webhook over TLS with that CA: a new claim gets its history.
+    let claims: Api<PersistentVolumeClaim> = env.api();
+    let created = claims
+        .create(&PostParams::default(), &claim("self-signed", "standard"))
+        .await
+        .expect("claim created");
+    let timing = timing_of(&created).expect("the webhook annotated the claim");
+    assert_eq!(timing.current_phase, "Pending");
+
+    // A second replica (or a restart) serves the same certificate instead of minting another.
+    let second_dir = tempfile::tempdir().unwrap();
+    let _second = start(
+        second_dir.path().to_path_buf(),
+        free_port(),
+        shutdown.clone(),
+    )
+    .await;
+    assert_eq!(
+        std::fs::read(second_dir.path().join("tls.crt")).unwrap(),
+        std::fs::read(first_dir.path().join("tls.crt")).unwrap()
+    );
+    shutdown.cancel();
 }

@@ -225,6 +225,7 @@ impl Cluster {
                 webhook: Some(pvc_timing::WebhookConfig {
                     addr: any_port(),
                     tls: Some((cert, key)),
+                    self_signed: None,
                 }),
                 controller: Some(pvc_timing::ControllerConfig {
                     leader: Some(ballast_runtime::leader::LeaseConfig::new(

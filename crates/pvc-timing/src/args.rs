@@ -85,6 +85,9 @@ pub struct Args {
         default_value = "kube-system,ballast-system"
     )]
     pub exclude_namespaces: Vec<String>,
+
+    #[command(flatten)]
+    pub self_signed: ballast_runtime::bootstrap::SelfSignedArgs,
 }
 
 impl Args {
@@ -107,6 +110,7 @@ impl Args {
             lease_name,
             identity,
             exclude_namespaces,
+            self_signed,
         } = self;
         let tls = (!local).then(|| {
             ballast_runtime::tls::cert_paths(
@@ -123,6 +127,10 @@ impl Args {
             webhook: webhook.then(|| WebhookConfig {
                 addr: SocketAddr::new(bind_address, webhook_port),
                 tls,
+                self_signed: Some(crate::SelfSigned {
+                    args: self_signed,
+                    namespace: lease_namespace.clone(),
+                }),
             }),
             controller: controller.then(|| ControllerConfig {
                 leader: leader_elect.then(|| {

@@ -12,6 +12,8 @@ pub enum Error {
     },
     #[error("failed to load the webhook serving certificate")]
     Tls(#[source] ballast_runtime::Error),
+    #[error("failed to bootstrap the self-signed serving certificate")]
+    Bootstrap(#[source] ballast_runtime::bootstrap::BootstrapError),
     #[error("failed to build the Kubernetes client")]
     KubeClient(#[source] ballast_runtime::Error),
     #[error("failed to serve {what}")]
@@ -36,6 +38,7 @@ impl Error {
         match self {
             Error::Bind { .. } => "bind",
             Error::Tls(_) => "tls",
+            Error::Bootstrap(_) => "bootstrap",
             Error::KubeClient(_) => "kube_client",
             Error::Serve { .. } => "serve",
             Error::Trigger { .. } => "trigger",

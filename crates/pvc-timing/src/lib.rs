@@ -59,6 +59,15 @@ pub struct WebhookConfig {
     pub addr: SocketAddr,
     /// (certificate, key) PEM files; None serves plain HTTP (`--local`).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Generate the certificate into `tls`'s files at start-up (no cert-manager).
+    pub self_signed: Option<SelfSigned>,
+}
+
+/// The self-signed bootstrap: Secret and webhook configuration, in the service's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfSigned {
+    pub args: ballast_runtime::bootstrap::SelfSignedArgs,
+    pub namespace: String,
 }
 
 /// How to reach the API server (only the controller needs it).
@@ -144,8 +153,35 @@ pub async fn start_with_clock(
     let readiness = Readiness::new();
     let mut tasks = JoinSet::new();
 
+    let client = match (&kube, needs_client(webhook.as_ref(), controller.as_ref())) {
+        (_, false) => None,
+        (KubeAccess::Client(client), true) => Some(client.clone()),
+        (KubeAccess::Kubeconfig { path, context }, true) => Some(
+            ballast_runtime::kubeclient::client(path.as_deref(), context.as_deref())
+                .await
+                .map_err(Error::KubeClient)?,
+        ),
+    };
+
     let mut webhook_addr = None;
-    if let Some(webhook) = webhook {
+    if let Some(mut webhook) = webhook {
+        if let (Some(self_signed), Some(client), Some((cert, _))) =
+            (&webhook.self_signed, &client, &webhook.tls)
+        {
+            let cert_dir = cert.parent().unwrap_or_else(|| std::path::Path::new("."));
+            let paths = ballast_runtime::bootstrap::prepare(
+                &self_signed.args,
+                client,
+                &self_signed.namespace,
+                ballast_runtime::bootstrap::WebhookKind::Mutating,
+                cert_dir,
+            )
+            .await
+            .map_err(Error::Bootstrap)?;
+            if let Some(paths) = paths {
+                webhook.tls = Some(paths);
+            }
+        }
         readiness.register(WEBHOOK_READY);
         let (listener, addr) = bind("the webhook", webhook.addr).await?;
         webhook_addr = Some(addr);
@@ -178,15 +214,7 @@ pub async fn start_with_clock(
         });
     }
 
-    if let Some(controller) = controller {
-        let client = match kube {
-            KubeAccess::Client(client) => client,
-            KubeAccess::Kubeconfig { path, context } => {
-                ballast_runtime::kubeclient::client(path.as_deref(), context.as_deref())
-                    .await
-                    .map_err(Error::KubeClient)?
-            }
-        };
+    if let (Some(controller), Some(client)) = (controller, client) {
         let stop = shutdown.clone();
         let clock = clock.clone();
         tasks.spawn(async move { controller::run(client, controller, clock, stop).await });
@@ -212,6 +240,17 @@ pub async fn start_with_clock(
         admin_addr: bound_admin,
         tasks,
     })
+}
+
+/// The API is needed by the controller, and by the webhook only to bootstrap its certificate.
+fn needs_client(webhook: Option<&WebhookConfig>, controller: Option<&ControllerConfig>) -> bool {
+    controller.is_some()
+        || webhook.is_some_and(|w| {
+            w.tls.is_some()
+                && w.self_signed
+                    .as_ref()
+                    .is_some_and(|s| s.args.self_signed_secret.is_some())
+        })
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {

@@ -56,6 +56,7 @@ async fn serve(now: DateTime<Utc>) -> Served {
         webhook: Some(WebhookConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: Some((cert, key)),
+            self_signed: None,
         }),
         controller: None,
         admin_addr: Some("127.0.0.1:0".parse().unwrap()),

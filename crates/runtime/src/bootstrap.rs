@@ -24,7 +24,7 @@ const CERT_KEY: &str = "tls.crt";
 const PRIVATE_KEY: &str = "tls.key";
 
 /// Flags of the self-signed mode, for services to `#[command(flatten)]`.
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
 pub struct SelfSignedArgs {
     /// Generate the serving certificate at start-up (no cert-manager), keep it in this Secret in
     /// the service's namespace, and inject its CA into the webhook configuration.
