@@ -136,6 +136,8 @@ pub async fn start(
         require_auth_for_reads,
         mode_writes_per_second,
     } = config;
+    // a failing task stops this guard only, not whatever else shares the caller's token
+    let shutdown = shutdown.child_token();
 
     let tls = match tls {
         Some((cert, key)) => {
