@@ -198,6 +198,8 @@ impl Cluster {
             ballast_runtime::tls::generate(&["127.0.0.1", "localhost"]).map_err(Error::Certs)?;
         let (cert, key) = certs.write_to(certs_dir.path()).map_err(Error::Certs)?;
         let shutdown = CancellationToken::new();
+        // Services already started stop again if a later one fails to start.
+        let stop_on_error = shutdown.clone().drop_guard();
 
         // eviction-guard: validating webhook, node monitor, control service.
         let mut guard_config = eviction_guard::Config::loopback();
@@ -324,6 +326,7 @@ impl Cluster {
         .map_err(Error::PodManager)?;
 
         let no_retry_client = no_retry_client(sim.kubeconfig_path()).await?;
+        stop_on_error.disarm();
         let addrs = Addresses {
             api: sim.url(),
             kubeconfig: sim.kubeconfig_path().to_path_buf(),
