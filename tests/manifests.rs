@@ -1352,3 +1352,152 @@ async fn rendered_manifests_apply_with_kubectl() {
         .expect("the PodManager CRD exists");
     assert_eq!(crd.spec.group, "apps.mycompany.com");
 }
+
+/// Command-line flags equal to the environment the render's workload sets (downward API values
+/// filled in as the kubelet would), leaving out `skip` (the test binds its own ports and dirs).
+fn flags_from_manifest(r: &Render, cmd: &clap::Command, skip: &[&str]) -> Vec<String> {
+    let (_, spec) = pod_specs(r).into_iter().next().expect("a workload");
+    let mut flags = Vec::new();
+    for e in spec.containers[0].env.iter().flatten() {
+        if skip.contains(&e.name.as_str()) {
+            continue;
+        }
+        let field = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        let value = match (e.value.as_deref(), field) {
+            (Some(v), _) => v.to_owned(),
+            (None, Some("metadata.namespace")) => NAMESPACE.to_owned(),
+            (None, Some("metadata.name")) => format!("{}-0", r.component()),
+            (None, other) => panic!("{}: {} from {other:?}", r.name, e.name),
+        };
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|n| n == e.name.as_str()))
+            .unwrap_or_else(|| panic!("{}: nothing reads {}", r.name, e.name));
+        let long = arg.get_long().expect("a long flag");
+        flags.push(format!("--{long}={value}"));
+    }
+    flags
+}
+
+/// After the service started as the manifest configures it: its Secret holds the CA, every
+/// webhook of its configuration carries that CA, and the webhook port presents a certificate
+/// for the Service's DNS name signed by it — what the API server checks before each call.
+async fn assert_self_signed_bootstrap_done(
+    client: &kube::Client,
+    svc: &str,
+    webhook_port: u16,
+    ca_bundles: Vec<Option<Vec<u8>>>,
+) {
+    use k8s_openapi::api::core::v1::Secret;
+    let secret: Secret = kube::Api::namespaced(client.clone(), NAMESPACE)
+        .get(&format!("{svc}-tls"))
+        .await
+        .unwrap_or_else(|e| panic!("{svc}: Secret {svc}-tls was not created: {e}"));
+    let data = secret.data.unwrap_or_default();
+    for key in ["ca.crt", "tls.crt", "tls.key"] {
+        assert!(data.contains_key(key), "{svc}: Secret lacks {key}");
+    }
+    let ca = data["ca.crt"].0.clone();
+    assert!(!ca_bundles.is_empty());
+    for bundle in ca_bundles {
+        assert_eq!(
+            bundle.as_deref(),
+            Some(ca.as_slice()),
+            "{svc}: caBundle is not the Secret's CA"
+        );
+    }
+    let dns = format!("{svc}.{NAMESPACE}.svc");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM CA"))
+        .resolve(&dns, ([127, 0, 0, 1], webhook_port).into())
+        .build()
+        .expect("an HTTP client");
+    let response = http
+        .get(format!("https://{dns}:{webhook_port}/"))
+        .send()
+        .await;
+    assert!(
+        response.is_ok(),
+        "{svc}: TLS to {dns} with the injected CA failed: {response:?}"
+    );
+}
+
+/// Flags the in-process runs set themselves: loopback, free ports, a temporary cert dir.
+const TEST_OWNED: &[&str] = &[
+    "BIND_ADDRESS",
+    "WEBHOOK_PORT",
+    "ADMIN_PORT",
+    "GRPC_PORT",
+    "CERT_DIR",
+    "KUBECONFIG",
+];
+
+// kubectl blocks its thread; the simulator serves from the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_eviction_guard_as_shipped_injects_a_ca_the_webhook_serves_under() {
+    use clap::{CommandFactory, Parser};
+    let Some(renders) = renders() else { return };
+    ballast_runtime::tls::install_crypto_provider();
+    let r = find(renders, "eviction-guard");
+    let sim = ballast_e2e::KubeSim::start(ballast_e2e::SimConfig::default())
+        .await
+        .expect("kube-sim starts");
+    let file = repo().join(r.deploy_file());
+    let Some(out) = ballast_e2e::kubectl(
+        sim.kubeconfig_path(),
+        &["apply", "-f", &file.to_string_lossy()],
+    ) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let certs = tempfile::tempdir().expect("a temporary directory");
+    let mut argv = vec!["eviction-guard".to_owned()];
+    argv.extend(flags_from_manifest(
+        r,
+        &eviction_guard::Args::command(),
+        TEST_OWNED,
+    ));
+    argv.extend([
+        "--bind-address=127.0.0.1".to_owned(),
+        "--webhook-port=0".to_owned(),
+        "--admin-port=0".to_owned(),
+        "--grpc-port=0".to_owned(),
+        format!("--cert-dir={}", certs.path().display()),
+    ]);
+    let config = eviction_guard::Args::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("the manifest's settings do not parse: {e}"))
+        .into_config();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = eviction_guard::start(config, sim.client(), shutdown.clone())
+        .await
+        .expect("the guard starts as the manifest configures it");
+
+    let cfg: ValidatingWebhookConfiguration = kube::Api::all(sim.client())
+        .get("eviction-guard")
+        .await
+        .expect("the webhook configuration");
+    let bundles = cfg
+        .webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .map(|w| w.client_config.ca_bundle.map(|b| b.0))
+        .collect();
+    assert_self_signed_bootstrap_done(
+        &sim.client(),
+        "eviction-guard",
+        running.webhook_addr.port(),
+        bundles,
+    )
+    .await;
+    shutdown.cancel();
+    drop(running.wait().await);
+}
