@@ -1501,3 +1501,64 @@ async fn self_signed_eviction_guard_as_shipped_injects_a_ca_the_webhook_serves_u
     shutdown.cancel();
     drop(running.wait().await);
 }
+
+// kubectl blocks its thread; the simulator serves from the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_pvc_timing_as_shipped_injects_a_ca_the_webhook_serves_under() {
+    use clap::{CommandFactory, Parser};
+    let Some(renders) = renders() else { return };
+    ballast_runtime::tls::install_crypto_provider();
+    let r = find(renders, "pvc-timing");
+    let sim = ballast_e2e::KubeSim::start(ballast_e2e::SimConfig::default())
+        .await
+        .expect("kube-sim starts");
+    let file = repo().join(r.deploy_file());
+    let Some(out) = ballast_e2e::kubectl(
+        sim.kubeconfig_path(),
+        &["apply", "-f", &file.to_string_lossy()],
+    ) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let certs = tempfile::tempdir().expect("a temporary directory");
+    let mut argv = vec!["pvc-timing".to_owned()];
+    argv.extend(flags_from_manifest(
+        r,
+        &pvc_timing::Args::command(),
+        TEST_OWNED,
+    ));
+    argv.extend([
+        "--bind-address=127.0.0.1".to_owned(),
+        "--webhook-port=0".to_owned(),
+        "--admin-port=0".to_owned(),
+        format!("--cert-dir={}", certs.path().display()),
+        format!("--kubeconfig={}", sim.kubeconfig_path().display()),
+    ]);
+    let config = pvc_timing::Args::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("the manifest's settings do not parse: {e}"))
+        .into_config();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = pvc_timing::start(config, shutdown.clone())
+        .await
+        .expect("pvc-timing starts as the manifest configures it");
+
+    let cfg: MutatingWebhookConfiguration = kube::Api::all(sim.client())
+        .get("pvc-timing")
+        .await
+        .expect("the webhook configuration");
+    let bundles = cfg
+        .webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .map(|w| w.client_config.ca_bundle.map(|b| b.0))
+        .collect();
+    let port = running.webhook_addr.expect("the webhook runs").port();
+    assert_self_signed_bootstrap_done(&sim.client(), "pvc-timing", port, bundles).await;
+    shutdown.cancel();
+    drop(running.wait().await);
+}
