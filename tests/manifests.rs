@@ -1266,12 +1266,13 @@ fn every_environment_variable_set_is_one_the_service_reads() {
     use clap::CommandFactory;
     let Some(renders) = renders() else { return };
     for r in renders {
-        let known = match r.component() {
-            "eviction-guard" => env_names(eviction_guard::Args::command()),
-            "pvc-timing" => env_names(pvc_timing::Args::command()),
-            "podmanager" => env_names(podmanager::Args::command()),
-            _ => env_names(provisioner::Args::command()),
+        let cmd = match r.component() {
+            "eviction-guard" => eviction_guard::Args::command(),
+            "pvc-timing" => pvc_timing::Args::command(),
+            "podmanager" => podmanager::Args::command(),
+            _ => provisioner::Args::command(),
         };
+        let known = env_names(cmd.clone());
         for (workload, spec) in pod_specs(r) {
             for c in &spec.containers {
                 for e in c.env.iter().flatten() {
@@ -1291,6 +1292,15 @@ fn every_environment_variable_set_is_one_the_service_reads() {
                     );
                 }
             }
+        }
+        // And every value parses as the service parses it (durations, booleans, addresses).
+        let argv =
+            std::iter::once(r.component().to_owned()).chain(flags_from_manifest(r, &cmd, &[]));
+        if let Err(e) = cmd.try_get_matches_from(argv) {
+            panic!(
+                "{}: the service rejects the manifest's settings: {e}",
+                r.name
+            );
         }
     }
 }
@@ -1371,6 +1381,7 @@ fn flags_from_manifest(r: &Render, cmd: &clap::Command, skip: &[&str]) -> Vec<St
             (Some(v), _) => v.to_owned(),
             (None, Some("metadata.namespace")) => NAMESPACE.to_owned(),
             (None, Some("metadata.name")) => format!("{}-0", r.component()),
+            (None, Some("spec.nodeName")) => "node-1".to_owned(),
             (None, other) => panic!("{}: {} from {other:?}", r.name, e.name),
         };
         let arg = cmd
