@@ -405,3 +405,61 @@ impl Cluster {
         sim.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_storage_classes_are_hostpath_and_nfs() {
+        let classes = storage_classes().unwrap();
+        let names: Vec<(&str, &str)> = classes
+            .iter()
+            .map(|c| {
+                (
+                    c.metadata.name.as_deref().unwrap_or(""),
+                    c.provisioner.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("hostpath", "ballast.dev/hostpath"),
+                ("nfs", "ballast.dev/nfs")
+            ]
+        );
+    }
+
+    #[test]
+    fn pvc_timing_webhook_keeps_the_shipped_rules_and_calls_the_demo_url() {
+        let client = client_config(8443, "/mutate", "CA PEM");
+        let config = pvc_timing_webhook(&client).unwrap();
+        let webhooks = config.webhooks.unwrap();
+        assert_eq!(webhooks.len(), 1);
+        let webhook = &webhooks[0];
+        assert_eq!(webhook.name, "pvc-timing.ballast.dev");
+        assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"));
+        assert_eq!(
+            webhook.client_config.url.as_deref(),
+            Some("https://127.0.0.1:8443/mutate")
+        );
+        assert!(webhook.client_config.service.is_none());
+        assert_eq!(
+            webhook
+                .client_config
+                .ca_bundle
+                .as_ref()
+                .map(|b| b.0.as_slice()),
+            Some(&b"CA PEM"[..])
+        );
+        let excluded = webhook
+            .namespace_selector
+            .as_ref()
+            .and_then(|s| s.match_expressions.as_ref())
+            .and_then(|e| e.first())
+            .and_then(|e| e.values.clone())
+            .unwrap_or_default();
+        assert_eq!(excluded, ["kube-system", SYSTEM_NAMESPACE]);
+    }
+}

@@ -1152,7 +1152,7 @@ async fn explore(
     n.block(&format!(
         "kubectl --kubeconfig {kc} get pods -A\n\
          kubectl --kubeconfig {kc} get podmanager -n {DEMO_NAMESPACE}\n\
-         kubectl --kubeconfig {kc} pvc inspect data -n {DEMO_NAMESPACE}   # with kubectl-pvc on PATH\n\
+         kubectl --kubeconfig {kc} pvc inspect data -n {DEMO_NAMESPACE}   # kubectl-pvc on PATH: cargo install --path crates/kubectl-pvc\n\
          grpcurl -plaintext {grpc} list\n\
          grpcurl -plaintext {grpc} ballast.control.v1.Control/GetStatus\n\
          curl -s http://{admin}/metrics",
