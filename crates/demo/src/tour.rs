@@ -1010,6 +1010,7 @@ pub async fn play(settings: Settings, out: &mut (dyn std::io::Write + Send)) -> 
     } else {
         ballast_runtime::shutdown::on_signals()
     };
+    n.say("A `$` line is the command you would type for what the demo does at that point through the same API or library code; what follows it is the real answer.")?;
     let cluster = tokio::select! {
         started = Cluster::start(kubeconfig) => started?,
         () = signals.cancelled() => return Err(Error::Interrupted),
