@@ -200,6 +200,8 @@ pub struct WatchPlan {
     pub timeout: Duration,
     /// Events at or before this resourceVersion are not sent.
     pub from_rv: u64,
+    /// The requested resourceVersion was compacted: the stream is a single ERROR event.
+    pub gone: Option<ApiError>,
 }
 
 /// The simulator's shared state.
@@ -370,9 +372,9 @@ fn write_options(kind: &str, req: &ApiRequest) -> Value {
 }
 
 impl Sim {
-    pub fn new(settings: Settings, shutdown: CancellationToken) -> Self {
+    pub fn new(settings: Settings, shutdown: CancellationToken, watch_history: usize) -> Self {
         Self {
-            store: Store::default(),
+            store: Store::with_history(watch_history),
             registry: RwLock::new(Registry::new(&[])),
             auth: Auth::default(),
             settings,
@@ -585,6 +587,7 @@ impl Sim {
                     .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
             ),
         };
+        let mut gone_error = None;
         let (initial, start, from_rv) = if from.is_none() || send_initial {
             let (items, start) = self
                 .store
@@ -596,7 +599,15 @@ impl Sim {
             let rv = start.rv;
             (items, start, rv)
         } else {
-            let start = self.store.watch(from).map_err(|e| store_err(e, &rt, ""))?;
+            // Like the API server, a watch from a compacted version starts (200) and its first
+            // event is an ERROR with 410 Expired.
+            let start = match self.store.watch(from) {
+                Ok(start) => start,
+                Err(e) => {
+                    gone_error = Some(store_err(e, &rt, ""));
+                    self.store.watch(None).map_err(|e| store_err(e, &rt, ""))?
+                }
+            };
             (Vec::new(), start, from.unwrap_or_default())
         };
         let timeout = req
@@ -616,6 +627,7 @@ impl Sim {
             initial_events_end: send_initial,
             timeout,
             from_rv,
+            gone: gone_error,
         })
     }
 
@@ -1103,6 +1115,10 @@ impl Sim {
             let m = meta_mut(&mut eviction);
             m.insert("name".into(), json!(name));
             m.insert("namespace".into(), json!(ns));
+        }
+        if let Some(o) = eviction.as_object_mut() {
+            o.entry("apiVersion").or_insert(json!("policy/v1"));
+            o.entry("kind").or_insert(json!("Eviction"));
         }
         let api_version = eviction
             .get("apiVersion")

@@ -95,6 +95,7 @@ pub struct SimConfig {
     default_toleration_seconds: u64,
     eviction_retry: Duration,
     bookmark_interval: Duration,
+    watch_history: usize,
 }
 
 impl Default for SimConfig {
@@ -112,6 +113,7 @@ impl Default for SimConfig {
             default_toleration_seconds: 2,
             eviction_retry: Duration::from_secs(1),
             bookmark_interval: Duration::from_secs(5),
+            watch_history: store::DEFAULT_HISTORY,
         }
     }
 }
@@ -173,6 +175,11 @@ impl SimConfig {
         self.eviction_retry = d;
         self
     }
+    /// How many past events watches can resume from before getting 410 Gone (default 10000).
+    pub fn watch_history(mut self, events: usize) -> Self {
+        self.watch_history = events;
+        self
+    }
     /// How often watches asking for bookmarks get one (default 5s).
     pub fn bookmark_interval(mut self, d: Duration) -> Self {
         self.bookmark_interval = d;
@@ -202,10 +209,13 @@ fn random_token() -> String {
 
 async fn client_for(kubeconfig_yaml: &str) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).map_err(Error::Kubeconfig)?;
-    let config =
+    let mut config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
             .map_err(Error::Kubeconfig)?;
+    // Tests assert on 429 answers (webhook denials of evictions); kube's default retry of 429s
+    // (15 attempts, exponential backoff) would hide them for minutes.
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(Error::Client)
 }
 
@@ -240,7 +250,7 @@ impl KubeSim {
             bookmark_interval: cfg.bookmark_interval,
             pv_binder: cfg.pv_binder,
         };
-        let sim = Arc::new(Sim::new(settings, shutdown.clone()));
+        let sim = Arc::new(Sim::new(settings, shutdown.clone(), cfg.watch_history));
         let admin_token = random_token();
         sim.auth.add_token(&admin_token, UserInfo::admin());
         seed(&sim, &cfg).await?;
@@ -303,7 +313,9 @@ impl KubeSim {
         })
     }
 
-    /// A client acting as the cluster admin (`system:masters`).
+    /// A client acting as the cluster admin (`system:masters`). Like every client this crate
+    /// builds, it does not retry 429/503/504 answers (kube's `default_retry` is off), so tests see
+    /// them; services built from the kubeconfig keep kube's default.
     pub fn client(&self) -> kube::Client {
         self.client.clone()
     }

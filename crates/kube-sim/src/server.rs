@@ -311,7 +311,12 @@ async fn run_watch(
         initial_events_end,
         timeout,
         from_rv,
+        gone,
     } = plan;
+    if let Some(e) = gone {
+        let _ = tx.send(encode("ERROR", &e.to_status())).await;
+        return;
+    }
     let mut first = true;
     let mut render = |kind: &str, obj: Value| -> Bytes {
         let obj = present(&rt, obj);
