@@ -1069,6 +1069,14 @@ fn podmanager_base_carries_the_published_crd() {
     assert_eq!(rendered.metadata.name, file.metadata.name);
 }
 
+fn shipped_storage_classes() -> Vec<StorageClass> {
+    let path = repo().join("crates/provisioner/manifests/storageclasses.yaml");
+    let text = std::fs::read_to_string(&path).expect("the provisioner's StorageClasses");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| StorageClass::deserialize(doc).expect("a StorageClass"))
+        .collect()
+}
+
 #[test]
 fn storage_classes_name_the_provisioners_the_code_serves() {
     let Some(renders) = renders() else { return };
@@ -1083,6 +1091,26 @@ fn storage_classes_name_the_provisioners_the_code_serves() {
         let sc: StorageClass = find(renders, name).one("StorageClass");
         assert_eq!(sc.metadata.name.as_deref(), Some(class));
         assert_eq!(sc.provisioner, provisioner);
+        // The provisioner crate's own copy (used by the demo) says the same.
+        let crate_copy = shipped_storage_classes()
+            .into_iter()
+            .find(|c| c.metadata.name.as_deref() == Some(class))
+            .unwrap_or_else(|| panic!("crates/provisioner/manifests lacks class {class}"));
+        assert_eq!(
+            (
+                &sc.provisioner,
+                &sc.parameters,
+                &sc.reclaim_policy,
+                &sc.volume_binding_mode
+            ),
+            (
+                &crate_copy.provisioner,
+                &crate_copy.parameters,
+                &crate_copy.reclaim_policy,
+                &crate_copy.volume_binding_mode
+            ),
+            "StorageClass {class} differs from crates/provisioner/manifests/storageclasses.yaml"
+        );
     }
 
     // The hostPath agent: one per node, its node name from the downward API, the base path
