@@ -21,7 +21,7 @@ use kube::api::{
 };
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -893,5 +893,50 @@ async fn kubectl_gets_creates_applies_patches_deletes_and_watches() {
     let t = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(t.contains("ADDED") && t.contains("settings"), "{t}");
     assert!(t.contains("watched"), "watch saw the later create: {t}");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_recorded_through_events_v1_are_listed_as_core_events() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let env = TestEnv::start(SimConfig::default()).await;
+    let cms: Api<ConfigMap> = env.api();
+    let target = cms
+        .create(&PostParams::default(), &cm("subject"))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        env.client.clone(),
+        Reporter {
+            controller: "ballast.dev/e2e".into(),
+            instance: None,
+        },
+    );
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Checked".into(),
+        note: Some("all good".into()),
+        action: "Check".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &target.object_ref(&()))
+        .await
+        .unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = env.api();
+    let listed = core
+        .list(&ListParams::default().fields("involvedObject.name=subject"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "{listed:?}");
+    let e = &listed.items[0];
+    assert_eq!(e.message.as_deref(), Some("all good"));
+    assert_eq!(e.reason.as_deref(), Some("Checked"));
+    assert_eq!(e.involved_object.kind.as_deref(), Some("ConfigMap"));
+    let none = core
+        .list(&ListParams::default().fields("involvedObject.name=other"))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
     env.shutdown().await;
 }

@@ -221,6 +221,9 @@ pub fn now() -> String {
 
 /// Sets apiVersion and kind as the requested version presents them.
 pub fn present(rt: &ResourceType, mut obj: Value) -> Value {
+    if rt.resource == "events" {
+        crate::events::convert(&mut obj, rt.group == "events.k8s.io");
+    }
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(rt.api_version()));
         m.insert("kind".into(), json!(rt.kind));
@@ -522,7 +525,10 @@ impl Sim {
         Ok((
             items
                 .into_iter()
-                .filter(|o| labels.matches(o) && fields.matches(o))
+                .filter(|o| {
+                    let o = present(rt, o.clone());
+                    labels.matches(&o) && fields.matches(&o)
+                })
                 .collect(),
             rv,
         ))
@@ -594,6 +600,7 @@ impl Sim {
                 .snapshot_and_watch(&rt.storage_key(), namespace.as_deref());
             let items = items
                 .into_iter()
+                .map(|o| present(&rt, o))
                 .filter(|o| labels.matches(o) && fields.matches(o))
                 .collect();
             let rv = start.rv;

@@ -16,7 +16,7 @@
 //!
 //! Known simplifications (on top of those listed in [`admission`] and [`patch`]): pods are deleted
 //! at once (no kubelet-confirmed graceful termination); PodDisruptionBudgets are not evaluated
-//! for evictions; `events` and `events.k8s.io` events are stored separately; list `continue`
+//! for evictions; list `continue`
 //! tokens are positions, not snapshots; protection finalizers (pvc-protection) are not added;
 //! custom resources are not validated against their schema and versions are not converted.
 
@@ -27,6 +27,7 @@ pub mod controllers;
 pub mod defaults;
 pub mod discovery;
 pub mod errors;
+pub mod events;
 pub mod kubeconfig;
 pub mod patch;
 pub mod resources;

@@ -34,6 +34,10 @@ pub struct ScalePaths {
 
 impl ResourceType {
     pub fn storage_key(&self) -> StorageKey {
+        // events.k8s.io/v1 and core v1 Events are one store, as in Kubernetes.
+        if self.group == "events.k8s.io" && self.resource == "events" {
+            return StorageKey::new("", "events");
+        }
         StorageKey::new(&self.group, &self.resource)
     }
 

@@ -393,11 +393,12 @@ async fn run_watch(
         {
             continue;
         }
-        let now_match = labels.matches(&event.object) && fields.matches(&event.object);
-        let was_match = event
-            .old
-            .as_ref()
-            .is_some_and(|o| labels.matches(o) && fields.matches(o));
+        let object = present(&rt, event.object.clone());
+        let now_match = labels.matches(&object) && fields.matches(&object);
+        let was_match = event.old.as_ref().is_some_and(|o| {
+            let o = present(&rt, o.clone());
+            labels.matches(&o) && fields.matches(&o)
+        });
         let kind = match event.kind {
             EventType::Added if now_match => Some("ADDED"),
             EventType::Modified if now_match && was_match => Some("MODIFIED"),
@@ -407,7 +408,7 @@ async fn run_watch(
             _ => None,
         };
         if let Some(kind) = kind
-            && tx.send(render(kind, event.object.clone())).await.is_err()
+            && tx.send(render(kind, object)).await.is_err()
         {
             return;
         }
