@@ -141,8 +141,8 @@ fn builtin_cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
         ("", "nodes") => {
             let mut status = match condition(obj, "Ready") {
                 Some("True") => "Ready".to_string(),
-                Some("False") => "NotReady".to_string(),
-                _ => "Unknown".to_string(),
+                Some(_) => "NotReady".to_string(),
+                None => "Unknown".to_string(),
             };
             if obj.pointer("/spec/unschedulable") == Some(&json!(true)) {
                 status.push_str(",SchedulingDisabled");

@@ -341,3 +341,41 @@ async fn custom_resources_are_served_once_their_crd_exists() {
         "status is dropped on create with a status subresource"
     );
 }
+
+#[tokio::test]
+async fn scale_subresource_reads_and_sets_replicas() {
+    let sim = sim().await;
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "d"}},
+                 "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}});
+    sim.call(req(Verb::Create, "apps/v1", "deployments").body(&deploy))
+        .await
+        .unwrap();
+    let scale = sim
+        .call(
+            req(Verb::Get, "apps/v1", "deployments")
+                .name("d")
+                .subresource("scale"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()),
+        (Some("Scale"), Some(2))
+    );
+    let patch = json!({"spec": {"replicas": 5}});
+    sim.call(
+        req(Verb::Patch(PatchType::Merge), "apps/v1", "deployments")
+            .name("d")
+            .subresource("scale")
+            .body(&patch),
+    )
+    .await
+    .unwrap();
+    let d = sim
+        .call(req(Verb::Get, "apps/v1", "deployments").name("d"))
+        .await
+        .unwrap();
+    assert_eq!(d["spec"]["replicas"], 5);
+    assert_eq!(d["metadata"]["generation"], 2);
+}
