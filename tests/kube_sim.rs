@@ -813,6 +813,23 @@ async fn kubectl_gets_creates_applies_patches_deletes_and_watches() {
             .contains_key("kubectl.kubernetes.io/last-applied-configuration")
     );
 
+    // Typed kubectl commands send protobuf bodies.
+    let out = kubectl(
+        &kc,
+        &[
+            "create",
+            "configmap",
+            "generated",
+            "-n",
+            &ns,
+            "--from-literal=a=b",
+        ],
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let generated = env.api::<ConfigMap>().get("generated").await.unwrap();
+    assert_eq!(generated.data.unwrap()["a"], "b");
+
     let out = kubectl(
         &kc,
         &[

@@ -30,6 +30,7 @@ pub mod errors;
 pub mod events;
 pub mod kubeconfig;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod server;

@@ -190,7 +190,15 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    let mut body = body.to_vec();
+    if content_type.contains("protobuf") && !body.is_empty() {
+        match crate::protobuf::decode(&body) {
+            Ok(v) => body = serde_json::to_vec(&v).unwrap_or_default(),
+            Err(e) => {
+                return error_response(&ApiError::new(415, "UnsupportedMediaType", e));
+            }
+        }
+    } else if content_type.contains("cbor") {
         return error_response(&ApiError::new(
             415,
             "UnsupportedMediaType",
@@ -209,7 +217,7 @@ async fn handle(
         namespace: rp.namespace,
         name: rp.name,
         query,
-        body: body.to_vec(),
+        body,
         user,
     };
     let (verb, ns, name, resource) = (
