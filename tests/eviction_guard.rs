@@ -2,7 +2,8 @@
 //! pod each; three fail at once; their pods are protected from the taint-based eviction, from
 //! `kubectl drain`-style evictions and from deletes, while a pod on a healthy node is deleted as
 //! usual; an authorised operator disables protection over gRPC and the eviction goes through;
-//! back in AUTO, the nodes recover and protection ends by itself; `/metrics` tells the story.
+//! a second replica starts in the stored mode and follows changes made through the first; back
+//! in AUTO, the nodes recover and protection ends by itself; `/metrics` tells the story.
 //!
 //! Failing nodes needs the simulator, so this scenario runs on kube-sim only.
 
@@ -10,43 +11,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ballast_control::{ClientOptions, ControlClient, Mode};
+use ballast_e2e::{SimConfig, TestEnv, wait_for};
 use eviction_guard::webhook_config::validating_webhook_configuration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, EvictParams, PostParams};
-use kube_sim::{KubeSim, SimConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const NS: &str = "eviction-guard-e2e";
 /// Longest wait for any condition; each is expected within a few seconds.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A pod bound to `node`. `tolerate_forever`: it tolerates the unreachable taint without a
 /// time limit, so the taint eviction leaves it alone (it is the one a drain evicts).
-fn pod(name: &str, node: &str, tolerate_forever: bool) -> Pod {
+fn pod(ns: &str, name: &str, node: &str, tolerate_forever: bool) -> Pod {
     let mut spec = json!({"nodeName": node, "containers": [{"name": "app", "image": "nginx"}]});
     if tolerate_forever {
         spec["tolerations"] = json!([{"key": "node.kubernetes.io/unreachable",
@@ -54,7 +36,7 @@ fn pod(name: &str, node: &str, tolerate_forever: bool) -> Pod {
     }
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "labels": {"app": "web"}},
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": "web"}},
         "spec": spec
     }))
     .expect("valid pod")
@@ -100,7 +82,7 @@ impl Guard {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> anyhow::Result<()> {
-    let sim = KubeSim::start(
+    let env = TestEnv::start(
         SimConfig::default()
             .nodes(5)
             .kubelet(true)
@@ -109,14 +91,13 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
             .default_toleration_seconds(1)
             .eviction_retry(Duration::from_millis(300)),
     )
-    .await?;
-    let client = sim.client();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
-        )
-        .await?;
+    .await;
+    let Some(sim) = env.sim_or_skip("the eviction-guard storm scenario fails nodes") else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    let client = env.client.clone();
+    let ns = env.namespace.as_str();
 
     // the guard, in-process, serving its webhook over TLS with its own CA
     let dir = tempfile::tempdir()?;
@@ -124,9 +105,9 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     let (cert_path, key_path) = cert.write_to(dir.path())?;
     let mut config = eviction_guard::Config::loopback();
     config.tls = Some((cert_path, key_path));
-    config.namespace = NS.to_owned();
+    config.namespace = ns.to_owned();
     let shutdown = CancellationToken::new();
-    let running = eviction_guard::start(config, client.clone(), shutdown.clone()).await?;
+    let running = eviction_guard::start(config.clone(), client.clone(), shutdown.clone()).await?;
     let guard = Guard {
         http: reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(cert.ca_pem.as_bytes())?)
@@ -135,7 +116,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
         callbacks: format!("https://127.0.0.1:{}", running.webhook_addr.port()),
     };
     let webhook = validating_webhook_configuration(
-        &format!("eviction-guard-{NS}"),
+        &format!("eviction-guard-{ns}"),
         WebhookClientConfig {
             url: Some(format!(
                 "https://127.0.0.1:{}/validate",
@@ -158,7 +139,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     assert_eq!(status["reason"], "all 5 worker nodes Ready");
 
     // a pod on each node, running
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     // kube clients retry a 429 by themselves (15 times, ~5 minutes): what a drain should do,
     // but here we want to see the first answer
     let mut no_retry = kube::Config::from_custom_kubeconfig(
@@ -167,9 +148,9 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     )
     .await?;
     no_retry.default_retry = false;
-    let drain: Api<Pod> = Api::namespaced(kube::Client::try_from(no_retry)?, NS);
+    let drain: Api<Pod> = Api::namespaced(kube::Client::try_from(no_retry)?, ns);
     for i in 1..=5 {
-        let p = pod(&format!("web-{i}"), &format!("node-{i}"), i == 1);
+        let p = pod(ns, &format!("web-{i}"), &format!("node-{i}"), i == 1);
         pods.create(&PostParams::default(), &p).await?;
     }
     wait_for("every pod Running", TIMEOUT, || async {
@@ -185,6 +166,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
         .await;
 
     // three nodes fail at once
+    let heartbeats_stopped = Instant::now();
     for n in ["node-1", "node-2", "node-3"] {
         sim.fail_node(n);
     }
@@ -205,7 +187,11 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     })
     .await;
     let reaction = all_notready.elapsed();
-    eprintln!("storm detected {reaction:?} after the third node was NotReady in the API");
+    eprintln!(
+        "storm detected {reaction:?} after the third node was NotReady in the API \
+         ({:?} after heartbeats stopped; the simulated grace is 300ms)",
+        heartbeats_stopped.elapsed()
+    );
     assert!(
         reaction < Duration::from_secs(1),
         "intercepting within a second, took {reaction:?}"
@@ -259,7 +245,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     );
     assert!(
         message.contains(&format!(
-            "eviction-guard refused eviction of pod {NS}/web-1: node node-1 is NotReady"
+            "eviction-guard refused eviction of pod {ns}/web-1: node node-1 is NotReady"
         )),
         "{message}"
     );
@@ -284,11 +270,31 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
             .watch(false),
         &shutdown,
     )?;
-    let refused = stranger.set_mode(Mode::Disabled, "let me").await;
-    assert!(
-        refused.is_err(),
-        "an unauthorised SetMode is refused: {refused:?}"
+    let refused = stranger
+        .set_mode(Mode::Disabled, "let me")
+        .await
+        .expect_err("an unauthorised SetMode is refused");
+    let status = refused.status().context("a gRPC status")?;
+    assert_eq!(
+        format!("{:?}", status.code()),
+        "PermissionDenied",
+        "{status:?}"
     );
+    assert!(status.message().starts_with("forbidden"), "{status:?}");
+    // nor through the seed's callback: no token 401, a token without the grant 403
+    for (token, code) in [(None, 401), (Some("stranger-token"), 403)] {
+        let mut req = guard
+            .http
+            .post(format!("{}/callback/disable-interception", guard.callbacks));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await?;
+        assert_eq!(resp.status().as_u16(), code);
+        let body: Value = resp.json().await?;
+        assert_eq!(body["status"], "error", "{body}");
+    }
+    assert_eq!(guard.status().await["mode"], "auto");
     sim.add_token("oncall-token", "oncall", &["ops"]);
     sim.allow("ops", "update", "control.ballast.dev", "interception");
     let oncall = ControlClient::start(
@@ -301,7 +307,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     assert_eq!(state.mode, Mode::Disabled);
     assert!(!state.protecting);
     assert_eq!(state.mode_changed_by, "oncall");
-    let stored = Api::<ConfigMap>::namespaced(client.clone(), NS)
+    let stored = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get("eviction-guard-mode")
         .await?
         .data
@@ -309,6 +315,15 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     assert_eq!(stored["mode"], "disabled");
     assert_eq!(stored["changedBy"], "oncall");
     assert_eq!(stored["reason"], "drain rack 4");
+    // a second replica (or a restart) starts in the stored mode
+    let replica = eviction_guard::start(config, client.clone(), shutdown.clone()).await?;
+    wait_for("the second replica to be ready", TIMEOUT, || async {
+        replica.readiness.is_ready().then_some(())
+    })
+    .await;
+    assert_eq!(replica.guard.mode().mode, Mode::Disabled);
+    assert_eq!(replica.guard.mode().changed_by, "oncall");
+    assert!(!replica.guard.snapshot().protection.protecting);
 
     drain.evict("web-1", &EvictParams::default()).await?;
     // and the taint eviction of web-2 and web-3 goes through on its next retry
@@ -329,6 +344,15 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     // back to AUTO: the storm is still on; the nodes recover and protection ends by itself
     let state = oncall.set_mode(Mode::Auto, "drain done").await?;
     assert!(state.protecting, "{}", state.reason);
+    wait_for(
+        "the other replica to follow the mode change",
+        TIMEOUT,
+        || async {
+            let snap = replica.guard.snapshot();
+            (replica.guard.mode().mode == Mode::Auto && snap.protection.protecting).then_some(())
+        },
+    )
+    .await;
     for n in ["node-1", "node-2", "node-3"] {
         sim.restore_node(n);
     }
@@ -389,6 +413,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
 
     shutdown.cancel();
     running.wait().await?;
-    sim.shutdown().await;
+    replica.wait().await?;
+    env.shutdown().await;
     Ok(())
 }
