@@ -957,3 +957,86 @@ async fn events_recorded_through_events_v1_are_listed_as_core_events() {
     assert!(none.items.is_empty());
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn scheduler_selects_a_node_for_wait_for_first_consumer_claims_and_waits_for_binding() {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let env = TestEnv::start(
+        SimConfig::default()
+            .nodes(2)
+            .scheduler(true)
+            .kubelet(true)
+            .pv_binder(true),
+    )
+    .await;
+    if env
+        .sim_or_skip("a WaitForFirstConsumer class of a fake provisioner")
+        .is_none()
+    {
+        return;
+    }
+    let class_name = format!("wffc-{}", env.namespace);
+    let class: StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": class_name}, "provisioner": "e2e.ballast.dev/fake",
+        "volumeBindingMode": "WaitForFirstConsumer"}))
+    .unwrap();
+    Api::<StorageClass>::all(env.client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class_name, "resources": {"requests": {"storage": "1Gi"}}}}))
+    .unwrap();
+    pvcs.create(&PostParams::default(), &pvc).await.unwrap();
+    let mut p = pod("consumer", &[]);
+    p.spec.as_mut().unwrap().volumes = Some(vec![
+        serde_json::from_value(json!(
+        {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}))
+        .unwrap(),
+    ]);
+    let pods: Api<Pod> = env.api();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    let node = wait_for(
+        "the scheduler to select a node for the claim",
+        TIMEOUT,
+        || async {
+            pvcs.get("data")
+                .await
+                .ok()?
+                .annotations()
+                .get("volume.kubernetes.io/selected-node")
+                .cloned()
+        },
+    )
+    .await;
+    assert!(
+        pods.get("consumer")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .is_none(),
+        "pod waits for its claim"
+    );
+    // Play the provisioner: a PV pre-bound to the claim; the PV binder binds them.
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": format!("pv-{}", env.namespace)},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": class_name,
+                 "hostPath": {"path": "/tmp/x"}, "claimRef": {"namespace": env.namespace, "name": "data"}}}))
+    .unwrap();
+    Api::<PersistentVolume>::all(env.client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    let placed = wait_for("the pod on the selected node, Running", TIMEOUT, || async {
+        let p = pods.get("consumer").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running"))
+            .then(|| p.spec.unwrap().node_name.unwrap())
+    })
+    .await;
+    assert_eq!(placed, node);
+    env.shutdown().await;
+}

@@ -7,7 +7,9 @@
 //! - taint eviction (`node-controller`): pods on NoExecute-tainted nodes are marked
 //!   DisruptionTarget and deleted once their toleration runs out; a denied delete is retried;
 //! - scheduler (`system:kube-scheduler`): binds pending pods to Ready nodes whose taints they
-//!   tolerate and whose labels match their nodeSelector (no affinity, no resources);
+//!   tolerate and whose labels match their nodeSelector (no affinity, no resources); a pod waits
+//!   until its claims are Bound, and for WaitForFirstConsumer claims the scheduler first writes
+//!   `volume.kubernetes.io/selected-node` on them (volume topology is not checked);
 //! - kubelets (`system:node:<node>`): pods on Ready nodes go Running and Ready;
 //! - PV binder (`persistent-volume-binder`): PVs become Available, pre-bound PVs and PVCs get bound,
 //!   PVCs of a provisioner's class get the storage-provisioner annotations, Pending PVCs bind to a
@@ -318,6 +320,75 @@ pub fn pick_node(pod: &Value, nodes: &[Value], pods: &[Value]) -> Option<String>
         .map(|n| s(n, "/metadata/name").to_string())
 }
 
+/// Set on a WaitForFirstConsumer claim by the scheduler once it picked a node for its pod.
+pub const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+
+/// What a pending pod's claims allow the scheduler to do (pure).
+#[derive(Debug, PartialEq, Eq)]
+pub enum VolumePlan {
+    /// Every claim is bound: schedule, on this node when a claim's node was selected.
+    Ready(Option<String>),
+    /// WaitForFirstConsumer claims without a node: pick one and write it on them.
+    Select(Vec<String>),
+    /// A claim is not bound yet: try again later.
+    Wait,
+    /// A claim does not exist.
+    Missing(String),
+}
+
+pub fn volume_plan(pod: &Value, pvcs: &[Value], classes: &[Value]) -> VolumePlan {
+    let ns = s(pod, "/metadata/namespace");
+    let claims: Vec<&str> = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter_map(|v| {
+                    v.pointer("/persistentVolumeClaim/claimName")
+                        .and_then(Value::as_str)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut select = Vec::new();
+    let mut wait = false;
+    let mut hint = None;
+    for claim in claims {
+        let Some(pvc) = pvcs
+            .iter()
+            .find(|c| s(c, "/metadata/namespace") == ns && s(c, "/metadata/name") == claim)
+        else {
+            return VolumePlan::Missing(claim.to_string());
+        };
+        let selected = pvc
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(ANN_SELECTED_NODE))
+            .and_then(Value::as_str);
+        if let Some(node) = selected {
+            hint = Some(node.to_string());
+        }
+        if s(pvc, "/status/phase") == "Bound" {
+            continue;
+        }
+        let class = s(pvc, "/spec/storageClassName");
+        let wffc = classes.iter().any(|c| {
+            s(c, "/metadata/name") == class && s(c, "/volumeBindingMode") == "WaitForFirstConsumer"
+        });
+        if wffc && selected.is_none() {
+            select.push(claim.to_string());
+        } else {
+            wait = true;
+        }
+    }
+    if !select.is_empty() {
+        VolumePlan::Select(select)
+    } else if wait {
+        VolumePlan::Wait
+    } else {
+        VolumePlan::Ready(hint)
+    }
+}
+
 pub fn spawn_scheduler(sim: Arc<Sim>) {
     tokio::spawn(async move {
         let user = UserInfo::new("system:kube-scheduler", &[]);
@@ -325,6 +396,8 @@ pub fn spawn_scheduler(sim: Arc<Sim>) {
         while sleep_or_stop(&sim, TICK).await {
             let nodes = list(&sim, "", "nodes");
             let pods = list(&sim, "", "pods");
+            let pvcs = list(&sim, "", "persistentvolumeclaims");
+            let classes = list(&sim, "storage.k8s.io", "storageclasses");
             for pod in &pods {
                 if !s(pod, "/spec/nodeName").is_empty()
                     || pod.pointer("/metadata/deletionTimestamp").is_some()
@@ -335,7 +408,49 @@ pub fn spawn_scheduler(sim: Arc<Sim>) {
                 let ns = s(pod, "/metadata/namespace");
                 let name = s(pod, "/metadata/name");
                 let uid = s(pod, "/metadata/uid").to_string();
-                match pick_node(pod, &nodes, &pods) {
+                let candidates: Vec<Value> = match volume_plan(pod, &pvcs, &classes) {
+                    VolumePlan::Wait => continue,
+                    VolumePlan::Missing(claim) => {
+                        if reported.insert(uid, ()).is_none() {
+                            tracing::info!(namespace = %ns, name = %name, claim = %claim, "pod unschedulable: claim not found");
+                        }
+                        continue;
+                    }
+                    VolumePlan::Select(claims) => {
+                        let Some(node) = pick_node(pod, &nodes, &pods) else {
+                            continue;
+                        };
+                        for claim in claims {
+                            let patch =
+                                json!({"metadata": {"annotations": {ANN_SELECTED_NODE: node}}});
+                            let req = ApiRequest::new(
+                                Verb::Patch(PatchType::Merge),
+                                "v1",
+                                "persistentvolumeclaims",
+                                user.clone(),
+                            )
+                            .ns(ns)
+                            .name(&claim)
+                            .body(&patch);
+                            match sim.call(req).await {
+                                Ok(_) => {
+                                    tracing::info!(namespace = %ns, name = %claim, node = %node, "claim's node selected for WaitForFirstConsumer")
+                                }
+                                Err(e) => {
+                                    tracing::warn!(namespace = %ns, name = %claim, error = %e, "failed to select a node for a claim")
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    VolumePlan::Ready(Some(node)) => nodes
+                        .iter()
+                        .filter(|n| s(n, "/metadata/name") == node)
+                        .cloned()
+                        .collect(),
+                    VolumePlan::Ready(None) => nodes.clone(),
+                };
+                match pick_node(pod, &candidates, &pods) {
                     Some(node) => {
                         let binding = json!({"apiVersion": "v1", "kind": "Binding",
                             "metadata": {"name": name, "namespace": ns},
@@ -1051,6 +1166,45 @@ mod tests {
         assert_eq!(
             pick_node(&selective, &[node_object("node-1", 0, false), n2], &[]).as_deref(),
             Some("node-2")
+        );
+    }
+
+    #[test]
+    fn pods_with_claims_wait_for_binding_and_select_a_node_for_wait_for_first_consumer() {
+        let pod = json!({"metadata": {"namespace": "ns"}, "spec": {"volumes": [
+            {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}});
+        let classes = [
+            json!({"metadata": {"name": "wffc"}, "volumeBindingMode": "WaitForFirstConsumer"}),
+            json!({"metadata": {"name": "now"}, "volumeBindingMode": "Immediate"}),
+        ];
+        let pvc = |class: &str, ann: Value, phase: &str| {
+            json!({"metadata": {"namespace": "ns", "name": "data", "annotations": ann},
+            "spec": {"storageClassName": class}, "status": {"phase": phase}})
+        };
+        assert_eq!(
+            volume_plan(&pod, &[], &classes),
+            VolumePlan::Missing("data".into())
+        );
+        assert_eq!(
+            volume_plan(&pod, &[pvc("wffc", json!({}), "Pending")], &classes),
+            VolumePlan::Select(vec!["data".into()])
+        );
+        let selected = json!({ANN_SELECTED_NODE: "node-2"});
+        assert_eq!(
+            volume_plan(&pod, &[pvc("wffc", selected.clone(), "Pending")], &classes),
+            VolumePlan::Wait
+        );
+        assert_eq!(
+            volume_plan(&pod, &[pvc("wffc", selected, "Bound")], &classes),
+            VolumePlan::Ready(Some("node-2".into()))
+        );
+        assert_eq!(
+            volume_plan(&pod, &[pvc("now", json!({}), "Pending")], &classes),
+            VolumePlan::Wait
+        );
+        assert_eq!(
+            volume_plan(&json!({"spec": {}}), &[], &classes),
+            VolumePlan::Ready(None)
         );
     }
 
