@@ -393,6 +393,15 @@ pub async fn admit(
                         "failed calling webhook \"{name}\": failed to apply patch: {e}"
                     ))
                 })?;
+                let shape_ok = obj.is_object()
+                    && ["metadata", "spec", "status"]
+                        .iter()
+                        .all(|f| obj.get(*f).is_none_or(|v| v.is_object() || v.is_null()));
+                if !shape_ok {
+                    return Err(ApiError::internal(format!(
+                        "failed calling webhook \"{name}\": the patch leaves an invalid object"
+                    )));
+                }
                 tracing::debug!(webhook = %name, namespace = %attrs.namespace, name = %attrs.name, "mutating webhook patch applied");
             }
         }

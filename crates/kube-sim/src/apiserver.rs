@@ -291,6 +291,43 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// metadata, spec and status are objects in every kind served: refuse anything else (422) so
+/// no later step has to cope with them.
+fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    if !obj.is_object() {
+        return Err(ApiError::invalid(
+            rt,
+            "",
+            "the object must be a JSON object",
+        ));
+    }
+    for field in ["metadata", "spec", "status"] {
+        if let Some(v) = obj.get(field)
+            && !(v.is_object() || v.is_null())
+        {
+            let name = meta_str(obj, "name").unwrap_or_default();
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                format!("{field}: Invalid value: must be an object"),
+            ));
+        }
+    }
+    for field in ["labels", "annotations"] {
+        if let Some(v) = obj.get("metadata").and_then(|m| m.get(field))
+            && !(v.is_object() || v.is_null())
+        {
+            let name = meta_str(obj, "name").unwrap_or_default();
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                format!("metadata.{field}: Invalid value: must be a map of strings"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn store_err(e: StoreError, rt: &ResourceType, name: &str) -> ApiError {
     match e {
         StoreError::AlreadyExists => ApiError::already_exists(rt, name),
@@ -671,6 +708,7 @@ impl Sim {
             None => {}
         }
         let mut obj = parse_body(&req.body)?;
+        check_shape(rt, &obj)?;
         if rt.virtual_review {
             return self.review(rt, req, obj);
         }
@@ -883,6 +921,7 @@ impl Sim {
         let ns = self.namespace_of(rt, req);
         let name = req.name.clone().unwrap_or_default();
         let body = parse_body(&req.body)?;
+        check_shape(rt, &body)?;
         if req.subresource.as_deref() == Some("scale") {
             let old = self.current(rt, &ns, &name)?;
             let replicas = body.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
@@ -943,6 +982,7 @@ impl Sim {
             };
             let patched = patch::apply_patch(&target, kind, &req.body)
                 .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
+            check_shape(rt, &patched)?;
             let new = if req.subresource.as_deref() == Some("scale") {
                 let replicas = patched
                     .pointer("/spec/replicas")

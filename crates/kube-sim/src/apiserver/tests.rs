@@ -379,3 +379,55 @@ async fn scale_subresource_reads_and_sets_replicas() {
     assert_eq!(d["spec"]["replicas"], 5);
     assert_eq!(d["metadata"]["generation"], 2);
 }
+
+#[tokio::test]
+async fn malformed_objects_are_refused_with_422_not_a_panic() {
+    let sim = sim().await;
+    let p = sim
+        .call(req(Verb::Create, "v1", "pods").body(&pod("p")))
+        .await
+        .unwrap();
+    let bad_spec =
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"}, "spec": "nope"});
+    let err = sim
+        .call(req(Verb::Create, "v1", "pods").body(&bad_spec))
+        .await
+        .unwrap_err();
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    let mut bad_status = p.clone();
+    bad_status["status"] = json!(["x"]);
+    let err = sim
+        .call(
+            req(Verb::Update, "v1", "pods")
+                .name("p")
+                .subresource("status")
+                .body(&bad_status),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 422);
+    let root = json!([{"op": "replace", "path": "", "value": "flat"}]);
+    let err = sim
+        .call(
+            req(Verb::Patch(PatchType::Json), "v1", "pods")
+                .name("p")
+                .body(&root),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 422);
+    let labels = json!({"metadata": {"labels": ["a"]}});
+    let err = sim
+        .call(
+            req(Verb::Patch(PatchType::Merge), "v1", "pods")
+                .name("p")
+                .body(&labels),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        get(&sim, "pods", "p").await.unwrap()["status"]["phase"],
+        "Pending"
+    );
+}
