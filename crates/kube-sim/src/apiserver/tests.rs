@@ -431,3 +431,11 @@ async fn malformed_objects_are_refused_with_422_not_a_panic() {
         "Pending"
     );
 }
+
+#[test]
+fn query_strings_are_percent_decoded_without_panicking_on_odd_input() {
+    let q = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&x=%aé&y=%4"));
+    assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
+    assert_eq!(q.get("x"), Some("%aé"));
+    assert_eq!(q.get("y"), Some("%4"));
+}
