@@ -33,25 +33,10 @@ pub struct Args {
     /// Port of the gRPC control service.
     #[arg(long, env = "GRPC_PORT", default_value_t = 9090)]
     pub grpc_port: u16,
-    /// Directory holding the serving certificate `tls.crt` and key `tls.key`.
-    #[arg(
-        long,
-        env = "CERT_DIR",
-        default_value = "/tmp/k8s-webhook-server/serving-certs"
-    )]
-    pub cert_dir: PathBuf,
-    /// Serving certificate file (overrides `<cert-dir>/tls.crt`).
-    #[arg(long, env = "TLS_CERT_FILE")]
-    pub tls_cert_file: Option<PathBuf>,
-    /// Serving key file (overrides `<cert-dir>/tls.key`).
-    #[arg(long, env = "TLS_KEY_FILE")]
-    pub tls_key_file: Option<PathBuf>,
-    /// Kubeconfig to use (default: in-cluster, then the usual kubeconfig lookup).
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context to use.
-    #[arg(long, env = "KUBE_CONTEXT")]
-    pub context: Option<String>,
+    #[command(flatten)]
+    pub certs: ballast_runtime::tls::ServingCertArgs,
+    #[command(flatten)]
+    pub kube: ballast_runtime::kubeclient::KubeconfigArgs,
     /// Namespace of the guard, where the mode ConfigMap lives.
     #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
     pub namespace: String,
@@ -172,11 +157,8 @@ impl Args {
             webhook_port,
             admin_port,
             grpc_port,
-            cert_dir,
-            tls_cert_file,
-            tls_key_file,
-            kubeconfig,
-            context,
+            certs,
+            kube,
             namespace,
             mode_configmap,
             threshold,
@@ -192,13 +174,7 @@ impl Args {
             self_signed,
             control_address,
         } = self;
-        let tls = (!local).then(|| {
-            ballast_runtime::tls::cert_paths(
-                &cert_dir,
-                tls_cert_file.as_deref(),
-                tls_key_file.as_deref(),
-            )
-        });
+        let tls = (!local).then(|| certs.paths());
         let nonempty = |v: Vec<String>| {
             v.into_iter()
                 .map(|s| s.trim().to_owned())
@@ -212,8 +188,8 @@ impl Args {
             tls,
             self_signed,
             no_auth: local,
-            kubeconfig,
-            context,
+            kubeconfig: kube.kubeconfig,
+            context: kube.context,
             namespace,
             mode_configmap,
             storm: StormConfig {

@@ -61,13 +61,8 @@ pub struct Args {
     #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
 
-    /// kubeconfig file; when unset, KUBECONFIG, ~/.kube/config or the in-cluster account.
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// kubeconfig context to use.
-    #[arg(long, env = "KUBE_CONTEXT")]
-    pub context: Option<String>,
+    #[command(flatten)]
+    pub kube: ballast_runtime::kubeclient::KubeconfigArgs,
 
     /// Namespace of the Lease (the pod's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
@@ -105,8 +100,7 @@ impl Args {
             control_endpoint,
             admin_port,
             bind_address,
-            kubeconfig,
-            context,
+            kube,
             lease_namespace,
             lease_name,
             identity,
@@ -136,10 +130,7 @@ impl Args {
             nfs,
             control_endpoint,
             admin_addr: Some(SocketAddr::new(bind_address, admin_port)),
-            kube: KubeAccess::Kubeconfig {
-                path: kubeconfig,
-                context,
-            },
+            kube: KubeAccess::from(kube),
             identity,
             resync,
         }

@@ -84,29 +84,7 @@ pub struct NfsConfig {
 }
 
 /// How to reach the API server.
-#[derive(Clone)]
-pub enum KubeAccess {
-    /// An existing client (tests pass kube-sim's).
-    Client(kube::Client),
-    /// Build one from a kubeconfig file (or infer it when None).
-    Kubeconfig {
-        path: Option<PathBuf>,
-        context: Option<String>,
-    },
-}
-
-impl std::fmt::Debug for KubeAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Client(_) => f.write_str("Client(..)"),
-            Self::Kubeconfig { path, context } => f
-                .debug_struct("Kubeconfig")
-                .field("path", path)
-                .field("context", context)
-                .finish(),
-        }
-    }
-}
+pub use ballast_runtime::kubeclient::KubeAccess;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -163,14 +141,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         identity,
         resync,
     } = config;
-    let client = match kube {
-        KubeAccess::Client(c) => c,
-        KubeAccess::Kubeconfig { path, context } => {
-            ballast_runtime::kubeclient::client(path.as_deref(), context.as_deref())
-                .await
-                .map_err(Error::Client)?
-        }
-    };
+    let client = kube.client().await.map_err(Error::Client)?;
     let mut tasks = JoinSet::new();
     let readiness = ballast_runtime::admin::Readiness::new();
     readiness.register("caches");

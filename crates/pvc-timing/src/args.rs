@@ -1,7 +1,6 @@
 //! Command line and environment (every flag has an env twin; the seed's variables are honoured).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
@@ -33,29 +32,11 @@ pub struct Args {
     #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
 
-    /// Directory holding the serving certificate as `tls.crt` and `tls.key`.
-    #[arg(
-        long,
-        env = "CERT_DIR",
-        default_value = "/tmp/k8s-webhook-server/serving-certs"
-    )]
-    pub cert_dir: PathBuf,
+    #[command(flatten)]
+    pub certs: ballast_runtime::tls::ServingCertArgs,
 
-    /// Serving certificate file (PEM); overrides the one in --cert-dir.
-    #[arg(long, env = "TLS_CERT_FILE")]
-    pub tls_cert_file: Option<PathBuf>,
-
-    /// Serving key file (PEM); overrides the one in --cert-dir.
-    #[arg(long, env = "TLS_KEY_FILE")]
-    pub tls_key_file: Option<PathBuf>,
-
-    /// kubeconfig file; when unset, KUBECONFIG, ~/.kube/config or the in-cluster account.
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// kubeconfig context to use.
-    #[arg(long, env = "KUBE_CONTEXT")]
-    pub context: Option<String>,
+    #[command(flatten)]
+    pub kube: ballast_runtime::kubeclient::KubeconfigArgs,
 
     /// Run outside the cluster: webhook over plain HTTP, current kubeconfig. Never in production.
     #[arg(long, env = "PVC_TIMING_LOCAL")]
@@ -99,11 +80,8 @@ impl Args {
             webhook_port,
             admin_port,
             bind_address,
-            cert_dir,
-            tls_cert_file,
-            tls_key_file,
-            kubeconfig,
-            context,
+            certs,
+            kube,
             local,
             leader_elect,
             lease_namespace,
@@ -112,13 +90,7 @@ impl Args {
             exclude_namespaces,
             self_signed,
         } = self;
-        let tls = (!local).then(|| {
-            ballast_runtime::tls::cert_paths(
-                &cert_dir,
-                tls_cert_file.as_deref(),
-                tls_key_file.as_deref(),
-            )
-        });
+        let tls = (!local).then(|| certs.paths());
         let identity = identity
             .or_else(|| std::env::var("HOSTNAME").ok())
             .filter(|s| !s.is_empty())
@@ -147,16 +119,15 @@ impl Args {
                     .collect(),
             }),
             admin_addr: Some(SocketAddr::new(bind_address, admin_port)),
-            kube: KubeAccess::Kubeconfig {
-                path: kubeconfig,
-                context,
-            },
+            kube: KubeAccess::from(kube),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Config {

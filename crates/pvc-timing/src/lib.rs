@@ -70,30 +70,8 @@ pub struct SelfSigned {
     pub namespace: String,
 }
 
-/// How to reach the API server (only the controller needs it).
-#[derive(Clone)]
-pub enum KubeAccess {
-    /// An existing client (tests pass kube-sim's).
-    Client(kube::Client),
-    /// Build one from a kubeconfig file (or infer it when None).
-    Kubeconfig {
-        path: Option<PathBuf>,
-        context: Option<String>,
-    },
-}
-
-impl std::fmt::Debug for KubeAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KubeAccess::Client(_) => f.write_str("Client(..)"),
-            KubeAccess::Kubeconfig { path, context } => f
-                .debug_struct("Kubeconfig")
-                .field("path", path)
-                .field("context", context)
-                .finish(),
-        }
-    }
-}
+/// How to reach the API server (the controller, and the webhook's self-signed bootstrap).
+pub use ballast_runtime::kubeclient::KubeAccess;
 
 /// The whole service; a None component is off.
 #[derive(Debug, Clone)]
@@ -153,14 +131,10 @@ pub async fn start_with_clock(
     let readiness = Readiness::new();
     let mut tasks = JoinSet::new();
 
-    let client = match (&kube, needs_client(webhook.as_ref(), controller.as_ref())) {
-        (_, false) => None,
-        (KubeAccess::Client(client), true) => Some(client.clone()),
-        (KubeAccess::Kubeconfig { path, context }, true) => Some(
-            ballast_runtime::kubeclient::client(path.as_deref(), context.as_deref())
-                .await
-                .map_err(Error::KubeClient)?,
-        ),
+    let client = if needs_client(webhook.as_ref(), controller.as_ref()) {
+        Some(kube.client().await.map_err(Error::KubeClient)?)
+    } else {
+        None
     };
 
     let mut webhook_addr = None;

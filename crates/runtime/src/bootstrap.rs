@@ -178,42 +178,43 @@ pub async fn inject_ca_bundle(
         name: name.into(),
         source,
     };
-    let params = PatchParams::default();
+    let client = client.clone();
     match kind {
         WebhookKind::Validating => {
-            let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-            let count = api
-                .get(name)
-                .await
-                .map_err(err)?
-                .webhooks
-                .map_or(0, |w| w.len());
-            api.patch(
-                name,
-                &params,
-                &Patch::<()>::Json(ca_bundle_patch(count, ca_pem)),
-            )
+            patch_webhooks::<ValidatingWebhookConfiguration>(client, name, ca_pem, |c| {
+                c.webhooks.as_ref().map_or(0, Vec::len)
+            })
             .await
-            .map_err(err)?;
         }
         WebhookKind::Mutating => {
-            let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-            let count = api
-                .get(name)
-                .await
-                .map_err(err)?
-                .webhooks
-                .map_or(0, |w| w.len());
-            api.patch(
-                name,
-                &params,
-                &Patch::<()>::Json(ca_bundle_patch(count, ca_pem)),
-            )
+            patch_webhooks::<MutatingWebhookConfiguration>(client, name, ca_pem, |c| {
+                c.webhooks.as_ref().map_or(0, Vec::len)
+            })
             .await
-            .map_err(err)?;
         }
     }
+    .map_err(err)?;
     tracing::info!(webhook_configuration = %name, "injected the CA bundle");
+    Ok(())
+}
+
+async fn patch_webhooks<K>(
+    client: kube::Client,
+    name: &str,
+    ca_pem: &str,
+    count: impl Fn(&K) -> usize,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(client);
+    let webhooks = count(&api.get(name).await?);
+    let patch = Patch::<()>::Json(ca_bundle_patch(webhooks, ca_pem));
+    api.patch(name, &PatchParams::default(), &patch).await?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Building a Kubernetes client the way kubectl users expect: `--kubeconfig` (or `KUBECONFIG`),
 //! `--context`, else the in-cluster service account.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -30,4 +30,63 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<
             .map_err(|e| Error::KubeConfig(Box::new(e)))?,
     };
     Client::try_from(config).map_err(Error::KubeClient)
+}
+
+/// The `--kubeconfig` and `--context` flags every service shares, for `#[command(flatten)]`.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubeconfigArgs {
+    /// kubeconfig file; when unset, KUBECONFIG's default lookup, ~/.kube/config or the
+    /// in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context to use.
+    #[arg(long, env = "KUBE_CONTEXT")]
+    pub context: Option<String>,
+}
+
+/// How a service reaches the API server: a client handed in (tests, the demo) or one built
+/// from a kubeconfig at start.
+#[derive(Clone)]
+pub enum KubeAccess {
+    /// An existing client (tests pass kube-sim's).
+    Client(Client),
+    /// Build one from a kubeconfig file (or infer it when None).
+    Kubeconfig {
+        path: Option<PathBuf>,
+        context: Option<String>,
+    },
+}
+
+impl KubeAccess {
+    /// The client, building it if needed.
+    pub async fn client(&self) -> Result<Client> {
+        match self {
+            KubeAccess::Client(client) => Ok(client.clone()),
+            KubeAccess::Kubeconfig { path, context } => {
+                client(path.as_deref(), context.as_deref()).await
+            }
+        }
+    }
+}
+
+impl From<KubeconfigArgs> for KubeAccess {
+    fn from(args: KubeconfigArgs) -> Self {
+        KubeAccess::Kubeconfig {
+            path: args.kubeconfig,
+            context: args.context,
+        }
+    }
+}
+
+impl std::fmt::Debug for KubeAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KubeAccess::Client(_) => f.write_str("Client(..)"),
+            KubeAccess::Kubeconfig { path, context } => f
+                .debug_struct("Kubeconfig")
+                .field("path", path)
+                .field("context", context)
+                .finish(),
+        }
+    }
 }

@@ -44,6 +44,45 @@ pub fn cert_paths(
     )
 }
 
+/// The serving-certificate flags every webhook shares, for `#[command(flatten)]`. The defaults
+/// are controller-runtime's, so manifests written for kubebuilder webhooks keep working.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+pub struct ServingCertArgs {
+    /// Directory holding the serving certificate `tls.crt` and key `tls.key`.
+    #[arg(long, env = "CERT_DIR", default_value = DEFAULT_CERT_DIR)]
+    pub cert_dir: PathBuf,
+    /// Serving certificate file (PEM); overrides `<cert-dir>/tls.crt`.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key file (PEM); overrides `<cert-dir>/tls.key`.
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// controller-runtime's default certificate directory.
+pub const DEFAULT_CERT_DIR: &str = "/tmp/k8s-webhook-server/serving-certs";
+
+impl Default for ServingCertArgs {
+    fn default() -> Self {
+        Self {
+            cert_dir: PathBuf::from(DEFAULT_CERT_DIR),
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+impl ServingCertArgs {
+    /// The certificate and key paths these flags name.
+    pub fn paths(&self) -> (PathBuf, PathBuf) {
+        cert_paths(
+            &self.cert_dir,
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+        )
+    }
+}
+
 /// A serving certificate that can be swapped while the listener keeps running.
 #[derive(Clone)]
 pub struct ReloadingTls {
