@@ -128,6 +128,8 @@ pub fn encode(response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error>
 
 /// The POST route of a webhook named `webhook` (used as the metric label).
 pub fn route<H: Handler>(webhook: &'static str, handler: Arc<H>) -> MethodRouter {
+    // The route records metrics: make sure they land somewhere, whoever builds the router.
+    crate::metrics::prometheus();
     post(move |body: Body| {
         let handler = handler.clone();
         async move { handle(webhook, handler.as_ref(), body).await }
