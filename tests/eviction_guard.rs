@@ -417,3 +417,43 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     env.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_tls_serves_the_control_api_with_the_webhook_certificate() -> anyhow::Result<()> {
+    ballast_runtime::tls::install_crypto_provider();
+    let env = TestEnv::start(SimConfig::default().nodes(3)).await;
+    let dir = tempfile::tempdir()?;
+    let cert = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"])?;
+    let (cert_path, key_path) = cert.write_to(dir.path())?;
+    let mut config = eviction_guard::Config::loopback();
+    config.tls = Some((cert_path, key_path));
+    config.namespace = env.namespace.clone();
+    config.grpc_tls = true;
+    let shutdown = CancellationToken::new();
+    let running = eviction_guard::start(config, env.client.clone(), shutdown.clone()).await?;
+    let port = running.grpc_addr.port();
+
+    // A client trusting the webhook's CA reads the status over TLS...
+    let trusted = ControlClient::start(
+        ClientOptions::new(format!("https://localhost:{port}"))
+            .ca_pem(cert.ca_pem.clone())
+            .watch(false),
+        &shutdown,
+    )?;
+    let status = wait_for("the status over TLS", TIMEOUT, || async {
+        trusted.get_status().await.ok().filter(|s| s.synced)
+    })
+    .await;
+    assert_eq!(status.mode, Mode::Auto);
+    assert!(!status.protecting);
+
+    // ...and a plaintext client, as with `grpcurl -plaintext`, gets nothing.
+    let plain = ControlClient::start(
+        ClientOptions::new(format!("http://127.0.0.1:{port}")).watch(false),
+        &shutdown,
+    )?;
+    assert!(plain.get_status().await.is_err());
+    shutdown.cancel();
+    env.shutdown().await;
+    Ok(())
+}

@@ -87,6 +87,10 @@ pub struct Args {
         default_value = "eviction-guard.ballast-system.svc:9090"
     )]
     pub control_address: String,
+    /// Serve the gRPC control service over TLS with the webhook's certificate, so bearer tokens
+    /// for SetMode never cross the network in clear (clients then use the CA: `grpcurl -cacert`).
+    #[arg(long, env = "GRPC_TLS")]
+    pub grpc_tls: bool,
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -120,6 +124,8 @@ pub struct Config {
     pub policy: Policy,
     pub require_auth_for_reads: bool,
     pub mode_writes_per_second: NonZeroU32,
+    /// Serve gRPC over TLS with the webhook certificate (ignored without `tls`).
+    pub grpc_tls: bool,
 }
 
 impl Config {
@@ -145,6 +151,7 @@ impl Config {
             policy: Policy::default(),
             require_auth_for_reads: false,
             mode_writes_per_second: ballast_control::DEFAULT_SET_MODE_PER_SECOND,
+            grpc_tls: false,
         }
     }
 }
@@ -173,6 +180,7 @@ impl Args {
             mode_writes_per_second,
             self_signed,
             control_address,
+            grpc_tls,
         } = self;
         let tls = (!local).then(|| certs.paths());
         let nonempty = |v: Vec<String>| {
@@ -203,10 +211,11 @@ impl Args {
                 exempt_users: nonempty(exempt_users),
                 exempt_groups: nonempty(exempt_groups),
                 intercept_status: intercept_status_updates,
-                lift_hint: lift_hint(&control_address),
+                lift_hint: lift_hint(&control_address, grpc_tls),
             },
             require_auth_for_reads,
             mode_writes_per_second,
+            grpc_tls,
         }
     }
 }

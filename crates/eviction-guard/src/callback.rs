@@ -18,7 +18,6 @@ use axum::routing::{get, post};
 use ballast_control::auth::{ACCESS_GROUP, ACCESS_RESOURCE, VERB_GET, VERB_UPDATE};
 use ballast_control::{ControlError, MAX_REASON_BYTES, Mode, ModeChange};
 use ballast_runtime::auth::{Access, AuthError, Authenticator, bearer_token};
-use futures::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
 
@@ -212,33 +211,6 @@ async fn status(State(cb): State<Arc<Callbacks>>, headers: HeaderMap) -> Respons
         }
     }))
     .into_response()
-}
-
-/// Lets the control service check callers through the runtime's TokenReview +
-/// SubjectAccessReview authenticator.
-pub struct RuntimeAuthorize(pub Authenticator);
-
-impl ballast_control::Authorize for RuntimeAuthorize {
-    fn authorize<'a>(
-        &'a self,
-        bearer: Option<&'a str>,
-        verb: &'a str,
-    ) -> BoxFuture<'a, Result<ballast_control::Caller, ballast_control::AuthError>> {
-        Box::pin(async move {
-            self.0
-                .authorize(bearer, &access(verb))
-                .await
-                .map(|c| ballast_control::Caller {
-                    username: c.username,
-                    groups: c.groups,
-                })
-                .map_err(|e| match e {
-                    AuthError::Unauthenticated(m) => ballast_control::AuthError::Unauthenticated(m),
-                    AuthError::Forbidden(m) => ballast_control::AuthError::Forbidden(m),
-                    AuthError::Unavailable(m) => ballast_control::AuthError::Unavailable(m),
-                })
-        })
-    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,7 @@ pub async fn start(
         policy,
         require_auth_for_reads,
         mode_writes_per_second,
+        grpc_tls,
     } = config;
     // a failing task stops this guard only, not whatever else shares the caller's token
     let shutdown = shutdown.child_token();
@@ -203,14 +204,16 @@ pub async fn start(
         tasks.spawn(async move { Ok(reloader.await?) });
     }
     tasks.spawn({
-        let shutdown = shutdown.clone();
+        let (tls, shutdown) = (tls.clone(), shutdown.clone());
         async move { Ok(ballast_runtime::http::serve(webhook_listener, router, tls, shutdown).await?) }
     });
     tasks.spawn({
-        let mut opts =
-            ballast_control::ServerOptions::new(Arc::new(callback::RuntimeAuthorize(auth)));
+        let mut opts = ballast_control::ServerOptions::new(Arc::new(auth));
         opts.require_auth_for_reads = require_auth_for_reads;
         opts.set_mode_per_second = mode_writes_per_second;
+        if grpc_tls {
+            opts.tls = tls.clone();
+        }
         let (state, shutdown) = (guard.clone(), shutdown.clone());
         async move { Ok(ballast_control::serve(grpc_listener, state, opts, shutdown).await?) }
     });

@@ -38,15 +38,17 @@ impl Default for Policy {
             exempt_users: BTreeSet::new(),
             exempt_groups: BTreeSet::new(),
             intercept_status: true,
-            lift_hint: lift_hint("eviction-guard.ballast-system.svc:9090"),
+            lift_hint: lift_hint("eviction-guard.ballast-system.svc:9090", false),
         }
     }
 }
 
 /// The standard "how to lift protection" sentence for a control service address.
-pub fn lift_hint(grpc_address: &str) -> String {
+pub fn lift_hint(grpc_address: &str, grpc_tls: bool) -> String {
+    // grpcurl speaks TLS unless told otherwise
+    let plaintext = if grpc_tls { "" } else { "-plaintext " };
     format!(
-        "to lift protection set mode DISABLED: grpcurl -H 'authorization: Bearer $TOKEN' \
+        "to lift protection set mode DISABLED: grpcurl {plaintext}-H 'authorization: Bearer $TOKEN' \
          -d '{{\"mode\":\"MODE_DISABLED\",\"reason\":\"...\"}}' {grpc_address} \
          ballast.control.v1.Control/SetMode (or POST /callback/disable-interception)"
     )
