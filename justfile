@@ -28,3 +28,31 @@ ci:
 # Build every binary in release mode.
 build:
     cargo build --workspace --release
+
+# Run the demo: a simulated cluster, every service, a narrated tour (then stays up).
+demo *ARGS:
+    cargo run --release -p ballast-demo -- {{ARGS}}
+
+# Benchmarks: eviction-guard admission latency over TLS and HTTP/2 (release build).
+bench *ARGS:
+    cargo run --release -p eviction-guard --example admission_bench -- {{ARGS}}
+
+# Print the PodManager CRD (deploy/crds/podmanager.yaml holds this output).
+crds:
+    cargo run -q -p podmanager -- crd
+
+# Re-render deploy/ from kustomize/ (a test fails when deploy/ is stale).
+render:
+    ./scripts/render
+
+# Install one component into the current cluster, e.g. `just deploy eviction-guard`.
+deploy COMPONENT:
+    kubectl apply -k kustomize/{{COMPONENT}}
+
+# Build one service image, e.g. `just image eviction-guard`.
+image SERVICE:
+    docker build --build-arg SERVICE={{SERVICE}} -t ghcr.io/ballast-dev/{{SERVICE}}:0.1.0 .
+
+# Build every service image.
+images:
+    for s in eviction-guard pvc-timing provisioner podmanager; do just image $s; done
