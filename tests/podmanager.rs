@@ -387,9 +387,8 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
         )),
         "events: {notes:?}"
     );
-    // `kubectl describe` shows the conditions; its Events section reads core/v1 events, which
-    // a real API server serves from the same store as events.k8s.io/v1 but kube-sim does not
-    // (yet), so the events are read with kubectl through events.k8s.io here.
+    // `kubectl describe` shows the conditions, and in its Events section (core/v1 events, the
+    // same store as events.k8s.io/v1) what the operator did.
     if let Some(out) = kubectl(
         sim.kubeconfig_path(),
         &["describe", "podmanager", "my-pod-manager", "-n", ns],
@@ -399,6 +398,12 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
         assert!(
             out.contains("2/2 pods ready") && out.contains("AllReplicasReady"),
             "kubectl describe shows the conditions:\n{out}"
+        );
+        let events = out.split("Events:").nth(1).unwrap_or_default();
+        assert!(
+            events.contains("Created pod my-pod-manager-0 with image nginx:1.21")
+                && events.contains("Deleted pod my-pod-manager-4 (scale down)"),
+            "kubectl describe lists the operator's events:\n{out}"
         );
     }
     if let Some(out) = kubectl(
