@@ -712,6 +712,62 @@ async fn pv_binder_binds_a_pre_bound_volume_and_claim() {
 }
 
 #[tokio::test]
+async fn pv_binder_leaves_a_claim_naming_a_volume_of_another_class_unbound() {
+    let env = TestEnv::start(SimConfig::default().pv_binder(true)).await;
+    if env.sim_or_skip("the simulated PV binder").is_none() {
+        return;
+    }
+    let pvs: Api<PersistentVolume> = Api::all(env.client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    let pv_name = format!("pv-fast-{}", env.namespace);
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": pv_name},
+        "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "fast",
+                 "hostPath": {"path": "/tmp/x"}}
+    }))
+    .unwrap();
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "slow-claim"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "slow", "volumeName": pv_name,
+                 "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    let pp = PostParams::default();
+    pvs.create(&pp, &pv).await.unwrap();
+    pvcs.create(&pp, &pvc).await.unwrap();
+    // A pre-bound claim of the right class, created after, still binds: the binder is running.
+    let ok_pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": format!("pv-slow-{}", env.namespace)},
+        "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "slow",
+                 "hostPath": {"path": "/tmp/y"}, "claimRef": {"namespace": env.namespace, "name": "witness"}}
+    }))
+    .unwrap();
+    let witness: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "witness"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "slow", "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    pvs.create(&pp, &ok_pv).await.unwrap();
+    pvcs.create(&pp, &witness).await.unwrap();
+    wait_for("the witness claim Bound", TIMEOUT, || async {
+        let c = pvcs.get("witness").await.ok()?;
+        (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(())
+    })
+    .await;
+    // As in Kubernetes, the class mismatch keeps the named volume free and the claim Pending
+    // (checked again after several more binder passes).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let volume = pvs.get(&pv_name).await.unwrap();
+    assert!(
+        volume.spec.unwrap().claim_ref.is_none(),
+        "the fast volume was claimed"
+    );
+    let claim = pvcs.get("slow-claim").await.unwrap();
+    assert_eq!(claim.status.unwrap().phase.as_deref(), Some("Pending"));
+    env.shutdown().await;
+}
+
+#[tokio::test]
 async fn token_and_access_reviews_answer_as_configured() {
     let env = TestEnv::start(SimConfig::default()).await;
     let Some(sim) = env.sim_or_skip("configuring review answers") else {

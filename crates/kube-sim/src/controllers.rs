@@ -954,8 +954,11 @@ async fn pv_binder_pass(sim: &Arc<Sim>, user: &UserInfo) {
         let (ns, name) = (s(pvc, "/metadata/namespace"), s(pvc, "/metadata/name"));
         let volume = s(pvc, "/spec/volumeName");
         if !volume.is_empty() {
+            // Kubernetes binds a named volume only if it satisfies the claim (class, modes,
+            // size); otherwise the claim stays Pending.
             if let Some(pv) = pvs.iter().find(|p| s(p, "/metadata/name") == volume)
                 && s(pv, "/spec/claimRef/name").is_empty()
+                && pv_fits(pv, pvc)
             {
                 let mut p = pv.clone();
                 p["spec"]["claimRef"] = json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1",

@@ -70,6 +70,15 @@ pub fn apply_patch(target: &Value, kind: PatchType, patch: &[u8]) -> Result<Valu
         PatchType::Json => {
             let p: json_patch::Patch =
                 serde_json::from_slice(patch).map_err(|e| PatchError::Parse(e.to_string()))?;
+            // As the API server's JSON patch library does, a `test` for null passes when the
+            // path is absent (kube-runtime's finalizer helper relies on it).
+            let ops = p.0.into_iter().filter(|op| match op {
+                json_patch::PatchOperation::Test(t) => {
+                    !(t.value.is_null() && out.pointer(t.path.as_str()).is_none())
+                }
+                _ => true,
+            });
+            let p = json_patch::Patch(ops.collect());
             json_patch::patch(&mut out, &p).map_err(|e| PatchError::Apply(e.to_string()))?;
         }
         PatchType::Merge => {
@@ -217,6 +226,21 @@ mod tests {
             br#"[{"op":"test","path":"/metadata/name","value":"other"}]"#,
         );
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn json_patch_test_for_null_passes_on_an_absent_path_and_fails_on_a_present_one() {
+        let patch = br#"[{"op":"test","path":"/metadata/annotations","value":null},
+                         {"op":"add","path":"/metadata/annotations","value":{"a":"1"}}]"#;
+        let mut target = pod();
+        target["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("annotations");
+        let out = apply_patch(&target, PatchType::Json, patch).unwrap();
+        assert_eq!(out["metadata"]["annotations"], json!({"a": "1"}));
+        target["metadata"]["annotations"] = json!({"x": "y"});
+        assert!(apply_patch(&target, PatchType::Json, patch).is_err());
     }
 
     #[test]
