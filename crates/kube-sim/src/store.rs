@@ -83,6 +83,30 @@ struct Inner {
     compacted: u64,
 }
 
+impl Inner {
+    /// The stored object and its resourceVersion, checked against the caller's precondition.
+    fn current(
+        &self,
+        key: &StorageKey,
+        id: &(String, String),
+        expected_rv: Option<u64>,
+    ) -> Result<(Value, u64), StoreError> {
+        let old = self
+            .objects
+            .get(key)
+            .and_then(|m| m.get(id))
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        let current = object_rv(&old).unwrap_or_default();
+        if let Some(expected) = expected_rv
+            && expected != current
+        {
+            return Err(StoreError::Conflict { expected, current });
+        }
+        Ok((old, current))
+    }
+}
+
 /// The store. Cheap to share behind an `Arc`.
 pub struct Store {
     inner: RwLock<Inner>,
@@ -237,18 +261,7 @@ impl Store {
         let mut inner = self.write();
         let (ns, name) = ns_name(&obj);
         let id = (ns.clone(), name.clone());
-        let old = inner
-            .objects
-            .get(key)
-            .and_then(|m| m.get(&id))
-            .cloned()
-            .ok_or(StoreError::NotFound)?;
-        let current = object_rv(&old).unwrap_or_default();
-        if let Some(expected) = expected_rv
-            && expected != current
-        {
-            return Err(StoreError::Conflict { expected, current });
-        }
+        let (old, current) = inner.current(key, &id, expected_rv)?;
         set_rv(&mut obj, current);
         if obj == old {
             return Ok(old);
@@ -284,18 +297,7 @@ impl Store {
     ) -> Result<Value, StoreError> {
         let mut inner = self.write();
         let id = (namespace.to_string(), name.to_string());
-        let old = inner
-            .objects
-            .get(key)
-            .and_then(|m| m.get(&id))
-            .cloned()
-            .ok_or(StoreError::NotFound)?;
-        let current = object_rv(&old).unwrap_or_default();
-        if let Some(expected) = expected_rv
-            && expected != current
-        {
-            return Err(StoreError::Conflict { expected, current });
-        }
+        let (old, _) = inner.current(key, &id, expected_rv)?;
         if let Some(m) = inner.objects.get_mut(key) {
             m.remove(&id);
         }
