@@ -14,8 +14,8 @@ use crate::pb;
 use crate::service::ControlService;
 use crate::state::ControlState;
 
-/// SetMode calls accepted per second by default: mode changes are rare human actions, so this
-/// only ever bites a script gone wrong.
+/// SetMode calls accepted per second from one client address by default: mode changes are rare
+/// human actions, so this only ever bites a script gone wrong.
 pub const DEFAULT_SET_MODE_PER_SECOND: NonZeroU32 = NonZeroU32::new(5).expect("non-zero");
 
 /// How the control API is served.
@@ -25,7 +25,7 @@ pub struct ServerOptions {
     pub authorizer: Arc<dyn Authorize>,
     /// Reads (Get/List/Watch) need verb `get` on `interception.control.ballast.dev`.
     pub require_auth_for_reads: bool,
-    /// SetMode calls accepted per second (all callers together); beyond: `RESOURCE_EXHAUSTED`.
+    /// SetMode calls accepted per second from each client address; beyond: `RESOURCE_EXHAUSTED`.
     pub set_mode_per_second: NonZeroU32,
     /// Serve over TLS with this (reloading) certificate; plain HTTP/2 when `None`. Bearer
     /// tokens cross the network, so use TLS wherever the network is not trusted.

@@ -5,13 +5,13 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use ballast_runtime::peer::{self, PerPeerLimiter};
 use futures::{Stream, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::auth::{AuthError, Authorize, Caller, VERB_GET, VERB_UPDATE, bearer_token};
 use crate::nodes::{change_event, diff, snapshot_event};
@@ -32,7 +32,7 @@ pub struct ControlService<S> {
     state: Arc<S>,
     authorizer: Arc<dyn Authorize>,
     require_auth_for_reads: bool,
-    set_mode_limiter: Arc<DefaultDirectRateLimiter>,
+    set_mode_limiter: PerPeerLimiter,
     shutdown: CancellationToken,
 }
 
@@ -50,7 +50,7 @@ impl<S: ControlState> ControlService<S> {
             state,
             authorizer,
             require_auth_for_reads,
-            set_mode_limiter: Arc::new(RateLimiter::direct(Quota::per_second(set_mode_per_second))),
+            set_mode_limiter: PerPeerLimiter::per_second(set_mode_per_second),
             shutdown,
         }
     }
@@ -182,10 +182,12 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
         &self,
         req: Request<pb::SetModeRequest>,
     ) -> Result<Response<pb::InterceptionStatus>, Status> {
-        // Before auth, so a flood of calls cannot turn into a flood of TokenReviews.
-        if self.set_mode_limiter.check().is_err() {
+        let peer = peer::addr(req.extensions());
+        // Before auth, so a flood of calls cannot turn into a flood of TokenReviews; per client,
+        // so one client's flood does not lock the others out.
+        if !self.set_mode_limiter.check(peer) {
             count_set_mode("rate_limited");
-            warn!("SetMode refused: rate limit reached");
+            warn!(peer = %peer::display(peer), "SetMode refused: rate limit reached");
             return Err(Status::resource_exhausted(
                 "too many SetMode calls; retry in a second",
             ));
@@ -198,31 +200,23 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
             Ok(caller) => caller,
             Err(e) => {
                 count_set_mode(auth_outcome(&e));
-                warn!(error = %e, "SetMode refused");
+                warn!(peer = %peer::display(peer), error = %e, "SetMode refused");
                 return Err(e.into());
             }
         };
         let (mode, reason) = validate_set_mode(req.get_ref()).inspect_err(|_| {
             count_set_mode("invalid");
         })?;
-        let from = self.state.status().borrow().mode;
         let change = ModeChange {
             mode,
-            reason: reason.clone(),
+            reason,
             caller: caller.username.clone(),
+            client: peer,
         };
         match self.state.set_mode(change).await {
             Ok(state) => {
+                // The host writes the audit line: it alone knows the mode it replaced.
                 count_set_mode("ok");
-                info!(
-                    target: "ballast::audit",
-                    user = %caller.username,
-                    groups = ?caller.groups,
-                    from = %from,
-                    to = %mode,
-                    reason = %reason,
-                    "interception mode changed"
-                );
                 Ok(Response::new(pb::InterceptionStatus::from(&state)))
             }
             Err(e) => {

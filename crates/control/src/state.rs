@@ -17,6 +17,8 @@ pub struct ModeChange {
     pub reason: String,
     /// The authenticated user name (or `local` when auth is off).
     pub caller: String,
+    /// The client's address, when the server knows it: for the audit log.
+    pub client: Option<std::net::SocketAddr>,
 }
 
 /// Why the host could not change the mode. Each maps to a gRPC status code.
@@ -59,7 +61,8 @@ pub trait ControlState: Send + Sync + 'static {
     /// Every watched worker node's health, current and changing.
     fn node_health(&self) -> watch::Receiver<NodeHealthSnapshot>;
 
-    /// Persist a new mode and return the resulting state.
+    /// Persist a new mode and return the resulting state. The host writes the audit line of
+    /// the change (the service does not: only the host knows the mode it replaced).
     fn set_mode(
         &self,
         change: ModeChange,

@@ -515,7 +515,7 @@ fn counter(rendered: &str, outcome: &str) -> u64 {
 }
 
 #[tokio::test]
-async fn set_mode_beyond_the_rate_limit_is_resource_exhausted() {
+async fn set_mode_beyond_a_clients_rate_limit_is_resource_exhausted() {
     let metrics = ballast_runtime::metrics::prometheus();
     let limited_before = counter(&metrics.render(), "rate_limited");
     let mut opts = authed();
@@ -538,6 +538,19 @@ async fn set_mode_beyond_the_rate_limit_is_resource_exhausted() {
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert_eq!(err.message(), "too many SetMode calls; retry in a second");
     assert_eq!(state.status_now().mode, Mode::Forced);
+
+    // The allowance is per client address: a caller from another address is not locked out.
+    let other = Channel::from_shared(server.url())
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut other = RawClient::new(other);
+    let mut calm = req();
+    calm.get_mut().mode = pb::Mode::Disabled as i32;
+    other.set_mode(calm).await.unwrap();
+    assert_eq!(state.status_now().mode, Mode::Disabled);
     // this is the only test that hits the limit, so the delta is exact
     assert_eq!(
         counter(&metrics.render(), "rate_limited"),

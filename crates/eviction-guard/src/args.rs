@@ -74,7 +74,8 @@ pub struct Args {
     /// Require authentication (verb `get`) for `/callback/status` and the gRPC reads too.
     #[arg(long, env = "REQUIRE_AUTH_FOR_READS")]
     pub require_auth_for_reads: bool,
-    /// Mode changes accepted per second, callbacks and gRPC each (beyond: 429 / RESOURCE_EXHAUSTED).
+    /// Mode changes accepted per second from one client address, callbacks and gRPC each
+    /// (beyond: 429 / RESOURCE_EXHAUSTED).
     #[arg(long, env = "MODE_WRITES_PER_SECOND", default_value = "5")]
     pub mode_writes_per_second: NonZeroU32,
     /// Self-signed serving certificate (clusters without cert-manager).

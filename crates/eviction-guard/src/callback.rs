@@ -2,7 +2,7 @@
 //! `POST /callback/disable-interception` (mode DISABLED), `POST /callback/enable-interception`
 //! (back to AUTO), `GET /callback/status`. Writes are authenticated like the gRPC SetMode
 //! (TokenReview, then SubjectAccessReview for `update` on `interception.control.ballast.dev`)
-//! and rate limited; an optional JSON body `{"reason": "..."}` is recorded with the change.
+//! and rate limited per client address; an optional JSON body `{"reason": "..."}` is recorded with the change.
 //!
 //! Also the adapter that lets the control service authenticate through the runtime.
 
@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use ballast_control::auth::{ACCESS_GROUP, ACCESS_RESOURCE, VERB_GET, VERB_UPDATE};
 use ballast_control::{ControlError, MAX_REASON_BYTES, Mode, ModeChange};
 use ballast_runtime::auth::{Access, AuthError, Authenticator, bearer_token};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use ballast_runtime::peer::{self, Peer, PerPeerLimiter};
 use serde_json::{Value, json};
 
 use crate::guard::Guard;
@@ -31,7 +31,7 @@ pub struct Callbacks {
     guard: Arc<Guard>,
     auth: Authenticator,
     require_auth_for_reads: bool,
-    limiter: DefaultDirectRateLimiter,
+    limiter: PerPeerLimiter,
 }
 
 impl Callbacks {
@@ -45,7 +45,7 @@ impl Callbacks {
             guard,
             auth,
             require_auth_for_reads,
-            limiter: RateLimiter::direct(Quota::per_second(writes_per_second)),
+            limiter: PerPeerLimiter::per_second(writes_per_second),
         })
     }
 }
@@ -100,13 +100,15 @@ fn reason_from_body(body: &[u8], default: &str) -> Result<String, String> {
 
 async fn set_mode(
     cb: &Callbacks,
+    Peer(peer): Peer,
     headers: &HeaderMap,
     body: &[u8],
     mode: Mode,
     path: &str,
     done: &str,
 ) -> Response {
-    if cb.limiter.check().is_err() {
+    if !cb.limiter.check(peer) {
+        tracing::warn!(target: "audit", path, client = %peer::display(peer), "refused a mode change callback: rate limit reached");
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many mode changes; retry in a second",
@@ -119,7 +121,7 @@ async fn set_mode(
     {
         Ok(caller) => caller,
         Err(e) => {
-            tracing::warn!(target: "audit", path, error = %e, "refused a mode change callback");
+            tracing::warn!(target: "audit", path, client = %peer::display(peer), error = %e, "refused a mode change callback");
             return auth_error(&e);
         }
     };
@@ -131,6 +133,7 @@ async fn set_mode(
         mode,
         reason,
         caller: caller.username,
+        client: peer,
     };
     match cb.guard.change_mode(change).await {
         Ok(_) => (
@@ -150,9 +153,15 @@ async fn set_mode(
     }
 }
 
-async fn disable(State(cb): State<Arc<Callbacks>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn disable(
+    State(cb): State<Arc<Callbacks>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     set_mode(
         &cb,
+        peer,
         &headers,
         &body,
         Mode::Disabled,
@@ -162,9 +171,15 @@ async fn disable(State(cb): State<Arc<Callbacks>>, headers: HeaderMap, body: Byt
     .await
 }
 
-async fn enable(State(cb): State<Arc<Callbacks>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn enable(
+    State(cb): State<Arc<Callbacks>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     set_mode(
         &cb,
+        peer,
         &headers,
         &body,
         Mode::Auto,

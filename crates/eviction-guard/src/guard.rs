@@ -147,6 +147,7 @@ impl Guard {
         tracing::warn!(
             target: "audit",
             caller = %change.caller,
+            client = %ballast_runtime::peer::display(change.client),
             from = %previous.mode,
             to = %change.mode,
             reason = %change.reason,
@@ -325,6 +326,7 @@ mod tests {
                 mode: Mode::Disabled,
                 reason: "let the drain through".to_owned(),
                 caller: "alice".to_owned(),
+                client: None,
             },
         )
         .await

@@ -54,6 +54,7 @@ fn storm_guard() -> Arc<Guard> {
 struct Server {
     url: String,
     http: reqwest::Client,
+    ca_pem: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ballast_runtime::Error>>,
 }
@@ -88,6 +89,7 @@ async fn serve(guard: Arc<Guard>, writes_per_second: u32) -> Server {
     Server {
         url: format!("https://localhost:{}", addr.port()),
         http,
+        ca_pem: cert.ca_pem.clone(),
         shutdown,
         task,
     }
@@ -112,6 +114,24 @@ impl Server {
     async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, String) {
         let resp = self
             .http
+            .post(format!("{}{path}", self.url))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// Like `post_raw`, from another local address (any of 127.0.0.0/8 reaches the server).
+    async fn post_from(&self, local: &str, path: &str, body: Vec<u8>) -> (u16, String) {
+        let port = self.url.rsplit(':').next().unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .local_address(Some(local.parse().unwrap()))
+            .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
+            .build()
+            .unwrap();
+        let resp = client
             .post(format!("{}{path}", self.url))
             .body(body)
             .send()
@@ -311,6 +331,16 @@ async fn seed_callbacks_disable_and_enable_interception_with_the_seed_json_shape
         serde_json::from_str::<Value>(&body).unwrap()["status"],
         "error"
     );
+    // ... from that client only: a caller from another address is not held back.
+    let (code, body) = server
+        .post_from(
+            "127.0.0.2",
+            "/callback/disable-interception",
+            br#"{"reason":"second operator"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(guard.mode().reason, "second operator");
 
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (code, body) = server

@@ -1,5 +1,6 @@
 //! Serving an axum router over HTTP/1.1 and HTTP/2, with or without TLS, with a graceful stop:
 //! on shutdown the listener closes, in-flight requests finish (up to a deadline), then return.
+//! Every request carries its connection's remote address (see [`crate::peer`]).
 
 use std::time::Duration;
 
@@ -11,8 +12,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::error::{Error, Result};
+use crate::peer::ConnectInfo;
 use crate::tls::ReloadingTls;
 
 /// How long a client may take to finish the TLS handshake; a stalled client must not hold a
@@ -51,7 +54,13 @@ pub async fn serve(
                 }
             },
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers read the client's address from the request (see `peer`).
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
@@ -94,4 +103,49 @@ pub async fn serve(
         tracing::warn!(addr = %local, "in-flight requests did not finish before the drain deadline");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::routing::get;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn handlers_see_the_clients_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        );
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, router, None, shutdown.clone()));
+
+        // A client bound to a known local port, so the expected address is exact.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client_addr = socket.local_addr().unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/peer")
+            .header(http::header::HOST, addr.to_string())
+            .body(String::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, client_addr.to_string());
+
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
 }

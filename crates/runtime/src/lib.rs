@@ -15,6 +15,7 @@ pub mod http;
 pub mod kubeclient;
 pub mod leader;
 pub mod metrics;
+pub mod peer;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
