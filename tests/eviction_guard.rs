@@ -457,3 +457,75 @@ async fn grpc_tls_serves_the_control_api_with_the_webhook_certificate() -> anyho
     env.shutdown().await;
     Ok(())
 }
+
+/// The guard's Node watch fails (here: its RBAC lacks nodes). It keeps serving from its cache and
+/// says so in the status and metrics; once access returns, the watch recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_node_watch_shows_in_status_and_metrics_until_it_recovers() -> anyhow::Result<()>
+{
+    let env = TestEnv::start(SimConfig::default().nodes(3)).await;
+    let Some(sim) = env.sim_or_skip("withholding the guard's access to nodes needs the simulator")
+    else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    let user = format!("system:serviceaccount:{}:eviction-guard", env.namespace);
+    let client = sim.client_as(&user, &["system:serviceaccounts"]).await;
+    sim.allow(&user, "*", "", "configmaps");
+    let mut config = eviction_guard::Config::loopback();
+    config.namespace = env.namespace.clone();
+    let shutdown = CancellationToken::new();
+    let running = eviction_guard::start(config, client, shutdown.clone()).await?;
+    let guard = Guard {
+        http: reqwest::Client::new(),
+        admin: format!("http://{}", running.admin_addr),
+        callbacks: format!("http://{}", running.webhook_addr),
+    };
+
+    let status = wait_for("the node watch error in the status", TIMEOUT, || async {
+        let s = guard.status().await;
+        (s["nodeWatch"]["errors"].as_u64().unwrap_or(0) >= 1).then_some(s)
+    })
+    .await;
+    assert_eq!(status["nodeWatch"]["healthy"], false, "{status}");
+    let error = status["nodeWatch"]["lastError"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("nodes is forbidden"), "{error}");
+    assert!(status["nodeWatch"]["lastErrorAt"].is_string(), "{status}");
+    assert_eq!(status["synced"], false);
+    assert!(
+        guard
+            .metric("eviction_guard_node_watch_errors_total", &[])
+            .await
+            >= 1.0
+    );
+
+    sim.allow(&user, "list", "", "nodes");
+    sim.allow(&user, "watch", "", "nodes");
+    // the watch retries with backoff (under a minute even after many failures)
+    let status = wait_for(
+        "the node watch to recover",
+        Duration::from_secs(60),
+        || async {
+            let s = guard.status().await;
+            (s["nodeWatch"]["healthy"] == true).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(status["synced"], true, "{status}");
+    assert_eq!(status["workerNodes"], 3, "{status}");
+    assert!(
+        status["nodeWatch"]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("nodes is forbidden")),
+        "the last error stays on record: {status}"
+    );
+    assert_eq!(
+        guard.metric("eviction_guard_node_watch_healthy", &[]).await,
+        1.0
+    );
+    shutdown.cancel();
+    env.shutdown().await;
+    Ok(())
+}

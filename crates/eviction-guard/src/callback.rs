@@ -205,6 +205,7 @@ async fn status(State(cb): State<Arc<Callbacks>>, headers: HeaderMap) -> Respons
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
     };
     let cfg = cb.guard.config();
+    let watch = cb.guard.node_watch();
     axum::Json(json!({
         "status": "success",
         "data": {
@@ -223,6 +224,13 @@ async fn status(State(cb): State<Arc<Callbacks>>, headers: HeaderMap) -> Respons
             "modeChangedBy": mode.changed_by,
             "modeReason": mode.reason,
             "modeChangedAt": time(mode.changed_at),
+            // false: the node cache may be stale (the watch retries; verdicts use the cache)
+            "nodeWatch": {
+                "healthy": watch.healthy,
+                "errors": watch.errors,
+                "lastError": watch.last_error,
+                "lastErrorAt": time(watch.last_error_at),
+            },
         }
     }))
     .into_response()

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ballast_control::{
     ControlError, ControlState, InterceptionState, ModeChange, NodeHealthSnapshot,
 };
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::watch;
 
 use crate::metrics;
@@ -22,10 +22,25 @@ struct Inner {
     protection: Protection,
 }
 
+/// How the Node watch is doing. The cache keeps its last state through watch errors, so the
+/// verdicts go on from it; this says when that state may be stale.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeWatchHealth {
+    /// The last watch result was an event, not an error. After an error it turns true again at
+    /// the next node event (kubelets report their status at least every few minutes).
+    pub healthy: bool,
+    /// Watch errors since start.
+    pub errors: u64,
+    /// The last error, kept after recovery for the record.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
 /// Shared by every task of one guard.
 pub struct Guard {
     cfg: StormConfig,
     inner: Mutex<Inner>,
+    node_watch: Mutex<NodeWatchHealth>,
     /// Serialises mode writes so two callers of one replica do not race each other.
     mode_write: tokio::sync::Mutex<()>,
     store: Option<ModeStore>,
@@ -45,6 +60,7 @@ impl Guard {
                 mode: ModeRecord::default(),
                 protection: Protection::default(),
             }),
+            node_watch: Mutex::new(NodeWatchHealth::default()),
             mode_write: tokio::sync::Mutex::new(()),
             store,
             snapshot: watch::Sender::new(Arc::new(Snapshot::default())),
@@ -108,6 +124,35 @@ impl Guard {
         if inner.workers.remove(name).is_some() {
             self.recompute(&mut inner);
         }
+    }
+
+    /// The Node watch failed (it retries with backoff); the cache may now be stale.
+    pub fn node_watch_failed(&self, error: String) {
+        let mut w = self.node_watch.lock().unwrap_or_else(|p| p.into_inner());
+        w.healthy = false;
+        w.errors += 1;
+        w.last_error = Some(error);
+        w.last_error_at = Some(Utc::now().trunc_subsecs(0));
+        metrics::node_watch(false, true);
+    }
+
+    /// The Node watch delivered an event: the cache is current.
+    pub fn node_watch_ok(&self) {
+        let mut w = self.node_watch.lock().unwrap_or_else(|p| p.into_inner());
+        if !w.healthy {
+            if w.errors > 0 {
+                tracing::info!(errors = w.errors, "node watch recovered");
+            }
+            w.healthy = true;
+            metrics::node_watch(true, false);
+        }
+    }
+
+    pub fn node_watch(&self) -> NodeWatchHealth {
+        self.node_watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Adopts a mode read from the store (another replica's write, or the value at start).
@@ -293,6 +338,28 @@ mod tests {
             zone: None,
             out_of_service: false,
         }
+    }
+
+    #[test]
+    fn node_watch_health_follows_errors_and_recovery_and_keeps_the_last_error() {
+        let guard = Guard::new(StormConfig::default(), None);
+        assert_eq!(guard.node_watch(), NodeWatchHealth::default());
+        guard.node_watch_ok();
+        assert!(guard.node_watch().healthy);
+
+        guard.node_watch_failed("403 Forbidden: nodes is forbidden".to_owned());
+        guard.node_watch_failed("connection refused".to_owned());
+        let w = guard.node_watch();
+        assert!(!w.healthy);
+        assert_eq!(w.errors, 2);
+        assert_eq!(w.last_error.as_deref(), Some("connection refused"));
+        assert!(w.last_error_at.is_some());
+
+        guard.node_watch_ok();
+        let w = guard.node_watch();
+        assert!(w.healthy);
+        assert_eq!(w.errors, 2, "the count is since start");
+        assert_eq!(w.last_error.as_deref(), Some("connection refused"));
     }
 
     #[tokio::test]

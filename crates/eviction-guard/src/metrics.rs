@@ -22,6 +22,18 @@ pub const MODE_CHANGES_TOTAL: &str = "eviction_guard_mode_changes_total";
 /// Eviction pod lookups that failed, so the eviction was refused as retryable.
 pub const POD_LOOKUP_ERRORS_TOTAL: &str = "eviction_guard_pod_lookup_errors_total";
 
+/// Node watch errors (the watch retries with backoff; the node cache may be stale meanwhile).
+pub const NODE_WATCH_ERRORS_TOTAL: &str = "eviction_guard_node_watch_errors_total";
+/// 1 while the Node watch's last result was an event, 0 after an error until the next event.
+pub const NODE_WATCH_HEALTHY: &str = "eviction_guard_node_watch_healthy";
+
+pub(crate) fn node_watch(healthy: bool, failed: bool) {
+    metrics::gauge!(NODE_WATCH_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
+    if failed {
+        metrics::counter!(NODE_WATCH_ERRORS_TOTAL).increment(1);
+    }
+}
+
 pub(crate) fn protection(p: &Protection, synced: bool) {
     if !synced {
         return;

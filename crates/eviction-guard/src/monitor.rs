@@ -37,31 +37,40 @@ pub async fn watch_nodes(
             _ = shutdown.cancelled() => return,
             event = stream.next() => event,
         };
-        match event {
+        let event = match event {
             None => return,
             Some(Err(e)) => {
-                tracing::warn!(error = %error_chain(&e), "node watch failed; retrying with backoff");
+                let error = error_chain(&e);
+                tracing::warn!(%error, "node watch failed; retrying with backoff");
+                guard.node_watch_failed(error);
+                continue;
             }
-            Some(Ok(Event::Init)) => initial.clear(),
-            Some(Ok(Event::InitApply(node))) => {
+            Some(Ok(event)) => {
+                guard.node_watch_ok();
+                event
+            }
+        };
+        match event {
+            Event::Init => initial.clear(),
+            Event::InitApply(node) => {
                 if is_worker(&node, &selector) {
                     initial.push(NodeHealth::from_node(&node));
                 }
             }
-            Some(Ok(Event::InitDone)) => {
+            Event::InitDone => {
                 let workers = std::mem::take(&mut initial);
                 tracing::info!(workers = workers.len(), "node cache synced");
                 guard.replace_workers(workers);
                 readiness.set(NODES_SYNCED, true);
             }
-            Some(Ok(Event::Apply(node))) => {
+            Event::Apply(node) => {
                 if is_worker(&node, &selector) {
                     guard.upsert_worker(NodeHealth::from_node(&node));
                 } else if let Some(name) = &node.metadata.name {
                     guard.remove_worker(name);
                 }
             }
-            Some(Ok(Event::Delete(node))) => {
+            Event::Delete(node) => {
                 if let Some(name) = &node.metadata.name {
                     tracing::info!(node = %name, "node deleted");
                     guard.remove_worker(name);
