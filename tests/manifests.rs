@@ -449,7 +449,9 @@ fn deploy_manifests_equal_a_fresh_render() {
     for r in renders {
         let file = r.deploy_file();
         let want = format!(
-            "{GENERATED} from kustomize/{}; do not edit. Install: kubectl apply -f {file}\n{}",
+            "{GENERATED} from kustomize/{}; do not edit. Install: kubectl apply -f {file}\n\
+             # Uninstall (keeps the shared Namespace and any CRD): \
+             kubectl delete -f {file} -l {NAME_LABEL}\n{}",
             r.name, r.yaml
         );
         let have = std::fs::read_to_string(root.join(&file)).unwrap_or_default();
@@ -1336,6 +1338,32 @@ fn every_environment_variable_set_is_one_the_service_reads() {
 /// `kubectl apply -f deploy/<component>.yaml` against kube-sim (never a real cluster: this would
 /// install Ballast there) creates every object of the file, as kubectl reports and the API shows.
 // kubectl blocks its thread; the simulator serves from the other worker.
+/// The label the uninstall command selects on (`kubectl delete -k ... -l app.kubernetes.io/name`).
+const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// Kinds the uninstall command must keep: the shared Namespace, and CRDs (deleting one deletes
+/// every custom resource of it).
+const KEPT_ON_UNINSTALL: [&str; 2] = ["Namespace", "CustomResourceDefinition"];
+
+#[test]
+fn the_uninstall_selector_takes_everything_but_the_shared_namespace_and_crds() {
+    let Some(renders) = renders() else { return };
+    for r in renders {
+        for o in &r.objects {
+            let labelled = o.value["metadata"]["labels"][NAME_LABEL].is_string();
+            let kept = KEPT_ON_UNINSTALL.contains(&o.kind.as_str());
+            assert_eq!(
+                labelled,
+                !kept,
+                "{}: {} {} {} label {NAME_LABEL}",
+                r.name,
+                o.kind,
+                o.name,
+                if kept { "must not carry" } else { "must carry" }
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rendered_manifests_apply_with_kubectl() {
     let Some(renders) = renders() else { return };
@@ -1384,11 +1412,59 @@ async fn rendered_manifests_apply_with_kubectl() {
             .map(|s| s.containers[0].image.clone()),
         Some(Some("ghcr.io/ballast-dev/provisioner:0.1.0".to_owned()))
     );
-    let crd: CustomResourceDefinition = kube::Api::all(client)
+    let crd: CustomResourceDefinition = kube::Api::all(client.clone())
         .get("podmanagers.apps.mycompany.com")
         .await
         .expect("the PodManager CRD exists");
     assert_eq!(crd.spec.group, "apps.mycompany.com");
+
+    // Uninstalling one component, as kustomize/README.md says, leaves the others and the
+    // namespace they share.
+    let dir = repo().join("kustomize/pvc-timing");
+    let dir = dir.to_string_lossy();
+    let out = ballast_e2e::kubectl(&kubeconfig, &["delete", "-k", &dir, "-l", NAME_LABEL])
+        .expect("kubectl ran above");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "uninstall failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "mutatingwebhookconfiguration.admissionregistration.k8s.io \"pvc-timing\" deleted"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("namespace"), "{stdout}");
+    let webhooks: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
+    assert!(webhooks.get_opt("pvc-timing").await.unwrap().is_none());
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), NAMESPACE);
+    assert!(deployments.get_opt("pvc-timing").await.unwrap().is_none());
+    assert!(
+        deployments
+            .get_opt("eviction-guard")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    assert!(namespaces.get_opt(NAMESPACE).await.unwrap().is_some());
+
+    // The podmanager uninstall keeps its CRD (and so every PodManager).
+    let dir = repo().join("kustomize/podmanager");
+    let dir = dir.to_string_lossy();
+    let out = ballast_e2e::kubectl(&kubeconfig, &["delete", "-k", &dir, "-l", NAME_LABEL])
+        .expect("kubectl ran above");
+    assert!(out.status.success());
+    assert!(deployments.get_opt("podmanager").await.unwrap().is_none());
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client);
+    assert!(
+        crds.get_opt("podmanagers.apps.mycompany.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// Command-line flags equal to the environment the render's workload sets (downward API values
