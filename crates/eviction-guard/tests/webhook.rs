@@ -112,14 +112,7 @@ impl Server {
     }
 
     async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, String) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
+        self.post_with(&self.http, path, body).await
     }
 
     /// Like `post_raw`, from another local address (any of 127.0.0.0/8 reaches the server).
@@ -131,7 +124,11 @@ impl Server {
             .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
             .build()
             .unwrap();
-        let resp = client
+        self.post_with(&client, path, body).await
+    }
+
+    async fn post_with(&self, http: &reqwest::Client, path: &str, body: Vec<u8>) -> (u16, String) {
+        let resp = http
             .post(format!("{}{path}", self.url))
             .body(body)
             .send()
