@@ -187,7 +187,7 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
         // so one client's flood does not lock the others out.
         if !self.set_mode_limiter.check(peer) {
             count_set_mode("rate_limited");
-            warn!(peer = %peer::display(peer), "SetMode refused: rate limit reached");
+            warn!(client = %peer::display(peer), "SetMode refused: rate limit reached");
             return Err(Status::resource_exhausted(
                 "too many SetMode calls; retry in a second",
             ));
@@ -200,7 +200,7 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
             Ok(caller) => caller,
             Err(e) => {
                 count_set_mode(auth_outcome(&e));
-                warn!(peer = %peer::display(peer), error = %e, "SetMode refused");
+                warn!(client = %peer::display(peer), error = %e, "SetMode refused");
                 return Err(e.into());
             }
         };

@@ -2,7 +2,8 @@
 //! `POST /callback/disable-interception` (mode DISABLED), `POST /callback/enable-interception`
 //! (back to AUTO), `GET /callback/status`. Writes are authenticated like the gRPC SetMode
 //! (TokenReview, then SubjectAccessReview for `update` on `interception.control.ballast.dev`)
-//! and rate limited per client address; an optional JSON body `{"reason": "..."}` is recorded with the change.
+//! and rate limited per client address; an optional JSON body `{"reason": "..."}` is recorded
+//! with the change.
 //!
 //! Also the adapter that lets the control service authenticate through the runtime.
 
@@ -108,7 +109,12 @@ async fn set_mode(
     done: &str,
 ) -> Response {
     if !cb.limiter.check(peer) {
-        tracing::warn!(target: "audit", path, client = %peer::display(peer), "refused a mode change callback: rate limit reached");
+        tracing::warn!(
+            target: "audit",
+            path,
+            client = %peer::display(peer),
+            "refused a mode change callback: rate limit reached"
+        );
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many mode changes; retry in a second",
@@ -121,7 +127,13 @@ async fn set_mode(
     {
         Ok(caller) => caller,
         Err(e) => {
-            tracing::warn!(target: "audit", path, client = %peer::display(peer), error = %e, "refused a mode change callback");
+            tracing::warn!(
+                target: "audit",
+                path,
+                client = %peer::display(peer),
+                error = %e,
+                "refused a mode change callback"
+            );
             return auth_error(&e);
         }
     };

@@ -128,31 +128,32 @@ impl Guard {
 
     /// The Node watch failed (it retries with backoff); the cache may now be stale.
     pub fn node_watch_failed(&self, error: String) {
-        let mut w = self.node_watch.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.lock_node_watch();
         w.healthy = false;
         w.errors += 1;
         w.last_error = Some(error);
         w.last_error_at = Some(Utc::now().trunc_subsecs(0));
-        metrics::node_watch(false, true);
+        metrics::node_watch(false);
     }
 
     /// The Node watch delivered an event: the cache is current.
     pub fn node_watch_ok(&self) {
-        let mut w = self.node_watch.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.lock_node_watch();
         if !w.healthy {
             if w.errors > 0 {
                 tracing::info!(errors = w.errors, "node watch recovered");
             }
             w.healthy = true;
-            metrics::node_watch(true, false);
+            metrics::node_watch(true);
         }
     }
 
     pub fn node_watch(&self) -> NodeWatchHealth {
-        self.node_watch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock_node_watch().clone()
+    }
+
+    fn lock_node_watch(&self) -> MutexGuard<'_, NodeWatchHealth> {
+        self.node_watch.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adopts a mode read from the store (another replica's write, or the value at start).

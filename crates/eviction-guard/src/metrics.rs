@@ -27,9 +27,10 @@ pub const NODE_WATCH_ERRORS_TOTAL: &str = "eviction_guard_node_watch_errors_tota
 /// 1 while the Node watch's last result was an event, 0 after an error until the next event.
 pub const NODE_WATCH_HEALTHY: &str = "eviction_guard_node_watch_healthy";
 
-pub(crate) fn node_watch(healthy: bool, failed: bool) {
+/// `healthy`: an event arrived; otherwise an error did (counted).
+pub(crate) fn node_watch(healthy: bool) {
     metrics::gauge!(NODE_WATCH_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
-    if failed {
+    if !healthy {
         metrics::counter!(NODE_WATCH_ERRORS_TOTAL).increment(1);
     }
 }
