@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ballast_e2e::wait_for;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -28,24 +29,6 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a settled PodManager is watched for spurious reconciles.
 const QUIET_WINDOW: Duration = Duration::from_millis(700);
 const SAMPLE: &str = include_str!("../crates/podmanager/config/samples/apps_v1_podmanager.yaml");
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn start_sim() -> KubeSim {
     ballast_runtime::telemetry::init();
