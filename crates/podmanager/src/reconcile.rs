@@ -193,51 +193,9 @@ async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
     let mut failures = Vec::new();
     let mut foreign = false;
     for deletion in &plan.delete {
-        let uid = pods
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(deletion.name.as_str()))
-            .and_then(|p| p.metadata.uid.clone());
-        let pod_ref = PodRef {
-            name: &deletion.name,
-            uid: uid.as_deref(),
-        };
-        match delete_pod(&pods_api, &deletion.name, uid.clone()).await {
-            Ok(true) => {
-                ctx.metrics.pod_operation("delete", true);
-                tracing::info!(namespace = %ns, name = %name, pod = %deletion.name, reason = deletion.reason.as_str(), "deleted pod");
-                let note = format!(
-                    "Deleted pod {} ({})",
-                    deletion.name,
-                    delete_reason_text(deletion.reason)
-                );
-                publish(
-                    ctx,
-                    pm,
-                    EventType::Normal,
-                    "Deleted",
-                    "DeletePod",
-                    note,
-                    pod_ref,
-                )
-                .await;
-            }
-            Ok(false) => {}
-            Err(err) => {
-                ctx.metrics.pod_operation("delete", false);
-                let msg = format!("failed to delete pod {}: {err}", deletion.name);
-                tracing::warn!(namespace = %ns, name = %name, pod = %deletion.name, error = %err, "failed to delete pod");
-                publish(
-                    ctx,
-                    pm,
-                    EventType::Warning,
-                    "Failed",
-                    "DeletePod",
-                    msg.clone(),
-                    pod_ref,
-                )
-                .await;
-                failures.push(msg);
-            }
+        let why = delete_reason_text(deletion.reason);
+        if let Err(msg) = delete_owned_pod(ctx, pm, &pods_api, &pods, &deletion.name, why).await {
+            failures.push(msg);
         }
     }
     for pod_name in &plan.create {
@@ -331,47 +289,12 @@ async fn cleanup(pm: &PodManager, ctx: &Context) -> Result<Action> {
     let health = ctx.health.borrow().clone();
     let mut failures = 0;
     for pod_name in plan::cleanup(&pods, &health) {
-        let uid = pods
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(pod_name.as_str()))
-            .and_then(|p| p.metadata.uid.clone());
-        let pod_ref = PodRef {
-            name: &pod_name,
-            uid: uid.as_deref(),
-        };
-        match delete_pod(&pods_api, &pod_name, uid.clone()).await {
-            Ok(true) => {
-                ctx.metrics.pod_operation("delete", true);
-                tracing::info!(namespace = %ns, name = %name, pod = %pod_name, "deleted pod of deleted podmanager");
-                let note = format!("Deleted pod {pod_name} (PodManager deleted)");
-                publish(
-                    ctx,
-                    pm,
-                    EventType::Normal,
-                    "Deleted",
-                    "DeletePod",
-                    note,
-                    pod_ref,
-                )
-                .await;
-            }
-            Ok(false) => {}
-            Err(err) => {
-                ctx.metrics.pod_operation("delete", false);
-                failures += 1;
-                tracing::warn!(namespace = %ns, name = %name, pod = %pod_name, error = %err, "failed to delete pod");
-                let msg = format!("failed to delete pod {pod_name}: {err}");
-                publish(
-                    ctx,
-                    pm,
-                    EventType::Warning,
-                    "Failed",
-                    "DeletePod",
-                    msg,
-                    pod_ref,
-                )
-                .await;
-            }
+        let why = "PodManager deleted";
+        if delete_owned_pod(ctx, pm, &pods_api, &pods, &pod_name, why)
+            .await
+            .is_err()
+        {
+            failures += 1;
         }
     }
     if failures > 0 {
@@ -383,6 +306,63 @@ async fn cleanup(pm: &PodManager, ctx: &Context) -> Result<Action> {
     }
     tracing::info!(namespace = %ns, name = %name, "podmanager cleaned up; releasing finalizer");
     Ok(Action::await_change())
+}
+
+/// Deletes one of `pm`'s pods (as listed in `pods`), counting, logging and recording an Event
+/// either way; `why` ends the note ("Deleted pod NAME (why)"). `Err` carries the failure, as
+/// also written into the Warning event.
+async fn delete_owned_pod(
+    ctx: &Context,
+    pm: &PodManager,
+    pods_api: &Api<Pod>,
+    pods: &[Pod],
+    pod_name: &str,
+    why: &str,
+) -> Result<(), String> {
+    let (ns, name) = (pm.namespace().unwrap_or_default(), pm.name_any());
+    let uid = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(pod_name))
+        .and_then(|p| p.metadata.uid.clone());
+    let pod_ref = PodRef {
+        name: pod_name,
+        uid: uid.as_deref(),
+    };
+    match delete_pod(pods_api, pod_name, uid.clone()).await {
+        Ok(true) => {
+            ctx.metrics.pod_operation("delete", true);
+            tracing::info!(namespace = %ns, name = %name, pod = %pod_name, reason = why, "deleted pod");
+            let note = format!("Deleted pod {pod_name} ({why})");
+            publish(
+                ctx,
+                pm,
+                EventType::Normal,
+                "Deleted",
+                "DeletePod",
+                note,
+                pod_ref,
+            )
+            .await;
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(err) => {
+            ctx.metrics.pod_operation("delete", false);
+            tracing::warn!(namespace = %ns, name = %name, pod = %pod_name, error = %err, "failed to delete pod");
+            let msg = format!("failed to delete pod {pod_name}: {err}");
+            publish(
+                ctx,
+                pm,
+                EventType::Warning,
+                "Failed",
+                "DeletePod",
+                msg.clone(),
+                pod_ref,
+            )
+            .await;
+            Err(msg)
+        }
+    }
 }
 
 /// Deletes one pod, only if it is still the one we saw (uid precondition). `Ok(false)` when it
