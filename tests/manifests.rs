@@ -1551,36 +1551,44 @@ const TEST_OWNED: &[&str] = &[
     "KUBECONFIG",
 ];
 
-// kubectl blocks its thread; the simulator serves from the other worker.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn self_signed_eviction_guard_as_shipped_injects_a_ca_the_webhook_serves_under() {
-    use clap::{CommandFactory, Parser};
-    let Some(renders) = renders() else { return };
+/// Applies `service`'s shipped manifest to a fresh simulator, and returns it with a directory for
+/// certificates and the service's command line as the manifest configures it (the test adds
+/// its own ports and directories). `None` without kubectl.
+async fn apply_as_shipped(
+    service: &str,
+    cmd: &clap::Command,
+) -> Option<(ballast_e2e::KubeSim, tempfile::TempDir, Vec<String>)> {
+    let renders = renders()?;
     ballast_runtime::tls::install_crypto_provider();
-    let r = find(renders, "eviction-guard");
+    let r = find(renders, service);
     let sim = ballast_e2e::KubeSim::start(ballast_e2e::SimConfig::default())
         .await
         .expect("kube-sim starts");
     let file = repo().join(r.deploy_file());
-    let Some(out) = ballast_e2e::kubectl(
+    let out = ballast_e2e::kubectl(
         sim.kubeconfig_path(),
         &["apply", "-f", &file.to_string_lossy()],
-    ) else {
-        return;
-    };
+    )?;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-
     let certs = tempfile::tempdir().expect("a temporary directory");
-    let mut argv = vec!["eviction-guard".to_owned()];
-    argv.extend(flags_from_manifest(
-        r,
-        &eviction_guard::Args::command(),
-        TEST_OWNED,
-    ));
+    let mut argv = vec![service.to_owned()];
+    argv.extend(flags_from_manifest(r, cmd, TEST_OWNED));
+    Some((sim, certs, argv))
+}
+
+// kubectl blocks its thread; the simulator serves from the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_eviction_guard_as_shipped_injects_a_ca_the_webhook_serves_under() {
+    use clap::{CommandFactory, Parser};
+    let Some((sim, certs, mut argv)) =
+        apply_as_shipped("eviction-guard", &eviction_guard::Args::command()).await
+    else {
+        return;
+    };
     argv.extend([
         "--bind-address=127.0.0.1".to_owned(),
         "--webhook-port=0".to_owned(),
@@ -1621,32 +1629,11 @@ async fn self_signed_eviction_guard_as_shipped_injects_a_ca_the_webhook_serves_u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_signed_pvc_timing_as_shipped_injects_a_ca_the_webhook_serves_under() {
     use clap::{CommandFactory, Parser};
-    let Some(renders) = renders() else { return };
-    ballast_runtime::tls::install_crypto_provider();
-    let r = find(renders, "pvc-timing");
-    let sim = ballast_e2e::KubeSim::start(ballast_e2e::SimConfig::default())
-        .await
-        .expect("kube-sim starts");
-    let file = repo().join(r.deploy_file());
-    let Some(out) = ballast_e2e::kubectl(
-        sim.kubeconfig_path(),
-        &["apply", "-f", &file.to_string_lossy()],
-    ) else {
+    let Some((sim, certs, mut argv)) =
+        apply_as_shipped("pvc-timing", &pvc_timing::Args::command()).await
+    else {
         return;
     };
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let certs = tempfile::tempdir().expect("a temporary directory");
-    let mut argv = vec!["pvc-timing".to_owned()];
-    argv.extend(flags_from_manifest(
-        r,
-        &pvc_timing::Args::command(),
-        TEST_OWNED,
-    ));
     argv.extend([
         "--bind-address=127.0.0.1".to_owned(),
         "--webhook-port=0".to_owned(),
