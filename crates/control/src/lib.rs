@@ -30,7 +30,7 @@ pub mod pb {
 pub use auth::{AllowAll, AuthError, Authorize, Caller};
 pub use client::{ClientOptions, ControlClient};
 pub use error::{Error, Result};
-pub use server::{DEFAULT_SET_MODE_PER_SECOND, ServerOptions, serve};
-pub use service::{ControlService, MAX_REASON_BYTES};
+pub use server::{DEFAULT_SET_MODE_PER_SECOND, MAX_REQUEST_MESSAGE_BYTES, ServerOptions, serve};
+pub use service::{ControlService, MAX_REASON_BYTES, MAX_WATCH_STREAMS};
 pub use state::{ControlError, ControlState, MemoryState, ModeChange};
 pub use types::{ConvertError, InterceptionState, Mode, NodeHealth, NodeHealthSnapshot};

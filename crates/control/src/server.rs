@@ -18,6 +18,14 @@ use crate::state::ControlState;
 /// human actions, so this only ever bites a script gone wrong.
 pub const DEFAULT_SET_MODE_PER_SECOND: NonZeroU32 = NonZeroU32::new(5).expect("non-zero");
 
+/// Largest request message accepted. Control requests are a mode and a sentence of reason
+/// (1 KiB at most), so anything bigger is abuse; tonic's own default is 4 MiB.
+pub const MAX_REQUEST_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// A unary call must answer within this: SetMode makes three API calls (TokenReview,
+/// SubjectAccessReview, the ConfigMap write), each under the client's own timeout.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// How the control API is served.
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -87,7 +95,8 @@ pub async fn serve<S: ControlState>(
         require_auth_for_reads,
         set_mode_per_second,
         shutdown.clone(),
-    ));
+    ))
+    .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES);
 
     let addr = listener.local_addr().ok();
     info!(
@@ -115,7 +124,11 @@ pub async fn serve<S: ControlState>(
         .add_service(reflection_v1alpha)
         .add_service(control);
     let router = routes.routes().prepare().into_axum_router();
-    let served = ballast_runtime::http::serve(listener, router, tls, shutdown).await;
+    let limits = ballast_runtime::http::Limits {
+        request_timeout: REQUEST_TIMEOUT,
+        ..Default::default()
+    };
+    let served = ballast_runtime::http::serve_with(listener, router, tls, shutdown, limits).await;
     done.cancel();
     served.map_err(Error::Serve)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ballast_runtime::peer::{self, PerPeerLimiter};
 use futures::{Stream, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -25,6 +25,10 @@ pub const MAX_REASON_BYTES: usize = 1024;
 const SET_MODE_TOTAL: &str = "ballast_control_set_mode_total";
 const WATCH_STREAMS: &str = "ballast_control_watch_streams";
 
+/// Watch streams open at once across all clients. Each holds a task and a little memory for as
+/// long as its client stays; the services need a handful, so this only stops a runaway client.
+pub const MAX_WATCH_STREAMS: usize = 1024;
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The `ballast.control.v1.Control` implementation, generic over the host's state.
@@ -34,6 +38,7 @@ pub struct ControlService<S> {
     require_auth_for_reads: bool,
     set_mode_limiter: PerPeerLimiter,
     shutdown: CancellationToken,
+    watch_slots: Arc<Semaphore>,
 }
 
 impl<S: ControlState> ControlService<S> {
@@ -52,6 +57,7 @@ impl<S: ControlState> ControlService<S> {
             require_auth_for_reads,
             set_mode_limiter: PerPeerLimiter::per_second(set_mode_per_second),
             shutdown,
+            watch_slots: Arc::new(Semaphore::new(MAX_WATCH_STREAMS)),
         }
     }
 
@@ -116,16 +122,30 @@ impl From<InvalidSetMode> for Status {
     }
 }
 
-/// Decrements the open-stream gauge when a watch stream is dropped (client gone or shutdown).
+/// Holds one of the [`MAX_WATCH_STREAMS`] slots and decrements the open-stream gauge when a
+/// watch stream is dropped (client gone or shutdown).
 struct StreamGauge {
     stream: &'static str,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl StreamGauge {
-    fn open(stream: &'static str) -> Self {
+    fn open(stream: &'static str, slots: &Arc<Semaphore>) -> Result<Self, Status> {
+        let slot = slots.clone().try_acquire_owned().map_err(|_| {
+            warn!(
+                stream,
+                "refused a watch stream: {MAX_WATCH_STREAMS} are open"
+            );
+            Status::resource_exhausted(format!(
+                "too many open watch streams (at most {MAX_WATCH_STREAMS}); try again later"
+            ))
+        })?;
         metrics::gauge!(WATCH_STREAMS, "stream" => stream).increment(1.0);
         debug!(stream, "control watch stream opened");
-        Self { stream }
+        Ok(Self {
+            stream,
+            _slot: slot,
+        })
     }
 }
 
@@ -234,7 +254,7 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
         req: Request<pb::WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
         self.authorize_read(&req).await?;
-        let gauge = StreamGauge::open("status");
+        let gauge = StreamGauge::open("status", &self.watch_slots)?;
         // WatchStream yields the current value first, then each new one.
         let stream = WatchStream::new(self.state.status()).map(move |state| {
             let _ = &gauge;
@@ -266,7 +286,7 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
         let init = NodeStream {
             rx: self.state.node_health(),
             prev: None,
-            _gauge: StreamGauge::open("node_health"),
+            _gauge: StreamGauge::open("node_health", &self.watch_slots)?,
         };
         let stream = futures::stream::unfold(init, next_node_event);
         Ok(Response::new(self.until_shutdown(stream)))
@@ -276,6 +296,17 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_streams_beyond_the_cap_are_resource_exhausted_until_one_closes() {
+        let slots = Arc::new(Semaphore::new(1));
+        let first = StreamGauge::open("status", &slots).unwrap();
+        let refused = StreamGauge::open("node_health", &slots).err().unwrap();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("too many open watch streams"));
+        drop(first);
+        assert!(StreamGauge::open("node_health", &slots).is_ok());
+    }
 
     #[test]
     fn set_mode_without_a_mode_is_an_invalid_argument_naming_the_choices() {

@@ -453,6 +453,27 @@ async fn set_mode_without_a_mode_is_an_invalid_argument() {
 }
 
 #[tokio::test]
+async fn a_request_message_over_the_size_cap_is_refused_before_it_is_handled() {
+    let state = mk_state();
+    let server = start(state.clone(), authed());
+    let mut raw = raw_client(&server).await;
+    let err = raw
+        .set_mode(with_token(
+            pb::SetModeRequest {
+                mode: pb::Mode::Forced as i32,
+                reason: "x".repeat(ballast_control::MAX_REQUEST_MESSAGE_BYTES + 1),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(err.message().contains("too large"), "{}", err.message());
+    assert_eq!(state.status_now().mode_reason, "", "nothing was stored");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn store_failures_reach_the_caller_with_matching_codes() {
     let state = mk_state();
     let server = start(state.clone(), authed());

@@ -18,6 +18,37 @@ use kube::core::response::Status;
 /// and an UPDATE carries it twice (`object` and `oldObject`), plus the envelope.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Request bodies buffered at once, across every webhook of the process, in KiB: one budget for
+/// bodies up to [`SMALL_BODY_BYTES`] and one for larger ones (or of unknown length), so that
+/// reviews of ordinary size (a few KiB) never queue behind large ones. With the body cap this
+/// bounds buffering memory to 96 MiB whatever clients send.
+const SMALL_BUDGET_KIB: u32 = 32 * 1024;
+const LARGE_BUDGET_KIB: u32 = 64 * 1024;
+/// Largest body that draws on the small budget.
+const SMALL_BODY_BYTES: u64 = 256 * 1024;
+
+/// Which budget a request draws on and how many KiB it reserves: its declared length, or the
+/// cap when it declares none (chunked). `None` when the declared length is over the cap: refuse
+/// without reading.
+fn reservation(content_length: Option<u64>) -> Option<(&'static tokio::sync::Semaphore, u32)> {
+    static SMALL: tokio::sync::Semaphore =
+        tokio::sync::Semaphore::const_new(SMALL_BUDGET_KIB as usize);
+    static LARGE: tokio::sync::Semaphore =
+        tokio::sync::Semaphore::const_new(LARGE_BUDGET_KIB as usize);
+    let bytes = match content_length {
+        Some(len) if len > MAX_BODY_BYTES as u64 => return None,
+        Some(len) => len,
+        None => MAX_BODY_BYTES as u64,
+    };
+    let kib = u32::try_from(bytes.div_ceil(1024).max(1)).ok()?;
+    let budget = if bytes <= SMALL_BODY_BYTES {
+        &SMALL
+    } else {
+        &LARGE
+    };
+    Some((budget, kib))
+}
+
 /// A service's admission decision. The handler sees only decoded requests.
 pub trait Handler: Send + Sync + 'static {
     fn review(
@@ -130,17 +161,35 @@ pub fn encode(response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error>
 pub fn route<H: Handler>(webhook: &'static str, handler: Arc<H>) -> MethodRouter {
     // The route records metrics: make sure they land somewhere, whoever builds the router.
     crate::metrics::prometheus();
-    post(move |body: Body| {
+    post(move |headers: header::HeaderMap, body: Body| {
         let handler = handler.clone();
-        async move { handle(webhook, handler.as_ref(), body).await }
+        async move { handle(webhook, handler.as_ref(), &headers, body).await }
     })
 }
 
-async fn handle<H: Handler>(webhook: &'static str, handler: &H, body: Body) -> Response {
+async fn handle<H: Handler>(
+    webhook: &'static str,
+    handler: &H,
+    headers: &header::HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
-    let req = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => decode(&bytes),
-        Err(_) => Err(DecodeError::TooLarge),
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let req = match reservation(declared) {
+        // Declared too large: refused before a byte of the body is read.
+        None => Err(DecodeError::TooLarge),
+        Some((budget, kib)) => {
+            // Wait for room in the budget before buffering; the permit is returned once the
+            // body has been decoded.
+            let _permit = budget.acquire_many(kib).await;
+            match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+                Ok(bytes) => decode(&bytes),
+                Err(_) => Err(DecodeError::TooLarge),
+            }
+        }
     };
     let req = match req {
         Ok(req) => req,
