@@ -140,7 +140,13 @@ pub fn mutate(
             .and_then(|a| a.get(TRIGGER_ANNOTATION))
             .cloned()
     };
-    let trigger = (phase == BOUND && !on_status && stored_phase == BOUND)
+    let incoming = annotations
+        .and_then(|a| a.get(ANNOTATION))
+        .and_then(|v| timing::PvcTiming::parse(v).ok());
+    // Only to date a Bound entry still missing (a /status change the server discarded); a
+    // trigger never moves a recorded time.
+    let bound_missing = incoming.is_none_or(|t| t.current_phase != BOUND);
+    let trigger = (phase == BOUND && !on_status && stored_phase == BOUND && bound_missing)
         .then(|| trigger_of(object))
         .flatten()
         .filter(|t| old.and_then(trigger_of).as_ref() != Some(t))
@@ -206,8 +212,8 @@ const MAX_SIGHTINGS: usize = 10_000;
 /// The latest phase change this replica recorded on a `/status` request, per claim uid, until a
 /// later request shows it stored. Where the API server discards metadata changes made on
 /// `/status`, the entry is written again by a later main-resource update; this memory lets it
-/// carry the time the change was first seen, and keeps a retried `/status` request from being
-/// Per replica: another replica falls back to the controller's `webhook-trigger`.
+/// carry the time the change was first seen, and dates a retried `/status` request at its first
+/// attempt. Per replica: another replica falls back to the controller's `webhook-trigger`.
 #[derive(Debug, Default)]
 pub struct Sightings {
     seen: std::sync::Mutex<std::collections::HashMap<String, (String, DateTime<Utc>)>>,

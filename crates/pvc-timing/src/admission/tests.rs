@@ -480,3 +480,13 @@ fn a_stored_phase_clears_the_sighting_on_any_later_request() {
     webhook.answer(&request(&status));
     assert!(webhook.sightings().is_empty());
 }
+
+#[test]
+fn a_trigger_added_to_a_claim_already_recorded_bound_moves_nothing_back() {
+    let bound = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:11Z"}]}"#;
+    let mut review = trigger_update(at(3));
+    annotate(&mut review, ANNOTATION, bound, &["object", "oldObject"]);
+    let mutation = mutate(&request(&review), at(20), None).unwrap().unwrap();
+    assert_eq!(mutation.patch, None);
+    assert_eq!(mutation.outcome.value, bound);
+}
