@@ -195,6 +195,24 @@ async fn invalid_names_and_labels_are_refused_with_the_real_422() {
         "Service \"1web\" is invalid: metadata.name: Invalid value: \"1web\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
     );
 
+    // Cluster-scoped kinds of other groups: the message names the qualified kind.
+    let err =
+        Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(
+            env.client.clone(),
+        )
+        .create(&pp, &object(json!({"metadata": {"name": "Bad_Hook"}})))
+        .await
+        .unwrap_err();
+    let body = status_body(err);
+    assert!(
+        body["message"].as_str().unwrap().starts_with(
+            "ValidatingWebhookConfiguration.admissionregistration.k8s.io \"Bad_Hook\" is invalid: metadata.name: Invalid value: \"Bad_Hook\": a lowercase RFC 1123 subdomain"
+        ),
+        "{body}"
+    );
+    assert_eq!(body["details"]["group"], "admissionregistration.k8s.io");
+    assert_eq!(body["details"]["kind"], "ValidatingWebhookConfiguration");
+
     // Label keys on update: the stored object is unchanged.
     cms.create(&pp, &object(json!({"metadata": {"name": "keys"}})))
         .await

@@ -313,8 +313,12 @@ pub async fn admit_validated(
     old: Option<&Value>,
     validate: Validate<'_>,
 ) -> Result<Option<Value>, ApiError> {
-    // Webhook configurations and reviews are never themselves subject to webhooks.
+    // Webhook configurations and reviews are never themselves subject to webhooks (but are
+    // validated).
     if attrs.rt.group == "admissionregistration.k8s.io" || attrs.rt.virtual_review {
+        if let Some(obj) = object.as_mut() {
+            validate(obj)?;
+        }
         return Ok(object);
     }
     let ns_labels = if attrs.rt.group.is_empty() && attrs.rt.resource == "namespaces" {
