@@ -333,8 +333,8 @@ fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
 
 /// What a status update keeps of `new`, as the kind's status strategy (`PrepareForUpdate`):
 /// built-in kinds reset `spec` only and keep the metadata written through `/status` (pods also
-/// keep their ownerReferences, VolumeAttachments their labels, annotations, finalizers and
-/// ownerReferences); custom resources take nothing but `status`.
+/// keep their ownerReferences and QoS class, VolumeAttachments their labels, annotations,
+/// finalizers and ownerReferences); custom resources take nothing but `status`.
 fn status_update(rt: &ResourceType, old: &Value, mut new: Value) -> Value {
     let builtin = crate::resources::builtins()
         .iter()
@@ -358,6 +358,15 @@ fn status_update(rt: &ResourceType, old: &Value, mut new: Value) -> Value {
                 m.remove("spec");
             }
         }
+    }
+    // The QoS class is immutable; old kubelets dropped it, so the server backfills it.
+    if rt.group.is_empty()
+        && rt.resource == "pods"
+        && new.pointer("/status/qosClass").is_none()
+        && let Some(qos) = old.pointer("/status/qosClass").cloned()
+        && new.get("status").is_some_and(Value::is_object)
+    {
+        new["status"]["qosClass"] = qos;
     }
     let reset: &[&str] = match (rt.group.as_str(), rt.resource.as_str()) {
         ("", "pods") => &["ownerReferences"],

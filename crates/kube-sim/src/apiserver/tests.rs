@@ -452,6 +452,7 @@ async fn status_writes_follow_each_kinds_status_strategy() {
     s["metadata"]["labels"] = json!({"via": "status"});
     s["metadata"]["ownerReferences"] =
         json!([{"apiVersion": "v1", "kind": "Node", "name": "n", "uid": "u"}]);
+    s["status"] = json!({"phase": "Running"});
     let after = sim
         .call(
             req(Verb::Update, "v1", "pods")
@@ -463,6 +464,11 @@ async fn status_writes_follow_each_kinds_status_strategy() {
         .unwrap();
     assert_eq!(after["metadata"]["labels"], json!({"via": "status"}));
     assert!(after["metadata"].get("ownerReferences").is_none());
+    assert_eq!(
+        after["status"],
+        json!({"phase": "Running", "qosClass": "BestEffort"}),
+        "the QoS class is kept"
+    );
 
     // Custom resources: nothing but status.
     let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
