@@ -25,6 +25,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+#[path = "kube_sim/strict_api.rs"]
+mod strict_api;
+
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn cm(name: &str) -> ConfigMap {
@@ -222,8 +225,13 @@ async fn start_webhook() -> Webhook {
                 (Some("DELETE"), _) if protected => json!({"uid": uid, "allowed": false,
                     "status": {"code": 403, "reason": "Forbidden", "message": "pod is protected"}}),
                 (Some("CREATE"), None) => {
-                    let patch =
-                        json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}]);
+                    // A patch must apply to the object as the API server holds it: a pod created
+                    // without labels has no /metadata/labels to add under.
+                    let patch = if req["object"]["metadata"]["labels"].is_object() {
+                        json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}])
+                    } else {
+                        json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}])
+                    };
                     json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
                            "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string())})
                 }

@@ -12,6 +12,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use pvc_timing::timing::{PvcTiming, parse_time};
@@ -76,6 +77,30 @@ async fn transitions(metrics_url: &str, phase: &str) -> f64 {
         .await
         .expect("/metrics text");
     sample(&text, "pvc_phase_transitions_total", &[("phase", phase)]).unwrap_or(0.0)
+}
+
+async fn metrics_text(metrics_url: &str) -> String {
+    reqwest::get(metrics_url)
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics text")
+}
+
+/// A StorageClass (cluster-scoped, so only on the simulator): metric labels name only classes
+/// that exist.
+async fn create_storage_class(env: &TestEnv, name: &str) {
+    let class: StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "Immediate"
+    }))
+    .expect("a valid StorageClass");
+    Api::<StorageClass>::all(env.client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("StorageClass created");
 }
 
 fn timing_of(pvc: &PersistentVolumeClaim) -> Option<PvcTiming> {
@@ -168,17 +193,17 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
         assert_eq!(transitions(&metrics_url, "Pending").await, pending_before);
     }
 
-    // A new claim records Pending at its creation time.
+    // A new claim records Pending at its creation time; the controller counts it once stored.
+    create_storage_class(&env, &storage_class).await;
     let pvcs: Api<PersistentVolumeClaim> = env.api();
     let created = pvcs
         .create(&PostParams::default(), &claim("data", &storage_class))
         .await
         .expect("claim created");
-    assert_eq!(
-        transitions(&metrics_url, "Pending").await,
-        pending_before + 1.0,
-        "the real creation is counted"
-    );
+    wait_for("the creation to be counted", TIMEOUT, || async {
+        (transitions(&metrics_url, "Pending").await >= pending_before + 1.0).then_some(())
+    })
+    .await;
     let timing = timing_of(&created).expect("a pvc-timing annotation on the created claim");
     assert_eq!(timing.current_phase, "Pending");
     assert_eq!(timing.timings.len(), 1);
@@ -259,12 +284,16 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
     }
 
     // Exactly one time-to-bound observation for this claim's storage class.
-    let text = reqwest::get(&metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = wait_for("the time to bound observed", TIMEOUT, || async {
+        let text = metrics_text(&metrics_url).await;
+        sample(
+            &text,
+            "pvc_time_to_bound_seconds_count",
+            &[("storage_class", &storage_class)],
+        )
+        .map(|_| text)
+    })
+    .await;
     assert_eq!(
         sample(
             &text,
@@ -505,4 +534,498 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
         std::fs::read(first_dir.path().join("tls.crt")).unwrap()
     );
     shutdown.cancel();
+}
+
+/// The annotation where the controller marks how many history entries it counted.
+const COUNTED: &str = "ballast.dev/pvc-timing-counted";
+
+/// The webhook alone, registered for this test's namespace, with the admin server (which shows
+/// the whole process's metrics, the controller's included).
+struct WebhookService {
+    running: pvc_timing::Running,
+    stop: CancellationToken,
+    metrics_url: String,
+    _certs: tempfile::TempDir,
+}
+
+async fn start_webhook(env: &TestEnv) -> WebhookService {
+    ballast_runtime::tls::install_crypto_provider();
+    let certs = tempfile::tempdir().unwrap();
+    let generated = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"]).unwrap();
+    let (cert, key) = generated.write_to(certs.path()).unwrap();
+    let stop = CancellationToken::new();
+    let running = pvc_timing::start(
+        Config {
+            webhook: Some(WebhookConfig {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                tls: Some((cert, key)),
+                self_signed: None,
+            }),
+            controller: None,
+            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+            kube: KubeAccess::Client(env.client.clone()),
+        },
+        stop.clone(),
+    )
+    .await
+    .expect("the pvc-timing webhook starts");
+    let port = running.webhook_addr.unwrap().port();
+    let mut configuration = webhook_configuration(
+        &format!("pvc-timing-{}", env.namespace),
+        port,
+        &generated.ca_pem,
+    );
+    if let Some(webhooks) = configuration.webhooks.as_mut() {
+        webhooks[0].namespace_selector = Some(
+            serde_json::from_value(
+                json!({"matchLabels": {"kubernetes.io/metadata.name": env.namespace}}),
+            )
+            .unwrap(),
+        );
+    }
+    Api::<MutatingWebhookConfiguration>::all(env.client.clone())
+        .create(&PostParams::default(), &configuration)
+        .await
+        .expect("webhook configuration registered");
+    let metrics_url = format!("http://{}/metrics", running.admin_addr.unwrap());
+    WebhookService {
+        running,
+        stop,
+        metrics_url,
+        _certs: certs,
+    }
+}
+
+impl WebhookService {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.running
+            .wait()
+            .await
+            .expect("the webhook stops cleanly");
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+}
+
+/// Waits until the wall clock enters the next second (the history has whole seconds), and
+/// returns it.
+async fn next_second() -> i64 {
+    let start = unix_now();
+    wait_for("the clock to tick", TIMEOUT, || async {
+        let now = unix_now();
+        (now > start).then_some(now)
+    })
+    .await
+}
+
+fn phases(pvc: &PersistentVolumeClaim) -> Vec<String> {
+    timing_of(pvc)
+        .map(|t| t.timings.into_iter().map(|e| e.phase).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until the controller has counted `entries` history entries of claim `name`.
+async fn counted(
+    pvcs: &Api<PersistentVolumeClaim>,
+    name: &str,
+    entries: usize,
+) -> PersistentVolumeClaim {
+    let want = entries.to_string();
+    wait_for(
+        &format!("{entries} entries of {name} counted"),
+        TIMEOUT,
+        || async {
+            let pvc = pvcs.get(name).await.ok()?;
+            (pvc.annotations().get(COUNTED) == Some(&want)).then_some(pvc)
+        },
+    )
+    .await
+}
+
+async fn histogram(metrics_url: &str, series: &str, storage_class: &str) -> Option<f64> {
+    sample(
+        &metrics_text(metrics_url).await,
+        series,
+        &[("storage_class", storage_class)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_trigger_while_pending_does_not_backdate_bound_and_the_bind_is_timed_exactly() {
+    let env = TestEnv::start(SimConfig::default().pv_binder(true)).await;
+    if env
+        .sim_or_skip("an in-process webhook on loopback")
+        .is_none()
+    {
+        return;
+    }
+    let ns = env.namespace.clone();
+    let class = format!("manual-{ns}");
+    create_storage_class(&env, &class).await;
+    let webhook = start_webhook(&env).await;
+    let (controller, stop_controller) = replica(&env, "manual-0").await;
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    let created = pvcs
+        .create(&PostParams::default(), &claim("data", &class))
+        .await
+        .expect("claim created");
+    let created_at = created
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .unwrap()
+        .0
+        .as_second();
+
+    // `kubectl annotate pvc data webhook-trigger=$(date +%s)` while the claim is Pending.
+    let manual = next_second().await;
+    let annotated = pvcs
+        .patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"webhook-trigger": manual.to_string()}}}),
+            ),
+        )
+        .await
+        .expect("annotated");
+    assert_eq!(
+        phases(&annotated),
+        ["Pending"],
+        "a manual trigger records nothing"
+    );
+
+    // Later, a volume appears and the PV controller binds the claim through /status.
+    let bind_from = next_second().await;
+    let volume: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": format!("pv-{ns}")},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
+                 "hostPath": {"path": "/tmp/pvc-timing-e2e"}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(env.client.clone())
+        .create(&PostParams::default(), &volume)
+        .await
+        .expect("volume created");
+    let bound = wait_for(
+        "the claim bound and triggered by the controller",
+        TIMEOUT,
+        || async {
+            let pvc = pvcs.get("data").await.ok()?;
+            let trigger = pvc.annotations().get("webhook-trigger")?.clone();
+            (timing_of(&pvc)?.current_phase == "Bound" && trigger != manual.to_string())
+                .then_some(pvc)
+        },
+    )
+    .await;
+    let timing = timing_of(&bound).unwrap();
+    assert_eq!(phases(&bound), ["Pending", "Bound"]);
+    let bound_at = parse_time(&timing.timings[1].time).unwrap().timestamp();
+    let trigger: i64 = bound.annotations()["webhook-trigger"].parse().unwrap();
+    assert!(
+        manual < bind_from && bind_from <= bound_at && bound_at <= trigger,
+        "manual trigger {manual} < bind from {bind_from} <= Bound {bound_at} <= controller's trigger {trigger}"
+    );
+
+    // The histogram holds exactly this claim's time to bound, from the stored history.
+    let count = wait_for("the time to bound observed", TIMEOUT, || async {
+        histogram(
+            &webhook.metrics_url,
+            "pvc_time_to_bound_seconds_count",
+            &class,
+        )
+        .await
+    })
+    .await;
+    assert_eq!(count, 1.0);
+    assert_eq!(
+        histogram(
+            &webhook.metrics_url,
+            "pvc_time_to_bound_seconds_sum",
+            &class
+        )
+        .await,
+        Some((bound_at - created_at) as f64)
+    );
+
+    stop_controller.cancel();
+    controller
+        .wait()
+        .await
+        .expect("the controller stops cleanly");
+    webhook.stop().await;
+    env.shutdown().await;
+}
+
+/// A validating webhook refusing PVC status writes that set `Lost` (as a policy engine might).
+async fn start_lost_guard(env: &TestEnv) -> (CancellationToken, tempfile::TempDir) {
+    use axum::Json;
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"]).unwrap();
+    let (cert, key) = certs.write_to(dir.path()).unwrap();
+    let tls = ballast_runtime::tls::ReloadingTls::load(&cert, &key).unwrap();
+    let review = |Json(body): Json<Value>| async move {
+        let req = &body["request"];
+        let lost = req["object"]["status"]["phase"] == "Lost";
+        let response = if lost {
+            json!({"uid": req["uid"], "allowed": false,
+                   "status": {"code": 403, "reason": "Forbidden", "message": "claims may not be marked Lost here"}})
+        } else {
+            json!({"uid": req["uid"], "allowed": true})
+        };
+        Json(
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}),
+        )
+    };
+    let router = axum::Router::new().route("/validate", axum::routing::post(review));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    tokio::spawn(ballast_runtime::http::serve(
+        listener,
+        router,
+        Some(tls),
+        stop.clone(),
+    ));
+    let configuration: k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration =
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("lost-guard-{}", env.namespace)},
+            "webhooks": [{"name": "lost-guard.e2e.ballast.dev",
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/validate"),
+                                 "caBundle": base64::engine::general_purpose::STANDARD.encode(&certs.ca_pem)},
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.namespace}},
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+                           "resources": ["persistentvolumeclaims/status"]}],
+                "sideEffects": "None", "admissionReviewVersions": ["v1"],
+                "failurePolicy": "Fail", "timeoutSeconds": 5}]
+        }))
+        .unwrap();
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(
+        env.client.clone(),
+    )
+    .create(&PostParams::default(), &configuration)
+    .await
+    .expect("validating webhook registered");
+    (stop, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_write_the_api_server_refuses_moves_no_counter() {
+    let env = TestEnv::start(SimConfig::default()).await;
+    if env
+        .sim_or_skip("an in-process webhook on loopback")
+        .is_none()
+    {
+        return;
+    }
+    let webhook = start_webhook(&env).await;
+    let (guard, _guard_certs) = start_lost_guard(&env).await;
+    let (controller, stop_controller) = replica(&env, "refused-0").await;
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    pvcs.create(&PostParams::default(), &claim("data", "standard"))
+        .await
+        .expect("claim created");
+    counted(&pvcs, "data", 1).await;
+    let lost_before = transitions(&webhook.metrics_url, "Lost").await;
+
+    // pvc-timing's webhook sees the request and patches it; a later webhook refuses it.
+    let err = pvcs
+        .patch_status(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Lost"}})),
+        )
+        .await
+        .expect_err("the Lost write is refused");
+    assert!(
+        err.to_string()
+            .contains("claims may not be marked Lost here"),
+        "{err}"
+    );
+
+    // A write that is stored follows; once it is counted, the refused one was not.
+    pvcs.patch_status(
+        "data",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+    )
+    .await
+    .expect("status set Bound");
+    let pvc = counted(&pvcs, "data", 2).await;
+    assert_eq!(phases(&pvc), ["Pending", "Bound"]);
+    assert_eq!(transitions(&webhook.metrics_url, "Lost").await, lost_before);
+
+    stop_controller.cancel();
+    controller
+        .wait()
+        .await
+        .expect("the controller stops cleanly");
+    guard.cancel();
+    webhook.stop().await;
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_status_phase_on_create_and_update_is_ignored() {
+    let env = TestEnv::start(SimConfig::default()).await;
+    if env
+        .sim_or_skip("an in-process webhook on loopback")
+        .is_none()
+    {
+        return;
+    }
+    let webhook = start_webhook(&env).await;
+    let (controller, stop_controller) = replica(&env, "forged-0").await;
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+
+    // A client sends a status with its create and its update: the API server resets it, and
+    // so does the history.
+    let mut forged = claim("data", "standard");
+    forged.status = Some(serde_json::from_value(json!({"phase": "Bound"})).unwrap());
+    let created = pvcs
+        .create(&PostParams::default(), &forged)
+        .await
+        .expect("claim created");
+    assert_eq!(phases(&created), ["Pending"]);
+    let mut update = pvcs.get("data").await.unwrap();
+    update.status = Some(serde_json::from_value(json!({"phase": "Bound"})).unwrap());
+    update.labels_mut().insert("touched".into(), "yes".into());
+    let updated = pvcs
+        .replace("data", &PostParams::default(), &update)
+        .await
+        .expect("claim updated");
+    assert_eq!(phases(&updated), ["Pending"]);
+
+    // A phase no claim can have is not recorded, and never becomes a metric label.
+    let odd = pvcs
+        .patch_status(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Exploded"}})),
+        )
+        .await;
+    if let Ok(odd) = odd {
+        assert_eq!(phases(&odd), ["Pending"]);
+    }
+
+    // A real binding afterwards is recorded and counted; nothing forged was.
+    pvcs.patch_status(
+        "data",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+    )
+    .await
+    .expect("status set Bound");
+    let pvc = counted(&pvcs, "data", 2).await;
+    assert_eq!(phases(&pvc), ["Pending", "Bound"]);
+    let text = metrics_text(&webhook.metrics_url).await;
+    assert_eq!(
+        sample(
+            &text,
+            "pvc_phase_transitions_total",
+            &[("phase", "Exploded")]
+        ),
+        None,
+        "{text}"
+    );
+
+    stop_controller.cancel();
+    controller
+        .wait()
+        .await
+        .expect("the controller stops cleanly");
+    webhook.stop().await;
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_restart_counts_no_claim_twice() {
+    let env = TestEnv::start(SimConfig::default()).await;
+    if env
+        .sim_or_skip("an in-process webhook on loopback")
+        .is_none()
+    {
+        return;
+    }
+    let class = format!("restart-{}", env.namespace);
+    create_storage_class(&env, &class).await;
+    let webhook = start_webhook(&env).await;
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    let bind = |name: &'static str| {
+        let pvcs = pvcs.clone();
+        let class = class.clone();
+        async move {
+            pvcs.create(&PostParams::default(), &claim(name, &class))
+                .await
+                .expect("claim created");
+            pvcs.patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+            )
+            .await
+            .expect("status set Bound");
+        }
+    };
+
+    let (first, stop_first) = replica(&env, "restart-a").await;
+    bind("first").await;
+    let first_claim = counted(&pvcs, "first", 2).await;
+    wait_for("the first time to bound", TIMEOUT, || async {
+        histogram(
+            &webhook.metrics_url,
+            "pvc_time_to_bound_seconds_count",
+            &class,
+        )
+        .await
+        .filter(|c| *c == 1.0)
+    })
+    .await;
+    stop_first.cancel();
+    first
+        .wait()
+        .await
+        .expect("the first controller stops cleanly");
+
+    // A new controller lists every claim again, the first one included.
+    let (second, stop_second) = replica(&env, "restart-b").await;
+    bind("second").await;
+    counted(&pvcs, "second", 2).await;
+    let count = wait_for("the second time to bound", TIMEOUT, || async {
+        histogram(
+            &webhook.metrics_url,
+            "pvc_time_to_bound_seconds_count",
+            &class,
+        )
+        .await
+        .filter(|c| *c >= 2.0)
+    })
+    .await;
+    assert_eq!(count, 2.0, "each claim observed once");
+    let again = pvcs.get("first").await.unwrap();
+    assert_eq!(
+        again.annotations().get("webhook-trigger"),
+        first_claim.annotations().get("webhook-trigger"),
+        "the first claim's trigger was not rewritten"
+    );
+    assert_eq!(
+        again.annotations().get(COUNTED).map(String::as_str),
+        Some("2")
+    );
+
+    stop_second.cancel();
+    second
+        .wait()
+        .await
+        .expect("the second controller stops cleanly");
+    webhook.stop().await;
+    env.shutdown().await;
 }

@@ -295,11 +295,30 @@ fn webhooks_of(sim: &Sim, kind: &Kind) -> Vec<Value> {
 pub async fn admit(
     sim: &Arc<Sim>,
     attrs: &AdmissionAttrs<'_>,
-    mut object: Option<Value>,
+    object: Option<Value>,
     old: Option<&Value>,
 ) -> Result<Option<Value>, ApiError> {
-    // Webhook configurations and reviews are never themselves subject to webhooks.
+    admit_validated(sim, attrs, object, old, &|_| Ok(())).await
+}
+
+/// Checks the mutated object between the mutating and the validating webhooks, where the API
+/// server validates it.
+pub type Validate<'a> = &'a (dyn Fn(&mut Value) -> Result<(), ApiError> + Send + Sync);
+
+/// [`admit`] with the object validated (and normalized) after the mutating webhooks.
+pub async fn admit_validated(
+    sim: &Arc<Sim>,
+    attrs: &AdmissionAttrs<'_>,
+    mut object: Option<Value>,
+    old: Option<&Value>,
+    validate: Validate<'_>,
+) -> Result<Option<Value>, ApiError> {
+    // Webhook configurations and reviews are never themselves subject to webhooks (but are
+    // validated).
     if attrs.rt.group == "admissionregistration.k8s.io" || attrs.rt.virtual_review {
+        if let Some(obj) = object.as_mut() {
+            validate(obj)?;
+        }
         return Ok(object);
     }
     let ns_labels = if attrs.rt.group.is_empty() && attrs.rt.resource == "namespaces" {
@@ -324,6 +343,11 @@ pub async fn admit(
     };
     let ns_wrapped = ns_labels.map(|l| json!({"metadata": {"labels": l}}));
     for kind in [Kind::Mutating, Kind::Validating] {
+        if matches!(kind, Kind::Validating)
+            && let Some(obj) = object.as_mut()
+        {
+            validate(obj)?;
+        }
         for webhook in webhooks_of(sim, &kind) {
             let name = webhook
                 .get("name")
@@ -372,10 +396,18 @@ pub async fn admit(
                 tracing::info!(webhook = %name, resource = %attrs.rt.resource, namespace = %attrs.namespace, name = %attrs.name, operation = attrs.operation, "admission denied");
                 return Err(denial(&name, &response));
             }
-            if let (Kind::Mutating, Some(patch)) =
-                (&kind, response.get("patch").and_then(Value::as_str))
-            {
-                let Some(obj) = object.as_mut() else { continue };
+            if let (Kind::Mutating, Some(patch)) = (
+                &kind,
+                response
+                    .get("patch")
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty()),
+            ) {
+                let Some(obj) = object.as_mut() else {
+                    return Err(ApiError::internal(format!(
+                        "admission webhook \"{name}\" attempted to modify the object, which is not supported for this operation"
+                    )));
+                };
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(patch)
                     .map_err(|e| {
@@ -383,15 +415,13 @@ pub async fn admit(
                             "failed calling webhook \"{name}\": invalid patch: {e}"
                         ))
                     })?;
-                let p: json_patch::Patch = serde_json::from_slice(&raw).map_err(|e| {
-                    ApiError::internal(format!(
-                        "failed calling webhook \"{name}\": invalid patch: {e}"
-                    ))
-                })?;
-                json_patch::patch(obj, &p).map_err(|e| {
-                    ApiError::internal(format!(
-                        "failed calling webhook \"{name}\": failed to apply patch: {e}"
-                    ))
+                // As the API server: a patch that does not apply fails the request with 500
+                // whatever the failurePolicy (it is not an error calling the webhook).
+                let ops = crate::patch::decode_json_patch(&raw)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                crate::patch::apply_json_patch(obj, &ops).map_err(|e| {
+                    tracing::warn!(webhook = %name, namespace = %attrs.namespace, name = %attrs.name, error = %e, "mutating webhook patch does not apply");
+                    ApiError::internal(e)
                 })?;
                 let shape_ok = obj.is_object()
                     && ["metadata", "spec", "status"]

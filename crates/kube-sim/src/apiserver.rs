@@ -331,6 +331,105 @@ fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What a status update keeps of `new`, as the kind's status strategy (`PrepareForUpdate`):
+/// built-in kinds reset `spec` only and keep the metadata written through `/status` (pods also
+/// keep their ownerReferences and QoS class, VolumeAttachments their labels, annotations,
+/// finalizers and ownerReferences); custom resources take nothing but `status`.
+fn status_update(rt: &ResourceType, old: &Value, mut new: Value) -> Value {
+    let builtin = crate::resources::builtins()
+        .iter()
+        .any(|b| b.group == rt.group && b.resource == rt.resource);
+    if !builtin || !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
+        let mut o = old.clone();
+        match new.get("status") {
+            Some(s) => o["status"] = s.clone(),
+            None => {
+                if let Some(m) = o.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        return o;
+    }
+    match old.get("spec") {
+        Some(spec) => new["spec"] = spec.clone(),
+        None => {
+            if let Some(m) = new.as_object_mut() {
+                m.remove("spec");
+            }
+        }
+    }
+    // The QoS class is immutable; old kubelets dropped it, so the server backfills it.
+    if rt.group.is_empty()
+        && rt.resource == "pods"
+        && new.pointer("/status/qosClass").is_none()
+        && let Some(qos) = old.pointer("/status/qosClass").cloned()
+        && new.get("status").is_some_and(Value::is_object)
+    {
+        new["status"]["qosClass"] = qos;
+    }
+    let reset: &[&str] = match (rt.group.as_str(), rt.resource.as_str()) {
+        ("", "pods") => &["ownerReferences"],
+        ("storage.k8s.io", "volumeattachments") => {
+            &["labels", "annotations", "finalizers", "ownerReferences"]
+        }
+        _ => &[],
+    };
+    let old_meta = old.get("metadata").cloned().unwrap_or_default();
+    let m = meta_mut(&mut new);
+    for field in reset {
+        match old_meta.get(*field) {
+            Some(v) => {
+                m.insert((*field).into(), v.clone());
+            }
+            None => {
+                m.remove(*field);
+            }
+        }
+    }
+    new
+}
+
+/// Go's `omitempty`: the API server never stores (nor shows webhooks) empty metadata maps and
+/// lists, so a JSON patch adding under `/metadata/labels` of an object created with
+/// `labels: {}` fails there as it does here.
+fn omit_empty_meta(obj: &mut Value) {
+    let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for field in [
+        "labels",
+        "annotations",
+        "finalizers",
+        "ownerReferences",
+        "managedFields",
+        "generateName",
+    ] {
+        let empty = match m.get(field) {
+            Some(Value::Null) => true,
+            Some(Value::Object(o)) => o.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::String(s)) => s.is_empty(),
+            _ => false,
+        };
+        if empty {
+            m.remove(field);
+        }
+    }
+}
+
+/// Normalizes and validates the metadata of an object about to be stored (422 Invalid).
+fn validate_meta(rt: &ResourceType, obj: &mut Value, creating: bool) -> Result<(), ApiError> {
+    omit_empty_meta(obj);
+    let errs = crate::validation::validate_meta(rt, obj, creating);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let name = meta_str(obj, "name").unwrap_or_default().to_string();
+    tracing::debug!(resource = %rt.qualified(), name = %name, errors = errs.len(), "refused: invalid metadata");
+    Err(ApiError::invalid_fields(rt, &name, &errs))
+}
+
 fn store_err(e: StoreError, rt: &ResourceType, name: &str) -> ApiError {
     match e {
         StoreError::AlreadyExists => ApiError::already_exists(rt, name),
@@ -338,6 +437,24 @@ fn store_err(e: StoreError, rt: &ResourceType, name: &str) -> ApiError {
         StoreError::Conflict { .. } => ApiError::conflict(rt, name),
         StoreError::Gone { requested, oldest } => {
             ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+        }
+    }
+}
+
+/// A client patch that cannot be decoded is a 400; one that does not apply a 422 with the
+/// generic message and empty details (`NewGenericServerResponse`), as the API server answers.
+fn patch_error(e: patch::PatchError) -> ApiError {
+    match e {
+        patch::PatchError::Parse(m) => ApiError::bad_request(m),
+        patch::PatchError::Apply(m) => {
+            tracing::debug!(error = %m, "client patch does not apply");
+            let mut err = ApiError::new(
+                422,
+                "Invalid",
+                "the server rejected our request due to an error in our request",
+            );
+            err.details = Some(json!({}));
+            err
         }
     }
 }
@@ -769,6 +886,7 @@ impl Sim {
             }
         }
         obj = present(rt, obj);
+        omit_empty_meta(&mut obj);
         crate::defaults::prepare_create(rt, &mut obj, &self.settings, &self.store);
         let dry_run = req.query.get("dryRun") == Some("All");
         let attrs = AdmissionAttrs {
@@ -782,7 +900,8 @@ impl Sim {
             options: write_options("CreateOptions", req),
             kind_override: None,
         };
-        let mut obj = admission::admit(self, &attrs, Some(obj), None)
+        let validate = |o: &mut Value| validate_meta(rt, o, true);
+        let mut obj = admission::admit_validated(self, &attrs, Some(obj), None, &validate)
             .await?
             .unwrap_or(Value::Null);
         crate::defaults::after_admission_create(rt, &mut obj);
@@ -803,18 +922,7 @@ impl Sim {
     /// Prepares `new` as the replacement of `old` for a main-resource or status update.
     fn prepare_update(rt: &ResourceType, sub: Option<&str>, old: &Value, new: Value) -> Value {
         let mut out = match sub {
-            Some("status") => {
-                let mut o = old.clone();
-                match new.get("status") {
-                    Some(s) => o["status"] = s.clone(),
-                    None => {
-                        if let Some(m) = o.as_object_mut() {
-                            m.remove("status");
-                        }
-                    }
-                }
-                o
-            }
+            Some("status") => status_update(rt, old, new),
             _ => {
                 let mut o = new;
                 if rt.has_subresource("status") {
@@ -889,10 +997,21 @@ impl Sim {
             options: write_options("UpdateOptions", req),
             kind_override: None,
         };
-        let admitted = admission::admit(self, &attrs, Some(new), Some(&present(rt, old.clone())))
-            .await?
-            .unwrap_or(Value::Null);
-        // A mutating webhook may only change what this request may change.
+        // A mutating webhook may only change what this request may change: the strategy's reset
+        // runs again on the mutated object, before validation.
+        let validate = |o: &mut Value| {
+            *o = Self::prepare_update(rt, sub, old, o.take());
+            validate_meta(rt, o, false)
+        };
+        let admitted = admission::admit_validated(
+            self,
+            &attrs,
+            Some(new),
+            Some(&present(rt, old.clone())),
+            &validate,
+        )
+        .await?
+        .unwrap_or(Value::Null);
         let new = Self::prepare_update(rt, sub, old, admitted);
         if dry_run {
             return Ok(new);
@@ -983,8 +1102,7 @@ impl Sim {
             } else {
                 presented
             };
-            let patched = patch::apply_patch(&target, kind, &req.body)
-                .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
+            let patched = patch::apply_patch(&target, kind, &req.body).map_err(patch_error)?;
             check_shape(rt, &patched)?;
             let new = if req.subresource.as_deref() == Some("scale") {
                 let replicas = patched

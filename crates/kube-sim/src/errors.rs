@@ -80,6 +80,45 @@ impl ApiError {
         .with_details(rt, name)
     }
 
+    /// 422 Invalid from field errors, as `apierrors.NewInvalid`: the message names the
+    /// qualified kind, `details` the kind, group and one cause per error.
+    pub fn invalid_fields(
+        rt: &ResourceType,
+        name: &str,
+        errs: &[crate::validation::FieldError],
+    ) -> Self {
+        let qualified_kind = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
+        let mut messages: Vec<String> = Vec::new();
+        for e in errs {
+            let m = e.message();
+            if !messages.contains(&m) {
+                messages.push(m);
+            }
+        }
+        let aggregate = match messages.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let causes: Vec<Value> = errs
+            .iter()
+            .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
+            .collect();
+        let mut details = json!({"name": name, "kind": rt.kind, "causes": causes});
+        if !rt.group.is_empty() {
+            details["group"] = json!(rt.group);
+        }
+        Self {
+            code: 422,
+            reason: "Invalid".into(),
+            message: format!("{qualified_kind} \"{name}\" is invalid: {aggregate}"),
+            details: Some(details),
+        }
+    }
+
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
     }
@@ -96,12 +135,15 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// 500 as `apierrors.NewInternalError`: the error is also the one cause.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            500,
-            "InternalError",
-            format!("Internal error occurred: {}", message.into()),
-        )
+        let message = message.into();
+        Self {
+            code: 500,
+            reason: "InternalError".into(),
+            message: format!("Internal error occurred: {message}"),
+            details: Some(json!({"causes": [{"message": message}]})),
+        }
     }
 
     /// The `metav1.Status` body.

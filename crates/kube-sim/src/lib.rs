@@ -36,6 +36,7 @@ pub mod selectors;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod validation;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -34,7 +34,9 @@ impl PatchType {
 pub enum PatchError {
     #[error("failed to parse patch: {0}")]
     Parse(String),
-    #[error("failed to apply JSON patch: {0}")]
+    /// The JSON patch library's own message (gopkg.in/evanphx/json-patch.v4, which the API
+    /// server uses), e.g. `add operation does not apply: doc is missing path: "/a/b": missing value`.
+    #[error("{0}")]
     Apply(String),
 }
 
@@ -68,18 +70,8 @@ pub fn apply_patch(target: &Value, kind: PatchType, patch: &[u8]) -> Result<Valu
     let mut out = target.clone();
     match kind {
         PatchType::Json => {
-            let p: json_patch::Patch =
-                serde_json::from_slice(patch).map_err(|e| PatchError::Parse(e.to_string()))?;
-            // As the API server's JSON patch library does, a `test` for null passes when the
-            // path is absent (kube-runtime's finalizer helper relies on it).
-            let ops = p.0.into_iter().filter(|op| match op {
-                json_patch::PatchOperation::Test(t) => {
-                    !(t.value.is_null() && out.pointer(t.path.as_str()).is_none())
-                }
-                _ => true,
-            });
-            let p = json_patch::Patch(ops.collect());
-            json_patch::patch(&mut out, &p).map_err(|e| PatchError::Apply(e.to_string()))?;
+            let ops = decode_json_patch(patch)?;
+            apply_json_patch(&mut out, &ops).map_err(PatchError::Apply)?;
         }
         PatchType::Merge => {
             let p: Value =
@@ -97,6 +89,268 @@ pub fn apply_patch(target: &Value, kind: PatchType, patch: &[u8]) -> Result<Valu
         }
     }
     Ok(out)
+}
+
+/// Decodes a JSON patch document: an array of operation objects.
+pub fn decode_json_patch(patch: &[u8]) -> Result<Vec<Value>, PatchError> {
+    let v: Value = serde_json::from_slice(patch).map_err(|e| PatchError::Parse(e.to_string()))?;
+    match v {
+        Value::Array(ops) if ops.iter().all(Value::is_object) => Ok(ops),
+        _ => Err(PatchError::Parse(
+            "json: cannot unmarshal into Go value of type jsonpatch.Patch".into(),
+        )),
+    }
+}
+
+/// What json-patch.v4 wraps its errors around.
+const ERR_MISSING: &str = "missing value";
+const ERR_INVALID_INDEX: &str = "invalid index referenced";
+const ERR_TEST_FAILED: &str = "test failed";
+
+fn decode_key(k: &str) -> String {
+    k.replace("~1", "/").replace("~0", "~")
+}
+
+/// A present, non-null child (the library treats JSON null as absent).
+fn child<'a>(doc: &'a Value, key: &str) -> Result<Option<&'a Value>, String> {
+    match doc {
+        Value::Object(m) => Ok(m.get(key).filter(|v| !v.is_null())),
+        Value::Array(a) => {
+            let i = array_index(key, a.len())?;
+            Ok(a.get(i))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// strconv.Atoi plus negative indices from the end, as the library accepts them.
+fn array_index(key: &str, len: usize) -> Result<usize, String> {
+    let idx: i64 = key
+        .parse()
+        .map_err(|_| format!("strconv.Atoi: parsing {key:?}: invalid syntax"))?;
+    let len = len as i64;
+    let resolved = if idx < 0 { idx + len } else { idx };
+    if resolved < 0 || resolved >= len {
+        return Err(format!(
+            "Unable to access invalid index: {idx}: {ERR_INVALID_INDEX}"
+        ));
+    }
+    Ok(resolved as usize)
+}
+
+/// `findObject`: the container holding the last path segment, by a pointer to it, and that
+/// segment; `None` when a parent is missing or not a container.
+fn find_parent(doc: &Value, path: &str) -> Option<(String, String)> {
+    let split: Vec<&str> = path.split('/').collect();
+    if split.len() < 2 {
+        return None;
+    }
+    let mut cur = doc;
+    let mut pointer = String::new();
+    for part in &split[1..split.len() - 1] {
+        let next = child(cur, &decode_key(part)).ok().flatten()?;
+        if !(next.is_object() || next.is_array()) {
+            return None;
+        }
+        pointer.push('/');
+        pointer.push_str(part);
+        cur = next;
+    }
+    Some((pointer, decode_key(split[split.len() - 1])))
+}
+
+fn container_mut<'a>(doc: &'a mut Value, pointer: &str) -> Option<&'a mut Value> {
+    if pointer.is_empty() {
+        Some(doc)
+    } else {
+        doc.pointer_mut(pointer)
+    }
+}
+
+fn op_str<'a>(op: &'a Value, field: &str) -> Option<&'a str> {
+    op.get(field).and_then(Value::as_str)
+}
+
+fn add_at(doc: &mut Value, path: &str, value: Value, what: &str) -> Result<(), String> {
+    let Some((parent, key)) = find_parent(doc, path) else {
+        return Err(format!(
+            "{what} operation does not apply: doc is missing path: \"{path}\": {ERR_MISSING}"
+        ));
+    };
+    match container_mut(doc, &parent) {
+        Some(Value::Object(m)) => {
+            m.insert(key, value);
+            Ok(())
+        }
+        Some(Value::Array(a)) => {
+            if key == "-" {
+                a.push(value);
+                return Ok(());
+            }
+            let idx: i64 = key.parse().map_err(|_| {
+                format!(
+                    "error in add for path: '{path}': strconv.Atoi: parsing {key:?}: invalid syntax"
+                )
+            })?;
+            let len = a.len() as i64;
+            let resolved = if idx < 0 { idx + len } else { idx };
+            if resolved < 0 || resolved > len {
+                return Err(format!(
+                    "error in add for path: '{path}': Unable to access invalid index: {idx}: {ERR_INVALID_INDEX}"
+                ));
+            }
+            a.insert(resolved as usize, value);
+            Ok(())
+        }
+        _ => Err(format!(
+            "{what} operation does not apply: doc is missing path: \"{path}\": {ERR_MISSING}"
+        )),
+    }
+}
+
+fn remove_at(doc: &mut Value, path: &str) -> Result<Value, String> {
+    let Some((parent, key)) = find_parent(doc, path) else {
+        return Err(format!(
+            "remove operation does not apply: doc is missing path: \"{path}\": {ERR_MISSING}"
+        ));
+    };
+    match container_mut(doc, &parent) {
+        Some(Value::Object(m)) => m.remove(&key).ok_or_else(|| {
+            format!(
+                "error in remove for path: '{path}': Unable to remove nonexistent key: {key}: {ERR_MISSING}"
+            )
+        }),
+        Some(Value::Array(a)) => {
+            let len = a.len();
+            let i = array_index(&key, len).map_err(|_| {
+                format!(
+                    "error in remove for path: '{path}': Unable to remove invalid index: {key}: {ERR_INVALID_INDEX}"
+                )
+            })?;
+            Ok(a.remove(i))
+        }
+        _ => Err(format!(
+            "remove operation does not apply: doc is missing path: \"{path}\": {ERR_MISSING}"
+        )),
+    }
+}
+
+fn get_at(doc: &Value, path: &str) -> Result<Option<Value>, String> {
+    if path.is_empty() {
+        return Ok(Some(doc.clone()));
+    }
+    let Some((parent, key)) = find_parent(doc, path) else {
+        return Err(String::new());
+    };
+    let container = if parent.is_empty() {
+        doc
+    } else {
+        doc.pointer(&parent).unwrap_or(&Value::Null)
+    };
+    child(container, &key).map(|v| v.cloned())
+}
+
+/// Applies JSON patch operations with the semantics and messages of json-patch.v4, the library
+/// the API server applies client and webhook JSON patches with: `add` under a missing parent
+/// fails; `test` for null passes on an absent path (kube-runtime's finalizer helper relies on
+/// it); `replace` of an absent object key sets it.
+pub fn apply_json_patch(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
+    for op in ops {
+        let kind = op_str(op, "op").unwrap_or("unknown");
+        let path = op_str(op, "path");
+        let value = op.get("value").cloned().unwrap_or(Value::Null);
+        match kind {
+            "add" => {
+                let path = path
+                    .ok_or_else(|| format!("add operation failed to decode path: {ERR_MISSING}"))?;
+                add_at(doc, path, value, "add")?;
+            }
+            "remove" => {
+                let path = path.ok_or_else(|| {
+                    format!("remove operation failed to decode path: {ERR_MISSING}")
+                })?;
+                remove_at(doc, path)?;
+            }
+            "replace" => {
+                let path = path.ok_or_else(|| {
+                    format!("replace operation failed to decode path: operation missing path field: {ERR_MISSING}")
+                })?;
+                if path.is_empty() {
+                    if !(value.is_object() || value.is_array()) {
+                        return Err("replace operation value must be object or array".into());
+                    }
+                    *doc = value;
+                    continue;
+                }
+                let Some((parent, key)) = find_parent(doc, path) else {
+                    return Err(format!(
+                        "replace operation does not apply: doc is missing path: {path}: {ERR_MISSING}"
+                    ));
+                };
+                match container_mut(doc, &parent) {
+                    Some(Value::Object(m)) => {
+                        m.insert(key, value);
+                    }
+                    Some(Value::Array(a)) => {
+                        let i = array_index(&key, a.len()).map_err(|_| {
+                            format!("replace operation does not apply: doc is missing key: {path}: {ERR_MISSING}")
+                        })?;
+                        a[i] = value;
+                    }
+                    _ => {
+                        return Err(format!(
+                            "replace operation does not apply: doc is missing path: {path}: {ERR_MISSING}"
+                        ));
+                    }
+                }
+            }
+            "move" | "copy" => {
+                let from = op_str(op, "from").ok_or_else(|| {
+                    format!("{kind} operation failed to decode from: operation, missing from field: {ERR_MISSING}")
+                })?;
+                let path = path.ok_or_else(|| {
+                    format!("{kind} operation failed to decode path: operation missing path field: {ERR_MISSING}")
+                })?;
+                if find_parent(doc, from).is_none() {
+                    return Err(format!(
+                        "{kind} operation does not apply: doc is missing from path: {from}: {ERR_MISSING}"
+                    ));
+                }
+                let v = if kind == "move" {
+                    remove_at(doc, from)
+                        .map_err(|e| format!("error in move for path: '{from}': {e}"))?
+                } else {
+                    get_at(doc, from)
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| format!("error in copy for from: '{from}': {ERR_MISSING}"))?
+                };
+                if find_parent(doc, path).is_none() {
+                    return Err(format!(
+                        "{kind} operation does not apply: doc is missing destination path: {path}: {ERR_MISSING}"
+                    ));
+                }
+                add_at(doc, path, v, kind)?;
+            }
+            "test" => {
+                let path = path.ok_or_else(|| {
+                    format!("test operation failed to decode path: operation missing path field: {ERR_MISSING}")
+                })?;
+                let found = get_at(doc, path).map_err(|_| {
+                    format!("test operation does not apply: is missing path: {path}: {ERR_MISSING}")
+                })?;
+                let ok = match found {
+                    None => value.is_null(),
+                    Some(v) => v == value,
+                };
+                if !ok {
+                    return Err(format!("testing value {path} failed: {ERR_TEST_FAILED}"));
+                }
+            }
+            other => return Err(format!("Unexpected kind: {other}")),
+        }
+    }
+    Ok(())
 }
 
 /// Apply bodies are YAML (a superset of JSON).
@@ -241,6 +495,77 @@ mod tests {
         assert_eq!(out["metadata"]["annotations"], json!({"a": "1"}));
         target["metadata"]["annotations"] = json!({"x": "y"});
         assert!(apply_patch(&target, PatchType::Json, patch).is_err());
+    }
+
+    #[test]
+    fn json_patch_add_under_a_missing_parent_fails_with_the_libraries_message() {
+        let mut target = pod();
+        target["metadata"].as_object_mut().unwrap().remove("labels");
+        let err = apply_patch(
+            &target,
+            PatchType::Json,
+            br#"[{"op":"add","path":"/metadata/labels/mutated","value":"yes"}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"add operation does not apply: doc is missing path: "/metadata/labels/mutated": missing value"#
+        );
+    }
+
+    #[test]
+    fn json_patch_errors_read_like_the_api_servers() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                br#"[{"op":"remove","path":"/metadata/annotations/x"}]"#,
+                r#"remove operation does not apply: doc is missing path: "/metadata/annotations/x": missing value"#,
+            ),
+            (
+                br#"[{"op":"remove","path":"/metadata/labels/x"}]"#,
+                "error in remove for path: '/metadata/labels/x': Unable to remove nonexistent key: x: missing value",
+            ),
+            (
+                br#"[{"op":"replace","path":"/spec/nothing/x","value":1}]"#,
+                "replace operation does not apply: doc is missing path: /spec/nothing/x: missing value",
+            ),
+            (
+                br#"[{"op":"add","path":"/spec/containers/5","value":{}}]"#,
+                "error in add for path: '/spec/containers/5': Unable to access invalid index: 5: invalid index referenced",
+            ),
+            (
+                br#"[{"op":"test","path":"/metadata/name","value":"q"}]"#,
+                "testing value /metadata/name failed: test failed",
+            ),
+        ];
+        for (patch, message) in cases {
+            let err = apply_patch(&pod(), PatchType::Json, patch).unwrap_err();
+            assert_eq!(err.to_string(), *message);
+        }
+    }
+
+    #[test]
+    fn json_patch_replace_of_an_absent_key_sets_it_and_arrays_take_dash_and_indices() {
+        let out = apply_patch(
+            &pod(),
+            PatchType::Json,
+            br#"[{"op":"replace","path":"/metadata/labels/new","value":"1"},
+                 {"op":"add","path":"/spec/containers/-","value":{"name":"last"}},
+                 {"op":"add","path":"/spec/containers/0","value":{"name":"first"}},
+                 {"op":"move","from":"/metadata/labels/a","path":"/metadata/labels/moved"},
+                 {"op":"copy","from":"/metadata/name","path":"/metadata/labels/copied"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"new": "1", "moved": "1", "copied": "p"})
+        );
+        let names: Vec<&str> = out["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["first", "app", "side", "last"]);
     }
 
     #[test]

@@ -61,7 +61,9 @@ fn builtin_columns(rt: &ResourceType) -> Vec<Column> {
             ("Capacity", "string", 0),
             ("Access Modes", "string", 0),
             ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
             ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
         ],
         ("", "persistentvolumes") => vec![
             ("Name", "string", 0),
@@ -71,6 +73,29 @@ fn builtin_columns(rt: &ResourceType) -> Vec<Column> {
             ("Status", "string", 0),
             ("Claim", "string", 0),
             ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            ("Reason", "string", 0),
+            ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
+        ],
+        ("", "events") | ("events.k8s.io", "events") => vec![
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Subobject", "string", 1),
+            ("Source", "string", 1),
+            ("Message", "string", 0),
+            ("First Seen", "string", 1),
+            ("Count", "string", 1),
+            ("Name", "string", 1),
+        ],
+        ("storage.k8s.io", "storageclasses") => vec![
+            ("Name", "string", 0),
+            ("Provisioner", "string", 0),
+            ("ReclaimPolicy", "string", 0),
+            ("VolumeBindingMode", "string", 0),
+            ("AllowVolumeExpansion", "string", 0),
             ("Age", "string", 0),
         ],
         ("", "configmaps") => vec![
@@ -99,6 +124,79 @@ fn modes(obj: &Value, ptr: &str) -> String {
                 .join(",")
         })
         .unwrap_or_default()
+}
+
+/// `<unset>` for an absent optional field, as the real printers show it.
+fn unset(v: String) -> String {
+    if v.is_empty() { "<unset>".into() } else { v }
+}
+
+/// spec.storageClassName, or the beta annotation older objects carry.
+fn class_of(obj: &Value) -> String {
+    let class = s(obj, "spec.storageClassName");
+    if !class.is_empty() {
+        return class;
+    }
+    obj.pointer("/metadata/annotations/volume.beta.kubernetes.io~1storage-class")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn first_non_empty(a: String, b: String) -> String {
+    if a.is_empty() { b } else { a }
+}
+
+/// An event's cells as the API server prints them (always the wide set; kubectl hides the
+/// columns of priority 1 unless `-o wide`). `obj` is a core/v1 Event.
+fn event_cells(obj: &Value) -> Vec<Value> {
+    let mut core = obj.clone();
+    crate::events::convert(&mut core, false);
+    let obj = &core;
+    let first = first_non_empty(s(obj, "firstTimestamp"), s(obj, "eventTime"));
+    let mut last = first_non_empty(s(obj, "lastTimestamp"), first.clone());
+    let mut count = obj.get("count").and_then(Value::as_i64).unwrap_or(0);
+    if let Some(series) = obj.get("series").filter(|v| v.is_object()) {
+        last = series
+            .get("lastObservedTime")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        count = series.get("count").and_then(Value::as_i64).unwrap_or(0);
+    } else if count == 0 {
+        count = 1;
+    }
+    let kind = s(obj, "involvedObject.kind").to_lowercase();
+    let target = match s(obj, "involvedObject.name") {
+        n if n.is_empty() => kind,
+        n => format!("{kind}/{n}"),
+    };
+    let component = first_non_empty(s(obj, "source.component"), s(obj, "reportingComponent"));
+    let instance = first_non_empty(s(obj, "source.host"), s(obj, "reportingInstance"));
+    let source = match (component.is_empty(), instance.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => component,
+        (false, false) => format!("{component}, {instance}"),
+    };
+    let when = |t: &str| {
+        if t.is_empty() {
+            "<unknown>".to_string()
+        } else {
+            age(t)
+        }
+    };
+    vec![
+        json!(when(&last)),
+        json!(s(obj, "type")),
+        json!(s(obj, "reason")),
+        json!(target),
+        json!(s(obj, "involvedObject.fieldPath")),
+        json!(source),
+        json!(s(obj, "message").trim()),
+        json!(when(&first)),
+        json!(count),
+        json!(s(obj, "metadata.name")),
+    ]
 }
 
 fn builtin_cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
@@ -171,26 +269,49 @@ fn builtin_cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             ]
         }
         ("", "namespaces") => vec![name, json!(s(obj, "status.phase")), json!(created)],
-        ("", "persistentvolumeclaims") => vec![
-            name,
-            json!(s(obj, "status.phase")),
-            json!(s(obj, "spec.volumeName")),
-            json!(
-                obj.pointer("/status/capacity/storage")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-            ),
-            json!(modes(obj, "/status/accessModes")),
-            json!(s(obj, "spec.storageClassName")),
-            json!(created),
-        ],
+        ("", "persistentvolumeclaims") => {
+            // Capacity and access modes only once a volume is named, as the real printer.
+            let bound = !s(obj, "spec.volumeName").is_empty();
+            let (capacity, access) = if bound {
+                (
+                    obj.pointer("/status/capacity/storage")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    modes(obj, "/status/accessModes"),
+                )
+            } else {
+                (String::new(), String::new())
+            };
+            let phase = if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                "Terminating".to_string()
+            } else {
+                s(obj, "status.phase")
+            };
+            vec![
+                name,
+                json!(phase),
+                json!(s(obj, "spec.volumeName")),
+                json!(capacity),
+                json!(access),
+                json!(class_of(obj)),
+                json!(unset(s(obj, "spec.volumeAttributesClassName"))),
+                json!(created),
+                json!(unset(s(obj, "spec.volumeMode"))),
+            ]
+        }
         ("", "persistentvolumes") => {
             let claim = match (
                 s(obj, "spec.claimRef.namespace"),
                 s(obj, "spec.claimRef.name"),
             ) {
-                (_, n) if n.is_empty() => String::new(),
+                (ns, n) if n.is_empty() && ns.is_empty() => String::new(),
                 (ns, n) => format!("{ns}/{n}"),
+            };
+            let phase = if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                "Terminating".to_string()
+            } else {
+                s(obj, "status.phase")
             };
             vec![
                 name,
@@ -201,9 +322,44 @@ fn builtin_cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
                 ),
                 json!(modes(obj, "/spec/accessModes")),
                 json!(s(obj, "spec.persistentVolumeReclaimPolicy")),
-                json!(s(obj, "status.phase")),
+                json!(phase),
                 json!(claim),
-                json!(s(obj, "spec.storageClassName")),
+                json!(class_of(obj)),
+                json!(unset(s(obj, "spec.volumeAttributesClassName"))),
+                json!(s(obj, "status.reason")),
+                json!(created),
+                json!(unset(s(obj, "spec.volumeMode"))),
+            ]
+        }
+        ("", "events") | ("events.k8s.io", "events") => event_cells(obj),
+        ("storage.k8s.io", "storageclasses") => {
+            let default = obj
+                .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+                .or_else(|| {
+                    obj.pointer(
+                        "/metadata/annotations/storageclass.beta.kubernetes.io~1is-default-class",
+                    )
+                })
+                .and_then(Value::as_str)
+                == Some("true");
+            let mut shown = s(obj, "metadata.name");
+            if default {
+                shown.push_str(" (default)");
+            }
+            let or = |path: &str, fallback: &str| {
+                let v = s(obj, path);
+                if v.is_empty() {
+                    fallback.to_string()
+                } else {
+                    v
+                }
+            };
+            vec![
+                json!(shown),
+                json!(s(obj, "provisioner")),
+                json!(or("reclaimPolicy", "Delete")),
+                json!(or("volumeBindingMode", "Immediate")),
+                json!(obj.get("allowVolumeExpansion") == Some(&json!(true))),
                 json!(created),
             ]
         }

@@ -66,36 +66,30 @@ impl MutateError {
     }
 }
 
-/// Seconds from creation to Bound for one claim, to observe once.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TimeToBound {
-    pub storage_class: String,
-    pub seconds: f64,
-}
-
 /// What the webhook decided for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mutation {
     /// None when the annotation already says it all (reinvocation, no phase change).
     pub patch: Option<Patch>,
     pub outcome: Outcome,
-    /// The phase entered, when this request made the transition and it is to be counted.
-    pub transition: Option<String>,
-    /// Set once per claim: by the request that first records its Bound phase.
-    pub time_to_bound: Option<TimeToBound>,
 }
 
-/// Decides the patch for a PVC admission request. `Ok(None)`: nothing to do (DELETE, CONNECT).
+/// Decides the patch for a PVC admission request. `Ok(None)`: nothing to do (DELETE, CONNECT,
+/// or a phase that is not a claim phase).
 ///
-/// Counting rules, chosen so each figure is counted once per claim even under reinvocation, API
-/// server retries and several replicas: a transition is counted by the request that changes
-/// `status.phase` (old object's phase differs, or CREATE) and appends it, never for dry runs.
-/// On API servers that discard metadata changes made through `/status`, the entry is written
-/// again by a later main-resource update (usually the controller's `webhook-trigger`): that
-/// request did not change the phase, so it is not counted again.
+/// The phase recorded is the one the API server stores, never one a client merely sent: on
+/// CREATE it is Pending (the server resets status), on a main-resource UPDATE the stored
+/// object's (the server keeps the old status), and only a `/status` request can change it. A
+/// phase change is dated by the request that carries it (the PV controller's `/status` write);
+/// a `webhook-trigger` only dates a Bound entry when it is added by this very request to a
+/// claim already stored Bound (the controller's trigger, where a `/status` change was
+/// discarded), never a trigger a user wrote while the claim was in another phase.
+///
+/// Nothing is counted here: the webhook sees requests, not outcomes (a later webhook or the
+/// API server may still refuse them); the controller counts what was stored.
 ///
 /// `seen` is this replica's own earlier sighting of the object's current phase (see
-/// [`Sightings`]); with the controller's `webhook-trigger` it dates an entry recorded late.
+/// [`Sightings`]).
 pub fn mutate(
     req: &AdmissionRequest<DynamicObject>,
     now: DateTime<Utc>,
@@ -112,25 +106,50 @@ pub fn mutate(
         Operation::Update => false,
         Operation::Delete | Operation::Connect => return Ok(None),
     };
-    let object = req.object.as_ref().ok_or(MutateError::MissingObject(
-        ballast_runtime::admission::operation_name(&req.operation),
-    ))?;
-
-    let phase = timing::normalise_phase(phase_of(object));
-    let old_phase = req
-        .old_object
+    let operation = ballast_runtime::admission::operation_name(&req.operation);
+    let object = req
+        .object
         .as_ref()
-        .filter(|_| !creating)
-        .map(|old| timing::normalise_phase(phase_of(old)));
+        .ok_or(MutateError::MissingObject(operation))?;
+    let on_status = req.sub_resource.as_deref() == Some("status");
+    let old = req.old_object.as_ref().filter(|_| !creating);
+
+    let stored_phase = match (creating, old) {
+        (true, _) => timing::PENDING,
+        (false, Some(old)) => timing::normalise_phase(phase_of(old)),
+        (false, None) => return Err(MutateError::MissingObject(operation)),
+    };
+    let phase = if on_status {
+        timing::normalise_phase(phase_of(object))
+    } else {
+        stored_phase
+    };
+    let Some(phase) = timing::known_phase(phase) else {
+        return Ok(None);
+    };
     let annotations = object.metadata.annotations.as_ref();
     let created_at = object
         .metadata
         .creation_timestamp
         .as_ref()
         .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0));
-    let trigger = (phase == BOUND)
-        .then(|| annotations.and_then(|a| a.get(TRIGGER_ANNOTATION)))
+    let trigger_of = |o: &DynamicObject| {
+        o.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TRIGGER_ANNOTATION))
+            .cloned()
+    };
+    let incoming = annotations
+        .and_then(|a| a.get(ANNOTATION))
+        .and_then(|v| timing::PvcTiming::parse(v).ok());
+    // Only to date a Bound entry still missing (a /status change the server discarded); a
+    // trigger never moves a recorded time.
+    let bound_missing = incoming.is_none_or(|t| t.current_phase != BOUND);
+    let trigger = (phase == BOUND && !on_status && stored_phase == BOUND && bound_missing)
+        .then(|| trigger_of(object))
         .flatten()
+        .filter(|t| old.and_then(trigger_of).as_ref() != Some(t))
         .and_then(|v| v.trim().parse::<i64>().ok())
         .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0));
     let earlier_sightings: Vec<DateTime<Utc>> = trigger.into_iter().chain(seen).collect();
@@ -140,9 +159,7 @@ pub fn mutate(
         annotation: annotations
             .and_then(|a| a.get(ANNOTATION))
             .map(String::as_str),
-        stored: req
-            .old_object
-            .as_ref()
+        stored: old
             .and_then(|old| old.metadata.annotations.as_ref())
             .and_then(|a| a.get(ANNOTATION))
             .map(String::as_str),
@@ -152,36 +169,10 @@ pub fn mutate(
         now,
     });
 
-    let changed_phase = creating || old_phase.is_some_and(|old| old != phase);
-    // `seen`: this replica already recorded (and counted) this change on an earlier attempt.
-    let counted = !req.dry_run
-        && changed_phase
-        && seen.is_none()
-        && outcome.appended.as_deref() == Some(phase);
-    let transition = counted.then(|| phase.to_owned());
-    let first_bound = counted
-        && phase == BOUND
-        && outcome
-            .previous
-            .as_ref()
-            .is_none_or(|p| p.first_time_in(BOUND).is_none());
-    let time_to_bound = match (first_bound, created_at, outcome.timing.first_time_in(BOUND)) {
-        (true, Some(created), Some(bound)) => Some(TimeToBound {
-            storage_class: storage_class_of(object).to_owned(),
-            seconds: (bound - created).num_milliseconds().max(0) as f64 / 1000.0,
-        }),
-        _ => None,
-    };
-
     let patch = outcome
         .changed
         .then(|| annotation_patch(object, &outcome.value));
-    Ok(Some(Mutation {
-        patch,
-        outcome,
-        transition,
-        time_to_bound,
-    }))
+    Ok(Some(Mutation { patch, outcome }))
 }
 
 fn phase_of(object: &DynamicObject) -> Option<&str> {
@@ -190,15 +181,6 @@ fn phase_of(object: &DynamicObject) -> Option<&str> {
         .get("status")
         .and_then(|s| s.get("phase"))
         .and_then(Value::as_str)
-}
-
-fn storage_class_of(object: &DynamicObject) -> &str {
-    object
-        .data
-        .get("spec")
-        .and_then(|s| s.get("storageClassName"))
-        .and_then(Value::as_str)
-        .unwrap_or(m::NO_STORAGE_CLASS)
 }
 
 /// Sets `metadata.annotations[pvc-timing]`, creating the map when the object has none (a JSON
@@ -230,8 +212,8 @@ const MAX_SIGHTINGS: usize = 10_000;
 /// The latest phase change this replica recorded on a `/status` request, per claim uid, until a
 /// later request shows it stored. Where the API server discards metadata changes made on
 /// `/status`, the entry is written again by a later main-resource update; this memory lets it
-/// carry the time the change was first seen, and keeps a retried `/status` request from being
-/// counted twice. Per replica: another replica falls back to the controller's `webhook-trigger`.
+/// carry the time the change was first seen, and dates a retried `/status` request at its first
+/// attempt. Per replica: another replica falls back to the controller's `webhook-trigger`.
 #[derive(Debug, Default)]
 pub struct Sightings {
     seen: std::sync::Mutex<std::collections::HashMap<String, (String, DateTime<Utc>)>>,
@@ -375,24 +357,14 @@ impl Webhook {
                 repair.reason()
             ));
         }
-        if let Some(phase) = &mutation.transition {
+        if let Some(phase) = &mutation.outcome.appended {
             tracing::info!(
                 claim,
                 phase,
+                subresource = req.sub_resource.as_deref().unwrap_or_default(),
                 dry_run = req.dry_run,
-                "claim entered a new phase"
+                "recording a new phase"
             );
-            metrics::counter!(m::PHASE_TRANSITIONS, "phase" => phase.clone()).increment(1);
-        }
-        if let Some(ttb) = &mutation.time_to_bound {
-            tracing::info!(
-                claim,
-                storage_class = ttb.storage_class,
-                seconds = ttb.seconds,
-                "claim bound"
-            );
-            metrics::histogram!(m::TIME_TO_BOUND, "storage_class" => ttb.storage_class.clone())
-                .record(ttb.seconds);
         }
         let Some(patch) = mutation.patch else {
             return with_warnings(response, warnings);

@@ -28,6 +28,18 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("failed to record the counted phases on {claim}")]
+    Count {
+        claim: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to look up StorageClass {class}")]
+    StorageClass {
+        class: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("a pvc-timing task stopped unexpectedly")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -42,6 +54,8 @@ impl Error {
             Error::KubeClient(_) => "kube_client",
             Error::Serve { .. } => "serve",
             Error::Trigger { .. } => "trigger",
+            Error::Count { .. } => "count",
+            Error::StorageClass { .. } => "storage_class",
             Error::Task(_) => "task",
         }
     }

@@ -4,10 +4,11 @@
 //! PVCs. Out: a JSON patch keeping the `pvc-timing` annotation
 //! (`{"currentPhase":..,"timings":[{"phase":..,"time":..}]}`, the seed's shape); a one-time
 //! `webhook-trigger: "<unix seconds>"` annotation on Bound claims (controller, leader-elected);
-//! metrics `pvc_phase_transitions_total{phase}` and `pvc_time_to_bound_seconds{storage_class}`.
+//! metrics `pvc_phase_transitions_total{phase}` and `pvc_time_to_bound_seconds{storage_class}`,
+//! counted by the controller from the stored history.
 //!
-//! The pure decisions live in [`timing`] (the history fold), [`admission::mutate`] (patch and
-//! what to count) and [`controller::needs_trigger`]; the rest is I/O.
+//! The pure decisions live in [`timing`] (the history fold), [`admission::mutate`] (the patch)
+//! and [`controller::plan`] (trigger, what to count); the rest is I/O.
 
 pub mod admission;
 pub mod args;
@@ -34,12 +35,14 @@ pub use crate::error::{Error, Result};
 /// The Kubernetes API calls this service makes, for least-privilege RBAC:
 /// (API group, resource, verbs). The webhook itself calls nothing.
 pub const RBAC: &[(&str, &str, &[&str])] = &[
-    // controller: watch claims, add webhook-trigger.
+    // controller: watch claims, add webhook-trigger and the counted mark.
     (
         "",
         "persistentvolumeclaims",
         &["get", "list", "watch", "patch"],
     ),
+    // controller: a time-to-bound label names only classes that exist.
+    ("storage.k8s.io", "storageclasses", &["get"]),
     // leader election.
     (
         "coordination.k8s.io",

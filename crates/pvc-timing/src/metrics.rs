@@ -3,9 +3,11 @@
 //! Histograms whose name ends in `_seconds` get the runtime's bucket list (sub-second to an
 //! hour), which covers time-to-bind from instant local volumes to slow cloud provisioning.
 
-/// Counter `{phase}`: a claim entered `phase` (counted once, by the request that changed it).
+/// Counter `{phase}`: a claim entered `phase` (counted once per history entry, by the
+/// controller, from what the API server stored). `phase` is one of the known claim phases.
 pub const PHASE_TRANSITIONS: &str = "pvc_phase_transitions_total";
-/// Histogram `{storage_class}`: seconds from a claim's creation to its first Bound.
+/// Histogram `{storage_class}`: seconds from a claim's creation to its first Bound (from the
+/// stored history). `storage_class` is an existing class, `other`, or empty for none.
 pub const TIME_TO_BOUND: &str = "pvc_time_to_bound_seconds";
 /// Counter `{kind}`: `pvc-timing` values that could not be used as they stood.
 pub const ANNOTATION_REPAIRS: &str = "pvc_timing_annotation_repairs_total";
@@ -23,7 +25,7 @@ pub const NO_STORAGE_CLASS: &str = "";
 pub fn describe() {
     metrics::describe_counter!(
         PHASE_TRANSITIONS,
-        "PersistentVolumeClaim phase transitions recorded by the pvc-timing webhook, by phase entered."
+        "PersistentVolumeClaim phase transitions stored in the pvc-timing history, by phase entered."
     );
     metrics::describe_histogram!(
         TIME_TO_BOUND,

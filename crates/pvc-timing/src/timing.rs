@@ -15,6 +15,16 @@ pub const TRIGGER_ANNOTATION: &str = "webhook-trigger";
 pub const PENDING: &str = "Pending";
 /// The phase whose first time is the figure users come for.
 pub const BOUND: &str = "Bound";
+/// The claim lost its volume.
+pub const LOST: &str = "Lost";
+/// Every phase a claim can be in (core/v1 `PersistentVolumeClaimPhase`). Only these are
+/// recorded and used as metric labels: anything else in `status.phase` is ignored.
+pub const KNOWN_PHASES: &[&str] = &[PENDING, BOUND, LOST];
+
+/// `phase` as one of [`KNOWN_PHASES`], or None.
+pub fn known_phase(phase: &str) -> Option<&'static str> {
+    KNOWN_PHASES.iter().copied().find(|p| *p == phase)
+}
 
 /// One entry of the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -439,3 +439,101 @@ fn query_strings_are_percent_decoded_without_panicking_on_odd_input() {
     assert_eq!(q.get("x"), Some("%aé"));
     assert_eq!(q.get("y"), Some("%4"));
 }
+
+#[tokio::test]
+async fn status_writes_follow_each_kinds_status_strategy() {
+    let sim = sim().await;
+    // Pods: metadata written through /status is kept, except ownerReferences.
+    let p = sim
+        .call(req(Verb::Create, "v1", "pods").body(&pod("p")))
+        .await
+        .unwrap();
+    let mut s = p.clone();
+    s["metadata"]["labels"] = json!({"via": "status"});
+    s["metadata"]["ownerReferences"] =
+        json!([{"apiVersion": "v1", "kind": "Node", "name": "n", "uid": "u"}]);
+    s["status"] = json!({"phase": "Running"});
+    let after = sim
+        .call(
+            req(Verb::Update, "v1", "pods")
+                .name("p")
+                .subresource("status")
+                .body(&s),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after["metadata"]["labels"], json!({"via": "status"}));
+    assert!(after["metadata"].get("ownerReferences").is_none());
+    assert_eq!(
+        after["status"],
+        json!({"phase": "Running", "qosClass": "BestEffort"}),
+        "the QoS class is kept"
+    );
+
+    // Custom resources: nothing but status.
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "subresources": {"status": {}},
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}});
+    sim.call(
+        ApiRequest::new(
+            Verb::Create,
+            "apiextensions.k8s.io/v1",
+            "customresourcedefinitions",
+            UserInfo::admin(),
+        )
+        .body(&crd),
+    )
+    .await
+    .unwrap();
+    let g = json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"},
+                   "spec": {"size": 1}});
+    let created = sim
+        .call(req(Verb::Create, "example.com/v1", "gadgets").body(&g))
+        .await
+        .unwrap();
+    let mut s = created.clone();
+    s["metadata"]["labels"] = json!({"via": "status"});
+    s["status"] = json!({"ready": true});
+    let after = sim
+        .call(
+            req(Verb::Update, "example.com/v1", "gadgets")
+                .name("g")
+                .subresource("status")
+                .body(&s),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after["status"], json!({"ready": true}));
+    assert!(after["metadata"].get("labels").is_none());
+}
+
+#[tokio::test]
+async fn empty_metadata_maps_are_not_stored_and_invalid_names_are_refused() {
+    let sim = sim().await;
+    let mut obj = cm("plain");
+    obj["metadata"]["labels"] = json!({});
+    obj["metadata"]["annotations"] = json!({});
+    let created = sim
+        .call(req(Verb::Create, "v1", "configmaps").body(&obj))
+        .await
+        .unwrap();
+    assert!(created["metadata"].get("labels").is_none());
+    assert!(created["metadata"].get("annotations").is_none());
+
+    let err = sim
+        .call(req(Verb::Create, "v1", "configmaps").body(&cm("Bad_Name")))
+        .await
+        .unwrap_err();
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    let details = err.details.unwrap();
+    assert_eq!(details["kind"], "ConfigMap");
+    assert_eq!(details["causes"][0]["field"], "metadata.name");
+    assert!(
+        get(&sim, "configmaps", "Bad_Name").await.is_err(),
+        "nothing stored"
+    );
+}

@@ -62,8 +62,6 @@ fn create_adds_the_annotations_map_with_pending_at_creation() {
         patch_json(&mutation),
         json!([{"op": "add", "path": "/metadata/annotations", "value": {"pvc-timing": PENDING_AT_CREATION}}])
     );
-    assert_eq!(mutation.transition.as_deref(), Some("Pending"));
-    assert_eq!(mutation.time_to_bound, None);
 }
 
 #[test]
@@ -81,7 +79,11 @@ fn every_fixture_gets_the_expected_patch() {
             json!([{"op": "add", "path": "/metadata/annotations", "value": {"pvc-timing": PENDING_AT_CREATION}}]),
             Some("Pending"),
         ),
-        ("pvc-update-binder-static-bind", add_key(pending_now), None),
+        (
+            "pvc-update-binder-static-bind",
+            add_key(pending_now),
+            Some("Pending"),
+        ),
         (
             "pvc-status-update-binder-bound",
             add_key(bound_now),
@@ -90,25 +92,29 @@ fn every_fixture_gets_the_expected_patch() {
         (
             "pvc-update-binder-external-provisioner-annotation",
             add_key(pending_now),
-            None,
+            Some("Pending"),
         ),
-        ("pvc-update-binder-dynamic-bind", add_key(pending_now), None),
+        (
+            "pvc-update-binder-dynamic-bind",
+            add_key(pending_now),
+            Some("Pending"),
+        ),
         (
             "pvc-status-update-binder-bound-dynamic",
             add_key(bound_now),
             Some("Bound"),
         ),
     ];
-    for (name, want, transition) in cases {
+    for (name, want, appended) in cases {
         let req = request(&fixture(name));
         let mutation = mutate(&req, at(125), None).unwrap().unwrap();
         assert_eq!(patch_json(&mutation), want, "{name}");
-        assert_eq!(mutation.transition.as_deref(), transition, "{name}");
+        assert_eq!(mutation.outcome.appended.as_deref(), appended, "{name}");
     }
 }
 
 #[test]
-fn static_binding_walk_records_pending_then_bound_and_observes_time_to_bound_once() {
+fn static_binding_walk_records_pending_then_bound_at_the_status_write() {
     // CREATE: the webhook's own patch is what gets stored.
     let create = request(&fixture("pvc-create"));
     let created = mutate(&create, at(0), None).unwrap().unwrap();
@@ -119,7 +125,6 @@ fn static_binding_walk_records_pending_then_bound_and_observes_time_to_bound_onc
     annotate(&mut bind, ANNOTATION, &stored, &["object", "oldObject"]);
     let binding = mutate(&request(&bind), at(2), None).unwrap().unwrap();
     assert_eq!(binding.patch, None);
-    assert_eq!(binding.transition, None);
 
     // Then Bound through /status.
     let mut status = fixture("pvc-status-update-binder-bound");
@@ -130,23 +135,13 @@ fn static_binding_walk_records_pending_then_bound_and_observes_time_to_bound_onc
         patch_json(&bound),
         json!([{"op": "replace", "path": "/metadata/annotations/pvc-timing", "value": want}])
     );
-    assert_eq!(bound.transition.as_deref(), Some("Bound"));
-    assert_eq!(
-        bound.time_to_bound,
-        Some(TimeToBound {
-            storage_class: "manual".into(),
-            seconds: 3.0
-        })
-    );
 
-    // The API server reinvokes the webhook with its own result: no patch, nothing counted.
+    // The API server reinvokes the webhook with its own result: no patch.
     let mut again = fixture("pvc-status-update-binder-bound");
     annotate(&mut again, ANNOTATION, &stored, &["oldObject"]);
     annotate(&mut again, ANNOTATION, want, &["object"]);
     let reinvoked = mutate(&request(&again), at(4), None).unwrap().unwrap();
     assert_eq!(reinvoked.patch, None);
-    assert_eq!(reinvoked.transition, None);
-    assert_eq!(reinvoked.time_to_bound, None);
 }
 
 #[test]
@@ -171,15 +166,10 @@ fn trigger_update_records_bound_at_the_controllers_sighting_when_status_path_dro
         patch_json(&mutation),
         json!([{"op": "replace", "path": "/metadata/annotations/pvc-timing", "value": want}])
     );
-    assert_eq!(
-        mutation.transition, None,
-        "the /status request already counted it"
-    );
-    assert_eq!(mutation.time_to_bound, None);
 }
 
 #[test]
-fn dry_run_gets_the_same_patch_but_counts_nothing() {
+fn dry_run_gets_the_same_patch() {
     let mut review = fixture("pvc-status-update-binder-bound");
     review["request"]["dryRun"] = json!(true);
     annotate(
@@ -190,19 +180,109 @@ fn dry_run_gets_the_same_patch_but_counts_nothing() {
     );
     let mutation = mutate(&request(&review), at(3), None).unwrap().unwrap();
     assert!(mutation.patch.is_some());
-    assert_eq!(mutation.transition, None);
-    assert_eq!(mutation.time_to_bound, None);
 }
 
 #[test]
-fn a_second_bound_spell_is_not_observed_again() {
+fn a_second_bound_spell_is_appended() {
     let lost = r#"{"currentPhase":"Lost","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:04Z"},{"phase":"Lost","time":"2026-11-23T09:00:01Z"}]}"#;
     let mut review = fixture("pvc-status-update-binder-bound");
     review["request"]["oldObject"]["status"]["phase"] = json!("Lost");
     annotate(&mut review, ANNOTATION, lost, &["object", "oldObject"]);
     let mutation = mutate(&request(&review), at(120), None).unwrap().unwrap();
-    assert_eq!(mutation.transition.as_deref(), Some("Bound"));
-    assert_eq!(mutation.time_to_bound, None);
+    assert_eq!(mutation.outcome.appended.as_deref(), Some("Bound"));
+    assert_eq!(mutation.outcome.timing.timings.len(), 4);
+}
+
+#[test]
+fn a_manual_trigger_while_pending_is_not_taken_as_the_bound_time() {
+    // Created at +0; a user annotates webhook-trigger at +4 while the claim is Pending.
+    let trigger = at(4).timestamp().to_string();
+    let mut manual = fixture("pvc-update-binder-static-bind");
+    annotate(
+        &mut manual,
+        ANNOTATION,
+        PENDING_AT_CREATION,
+        &["object", "oldObject"],
+    );
+    annotate(&mut manual, TRIGGER_ANNOTATION, &trigger, &["object"]);
+    let on_pending = mutate(&request(&manual), at(4), None).unwrap().unwrap();
+    assert_eq!(
+        on_pending.patch, None,
+        "a trigger on a Pending claim records nothing"
+    );
+
+    // The PV controller binds at +10 through /status; the stored trigger says +4.
+    let mut status = fixture("pvc-status-update-binder-bound");
+    annotate(
+        &mut status,
+        ANNOTATION,
+        PENDING_AT_CREATION,
+        &["object", "oldObject"],
+    );
+    annotate(
+        &mut status,
+        TRIGGER_ANNOTATION,
+        &trigger,
+        &["object", "oldObject"],
+    );
+    let bound = mutate(&request(&status), at(10), None).unwrap().unwrap();
+    assert_eq!(
+        bound.outcome.timing.first_time_in(BOUND),
+        Some(at(10)),
+        "Bound is dated by the status write, not the earlier trigger"
+    );
+
+    // A later main-resource write carrying the same old trigger moves nothing back.
+    let mut later = fixture("pvc-status-update-binder-bound");
+    later["request"]["subResource"] = Value::Null;
+    later["request"]["oldObject"]["status"] = later["request"]["object"]["status"].clone();
+    annotate(
+        &mut later,
+        ANNOTATION,
+        &bound.outcome.value,
+        &["object", "oldObject"],
+    );
+    annotate(
+        &mut later,
+        TRIGGER_ANNOTATION,
+        &trigger,
+        &["object", "oldObject"],
+    );
+    let again = mutate(&request(&later), at(12), None).unwrap().unwrap();
+    assert_eq!(again.patch, None);
+}
+
+#[test]
+fn a_forged_status_phase_on_create_and_update_is_ignored() {
+    // CREATE: the API server resets status; the claim starts Pending whatever was sent.
+    let mut create = fixture("pvc-create");
+    create["request"]["object"]["status"] = json!({"phase": "Bound"});
+    let created = mutate(&request(&create), at(1), None).unwrap().unwrap();
+    assert_eq!(created.outcome.value, PENDING_AT_CREATION);
+
+    // UPDATE of the main resource: the stored phase (oldObject) is what counts.
+    let mut update = fixture("pvc-update-binder-static-bind");
+    annotate(
+        &mut update,
+        ANNOTATION,
+        PENDING_AT_CREATION,
+        &["object", "oldObject"],
+    );
+    update["request"]["object"]["status"] = json!({"phase": "Bound"});
+    let updated = mutate(&request(&update), at(2), None).unwrap().unwrap();
+    assert_eq!(updated.patch, None);
+    assert_eq!(updated.outcome.timing.current_phase, "Pending");
+
+    // A phase that is no claim phase is not recorded at all.
+    let mut status = fixture("pvc-status-update-binder-bound");
+    annotate(
+        &mut status,
+        ANNOTATION,
+        PENDING_AT_CREATION,
+        &["object", "oldObject"],
+    );
+    status["request"]["object"]["status"]["phase"] = json!("Gone; drop table");
+    assert_eq!(mutate(&request(&status), at(3), None).unwrap(), None);
 }
 
 #[test]
@@ -366,7 +446,7 @@ fn sightings_keep_the_earliest_time_per_phase_and_stay_bounded() {
 }
 
 #[test]
-fn a_retried_status_update_is_counted_once_by_the_replica_that_saw_it() {
+fn a_retried_status_update_is_dated_at_the_first_sighting() {
     let mut status = fixture("pvc-status-update-binder-bound");
     annotate(
         &mut status,
@@ -376,12 +456,9 @@ fn a_retried_status_update_is_counted_once_by_the_replica_that_saw_it() {
     );
     let req = request(&status);
     let first = mutate(&req, at(2), None).unwrap().unwrap();
-    assert_eq!(first.transition.as_deref(), Some("Bound"));
-    assert!(first.time_to_bound.is_some());
+    assert_eq!(first.outcome.appended.as_deref(), Some("Bound"));
     // The first attempt's change was discarded; the retry reaches the same replica.
     let retry = mutate(&req, at(4), Some(at(2))).unwrap().unwrap();
-    assert_eq!(retry.transition, None);
-    assert_eq!(retry.time_to_bound, None);
     assert!(
         retry
             .outcome
@@ -402,4 +479,14 @@ fn a_stored_phase_clears_the_sighting_on_any_later_request() {
     annotate(&mut status, ANNOTATION, bound, &["object", "oldObject"]);
     webhook.answer(&request(&status));
     assert!(webhook.sightings().is_empty());
+}
+
+#[test]
+fn a_trigger_added_to_a_claim_already_recorded_bound_moves_nothing_back() {
+    let bound = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:11Z"}]}"#;
+    let mut review = trigger_update(at(3));
+    annotate(&mut review, ANNOTATION, bound, &["object", "oldObject"]);
+    let mutation = mutate(&request(&review), at(20), None).unwrap().unwrap();
+    assert_eq!(mutation.patch, None);
+    assert_eq!(mutation.outcome.value, bound);
 }

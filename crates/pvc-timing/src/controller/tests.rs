@@ -175,3 +175,131 @@ fn the_trigger_is_unix_seconds_guarded_by_resource_version() {
         json!({"metadata": {"annotations": {"webhook-trigger": "1795424344"}}})
     );
 }
+
+const CREATED: &str = "2026-11-23T08:59:01Z";
+const PENDING_ONLY: &str =
+    r#"{"currentPhase":"Pending","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"}]}"#;
+const BOUND_AT_13: &str = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:14Z"}]}"#;
+
+/// A claim as stored, created at [`CREATED`], with these annotations.
+fn stored(phase: &str, annotations: &[(&str, &str)]) -> PersistentVolumeClaim {
+    let mut pvc = mk_pvc("apps", "data", phase);
+    pvc.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        CREATED.parse().unwrap(),
+    ));
+    pvc.metadata.annotations = Some(
+        annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    pvc
+}
+
+#[test]
+fn a_new_history_entry_is_counted_once_and_marked() {
+    let pending = stored("Pending", &[(ANNOTATION, PENDING_ONLY)]);
+    let first = plan(&pending, &[]);
+    assert_eq!(
+        first,
+        Plan {
+            trigger: false,
+            counted: Some(1),
+            transitions: vec!["Pending"],
+            time_to_bound: None,
+        }
+    );
+    // Once the mark is stored (by this replica, or one before a restart), nothing is left.
+    let marked = stored(
+        "Pending",
+        &[(ANNOTATION, PENDING_ONLY), (COUNTED_ANNOTATION, "1")],
+    );
+    assert!(plan(&marked, &[]).is_empty());
+}
+
+#[test]
+fn binding_counts_bound_and_observes_the_stored_time_to_bound() {
+    let bound = stored(
+        "Bound",
+        &[(ANNOTATION, BOUND_AT_13), (COUNTED_ANNOTATION, "1")],
+    );
+    let plan = plan(&bound, &[]);
+    assert!(plan.trigger);
+    assert_eq!(plan.counted, Some(2));
+    assert_eq!(plan.transitions, ["Bound"]);
+    assert_eq!(plan.time_to_bound, Some(13.0));
+    let now = Utc.with_ymd_and_hms(2026, 11, 23, 8, 59, 20).unwrap();
+    assert_eq!(
+        plan_patch(&plan, Some("42"), now),
+        json!({"metadata": {"resourceVersion": "42", "annotations": {
+            "webhook-trigger": "1795424360", COUNTED_ANNOTATION: "2"}}})
+    );
+}
+
+#[test]
+fn a_manual_trigger_from_before_the_binding_does_not_stop_the_controllers_own() {
+    // Annotated by a user at 08:59:05 while Pending; bound at 08:59:14.
+    let early = stored(
+        "Bound",
+        &[
+            (ANNOTATION, BOUND_AT_13),
+            (TRIGGER_ANNOTATION, "1795424345"),
+            (COUNTED_ANNOTATION, "2"),
+        ],
+    );
+    assert!(needs_trigger(&early, &[]));
+    // The controller's own, written after the binding, is final.
+    let own = stored(
+        "Bound",
+        &[
+            (ANNOTATION, BOUND_AT_13),
+            (TRIGGER_ANNOTATION, "1795424354"),
+            (COUNTED_ANNOTATION, "2"),
+        ],
+    );
+    assert!(!needs_trigger(&own, &[]));
+    assert!(plan(&own, &[]).is_empty());
+}
+
+#[test]
+fn a_history_started_again_is_marked_without_counting() {
+    let restarted = stored(
+        "Pending",
+        &[(ANNOTATION, PENDING_ONLY), (COUNTED_ANNOTATION, "3")],
+    );
+    let plan = plan(&restarted, &[]);
+    assert_eq!(plan.counted, Some(1));
+    assert!(plan.transitions.is_empty());
+    assert_eq!(plan.time_to_bound, None);
+}
+
+#[test]
+fn a_second_bound_spell_is_counted_but_not_observed_again() {
+    let again = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:14Z"},{"phase":"Lost","time":"2026-11-23T09:00:00Z"},{"phase":"Bound","time":"2026-11-23T09:01:00Z"}]}"#;
+    let pvc = stored(
+        "Bound",
+        &[
+            (ANNOTATION, again),
+            (COUNTED_ANNOTATION, "2"),
+            (TRIGGER_ANNOTATION, "1795424354"),
+        ],
+    );
+    let plan = plan(&pvc, &[]);
+    assert_eq!(plan.transitions, ["Lost", "Bound"]);
+    assert_eq!(plan.time_to_bound, None);
+}
+
+#[tokio::test]
+async fn reconcile_writes_the_mark_under_a_resource_version_precondition() {
+    let pending = stored("Pending", &[(ANNOTATION, PENDING_ONLY)]);
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "the object has been modified", "reason": "Conflict", "code": 409});
+    let (client, seen) = api(409, status);
+    let action = reconcile(Arc::new(pending), context(client)).await.unwrap();
+    assert_eq!(action, Action::requeue(CONFLICT_REQUEUE));
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[0].3,
+        json!({"metadata": {"resourceVersion": "42", "annotations": {COUNTED_ANNOTATION: "1"}}})
+    );
+}
