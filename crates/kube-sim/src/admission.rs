@@ -1,5 +1,6 @@
 //! Dynamic admission: mutating then validating webhooks, matched by rules, namespaceSelector and
-//! objectSelector, called over HTTPS with the configuration's caBundle, with failurePolicy,
+//! objectSelector, called over HTTPS with the configuration's caBundle (verified as the API
+//! server's Go client verifies, see [`tls`]) at `url?timeout=Ns`, with failurePolicy,
 //! timeoutSeconds and the real API server's denial messages.
 //!
 //! Not simulated: `matchConditions` (CEL) are ignored, so every request a webhook's rules match
@@ -19,6 +20,8 @@ use crate::errors::ApiError;
 use crate::resources::ResourceType;
 use crate::selectors::LabelSelector;
 use crate::store::StorageKey;
+
+pub mod tls;
 
 /// The API server's default webhook timeout.
 const DEFAULT_TIMEOUT_SECONDS: u64 = 10;
@@ -44,25 +47,20 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    fn client(&self, ca_bundle: &str) -> Result<reqwest::Client, String> {
+    /// The HTTPS client for a webhook (or conversion webhook) whose `clientConfig.caBundle` is
+    /// `ca_bundle` (base64 of PEM, as stored), verifying the server as the API server does
+    /// ([`tls::GoLikeVerifier`]). Clients are cached per bundle so connections are reused.
+    pub fn client(&self, ca_bundle: &str) -> Result<reqwest::Client, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = clients.get(ca_bundle) {
             return Ok(c.clone());
         }
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false);
-        if !ca_bundle.is_empty() {
-            let pem = base64::engine::general_purpose::STANDARD
-                .decode(ca_bundle.trim())
-                .map_err(|e| format!("failed to decode caBundle: {e}"))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("failed to parse caBundle: {e}"))?
-            {
-                b = b.add_root_certificate(cert);
-            }
-        }
-        let c = b
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(ca_bundle.trim())
+            .map_err(|e| format!("failed to decode caBundle: {e}"))?;
+        let tls = tls::GoLikeVerifier::new(&pem)?.client_config()?;
+        let c = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .build()
             .map_err(|e| format!("failed to build client: {e}"))?;
         clients.insert(ca_bundle.to_string(), c.clone());
@@ -236,21 +234,14 @@ async fn call(sim: &Sim, webhook: &Value, body: &Value) -> Result<Value, String>
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
     let client = sim.webhooks.client(ca)?;
+    let url = with_timeout(&url, timeout);
     let resp = client
         .post(&url)
         .timeout(Duration::from_secs(timeout))
         .json(body)
         .send()
         .await
-        .map_err(|e| {
-            let mut msg = format!("failed to call webhook: Post \"{url}\": {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            msg
-        })?;
+        .map_err(|e| call_error(&url, &e))?;
     let status = resp.status();
     let bytes = resp
         .bytes()
@@ -269,6 +260,28 @@ async fn call(sim: &Sim, webhook: &Value, body: &Value) -> Result<Value, String>
         .cloned()
         .filter(Value::is_object)
         .ok_or_else(|| "received invalid webhook response: no response".to_string())
+}
+
+/// The URL the API server posts to: it tells the webhook its deadline in a `timeout` query
+/// parameter (client-go's `Request.Timeout`), e.g. `https://host/validate?timeout=5s`.
+pub fn with_timeout(url: &str, timeout_seconds: u64) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}timeout={timeout_seconds}s")
+}
+
+/// How a failed webhook call reads: Go's wording for certificate failures, the error chain
+/// otherwise.
+fn call_error(url: &str, e: &reqwest::Error) -> String {
+    if let Some(tls) = tls::verification_failure(e) {
+        return format!("failed to call webhook: Post \"{url}\": {tls}");
+    }
+    let mut msg = format!("failed to call webhook: Post \"{url}\": {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
 }
 
 fn webhooks_of(sim: &Sim, kind: &Kind) -> Vec<Value> {

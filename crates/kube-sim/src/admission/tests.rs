@@ -108,3 +108,15 @@ fn denial_keeps_the_webhook_code_and_formats_the_message() {
         )
     );
 }
+
+#[test]
+fn webhook_urls_carry_the_deadline_like_the_api_servers() {
+    assert_eq!(
+        with_timeout("https://127.0.0.1:8443/validate", 5),
+        "https://127.0.0.1:8443/validate?timeout=5s"
+    );
+    assert_eq!(
+        with_timeout("https://h/convert?x=1", 10),
+        "https://h/convert?x=1&timeout=10s"
+    );
+}
