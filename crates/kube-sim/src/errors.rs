@@ -144,7 +144,8 @@ mod tests {
         assert_eq!(e.retry_after_seconds(), None);
         e.details = Some(json!({"retryAfterSeconds": 7}));
         assert_eq!(e.retry_after_seconds(), Some(7));
-        e.details = Some(json!({"retryAfterSeconds": 0, "causes": [{"reason": "DisruptionBudget"}]}));
+        e.details =
+            Some(json!({"retryAfterSeconds": 0, "causes": [{"reason": "DisruptionBudget"}]}));
         assert_eq!(e.retry_after_seconds(), None);
         e.details = Some(json!({"retryAfterSeconds": -3}));
         assert_eq!(e.retry_after_seconds(), None);
