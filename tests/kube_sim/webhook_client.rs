@@ -1,6 +1,7 @@
 //! How the API server calls admission webhooks, checked against a real server's answers: TLS
-//! verification as Go's crypto/x509 does it, `matchConditions` (CEL) with their failurePolicy,
-//! and a webhook's `retryAfterSeconds` turned into a `Retry-After` header.
+//! verification as Go's crypto/x509 does it, `matchConditions` (CEL) with their failurePolicy
+//! (and the eviction-guard's own conditions at work), and a webhook's `retryAfterSeconds`
+//! turned into a `Retry-After` header.
 //!
 //! The webhooks are served in-process; on a real cluster these scenarios run when
 //! `E2E_WEBHOOK_HOST` names an address of this host the API server can reach.
@@ -417,5 +418,273 @@ async fn a_webhook_denial_with_retry_after_seconds_sets_the_retry_after_header()
     assert!(env.api::<Pod>().get_opt("p1").await.unwrap().is_some());
     unregister(&env, &config).await;
     hook.stop.cancel();
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn match_conditions_decide_whether_a_webhook_is_called_and_errors_follow_the_failure_policy()
+{
+    let env = TestEnv::start(SimConfig::default()).await;
+    let Some(host) = env.webhook_host_or_skip("webhooks with matchConditions") else {
+        env.shutdown().await;
+        return;
+    };
+    let (ca_pem, ca) = certificate_authority("e2e-webhook-ca");
+    let hook = serve(
+        &host,
+        &signed(&ca, params(&host.cert_names(), "e2e-conditions")),
+        reached_over_tls,
+    )
+    .await;
+    let ns = env.namespace.clone();
+    let guarded = "has(object.metadata.labels) && 'guarded' in object.metadata.labels";
+    let missing_key = "object.metadata.annotations.x == 'y'";
+    // One webhook per case, told apart by the `mc` label.
+    let case = |case: &str, policy: &str, expressions: &[&str]| {
+        let mut w = webhook(
+            &env,
+            &format!("{case}.{ns}.example.com"),
+            &hook.url,
+            &ca_pem,
+            configmap_creates(),
+        );
+        w["failurePolicy"] = json!(policy);
+        w["objectSelector"] = json!({"matchLabels": {"mc": case}});
+        w["matchConditions"] = expressions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| json!({"name": format!("condition-{i}"), "expression": e}))
+            .collect();
+        w
+    };
+    let config = register(
+        &env,
+        "conditions",
+        vec![
+            case("true", "Fail", &["request.operation == 'CREATE'", guarded]),
+            case("error-fail", "Fail", &[missing_key]),
+            case("error-ignore", "Ignore", &[missing_key]),
+            case(
+                "false-wins",
+                "Fail",
+                &[missing_key, "request.dryRun != true"],
+            ),
+        ],
+    )
+    .await;
+
+    // Every condition true: the webhook is called (and denies).
+    let status = first_refusal(
+        &env,
+        "the webhook to be called",
+        &configmap("called", &[("mc", "true"), ("guarded", "yes")]),
+    )
+    .await;
+    assert_eq!(
+        (status.code, status.message.as_str()),
+        (
+            403,
+            format!(
+                "admission webhook \"true.{ns}.example.com\" denied the request: reached over TLS"
+            )
+            .as_str()
+        )
+    );
+    let cms: Api<ConfigMap> = env.api();
+    // One condition false: not called.
+    cms.create(&dry_run(), &configmap("skipped", &[("mc", "true")]))
+        .await
+        .expect("not sent to the webhook, so not denied");
+    // An evaluation error under Fail: 403 with the error, the webhook not called.
+    let status = match cms
+        .create(&dry_run(), &configmap("refused", &[("mc", "error-fail")]))
+        .await
+    {
+        Err(kube::Error::Api(s)) => s,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        (status.code, status.reason.as_str(), status.message.as_str()),
+        (
+            403,
+            "Forbidden",
+            format!(
+                "configmaps \"refused\" is forbidden: expression '{missing_key}' resulted in \
+                 error: no such key: annotations"
+            )
+            .as_str()
+        )
+    );
+    // Under Ignore: the webhook is skipped.
+    cms.create(&dry_run(), &configmap("ignored", &[("mc", "error-ignore")]))
+        .await
+        .expect("an evaluation error under Ignore skips the webhook");
+    // A false condition wins over another's error.
+    cms.create(
+        &dry_run(),
+        &configmap("false-wins", &[("mc", "false-wins")]),
+    )
+    .await
+    .expect("a false condition skips the webhook whatever the others say");
+
+    let names: Vec<String> = hook
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| n == "called"),
+        "only the request whose conditions all held reached the webhook: {names:?}"
+    );
+    unregister(&env, &config).await;
+    hook.stop.cancel();
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_match_condition_that_does_not_compile_is_refused_when_the_configuration_is_stored() {
+    let env = TestEnv::start(SimConfig::default()).await;
+    let mut w = webhook(
+        &env,
+        &format!("bad.{}.example.com", env.namespace),
+        "https://127.0.0.1:1/review",
+        "",
+        configmap_creates(),
+    );
+    w["clientConfig"] = json!({"url": "https://127.0.0.1:1/review"});
+    w["matchConditions"] = json!([{"name": "broken", "expression": "request.("}]);
+    let config: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": format!("bad-{}", env.namespace)},
+        "webhooks": [w],
+    }))
+    .unwrap();
+    let refused = Api::<ValidatingWebhookConfiguration>::all(env.client.clone())
+        .create(&PostParams::default(), &config)
+        .await;
+    let status = match refused {
+        Err(kube::Error::Api(s)) => s,
+        other => panic!("expected 422, got {other:?}"),
+    };
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert!(
+        status.message.contains(
+            "webhooks[0].matchConditions[0].expression: Invalid value: \"request.(\": \
+             compilation failed: ERROR: <input>:1:"
+        ),
+        "{}",
+        status.message
+    );
+    env.shutdown().await;
+}
+
+/// The admission reviews the guard has answered for `operation`, from its `/metrics`.
+async fn guard_reviews(admin: &str, operation: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics text");
+    ballast_runtime::metrics::sample(
+        &text,
+        "admission_duration_seconds_count",
+        &[("webhook", "eviction-guard"), ("operation", operation)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eviction_guards_match_conditions_keep_kubelet_and_unrelated_updates_away() {
+    use k8s_openapi::api::admissionregistration::v1::WebhookClientConfig;
+    use kube::api::{Patch, PatchParams};
+
+    let env = TestEnv::start(SimConfig::default().nodes(1)).await;
+    let Some(host) = env.webhook_host_or_skip("the eviction-guard served in-process") else {
+        env.shutdown().await;
+        return;
+    };
+    let ns = env.namespace.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = ballast_runtime::tls::generate(&host.cert_names()).unwrap();
+    let (cert_path, key_path) = cert.write_to(dir.path()).unwrap();
+    let mut config = eviction_guard::Config::loopback();
+    config.webhook_addr = host.bind_addr(0);
+    config.tls = Some((cert_path, key_path));
+    config.namespace = ns.clone();
+    let shutdown = CancellationToken::new();
+    let running = eviction_guard::start(config, env.client.clone(), shutdown.clone())
+        .await
+        .expect("the guard starts");
+    let admin = running.admin_addr.to_string();
+    let configuration = eviction_guard::webhook_config::validating_webhook_configuration(
+        &format!("eviction-guard-{ns}"),
+        WebhookClientConfig {
+            url: Some(host.url(running.webhook_addr.port(), "/validate")),
+            ca_bundle: Some(k8s_openapi::ByteString(cert.ca_pem.clone().into_bytes())),
+            service: None,
+        },
+        &["kube-system"],
+    );
+    let configurations = Api::<ValidatingWebhookConfiguration>::all(env.client.clone());
+    configurations
+        .create(&PostParams::default(), &configuration)
+        .await
+        .expect("the guard's configuration registered");
+
+    let pods: Api<Pod> = env.api();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-1", "labels": {"app": "web"}},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "nginx"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let not_ready = Patch::Merge(json!({"status": {"conditions": [
+        {"type": "Ready", "status": "False", "reason": "KubeletNotReady"}]}}));
+    let pp = PatchParams::default();
+    // A status update marking the pod unready reaches the guard (which allows it: no storm).
+    let before = guard_reviews(&admin, "UPDATE").await;
+    wait_for("the guard to review a status update", TIMEOUT, || async {
+        pods.patch_status("web-1", &pp, &not_ready).await.ok()?;
+        (guard_reviews(&admin, "UPDATE").await > before).then_some(())
+    })
+    .await;
+
+    let before = guard_reviews(&admin, "UPDATE").await;
+    // An update that adds no deletion mark: not sent.
+    pods.patch(
+        "web-1",
+        &pp,
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "storage"}}})),
+    )
+    .await
+    .expect("label update allowed");
+    // The kubelet's own status update: not sent, even marking the pod unready.
+    if let Some(sim) = env.sim_or_skip("a request as the kubelet of node-1") {
+        let kubelet = sim.client_as("system:node:node-1", &["system:nodes"]).await;
+        Api::<Pod>::namespaced(kubelet, &ns)
+            .patch_status("web-1", &pp, &not_ready)
+            .await
+            .expect("the kubelet's status update allowed");
+    }
+    assert_eq!(
+        guard_reviews(&admin, "UPDATE").await,
+        before,
+        "neither the label update nor the kubelet's status update reached the guard"
+    );
+    // A delete does reach it.
+    let deletes = guard_reviews(&admin, "DELETE").await;
+    pods.delete("web-1", &DeleteParams::default())
+        .await
+        .expect("a pod on a Ready node is deleted");
+    assert_eq!(guard_reviews(&admin, "DELETE").await, deletes + 1.0);
+
+    configurations
+        .delete(&format!("eviction-guard-{ns}"), &DeleteParams::default())
+        .await
+        .expect("configuration deleted");
+    shutdown.cancel();
+    running.wait().await.expect("the guard stops");
     env.shutdown().await;
 }

@@ -3,8 +3,10 @@
 //! server's Go client verifies, see [`tls`]) at `url?timeout=Ns`, with failurePolicy,
 //! timeoutSeconds and the real API server's denial messages.
 //!
-//! Not simulated: `matchConditions` (CEL) are ignored, so every request a webhook's rules match
-//! reaches it; `clientConfig.service` cannot be resolved on loopback and fails the call (so
+//! `matchConditions` (CEL, [`conditions`]) decide after rules and selectors whether a webhook is
+//! called, with the real semantics and error messages.
+//!
+//! Not simulated: `clientConfig.service` cannot be resolved on loopback and fails the call (so
 //! failurePolicy applies); reinvocationPolicy is ignored (each mutating webhook runs once).
 
 use std::collections::HashMap;
@@ -20,7 +22,9 @@ use crate::errors::ApiError;
 use crate::resources::ResourceType;
 use crate::selectors::LabelSelector;
 use crate::store::StorageKey;
+use conditions::Verdict;
 
+pub mod conditions;
 pub mod tls;
 
 /// The API server's default webhook timeout.
@@ -40,10 +44,11 @@ pub struct AdmissionAttrs<'a> {
     pub kind_override: Option<(String, String, String)>,
 }
 
-/// HTTP clients per caBundle, so webhook calls reuse connections.
+/// HTTP clients per caBundle, so webhook calls reuse connections, and compiled matchConditions.
 #[derive(Default)]
 pub struct Webhooks {
     clients: Mutex<HashMap<String, reqwest::Client>>,
+    programs: conditions::Programs,
 }
 
 impl Webhooks {
@@ -304,6 +309,51 @@ fn webhooks_of(sim: &Sim, kind: &Kind) -> Vec<Value> {
         .collect()
 }
 
+/// What `webhook`'s matchConditions decide for the review `body` about to be sent.
+fn conditions_verdict(
+    sim: &Sim,
+    webhook: &Value,
+    body: &Value,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> Verdict {
+    let has_conditions = webhook
+        .get("matchConditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| !c.is_empty());
+    if !has_conditions {
+        return Verdict::Call;
+    }
+    let inputs = conditions::Inputs::new(&body["request"], object, old);
+    conditions::check(&sim.webhooks.programs, webhook, &inputs)
+}
+
+/// The API server's refusal when matchConditions fail to evaluate under `failurePolicy: Fail`:
+/// 403 `Forbidden` on the resource (`apierrors.NewForbidden`).
+pub fn match_conditions_forbidden(attrs: &AdmissionAttrs<'_>, error: &str) -> ApiError {
+    let rt = attrs.rt;
+    let resource = if rt.group.is_empty() {
+        rt.resource.clone()
+    } else {
+        format!("{}.{}", rt.resource, rt.group)
+    };
+    let message = if attrs.name.is_empty() {
+        format!("{resource} is forbidden: {error}")
+    } else {
+        format!("{resource} \"{}\" is forbidden: {error}", attrs.name)
+    };
+    let mut err = ApiError::forbidden(message);
+    let mut details = json!({"kind": rt.resource});
+    if !rt.group.is_empty() {
+        details["group"] = json!(rt.group);
+    }
+    if !attrs.name.is_empty() {
+        details["name"] = json!(attrs.name);
+    }
+    err.details = Some(details);
+    err
+}
+
 /// Runs mutating then validating webhooks; returns the (possibly mutated) object.
 pub async fn admit(
     sim: &Arc<Sim>,
@@ -357,6 +407,17 @@ pub async fn admit(
             }
             let uid = uuid::Uuid::new_v4().to_string();
             let body = review_body(&uid, attrs, object.as_ref(), old);
+            match conditions_verdict(sim, &webhook, &body, object.as_ref(), old) {
+                Verdict::Call => {}
+                Verdict::Skip(condition) => {
+                    tracing::debug!(webhook = %name, namespace = %attrs.namespace, name = %attrs.name, condition = condition.as_deref().unwrap_or("(error, failurePolicy Ignore)"), "webhook skipped by matchConditions");
+                    continue;
+                }
+                Verdict::Refuse(e) => {
+                    tracing::warn!(webhook = %name, namespace = %attrs.namespace, name = %attrs.name, error = %e, "failed evaluating match conditions, failing closed");
+                    return Err(match_conditions_forbidden(attrs, &e));
+                }
+            }
             let fail_open = webhook.get("failurePolicy").and_then(Value::as_str) == Some("Ignore");
             let response = match call(sim, &webhook, &body).await {
                 Ok(r) => r,
