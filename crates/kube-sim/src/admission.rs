@@ -274,9 +274,9 @@ pub fn with_timeout(url: &str, timeout_seconds: u64) -> String {
     format!("{url}{sep}timeout={timeout_seconds}s")
 }
 
-/// How a failed webhook call reads: Go's wording for certificate failures, the error chain
-/// otherwise.
-fn call_error(url: &str, e: &reqwest::Error) -> String {
+/// How a failed call to the webhook at `url` reads: Go's wording for certificate failures, the
+/// error chain otherwise (`failed to call webhook: Post "url": ...`).
+pub fn call_error(url: &str, e: &reqwest::Error) -> String {
     if let Some(tls) = tls::verification_failure(e) {
         return format!("failed to call webhook: Post \"{url}\": {tls}");
     }

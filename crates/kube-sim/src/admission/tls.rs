@@ -124,7 +124,19 @@ fn check_validity(cert: &X509Certificate<'_>, now: i64) -> Result<(), String> {
 /// Go's `HostnameError` text for a certificate not valid for `host`.
 fn hostname_error(cert: &X509Certificate<'_>, host: &str) -> String {
     let (mut dns, mut ips) = (Vec::new(), Vec::new());
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
+    let san = cert.subject_alternative_name();
+    if matches!(san, Ok(None)) {
+        let normalise = |s: &str| s.trim_end_matches('.').to_ascii_lowercase();
+        let legacy = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok())
+            .any(|cn| normalise(cn) == normalise(host));
+        if legacy {
+            return "x509: certificate relies on legacy Common Name field, use SANs instead".into();
+        }
+    }
+    if let Ok(Some(san)) = san {
         for name in &san.value.general_names {
             match name {
                 GeneralName::DNSName(d) => dns.push((*d).to_string()),

@@ -217,3 +217,24 @@ fn a_bundle_that_is_not_pem_is_refused_when_the_client_is_built() {
         2
     );
 }
+
+#[test]
+fn a_certificate_naming_the_host_only_in_its_common_name_is_refused_as_go_does() {
+    let (ca, sign) = ca();
+    let mut p = params(&[], false);
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::CommonName, "webhook.example");
+    let leaf = sign(p);
+    assert_eq!(
+        verify(&ca.pem, &leaf, "webhook.example"),
+        Err("x509: certificate relies on legacy Common Name field, use SANs instead".into())
+    );
+    assert_eq!(
+        verify(&ca.pem, &leaf, "other.example"),
+        Err(
+            "x509: certificate is not valid for any names, but wanted to match other.example"
+                .into()
+        )
+    );
+}
