@@ -388,27 +388,24 @@ async fn a_webhook_denial_with_retry_after_seconds_sets_the_retry_after_header()
         include_str!("../data/real-api/webhook-deny-429-retry-after.json"),
         &ns,
     );
-    let evict = || async {
-        let body = serde_json::to_vec(&expected["request"]["body"]).expect("eviction body");
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!("/api/v1/namespaces/{ns}/pods/p1/eviction"))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(kube::client::Body::from(body))
-            .expect("request");
-        let response = env.client.send(request).await.expect("an HTTP answer");
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.into_body().collect_bytes().await.expect("body");
-        let body: Value = serde_json::from_slice(&body).expect("a JSON body");
-        (status, retry_after, body)
-    };
     first_refusal(&env, "the webhook to deny", &configmap("probe", &[])).await;
-    let (status, retry_after, body) = evict().await;
+    // The raw answer, headers included, to the request the fixture records.
+    let body = serde_json::to_vec(&expected["request"]["body"]).expect("eviction body");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("/api/v1/namespaces/{ns}/pods/p1/eviction"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(kube::client::Body::from(body))
+        .expect("request");
+    let response = env.client.send(request).await.expect("an HTTP answer");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.into_body().collect_bytes().await.expect("body");
+    let body: Value = serde_json::from_slice(&body).expect("a JSON body");
     assert_eq!(status, 429, "{body}");
     assert_eq!(
         retry_after.as_deref(),
@@ -553,6 +550,7 @@ async fn a_match_condition_that_does_not_compile_is_refused_when_the_configurati
         "",
         configmap_creates(),
     );
+    // Never called: the configuration is refused before anything could reach it.
     w["clientConfig"] = json!({"url": "https://127.0.0.1:1/review"});
     w["matchConditions"] = json!([{"name": "broken", "expression": "request.("}]);
     let config: ValidatingWebhookConfiguration = serde_json::from_value(json!({
