@@ -686,3 +686,38 @@ async fn the_eviction_guards_match_conditions_keep_kubelet_and_unrelated_updates
     running.wait().await.expect("the guard stops");
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_webhook_url_that_is_not_https_is_refused_when_the_configuration_is_stored() {
+    let env = TestEnv::start(SimConfig::default()).await;
+    let mut w = webhook(
+        &env,
+        &format!("plain.{}.example.com", env.namespace),
+        "http://127.0.0.1:8080/validate",
+        "",
+        configmap_creates(),
+    );
+    w["clientConfig"] = json!({"url": "http://127.0.0.1:8080/validate"});
+    let config: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": format!("plain-{}", env.namespace)},
+        "webhooks": [w],
+    }))
+    .unwrap();
+    let status = match Api::<ValidatingWebhookConfiguration>::all(env.client.clone())
+        .create(&PostParams::default(), &config)
+        .await
+    {
+        Err(kube::Error::Api(s)) => s,
+        other => panic!("expected 422, got {other:?}"),
+    };
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert!(
+        status.message.ends_with(
+            "webhooks[0].clientConfig.url: Invalid value: \"http\": 'https' is the only allowed \
+             URL scheme; desired format: https://host[/path]"
+        ),
+        "{}",
+        status.message
+    );
+    env.shutdown().await;
+}

@@ -73,6 +73,67 @@ impl Webhooks {
     }
 }
 
+/// Checks a webhook configuration as the API server does when it is stored: exactly one of
+/// `clientConfig.url` and `clientConfig.service`, an `https` URL with a host and no user,
+/// query or fragment, and every `matchConditions[].expression` compiling. Returns the first
+/// error, naming the field.
+pub fn validate_configuration(config: &Value) -> Result<(), String> {
+    let webhooks = config.get("webhooks").and_then(Value::as_array);
+    for (i, webhook) in webhooks.into_iter().flatten().enumerate() {
+        validate_client_config(
+            webhook.get("clientConfig"),
+            &format!("webhooks[{i}].clientConfig"),
+        )?;
+        conditions::validate(webhook, i)?;
+    }
+    Ok(())
+}
+
+/// `clientConfig` as admissionregistration validation checks it (`ValidateWebhookURL`).
+fn validate_client_config(cc: Option<&Value>, field: &str) -> Result<(), String> {
+    let url = cc.and_then(|c| c.get("url")).filter(|u| !u.is_null());
+    let service = cc.and_then(|c| c.get("service")).filter(|s| !s.is_null());
+    if url.is_some() == service.is_some() {
+        return Err(format!(
+            "{field}: Required value: exactly one of url or service is required"
+        ));
+    }
+    let Some(url) = url else { return Ok(()) };
+    let field = format!("{field}.url");
+    const FORM: &str = "; desired format: https://host[/path]";
+    let raw = url.as_str().unwrap_or_default();
+    let parsed = reqwest::Url::parse(raw)
+        .map_err(|e| format!("{field}: Required value: url must be a valid URL: {e}{FORM}"))?;
+    if parsed.scheme() != "https" {
+        return Err(format!(
+            "{field}: Invalid value: {:?}: 'https' is the only allowed URL scheme{FORM}",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().unwrap_or_default().is_empty() {
+        return Err(format!(
+            "{field}: Invalid value: \"\": host must be provided{FORM}"
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "{field}: Invalid value: {:?}: user information is not permitted in the URL",
+            parsed.username()
+        ));
+    }
+    if let Some(fragment) = parsed.fragment() {
+        return Err(format!(
+            "{field}: Invalid value: {fragment:?}: fragments are not permitted in the URL"
+        ));
+    }
+    if let Some(query) = parsed.query() {
+        return Err(format!(
+            "{field}: Invalid value: {query:?}: query parameters are not permitted in the URL"
+        ));
+    }
+    Ok(())
+}
+
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {

@@ -44,25 +44,22 @@ pub fn compile(expression: &str) -> Compiled {
     Program::compile(expression).map_err(|e| format!("compilation failed: {e}"))
 }
 
-/// Checks every `matchConditions[].expression` of a webhook configuration compiles, as the API
-/// server does when the configuration is stored. The error names the field, e.g.
+/// Checks every `matchConditions[].expression` of webhook number `index` compiles, as the API
+/// server does when the configuration is stored; the error names the field, e.g.
 /// `webhooks[0].matchConditions[1].expression: Invalid value: "...": compilation failed: ...`.
-pub fn validate_configuration(config: &Value) -> Result<(), String> {
-    let webhooks = config.get("webhooks").and_then(Value::as_array);
-    for (i, webhook) in webhooks.into_iter().flatten().enumerate() {
-        let conditions = webhook.get("matchConditions").and_then(Value::as_array);
-        for (j, condition) in conditions.into_iter().flatten().enumerate() {
-            let expression = condition
-                .get("expression")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let field = format!("webhooks[{i}].matchConditions[{j}].expression");
-            if expression.trim().is_empty() {
-                return Err(format!("{field}: Required value"));
-            }
-            if let Err(e) = compile(expression) {
-                return Err(format!("{field}: Invalid value: {expression:?}: {e}"));
-            }
+pub fn validate(webhook: &Value, index: usize) -> Result<(), String> {
+    let conditions = webhook.get("matchConditions").and_then(Value::as_array);
+    for (j, condition) in conditions.into_iter().flatten().enumerate() {
+        let expression = condition
+            .get("expression")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let field = format!("webhooks[{index}].matchConditions[{j}].expression");
+        if expression.trim().is_empty() {
+            return Err(format!("{field}: Required value"));
+        }
+        if let Err(e) = compile(expression) {
+            return Err(format!("{field}: Invalid value: {expression:?}: {e}"));
         }
     }
     Ok(())

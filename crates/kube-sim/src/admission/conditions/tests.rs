@@ -100,7 +100,8 @@ fn hook(policy: &str, expressions: &[&str]) -> Value {
         .enumerate()
         .map(|(i, e)| json!({"name": format!("c{i}"), "expression": e}))
         .collect();
-    json!({"name": "h.example.com", "failurePolicy": policy, "matchConditions": conditions})
+    json!({"name": "h.example.com", "failurePolicy": policy, "matchConditions": conditions,
+           "clientConfig": {"url": "https://127.0.0.1:8443/validate"}})
 }
 
 fn configmap_create(labels: Option<Value>) -> Value {
@@ -207,11 +208,11 @@ fn the_authorizer_is_not_simulated_and_says_so() {
 fn configurations_with_expressions_that_do_not_compile_are_invalid() {
     let (deletions, status) = guard_webhooks();
     assert_eq!(
-        validate_configuration(&json!({"webhooks": [deletions, status]})),
+        crate::admission::validate_configuration(&json!({"webhooks": [deletions, status]})),
         Ok(())
     );
     let bad = json!({"webhooks": [hook("Fail", &["true"]), hook("Fail", &["true", "request.("])]});
-    let err = validate_configuration(&bad).unwrap_err();
+    let err = crate::admission::validate_configuration(&bad).unwrap_err();
     assert!(
         err.starts_with(
             "webhooks[1].matchConditions[1].expression: Invalid value: \"request.(\": compilation failed: ERROR: <input>:1:"
@@ -219,7 +220,7 @@ fn configurations_with_expressions_that_do_not_compile_are_invalid() {
         "{err}"
     );
     assert_eq!(
-        validate_configuration(&json!({"webhooks": [hook("Fail", &[" "])]})),
+        crate::admission::validate_configuration(&json!({"webhooks": [hook("Fail", &[" "])]})),
         Err("webhooks[0].matchConditions[0].expression: Required value".into())
     );
 }
