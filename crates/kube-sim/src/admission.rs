@@ -4,7 +4,8 @@
 //! timeoutSeconds and the real API server's denial messages.
 //!
 //! `matchConditions` (CEL, [`conditions`]) decide after rules and selectors whether a webhook is
-//! called, with the real semantics and error messages.
+//! called, with the real semantics and error messages. Configurations are checked when stored
+//! ([`validate_configuration`]: client config and expressions).
 //!
 //! Not simulated: `clientConfig.service` cannot be resolved on loopback and fails the call (so
 //! failurePolicy applies); reinvocationPolicy is ignored (each mutating webhook runs once).
