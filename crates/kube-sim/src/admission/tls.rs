@@ -6,8 +6,9 @@
 //! with `CaUsedAsEndEntity`. Go checks, in this order, the leaf's validity period, its names,
 //! then the chain; the error texts are Go's, so a failed call reads as on a real cluster.
 //!
-//! Not reproduced: a leaf with `CA:TRUE` that is not itself in the bundle but chains to it
-//! (Go accepts it, webpki cannot build that path) is refused as signed by an unknown authority.
+//! A leaf with `CA:TRUE` that is not itself in the bundle (Go accepts it, webpki cannot build
+//! that path) is accepted when a bundle certificate signed it directly; through intermediates
+//! it is refused as signed by an unknown authority.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -86,6 +87,28 @@ impl GoLikeVerifier {
             .with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
+    }
+}
+
+impl GoLikeVerifier {
+    /// Whether a bundle certificate named as `leaf`'s issuer signed it and is itself valid now.
+    fn signed_by_anchor(&self, leaf: &X509Certificate<'_>, now: i64) -> Result<(), String> {
+        let mut issuer_expired = None;
+        for der in &self.anchors_der {
+            let Ok((_, anchor)) = X509Certificate::from_der(der) else {
+                continue;
+            };
+            if anchor.subject().as_raw() != leaf.issuer().as_raw()
+                || leaf.verify_signature(Some(anchor.public_key())).is_err()
+            {
+                continue;
+            }
+            match check_validity(&anchor, now) {
+                Ok(()) => return Ok(()),
+                Err(e) => issuer_expired = Some(e),
+            }
+        }
+        Err(issuer_expired.unwrap_or_else(|| UNKNOWN_AUTHORITY.to_owned()))
     }
 }
 
@@ -228,6 +251,16 @@ impl ServerCertVerifier for GoLikeVerifier {
         }
         if self.anchors_der.is_empty() {
             return Err(refuse(UNKNOWN_AUTHORITY));
+        }
+        let leaf_is_ca = matches!(leaf.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
+        if leaf_is_ca {
+            // Go accepts a CA certificate as the leaf; webpki cannot build that path, so check
+            // the one-link chain to a bundle certificate here.
+            return self
+                .signed_by_anchor(&leaf, now_secs)
+                .and_then(|()| check_server_auth_usage(&leaf))
+                .map(|()| ServerCertVerified::assertion())
+                .map_err(refuse);
         }
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,

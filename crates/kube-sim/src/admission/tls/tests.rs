@@ -38,9 +38,13 @@ fn self_signed(p: CertificateParams) -> Made {
 
 /// A CA, and a function signing leaf parameters with it.
 fn ca() -> (Made, impl Fn(CertificateParams) -> Made) {
+    ca_named("webhook-ca")
+}
+
+fn ca_named(name: &str) -> (Made, impl Fn(CertificateParams) -> Made) {
     let key = KeyPair::generate().unwrap();
     let mut p = params(&[], true);
-    p.distinguished_name.push(DnType::CommonName, "webhook-ca");
+    p.distinguished_name.push(DnType::CommonName, name);
     let cert = p.self_signed(&key).unwrap();
     let made = Made {
         der: cert.der().clone(),
@@ -236,5 +240,21 @@ fn a_certificate_naming_the_host_only_in_its_common_name_is_refused_as_go_does()
             "x509: certificate is not valid for any names, but wanted to match other.example"
                 .into()
         )
+    );
+}
+
+#[test]
+fn a_ca_flagged_leaf_signed_by_a_ca_in_the_bundle_is_accepted_as_go_does() {
+    let (ca, sign) = ca();
+    let leaf = sign(params(&["127.0.0.1"], true));
+    assert_eq!(verify(&ca.pem, &leaf, "127.0.0.1"), Ok(()));
+    let (other, _) = ca_named("another-ca");
+    assert_eq!(
+        verify(&other.pem, &leaf, "127.0.0.1"),
+        Err("x509: certificate signed by unknown authority".into())
+    );
+    assert_eq!(
+        verify(&ca.pem, &leaf, "10.0.0.9"),
+        Err("x509: certificate is valid for 127.0.0.1, not 10.0.0.9".into())
     );
 }
