@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::routing::post;
-use ballast_e2e::{SimConfig, TestEnv, kubectl, kubectl_with_input, wait_for};
+use ballast_e2e::{SimConfig, TestEnv, WebhookHost, kubectl, kubectl_with_input, wait_for};
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::{
@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "kube_sim/strict_api.rs"]
 mod strict_api;
+#[path = "kube_sim/webhook_client.rs"]
+mod webhook_client;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -204,10 +206,10 @@ struct Webhook {
     _dir: tempfile::TempDir,
 }
 
-async fn start_webhook() -> Webhook {
+async fn start_webhook(host: &WebhookHost) -> Webhook {
     ballast_runtime::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let certs = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"]).unwrap();
+    let certs = ballast_runtime::tls::generate(&host.cert_names()).unwrap();
     let (cert, key) = certs.write_to(dir.path()).unwrap();
     let tls = ballast_runtime::tls::ReloadingTls::load(&cert, &key).unwrap();
     let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -243,7 +245,9 @@ async fn start_webhook() -> Webhook {
         }
     };
     let router = axum::Router::new().route("/review", post(review));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(host.bind_addr(0))
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     let stop = CancellationToken::new();
     tokio::spawn(ballast_runtime::http::serve(
@@ -253,7 +257,7 @@ async fn start_webhook() -> Webhook {
         stop.clone(),
     ));
     Webhook {
-        url: format!("https://127.0.0.1:{port}/review"),
+        url: host.url(port, "/review"),
         ca_bundle: base64::engine::general_purpose::STANDARD.encode(&certs.ca_pem),
         seen,
         stop,
@@ -293,7 +297,11 @@ async fn register(env: &TestEnv, hook: &Webhook, failure_policy: &str) {
 #[tokio::test]
 async fn webhooks_mutate_and_deny_with_the_real_messages_and_codes() {
     let env = TestEnv::start(SimConfig::default()).await;
-    let hook = start_webhook().await;
+    let Some(host) = env.webhook_host_or_skip("webhooks mutating and denying") else {
+        env.shutdown().await;
+        return;
+    };
+    let hook = start_webhook(&host).await;
     register(&env, &hook, "Fail").await;
     let pods: Api<Pod> = env.api();
     let pp = PostParams::default();
@@ -370,7 +378,11 @@ async fn webhooks_mutate_and_deny_with_the_real_messages_and_codes() {
 #[tokio::test]
 async fn an_unreachable_webhook_fails_closed_or_open_by_failure_policy() {
     let env = TestEnv::start(SimConfig::default()).await;
-    let hook = start_webhook().await;
+    let Some(host) = env.webhook_host_or_skip("an unreachable webhook") else {
+        env.shutdown().await;
+        return;
+    };
+    let hook = start_webhook(&host).await;
     hook.stop.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
     register(&env, &hook, "Fail").await;
@@ -407,7 +419,11 @@ async fn an_unreachable_webhook_fails_closed_or_open_by_failure_policy() {
 #[tokio::test]
 async fn dry_run_goes_through_admission_and_stores_nothing() {
     let env = TestEnv::start(SimConfig::default()).await;
-    let hook = start_webhook().await;
+    let Some(host) = env.webhook_host_or_skip("dry run through admission") else {
+        env.shutdown().await;
+        return;
+    };
+    let hook = start_webhook(&host).await;
     register(&env, &hook, "Fail").await;
     let pods: Api<Pod> = env.api();
     let out = pods

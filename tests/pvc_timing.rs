@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ballast_e2e::{SimConfig, TestEnv, kubectl, kubectl_with_input, wait_for};
+use ballast_e2e::{SimConfig, TestEnv, WebhookHost, kubectl, kubectl_with_input, wait_for};
 use ballast_runtime::metrics::sample;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -37,7 +37,7 @@ fn claim(name: &str, storage_class: &str) -> PersistentVolumeClaim {
     .expect("a valid claim")
 }
 
-fn webhook_configuration(name: &str, port: u16, ca_pem: &str) -> MutatingWebhookConfiguration {
+fn webhook_configuration(name: &str, url: String, ca_pem: &str) -> MutatingWebhookConfiguration {
     MutatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -47,7 +47,7 @@ fn webhook_configuration(name: &str, port: u16, ca_pem: &str) -> MutatingWebhook
             name: "pvc-timing.ballast.dev".to_owned(),
             admission_review_versions: vec!["v1".to_owned()],
             client_config: WebhookClientConfig {
-                url: Some(format!("https://127.0.0.1:{port}/mutate")),
+                url: Some(url),
                 ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
                 service: None,
             },
@@ -111,24 +111,22 @@ fn timing_of(pvc: &PersistentVolumeClaim) -> Option<PvcTiming> {
 async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_webhook() {
     ballast_runtime::tls::install_crypto_provider();
     let env = TestEnv::start(SimConfig::default()).await;
-    if env
-        .sim_or_skip("an in-process webhook on loopback")
-        .is_none()
-    {
+    let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
+        env.shutdown().await;
         return;
-    }
+    };
     let ns = env.namespace.clone();
     let storage_class = format!("e2e-{ns}");
 
     // The service: webhook over TLS with its own CA, controller holding a Lease in our namespace.
     let certs = tempfile::tempdir().unwrap();
-    let generated = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"]).unwrap();
+    let generated = ballast_runtime::tls::generate(&host.cert_names()).unwrap();
     let (cert, key) = generated.write_to(certs.path()).unwrap();
     let shutdown = CancellationToken::new();
     let running = pvc_timing::start(
         Config {
             webhook: Some(WebhookConfig {
-                addr: "127.0.0.1:0".parse().unwrap(),
+                addr: host.bind_addr(0),
                 tls: Some((cert, key)),
                 self_signed: None,
             }),
@@ -152,7 +150,11 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
     Api::<MutatingWebhookConfiguration>::all(env.client.clone())
         .create(
             &PostParams::default(),
-            &webhook_configuration(&format!("pvc-timing-{ns}"), port, &generated.ca_pem),
+            &webhook_configuration(
+                &format!("pvc-timing-{ns}"),
+                host.url(port, "/mutate"),
+                &generated.ca_pem,
+            ),
         )
         .await
         .expect("webhook configuration registered");
@@ -418,9 +420,10 @@ async fn a_standby_replica_takes_over_the_triggers_when_the_leader_stops() {
     env.shutdown().await;
 }
 
-/// A free loopback port, for a webhook configuration that must exist before the service starts.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// A free port on the webhook host, for a webhook configuration that must exist before the
+/// service starts.
+fn free_port(host: &WebhookHost) -> u16 {
+    std::net::TcpListener::bind(host.bind_addr(0))
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
@@ -430,17 +433,15 @@ fn free_port() -> u16 {
 async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca() {
     ballast_runtime::tls::install_crypto_provider();
     let env = TestEnv::start(SimConfig::default()).await;
-    if env
-        .sim_or_skip("an in-process webhook on loopback")
-        .is_none()
-    {
+    let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
+        env.shutdown().await;
         return;
-    }
+    };
     let ns = env.namespace.clone();
     let configuration = format!("pvc-timing-self-signed-{ns}");
-    let port = free_port();
+    let port = free_port(&host);
     // As applied from the kustomize base: no caBundle yet.
-    let mut unsigned = webhook_configuration(&configuration, port, "");
+    let mut unsigned = webhook_configuration(&configuration, host.url(port, "/mutate"), "");
     if let Some(webhooks) = unsigned.webhooks.as_mut() {
         webhooks[0].client_config.ca_bundle = None;
     }
@@ -452,18 +453,18 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
 
     let start = |cert_dir: std::path::PathBuf, port: u16, shutdown: CancellationToken| {
         let client = env.client.clone();
-        let (ns, configuration) = (ns.clone(), configuration.clone());
+        let (ns, configuration, host) = (ns.clone(), configuration.clone(), host.clone());
         async move {
             pvc_timing::start(
                 Config {
                     webhook: Some(WebhookConfig {
-                        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+                        addr: host.bind_addr(port),
                         tls: Some(ballast_runtime::tls::cert_paths(&cert_dir, None, None)),
                         self_signed: Some(pvc_timing::SelfSigned {
                             args: ballast_runtime::bootstrap::SelfSignedArgs {
                                 self_signed_secret: Some("pvc-timing-serving-cert".into()),
                                 webhook_configuration: Some(configuration),
-                                webhook_service_dns: Some("127.0.0.1".into()),
+                                webhook_service_dns: Some(host.host.clone()),
                             },
                             namespace: ns,
                         }),
@@ -525,7 +526,7 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
     let second_dir = tempfile::tempdir().unwrap();
     let _second = start(
         second_dir.path().to_path_buf(),
-        free_port(),
+        free_port(&host),
         shutdown.clone(),
     )
     .await;

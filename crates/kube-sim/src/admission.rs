@@ -1,9 +1,13 @@
 //! Dynamic admission: mutating then validating webhooks, matched by rules, namespaceSelector and
-//! objectSelector, called over HTTPS with the configuration's caBundle, with failurePolicy,
+//! objectSelector, called over HTTPS with the configuration's caBundle (verified as the API
+//! server's Go client verifies, see [`tls`]) at `url?timeout=Ns`, with failurePolicy,
 //! timeoutSeconds and the real API server's denial messages.
 //!
-//! Not simulated: `matchConditions` (CEL) are ignored, so every request a webhook's rules match
-//! reaches it; `clientConfig.service` cannot be resolved on loopback and fails the call (so
+//! `matchConditions` (CEL, [`conditions`]) decide after rules and selectors whether a webhook is
+//! called, with the real semantics and error messages. Configurations are checked when stored
+//! ([`validate_configuration`]: client config and expressions).
+//!
+//! Not simulated: `clientConfig.service` cannot be resolved on loopback and fails the call (so
 //! failurePolicy applies); reinvocationPolicy is ignored (each mutating webhook runs once).
 
 use std::collections::HashMap;
@@ -19,6 +23,10 @@ use crate::errors::ApiError;
 use crate::resources::ResourceType;
 use crate::selectors::LabelSelector;
 use crate::store::StorageKey;
+use conditions::Verdict;
+
+pub mod conditions;
+pub mod tls;
 
 /// The API server's default webhook timeout.
 const DEFAULT_TIMEOUT_SECONDS: u64 = 10;
@@ -37,37 +45,94 @@ pub struct AdmissionAttrs<'a> {
     pub kind_override: Option<(String, String, String)>,
 }
 
-/// HTTP clients per caBundle, so webhook calls reuse connections.
+/// HTTP clients per caBundle, so webhook calls reuse connections, and compiled matchConditions.
 #[derive(Default)]
 pub struct Webhooks {
     clients: Mutex<HashMap<String, reqwest::Client>>,
+    programs: conditions::Programs,
 }
 
 impl Webhooks {
-    fn client(&self, ca_bundle: &str) -> Result<reqwest::Client, String> {
+    /// The HTTPS client for a webhook (or conversion webhook) whose `clientConfig.caBundle` is
+    /// `ca_bundle` (base64 of PEM, as stored), verifying the server as the API server does
+    /// ([`tls::GoLikeVerifier`]). Clients are cached per bundle so connections are reused.
+    pub fn client(&self, ca_bundle: &str) -> Result<reqwest::Client, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = clients.get(ca_bundle) {
             return Ok(c.clone());
         }
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false);
-        if !ca_bundle.is_empty() {
-            let pem = base64::engine::general_purpose::STANDARD
-                .decode(ca_bundle.trim())
-                .map_err(|e| format!("failed to decode caBundle: {e}"))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("failed to parse caBundle: {e}"))?
-            {
-                b = b.add_root_certificate(cert);
-            }
-        }
-        let c = b
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(ca_bundle.trim())
+            .map_err(|e| format!("failed to decode caBundle: {e}"))?;
+        let tls = tls::GoLikeVerifier::new(&pem)?.client_config()?;
+        let c = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .build()
             .map_err(|e| format!("failed to build client: {e}"))?;
         clients.insert(ca_bundle.to_string(), c.clone());
         Ok(c)
     }
+}
+
+/// Checks a webhook configuration as the API server does when it is stored: exactly one of
+/// `clientConfig.url` and `clientConfig.service`, an `https` URL with a host and no user,
+/// query or fragment, and every `matchConditions[].expression` compiling. Returns the first
+/// error, naming the field.
+pub fn validate_configuration(config: &Value) -> Result<(), String> {
+    let webhooks = config.get("webhooks").and_then(Value::as_array);
+    for (i, webhook) in webhooks.into_iter().flatten().enumerate() {
+        validate_client_config(
+            webhook.get("clientConfig"),
+            &format!("webhooks[{i}].clientConfig"),
+        )?;
+        conditions::validate(webhook, i)?;
+    }
+    Ok(())
+}
+
+/// `clientConfig` as admissionregistration validation checks it (`ValidateWebhookURL`).
+fn validate_client_config(cc: Option<&Value>, field: &str) -> Result<(), String> {
+    let url = cc.and_then(|c| c.get("url")).filter(|u| !u.is_null());
+    let service = cc.and_then(|c| c.get("service")).filter(|s| !s.is_null());
+    if url.is_some() == service.is_some() {
+        return Err(format!(
+            "{field}: Required value: exactly one of url or service is required"
+        ));
+    }
+    let Some(url) = url else { return Ok(()) };
+    let field = format!("{field}.url");
+    const FORM: &str = "; desired format: https://host[/path]";
+    let raw = url.as_str().unwrap_or_default();
+    let parsed = reqwest::Url::parse(raw)
+        .map_err(|e| format!("{field}: Required value: url must be a valid URL: {e}{FORM}"))?;
+    if parsed.scheme() != "https" {
+        return Err(format!(
+            "{field}: Invalid value: {:?}: 'https' is the only allowed URL scheme{FORM}",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().unwrap_or_default().is_empty() {
+        return Err(format!(
+            "{field}: Invalid value: \"\": host must be provided{FORM}"
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "{field}: Invalid value: {:?}: user information is not permitted in the URL",
+            parsed.username()
+        ));
+    }
+    if let Some(fragment) = parsed.fragment() {
+        return Err(format!(
+            "{field}: Invalid value: {fragment:?}: fragments are not permitted in the URL"
+        ));
+    }
+    if let Some(query) = parsed.query() {
+        return Err(format!(
+            "{field}: Invalid value: {query:?}: query parameters are not permitted in the URL"
+        ));
+    }
+    Ok(())
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -236,21 +301,14 @@ async fn call(sim: &Sim, webhook: &Value, body: &Value) -> Result<Value, String>
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
     let client = sim.webhooks.client(ca)?;
+    let url = with_timeout(&url, timeout);
     let resp = client
         .post(&url)
         .timeout(Duration::from_secs(timeout))
         .json(body)
         .send()
         .await
-        .map_err(|e| {
-            let mut msg = format!("failed to call webhook: Post \"{url}\": {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            msg
-        })?;
+        .map_err(|e| call_error(&url, &e))?;
     let status = resp.status();
     let bytes = resp
         .bytes()
@@ -271,6 +329,28 @@ async fn call(sim: &Sim, webhook: &Value, body: &Value) -> Result<Value, String>
         .ok_or_else(|| "received invalid webhook response: no response".to_string())
 }
 
+/// The URL the API server posts to: it tells the webhook its deadline in a `timeout` query
+/// parameter (client-go's `Request.Timeout`), e.g. `https://host/validate?timeout=5s`.
+pub fn with_timeout(url: &str, timeout_seconds: u64) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}timeout={timeout_seconds}s")
+}
+
+/// How a failed call to the webhook at `url` reads: Go's wording for certificate failures, the
+/// error chain otherwise (`failed to call webhook: Post "url": ...`).
+pub fn call_error(url: &str, e: &reqwest::Error) -> String {
+    if let Some(tls) = tls::verification_failure(e) {
+        return format!("failed to call webhook: Post \"{url}\": {tls}");
+    }
+    let mut msg = format!("failed to call webhook: Post \"{url}\": {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
 fn webhooks_of(sim: &Sim, kind: &Kind) -> Vec<Value> {
     let resource = match kind {
         Kind::Mutating => "mutatingwebhookconfigurations",
@@ -289,6 +369,51 @@ fn webhooks_of(sim: &Sim, kind: &Kind) -> Vec<Value> {
                 .unwrap_or_default()
         })
         .collect()
+}
+
+/// What `webhook`'s matchConditions decide for the review `body` about to be sent.
+fn conditions_verdict(
+    sim: &Sim,
+    webhook: &Value,
+    body: &Value,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> Verdict {
+    let has_conditions = webhook
+        .get("matchConditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| !c.is_empty());
+    if !has_conditions {
+        return Verdict::Call;
+    }
+    let inputs = conditions::Inputs::new(&body["request"], object, old);
+    conditions::check(&sim.webhooks.programs, webhook, &inputs)
+}
+
+/// The API server's refusal when matchConditions fail to evaluate under `failurePolicy: Fail`:
+/// 403 `Forbidden` on the resource (`apierrors.NewForbidden`).
+pub fn match_conditions_forbidden(attrs: &AdmissionAttrs<'_>, error: &str) -> ApiError {
+    let rt = attrs.rt;
+    let resource = if rt.group.is_empty() {
+        rt.resource.clone()
+    } else {
+        format!("{}.{}", rt.resource, rt.group)
+    };
+    let message = if attrs.name.is_empty() {
+        format!("{resource} is forbidden: {error}")
+    } else {
+        format!("{resource} \"{}\" is forbidden: {error}", attrs.name)
+    };
+    let mut err = ApiError::forbidden(message);
+    let mut details = json!({"kind": rt.resource});
+    if !rt.group.is_empty() {
+        details["group"] = json!(rt.group);
+    }
+    if !attrs.name.is_empty() {
+        details["name"] = json!(attrs.name);
+    }
+    err.details = Some(details);
+    err
 }
 
 /// Runs mutating then validating webhooks; returns the (possibly mutated) object.
@@ -368,6 +493,17 @@ pub async fn admit_validated(
             }
             let uid = uuid::Uuid::new_v4().to_string();
             let body = review_body(&uid, attrs, object.as_ref(), old);
+            match conditions_verdict(sim, &webhook, &body, object.as_ref(), old) {
+                Verdict::Call => {}
+                Verdict::Skip(condition) => {
+                    tracing::debug!(webhook = %name, namespace = %attrs.namespace, name = %attrs.name, condition = condition.as_deref().unwrap_or("(error, failurePolicy Ignore)"), "webhook skipped by matchConditions");
+                    continue;
+                }
+                Verdict::Refuse(e) => {
+                    tracing::warn!(webhook = %name, namespace = %attrs.namespace, name = %attrs.name, error = %e, "failed evaluating match conditions, failing closed");
+                    return Err(match_conditions_forbidden(attrs, &e));
+                }
+            }
             let fail_open = webhook.get("failurePolicy").and_then(Value::as_str) == Some("Ignore");
             let response = match call(sim, &webhook, &body).await {
                 Ok(r) => r,

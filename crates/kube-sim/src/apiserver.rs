@@ -328,6 +328,11 @@ fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
             ));
         }
     }
+    if rt.group == "admissionregistration.k8s.io" && rt.resource.ends_with("webhookconfigurations")
+    {
+        crate::admission::validate_configuration(obj)
+            .map_err(|e| ApiError::invalid(rt, meta_str(obj, "name").unwrap_or_default(), e))?;
+    }
     Ok(())
 }
 

@@ -146,6 +146,16 @@ impl ApiError {
         }
     }
 
+    /// `details.retryAfterSeconds` when positive: the API server then sends a `Retry-After` header.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        self.details
+            .as_ref()
+            .and_then(|d| d.get("retryAfterSeconds"))
+            .and_then(Value::as_i64)
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0)
+    }
+
     /// The `metav1.Status` body.
     pub fn to_status(&self) -> Value {
         let mut s = json!({
@@ -163,5 +173,23 @@ impl ApiError {
             s["details"] = d.clone();
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_comes_from_positive_details_retry_after_seconds_only() {
+        let mut e = ApiError::new(429, "TooManyRequests", "try later");
+        assert_eq!(e.retry_after_seconds(), None);
+        e.details = Some(json!({"retryAfterSeconds": 7}));
+        assert_eq!(e.retry_after_seconds(), Some(7));
+        e.details =
+            Some(json!({"retryAfterSeconds": 0, "causes": [{"reason": "DisruptionBudget"}]}));
+        assert_eq!(e.retry_after_seconds(), None);
+        e.details = Some(json!({"retryAfterSeconds": -3}));
+        assert_eq!(e.retry_after_seconds(), None);
     }
 }

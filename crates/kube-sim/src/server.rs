@@ -34,8 +34,15 @@ fn json_response(code: u16, body: &Value) -> Response {
         .unwrap_or_default()
 }
 
+/// The error as the API server writes it: the Status body, and a `Retry-After` header when the
+/// Status carries `details.retryAfterSeconds` (apiserver's `responsewriters.ErrorNegotiated`).
 fn error_response(e: &ApiError) -> Response {
-    json_response(e.code, &e.to_status())
+    let mut resp = json_response(e.code, &e.to_status());
+    if let Some(secs) = e.retry_after_seconds() {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// What kubectl asked the server to print (`Accept: application/json;as=Table;...`).

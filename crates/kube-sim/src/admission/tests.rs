@@ -108,3 +108,65 @@ fn denial_keeps_the_webhook_code_and_formats_the_message() {
         )
     );
 }
+
+#[test]
+fn webhook_urls_carry_the_deadline_like_the_api_servers() {
+    assert_eq!(
+        with_timeout("https://127.0.0.1:8443/validate", 5),
+        "https://127.0.0.1:8443/validate?timeout=5s"
+    );
+    assert_eq!(
+        with_timeout("https://h/convert?x=1", 10),
+        "https://h/convert?x=1&timeout=10s"
+    );
+}
+
+#[test]
+fn webhook_urls_must_be_https_with_a_host_and_nothing_else() {
+    let with = |client_config: Value| {
+        let h = json!({"name": "h.example.com", "clientConfig": client_config});
+        validate_configuration(&json!({"webhooks": [h]}))
+    };
+    assert_eq!(
+        with(json!({"url": "https://10.0.0.1:8443/validate"})),
+        Ok(())
+    );
+    assert_eq!(
+        with(json!({"service": {"name": "guard", "namespace": "ballast-system"}})),
+        Ok(())
+    );
+    let form = "; desired format: https://host[/path]";
+    let field = "webhooks[0].clientConfig";
+    assert_eq!(
+        with(json!({"url": "http://127.0.0.1:8080/validate"})),
+        Err(format!(
+            "{field}.url: Invalid value: \"http\": 'https' is the only allowed URL scheme{form}"
+        ))
+    );
+    assert_eq!(
+        with(json!({"url": "https://127.0.0.1/validate?x=1"})),
+        Err(format!(
+            "{field}.url: Invalid value: \"x=1\": query parameters are not permitted in the URL"
+        ))
+    );
+    assert_eq!(
+        with(json!({"url": "https://me@127.0.0.1/validate"})),
+        Err(format!(
+            "{field}.url: Invalid value: \"me\": user information is not permitted in the URL"
+        ))
+    );
+    assert_eq!(
+        with(json!({"url": "https://127.0.0.1/validate#top"})),
+        Err(format!(
+            "{field}.url: Invalid value: \"top\": fragments are not permitted in the URL"
+        ))
+    );
+    let neither = Err(format!(
+        "{field}: Required value: exactly one of url or service is required"
+    ));
+    assert_eq!(with(json!({})), neither);
+    assert_eq!(
+        with(json!({"url": "https://h/x", "service": {"name": "s", "namespace": "n"}})),
+        neither
+    );
+}
