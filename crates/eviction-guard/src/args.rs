@@ -9,6 +9,7 @@ use ballast_runtime::bootstrap::SelfSignedArgs;
 use clap::{ArgAction, Parser};
 
 use crate::mode::DEFAULT_CONFIGMAP;
+use crate::release::{DEFAULT_NODES_PER_SECOND, ReleaseConfig, after_lift, default_identity};
 use crate::rules::{Policy, lift_hint};
 use crate::storm::{DEFAULT_WORKER_SELECTOR, Selector, StormConfig};
 
@@ -92,6 +93,28 @@ pub struct Args {
     /// for SetMode never cross the network in clear (clients then use the CA: `grpcurl -cacert`).
     #[arg(long, env = "GRPC_TLS")]
     pub grpc_tls: bool,
+    /// When protection lifts for a node still NotReady and tainted NoExecute, complete the
+    /// node controller's evictions the guard refused (it gives up after five refusals): mark the
+    /// pods DisruptionTarget and delete them, rate-limited, by the leader replica only.
+    #[arg(long, env = "RELEASE_REFUSED_EVICTIONS", default_value_t = true, action = ArgAction::Set)]
+    pub release_refused_evictions: bool,
+    /// Nodes whose refused evictions are released per second (like the node controller's
+    /// --node-eviction-rate).
+    #[arg(long, env = "RELEASE_NODES_PER_SECOND", default_value_t = DEFAULT_NODES_PER_SECOND,
+          value_parser = parse_rate)]
+    pub release_nodes_per_second: f64,
+    /// This replica's identity for the release Lease and on Events (the pod name in cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if f > 0.0 && f.is_finite() {
+        Ok(f)
+    } else {
+        Err(format!("{f} is not a positive rate"))
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -127,6 +150,8 @@ pub struct Config {
     pub mode_writes_per_second: NonZeroU32,
     /// Serve gRPC over TLS with the webhook certificate (ignored without `tls`).
     pub grpc_tls: bool,
+    /// Release of refused evictions once protection lifts.
+    pub release: ReleaseConfig,
 }
 
 impl Config {
@@ -153,6 +178,7 @@ impl Config {
             require_auth_for_reads: false,
             mode_writes_per_second: ballast_control::DEFAULT_SET_MODE_PER_SECOND,
             grpc_tls: false,
+            release: ReleaseConfig::default(),
         }
     }
 }
@@ -182,6 +208,9 @@ impl Args {
             self_signed,
             control_address,
             grpc_tls,
+            release_refused_evictions,
+            release_nodes_per_second,
+            identity,
         } = self;
         let tls = (!local).then(|| certs.paths());
         let nonempty = |v: Vec<String>| {
@@ -189,6 +218,12 @@ impl Args {
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect()
+        };
+        let release = ReleaseConfig {
+            enabled: release_refused_evictions,
+            nodes_per_second: release_nodes_per_second,
+            identity: identity.unwrap_or_else(default_identity),
+            ..ReleaseConfig::default()
         };
         Config {
             webhook_addr: SocketAddr::new(bind_address, webhook_port),
@@ -213,10 +248,12 @@ impl Args {
                 exempt_groups: nonempty(exempt_groups),
                 intercept_status: intercept_status_updates,
                 lift_hint: lift_hint(&control_address, grpc_tls),
+                after_lift: after_lift(&release),
             },
             require_auth_for_reads,
             mode_writes_per_second,
             grpc_tls,
+            release,
         }
     }
 }
@@ -244,6 +281,29 @@ mod tests {
         );
         assert!(!cfg.no_auth);
         assert!(cfg.policy.intercept_status);
+        assert!(cfg.release.enabled);
+        assert_eq!(cfg.release.nodes_per_second, 0.1);
+    }
+
+    #[test]
+    fn release_of_refused_evictions_can_be_turned_off_and_its_rate_set() {
+        let cfg = Args::try_parse_from([
+            "eviction-guard",
+            "--release-refused-evictions",
+            "false",
+            "--release-nodes-per-second",
+            "2",
+            "--identity",
+            "guard-0",
+        ])
+        .unwrap()
+        .into_config();
+        assert!(!cfg.release.enabled);
+        assert_eq!(cfg.release.nodes_per_second, 2.0);
+        assert_eq!(cfg.release.identity, "guard-0");
+        assert!(
+            Args::try_parse_from(["eviction-guard", "--release-nodes-per-second", "0"]).is_err()
+        );
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub const MODE_CHANGES_TOTAL: &str = "eviction_guard_mode_changes_total";
 /// Eviction pod lookups that failed, so the eviction was refused as retryable.
 pub const POD_LOOKUP_ERRORS_TOTAL: &str = "eviction_guard_pod_lookup_errors_total";
 
+/// Refused evictions of the node controller the guard completed once protection lifted.
+pub const RELEASED_TOTAL: &str = "eviction_guard_released_total";
+/// Releases that failed (retried on the next pass).
+pub const RELEASE_ERRORS_TOTAL: &str = "eviction_guard_release_errors_total";
+
 /// Node watch errors (the watch retries with backoff; the node cache may be stale meanwhile).
 pub const NODE_WATCH_ERRORS_TOTAL: &str = "eviction_guard_node_watch_errors_total";
 /// 1 while the Node watch's last result was an event, 0 after an error until the next event.
@@ -54,6 +59,14 @@ pub(crate) fn allowed(op: Operation) {
 
 pub(crate) fn mode_changed(mode: Mode) {
     metrics::counter!(MODE_CHANGES_TOTAL, "mode" => mode.as_str()).increment(1);
+}
+
+pub(crate) fn released() {
+    metrics::counter!(RELEASED_TOTAL).increment(1);
+}
+
+pub(crate) fn release_failed() {
+    metrics::counter!(RELEASE_ERRORS_TOTAL).increment(1);
 }
 
 pub(crate) fn pod_lookup_failed() {
