@@ -25,6 +25,18 @@ pub const MAX_REASON_BYTES: usize = 1024;
 const SET_MODE_TOTAL: &str = "ballast_control_set_mode_total";
 const WATCH_STREAMS: &str = "ballast_control_watch_streams";
 
+/// HELP texts of the control service's metric families.
+pub(crate) fn describe_metrics() {
+    metrics::describe_counter!(
+        SET_MODE_TOTAL,
+        "SetMode calls on the control service, by outcome."
+    );
+    metrics::describe_gauge!(
+        WATCH_STREAMS,
+        "Open WatchStatus / WatchNodeHealth streams, by stream."
+    );
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The `ballast.control.v1.Control` implementation, generic over the host's state.

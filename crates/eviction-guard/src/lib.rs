@@ -152,6 +152,8 @@ pub async fn start(
     } = config;
     // a failing task stops this guard only, not whatever else shares the caller's token
     let shutdown = shutdown.child_token();
+    ballast_runtime::metrics::prometheus();
+    metrics::register();
 
     let tls = match tls {
         Some((cert, key)) => {
