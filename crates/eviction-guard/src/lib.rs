@@ -171,9 +171,9 @@ pub async fn start(
         }
         None => None,
     };
-    let webhook_listener = bind("the webhook", webhook_addr).await?;
-    let admin_listener = bind("the admin server", admin_addr).await?;
-    let grpc_listener = bind("the control API", grpc_addr).await?;
+    let webhook_listener = bind("the webhook (--webhook-port, WEBHOOK_PORT)", webhook_addr).await?;
+    let admin_listener = bind("the admin server (--admin-port, ADMIN_PORT)", admin_addr).await?;
+    let grpc_listener = bind("the control API (--grpc-port, GRPC_PORT)", grpc_addr).await?;
     let webhook_addr = local_addr("the webhook", &webhook_listener, webhook_addr)?;
     let admin_addr = local_addr("the admin server", &admin_listener, admin_addr)?;
     let grpc_addr = local_addr("the control API", &grpc_listener, grpc_addr)?;
