@@ -270,3 +270,109 @@ async fn refused_taint_evictions_stop_after_five_attempts_until_the_node_taints_
         .unwrap();
     env.shutdown().await;
 }
+
+fn has_unreachable_taint(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute")
+        })
+}
+
+fn is_unknown(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Ready" && c.status == "Unknown")
+        })
+}
+
+/// The node lifecycle controller taints NotReady nodes one per zone per interval, and none in a
+/// zone in partial disruption (more than two and at least 55 % of its nodes NotReady).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_tainting_is_rate_limited_per_zone_and_stops_in_partial_disruption() {
+    // twelve nodes: zones a, b, c in turn, so zone-a holds node-1, -4, -7 and -10
+    let interval = Duration::from_secs(1);
+    let env = TestEnv::start(
+        SimConfig::default()
+            .nodes(12)
+            .node_grace(Duration::from_millis(200))
+            .taint_interval(interval),
+    )
+    .await;
+    let Some(sim) = env.sim_or_skip("failing nodes") else {
+        env.shutdown().await;
+        return;
+    };
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    // two nodes of zone-b fail together: tainted one after the other, an interval apart
+    sim.fail_node("node-2");
+    sim.fail_node("node-5");
+    let start = std::time::Instant::now();
+    let mut first = None;
+    let mut both = None;
+    while both.is_none() {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "zone-b's nodes never both tainted"
+        );
+        let mut tainted = 0;
+        for n in ["node-2", "node-5"] {
+            if nodes.get(n).await.is_ok_and(|n| has_unreachable_taint(&n)) {
+                tainted += 1;
+            }
+        }
+        if tainted >= 1 && first.is_none() {
+            first = Some(std::time::Instant::now());
+        }
+        if tainted == 2 {
+            both = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let apart = both.unwrap() - first.unwrap();
+    assert!(
+        apart >= interval - Duration::from_millis(150),
+        "the second node of the zone waits for the rate limit: {apart:?}"
+    );
+
+    // three of zone-a's four nodes fail: NotReady, but not tainted (partial disruption)
+    for n in ["node-1", "node-4", "node-7"] {
+        sim.fail_node(n);
+    }
+    wait_for("zone-a's three nodes Ready=Unknown", TIMEOUT, || async {
+        let mut all = true;
+        for n in ["node-1", "node-4", "node-7"] {
+            all &= nodes.get(n).await.ok().is_some_and(|n| is_unknown(&n));
+        }
+        all.then_some(())
+    })
+    .await;
+    tokio::time::sleep(interval * 2).await;
+    for n in ["node-1", "node-4", "node-7"] {
+        let node = nodes.get(n).await.unwrap();
+        assert!(
+            !has_unreachable_taint(&node),
+            "{n}: no taint in a zone in partial disruption"
+        );
+    }
+    // one of them recovers: 2 of 4 is normal again, the other two get tainted
+    sim.restore_node("node-7");
+    wait_for("zone-a tainting again", TIMEOUT, || async {
+        let mut all = true;
+        for n in ["node-1", "node-4"] {
+            all &= nodes
+                .get(n)
+                .await
+                .ok()
+                .is_some_and(|n| has_unreachable_taint(&n));
+        }
+        all.then_some(())
+    })
+    .await;
+    env.shutdown().await;
+}
