@@ -6,12 +6,13 @@
 //! `DeletionByTaintManager`) through `/status`, then DELETE with a uid precondition.
 //!
 //! What to release is derived from the cluster (pods on such nodes whose toleration has expired),
-//! so a restarted or newly elected guard reaches the same answer; the refusals this replica saw
-//! ([`Refusals`]) only let it act at once instead of first giving the controller
-//! [`CONTROLLER_SETTLE`] to finish on its own. The decision ([`node_verdict`], [`pod_verdict`]) is
+//! so a restarted or newly elected guard reaches the same answer, but only on nodes this replica
+//! has seen protected since they went NotReady ([`track_protected`]): a lone failed node's
+//! evictions stay the controller's business. The refusals this replica saw ([`Refusals`]) let it
+//! act at once instead of first giving the controller [`CONTROLLER_SETTLE`] to finish. The decision ([`node_verdict`], [`pod_verdict`]) is
 //! pure; [`run`] does the calls, leader only, rate-limited per node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::guard::{Guard, error_chain};
 use crate::metrics;
-use crate::storm::{NodeHealth, OUT_OF_SERVICE_TAINT};
+use crate::storm::{NodeHealth, OUT_OF_SERVICE_TAINT, Snapshot};
 
 /// The identity the taint eviction controller acts as (`kube-controller-manager`).
 pub const NODE_CONTROLLER: &str = "system:serviceaccount:kube-system:node-controller";
@@ -289,6 +290,16 @@ pub fn pod_verdict(
     Ok(())
 }
 
+/// Keeps the set of nodes whose pods were protected at some point of their current NotReady
+/// spell: adds the protected ones, drops those Ready again or gone (pure).
+pub fn track_protected(seen: &mut BTreeSet<String>, snapshot: &Snapshot) {
+    if !snapshot.synced {
+        return;
+    }
+    seen.extend(snapshot.protection.protected.iter().cloned());
+    seen.retain(|n| snapshot.workers.get(n).is_some_and(|w| !w.ready));
+}
+
 /// Runs the release while this replica leads, until `shutdown`.
 pub async fn run(
     client: kube::Client,
@@ -310,9 +321,19 @@ pub async fn run(
         },
     );
     let mut snapshots = guard.subscribe();
+    let mut seen_protected = BTreeSet::new();
     loop {
+        track_protected(&mut seen_protected, &guard.snapshot());
         if *leading.borrow() {
-            pass(&client, &guard, &limiter, &recorder, &shutdown).await;
+            pass(
+                &client,
+                &guard,
+                &seen_protected,
+                &limiter,
+                &recorder,
+                &shutdown,
+            )
+            .await;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -329,6 +350,7 @@ type Limiter = governor::DefaultDirectRateLimiter;
 async fn pass(
     client: &kube::Client,
     guard: &Arc<Guard>,
+    seen_protected: &BTreeSet<String>,
     limiter: &Limiter,
     recorder: &Recorder,
     shutdown: &CancellationToken,
@@ -339,7 +361,11 @@ async fn pass(
     }
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    for health in snapshot.workers.values().filter(|n| !n.ready) {
+    for health in snapshot
+        .workers
+        .values()
+        .filter(|n| !n.ready && seen_protected.contains(&n.name))
+    {
         let protected = guard.snapshot().protection.protected.contains(&health.name);
         if protected {
             continue;

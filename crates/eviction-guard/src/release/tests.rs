@@ -161,3 +161,43 @@ fn refusals_are_remembered_per_pod_uid_and_counted() {
     r.forget("u1");
     assert!(r.is_empty());
 }
+
+#[test]
+fn only_nodes_seen_protected_during_their_outage_are_tracked_until_they_recover() {
+    use crate::storm::Protection;
+    let health = |name: &str, ready: bool| NodeHealth {
+        name: name.into(),
+        ready,
+        since: None,
+        reason: String::new(),
+        zone: None,
+        out_of_service: false,
+    };
+    let snapshot = |protected: &[&str], workers: &[(&str, bool)]| Snapshot {
+        synced: true,
+        protection: Protection {
+            protected: protected.iter().map(|s| s.to_string()).collect(),
+            ..Protection::default()
+        },
+        workers: workers
+            .iter()
+            .map(|(n, r)| (n.to_string(), health(n, *r)))
+            .collect(),
+    };
+    let mut seen = BTreeSet::new();
+    track_protected(&mut seen, &snapshot(&[], &[("a", false), ("b", true)]));
+    assert!(seen.is_empty(), "a lone NotReady node is not protected");
+    track_protected(
+        &mut seen,
+        &snapshot(&["a", "c"], &[("a", false), ("b", true), ("c", false)]),
+    );
+    // protection lifts: still tracked while NotReady
+    track_protected(
+        &mut seen,
+        &snapshot(&[], &[("a", false), ("b", true), ("c", false)]),
+    );
+    assert_eq!(seen, BTreeSet::from(["a".to_string(), "c".to_string()]));
+    // c recovers, a is deleted
+    track_protected(&mut seen, &snapshot(&[], &[("b", true), ("c", true)]));
+    assert!(seen.is_empty());
+}
