@@ -48,6 +48,8 @@ pub const EVENT_REASON: &str = "EvictionReleased";
 pub const CONTROLLER_SETTLE: Duration = Duration::from_secs(5);
 /// How often the release pass runs besides on every protection change.
 const RESYNC: Duration = Duration::from_secs(10);
+/// The next pass's delay while pods wait out [`CONTROLLER_SETTLE`].
+const SETTLE_RECHECK: Duration = Duration::from_secs(1);
 /// Default release rate, nodes per second: the node controller's `--node-eviction-rate`.
 pub const DEFAULT_NODES_PER_SECOND: f64 = 0.1;
 
@@ -324,8 +326,9 @@ pub async fn run(
     let mut seen_protected = BTreeSet::new();
     loop {
         track_protected(&mut seen_protected, &guard.snapshot());
-        if *leading.borrow() {
-            pass(
+        let leads = *leading.borrow();
+        let settling = leads
+            && pass(
                 &client,
                 &guard,
                 &seen_protected,
@@ -334,19 +337,20 @@ pub async fn run(
                 &shutdown,
             )
             .await;
-        }
+        let next = if settling { SETTLE_RECHECK } else { RESYNC };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = snapshots.changed() => if r.is_err() { return },
             r = leading.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = tokio::time::sleep(next) => {}
         }
     }
 }
 
 type Limiter = governor::DefaultDirectRateLimiter;
 
-/// One pass over the NotReady worker nodes whose pods are not protected.
+/// One pass over the NotReady worker nodes whose pods are not protected; whether pods are
+/// waiting out [`CONTROLLER_SETTLE`].
 async fn pass(
     client: &kube::Client,
     guard: &Arc<Guard>,
@@ -354,11 +358,12 @@ async fn pass(
     limiter: &Limiter,
     recorder: &Recorder,
     shutdown: &CancellationToken,
-) {
+) -> bool {
     let snapshot = guard.snapshot();
     if !snapshot.synced {
-        return;
+        return false;
     }
+    let mut settling = false;
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     for health in snapshot
@@ -389,19 +394,21 @@ async fn pass(
                 continue;
             }
         };
-        let due: Vec<Pod> = list
-            .into_iter()
-            .filter(|p| {
-                let uid = p.metadata.uid.as_deref().unwrap_or_default();
-                let remembered = guard.refusal(uid).is_some();
-                pod_verdict(p, &health.name, &taint, remembered, Utc::now()).is_ok()
-            })
-            .collect();
+        let mut due: Vec<Pod> = Vec::new();
+        for p in list {
+            let uid = p.metadata.uid.as_deref().unwrap_or_default();
+            let remembered = guard.refusal(uid).is_some();
+            match pod_verdict(&p, &health.name, &taint, remembered, Utc::now()) {
+                Ok(()) => due.push(p),
+                Err(Keep::Settling) => settling = true,
+                Err(_) => {}
+            }
+        }
         if due.is_empty() {
             continue;
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return false,
             _ = limiter.until_ready() => {}
         }
         // protection may have come back while waiting for the rate limit
@@ -422,6 +429,7 @@ async fn pass(
             .await;
         }
     }
+    settling
 }
 
 async fn release_pod(
