@@ -317,8 +317,16 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
         assert!(!disrupted, "web-{i} not marked DisruptionTarget");
     }
 
-    // a drain's eviction: 429, retryable, with the reason and how to lift protection
-    let (code, message) = api_error(drain.evict("web-1", &EvictParams::default()).await);
+    // a drain's eviction: 429, retryable, with a retry hint, the reason and how to lift protection
+    let refused = drain.evict("web-1", &EvictParams::default()).await;
+    if let Err(kube::Error::Api(status)) = &refused {
+        assert_eq!(
+            status.details.as_ref().map(|d| d.retry_after_seconds),
+            Some(10),
+            "details.retryAfterSeconds, which the API server turns into Retry-After: {status:?}"
+        );
+    }
+    let (code, message) = api_error(refused);
     assert_eq!(code, 429, "{message}");
     assert!(
         message.contains(
