@@ -604,7 +604,8 @@ async fn a_failing_node_watch_shows_in_status_and_metrics_until_it_recovers() ->
         Duration::from_secs(60),
         || async {
             let s = guard.status().await;
-            (s["nodeWatch"]["healthy"] == true).then_some(s)
+            // healthy comes with the watch's first event, synced once its initial list is in
+            (s["nodeWatch"]["healthy"] == true && s["synced"] == true).then_some(s)
         },
     )
     .await;
