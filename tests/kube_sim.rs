@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "kube_sim/strict_api.rs"]
 mod strict_api;
+#[path = "kube_sim/taint_eviction.rs"]
+mod taint_eviction;
 #[path = "kube_sim/webhook_client.rs"]
 mod webhook_client;
 

@@ -2,10 +2,12 @@
 //! real one uses, so its writes go through admission like in a real cluster:
 //! - garbage collector (`generic-garbage-collector`): ownerReference cascade and orphaning;
 //! - namespace controller (`namespace-controller`): empties a deleted namespace, then removes it;
-//! - node lifecycle (`node-controller`): nodes whose heartbeats stop go Ready=Unknown and get the
-//!   unreachable taints, their pods Ready=False; heartbeats resuming undo it;
-//! - taint eviction (`node-controller`): pods on NoExecute-tainted nodes are marked
-//!   DisruptionTarget and deleted once their toleration runs out; a denied delete is retried;
+//! - node lifecycle (`node-controller`): nodes whose heartbeats stop go Ready=Unknown, their pods
+//!   Ready=False, and they get the unreachable taints at the rate [`zones`] allows; heartbeats
+//!   resuming undo it;
+//! - taint eviction (`node-controller`, see [`taint_eviction`]): pods on NoExecute-tainted nodes
+//!   are marked DisruptionTarget and deleted once their toleration runs out; refused five times,
+//!   a pod is left alone until the node's NoExecute taints change;
 //! - scheduler (`system:kube-scheduler`): binds pending pods to Ready nodes whose taints they
 //!   tolerate and whose labels match their nodeSelector (no affinity, no resources); a pod waits
 //!   until its claims are Bound, and for WaitForFirstConsumer claims the scheduler first writes
@@ -23,12 +25,13 @@ use serde_json::{Value, json};
 
 use crate::apiserver::{ApiRequest, Sim, Verb, now};
 use crate::auth::UserInfo;
-use crate::defaults::{
-    TAINT_NOT_READY, TAINT_UNREACHABLE, condition, set_condition, toleration_seconds,
-};
+use crate::defaults::{TAINT_NOT_READY, TAINT_UNREACHABLE, condition, set_condition};
 use crate::patch::PatchType;
 use crate::resources::ResourceType;
 use crate::store::StorageKey;
+
+pub mod taint_eviction;
+pub mod zones;
 
 /// How often the simulated controllers look at the store.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -40,15 +43,18 @@ const NAMESPACE_RETRY: Duration = Duration::from_millis(200);
 pub struct NodeTimings {
     /// How long after heartbeats stop a node goes Ready=Unknown (40s in Kubernetes).
     pub grace: Duration,
-    /// How long to wait before retrying a taint eviction the API refused.
+    /// Pause between the taint eviction's attempts on one pod (10ms in Kubernetes).
     pub eviction_retry: Duration,
+    /// Pause between two nodes tainted in one healthy zone (10s in Kubernetes: the
+    /// `--node-eviction-rate` of 0.1 node/s).
+    pub taint_interval: Duration,
 }
 
-fn s<'a>(obj: &'a Value, ptr: &str) -> &'a str {
+pub(crate) fn s<'a>(obj: &'a Value, ptr: &str) -> &'a str {
     obj.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn list(sim: &Sim, group: &str, resource: &str) -> Vec<Value> {
+pub(crate) fn list(sim: &Sim, group: &str, resource: &str) -> Vec<Value> {
     sim.store.list(&StorageKey::new(group, resource), None).0
 }
 
@@ -62,7 +68,7 @@ fn unique_types(sim: &Sim) -> Vec<ResourceType> {
     out
 }
 
-async fn sleep_or_stop(sim: &Sim, d: Duration) -> bool {
+pub(crate) async fn sleep_or_stop(sim: &Sim, d: Duration) -> bool {
     tokio::select! {
         _ = sim.shutdown.cancelled() => false,
         _ = tokio::time::sleep(d) => true,
@@ -269,7 +275,7 @@ fn node_taints(node: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn tolerates(pod: &Value, taint: &Value) -> bool {
+pub(crate) fn tolerates(pod: &Value, taint: &Value) -> bool {
     let key = s(taint, "/key");
     let effect = s(taint, "/effect");
     let value = s(taint, "/value");
@@ -596,11 +602,13 @@ pub fn spawn_kubelets(sim: Arc<Sim>) {
 
 /// Node lifecycle and, when `taint_eviction`, the taint eviction controller.
 pub fn spawn_node_lifecycle(sim: Arc<Sim>, timings: NodeTimings, taint_eviction: bool) {
+    if taint_eviction {
+        taint_eviction::spawn(sim.clone(), timings.clone());
+    }
     tokio::spawn(async move {
         let nc = UserInfo::service_account("kube-system", "node-controller");
         let mut failed_since: HashMap<String, Instant> = HashMap::new();
-        let mut tainted_since: HashMap<String, Instant> = HashMap::new();
-        let mut next_try: HashMap<String, Instant> = HashMap::new();
+        let mut last_taint: HashMap<String, Instant> = HashMap::new();
         while sleep_or_stop(&sim, TICK).await {
             let nodes = list(&sim, "", "nodes");
             let failed = failed_set(&sim, &nodes);
@@ -608,8 +616,14 @@ pub fn spawn_node_lifecycle(sim: Arc<Sim>, timings: NodeTimings, taint_eviction:
             for n in &failed {
                 failed_since.entry(n.clone()).or_insert_with(Instant::now);
             }
+            let zones = zone_counts(&nodes);
+            let all_disrupted = !zones.is_empty()
+                && zones.values().all(|(ready, not_ready)| {
+                    zones::zone_state(*ready, *not_ready) == zones::ZoneState::FullDisruption
+                });
             for node in nodes {
                 let name = s(&node, "/metadata/name").to_string();
+                let zone = s(&node, "/metadata/labels/topology.kubernetes.io~1zone").to_string();
                 let down = failed_since
                     .get(&name)
                     .is_some_and(|t| t.elapsed() >= timings.grace);
@@ -620,23 +634,43 @@ pub fn spawn_node_lifecycle(sim: Arc<Sim>, timings: NodeTimings, taint_eviction:
                 if down && !unknown {
                     mark_node_unknown(&sim, &nc, &node).await;
                 } else if down && !has_taint {
-                    taint_node(&sim, &nc, &name).await;
-                    tainted_since.insert(name.clone(), Instant::now());
+                    let (ready, not_ready) = zones.get(&zone).copied().unwrap_or_default();
+                    let interval = zones::taint_interval(
+                        zones::zone_state(ready, not_ready),
+                        ready + not_ready,
+                        all_disrupted,
+                        timings.taint_interval,
+                    );
+                    let due = interval
+                        .is_some_and(|i| last_taint.get(&zone).is_none_or(|t| t.elapsed() >= i));
+                    if due {
+                        taint_node(&sim, &nc, &name).await;
+                        last_taint.insert(zone, Instant::now());
+                    }
+                } else if down && has_taint && all_disrupted {
+                    tracing::info!(node = %name, "every zone fully disrupted: evictions stop");
+                    untaint_node(&sim, &nc, &name).await;
                 } else if !failed.contains(&name) && (unknown || has_taint) {
                     restore_node(&sim, &nc, &node).await;
-                    tainted_since.remove(&name);
-                }
-                if has_taint {
-                    let since = *tainted_since
-                        .entry(name.clone())
-                        .or_insert_with(Instant::now);
-                    if taint_eviction {
-                        evict_pods(&sim, &nc, &name, since, &timings, &mut next_try).await;
-                    }
                 }
             }
         }
     });
+}
+
+/// Ready and NotReady node counts per zone (`""` for nodes without a zone label).
+fn zone_counts(nodes: &[Value]) -> HashMap<String, (usize, usize)> {
+    let mut out: HashMap<String, (usize, usize)> = HashMap::new();
+    for n in nodes {
+        let zone = s(n, "/metadata/labels/topology.kubernetes.io~1zone").to_string();
+        let entry = out.entry(zone).or_default();
+        if is_ready(n) {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+    out
 }
 
 async fn mark_node_unknown(sim: &Arc<Sim>, nc: &UserInfo, node: &Value) {
@@ -742,8 +776,15 @@ async fn restore_node(sim: &Arc<Sim>, nc: &UserInfo, node: &Value) {
             return;
         }
     }
+    if untaint_node(sim, nc, name).await {
+        tracing::info!(node = %name, "node heartbeating again: Ready, taints removed");
+    }
+}
+
+/// Removes the unreachable and not-ready taints; whether that worked.
+async fn untaint_node(sim: &Arc<Sim>, nc: &UserInfo, name: &str) -> bool {
     let Some(current) = sim.store.get(&StorageKey::new("", "nodes"), "", name) else {
-        return;
+        return false;
     };
     let kept: Vec<Value> = node_taints(&current)
         .into_iter()
@@ -760,72 +801,10 @@ async fn restore_node(sim: &Arc<Sim>, nc: &UserInfo, node: &Value) {
         .name(name)
         .body(&updated);
     match sim.call(req).await {
-        Ok(_) => tracing::info!(node = %name, "node heartbeating again: Ready, taints removed"),
-        Err(e) => tracing::warn!(node = %name, error = %e, "failed to untaint node"),
-    }
-}
-
-async fn evict_pods(
-    sim: &Arc<Sim>,
-    nc: &UserInfo,
-    node: &str,
-    tainted: Instant,
-    timings: &NodeTimings,
-    next_try: &mut HashMap<String, Instant>,
-) {
-    for pod in list(sim, "", "pods") {
-        if s(&pod, "/spec/nodeName") != node || pod.pointer("/metadata/deletionTimestamp").is_some()
-        {
-            continue;
-        }
-        let uid = s(&pod, "/metadata/uid").to_string();
-        let due = match toleration_seconds(&pod, TAINT_UNREACHABLE) {
-            None => true,
-            Some(None) => false,
-            Some(Some(secs)) => tainted.elapsed() >= Duration::from_secs(secs),
-        };
-        if !due || next_try.get(&uid).is_some_and(|t| Instant::now() < *t) {
-            continue;
-        }
-        let (ns, name) = (s(&pod, "/metadata/namespace"), s(&pod, "/metadata/name"));
-        if condition(&pod, "DisruptionTarget") != Some("True") {
-            let mut p = pod.clone();
-            set_condition(
-                &mut p,
-                "DisruptionTarget",
-                "True",
-                Some("DeletionByTaintManager"),
-                Some("Taint manager: deleting due to NoExecute taint"),
-            );
-            if let Some(g) = pod.pointer("/metadata/generation").cloned()
-                && let Some(c) = p["status"]["conditions"]
-                    .as_array_mut()
-                    .and_then(|cs| cs.iter_mut().find(|c| s(c, "/type") == "DisruptionTarget"))
-            {
-                c["observedGeneration"] = g;
-            }
-            let req = ApiRequest::new(Verb::Update, "v1", "pods", nc.clone())
-                .ns(ns)
-                .name(name)
-                .subresource("status")
-                .body(&p);
-            if let Err(e) = sim.call(req).await {
-                tracing::warn!(namespace = %ns, name = %name, error = %e, "failed to mark pod DisruptionTarget, will retry");
-                next_try.insert(uid, Instant::now() + timings.eviction_retry);
-                continue;
-            }
-        }
-        let req = ApiRequest::new(Verb::Delete, "v1", "pods", nc.clone())
-            .ns(ns).name(name).body(&json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "propagationPolicy": "Background"}));
-        match sim.call(req).await {
-            Ok(_) => {
-                tracing::info!(namespace = %ns, name = %name, node = %node, "taint eviction: pod deleted");
-                next_try.remove(&uid);
-            }
-            Err(e) => {
-                tracing::warn!(namespace = %ns, name = %name, node = %node, code = e.code, error = %e.message, "taint eviction denied, will retry");
-                next_try.insert(uid, Instant::now() + timings.eviction_retry);
-            }
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(node = %name, error = %e, "failed to untaint node");
+            false
         }
     }
 }

@@ -97,6 +97,7 @@ pub struct SimConfig {
     node_grace: Duration,
     default_toleration_seconds: u64,
     eviction_retry: Duration,
+    taint_interval: Duration,
     bookmark_interval: Duration,
     watch_history: usize,
 }
@@ -114,7 +115,8 @@ impl Default for SimConfig {
             kubeconfig_path: None,
             node_grace: Duration::from_secs(1),
             default_toleration_seconds: 2,
-            eviction_retry: Duration::from_secs(1),
+            eviction_retry: Duration::from_millis(10),
+            taint_interval: Duration::from_millis(100),
             bookmark_interval: Duration::from_secs(5),
             watch_history: store::DEFAULT_HISTORY,
         }
@@ -142,7 +144,9 @@ impl SimConfig {
         self.kubelet = on;
         self
     }
-    /// Evict pods from unreachable nodes once their toleration expires.
+    /// Run the taint eviction controller: pods on nodes with NoExecute taints are deleted once
+    /// their toleration expires; five refused attempts and it leaves a pod alone until the
+    /// node's NoExecute taints change, as in Kubernetes.
     pub fn taint_eviction(mut self, on: bool) -> Self {
         self.taint_eviction = on;
         self
@@ -173,9 +177,16 @@ impl SimConfig {
         self.default_toleration_seconds = s;
         self
     }
-    /// Delay before the taint eviction controller retries a refused eviction (default 1s).
+    /// Pause between the taint eviction controller's five attempts on a pod (default 10ms, as
+    /// in Kubernetes).
     pub fn eviction_retry(mut self, d: Duration) -> Self {
         self.eviction_retry = d;
+        self
+    }
+    /// Pause between two nodes the node lifecycle controller taints in one zone (default 100ms;
+    /// 10s in Kubernetes, `--node-eviction-rate` 0.1).
+    pub fn taint_interval(mut self, d: Duration) -> Self {
+        self.taint_interval = d;
         self
     }
     /// How many past events watches can resume from before getting 410 Gone (default 10000).
@@ -270,6 +281,7 @@ impl KubeSim {
             NodeTimings {
                 grace: cfg.node_grace,
                 eviction_retry: cfg.eviction_retry,
+                taint_interval: cfg.taint_interval,
             },
             cfg.taint_eviction,
         );

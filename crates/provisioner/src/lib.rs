@@ -130,6 +130,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 
 /// Connects, binds the admin listener, starts the watches and the reconcile loop, and returns.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    ballast_runtime::metrics::prometheus();
+    metrics::describe();
     let Config {
         controller,
         node_name,
