@@ -40,6 +40,8 @@ pub struct Args {
     pub certs: ballast_runtime::tls::ServingCertArgs,
     #[command(flatten)]
     pub kube: ballast_runtime::kubeclient::KubeconfigArgs,
+    #[command(flatten)]
+    pub shutdown: ballast_runtime::shutdown::ShutdownArgs,
     /// Namespace of the guard, where the mode ConfigMap lives.
     #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
     pub namespace: String,
@@ -242,6 +244,8 @@ impl Args {
             grpc_port,
             certs,
             kube,
+            // Read by main, which owns the signal handling.
+            shutdown: _,
             namespace,
             mode_configmap,
             threshold,

@@ -8,8 +8,8 @@ async fn main() -> anyhow::Result<()> {
     let in_cluster = std::env::var("KUBERNETES_SERVICE_HOST").ok();
     args.check(in_cluster.as_deref())
         .map_err(|e| anyhow::anyhow!("eviction-guard cannot start: {e}"))?;
+    let shutdown = ballast_runtime::shutdown::on_signals_after(args.shutdown.drain);
     let config = args.into_config();
-    let shutdown = ballast_runtime::shutdown::on_signals();
     eviction_guard::run(config, shutdown).await?;
     Ok(())
 }
