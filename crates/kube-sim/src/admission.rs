@@ -44,7 +44,7 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    fn client(&self, ca_bundle: &str) -> Result<reqwest::Client, String> {
+    pub(crate) fn client(&self, ca_bundle: &str) -> Result<reqwest::Client, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = clients.get(ca_bundle) {
             return Ok(c.clone());

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{self, AdmissionAttrs, Webhooks};
 use crate::auth::{Auth, UserInfo};
+use crate::crd::CrdInfo;
 use crate::errors::ApiError;
 use crate::patch::{self, PatchType};
 use crate::resources::{Registry, ResourceType};
@@ -331,6 +332,23 @@ fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `fieldValidation=Strict` refuses what the schema would prune (400, as the API server).
+fn strict_fields(rt: &ResourceType, req: &ApiRequest, pruned: &[String]) -> Result<(), ApiError> {
+    if pruned.is_empty() || req.query.get("fieldValidation") != Some("Strict") {
+        return Ok(());
+    }
+    let unknown: Vec<String> = pruned
+        .iter()
+        .map(|p| format!("unknown field \"{p}\""))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+        unknown.join(", "),
+        kind = rt.kind,
+        v = rt.version
+    )))
+}
+
 fn store_err(e: StoreError, rt: &ResourceType, name: &str) -> ApiError {
     match e {
         StoreError::AlreadyExists => ApiError::already_exists(rt, name),
@@ -511,8 +529,14 @@ impl Sim {
             ));
         }
         match req.verb {
-            Verb::Get => self.get(&rt, &req).map(|v| ApiResponse::Object(200, v)),
-            Verb::List => self.list(&rt, &req).map(|v| ApiResponse::Object(200, v)),
+            Verb::Get => self
+                .get(&rt, &req)
+                .await
+                .map(|v| ApiResponse::Object(200, v)),
+            Verb::List => self
+                .list(&rt, &req)
+                .await
+                .map(|v| ApiResponse::Object(200, v)),
             Verb::Watch => self
                 .watch(rt, &req)
                 .map(|p| ApiResponse::Watch(Box::new(p))),
@@ -546,13 +570,14 @@ impl Sim {
             .ok_or_else(|| ApiError::not_found(rt, name))
     }
 
-    fn get(&self, rt: &ResourceType, req: &ApiRequest) -> Result<Value, ApiError> {
+    async fn get(&self, rt: &ResourceType, req: &ApiRequest) -> Result<Value, ApiError> {
         let name = req.name.as_deref().unwrap_or_default();
         let obj = self.current(rt, &self.namespace_of(rt, req), name)?;
+        let obj = self.served(rt, obj).await?;
         if req.subresource.as_deref() == Some("scale") {
             return Ok(to_scale(rt, &obj));
         }
-        Ok(present(rt, obj))
+        Ok(obj)
     }
 
     fn selected(&self, rt: &ResourceType, req: &ApiRequest) -> Result<(Vec<Value>, u64), ApiError> {
@@ -574,7 +599,7 @@ impl Sim {
         ))
     }
 
-    fn list(&self, rt: &ResourceType, req: &ApiRequest) -> Result<Value, ApiError> {
+    async fn list(&self, rt: &ResourceType, req: &ApiRequest) -> Result<Value, ApiError> {
         let (mut items, rv) = self.selected(rt, req)?;
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if let Some(token) = req.query.get("continue") {
@@ -609,7 +634,7 @@ impl Sim {
                 meta["remainingItemCount"] = json!(remaining);
             }
         }
-        let items: Vec<Value> = items.into_iter().map(|o| present(rt, o)).collect();
+        let items = self.served_all(rt, items).await?;
         Ok(json!({
             "apiVersion": rt.api_version(),
             "kind": format!("{}List", rt.kind),
@@ -638,10 +663,13 @@ impl Sim {
             let (items, start) = self
                 .store
                 .snapshot_and_watch(&rt.storage_key(), namespace.as_deref());
+            // Kept as stored: the stream converts them to the requested version.
             let items = items
                 .into_iter()
-                .map(|o| present(&rt, o))
-                .filter(|o| labels.matches(o) && fields.matches(o))
+                .filter(|o| {
+                    let p = present(&rt, o.clone());
+                    labels.matches(&p) && fields.matches(&p)
+                })
                 .collect();
             let rv = start.rv;
             (items, start, rv)
@@ -769,6 +797,11 @@ impl Sim {
             }
         }
         obj = present(rt, obj);
+        let crd = CrdInfo::lookup(&self.store, rt);
+        if let Some(info) = &crd {
+            let pruned = info.decode(&rt.version, &mut obj);
+            strict_fields(rt, req, &pruned)?;
+        }
         crate::defaults::prepare_create(rt, &mut obj, &self.settings, &self.store);
         let dry_run = req.query.get("dryRun") == Some("All");
         let attrs = AdmissionAttrs {
@@ -786,8 +819,12 @@ impl Sim {
             .await?
             .unwrap_or(Value::Null);
         crate::defaults::after_admission_create(rt, &mut obj);
+        let obj = match &crd {
+            Some(info) => self.validated_for_storage(rt, info, obj, None).await?,
+            None => obj,
+        };
         if dry_run {
-            return Ok(ApiResponse::Object(201, obj));
+            return Ok(ApiResponse::Object(201, self.served(rt, obj).await?));
         }
         let stored = self
             .store
@@ -797,7 +834,21 @@ impl Sim {
             self.refresh_registry();
         }
         tracing::debug!(resource = %rt.qualified(), namespace = %ns, name = %name, user = %req.user.username, "created");
-        Ok(ApiResponse::Object(201, present(rt, stored)))
+        Ok(ApiResponse::Object(201, self.served(rt, stored).await?))
+    }
+
+    /// A custom resource written through `rt` after admission: pruned and defaulted again (a
+    /// webhook may have patched it), validated in `rt`'s version, converted to storage.
+    async fn validated_for_storage(
+        &self,
+        rt: &ResourceType,
+        info: &CrdInfo,
+        mut obj: Value,
+        sub: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        info.decode(&rt.version, &mut obj);
+        info.validate(&rt.version, &obj, sub)?;
+        self.for_storage(info, obj).await
     }
 
     /// Prepares `new` as the replacement of `old` for a main-resource or status update.
@@ -878,6 +929,12 @@ impl Sim {
         let name = req.name.clone().unwrap_or_default();
         let dry_run = req.query.get("dryRun") == Some("All");
         let sub = req.subresource.as_deref();
+        let crd = CrdInfo::lookup(&self.store, rt);
+        let mut new = new;
+        if let Some(info) = &crd {
+            let pruned = info.decode(&rt.version, &mut new);
+            strict_fields(rt, req, &pruned)?;
+        }
         let attrs = AdmissionAttrs {
             rt,
             subresource: sub,
@@ -894,8 +951,12 @@ impl Sim {
             .unwrap_or(Value::Null);
         // A mutating webhook may only change what this request may change.
         let new = Self::prepare_update(rt, sub, old, admitted);
+        let new = match &crd {
+            Some(info) => self.validated_for_storage(rt, info, new, sub).await?,
+            None => new,
+        };
         if dry_run {
-            return Ok(new);
+            return self.served(rt, new).await;
         }
         let deleting = meta_str(&new, "deletionTimestamp").is_some();
         let stored = self
@@ -908,12 +969,12 @@ impl Sim {
                 .delete(&rt.storage_key(), &ns, &name, None)
                 .map_err(|e| store_err(e, rt, &name))?;
             self.after_delete(rt, &gone);
-            return Ok(present(rt, gone));
+            return self.served(rt, gone).await;
         }
         if rt.group == "apiextensions.k8s.io" {
             self.refresh_registry();
         }
-        Ok(present(rt, stored))
+        self.served(rt, stored).await
     }
 
     async fn update(
@@ -927,6 +988,7 @@ impl Sim {
         check_shape(rt, &body)?;
         if req.subresource.as_deref() == Some("scale") {
             let old = self.current(rt, &ns, &name)?;
+            let old = self.served(rt, old).await?;
             let replicas = body.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
             let new = from_scale(rt, &old, replicas);
             let out = self
@@ -942,6 +1004,7 @@ impl Sim {
             )));
         }
         let old = self.current(rt, &ns, &name)?;
+        let old = self.served(rt, old).await?;
         let expected = match object_rv(&body) {
             Some(rv) => Some(rv),
             None => object_rv(&old),
@@ -977,6 +1040,7 @@ impl Sim {
                 }
                 None => return Err(ApiError::not_found(rt, &name)),
             };
+            let old = self.served(rt, old).await?;
             let presented = present(rt, old.clone());
             let target = if req.subresource.as_deref() == Some("scale") {
                 to_scale(rt, &old)
@@ -1045,9 +1109,15 @@ impl Sim {
             options: opts.to_json(),
             kind_override: None,
         };
-        admission::admit(self, &attrs, None, Some(&present(rt, old.clone()))).await?;
+        admission::admit(
+            self,
+            &attrs,
+            None,
+            Some(&self.served(rt, old.clone()).await?),
+        )
+        .await?;
         if opts.dry_run {
-            return Ok(ApiResponse::Object(200, present(rt, old)));
+            return Ok(ApiResponse::Object(200, self.served(rt, old).await?));
         }
         self.delete_admitted(rt, &ns, &name, old, &opts).await
     }
@@ -1073,10 +1143,10 @@ impl Sim {
                 .map_err(|e| store_err(e, rt, name))?;
             tracing::debug!(resource = %rt.qualified(), namespace = %ns, name = %name, "deleted");
             self.after_delete(rt, &gone);
-            return Ok(ApiResponse::Object(200, present(rt, gone)));
+            return Ok(ApiResponse::Object(200, self.served(rt, gone).await?));
         }
         if meta_str(&old, "deletionTimestamp").is_some() {
-            return Ok(ApiResponse::Object(202, present(rt, old)));
+            return Ok(ApiResponse::Object(202, self.served(rt, old).await?));
         }
         let mut marked = old.clone();
         {
@@ -1104,7 +1174,7 @@ impl Sim {
         if fins.iter().any(|f| f == "orphan") {
             crate::controllers::spawn_orphaning(self.clone(), rt.clone(), stored.clone());
         }
-        Ok(ApiResponse::Object(202, present(rt, stored)))
+        Ok(ApiResponse::Object(202, self.served(rt, stored).await?))
     }
 
     fn after_delete(self: &Arc<Self>, rt: &ResourceType, gone: &Value) {

@@ -446,6 +446,8 @@ pub fn from_crd(crd: &Value) -> Option<Vec<ResourceType>> {
             scale_paths,
         });
     }
+    // Discovery lists a group's versions by Kubernetes' version priority, the first preferred.
+    out.sort_by(|a, b| crate::crd::compare_versions(&a.version, &b.version));
     Some(out)
 }
 

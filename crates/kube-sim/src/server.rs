@@ -230,9 +230,12 @@ async fn handle(
         Ok(ApiResponse::Object(code, v)) => {
             let v = match (format, verb) {
                 (Format::Table { include_object }, Verb::Get | Verb::List) => {
-                    let rt = sim
-                        .registry()
-                        .find_any_version(&v_group(&v), &resource)
+                    // The columns of the version served (custom resources differ per version).
+                    let registry = sim.registry();
+                    let (group, version) = v_group_version(&v);
+                    let rt = registry
+                        .find(&group, &version, &resource)
+                        .or_else(|| registry.find_any_version(&group, &resource))
                         .cloned();
                     match rt {
                         Some(rt) => {
@@ -271,14 +274,13 @@ async fn handle(
     }
 }
 
-fn v_group(v: &Value) -> String {
+fn v_group_version(v: &Value) -> (String, String) {
     let api_version = v
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    crate::resources::split_api_version(api_version)
-        .0
-        .to_string()
+    let (g, ver) = crate::resources::split_api_version(api_version);
+    (g.to_string(), ver.to_string())
 }
 
 fn encode(kind: &str, obj: &Value) -> Bytes {
@@ -349,6 +351,15 @@ async fn run_watch(
     };
     let mut last_rv = from_rv;
     for obj in initial {
+        // Custom resources are converted to the watched version; a failed conversion ends the
+        // stream with the error, as the API server's watch does.
+        let obj = match sim.served(&rt, obj).await {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = tx.send(encode("ERROR", &e.to_status())).await;
+                return;
+            }
+        };
         if tx.send(render("ADDED", obj)).await.is_err() {
             return;
         }
@@ -415,9 +426,15 @@ async fn run_watch(
             EventType::Deleted if was_match => Some("DELETED"),
             _ => None,
         };
-        if let Some(kind) = kind
-            && tx.send(render(kind, object)).await.is_err()
-        {
+        let Some(kind) = kind else { continue };
+        let object = match sim.served(&rt, event.object.clone()).await {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = tx.send(encode("ERROR", &e.to_status())).await;
+                return;
+            }
+        };
+        if tx.send(render(kind, object)).await.is_err() {
             return;
         }
     }
