@@ -6,6 +6,8 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod v2;
+
 /// Replicas when the user leaves `spec.replicas` out (the seed's default).
 pub const DEFAULT_REPLICAS: i32 = 3;
 
