@@ -624,23 +624,32 @@ fn rbac_grants_exactly_what_each_service_declares() {
                 r.name
             );
         }
-        // The self-signed bootstrap's documented extras: its own Secret and webhook configuration.
+        // The self-signed bootstrap's documented extras: its own Secret and webhook configuration
+        // (podmanager: the CRD whose conversion webhook it serves).
         let mut extras: BTreeMap<Grant, Option<Vec<String>>> = BTreeMap::new();
-        if let Some(kind) = webhook_kind
-            && !r.is_cert_manager()
-        {
-            let svc = r.component();
+        let svc = r.component();
+        if (webhook_kind.is_some() || svc == "podmanager") && !r.is_cert_manager() {
             extras.insert(
                 grant("", "secrets", "get"),
                 Some(vec![format!("{svc}-tls")]),
             );
             extras.insert(grant("", "secrets", "create"), None);
+        }
+        if let Some(kind) = webhook_kind
+            && !r.is_cert_manager()
+        {
             for verb in ["get", "patch"] {
                 extras.insert(
                     grant("admissionregistration.k8s.io", kind, verb),
                     Some(vec![svc.to_owned()]),
                 );
             }
+        }
+        if svc == "podmanager" && !r.is_cert_manager() {
+            extras.insert(
+                grant("apiextensions.k8s.io", "customresourcedefinitions", "patch"),
+                Some(vec![podmanager::crd::CRD_NAME.to_owned()]),
+            );
         }
         for (grant, names) in &all {
             if declared.contains(*grant) {

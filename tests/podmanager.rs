@@ -77,6 +77,7 @@ fn config(ns: &str, identity: &str, elect: bool) -> Config {
         }),
         identity: identity.into(),
         control_endpoint: None,
+        webhook: None,
     }
 }
 

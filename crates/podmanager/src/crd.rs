@@ -1,7 +1,12 @@
 //! The `PodManager` custom resource (`apps.mycompany.com/v1`), field names as the seed defines
 //! them, plus the scale subresource, printer columns and the standard condition shape.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceConversion, CustomResourceDefinition, ServiceReference, WebhookClientConfig,
+    WebhookConversion,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::crd::{MergeError, merge_crds};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -104,9 +109,42 @@ pub struct PodManagerStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// Name of the CustomResourceDefinition.
+pub const CRD_NAME: &str = "podmanagers.apps.mycompany.com";
+/// The Service the API server calls for conversion (kustomize/podmanager/service.yaml).
+pub const WEBHOOK_SERVICE: &str = "podmanager";
+/// Namespace of that Service.
+pub const WEBHOOK_NAMESPACE: &str = "ballast-system";
+/// Port of that Service (its `webhook` port, forwarded to the pod's 8443).
+pub const WEBHOOK_SERVICE_PORT: i32 = 443;
+
+/// The multi-version CRD: v1 (served, storage, the hub) and v2 (served), converted by
+/// podmanager's `/convert` webhook behind the `podmanager` Service. The caBundle is injected by
+/// cert-manager or by the self-signed bootstrap.
+pub fn crd() -> Result<CustomResourceDefinition, MergeError> {
+    let mut crd = merge_crds(vec![PodManager::crd(), v2::PodManager::crd()], "v1")?;
+    crd.spec.conversion = Some(CustomResourceConversion {
+        strategy: "Webhook".into(),
+        webhook: Some(WebhookConversion {
+            client_config: Some(WebhookClientConfig {
+                service: Some(ServiceReference {
+                    name: WEBHOOK_SERVICE.into(),
+                    namespace: WEBHOOK_NAMESPACE.into(),
+                    path: Some(crate::webhook::PATH.into()),
+                    port: Some(WEBHOOK_SERVICE_PORT),
+                }),
+                ..WebhookClientConfig::default()
+            }),
+            conversion_review_versions: vec!["v1".into()],
+        }),
+    });
+    Ok(crd)
+}
+
 /// The CRD as YAML, exactly what `podmanager crd` prints and `deploy/crds/podmanager.yaml` holds.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&PodManager::crd())
+pub fn crd_yaml() -> crate::Result<String> {
+    let crd = crd().map_err(crate::Error::CrdMerge)?;
+    serde_yaml::to_string(&crd).map_err(crate::Error::Crd)
 }
 
 #[cfg(test)]
@@ -153,6 +191,48 @@ mod tests {
         let required = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
             ["required"];
         assert_eq!(required, &serde_json::json!(["image"]));
+    }
+
+    #[test]
+    fn the_printed_crd_serves_v1_as_storage_and_v2_through_the_conversion_webhook() {
+        let crd = crd().expect("crd");
+        let versions: Vec<(&str, bool, bool)> = crd
+            .spec
+            .versions
+            .iter()
+            .map(|v| (v.name.as_str(), v.served, v.storage))
+            .collect();
+        assert_eq!(versions, [("v1", true, true), ("v2", true, false)]);
+        let conversion = crd.spec.conversion.as_ref().expect("conversion");
+        assert_eq!(conversion.strategy, "Webhook");
+        let webhook = conversion.webhook.as_ref().expect("webhook");
+        assert_eq!(webhook.conversion_review_versions, ["v1"]);
+        let svc = webhook
+            .client_config
+            .as_ref()
+            .and_then(|c| c.service.as_ref())
+            .expect("service");
+        assert_eq!(
+            (
+                svc.name.as_str(),
+                svc.namespace.as_str(),
+                svc.path.as_deref(),
+                svc.port
+            ),
+            ("podmanager", "ballast-system", Some("/convert"), Some(443))
+        );
+        let yaml = crd_yaml().expect("yaml");
+        let value: serde_json::Value = serde_yaml::from_str(&yaml).expect("parse");
+        let v2 = &value["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(v2["properties"]["replicas"]["maximum"], 500.0);
+        assert_eq!(v2["required"], serde_json::json!(["template"]));
+        let containers =
+            &v2["properties"]["template"]["properties"]["spec"]["properties"]["containers"];
+        assert_eq!(containers["minItems"], 1);
+        assert_eq!(
+            containers["items"]["required"],
+            serde_json::json!(["image", "name"])
+        );
     }
 
     #[test]
