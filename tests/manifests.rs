@@ -1673,3 +1673,59 @@ async fn self_signed_pvc_timing_as_shipped_injects_a_ca_the_webhook_serves_under
     shutdown.cancel();
     drop(running.wait().await);
 }
+
+/// (resource, verb) pairs on PodManagers that ClusterRoles aggregated into `role` grant.
+fn aggregated(roles: &[ClusterRole], role: &str) -> BTreeSet<(String, String)> {
+    let label = format!("rbac.authorization.k8s.io/aggregate-to-{role}");
+    roles
+        .iter()
+        .filter(|c| {
+            c.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get(&label).map(String::as_str) == Some("true"))
+        })
+        .flat_map(|c| c.rules.clone().unwrap_or_default())
+        .filter(|rule| {
+            rule.api_groups
+                .as_ref()
+                .is_some_and(|g| g.iter().any(|g| g == "apps.mycompany.com"))
+        })
+        .flat_map(|rule| {
+            let verbs = rule.verbs.clone();
+            rule.resources
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(move |res| verbs.clone().into_iter().map(move |v| (res.clone(), v)))
+        })
+        .collect()
+}
+
+#[test]
+fn podmanagers_are_readable_with_view_and_writable_with_edit_and_admin() {
+    let Some(renders) = renders() else { return };
+    let roles: Vec<ClusterRole> = find(renders, "podmanager").all("ClusterRole");
+    let pair = |r: &str, v: &str| (r.to_owned(), v.to_owned());
+    let view = aggregated(&roles, "view");
+    for verb in ["get", "list", "watch"] {
+        assert!(view.contains(&pair("podmanagers", verb)), "view: {view:?}");
+    }
+    assert!(
+        view.iter()
+            .all(|(_, v)| ["get", "list", "watch"].contains(&v.as_str())),
+        "view only reads: {view:?}"
+    );
+    for role in ["edit", "admin"] {
+        let granted = aggregated(&roles, role);
+        for (res, verb) in [
+            ("podmanagers", "create"),
+            ("podmanagers", "update"),
+            ("podmanagers", "patch"),
+            ("podmanagers", "delete"),
+            ("podmanagers/scale", "patch"),
+        ] {
+            assert!(granted.contains(&pair(res, verb)), "{role}: {granted:?}");
+        }
+    }
+}

@@ -252,8 +252,8 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
             .split_whitespace()
             .collect();
         assert_eq!(
-            &row[..4],
-            ["my-pod-manager", "3", "3", "3"],
+            &row[..3],
+            ["my-pod-manager", "3/3", "3"],
             "kubectl get podmanager:\n{out}"
         );
     }
@@ -356,20 +356,20 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
             .collect();
         notes
             .iter()
-            .any(|(r, n)| r == "Deleted" && n.contains("image rollout"))
+            .any(|(r, n)| r == "SuccessfulDelete" && n.contains("image rollout"))
             .then_some(notes)
     })
     .await;
     assert!(
         notes.contains(&(
-            "Created".into(),
+            "SuccessfulCreate".into(),
             "Created pod my-pod-manager-4 with image nginx:1.21".into()
         )),
         "events: {notes:?}"
     );
     assert!(
         notes.contains(&(
-            "Deleted".into(),
+            "SuccessfulDelete".into(),
             "Deleted pod my-pod-manager-4 (scale down)".into()
         )),
         "events: {notes:?}"

@@ -38,22 +38,16 @@ pub const DEFAULT_REPLICAS: i32 = 3;
         label_selector_path = ".status.selector"
     ),
     printcolumn(
-        name = "Desired",
-        type_ = "integer",
-        description = "Desired number of pods",
-        json_path = ".spec.replicas"
+        name = "Ready",
+        type_ = "string",
+        description = "Ready pods of the desired number, as READY of a Deployment",
+        json_path = ".status.ready"
     ),
     printcolumn(
         name = "Current",
         type_ = "integer",
         description = "Pods that exist and are not terminating",
         json_path = ".status.currentReplicas"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "integer",
-        description = "Pods that are ready on a Ready node",
-        json_path = ".status.readyReplicas"
     ),
     printcolumn(
         name = "Image",
@@ -91,6 +85,10 @@ pub struct PodManagerStatus {
     /// ReadyReplicas is the number of Pods that are ready (Ready condition true, on a Ready node).
     #[serde(default)]
     pub ready_replicas: i32,
+
+    /// Ready pods of the desired number, `n/m` (the READY column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
 
     /// CurrentReplicas is the number of Pods that exist and are not terminating.
     #[serde(default)]
@@ -176,7 +174,7 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Desired", "Current", "Ready", "Image", "Age"]);
+        assert_eq!(columns, ["Ready", "Current", "Image", "Age"]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{
+    Container, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde_json::Value;
@@ -46,13 +48,23 @@ pub fn template_hash(template: &PodTemplate) -> String {
     format!("{:010x}", hash & 0xff_ffff_ffff)
 }
 
+/// Label the seed's pods carry (`kubectl get pods -l app=<name>`), set when no other gives it.
+pub const LABEL_APP: &str = "app";
+
 /// Labels on every pod of `pm`: the PodManager's own labels (so `kubectl get pods -l app=...`
-/// keeps working) and the template's, overlaid with the owner labels, which always win.
+/// keeps working) and the template's, `app=<name>` when neither has `app`, overlaid with the
+/// owner labels, which always win.
 pub fn pod_labels(pm: &PodManager) -> BTreeMap<String, String> {
     let template = template_of(pm);
     let mut labels = pm.metadata.labels.clone().unwrap_or_default();
     if let Some(meta) = &template.metadata {
         labels.extend(meta.labels.clone());
+    }
+    if !labels.contains_key(LABEL_APP) {
+        labels.insert(
+            LABEL_APP.into(),
+            pm.metadata.name.clone().unwrap_or_default(),
+        );
     }
     labels.insert(
         LABEL_NAME.into(),
@@ -66,6 +78,29 @@ pub fn pod_labels(pm: &PodManager) -> BTreeMap<String, String> {
     labels
 }
 
+/// The Pod Security `restricted` settings that cannot break an image: the runtime's default
+/// seccomp profile for the pod, and no privilege escalation for each container, unless the
+/// template says otherwise. `runAsNonRoot` and dropping ALL capabilities would break images that
+/// run as root or bind low ports (nginx), so the template must ask for them.
+fn restricted_pod_defaults(sc: Option<&PodSecurityContext>) -> PodSecurityContext {
+    let mut sc = sc.cloned().unwrap_or_default();
+    if sc.seccomp_profile.is_none() {
+        sc.seccomp_profile = Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        });
+    }
+    sc
+}
+
+fn restricted_container_defaults(sc: Option<&SecurityContext>) -> SecurityContext {
+    let mut sc = sc.cloned().unwrap_or_default();
+    if sc.allow_privilege_escalation.is_none() && sc.privileged != Some(true) {
+        sc.allow_privilege_escalation = Some(false);
+    }
+    sc
+}
+
 fn container(c: &TemplateContainer) -> Container {
     let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     Container {
@@ -76,7 +111,7 @@ fn container(c: &TemplateContainer) -> Container {
         env: (!c.env.is_empty()).then(|| c.env.clone()),
         ports: (!c.ports.is_empty()).then(|| c.ports.clone()),
         resources: c.resources.clone(),
-        security_context: c.security_context.clone(),
+        security_context: Some(restricted_container_defaults(c.security_context.as_ref())),
         ..Container::default()
     }
 }
@@ -100,7 +135,7 @@ pub fn pod_for(pm: &PodManager, name: &str) -> Option<Pod> {
         },
         spec: Some(PodSpec {
             containers: spec.containers.iter().map(container).collect(),
-            security_context: spec.security_context.clone(),
+            security_context: Some(restricted_pod_defaults(spec.security_context.as_ref())),
             node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
             restart_policy: Some("Always".into()),
             ..PodSpec::default()
@@ -191,11 +226,57 @@ mod tests {
             ]
         );
         assert_eq!(spec.containers[0].args, Some(vec!["--fast".to_string()]));
+        let pod_sc = spec.security_context.expect("pod securityContext");
+        assert_eq!(pod_sc.run_as_non_root, Some(true));
         assert_eq!(
-            spec.security_context.and_then(|s| s.run_as_non_root),
-            Some(true)
+            pod_sc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault")
         );
         assert_eq!(spec.node_selector.unwrap()["disk"], "ssd");
+    }
+
+    #[test]
+    fn pods_get_app_and_the_restricted_defaults_that_keep_the_image_working() {
+        let mut pm = mk_pm("web", 1, "nginx:1.21");
+        let pod = pod_for(&pm, "web-0").expect("pod");
+        assert_eq!(pod.metadata.labels.as_ref().unwrap()[LABEL_APP], "web");
+        let spec = pod.spec.expect("spec");
+        let sc = spec.security_context.expect("pod securityContext");
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(sc.run_as_non_root, None, "nginx runs as root");
+        let csc = spec.containers[0]
+            .security_context
+            .clone()
+            .expect("container securityContext");
+        assert_eq!(csc.allow_privilege_escalation, Some(false));
+        assert_eq!(csc.capabilities, None, "nginx binds port 80");
+        // What the template asks for wins.
+        let kept = serde_json::json!({"spec": {"containers": [{"name": "app", "image": "",
+            "securityContext": {"privileged": true}}],
+            "securityContext": {"seccompProfile": {"type": "Unconfined"}}}});
+        pm.metadata.annotations = Some(BTreeMap::from([(
+            convert::TEMPLATE_ANNOTATION.to_string(),
+            kept.to_string(),
+        )]));
+        pm.metadata.labels = Some(BTreeMap::from([("app".into(), "shop".into())]));
+        let pod = pod_for(&pm, "web-0").expect("pod");
+        assert_eq!(pod.metadata.labels.as_ref().unwrap()[LABEL_APP], "shop");
+        let spec = pod.spec.expect("spec");
+        assert_eq!(
+            spec.security_context
+                .and_then(|s| s.seccomp_profile)
+                .map(|p| p.type_)
+                .as_deref(),
+            Some("Unconfined")
+        );
+        let csc = spec.containers[0].security_context.clone().expect("sc");
+        assert_eq!(
+            (csc.privileged, csc.allow_privilege_escalation),
+            (Some(true), None)
+        );
     }
 
     #[test]

@@ -37,22 +37,16 @@ pub const MAX_REPLICAS: i32 = 500;
         label_selector_path = ".status.selector"
     ),
     printcolumn(
-        name = "Desired",
-        type_ = "integer",
-        description = "Desired number of pods",
-        json_path = ".spec.replicas"
+        name = "Ready",
+        type_ = "string",
+        description = "Ready pods of the desired number, as READY of a Deployment",
+        json_path = ".status.ready"
     ),
     printcolumn(
         name = "Current",
         type_ = "integer",
         description = "Pods that exist and are not terminating",
         json_path = ".status.currentReplicas"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "integer",
-        description = "Pods that are ready on a Ready node",
-        json_path = ".status.readyReplicas"
     ),
     printcolumn(
         name = "Image",
