@@ -452,6 +452,14 @@ impl Sim {
             .clone()
     }
 
+    /// The CRD of a custom resource (schemas, storage version, conversion); `None` for built-ins.
+    pub fn crd_info(&self, rt: &ResourceType) -> Option<Arc<CrdInfo>> {
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .crd(&rt.group, &rt.resource)
+    }
+
     fn refresh_registry(&self) {
         let crd_key =
             crate::store::StorageKey::new("apiextensions.k8s.io", "customresourcedefinitions");
@@ -797,7 +805,7 @@ impl Sim {
             }
         }
         obj = present(rt, obj);
-        let crd = CrdInfo::lookup(&self.store, rt);
+        let crd = self.crd_info(rt);
         if let Some(info) = &crd {
             let pruned = info.decode(&rt.version, &mut obj);
             strict_fields(rt, req, &pruned)?;
@@ -929,7 +937,7 @@ impl Sim {
         let name = req.name.clone().unwrap_or_default();
         let dry_run = req.query.get("dryRun") == Some("All");
         let sub = req.subresource.as_deref();
-        let crd = CrdInfo::lookup(&self.store, rt);
+        let crd = self.crd_info(rt);
         let mut new = new;
         if let Some(info) = &crd {
             let pruned = info.decode(&rt.version, &mut new);

@@ -19,7 +19,6 @@ use crate::apiserver::{Sim, present};
 use crate::errors::ApiError;
 use crate::resources::ResourceType;
 use crate::schema::{self, ScaleSpec};
-use crate::store::{StorageKey, Store};
 
 /// The API server's client timeout for conversion webhooks (it has no per-CRD setting).
 const CONVERSION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,13 +116,6 @@ impl CrdInfo {
             versions,
             conversion,
         })
-    }
-
-    /// The CRD serving `rt`, if `rt` is a custom resource.
-    pub fn lookup(store: &Store, rt: &ResourceType) -> Option<Self> {
-        let key = StorageKey::new("apiextensions.k8s.io", "customresourcedefinitions");
-        let crd = store.get(&key, "", &format!("{}.{}", rt.resource, rt.group))?;
-        Self::from_crd(&crd)
     }
 
     fn version(&self, name: &str) -> Option<&VersionInfo> {
@@ -469,7 +461,7 @@ impl Sim {
         rt: &ResourceType,
         mut objects: Vec<Value>,
     ) -> Result<Vec<Value>, ApiError> {
-        if let Some(info) = CrdInfo::lookup(&self.store, rt) {
+        if let Some(info) = self.crd_info(rt) {
             for o in &mut objects {
                 let stored = api_version_of(o)
                     .rsplit('/')
