@@ -197,6 +197,45 @@ pub async fn start(
 mod tests {
     use super::*;
 
+    async fn answer(body: &str) -> (StatusCode, String) {
+        let resp = convert(Bytes::from(body.to_string())).await;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), MAX_BODY)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_conversion_review_is_answered_with_the_converted_objects() {
+        let review = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+            "request": {"uid": "u-1", "desiredAPIVersion": "apps.mycompany.com/v2", "objects": [
+                {"apiVersion": "apps.mycompany.com/v1", "kind": "PodManager",
+                 "metadata": {"name": "web", "namespace": "shop"}, "spec": {"replicas": 1, "image": "nginx"}}]}});
+        let (status, body) = answer(&review.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        let out: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(out["response"]["uid"], "u-1");
+        assert_eq!(out["response"]["result"]["status"], "Success");
+        assert_eq!(
+            out["response"]["convertedObjects"][0]["spec"]["template"]["spec"]["containers"][0]["image"],
+            "nginx"
+        );
+    }
+
+    #[tokio::test]
+    async fn anything_else_is_a_400_saying_why() {
+        let (status, body) = answer("not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body.starts_with("the body is not a ConversionReview: "),
+            "{body}"
+        );
+        let (status, body) = answer(r#"{"kind": "AdmissionReview", "request": {}}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, "the body is not a ConversionReview with a request");
+    }
+
     #[test]
     fn the_ca_goes_into_the_conversion_client_config() {
         assert_eq!(
