@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::routing::post;
-use ballast_e2e::{SimConfig, TestEnv, wait_for};
+use ballast_e2e::{SimConfig, TestEnv, kubectl_with_input, wait_for};
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -159,7 +159,8 @@ fn with_api_version(body: &Value, group: &str, version: &str) -> Value {
     b
 }
 
-#[tokio::test]
+// kubectl blocks its thread; the simulator serves from the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_resources_are_defaulted_pruned_and_validated_like_the_api_server() {
     let env = TestEnv::start(SimConfig::default()).await;
     let group = group_of(&env);
@@ -198,6 +199,47 @@ async fn custom_resources_are_defaulted_pruned_and_validated_like_the_api_server
     assert_eq!(created.data["spec"], fx["body"]["spec"]);
     let read = api.get("pm-extra").await.unwrap();
     assert_eq!(read.data["spec"], fx["body"]["spec"]);
+    // kubectl: strict field validation (its default) refuses the unknown field; with
+    // --validate=warn the server prunes it and says so in a Warning header, which kubectl prints.
+    let manifest = |name: &str| {
+        let mut body = with_api_version(&fx["request"]["body"], &group, "v1");
+        body["metadata"]["name"] = json!(name);
+        body["metadata"]["namespace"] = json!(env.namespace);
+        body.to_string()
+    };
+    if let Some(out) = kubectl_with_input(
+        &env.kubeconfig,
+        &["create", "-f", "-"],
+        Some(&manifest("pm-strict")),
+    ) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(
+                "Error from server (BadRequest): error when creating \"STDIN\": PodManager in version \"v1\" \
+                 cannot be handled as a PodManager: strict decoding error: unknown field \"spec.bogus\""
+            ),
+            "{stderr}"
+        );
+        let out = kubectl_with_input(
+            &env.kubeconfig,
+            &["create", "--validate=warn", "-f", "-"],
+            Some(&manifest("pm-warned")),
+        )
+        .expect("kubectl ran above");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let warning = fx["headers"]["Warning"].as_str().unwrap();
+        assert_eq!(warning, "299 - \"unknown field \\\"spec.bogus\\\"\"");
+        assert!(
+            stderr.contains("Warning: unknown field \"spec.bogus\""),
+            "{stderr}"
+        );
+        assert_eq!(
+            api.get("pm-warned").await.unwrap().data["spec"],
+            fx["body"]["spec"]
+        );
+    }
 
     // The scale subresource validates the object it writes.
     let fx = fixture("scale-0");

@@ -177,6 +177,9 @@ impl ApiRequest {
 /// What a call produced.
 pub enum ApiResponse {
     Object(u16, Value),
+    /// An object with `Warning` headers (e.g. `unknown field "spec.bogus"`), as the API server
+    /// answers a write whose unknown fields it pruned.
+    Warned(u16, Value, Vec<String>),
     Watch(Box<WatchPlan>),
 }
 
@@ -184,6 +187,7 @@ impl std::fmt::Debug for ApiResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ApiResponse::Object(c, v) => write!(f, "Object({c}, {v})"),
+            ApiResponse::Warned(c, v, w) => write!(f, "Warned({c}, {v}, {w:?})"),
             ApiResponse::Watch(_) => write!(f, "Watch"),
         }
     }
@@ -536,7 +540,8 @@ impl Sim {
                 "the server could not find the requested resource",
             ));
         }
-        match req.verb {
+        let warnings = self.unknown_field_warnings(&rt, &req);
+        let response = match req.verb {
             Verb::Get => self
                 .get(&rt, &req)
                 .await
@@ -553,13 +558,44 @@ impl Sim {
             Verb::Patch(kind) => self.patch(&rt, &req, kind).await,
             Verb::Delete => self.delete(&rt, &req).await,
             Verb::DeleteCollection => self.delete_collection(&rt, &req).await,
+        };
+        match response {
+            Ok(ApiResponse::Object(code, v)) if !warnings.is_empty() => {
+                Ok(ApiResponse::Warned(code, v, warnings))
+            }
+            other => other,
         }
+    }
+
+    /// `unknown field "..."` for each field of a custom resource write that its schema prunes
+    /// (`fieldValidation` Warn, the default; Strict refuses them, Ignore says nothing).
+    fn unknown_field_warnings(&self, rt: &ResourceType, req: &ApiRequest) -> Vec<String> {
+        let body_is_object = matches!(
+            req.verb,
+            Verb::Create | Verb::Update | Verb::Patch(PatchType::Merge | PatchType::Apply)
+        );
+        if !body_is_object
+            || req.subresource.as_deref() == Some("scale")
+            || req.query.get("fieldValidation") == Some("Ignore")
+        {
+            return Vec::new();
+        }
+        let Some(info) = self.crd_info(rt) else {
+            return Vec::new();
+        };
+        let Ok(body) = patch::parse_apply(&req.body) else {
+            return Vec::new();
+        };
+        info.unknown_fields(&rt.version, &body)
+            .into_iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect()
     }
 
     /// [`Sim::execute`] for calls that return an object.
     pub async fn call(self: &Arc<Self>, req: ApiRequest) -> Result<Value, ApiError> {
         match self.execute(req).await? {
-            ApiResponse::Object(_, v) => Ok(v),
+            ApiResponse::Object(_, v) | ApiResponse::Warned(_, v, _) => Ok(v),
             ApiResponse::Watch(_) => Err(ApiError::bad_request("unexpected watch")),
         }
     }
@@ -1207,7 +1243,7 @@ impl Sim {
             one.verb = Verb::Delete;
             one.name = Some(name);
             match self.delete(rt, &one).await {
-                Ok(ApiResponse::Object(_, v)) => deleted.push(v),
+                Ok(ApiResponse::Object(_, v) | ApiResponse::Warned(_, v, _)) => deleted.push(v),
                 Ok(ApiResponse::Watch(_)) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),

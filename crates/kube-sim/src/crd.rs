@@ -140,6 +140,14 @@ impl CrdInfo {
         pruned
     }
 
+    /// The paths `version`'s schema would prune from `obj` (which is left as it is).
+    pub fn unknown_fields(&self, version: &str, obj: &Value) -> Vec<String> {
+        match self.version(version).and_then(|v| v.schema.as_ref()) {
+            Some(s) => schema::prune(&mut obj.clone(), s),
+            None => Vec::new(),
+        }
+    }
+
     /// Schema and scale validation of a write through `subresource` (None, status or scale).
     pub fn validate(
         &self,

@@ -264,6 +264,15 @@ async fn handle(
             };
             json_response(code, &v)
         }
+        Ok(ApiResponse::Warned(code, v, warnings)) => {
+            let mut resp = json_response(code, &v);
+            for w in warnings {
+                if let Ok(h) = http::HeaderValue::from_str(&warning_header(&w)) {
+                    resp.headers_mut().append(header::WARNING, h);
+                }
+            }
+            resp
+        }
         Ok(ApiResponse::Watch(plan)) => watch_response(sim, *plan, format),
         Err(e) => {
             if e.code >= 500 || e.code == 403 {
@@ -272,6 +281,11 @@ async fn handle(
             error_response(&e)
         }
     }
+}
+
+/// A `Warning` header value as the API server writes it: `299 - "<text>"`.
+fn warning_header(text: &str) -> String {
+    format!("299 - {}", Value::String(text.to_string()))
 }
 
 fn v_group_version(v: &Value) -> (String, String) {
