@@ -344,6 +344,13 @@ fn expected_kinds(name: &str) -> &'static [&'static str] {
             "PodDisruptionBudget",
             "CustomResourceDefinition",
         ],
+        "podmanager/cert-manager" => &[
+            "Deployment",
+            "PodDisruptionBudget",
+            "CustomResourceDefinition",
+            "Issuer",
+            "Certificate",
+        ],
         "provisioner-hostpath" | "provisioner-hostpath/agents-only" => {
             &["DaemonSet", "StorageClass"]
         }
@@ -368,6 +375,7 @@ fn every_base_and_overlay_renders_objects_of_the_expected_kinds_that_parse_stric
             "eviction-guard",
             "eviction-guard/cert-manager",
             "podmanager",
+            "podmanager/cert-manager",
             "provisioner-hostpath",
             "provisioner-hostpath/agents-only",
             "provisioner-nfs",
@@ -950,7 +958,9 @@ fn check_certificate_wiring(
             r.name
         );
         assert_eq!(env(r, "SELF_SIGNED_SECRET"), Some(format!("{svc}-tls")));
-        assert_eq!(env(r, "WEBHOOK_CONFIGURATION").as_deref(), Some(config));
+        // podmanager injects into its CRD, named by the code, not by a variable.
+        let want = (svc != "podmanager").then_some(config);
+        assert_eq!(env(r, "WEBHOOK_CONFIGURATION").as_deref(), want);
         assert_eq!(
             env(r, "WEBHOOK_SERVICE_DNS"),
             Some(format!("{svc}.{NAMESPACE}.svc"))
@@ -1064,20 +1074,54 @@ fn podmanager_base_carries_the_published_crd() {
     let root = repo();
     let published = std::fs::read_to_string(root.join("deploy/crds/podmanager.yaml"))
         .expect("deploy/crds/podmanager.yaml");
-    let copy = std::fs::read_to_string(root.join("kustomize/podmanager/crd.yaml"))
-        .expect("kustomize/podmanager/crd.yaml");
+    let copy = std::fs::read_to_string(root.join("kustomize/podmanager/base/crd.yaml"))
+        .expect("kustomize/podmanager/base/crd.yaml");
     assert!(
         copy == published,
-        "kustomize/podmanager/crd.yaml differs from deploy/crds/podmanager.yaml: run \
+        "kustomize/podmanager/base/crd.yaml differs from deploy/crds/podmanager.yaml: run \
          scripts/render (it copies the CRD, then renders)"
     );
     let Some(renders) = renders() else { return };
-    let r = find(renders, "podmanager");
-    let rendered: CustomResourceDefinition = r.one("CustomResourceDefinition");
-    let file: CustomResourceDefinition =
-        serde_yaml::from_str(&published).expect("the published CRD parses");
-    assert_eq!(rendered.spec, file.spec);
-    assert_eq!(rendered.metadata.name, file.metadata.name);
+    for name in ["podmanager", "podmanager/cert-manager"] {
+        let r = find(renders, name);
+        let rendered: CustomResourceDefinition = r.one("CustomResourceDefinition");
+        let file: CustomResourceDefinition =
+            serde_yaml::from_str(&published).expect("the published CRD parses");
+        assert_eq!(rendered.spec, file.spec, "{name}");
+        assert_eq!(rendered.metadata.name, file.metadata.name, "{name}");
+        // The conversion webhook's certificate: self-signed bootstrap or cert-manager's.
+        check_certificate_wiring(r, "", rendered.metadata.annotations.as_ref());
+        let svc = rendered
+            .spec
+            .conversion
+            .and_then(|c| c.webhook)
+            .and_then(|w| w.client_config)
+            .and_then(|c| c.service)
+            .expect("the conversion webhook's Service");
+        let service: Service = r.one("Service");
+        assert_eq!(
+            (svc.name.as_str(), svc.namespace.as_str()),
+            ("podmanager", NAMESPACE),
+            "{name}"
+        );
+        assert_eq!(
+            service.metadata.name.as_deref(),
+            Some("podmanager"),
+            "{name}"
+        );
+        let port = service
+            .spec
+            .and_then(|s| s.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| Some(p.port) == svc.port)
+            .expect("the Service serves the CRD's webhook port");
+        assert_eq!(
+            port.target_port,
+            Some(IntOrString::String("webhook".into())),
+            "{name}"
+        );
+    }
 }
 
 fn shipped_storage_classes() -> Vec<StorageClass> {
