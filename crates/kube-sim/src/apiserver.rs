@@ -300,8 +300,9 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// metadata, spec and status are objects in every kind served: refuse anything else (422) so
-/// no later step has to cope with them.
-fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+/// no later step has to cope with them. A custom resource's spec and status are its schema's
+/// business (a type error with the schema's message).
+fn check_shape(rt: &ResourceType, obj: &Value, custom: bool) -> Result<(), ApiError> {
     if !obj.is_object() {
         return Err(ApiError::invalid(
             rt,
@@ -309,8 +310,13 @@ fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
             "the object must be a JSON object",
         ));
     }
-    for field in ["metadata", "spec", "status"] {
-        if let Some(v) = obj.get(field)
+    let fields: &[&str] = if custom {
+        &["metadata"]
+    } else {
+        &["metadata", "spec", "status"]
+    };
+    for field in fields {
+        if let Some(v) = obj.get(*field)
             && !(v.is_object() || v.is_null())
         {
             let name = meta_str(obj, "name").unwrap_or_default();
@@ -783,7 +789,7 @@ impl Sim {
             None => {}
         }
         let mut obj = parse_body(&req.body)?;
-        check_shape(rt, &obj)?;
+        check_shape(rt, &obj, self.crd_info(rt).is_some())?;
         if rt.virtual_review {
             return self.review(rt, req, obj);
         }
@@ -1029,7 +1035,7 @@ impl Sim {
         let ns = self.namespace_of(rt, req);
         let name = req.name.clone().unwrap_or_default();
         let body = parse_body(&req.body)?;
-        check_shape(rt, &body)?;
+        check_shape(rt, &body, self.crd_info(rt).is_some())?;
         if req.subresource.as_deref() == Some("scale") {
             let old = self.current(rt, &ns, &name)?;
             let old = self.served(rt, old).await?;
@@ -1093,7 +1099,7 @@ impl Sim {
             };
             let patched = patch::apply_patch(&target, kind, &req.body)
                 .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
-            check_shape(rt, &patched)?;
+            check_shape(rt, &patched, self.crd_info(rt).is_some())?;
             let new = if req.subresource.as_deref() == Some("scale") {
                 let replicas = patched
                     .pointer("/spec/replicas")
