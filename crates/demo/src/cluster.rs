@@ -317,6 +317,7 @@ impl Cluster {
                 leader_election: None,
                 identity: "podmanager-demo".to_owned(),
                 control_endpoint: Some(control_endpoint),
+                webhook: None,
             },
             client.clone(),
             admin,

@@ -17,13 +17,15 @@
 //! Known simplifications (on top of those listed in [`admission`] and [`patch`]): pods are deleted
 //! at once (no kubelet-confirmed graceful termination); PodDisruptionBudgets are not evaluated
 //! for evictions; list `continue`
-//! tokens are positions, not snapshots; protection finalizers (pvc-protection) are not added;
-//! custom resources are not validated against their schema and versions are not converted.
+//! tokens are positions, not snapshots; protection finalizers (pvc-protection) are not added.
+//! Custom resources are pruned, defaulted and validated by their structural schemas and converted
+//! between versions ([`schema`], [`crd`]), with the gaps listed there.
 
 pub mod admission;
 pub mod apiserver;
 pub mod auth;
 pub mod controllers;
+pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod errors;
@@ -32,6 +34,7 @@ pub mod kubeconfig;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
+pub mod schema;
 pub mod selectors;
 pub mod server;
 pub mod store;
