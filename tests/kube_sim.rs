@@ -25,6 +25,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+#[path = "kube_sim/pv_controller.rs"]
+mod pv_controller;
+
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn cm(name: &str) -> ConfigMap {

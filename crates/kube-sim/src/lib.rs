@@ -17,8 +17,8 @@
 //! Known simplifications (on top of those listed in [`admission`] and [`patch`]): pods are deleted
 //! at once (no kubelet-confirmed graceful termination); PodDisruptionBudgets are not evaluated
 //! for evictions; list `continue`
-//! tokens are positions, not snapshots; protection finalizers (pvc-protection) are not added;
-//! custom resources are not validated against their schema and versions are not converted.
+//! tokens are positions, not snapshots; protection finalizers (pvc-protection) are added only
+//! while the PV controller runs; custom resources are not validated against their schema and versions are not converted.
 
 pub mod admission;
 pub mod apiserver;

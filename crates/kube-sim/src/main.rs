@@ -51,7 +51,7 @@ struct ServeArgs {
     /// Evict pods from unreachable nodes after their toleration.
     #[arg(long, env = "KUBE_SIM_TAINT_EVICTION")]
     taint_eviction: bool,
-    /// Run the PV binder (Available PVs, pre-bound and matching PV binding).
+    /// Run the PV controller: binding, hand-over to external provisioners, protection.
     #[arg(long, env = "KUBE_SIM_PV_BINDER")]
     pv_binder: bool,
     /// How long after heartbeats stop a node goes NotReady (e.g. 1s, 40s).
