@@ -1,15 +1,17 @@
-//! Ballast provisioner: hostPath and NFS dynamic provisioning with the seed's binding rules.
+//! Ballast provisioner: hostPath and NFS dynamic provisioning, an external provisioner in the
+//! Kubernetes sense (the PV controller binds; we provision what it hands us).
 //!
 //! In: PersistentVolumeClaims, PersistentVolumes, StorageClasses and Nodes (watched), node
 //! health from the control service (optional), the local filesystem (hostPath base directory,
-//! mounted NFS export). Out: directories, PersistentVolumes (provisioned pre-bound), bind writes
-//! on PVs and claims (resourceVersion-checked), Events (`Provisioning`, `ProvisioningSucceeded`,
-//! `ProvisioningFailed`, `StorageClassMismatch`...), the `ballast.dev/binding-problem` claim
-//! annotation, the agent's free-space Node annotation, and metrics on the admin port.
+//! mounted NFS export). Out: directories, PersistentVolumes (created pre-bound to their claim,
+//! deleted once Released), the claim annotations `selected-node` (removed to reschedule) and
+//! `ballast.dev/binding-problem`, Events (`Provisioning`, `ProvisioningSucceeded`,
+//! `ProvisioningFailed`, `StorageClassMismatch`...), the agent's free-space Node annotation, and
+//! metrics on the admin port. Never a claim's spec or status.
 //!
-//! One binary, two roles: the cluster-wide controller (binding, NFS, warnings; only while holding
-//! the Lease) and, with `--node-name`, the hostPath agent of that node. A DaemonSet runs both in
-//! every pod; `plan` decides which instance acts on what.
+//! One binary, two roles: the cluster-wide controller (NFS, warnings, rescheduling; only while
+//! holding the Lease) and, with `--node-name`, the hostPath agent of that node. A DaemonSet runs
+//! both in every pod; `plan` decides which instance acts on what.
 
 pub mod args;
 pub mod error;
@@ -43,22 +45,20 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     (
         "",
         "persistentvolumeclaims",
-        &["get", "list", "watch", "update", "patch"],
+        &["get", "list", "watch", "patch"],
     ),
-    ("", "persistentvolumeclaims/status", &["update"]),
     (
         "",
         "persistentvolumes",
-        &["get", "list", "watch", "create", "update", "delete"],
+        &["get", "list", "watch", "create", "delete"],
     ),
-    ("", "persistentvolumes/status", &["update"]),
     (
         "storage.k8s.io",
         "storageclasses",
         &["get", "list", "watch"],
     ),
     ("", "nodes", &["get", "list", "watch", "patch"]),
-    ("", "events", &["create"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
     (
         "coordination.k8s.io",
         "leases",
@@ -218,6 +218,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         );
     }
     let ctx = reconcile::Ctx {
+        recorder: kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: reconcile::COMPONENT.into(),
+                instance: Some(identity.clone()),
+            },
+        ),
         client,
         identity,
         node_name,
