@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
@@ -31,11 +31,12 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result, kube, status_code};
 use crate::plan::{self, *};
+use crate::queue::Key;
 use crate::{NfsConfig, metrics, storage};
 
 /// Events name this component, as external provisioners do.
@@ -74,18 +75,61 @@ pub struct Ctx {
     pub last_publish: Mutex<Option<Instant>>,
 }
 
+/// What every decision shares: the classes and the node facts.
+struct Shared {
+    classes: Vec<Arc<StorageClass>>,
+    nodes: plan::Nodes,
+}
+
 impl Ctx {
-    fn world(&self) -> World {
+    fn shared(&self) -> Shared {
         let ready: Option<BTreeMap<String, bool>> = self.health.as_ref().and_then(|h| {
             h.borrow()
                 .as_ref()
                 .map(|m| m.iter().map(|(n, h)| (n.clone(), h.ready)).collect())
         });
-        World {
-            claims: self.claims.state(),
-            volumes: self.volumes.state(),
+        Shared {
             classes: self.classes.state(),
             nodes: plan::node_facts(&self.nodes.state(), ready.as_ref(), unix_now()),
+        }
+    }
+
+    /// The world one claim's decision looks at, by name from the caches: the volume it names and
+    /// the one we would have provisioned for it (`pvc-<uid>`). Constant cost per claim.
+    fn world_for_claim(&self, c: &PersistentVolumeClaim, shared: &Shared) -> World {
+        let mut names: Vec<String> = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .filter(|n| !n.is_empty())
+            .into_iter()
+            .collect();
+        if let Some(uid) = c.metadata.uid.as_deref() {
+            names.push(format!("pvc-{uid}"));
+        }
+        names.dedup();
+        World {
+            claims: Vec::new(),
+            volumes: names
+                .iter()
+                .filter_map(|n| self.volumes.get(&ObjectRef::new(n)))
+                .collect(),
+            classes: shared.classes.clone(),
+            nodes: shared.nodes.clone(),
+        }
+    }
+
+    /// The world one volume's decision looks at: the claim its claimRef names.
+    fn world_for_volume(&self, v: &PersistentVolume, shared: &Shared) -> World {
+        let claims = plan::claim_ref(v)
+            .and_then(|(ns, name, _)| self.claims.get(&ObjectRef::new(name).within(ns)))
+            .into_iter()
+            .collect();
+        World {
+            claims,
+            volumes: Vec::new(),
+            classes: shared.classes.clone(),
+            nodes: shared.nodes.clone(),
         }
     }
 
@@ -112,33 +156,73 @@ impl Ctx {
     }
 }
 
-/// One full pass over every claim, every volume and the directories this instance owns.
-pub async fn pass(ctx: &Ctx) {
-    let world = ctx.world();
+/// Reconciles one claim or volume (the work a watch event asks for).
+pub async fn one(ctx: &Ctx, key: &Key) {
+    let shared = ctx.shared();
     let leading = *ctx.leading.borrow();
-    for claim in &world.claims {
-        let plan = plan::decide_claim(claim, &world);
-        if !ctx.is_mine(&plan.actor, plan::claim_backend(claim, &world), leading) {
-            continue;
+    match key {
+        Key::Claim { namespace, name } => {
+            if let Some(claim) = ctx.claims.get(&ObjectRef::new(name).within(namespace)) {
+                reconcile_claim(ctx, &claim, &shared, leading).await;
+            }
         }
-        let provisioning = matches!(plan.action, ClaimAction::Provision(_));
-        if let Err(e) = apply_claim(ctx, claim, &world, plan.action).await {
-            claim_failed(ctx, claim, provisioning, &e).await;
-        }
-    }
-    for pv in &world.volumes {
-        let plan = plan::decide_volume(pv, &world);
-        if !ctx.is_mine(&plan.actor, plan::volume_backend(pv, &world), leading) {
-            continue;
-        }
-        if let Err(e) = apply_volume(ctx, pv, plan.action).await {
-            let name = pv.metadata.name.as_deref().unwrap_or("");
-            log_error(&e, &format!("volume {name}"));
-            if !e.is_conflict() {
-                metrics::failed(volume_class(pv), "reclaim", e.label());
+        Key::Volume(name) => {
+            if let Some(pv) = ctx.volumes.get(&ObjectRef::new(name)) {
+                reconcile_volume(ctx, &pv, &shared, leading).await;
             }
         }
     }
+}
+
+async fn reconcile_claim(ctx: &Ctx, claim: &PersistentVolumeClaim, shared: &Shared, leading: bool) {
+    let world = ctx.world_for_claim(claim, shared);
+    let plan = plan::decide_claim(claim, &world);
+    if !ctx.is_mine(&plan.actor, plan::claim_backend(claim, &world), leading) {
+        return;
+    }
+    let provisioning = matches!(
+        plan.action,
+        ClaimAction::Provision(_) | ClaimAction::Reschedule { .. }
+    );
+    if let Err(e) = apply_claim(ctx, claim, &world, plan.action).await {
+        claim_failed(ctx, claim, provisioning, &e).await;
+    }
+}
+
+async fn reconcile_volume(ctx: &Ctx, pv: &PersistentVolume, shared: &Shared, leading: bool) {
+    let world = ctx.world_for_volume(pv, shared);
+    let plan = plan::decide_volume(pv, &world);
+    if !ctx.is_mine(&plan.actor, plan::volume_backend(pv, &world), leading) {
+        return;
+    }
+    if let Err(e) = apply_volume(ctx, pv, plan.action).await {
+        let name = pv.metadata.name.as_deref().unwrap_or("");
+        log_error(&e, &format!("volume {name}"));
+        if !e.is_conflict() {
+            metrics::failed(volume_class(pv), "reclaim", e.label());
+        }
+    }
+}
+
+/// One full pass over every claim, every volume and the directories this instance owns (at
+/// startup, on resync and when what every decision shares changes). Linear in the objects.
+pub async fn pass(ctx: &Ctx) {
+    let shared = ctx.shared();
+    let leading = *ctx.leading.borrow();
+    let claims = ctx.claims.state();
+    let volumes = ctx.volumes.state();
+    for claim in &claims {
+        reconcile_claim(ctx, claim, &shared, leading).await;
+    }
+    for pv in &volumes {
+        reconcile_volume(ctx, pv, &shared, leading).await;
+    }
+    let world = World {
+        claims,
+        volumes,
+        classes: shared.classes,
+        nodes: shared.nodes,
+    };
     if let Some(node) = ctx.node_name.clone() {
         sweep(ctx, &ctx.hostpath_base, &world, Some(&node));
         if let Err(e) = publish_free_space(ctx, false).await {
@@ -155,6 +239,13 @@ pub async fn pass(ctx: &Ctx) {
         .collect();
     ctx.lock_said()
         .retain(|(uid, reason), _| live.contains(uid.as_str()) || *reason == "orphan");
+}
+
+/// An agent's periodic free-space report between full passes.
+pub async fn publish_periodically(ctx: &Ctx) {
+    if let Err(e) = publish_free_space(ctx, false).await {
+        log_error(&e, "free space");
+    }
 }
 
 fn log_error(e: &Error, what: &str) {
