@@ -427,9 +427,7 @@ async fn reconcile_loop(
                 next_resync = tokio::time::Instant::now() + resync;
             }
             queue::Work::Keys(keys) => {
-                for key in keys {
-                    reconcile::one(&ctx, &key).await;
-                }
+                reconcile::some(&ctx, keys).await;
                 reconcile::publish_periodically(&ctx).await;
             }
         }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, NFSVolumeSource, Node, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, ObjectReference, PersistentVolume, PersistentVolumeClaim,
@@ -156,19 +157,30 @@ impl Ctx {
     }
 }
 
-/// Reconciles one claim or volume (the work a watch event asks for).
-pub async fn one(ctx: &Ctx, key: &Key) {
+/// Reconciles at most this many objects at once: provisioning is mostly waiting for the API
+/// server (the external-provisioner runs 100 workers by default; fewer keep its load modest).
+const WORKERS: usize = 16;
+
+/// Reconciles the claims and volumes a batch of watch events asked for, several at once (each
+/// key appears once in a batch, so no object is reconciled twice concurrently).
+pub async fn some(ctx: &Ctx, keys: Vec<Key>) {
     let shared = ctx.shared();
     let leading = *ctx.leading.borrow();
+    futures::stream::iter(keys)
+        .for_each_concurrent(WORKERS, |key| one(ctx, key, &shared, leading))
+        .await;
+}
+
+async fn one(ctx: &Ctx, key: Key, shared: &Shared, leading: bool) {
     match key {
         Key::Claim { namespace, name } => {
-            if let Some(claim) = ctx.claims.get(&ObjectRef::new(name).within(namespace)) {
-                reconcile_claim(ctx, &claim, &shared, leading).await;
+            if let Some(claim) = ctx.claims.get(&ObjectRef::new(&name).within(&namespace)) {
+                reconcile_claim(ctx, &claim, shared, leading).await;
             }
         }
         Key::Volume(name) => {
-            if let Some(pv) = ctx.volumes.get(&ObjectRef::new(name)) {
-                reconcile_volume(ctx, &pv, &shared, leading).await;
+            if let Some(pv) = ctx.volumes.get(&ObjectRef::new(&name)) {
+                reconcile_volume(ctx, &pv, shared, leading).await;
             }
         }
     }
@@ -211,12 +223,14 @@ pub async fn pass(ctx: &Ctx) {
     let leading = *ctx.leading.borrow();
     let claims = ctx.claims.state();
     let volumes = ctx.volumes.state();
-    for claim in &claims {
-        reconcile_claim(ctx, claim, &shared, leading).await;
-    }
-    for pv in &volumes {
-        reconcile_volume(ctx, pv, &shared, leading).await;
-    }
+    futures::stream::iter(&claims)
+        .for_each_concurrent(WORKERS, |claim| {
+            reconcile_claim(ctx, claim, &shared, leading)
+        })
+        .await;
+    futures::stream::iter(&volumes)
+        .for_each_concurrent(WORKERS, |pv| reconcile_volume(ctx, pv, &shared, leading))
+        .await;
     let world = World {
         claims,
         volumes,

@@ -316,6 +316,16 @@ pub fn external_provisioning_message(provisioner: &str) -> String {
     )
 }
 
+/// Whether a claim and its volume are bound both ways with nothing left to write.
+fn bind_complete(pv: &Value, pvc: &Value) -> bool {
+    s(pv, "/spec/claimRef/uid") == s(pvc, "/metadata/uid")
+        && bound_to(pv, pvc)
+        && s(pv, "/status/phase") == "Bound"
+        && s(pvc, "/status/phase") == "Bound"
+        && pvc.pointer("/status/capacity") == pv.pointer("/spec/capacity")
+        && pvc.pointer("/status/accessModes") == pv.pointer("/spec/accessModes")
+}
+
 /// syncClaim: what the PV controller does with one claim.
 pub fn sync_claim(pvc: &Value, volumes: &Volumes, classes: &[Value], pods: &[Value]) -> ClaimSync {
     if pvc.pointer("/metadata/deletionTimestamp").is_some() {
@@ -337,6 +347,7 @@ pub fn sync_claim(pvc: &Value, volumes: &Volumes, classes: &[Value], pods: &[Val
                 "ClaimLost",
                 "Bound claim has lost its PersistentVolume. Data on the volume is lost!",
             )),
+            Some(pv) if bind_complete(pv, pvc) => ClaimSync::Idle,
             Some(pv) if !has_claim_ref(pv) || bound_to(pv, pvc) => {
                 ClaimSync::Bind(volume_name.to_string())
             }

@@ -209,7 +209,16 @@ fn a_bound_claim_whose_volume_is_gone_is_lost() {
     assert_eq!(
         sync_claim(&c, &Volumes::new(&pvs), &[], &[]),
         ClaimSync::Bind("pv-1".into()),
-        "a consistent pair is finished, never lost"
+        "a half-done binding is finished, never lost"
+    );
+    let mut done = pvs[0].clone();
+    done["status"]["phase"] = json!("Bound");
+    c["status"] = json!({"phase": "Bound", "capacity": {"storage": "1Gi"},
+                         "accessModes": ["ReadWriteOnce"]});
+    assert_eq!(
+        sync_claim(&c, &Volumes::new(&[done]), &[], &[]),
+        ClaimSync::Idle,
+        "nothing to write for a complete binding"
     );
 }
 
