@@ -1090,3 +1090,37 @@ async fn hostpath_claim_on_a_node_without_an_agent_is_rescheduled_to_one_with_an
     shutdown.cancel();
     running.wait().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn a_volume_shown_released_while_its_claim_holds_it_keeps_its_data() {
+    let env = Env::start("prov-held").await;
+    let shutdown = CancellationToken::new();
+    let running = env.provisioner("p1", &shutdown).await;
+    let claim = env.create_claim("held", "nfs", json!({})).await;
+    let (_, pv) = env.bound("held").await;
+    let dir = format!("pvc-{}_prov-held_held", claim.metadata.uid.unwrap());
+    std::fs::write(env.export.path().join(&dir).join("precious"), b"data").unwrap();
+
+    // Someone marks the volume Released although its claim is still bound to it.
+    let name = pv.metadata.name.clone().unwrap();
+    let mut released = env.volumes().get(&name).await.unwrap();
+    released.status.as_mut().unwrap().phase = Some("Released".into());
+    env.volumes()
+        .replace_status(&name, &PostParams::default(), &released)
+        .await
+        .unwrap();
+    // The PV controller puts it right; the provisioner, which saw Released, deleted nothing.
+    wait_for("the volume Bound again", TIMEOUT, || async {
+        let pv = env.volumes().get(&name).await.ok()?;
+        (pv.status?.phase.as_deref() == Some("Bound")).then_some(())
+    })
+    .await;
+    assert!(
+        env.export.path().join(&dir).join("precious").is_file(),
+        "data of a volume its claim holds is never removed"
+    );
+    assert!(env.volumes().get_opt(&name).await.unwrap().is_some());
+
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+}
