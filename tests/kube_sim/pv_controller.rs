@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use ballast_e2e::{SimConfig, TestEnv, wait_for};
-use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -311,14 +311,27 @@ async fn pv_controller_waits_for_a_selected_node_with_wait_for_first_consumer() 
 }
 
 #[tokio::test]
-async fn a_claim_used_by_a_pod_is_deleted_only_after_the_pod() {
-    let env = start().await;
+async fn a_claim_used_by_a_scheduled_pod_is_deleted_only_after_the_pod() {
+    let env = TestEnv::start(SimConfig::default().nodes(1).pv_binder(true)).await;
+    let Some(node) = Api::<Node>::all(env.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find_map(|n| n.metadata.name)
+    else {
+        eprintln!("SKIPPED: the cluster has no node to place the claim's pod on");
+        return env.shutdown().await;
+    };
     let provisioner = format!("e2e.ballast.dev/{}", env.namespace);
     let sc = class(&env, "prot", &provisioner, "Immediate").await;
     claim(&env, "used", &sc, "1Gi").await;
+    // Placed on a node already (only a scheduled pod holds its claims).
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "user"},
-        "spec": {"containers": [{"name": "app", "image": "registry.example/web:1.0"}],
+        "spec": {"nodeName": node,
+                 "containers": [{"name": "app", "image": "registry.example/web:1.0"}],
                  "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "used"}}]}}))
     .unwrap();
     let pods = env.api::<Pod>();

@@ -20,7 +20,8 @@
 //!   external provisioner deletes those of reclaim policy Delete), unbound again when the
 //!   controller had bound them to a claim that took another volume;
 //! - bound claims whose volume is gone are `Lost`;
-//! - protection: deleting a claim still used by a non-terminated pod, or a Bound volume, waits;
+//! - protection: deleting a claim still used by a scheduled, non-terminated pod, or a Bound
+//!   volume, waits;
 //!   the `kubernetes.io/pvc-protection` / `pv-protection` finalizers (added at creation while
 //!   this controller runs, as the StorageObjectInUseProtection admission plugin does) are
 //!   removed once nothing uses the object.
@@ -457,11 +458,13 @@ pub fn sync_volume(pv: &Value, claims: &HashMap<(&str, &str), &Value>) -> Volume
     }
 }
 
-/// Whether a non-terminated pod in the claim's namespace mounts it (pvc-protection).
+/// Whether a scheduled, non-terminated pod in the claim's namespace mounts it
+/// (pvc-protection: a pod not yet scheduled does not hold the claim, the kubelet will refuse
+/// to start it with a claim being deleted).
 fn claim_in_use(pvc: &Value, pods: &[Value]) -> bool {
     let (ns, name) = (s(pvc, "/metadata/namespace"), s(pvc, "/metadata/name"));
     pods.iter()
-        .filter(|p| s(p, "/metadata/namespace") == ns)
+        .filter(|p| s(p, "/metadata/namespace") == ns && !s(p, "/spec/nodeName").is_empty())
         .filter(|p| !matches!(s(p, "/status/phase"), "Succeeded" | "Failed"))
         .any(|p| {
             p.pointer("/spec/volumes")

@@ -257,10 +257,17 @@ fn protection_waits_for_pods_using_the_claim() {
     let c = claim("data", "nfs", "1Gi");
     let pod = |phase: &str| {
         json!({"metadata": {"namespace": "ns", "name": "p"}, "status": {"phase": phase},
-               "spec": {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]}})
+               "spec": {"nodeName": "node-1",
+                        "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]}})
     };
     assert!(claim_in_use(&c, &[pod("Running")]));
     assert!(!claim_in_use(&c, &[pod("Succeeded")]));
+    let mut unscheduled = pod("Pending");
+    unscheduled["spec"]["nodeName"] = Value::Null;
+    assert!(
+        !claim_in_use(&c, &[unscheduled]),
+        "a pod not scheduled yet does not hold the claim"
+    );
     assert!(!claim_in_use(&c, &[]));
     let mut obj = json!({"metadata": {"name": "x"}});
     add_protection_finalizer("persistentvolumeclaims", &mut obj);
