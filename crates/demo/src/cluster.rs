@@ -164,6 +164,7 @@ impl Cluster {
             .scheduler(true)
             .kubelet(true)
             .taint_eviction(true)
+            .pv_binder(true)
             .node_grace(NODE_GRACE)
             .default_toleration_seconds(TOLERATION_SECONDS);
         if let Some(path) = kubeconfig {

@@ -33,7 +33,7 @@ pub struct Settings {
     pub default_toleration_seconds: u64,
     /// How often watches with `allowWatchBookmarks` get a BOOKMARK.
     pub bookmark_interval: Duration,
-    /// Whether new PersistentVolumes start Available (a PV controller is running).
+    /// Whether the PV controller runs (new claims and volumes get protection finalizers).
     pub pv_binder: bool,
 }
 

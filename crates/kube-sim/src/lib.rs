@@ -17,7 +17,8 @@
 //! Known simplifications (on top of those listed in [`admission`] and [`patch`]): pods are deleted
 //! at once (no kubelet-confirmed graceful termination); PodDisruptionBudgets are not evaluated
 //! for evictions; list `continue`
-//! tokens are positions, not snapshots; protection finalizers (pvc-protection) are not added.
+//! tokens are positions, not snapshots; protection finalizers (pvc-protection) are added only
+//! while the PV controller runs.
 //! Custom resources are pruned, defaulted and validated by their structural schemas and converted
 //! between versions ([`schema`], [`crd`]), with the gaps listed there.
 

@@ -52,7 +52,7 @@ struct ServeArgs {
     /// their toleration; five refused attempts and a pod stays until the node's taints change.
     #[arg(long, env = "KUBE_SIM_TAINT_EVICTION")]
     taint_eviction: bool,
-    /// Run the PV binder (Available PVs, pre-bound and matching PV binding).
+    /// Run the PV controller: binding, hand-over to external provisioners, protection.
     #[arg(long, env = "KUBE_SIM_PV_BINDER")]
     pv_binder: bool,
     /// How long after heartbeats stop a node goes NotReady (e.g. 1s, 40s).
