@@ -72,6 +72,9 @@ pub struct Args {
     #[command(flatten)]
     pub certs: ballast_runtime::tls::ServingCertArgs,
 
+    #[command(flatten)]
+    pub shutdown: ballast_runtime::shutdown::ShutdownArgs,
+
     /// Run outside the cluster: the conversion webhook over plain HTTP. Never in production.
     #[arg(long, env = "PODMANAGER_LOCAL")]
     pub local: bool,
@@ -118,6 +121,8 @@ impl Args {
             conversion_webhook,
             webhook_port,
             certs,
+            // Read by main, which owns the signal handling.
+            shutdown: _,
             local,
             self_signed_secret,
             webhook_service_dns,

@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     ballast_runtime::telemetry::init();
-    let shutdown = ballast_runtime::shutdown::on_signals();
+    let shutdown = ballast_runtime::shutdown::on_signals_after(args.shutdown.drain);
     podmanager::run(args.config(), shutdown).await?;
     Ok(())
 }

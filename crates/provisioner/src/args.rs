@@ -64,6 +64,9 @@ pub struct Args {
     #[command(flatten)]
     pub kube: ballast_runtime::kubeclient::KubeconfigArgs,
 
+    #[command(flatten)]
+    pub shutdown: ballast_runtime::shutdown::ShutdownArgs,
+
     /// Namespace of the Lease (the pod's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
     pub lease_namespace: String,
@@ -101,6 +104,8 @@ impl Args {
             admin_port,
             bind_address,
             kube,
+            // Read by main, which owns the signal handling.
+            shutdown: _,
             lease_namespace,
             lease_name,
             identity,

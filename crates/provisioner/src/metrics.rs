@@ -19,10 +19,6 @@ pub fn describe() {
         "Volumes whose directory was removed or archived and PV deleted, by storage class."
     );
     metrics::describe_counter!(
-        BOUND,
-        "Claims bound to a provisioned volume, by storage class."
-    );
-    metrics::describe_counter!(
         FAILURES,
         "Failed provisioner operations, by storage class, operation and reason."
     );
