@@ -344,8 +344,13 @@ async fn condition_and_delete(
 /// `TaintManagerEviction` "Marking for deletion Pod ns/name", as the controller records it.
 async fn record_event(sim: &Arc<Sim>, user: &UserInfo, ns: &str, name: &str) {
     let t = now();
+    // Named as client-go's recorder names events: `<object>.<unix nanoseconds in hex>` (a
+    // generateName ending in '.' is not a valid prefix).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let event = json!({"apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{name}."), "namespace": ns},
+        "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": ns},
         "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name},
         "reason": "TaintManagerEviction", "message": format!("Marking for deletion Pod {ns}/{name}"),
         "type": "Normal", "source": {"component": COMPONENT}, "count": 1,
