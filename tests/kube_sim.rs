@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "kube_sim/crd_schema.rs"]
 mod crd_schema;
+#[path = "kube_sim/leader_election.rs"]
+mod leader_election;
 #[path = "kube_sim/pv_controller.rs"]
 mod pv_controller;
 #[path = "kube_sim/strict_api.rs"]
