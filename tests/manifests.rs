@@ -2174,3 +2174,60 @@ fn every_object_and_pod_template_carries_the_recommended_labels() {
         }
     }
 }
+
+#[test]
+fn krew_packaging_lists_every_archive_with_its_platform_and_checksum() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let archives = dir.path().join("archives");
+    std::fs::create_dir(&archives).expect("writable");
+    let platforms = [
+        ("linux", "amd64"),
+        ("linux", "arm64"),
+        ("darwin", "amd64"),
+        ("darwin", "arm64"),
+    ];
+    for (os, arch) in platforms {
+        let mut f = std::fs::File::create(archives.join(format!("kubectl-pvc-{os}-{arch}.tar.gz")))
+            .expect("writable");
+        write!(f, "{os}/{arch}").expect("writable");
+    }
+    let manifest = dir.path().join("pvc.yaml");
+    let status = Command::new("bash")
+        .arg(repo().join("deploy/krew/package.sh"))
+        .arg("manifest")
+        .env("ARCHIVES", &archives)
+        .env("MANIFEST", &manifest)
+        .env("VERSION", "v9.9.9")
+        .env("BASE_URL", "https://example.invalid/releases")
+        .status()
+        .expect("bash runs");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&manifest).expect("the manifest was written");
+    let plugin: serde_yaml::Value = serde_yaml::from_str(&text).expect("the manifest parses");
+    assert_eq!(plugin["spec"]["version"].as_str(), Some("v9.9.9"));
+    let entries = plugin["spec"]["platforms"]
+        .as_sequence()
+        .expect("platforms")
+        .clone();
+    assert_eq!(entries.len(), 4, "{text}");
+    for ((os, arch), entry) in platforms.into_iter().zip(entries) {
+        let labels = &entry["selector"]["matchLabels"];
+        assert_eq!(
+            (labels["os"].as_str(), labels["arch"].as_str()),
+            (Some(os), Some(arch))
+        );
+        let file = format!("kubectl-pvc-{os}-{arch}.tar.gz");
+        assert_eq!(
+            entry["uri"].as_str(),
+            Some(format!("https://example.invalid/releases/v9.9.9/{file}").as_str())
+        );
+        let sha = Command::new("sha256sum")
+            .arg(archives.join(&file))
+            .output()
+            .expect("sha256sum runs");
+        let sha = String::from_utf8_lossy(&sha.stdout);
+        assert_eq!(entry["sha256"].as_str(), sha.split_whitespace().next());
+        assert_eq!(entry["bin"].as_str(), Some("kubectl-pvc"));
+    }
+}
