@@ -108,7 +108,16 @@ impl Render {
     }
 }
 
-/// Every directory under kustomize/ holding a kustomization, except shared `base` parts.
+/// Whether a kustomization file is a kustomize Component (included by overlays, not installed).
+fn is_component(file: &Path) -> bool {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("failed to read {}: {e}", file.display()))
+        .lines()
+        .any(|l| l.trim_end() == "kind: Component")
+}
+
+/// Every directory under kustomize/ holding a kustomization, except shared `base` parts and
+/// Components.
 fn kustomizations() -> Vec<String> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -122,6 +131,7 @@ fn kustomizations() -> Vec<String> {
             } else if path.file_name().is_some_and(|n| n == "kustomization.yaml")
                 && dir.file_name().is_some_and(|n| n != "base")
                 && dir != root
+                && !is_component(&path)
             {
                 let rel = dir.strip_prefix(root).expect("under kustomize/");
                 out.push(rel.to_string_lossy().replace('\\', "/"));
@@ -2230,4 +2240,160 @@ fn krew_packaging_lists_every_archive_with_its_platform_and_checksum() {
         assert_eq!(entry["sha256"].as_str(), sha.split_whitespace().next());
         assert_eq!(entry["bin"].as_str(), Some("kubectl-pvc"));
     }
+}
+
+fn promtool_present() -> bool {
+    Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Each installable kustomization with its optional `monitoring/` Component included, as an
+/// operator's overlay includes it: the ServiceMonitor scrapes the admin port of the component's
+/// Service, the PrometheusRule passes `promtool check rules`, and every metric an alert reads
+/// (but the API server's) is one the service exports.
+#[test]
+fn monitoring_components_render_scrape_the_admin_port_and_pass_promtool() {
+    let Some(renders) = renders() else { return };
+    let promtool = promtool_present();
+    if !promtool {
+        eprintln!(
+            "skipping `promtool check rules`: promtool is not installed (apt-get install prometheus)"
+        );
+    }
+    let mut checked = 0;
+    for base in renders.iter().filter(|r| !r.name.contains('/')) {
+        let component = repo().join("kustomize").join(&base.name).join("monitoring");
+        if !component.is_dir() {
+            continue;
+        }
+        checked += 1;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+                 resources:\n  - {}\ncomponents:\n  - {}\n",
+                relative(dir.path(), &repo().join("kustomize").join(&base.name)).display(),
+                relative(dir.path(), &component).display()
+            ),
+        )
+        .expect("writable temporary directory");
+        let r = render_dir(dir.path(), &format!("{}/monitoring", base.name));
+        assert_eq!(r.objects.len(), base.objects.len() + 2, "{}", r.name);
+        let monitor = r
+            .objects
+            .iter()
+            .find(|o| o.kind == "ServiceMonitor")
+            .unwrap_or_else(|| panic!("{}: no ServiceMonitor", r.name));
+        let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_json::from_value(monitor.value["spec"]["selector"].clone())
+                .expect("a label selector");
+        let services: Vec<Service> = r.all("Service");
+        let scraped: Vec<&Service> = services
+            .iter()
+            .filter(|s| {
+                selector_matches(
+                    Some(&selector),
+                    &s.metadata.labels.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            scraped.len(),
+            1,
+            "{}: the ServiceMonitor selects one Service",
+            r.name
+        );
+        assert_eq!(
+            monitor.namespace, scraped[0].metadata.namespace,
+            "{}",
+            r.name
+        );
+        let ports: Vec<String> = scraped[0]
+            .spec
+            .iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .filter(|p| p.port == ADMIN_PORT)
+            .filter_map(|p| p.name.clone())
+            .collect();
+        for endpoint in monitor.value["spec"]["endpoints"]
+            .as_array()
+            .expect("endpoints")
+        {
+            assert!(
+                ports
+                    .iter()
+                    .any(|p| Some(p.as_str()) == endpoint["port"].as_str()),
+                "{}: endpoint {endpoint} is not the Service's admin port",
+                r.name
+            );
+            assert_eq!(endpoint["path"].as_str(), Some("/metrics"), "{}", r.name);
+        }
+
+        let rule = r
+            .objects
+            .iter()
+            .find(|o| o.kind == "PrometheusRule")
+            .unwrap_or_else(|| panic!("{}: no PrometheusRule", r.name));
+        let groups = &rule.value["spec"];
+        let mut exprs = Vec::new();
+        for group in groups["groups"].as_array().expect("rule groups") {
+            for rule in group["rules"].as_array().expect("rules") {
+                exprs.push(rule["expr"].as_str().expect("an expression").to_owned());
+            }
+        }
+        assert!(!exprs.is_empty(), "{}: no alerts", r.name);
+        // Metric names are snake_case words before `{`, `[` or `)`: every one that is not the
+        // API server's must appear in the service's metrics module.
+        let source = match base.component() {
+            "provisioner-nfs" | "provisioner-hostpath" => "provisioner",
+            other => other,
+        };
+        let code = std::fs::read_to_string(repo().join(format!("crates/{source}/src/metrics.rs")))
+            .expect("the service's metrics module");
+        for expr in &exprs {
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                let metric = word.strip_suffix("_bucket").unwrap_or(word);
+                let ours = [
+                    "eviction_",
+                    "node_notready",
+                    "pvc_",
+                    "provisioner_",
+                    "podmanager_",
+                ]
+                .iter()
+                .any(|p| metric.starts_with(p));
+                let used = ["{", "[", ")"]
+                    .iter()
+                    .any(|after| expr.contains(&format!("{word}{after}")));
+                if ours && used {
+                    assert!(
+                        code.contains(&format!("\"{metric}\"")),
+                        "{}: alert reads {metric}, which crates/{source}/src/metrics.rs does not export",
+                        r.name
+                    );
+                }
+            }
+        }
+        if promtool {
+            let file = dir.path().join("rules.yaml");
+            std::fs::write(&file, serde_yaml::to_string(groups).expect("YAML"))
+                .expect("writable temporary directory");
+            let out = Command::new("promtool")
+                .args(["check", "rules"])
+                .arg(&file)
+                .output()
+                .expect("promtool runs");
+            assert!(
+                out.status.success(),
+                "{}: promtool check rules failed:\n{}{}",
+                r.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert_eq!(checked, 5, "a monitoring/ component per service");
 }

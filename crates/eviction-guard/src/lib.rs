@@ -137,6 +137,7 @@ pub async fn start(
         mode_writes_per_second,
         grpc_tls,
     } = config;
+    ballast_runtime::metrics::build_info("eviction-guard", env!("CARGO_PKG_VERSION"));
     // a failing task stops this guard only, not whatever else shares the caller's token
     let shutdown = shutdown.child_token();
 

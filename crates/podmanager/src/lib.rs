@@ -173,6 +173,7 @@ pub async fn start(
         identity,
         control_endpoint,
     } = config;
+    ballast_runtime::metrics::build_info("podmanager", env!("CARGO_PKG_VERSION"));
     let admin_addr = admin.local_addr().map_err(|source| Error::Bind {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
