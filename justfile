@@ -37,6 +37,12 @@ demo *ARGS:
 bench *ARGS:
     cargo run --release -p eviction-guard --example admission_bench -- {{ARGS}}
 
+# Provisioner benchmark: CLAIMS NFS claims at once on kube-sim, last create to last Bound, and
+# the provisioner's RSS (run as its own process).
+bench-provisioner CLAIMS="10000":
+    cargo build --release -p provisioner --bin provisioner --example provision_bench
+    ./target/release/examples/provision_bench {{CLAIMS}} ./target/release/provisioner
+
 # Print the PodManager CRD (deploy/crds/podmanager.yaml holds this output).
 crds:
     cargo run -q -p podmanager -- crd

@@ -173,3 +173,108 @@ async fn demo_tour_runs_unattended_and_shows_each_steps_evidence() {
     assert_shows(&text, "--no-wait: stopping everything now.");
     assert!(took < BUDGET, "took {took:?}");
 }
+
+/// `promtool check metrics` on the `/metrics` of every service the demo starts: HELP text on
+/// every family, names as Prometheus advises. The only finding allowed is the seed's gauge name
+/// `node_notready_count`, kept for compatibility. Skipped (with a message) without promtool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_services_metrics_pass_promtool() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if Command::new("promtool").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: promtool is not installed (Debian package `prometheus`)");
+        return;
+    }
+    let cluster = ballast_demo::cluster::Cluster::start(None)
+        .await
+        .unwrap_or_else(|e| panic!("the demo cluster failed: {}", ballast_demo::chain(&e)));
+    // traffic for the admission families (they appear with their first sample): a PVC through
+    // pvc-timing, a pod create and delete through eviction-guard
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    use kube::api::{DeleteParams, PostParams};
+    let ns = ballast_demo::cluster::DEMO_NAMESPACE;
+    let pvcs: kube::Api<PersistentVolumeClaim> = kube::Api::namespaced(cluster.client.clone(), ns);
+    let pvc = serde_json::from_value(serde_json::json!({"metadata": {"name": "promtool"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}}}))
+    .expect("valid claim");
+    pvcs.create(&PostParams::default(), &pvc)
+        .await
+        .expect("claim created");
+    let pods: kube::Api<Pod> = kube::Api::namespaced(cluster.client.clone(), ns);
+    let pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "promtool"},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}}))
+    .expect("valid pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("pod created");
+    pods.delete("promtool", &DeleteParams::default())
+        .await
+        .expect("pod deleted");
+    let http = reqwest::Client::new();
+    for (service, addr) in cluster.admin_endpoints() {
+        let text = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|e| panic!("{service}: /metrics: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{service}: /metrics body: {e}"));
+        assert!(
+            text.contains("# HELP admission_duration_seconds "),
+            "{service}: the admission histogram described:\n{text}"
+        );
+        if service == "eviction-guard" {
+            // every series an operator alerts on exists from start-up, at 0 until it counts
+            for name in ["eviction_intercepted_total", "eviction_allowed_total"] {
+                for op in ["delete", "eviction", "update", "status"] {
+                    assert!(
+                        ballast_runtime::metrics::sample(&text, name, &[("operation", op)])
+                            .is_some(),
+                        "{name}{{operation={op:?}}} missing:\n{text}"
+                    );
+                }
+            }
+            for name in [
+                "eviction_guard_pod_lookup_errors_total",
+                "eviction_guard_node_watch_errors_total",
+                "eviction_guard_released_total",
+                "eviction_guard_release_errors_total",
+            ] {
+                assert!(
+                    ballast_runtime::metrics::sample(&text, name, &[]).is_some(),
+                    "{name} missing:\n{text}"
+                );
+            }
+        }
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("metrics written to promtool");
+        let out = child.wait_with_output().expect("promtool finished");
+        let findings: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("node_notready_count"))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            findings.is_empty(),
+            "{service}: promtool check metrics found:\n{}",
+            findings.join("\n")
+        );
+        eprintln!("{service}: promtool check metrics: clean");
+    }
+    cluster.stop().await;
+}

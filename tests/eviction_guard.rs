@@ -1,11 +1,15 @@
 //! eviction-guard end to end on kube-sim, with real admission over TLS: five worker nodes with a
-//! pod each; three fail at once; their pods are protected from the taint-based eviction, from
+//! pod each; three fail at once; their pods are protected from the taint-based eviction (the
+//! simulated controller, like Kubernetes', gives up after five refused attempts), from
 //! `kubectl drain`-style evictions and from deletes, while a pod on a healthy node is deleted as
-//! usual; an authorised operator disables protection over gRPC and the eviction goes through;
-//! a second replica starts in the stored mode and follows changes made through the first; back
-//! in AUTO, the nodes recover and protection ends by itself; `/metrics` tells the story.
+//! usual; an authorised operator disables protection over gRPC, the drain's eviction goes through
+//! and the guard itself completes the taint evictions it refused (rate-limited), leaving pods that
+//! tolerate the taint forever; a second replica starts in the stored mode and follows changes
+//! made through the first; back in AUTO, the nodes recover and protection ends by itself;
+//! `/metrics` tells the story. Two more scenarios release refused evictions when the storm ends
+//! with one node still dead, and across a restart of the guard.
 //!
-//! Failing nodes needs the simulator, so this scenario runs on kube-sim only.
+//! Failing nodes needs the simulator, so these scenarios run on kube-sim only.
 
 use std::time::{Duration, Instant};
 
@@ -17,14 +21,103 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::Api;
-use kube::api::{DeleteParams, EvictParams, PostParams};
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// Longest wait for any condition; each is expected within a few seconds.
 const TIMEOUT: Duration = Duration::from_secs(20);
+/// How long to watch for attempts that must not come: many times the controller's pause.
+const QUIET: Duration = Duration::from_millis(1500);
+/// Release rate in the scenarios: fast, yet slow enough to see two nodes released apart.
+const RELEASE_NODES_PER_SECOND: f64 = 1.0;
+
+/// The simulated cluster of every storm scenario: five nodes, kubelets, and the taint eviction
+/// controller with a 1s default toleration and 100ms between its five attempts.
+fn storm_cluster() -> SimConfig {
+    SimConfig::default()
+        .nodes(5)
+        .kubelet(true)
+        .taint_eviction(true)
+        .node_grace(Duration::from_millis(300))
+        .default_toleration_seconds(1)
+        .eviction_retry(Duration::from_millis(100))
+}
+
+/// Waits until the taint eviction controller has tried `names` five times each — every try
+/// refused at its first step, the DisruptionTarget status patch — and then stopped.
+async fn wait_for_the_controller_to_give_up(
+    guard: &eviction_guard::Guard,
+    pods: &Api<Pod>,
+    names: &[&str],
+) {
+    let mut uids = Vec::new();
+    for name in names {
+        let pod = pods.get(name).await.expect("pod exists");
+        uids.push(pod.metadata.uid.expect("pod uid"));
+    }
+    wait_for("five refused attempts per pod", TIMEOUT, || async {
+        uids.iter()
+            .all(|uid| guard.refusal(uid).is_some_and(|r| r.count >= 5))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    for (name, uid) in names.iter().zip(&uids) {
+        let refusal = guard.refusal(uid).expect("refusal on record");
+        assert_eq!(
+            refusal.count, 5,
+            "{name}: the controller gives up after five attempts"
+        );
+        assert_eq!(
+            refusal.step,
+            eviction_guard::release::RefusedStep::StatusPatch
+        );
+        let pod = pods.get(name).await.expect("pod kept");
+        assert!(
+            pod.metadata.deletion_timestamp.is_none(),
+            "{name} not deleted"
+        );
+    }
+}
+
+/// Names of the pods with an `EvictionReleased` event in the namespace.
+async fn released_events(client: &kube::Client, ns: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut names: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("EvictionReleased"))
+        .filter_map(|e| e.involved_object.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Waits until each of `names` is gone; returns when each went, in order of `names`.
+async fn wait_until_gone(pods: &Api<Pod>, names: &[&str]) -> Vec<Instant> {
+    let start = Instant::now();
+    let mut gone: Vec<Option<Instant>> = vec![None; names.len()];
+    while gone.iter().any(Option::is_none) {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "timed out after {TIMEOUT:?} waiting for {names:?} to be gone"
+        );
+        for (i, name) in names.iter().enumerate() {
+            if gone[i].is_none() && matches!(pods.get_opt(name).await, Ok(None)) {
+                gone[i] = Some(Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gone.into_iter().flatten().collect()
+}
 
 /// A pod bound to `node`. `tolerate_forever`: it tolerates the unreachable taint without a
 /// time limit, so the taint eviction leaves it alone (it is the one a drain evicts).
@@ -82,16 +175,7 @@ impl Guard {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> anyhow::Result<()> {
-    let env = TestEnv::start(
-        SimConfig::default()
-            .nodes(5)
-            .kubelet(true)
-            .taint_eviction(true)
-            .node_grace(Duration::from_millis(300))
-            .default_toleration_seconds(1)
-            .eviction_retry(Duration::from_millis(300)),
-    )
-    .await;
+    let env = TestEnv::start(storm_cluster()).await;
     let Some(sim) = env.sim_or_skip("the eviction-guard storm scenario fails nodes") else {
         env.shutdown().await;
         return Ok(());
@@ -106,6 +190,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     let mut config = eviction_guard::Config::loopback();
     config.tls = Some((cert_path, key_path));
     config.namespace = ns.to_owned();
+    config.release.nodes_per_second = RELEASE_NODES_PER_SECOND;
     let shutdown = CancellationToken::new();
     let running = eviction_guard::start(config.clone(), client.clone(), shutdown.clone()).await?;
     let guard = Guard {
@@ -153,6 +238,9 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
         let p = pod(ns, &format!("web-{i}"), &format!("node-{i}"), i == 1);
         pods.create(&PostParams::default(), &p).await?;
     }
+    // and one on a failing node that tolerates the taint forever: it stays throughout
+    pods.create(&PostParams::default(), &pod(ns, "patient", "node-2", true))
+        .await?;
     wait_for("every pod Running", TIMEOUT, || async {
         let list = pods.list(&Default::default()).await.ok()?;
         list.items
@@ -203,19 +291,14 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     assert_eq!(status["reason"], "3 of 5 worker nodes NotReady within 5m");
 
     // the simulated taint-based eviction of web-2 and web-3 is refused at its first step, the
-    // DisruptionTarget status update, and retried: the refusals keep coming (the node
-    // controller's one-off Ready=False updates account for at most three)
-    wait_for(
-        "the taint eviction to be refused repeatedly",
-        TIMEOUT,
-        || async {
-            let now = guard
-                .metric("eviction_intercepted_total", &[("operation", "status")])
-                .await;
-            (now >= statuses_refused_before + 6.0).then_some(())
-        },
-    )
-    .await;
+    // DisruptionTarget status update, five times each; then the controller gives up
+    wait_for_the_controller_to_give_up(&running.guard, &pods, &["web-2", "web-3"]).await;
+    assert!(
+        guard
+            .metric("eviction_intercepted_total", &[("operation", "status")])
+            .await
+            >= statuses_refused_before + 10.0
+    );
     for i in 1..=3 {
         let p = pods
             .get_opt(&format!("web-{i}"))
@@ -234,8 +317,16 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
         assert!(!disrupted, "web-{i} not marked DisruptionTarget");
     }
 
-    // a drain's eviction: 429, retryable, with the reason and how to lift protection
-    let (code, message) = api_error(drain.evict("web-1", &EvictParams::default()).await);
+    // a drain's eviction: 429, retryable, with a retry hint, the reason and how to lift protection
+    let refused = drain.evict("web-1", &EvictParams::default()).await;
+    if let Err(kube::Error::Api(status)) = &refused {
+        assert_eq!(
+            status.details.as_ref().map(|d| d.retry_after_seconds),
+            Some(10),
+            "details.retryAfterSeconds, which the API server turns into Retry-After: {status:?}"
+        );
+    }
+    let (code, message) = api_error(refused);
     assert_eq!(code, 429, "{message}");
     assert!(
         message.contains(
@@ -329,20 +420,24 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     assert!(!replica.guard.snapshot().protection.protecting);
 
     drain.evict("web-1", &EvictParams::default()).await?;
-    // and the taint eviction of web-2 and web-3 goes through on its next retry
-    wait_for(
-        "web-1 evicted, web-2 and web-3 taint-evicted",
-        TIMEOUT,
-        || async {
-            for name in ["web-1", "web-2", "web-3"] {
-                if pods.get_opt(name).await.ok()?.is_some() {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await;
+    // the controller gave up on web-2 and web-3: the guard completes their eviction, one node
+    // at a time at the release rate
+    let gone = wait_until_gone(&pods, &["web-1", "web-2", "web-3"]).await;
+    let apart = if gone[1] > gone[2] {
+        gone[1] - gone[2]
+    } else {
+        gone[2] - gone[1]
+    };
+    assert!(
+        apart >= Duration::from_millis(800),
+        "the second node's pods wait for the rate limit ({RELEASE_NODES_PER_SECOND} node/s): {apart:?}"
+    );
+    assert_eq!(released_events(&client, ns).await, ["web-2", "web-3"]);
+    assert!(
+        pods.get_opt("patient").await?.is_some(),
+        "a pod tolerating the taint forever stays"
+    );
+    assert!(guard.metric("eviction_guard_released_total", &[]).await >= 2.0);
 
     // back to AUTO: the storm is still on; the nodes recover and protection ends by itself
     let state = oncall.set_mode(Mode::Auto, "drain done").await?;
@@ -402,7 +497,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
             .metric("eviction_allowed_total", &[("operation", "delete")])
             .await
             >= 3.0,
-        "web-4 on a healthy node, then web-2 and web-3 by the taint eviction once disabled"
+        "web-4 on a healthy node, then web-2 and web-3 released by the guard once disabled"
     );
     assert!(
         guard
@@ -512,7 +607,8 @@ async fn a_failing_node_watch_shows_in_status_and_metrics_until_it_recovers() ->
         Duration::from_secs(60),
         || async {
             let s = guard.status().await;
-            (s["nodeWatch"]["healthy"] == true).then_some(s)
+            // healthy comes with the watch's first event, synced once its initial list is in
+            (s["nodeWatch"]["healthy"] == true && s["synced"] == true).then_some(s)
         },
     )
     .await;
@@ -529,6 +625,216 @@ async fn a_failing_node_watch_shows_in_status_and_metrics_until_it_recovers() ->
         1.0
     );
     shutdown.cancel();
+    env.shutdown().await;
+    Ok(())
+}
+
+/// A guard of the storm scenarios: in-process, webhook over TLS, registered in the cluster.
+struct StormGuard {
+    running: eviction_guard::Running,
+    shutdown: CancellationToken,
+    cert: ballast_runtime::tls::GeneratedCert,
+    _dir: tempfile::TempDir,
+}
+
+fn webhook_configuration(ns: &str, port: u16, ca_pem: &str) -> ValidatingWebhookConfiguration {
+    validating_webhook_configuration(
+        &format!("eviction-guard-{ns}"),
+        WebhookClientConfig {
+            url: Some(format!("https://127.0.0.1:{port}/validate")),
+            ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+            service: None,
+        },
+        &["kube-system"],
+    )
+}
+
+impl StormGuard {
+    /// Starts a guard for namespace `ns`; `cert` reuses a serving certificate (a restart).
+    async fn start(
+        client: &kube::Client,
+        ns: &str,
+        cert: Option<ballast_runtime::tls::GeneratedCert>,
+    ) -> anyhow::Result<StormGuard> {
+        let dir = tempfile::tempdir()?;
+        let cert = match cert {
+            Some(c) => c,
+            None => ballast_runtime::tls::generate(&["127.0.0.1", "localhost"])?,
+        };
+        let (cert_path, key_path) = cert.write_to(dir.path())?;
+        let mut config = eviction_guard::Config::loopback();
+        config.tls = Some((cert_path, key_path));
+        config.namespace = ns.to_owned();
+        config.release.nodes_per_second = RELEASE_NODES_PER_SECOND;
+        let shutdown = CancellationToken::new();
+        let running = eviction_guard::start(config, client.clone(), shutdown.clone()).await?;
+        let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        let wanted = webhook_configuration(ns, running.webhook_addr.port(), &cert.ca_pem);
+        let name = format!("eviction-guard-{ns}");
+        match webhooks.get_opt(&name).await? {
+            // a restart: point the API server at the new port
+            Some(_) => {
+                webhooks
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&wanted))
+                    .await?;
+            }
+            None => {
+                webhooks.create(&PostParams::default(), &wanted).await?;
+            }
+        }
+        wait_for("the guard to be ready", TIMEOUT, || async {
+            running.readiness.is_ready().then_some(())
+        })
+        .await;
+        Ok(StormGuard {
+            running,
+            shutdown,
+            cert,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<ballast_runtime::tls::GeneratedCert> {
+        self.shutdown.cancel();
+        self.running.wait().await?;
+        Ok(self.cert)
+    }
+}
+
+/// A pod on each of the five nodes and one tolerating the taint forever on node-3; the nodes
+/// `failing` (node-1, node-2, ...) fail and the controller gives up on their pods. Returns the
+/// pod API.
+async fn storm_with_refused_evictions(
+    env: &TestEnv,
+    sim: &ballast_e2e::KubeSim,
+    guard: &StormGuard,
+    failing: usize,
+) -> Api<Pod> {
+    let ns = env.namespace.as_str();
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    for i in 1..=5 {
+        let p = pod(ns, &format!("web-{i}"), &format!("node-{i}"), false);
+        pods.create(&PostParams::default(), &p)
+            .await
+            .expect("pod created");
+    }
+    pods.create(&PostParams::default(), &pod(ns, "patient", "node-3", true))
+        .await
+        .expect("pod created");
+    wait_for("every pod Running", TIMEOUT, || async {
+        let list = pods.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .then_some(())
+    })
+    .await;
+    for i in 1..=failing {
+        sim.fail_node(&format!("node-{i}"));
+    }
+    let names: Vec<String> = (1..=failing).map(|i| format!("web-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    wait_for_the_controller_to_give_up(&guard.running.guard, &pods, &names).await;
+    assert!(guard.running.guard.snapshot().protection.protecting);
+    pods
+}
+
+/// The storm ends with node-3 still dead: protection lifts by itself, the guard completes the
+/// refused eviction on node-3; the pods of the recovered nodes and the tolerating pod stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storm_ending_with_a_node_still_dead_releases_its_refused_evictions() -> anyhow::Result<()>
+{
+    let env = TestEnv::start(storm_cluster()).await;
+    let Some(sim) = env.sim_or_skip("the eviction-guard storm scenario fails nodes") else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    let ns = env.namespace.clone();
+    let guard = StormGuard::start(&env.client, &ns, None).await?;
+    let pods = storm_with_refused_evictions(&env, sim, &guard, 3).await;
+
+    sim.restore_node("node-1");
+    sim.restore_node("node-2");
+    wait_for("protection to end", TIMEOUT, || async {
+        let p = guard.running.guard.snapshot().protection.clone();
+        (!p.protecting && p.notready.len() == 1).then_some(())
+    })
+    .await;
+    wait_until_gone(&pods, &["web-3"]).await;
+    assert_eq!(released_events(&env.client, &ns).await, ["web-3"]);
+    tokio::time::sleep(QUIET).await;
+    for name in ["web-1", "web-2", "patient", "web-4", "web-5"] {
+        assert!(
+            pods.get_opt(name).await?.is_some(),
+            "{name} stays: its node recovered, it tolerates the taint, or its node is healthy"
+        );
+    }
+    guard.stop().await?;
+    env.shutdown().await;
+    Ok(())
+}
+
+/// The guard restarts in the middle of the storm, with no memory of its refusals: after
+/// `SetMode DISABLED` it derives them from the cluster and completes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_evictions_are_released_after_a_guard_restart() -> anyhow::Result<()> {
+    let env = TestEnv::start(storm_cluster()).await;
+    let Some(sim) = env.sim_or_skip("the eviction-guard storm scenario fails nodes") else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    let ns = env.namespace.clone();
+    let guard = StormGuard::start(&env.client, &ns, None).await?;
+    let pods = storm_with_refused_evictions(&env, sim, &guard, 4).await;
+
+    let cert = guard.stop().await?;
+    let guard = StormGuard::start(&env.client, &ns, Some(cert)).await?;
+    assert_eq!(
+        guard.running.guard.refusals(),
+        0,
+        "a new process remembers nothing"
+    );
+    wait_for("protection on in the new guard", TIMEOUT, || async {
+        guard
+            .running
+            .guard
+            .snapshot()
+            .protection
+            .protecting
+            .then_some(())
+    })
+    .await;
+    // node-1 recovers while three nodes keep protection on: its pod stays
+    sim.restore_node("node-1");
+    wait_for("node-1 Ready", TIMEOUT, || async {
+        let snap = guard.running.guard.snapshot();
+        snap.workers
+            .get("node-1")
+            .is_some_and(|n| n.ready)
+            .then_some(())
+    })
+    .await;
+    assert!(guard.running.guard.snapshot().protection.protecting);
+    sim.add_token("oncall-token", "oncall", &["ops"]);
+    sim.allow("ops", "update", "control.ballast.dev", "interception");
+    let oncall = ControlClient::start(
+        ClientOptions::new(format!("http://{}", guard.running.grpc_addr))
+            .token("oncall-token")
+            .watch(false),
+        &guard.shutdown,
+    )?;
+    let state = oncall.set_mode(Mode::Disabled, "nodes are gone").await?;
+    assert!(!state.protecting);
+    wait_until_gone(&pods, &["web-2", "web-3", "web-4"]).await;
+    assert_eq!(
+        released_events(&env.client, &ns).await,
+        ["web-2", "web-3", "web-4"]
+    );
+    tokio::time::sleep(QUIET).await;
+    for name in ["web-1", "patient", "web-5"] {
+        assert!(pods.get_opt(name).await?.is_some(), "{name} stays");
+    }
+    guard.stop().await?;
     env.shutdown().await;
     Ok(())
 }

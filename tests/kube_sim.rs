@@ -25,8 +25,14 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+#[path = "kube_sim/crd_schema.rs"]
+mod crd_schema;
+#[path = "kube_sim/pv_controller.rs"]
+mod pv_controller;
 #[path = "kube_sim/strict_api.rs"]
 mod strict_api;
+#[path = "kube_sim/taint_eviction.rs"]
+mod taint_eviction;
 #[path = "kube_sim/webhook_client.rs"]
 mod webhook_client;
 

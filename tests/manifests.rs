@@ -358,6 +358,13 @@ fn expected_kinds(name: &str) -> &'static [&'static str] {
             "PodDisruptionBudget",
             "CustomResourceDefinition",
         ],
+        "podmanager/cert-manager" => &[
+            "Deployment",
+            "PodDisruptionBudget",
+            "CustomResourceDefinition",
+            "Issuer",
+            "Certificate",
+        ],
         "provisioner-hostpath" | "provisioner-hostpath/agents-only" => {
             &["DaemonSet", "StorageClass"]
         }
@@ -382,6 +389,7 @@ fn every_base_and_overlay_renders_objects_of_the_expected_kinds_that_parse_stric
             "eviction-guard",
             "eviction-guard/cert-manager",
             "podmanager",
+            "podmanager/cert-manager",
             "provisioner-hostpath",
             "provisioner-hostpath/agents-only",
             "provisioner-nfs",
@@ -638,23 +646,32 @@ fn rbac_grants_exactly_what_each_service_declares() {
                 r.name
             );
         }
-        // The self-signed bootstrap's documented extras: its own Secret and webhook configuration.
+        // The self-signed bootstrap's documented extras: its own Secret and webhook configuration
+        // (podmanager: the CRD whose conversion webhook it serves).
         let mut extras: BTreeMap<Grant, Option<Vec<String>>> = BTreeMap::new();
-        if let Some(kind) = webhook_kind
-            && !r.is_cert_manager()
-        {
-            let svc = r.component();
+        let svc = r.component();
+        if (webhook_kind.is_some() || svc == "podmanager") && !r.is_cert_manager() {
             extras.insert(
                 grant("", "secrets", "get"),
                 Some(vec![format!("{svc}-tls")]),
             );
             extras.insert(grant("", "secrets", "create"), None);
+        }
+        if let Some(kind) = webhook_kind
+            && !r.is_cert_manager()
+        {
             for verb in ["get", "patch"] {
                 extras.insert(
                     grant("admissionregistration.k8s.io", kind, verb),
                     Some(vec![svc.to_owned()]),
                 );
             }
+        }
+        if svc == "podmanager" && !r.is_cert_manager() {
+            extras.insert(
+                grant("apiextensions.k8s.io", "customresourcedefinitions", "patch"),
+                Some(vec![podmanager::crd::CRD_NAME.to_owned()]),
+            );
         }
         for (grant, names) in &all {
             if declared.contains(*grant) {
@@ -1073,7 +1090,9 @@ fn check_certificate_wiring(
             r.name
         );
         assert_eq!(env(r, "SELF_SIGNED_SECRET"), Some(format!("{svc}-tls")));
-        assert_eq!(env(r, "WEBHOOK_CONFIGURATION").as_deref(), Some(config));
+        // podmanager injects into its CRD, named by the code, not by a variable.
+        let want = (svc != "podmanager").then_some(config);
+        assert_eq!(env(r, "WEBHOOK_CONFIGURATION").as_deref(), want);
         assert_eq!(
             env(r, "WEBHOOK_SERVICE_DNS"),
             Some(format!("{svc}.{NAMESPACE}.svc"))
@@ -1180,20 +1199,54 @@ fn podmanager_base_carries_the_published_crd() {
     let root = repo();
     let published = std::fs::read_to_string(root.join("deploy/crds/podmanager.yaml"))
         .expect("deploy/crds/podmanager.yaml");
-    let copy = std::fs::read_to_string(root.join("kustomize/podmanager/crd.yaml"))
-        .expect("kustomize/podmanager/crd.yaml");
+    let copy = std::fs::read_to_string(root.join("kustomize/podmanager/base/crd.yaml"))
+        .expect("kustomize/podmanager/base/crd.yaml");
     assert!(
         copy == published,
-        "kustomize/podmanager/crd.yaml differs from deploy/crds/podmanager.yaml: run \
+        "kustomize/podmanager/base/crd.yaml differs from deploy/crds/podmanager.yaml: run \
          scripts/render (it copies the CRD, then renders)"
     );
     let Some(renders) = renders() else { return };
-    let r = find(renders, "podmanager");
-    let rendered: CustomResourceDefinition = r.one("CustomResourceDefinition");
-    let file: CustomResourceDefinition =
-        serde_yaml::from_str(&published).expect("the published CRD parses");
-    assert_eq!(rendered.spec, file.spec);
-    assert_eq!(rendered.metadata.name, file.metadata.name);
+    for name in ["podmanager", "podmanager/cert-manager"] {
+        let r = find(renders, name);
+        let rendered: CustomResourceDefinition = r.one("CustomResourceDefinition");
+        let file: CustomResourceDefinition =
+            serde_yaml::from_str(&published).expect("the published CRD parses");
+        assert_eq!(rendered.spec, file.spec, "{name}");
+        assert_eq!(rendered.metadata.name, file.metadata.name, "{name}");
+        // The conversion webhook's certificate: self-signed bootstrap or cert-manager's.
+        check_certificate_wiring(r, "", rendered.metadata.annotations.as_ref());
+        let svc = rendered
+            .spec
+            .conversion
+            .and_then(|c| c.webhook)
+            .and_then(|w| w.client_config)
+            .and_then(|c| c.service)
+            .expect("the conversion webhook's Service");
+        let service: Service = r.one("Service");
+        assert_eq!(
+            (svc.name.as_str(), svc.namespace.as_str()),
+            ("podmanager", NAMESPACE),
+            "{name}"
+        );
+        assert_eq!(
+            service.metadata.name.as_deref(),
+            Some("podmanager"),
+            "{name}"
+        );
+        let port = service
+            .spec
+            .and_then(|s| s.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| Some(p.port) == svc.port)
+            .expect("the Service serves the CRD's webhook port");
+        assert_eq!(
+            port.target_port,
+            Some(IntOrString::String("webhook".into())),
+            "{name}"
+        );
+    }
 }
 
 fn shipped_storage_classes() -> Vec<StorageClass> {
@@ -2050,6 +2103,30 @@ fn check_overlay(base: &Render, r: &Render, prefix: &str) {
         }
         webhook_configs.push(("mutatingwebhookconfigurations", cfg.metadata.clone()));
     }
+    // A CRD's conversion webhook: its Service reference, certificate and CA injection too.
+    for crd in r.all::<CustomResourceDefinition>("CustomResourceDefinition") {
+        let service = crd
+            .spec
+            .conversion
+            .clone()
+            .and_then(|c| c.webhook)
+            .and_then(|w| w.client_config)
+            .and_then(|c| c.service);
+        if let Some(service) = service {
+            assert_eq!(service.namespace, ns, "{at}: CRD conversion webhook");
+            assert!(exists("Service", &service.name), "{at}: {}", service.name);
+            webhook_services.insert(service.name);
+            webhook_configs.push(("customresourcedefinitions", crd.metadata.clone()));
+        }
+    }
+    if let Some(dns) = vars.get("WEBHOOK_SERVICE_DNS") {
+        assert!(
+            webhook_services
+                .iter()
+                .any(|svc| *dns == format!("{svc}.{ns}.svc")),
+            "{at}: WEBHOOK_SERVICE_DNS={dns} names no webhook Service of the render"
+        );
+    }
     if r.component() == "eviction-guard" {
         let svc = format!("{prefix}eviction-guard");
         assert!(exists("Service", &svc), "{at}");
@@ -2109,9 +2186,14 @@ fn check_overlay(base: &Render, r: &Render, prefix: &str) {
                 Some(&format!("{svc}.{ns}.svc")),
                 "{at}"
             );
-            assert_eq!(vars.get("WEBHOOK_CONFIGURATION"), Some(&name), "{at}");
+            if *resource != "customresourcedefinitions" {
+                assert_eq!(vars.get("WEBHOOK_CONFIGURATION"), Some(&name), "{at}");
+            }
+            // Grants limited by name must name the object as the overlay renamed it.
             for (grant, names) in grants_of(resource) {
-                assert_eq!(names, Some(vec![name.clone()]), "{at}: {grant:?}");
+                if let Some(names) = names {
+                    assert_eq!(names, vec![name.clone()], "{at}: {grant:?}");
+                }
             }
             let secret = vars["SELF_SIGNED_SECRET"].clone();
             let gets = grants_of("secrets").into_iter().find(|(g, _)| g.2 == "get");
@@ -2396,4 +2478,60 @@ fn monitoring_components_render_scrape_the_admin_port_and_pass_promtool() {
         }
     }
     assert_eq!(checked, 5, "a monitoring/ component per service");
+}
+
+/// (resource, verb) pairs on PodManagers that ClusterRoles aggregated into `role` grant.
+fn aggregated(roles: &[ClusterRole], role: &str) -> BTreeSet<(String, String)> {
+    let label = format!("rbac.authorization.k8s.io/aggregate-to-{role}");
+    roles
+        .iter()
+        .filter(|c| {
+            c.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get(&label).map(String::as_str) == Some("true"))
+        })
+        .flat_map(|c| c.rules.clone().unwrap_or_default())
+        .filter(|rule| {
+            rule.api_groups
+                .as_ref()
+                .is_some_and(|g| g.iter().any(|g| g == "apps.mycompany.com"))
+        })
+        .flat_map(|rule| {
+            let verbs = rule.verbs.clone();
+            rule.resources
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(move |res| verbs.clone().into_iter().map(move |v| (res.clone(), v)))
+        })
+        .collect()
+}
+
+#[test]
+fn podmanagers_are_readable_with_view_and_writable_with_edit_and_admin() {
+    let Some(renders) = renders() else { return };
+    let roles: Vec<ClusterRole> = find(renders, "podmanager").all("ClusterRole");
+    let pair = |r: &str, v: &str| (r.to_owned(), v.to_owned());
+    let view = aggregated(&roles, "view");
+    for verb in ["get", "list", "watch"] {
+        assert!(view.contains(&pair("podmanagers", verb)), "view: {view:?}");
+    }
+    assert!(
+        view.iter()
+            .all(|(_, v)| ["get", "list", "watch"].contains(&v.as_str())),
+        "view only reads: {view:?}"
+    );
+    for role in ["edit", "admin"] {
+        let granted = aggregated(&roles, role);
+        for (res, verb) in [
+            ("podmanagers", "create"),
+            ("podmanagers", "update"),
+            ("podmanagers", "patch"),
+            ("podmanagers", "delete"),
+            ("podmanagers/scale", "patch"),
+        ] {
+            assert!(granted.contains(&pair(res, verb)), "{role}: {granted:?}");
+        }
+    }
 }

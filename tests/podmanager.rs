@@ -4,7 +4,10 @@
 //! the pods one at a time; a pod deleted by hand comes back under its name; events show in
 //! `kubectl describe`; `/metrics` counts reconciles; deleting the PodManager removes its pods
 //! and releases the finalizer. And with two operator replicas only the leader reconciles, and
-//! the other takes over when it stops.
+//! the other takes over when it stops. And v2 through the operator's conversion webhook: a v1
+//! object read and edited as v2 (a template change rolls the pods), the v2-only fields kept on
+//! v1, the server's 422 for an invalid template, and the server's 500 once the webhook is down
+//! (that scenario also runs with E2E_KUBECONFIG when E2E_WEBHOOK_HOST names this host).
 //!
 //! The operator runs in-process through `podmanager::start`. `kubectl` steps run when
 //! `kubectl` is on PATH; otherwise the same change is made through the API.
@@ -77,6 +80,7 @@ fn config(ns: &str, identity: &str, elect: bool) -> Config {
         }),
         identity: identity.into(),
         control_endpoint: None,
+        webhook: None,
     }
 }
 
@@ -248,8 +252,8 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
             .split_whitespace()
             .collect();
         assert_eq!(
-            &row[..4],
-            ["my-pod-manager", "3", "3", "3"],
+            &row[..3],
+            ["my-pod-manager", "3/3", "3"],
             "kubectl get podmanager:\n{out}"
         );
     }
@@ -352,20 +356,20 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
             .collect();
         notes
             .iter()
-            .any(|(r, n)| r == "Deleted" && n.contains("image rollout"))
+            .any(|(r, n)| r == "SuccessfulDelete" && n.contains("image rollout"))
             .then_some(notes)
     })
     .await;
     assert!(
         notes.contains(&(
-            "Created".into(),
+            "SuccessfulCreate".into(),
             "Created pod my-pod-manager-4 with image nginx:1.21".into()
         )),
         "events: {notes:?}"
     );
     assert!(
         notes.contains(&(
-            "Deleted".into(),
+            "SuccessfulDelete".into(),
             "Deleted pod my-pod-manager-4 (scale down)".into()
         )),
         "events: {notes:?}"
@@ -635,4 +639,293 @@ async fn pods_on_a_failed_node_are_replaced_elsewhere_while_protected_then_surpl
     shutdown.cancel();
     op.join().await.expect("operator stops cleanly");
     sim.shutdown().await;
+}
+
+/// Names the address the API server calls in-process webhooks at (real-cluster runs only).
+const E2E_WEBHOOK_HOST: &str = "E2E_WEBHOOK_HOST";
+
+/// A free TCP port on `host` (bound then released: the webhook's URL must be known before the
+/// operator binds it, since the self-signed bootstrap patches the CRD first).
+async fn free_port(host: &str) -> u16 {
+    let l = tokio::net::TcpListener::bind((host, 0))
+        .await
+        .expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// The published multi-version CRD, its conversion webhook pointed at `url` (a URL instead of
+/// the Service, so the API server reaches an operator running here), created or replaced.
+async fn install_multi_version_crd(client: &kube::Client, url: &str) {
+    let mut crd = podmanager::crd::crd().expect("the CRD renders");
+    let webhook = crd
+        .spec
+        .conversion
+        .as_mut()
+        .and_then(|c| c.webhook.as_mut())
+        .expect("conversion webhook");
+    webhook.client_config =
+        Some(serde_json::from_value(json!({"url": url})).expect("client config"));
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let current = crds.get(podmanager::crd::CRD_NAME).await.expect("get CRD");
+            crd.metadata.resource_version = current.metadata.resource_version;
+            crds.replace(podmanager::crd::CRD_NAME, &PostParams::default(), &crd)
+                .await
+                .expect("replace CRD");
+        }
+        Err(e) => panic!("failed to create the CRD: {e}"),
+    }
+}
+
+/// One pod as the conversion scenario checks it: uid, first container's env, labels, ready.
+type PodDetail = (
+    String,
+    Vec<(String, String)>,
+    BTreeMap<String, String>,
+    bool,
+);
+
+/// Pod name -> details of the pods of `pm`, not terminating.
+async fn pod_details(pods: &Api<Pod>, pm: &str) -> BTreeMap<String, PodDetail> {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("podmanager={pm}")))
+        .await
+        .expect("list pods");
+    list.items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let env = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.env.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.name, e.value.unwrap_or_default()))
+                .collect();
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            (
+                p.name_any(),
+                (
+                    p.metadata.uid.clone().unwrap_or_default(),
+                    env,
+                    p.metadata.labels.clone().unwrap_or_default(),
+                    ready,
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn v1_objects_read_and_edit_as_v2_through_the_operators_conversion_webhook() {
+    use podmanager::crd::v2;
+    let env =
+        ballast_e2e::TestEnv::start(SimConfig::default().nodes(2).scheduler(true).kubelet(true))
+            .await;
+    let host = match (env.on_sim(), std::env::var(E2E_WEBHOOK_HOST)) {
+        (true, _) => "127.0.0.1".to_string(),
+        (false, Ok(h)) if !h.is_empty() => h,
+        (false, _) => {
+            eprintln!(
+                "SKIPPED: conversion webhook: set {E2E_WEBHOOK_HOST} to an address of this host the API server can reach"
+            );
+            env.shutdown().await;
+            return;
+        }
+    };
+    let client = env.client.clone();
+    let ns = env.namespace.clone();
+    let port = free_port(&host).await;
+    let url = format!("https://{host}:{port}/convert");
+    install_multi_version_crd(&client, &url).await;
+
+    // The operator with its webhook, certificate from the self-signed bootstrap (which injects
+    // the CA into the CRD).
+    let certs = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(&ns, "pm-convert", false);
+    cfg.webhook = Some(podmanager::webhook::WebhookConfig {
+        addr: format!("{host}:{port}").parse().expect("webhook addr"),
+        tls: Some((certs.path().join("tls.crt"), certs.path().join("tls.key"))),
+        self_signed: Some(podmanager::webhook::SelfSigned {
+            secret: "podmanager-tls".into(),
+            namespace: ns.clone(),
+            service_dns: host.clone(),
+            crd: podmanager::crd::CRD_NAME.into(),
+        }),
+    });
+    let shutdown = CancellationToken::new();
+    let op = start_operator(&client, cfg, &shutdown).await;
+    assert_eq!(op.webhook_addr().map(|a| a.port()), Some(port));
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let injected = crds.get(podmanager::crd::CRD_NAME).await.expect("CRD");
+    assert!(
+        injected
+            .spec
+            .conversion
+            .and_then(|c| c.webhook)
+            .and_then(|w| w.client_config)
+            .and_then(|c| c.ca_bundle)
+            .is_some_and(|b| !b.0.is_empty()),
+        "the bootstrap injects the CA into the CRD"
+    );
+
+    let v1s: Api<PodManager> = Api::namespaced(client.clone(), &ns);
+    let v2s: Api<v2::PodManager> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_for("v2 PodManagers to be served", TIMEOUT, || async {
+        v2s.list(&ListParams::default()).await.ok()
+    })
+    .await;
+
+    // Create as v1; the pods come up.
+    let pm: PodManager = serde_json::from_value(json!({
+        "apiVersion": "apps.mycompany.com/v1", "kind": "PodManager",
+        "metadata": {"name": "shop"}, "spec": {"replicas": 2, "image": "nginx:1.27"}}))
+    .expect("v1 object");
+    v1s.create(&PostParams::default(), &pm)
+        .await
+        .expect("create v1");
+    let first = wait_for("2 ready pods", TIMEOUT, || async {
+        let now = pod_details(&pods, "shop").await;
+        (now.len() == 2 && now.values().all(|p| p.3)).then_some(now)
+    })
+    .await;
+
+    // Read as v2: the template shows the image; the pods are the same ones.
+    let as_v2 = v2s.get("shop").await.expect("get as v2");
+    assert_eq!(as_v2.spec.replicas, 2);
+    assert_eq!(
+        as_v2
+            .spec
+            .template
+            .spec
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.image.as_str()))
+            .collect::<Vec<_>>(),
+        [("app", "nginx:1.27")]
+    );
+    let uids = |m: &BTreeMap<String, PodDetail>| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(uids(&pod_details(&pods, "shop").await), uids(&first));
+
+    // Edit as v2: a template change with the same image rolls every pod.
+    let patch = json!({"spec": {"template": {
+        "metadata": {"labels": {"tier": "front"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27",
+                                 "env": [{"name": "MODE", "value": "fast"}]}]}}}});
+    v2s.patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch as v2");
+    let rolled = wait_for("pods rolled to the new template", TIMEOUT, || async {
+        let now = pod_details(&pods, "shop").await;
+        let done = now.len() == 2
+            && now.values().all(|(_, env, labels, ready)| {
+                *ready
+                    && env == &[("MODE".to_string(), "fast".to_string())]
+                    && labels.get("tier").map(String::as_str) == Some("front")
+            });
+        done.then_some(now)
+    })
+    .await;
+    for (name, (uid, ..)) in &rolled {
+        assert_ne!(
+            Some(uid),
+            first.get(name).map(|p| &p.0),
+            "{name} was replaced"
+        );
+    }
+
+    // Read as v1: the image, with the v2-only fields kept in the annotation; and back as v2.
+    let as_v1 = v1s.get("shop").await.expect("get as v1");
+    assert_eq!(as_v1.spec.image, "nginx:1.27");
+    let kept = as_v1
+        .annotations()
+        .get(podmanager::convert::TEMPLATE_ANNOTATION)
+        .cloned()
+        .expect("the v2 template kept on v1");
+    let kept: serde_json::Value = serde_json::from_str(&kept).expect("JSON");
+    assert_eq!(
+        kept["spec"]["containers"][0]["env"],
+        json!([{"name": "MODE", "value": "fast"}])
+    );
+    assert_eq!(kept["metadata"]["labels"], json!({"tier": "front"}));
+    let again = v2s.get("shop").await.expect("get as v2");
+    assert_eq!(
+        again.spec.template.metadata.clone().map(|m| m.labels),
+        Some(BTreeMap::from([("tier".to_string(), "front".to_string())]))
+    );
+    assert!(
+        again
+            .annotations()
+            .get(podmanager::convert::TEMPLATE_ANNOTATION)
+            .is_none()
+    );
+
+    // An invalid v2 template is the API server's 422.
+    let bad: v2::PodManager = serde_json::from_value(json!({
+        "apiVersion": "apps.mycompany.com/v2", "kind": "PodManager", "metadata": {"name": "bad"},
+        "spec": {"template": {"spec": {"containers": [{"name": "Bad_Name", "image": "nginx"}]}}}}))
+    .expect("v2 object");
+    let err = v2s.create(&PostParams::default(), &bad).await.unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected an API error, got {err}")
+    };
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        status.message,
+        "PodManager.apps.mycompany.com \"bad\" is invalid: spec.template.spec.containers[0].name: \
+         Invalid value: \"Bad_Name\": spec.template.spec.containers[0].name in body should match \
+         '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'"
+    );
+
+    // Delete: the pods go, then the PodManager.
+    v2s.delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("pods and PodManager gone", TIMEOUT, || async {
+        let gone = pod_details(&pods, "shop").await.is_empty()
+            && v1s.get_opt("shop").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+
+    // The operator (and its webhook) down: v2 reads fail with the API server's error, v1 works.
+    shutdown.cancel();
+    op.join().await.expect("operator stops");
+    let lone: PodManager = serde_json::from_value(json!({
+        "apiVersion": "apps.mycompany.com/v1", "kind": "PodManager",
+        "metadata": {"name": "lone"}, "spec": {"image": "nginx:1.27"}}))
+    .expect("v1 object");
+    v1s.create(&PostParams::default(), &lone)
+        .await
+        .expect("create v1");
+    let err = wait_for("v2 reads to fail", TIMEOUT, || async {
+        v2s.get("lone").await.err()
+    })
+    .await;
+    let kube::Error::Api(status) = err else {
+        panic!("expected an API error, got {err}")
+    };
+    assert_eq!(status.code, 500);
+    let prefix = format!(
+        "conversion webhook for apps.mycompany.com/v1, Kind=PodManager failed: Post \"{url}?timeout=30s\": "
+    );
+    assert!(status.message.starts_with(&prefix), "{}", status.message);
+    assert_eq!(v1s.get("lone").await.expect("v1 read").spec.replicas, 3);
+    v1s.delete("lone", &DeleteParams::default())
+        .await
+        .expect("delete lone");
+    env.shutdown().await;
 }

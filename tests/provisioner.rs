@@ -1,10 +1,14 @@
-//! provisioner end to end on kube-sim, with real directories under temporary base paths: a
-//! hostPath claim gets a directory on its selected node and a PV pinned there; an NFS claim gets
-//! a subdirectory of the (fake, local: IS_NFS_SERVER) export and an `nfs` PV; a claim naming a
-//! missing PV gets it created and bound; a class mismatch stays unbound with a Warning; Delete
-//! removes directory and PV, Retain keeps them; a crash halfway through 50 claims binds each
-//! exactly once and leaves no orphan directory, even with kube-sim's PV binder racing it. Apart
-//! from that scenario the PV binder stays off: the provisioner binds by itself.
+//! provisioner end to end on kube-sim, whose PV controller behaves like kube-controller-manager's:
+//! it hands claims to the provisioner (storage-provisioner annotations) and binds the volumes the
+//! provisioner creates pre-bound; the provisioner never writes a claim's spec or status. With
+//! real directories under temporary base paths: a hostPath claim gets a directory on its
+//! selected node and a PV pinned there; a selected node without an agent, NotReady or short of
+//! space gets `ProvisioningFailed` and loses `selected-node`, so the scheduler picks again; an
+//! NFS claim gets a subdirectory of the (fake, local: IS_NFS_SERVER) export and an `nfs` PV; a
+//! claim naming a missing PV gets it created; a class mismatch stays unbound with a Warning;
+//! Delete removes directory and PV, Retain keeps them; 50 claims at once are provisioned and
+//! bound once each; a crash halfway through 50 claims leaves no duplicate and no orphan
+//! directory; two controllers racing create each volume once.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -34,7 +38,7 @@ struct Env {
 
 impl Env {
     async fn start(ns: &str) -> Env {
-        Env::start_with(ns, SimConfig::default().nodes(2)).await
+        Env::start_with(ns, SimConfig::default().nodes(2).pv_binder(true)).await
     }
 
     async fn start_with(ns: &str, sim: SimConfig) -> Env {
@@ -153,6 +157,22 @@ impl Env {
             let pv_phase = pv.status.as_ref()?.phase.clone()?;
             (phase == "Bound" && pv_phase == "Bound").then_some((c, pv))
         })
+        .await
+    }
+
+    async fn selected_node_removed(&self, name: &str) {
+        wait_for(
+            &format!("selected-node removed from {name}"),
+            TIMEOUT,
+            || async {
+                let c = self.claims().get(name).await.ok()?;
+                (!c.metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .contains_key("volume.kubernetes.io/selected-node"))
+                .then_some(())
+            },
+        )
         .await
     }
 
@@ -323,7 +343,8 @@ async fn hostpath_claim_gets_a_directory_on_its_node_and_delete_removes_it() {
     })
     .await;
 
-    // A claim selected to a node short of space fails, and the event says why.
+    // A claim selected to a node short of space fails, the event says why, and the selected node
+    // is removed so the scheduler can pick another.
     env.create_claim(
         "huge",
         "hostpath",
@@ -341,6 +362,7 @@ async fn hostpath_claim_gets_a_directory_on_its_node_and_delete_removes_it() {
     .await;
     assert!(message.contains("node \"node-1\" has only"), "{message}");
     assert!(message.contains("but the claim requests 1Ei"), "{message}");
+    env.selected_node_removed("huge").await;
 
     let admin = running.admin_addr.unwrap();
     let readyz = reqwest::get(format!("http://{admin}/readyz"))
@@ -611,7 +633,7 @@ async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan
 }
 
 #[tokio::test]
-async fn hostpath_waits_while_the_control_service_reports_the_selected_node_notready() {
+async fn hostpath_on_a_node_the_control_service_reports_notready_is_rescheduled() {
     use ballast_control::{InterceptionState, MemoryState, NodeHealth, NodeHealthSnapshot};
     let env = Env::start("prov-control").await;
     let shutdown = CancellationToken::new();
@@ -669,9 +691,36 @@ async fn hostpath_waits_while_the_control_service_reports_the_selected_node_notr
         dirs(env.hostpath.path()).is_empty(),
         "no directory on the NotReady node"
     );
+    env.selected_node_removed("db").await;
 
-    // The node recovers: the control service's watch brings the news and the claim is served.
+    // The node recovers (the control service's watch brings the news); playing the scheduler,
+    // select it again whenever the selection is gone, until the claim is served.
     state.upsert_node(health("node-1", true));
+    let patch =
+        json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}}});
+    wait_for("claim db Bound on the recovered node", TIMEOUT, || async {
+        let c = env.claims().get("db").await.ok()?;
+        if c.status.as_ref()?.phase.as_deref() == Some("Bound") {
+            return Some(());
+        }
+        let selected = c
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("volume.kubernetes.io/selected-node");
+        if !selected {
+            env.claims()
+                .patch(
+                    "db",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .ok()?;
+        }
+        None
+    })
+    .await;
     let (_, pv) = env.bound("db").await;
     assert_eq!(
         pinned_node(&pv).as_deref(),
@@ -728,11 +777,11 @@ async fn nfs_deployment_and_hostpath_daemonset_side_by_side_each_serve_their_own
 }
 
 #[tokio::test]
-async fn two_controllers_racing_bind_each_claim_to_exactly_one_volume() {
+async fn two_controllers_racing_create_each_volume_once() {
     const STATIC: usize = 15;
     const CLAIMS: usize = 25;
     let env = Env::start("prov-race").await;
-    // Existing volumes an administrator created: the smallest-fit rule prefers them.
+    // Existing volumes an administrator created: the PV controller binds claims to them first.
     for i in 0..STATIC {
         let pv: PersistentVolume = serde_json::from_value(json!({
             "metadata": {"name": format!("static-{i:02}")},
@@ -743,7 +792,6 @@ async fn two_controllers_racing_bind_each_claim_to_exactly_one_volume() {
                 "persistentVolumeReclaimPolicy": "Retain",
                 "nfs": {"server": NFS_SERVER, "path": format!("/srv/static/{i}")},
             },
-            "status": {"phase": "Available"},
         }))
         .unwrap();
         env.volumes()
@@ -751,8 +799,16 @@ async fn two_controllers_racing_bind_each_claim_to_exactly_one_volume() {
             .await
             .unwrap();
     }
-    // Two controllers that both believe they lead (different Leases): a stand-in for a second
-    // binder such as Kubernetes' own PV controller. Only resourceVersion checks keep them apart.
+    wait_for("static volumes Available", TIMEOUT, || async {
+        let list = env.volumes().list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .all(|v| v.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Available"))
+            .then_some(())
+    })
+    .await;
+    // Two controllers that both believe they lead (different Leases): both provision every
+    // claim handed over; deterministic names and AlreadyExists keep each volume single.
     let shutdown = CancellationToken::new();
     let mut running = Vec::new();
     for (identity, lease) in [("a", "race-a"), ("b", "race-b")] {
@@ -767,23 +823,18 @@ async fn two_controllers_racing_bind_each_claim_to_exactly_one_volume() {
     for i in 0..CLAIMS {
         env.bound(&format!("c{i:02}")).await;
     }
-    // Settled: every claimRef points at a claim bound to that very volume (lost races undone).
-    let (claims, volumes) = wait_for("bindings settled", TIMEOUT, || async {
-        let claims = env.claims().list(&ListParams::default()).await.ok()?.items;
-        let volumes = env.volumes().list(&ListParams::default()).await.ok()?.items;
-        let consistent = volumes.iter().all(|v| {
-            let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
-                return true;
-            };
-            claims.iter().any(|c| {
-                c.metadata.uid == r.uid
-                    && c.spec.as_ref().and_then(|s| s.volume_name.as_deref())
-                        == v.metadata.name.as_deref()
-            })
-        });
-        consistent.then_some((claims, volumes))
-    })
-    .await;
+    let claims = env
+        .claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let volumes = env
+        .volumes()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
     let mut used = BTreeSet::new();
     for c in &claims {
         let volume = c.spec.as_ref().unwrap().volume_name.clone().unwrap();
@@ -804,10 +855,33 @@ async fn two_controllers_racing_bind_each_claim_to_exactly_one_volume() {
         statics_bound > 0,
         "existing volumes are preferred to new ones"
     );
-    // Provisioned volumes each have their directory, and nothing else is left in the export.
-    let expected: BTreeSet<String> = volumes
+    let provisioned: Vec<&PersistentVolume> = volumes
         .iter()
-        .filter(|v| used.contains(v.metadata.name.as_deref().unwrap()))
+        .filter(|v| !v.metadata.name.as_deref().unwrap().starts_with("static-"))
+        .collect();
+    assert_eq!(
+        provisioned.len(),
+        CLAIMS - statics_bound,
+        "one volume per claim handed over, none twice"
+    );
+    for c in &claims {
+        let name = c.metadata.name.clone().unwrap();
+        let volume = c.spec.as_ref().unwrap().volume_name.clone().unwrap();
+        let succeeded = env
+            .events_for(&name)
+            .await
+            .into_iter()
+            .filter(|(_, r, _)| r == "ProvisioningSucceeded")
+            .count();
+        let expected = usize::from(!volume.starts_with("static-"));
+        assert_eq!(
+            succeeded, expected,
+            "{name}: ProvisioningSucceeded once per created volume"
+        );
+    }
+    // Provisioned volumes each have their directory, and nothing else is left in the export.
+    let expected: BTreeSet<String> = provisioned
+        .iter()
         .filter_map(|v| {
             v.metadata
                 .annotations
@@ -816,13 +890,237 @@ async fn two_controllers_racing_bind_each_claim_to_exactly_one_volume() {
                 .cloned()
         })
         .collect();
-    wait_for("directories of lost races removed", TIMEOUT, || async {
-        (dirs(env.export.path()) == expected).then_some(())
-    })
-    .await;
+    assert_eq!(dirs(env.export.path()), expected);
 
     shutdown.cancel();
     for r in running {
         r.wait().await.expect("clean shutdown");
     }
+}
+
+/// A client with exactly the provisioner's RBAC (`provisioner::RBAC`), as its ServiceAccount.
+async fn provisioner_client(sim: &KubeSim) -> kube::Client {
+    let user = "system:serviceaccount:ballast-system:provisioner";
+    for (group, resource, verbs) in provisioner::RBAC {
+        for verb in *verbs {
+            sim.allow(user, verb, group, resource);
+        }
+    }
+    sim.client_as(user, &["system:serviceaccounts", "system:authenticated"])
+        .await
+}
+
+#[tokio::test]
+async fn fifty_claims_at_once_are_provisioned_once_each_and_bound_by_the_pv_controller() {
+    const CLAIMS: usize = 50;
+    let env = Env::start("prov-fifty").await;
+    // A class of its own, so the metric counts this scenario's volumes only.
+    let class: StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": "nfs-fifty"}, "provisioner": "ballast.dev/nfs",
+        "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}))
+    .unwrap();
+    Api::<StorageClass>::all(env.sim.client())
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    // Only the rights the manifests grant: no write to a claim's status is even possible.
+    let mut config = env.config("p1", "provisioner");
+    config.kube = KubeAccess::Client(provisioner_client(&env.sim).await);
+    let running = provisioner::start(config, shutdown.clone()).await.unwrap();
+
+    let names: Vec<String> = (0..CLAIMS).map(|i| format!("c{i:02}")).collect();
+    futures::future::join_all(
+        names
+            .iter()
+            .map(|name| env.create_claim(name, "nfs-fifty", json!({}))),
+    )
+    .await;
+    for i in 0..CLAIMS {
+        let (claim, pv) = env.bound(&format!("c{i:02}")).await;
+        let a = claim.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            a.get("pv.kubernetes.io/bind-completed").map(String::as_str),
+            Some("yes"),
+            "bound by the PV controller"
+        );
+        assert_eq!(
+            a.get("pv.kubernetes.io/bound-by-controller")
+                .map(String::as_str),
+            Some("yes"),
+            "volumeName set by the PV controller"
+        );
+        assert_eq!(
+            pv.metadata.annotations.unwrap()["pv.kubernetes.io/provisioned-by"],
+            "ballast.dev/nfs"
+        );
+        assert_eq!(
+            pv.spec.unwrap().claim_ref.unwrap().uid,
+            claim.metadata.uid,
+            "created pre-bound"
+        );
+    }
+    let events = Api::<Event>::namespaced(env.sim.client(), &env.ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let count = |reason: &str| {
+        events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.count.unwrap_or(1))
+            .sum::<i32>()
+    };
+    assert_eq!(count("ProvisioningSucceeded"), CLAIMS as i32);
+    assert_eq!(
+        count("ProvisioningFailed"),
+        0,
+        "no failure on healthy claims"
+    );
+    let succeeded_claims: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("ProvisioningSucceeded"))
+        .filter_map(|e| e.involved_object.name.as_deref())
+        .collect();
+    assert_eq!(succeeded_claims.len(), CLAIMS, "one per claim");
+    assert_eq!(
+        env.volumes()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        CLAIMS
+    );
+    let admin = running.admin_addr.unwrap();
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        ballast_runtime::metrics::sample(
+            &metrics,
+            "provisioner_volumes_provisioned_total",
+            &[("class", "nfs-fifty")]
+        ),
+        Some(CLAIMS as f64),
+        "{metrics}"
+    );
+
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn hostpath_claim_on_a_node_without_an_agent_is_rescheduled_to_one_with_an_agent() {
+    let env = Env::start_with(
+        "prov-resched",
+        SimConfig::default()
+            .nodes(2)
+            .pv_binder(true)
+            .scheduler(true)
+            .kubelet(true),
+    )
+    .await;
+    let shutdown = CancellationToken::new();
+    // The agent runs on node-1 only; node-2 has none.
+    let running = env.provisioner("p1", &shutdown).await;
+    // The scheduler had picked node-2 for the claim's pod.
+    env.create_claim(
+        "logs",
+        "hostpath",
+        json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-2"}}}),
+    )
+    .await;
+    let message = wait_for("ProvisioningFailed for node-2", TIMEOUT, || async {
+        env.events_for("logs")
+            .await
+            .into_iter()
+            .find(|(t, r, _)| t == "Warning" && r == "ProvisioningFailed")
+            .map(|(_, _, m)| m)
+    })
+    .await;
+    assert_eq!(
+        message,
+        "cannot provision on the selected node: node \"node-2\" has no provisioner agent \
+         reporting free space (is the hostpath DaemonSet running there?)"
+    );
+    env.selected_node_removed("logs").await;
+    assert!(
+        env.claims()
+            .get("logs")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .volume_name
+            .is_none()
+    );
+
+    // The scheduler picks again for the pod (which asks for node-1): provisioned and bound there.
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "writer", "namespace": env.ns},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": "node-1"},
+                 "containers": [{"name": "app", "image": "registry.example/app:1"}],
+                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "logs"}}]}}))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(env.sim.client(), &env.ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let (claim, pv) = env.bound("logs").await;
+    assert_eq!(
+        claim.metadata.annotations.unwrap()["volume.kubernetes.io/selected-node"],
+        "node-1"
+    );
+    assert_eq!(
+        pinned_node(&pv).as_deref(),
+        Some("kubernetes.io/hostname In [\"node-1\"]")
+    );
+    let events = env.events_for("logs").await;
+    assert!(
+        events.iter().any(|(_, r, m)| r == "ProvisioningSucceeded"
+            && m.contains(pv.metadata.name.as_deref().unwrap())),
+        "{events:?}"
+    );
+
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_volume_shown_released_while_its_claim_holds_it_keeps_its_data() {
+    let env = Env::start("prov-held").await;
+    let shutdown = CancellationToken::new();
+    let running = env.provisioner("p1", &shutdown).await;
+    let claim = env.create_claim("held", "nfs", json!({})).await;
+    let (_, pv) = env.bound("held").await;
+    let dir = format!("pvc-{}_prov-held_held", claim.metadata.uid.unwrap());
+    std::fs::write(env.export.path().join(&dir).join("precious"), b"data").unwrap();
+
+    // Someone marks the volume Released although its claim is still bound to it.
+    let name = pv.metadata.name.clone().unwrap();
+    let mut released = env.volumes().get(&name).await.unwrap();
+    released.status.as_mut().unwrap().phase = Some("Released".into());
+    env.volumes()
+        .replace_status(&name, &PostParams::default(), &released)
+        .await
+        .unwrap();
+    // The PV controller puts it right; the provisioner, which saw Released, deleted nothing.
+    wait_for("the volume Bound again", TIMEOUT, || async {
+        let pv = env.volumes().get(&name).await.ok()?;
+        (pv.status?.phase.as_deref() == Some("Bound")).then_some(())
+    })
+    .await;
+    assert!(
+        env.export.path().join(&dir).join("precious").is_file(),
+        "data of a volume its claim holds is never removed"
+    );
+    assert!(env.volumes().get_opt(&name).await.unwrap().is_some());
+
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
 }

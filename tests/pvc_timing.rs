@@ -571,9 +571,10 @@ async fn start_webhook(env: &TestEnv) -> WebhookService {
     .await
     .expect("the pvc-timing webhook starts");
     let port = running.webhook_addr.unwrap().port();
+    // Callers run on kube-sim only (they skip elsewhere), so the webhook is on loopback.
     let mut configuration = webhook_configuration(
         &format!("pvc-timing-{}", env.namespace),
-        port,
+        WebhookHost::loopback().url(port, "/mutate"),
         &generated.ca_pem,
     );
     if let Some(webhooks) = configuration.webhooks.as_mut() {

@@ -72,6 +72,7 @@ pub async fn serve<S: ControlState>(
         set_mode_per_second,
         tls,
     } = opts;
+    crate::service::describe_metrics();
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)

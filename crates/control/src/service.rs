@@ -29,6 +29,18 @@ const WATCH_STREAMS: &str = "ballast_control_watch_streams";
 /// long as its client stays; the services need a handful, so this only stops a runaway client.
 pub const MAX_WATCH_STREAMS: usize = 1024;
 
+/// HELP texts of the control service's metric families.
+pub(crate) fn describe_metrics() {
+    metrics::describe_counter!(
+        SET_MODE_TOTAL,
+        "SetMode calls on the control service, by outcome."
+    );
+    metrics::describe_gauge!(
+        WATCH_STREAMS,
+        "Open WatchStatus / WatchNodeHealth streams, by stream."
+    );
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The `ballast.control.v1.ControlService` implementation, generic over the host's state.

@@ -164,6 +164,7 @@ impl Cluster {
             .scheduler(true)
             .kubelet(true)
             .taint_eviction(true)
+            .pv_binder(true)
             .node_grace(NODE_GRACE)
             .default_toleration_seconds(TOLERATION_SECONDS);
         if let Some(path) = kubeconfig {
@@ -317,6 +318,7 @@ impl Cluster {
                 leader_election: None,
                 identity: "podmanager-demo".to_owned(),
                 control_endpoint: Some(control_endpoint),
+                webhook: None,
             },
             client.clone(),
             admin,

@@ -706,6 +706,9 @@ impl Tour<'_, '_> {
                 },
             )
             .await?;
+        // counted from here: the controller makes its five attempts per pod right when the
+        // tolerations run out, then gives up
+        let before = self.status_refusals().await?;
         self.print_nodes().await?;
         let expires = tainted_at + TOLERATION;
         self.n
@@ -713,7 +716,6 @@ impl Tour<'_, '_> {
                 (Instant::now() >= expires).then_some(())
             })
             .await?;
-        let before = self.status_refusals().await?;
         let http = self.http.clone();
         let metrics_url = format!("http://{}/metrics", self.c.addrs.guard_admin);
         let refused = self
@@ -732,7 +734,7 @@ impl Tour<'_, '_> {
             )
             .await?;
         self.n.say(&format!(
-            "eviction_intercepted_total{{operation=\"status\"}} rose by {refused} since the tolerations ran out"
+            "eviction_intercepted_total{{operation=\"status\"}} rose by {refused} since the nodes were tainted"
         ))?;
         let list = pods
             .list(&ListParams::default())

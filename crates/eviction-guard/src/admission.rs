@@ -12,10 +12,30 @@ use kube::Api;
 
 use crate::guard::{Guard, error_chain};
 use crate::metrics;
+use crate::release::{NODE_CONTROLLER, Refusal, RefusedStep};
 use crate::rules::{self, EVICTION_DENY_CODE, Intent, PodFacts, Policy, Verdict};
 
 /// Name of the webhook in the runtime's admission metrics.
 pub const WEBHOOK_NAME: &str = "eviction-guard";
+/// `details.retryAfterSeconds` of every 429: protection follows node health, which kubelets
+/// report about every 10s, so asking again sooner is wasted (the API server turns it into a
+/// `Retry-After` header, as for other 429s).
+pub const RETRY_AFTER_SECONDS: u32 = 10;
+
+/// A retryable refusal (429) with its retry hint.
+fn deny_retryable(req: &AdmissionRequest<DynamicObject>, message: String) -> AdmissionResponse {
+    let mut response = deny(req, EVICTION_DENY_CODE, "TooManyRequests", message);
+    response.result.details = Some(kube::core::response::StatusDetails {
+        name: String::new(),
+        group: String::new(),
+        kind: String::new(),
+        uid: String::new(),
+        causes: Vec::new(),
+        retry_after_seconds: RETRY_AFTER_SECONDS,
+    });
+    response
+}
+
 /// The eviction pod lookup must finish well inside the API server's webhook timeout (10s).
 const POD_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -46,6 +66,44 @@ impl Webhook {
             Ok(Err(e)) => Err(error_chain(&e)),
             Err(_) => Err(format!("no answer within {POD_LOOKUP_TIMEOUT:?}")),
         }
+    }
+}
+
+fn marks_disruption_target(pod: Option<&DynamicObject>) -> bool {
+    pod.and_then(|p| p.data.pointer("/status/conditions"))
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "DisruptionTarget" && c["status"] == "True")
+        })
+}
+
+impl Webhook {
+    /// Keeps the node controller's refused evictions on record for their release.
+    fn remember(&self, req: &AdmissionRequest<DynamicObject>, op: rules::Operation, node: &str) {
+        if req.user_info.username.as_deref() != Some(NODE_CONTROLLER) {
+            return;
+        }
+        let (step, pod) = match op {
+            rules::Operation::Delete => (RefusedStep::Delete, req.old_object.as_ref()),
+            // the eviction's first step; its Ready=False updates are not evictions
+            rules::Operation::Status if marks_disruption_target(req.object.as_ref()) => {
+                (RefusedStep::StatusPatch, req.object.as_ref())
+            }
+            _ => return,
+        };
+        let Some(uid) = pod.and_then(|p| p.metadata.uid.clone()) else {
+            return;
+        };
+        self.guard.record_refusal(Refusal {
+            uid,
+            namespace: req.namespace.clone().unwrap_or_default(),
+            name: req.name.clone(),
+            node: node.to_owned(),
+            at: chrono::Utc::now(),
+            step,
+            count: 1,
+        });
     }
 }
 
@@ -81,7 +139,7 @@ impl Handler for Webhook {
                         error = %error,
                         "refused eviction: pod lookup failed"
                     );
-                    return deny(&req, EVICTION_DENY_CODE, "TooManyRequests", message);
+                    return deny_retryable(&req, message);
                 }
             }
         }
@@ -109,6 +167,7 @@ impl Handler for Webhook {
             } => {
                 if !req.dry_run {
                     metrics::intercepted(op);
+                    self.remember(&req, op, &node);
                 }
                 tracing::warn!(
                     target: "audit",
@@ -124,12 +183,11 @@ impl Handler for Webhook {
                     op.label(),
                     req.name
                 );
-                let reason = if code == EVICTION_DENY_CODE {
-                    "TooManyRequests"
+                if code == EVICTION_DENY_CODE {
+                    deny_retryable(&req, message)
                 } else {
-                    "Forbidden"
-                };
-                deny(&req, code, reason, message)
+                    deny(&req, code, "Forbidden", message)
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ use ballast_runtime::bootstrap::SelfSignedArgs;
 use clap::{ArgAction, Parser};
 
 use crate::mode::DEFAULT_CONFIGMAP;
+use crate::release::{DEFAULT_NODES_PER_SECOND, ReleaseConfig, after_lift, default_identity};
 use crate::rules::{Policy, lift_hint};
 use crate::storm::{DEFAULT_WORKER_SELECTOR, Selector, StormConfig};
 
@@ -18,18 +19,20 @@ use crate::storm::{DEFAULT_WORKER_SELECTOR, Selector, StormConfig};
 #[command(name = "eviction-guard", version, about)]
 pub struct Args {
     /// Run outside the cluster: current kubeconfig, plain-HTTP webhook, no authentication on
-    /// the control API and callbacks. Never use in a cluster.
+    /// the control API and callbacks, servers on 127.0.0.1 unless --bind-address says otherwise.
+    /// Refuses to start inside a cluster (KUBERNETES_SERVICE_HOST set).
     #[arg(long, env = "LOCAL")]
     pub local: bool,
-    /// Address every server binds to.
-    #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
-    pub bind_address: IpAddr,
+    /// Address every server binds to (default 0.0.0.0; 127.0.0.1 with --local).
+    #[arg(long, env = "BIND_ADDRESS")]
+    pub bind_address: Option<IpAddr>,
     /// Port of the webhook (`/validate`) and the seed's `/callback/*` endpoints (HTTPS).
     #[arg(long, env = "WEBHOOK_PORT", default_value_t = 8443)]
     pub webhook_port: u16,
-    /// Port of `/healthz`, `/readyz` and `/metrics` (plain HTTP).
-    #[arg(long, env = "ADMIN_PORT", default_value_t = 8080)]
-    pub admin_port: u16,
+    /// Port of `/healthz`, `/readyz` and `/metrics` (plain HTTP; default 8080, or 8081 when the
+    /// webhook port is 8080, as in the seed's `WEBHOOK_PORT=8080 ... --local`).
+    #[arg(long, env = "ADMIN_PORT")]
+    pub admin_port: Option<u16>,
     /// Port of the gRPC control service.
     #[arg(long, env = "GRPC_PORT", default_value_t = 9090)]
     pub grpc_port: u16,
@@ -37,6 +40,8 @@ pub struct Args {
     pub certs: ballast_runtime::tls::ServingCertArgs,
     #[command(flatten)]
     pub kube: ballast_runtime::kubeclient::KubeconfigArgs,
+    #[command(flatten)]
+    pub shutdown: ballast_runtime::shutdown::ShutdownArgs,
     /// Namespace of the guard, where the mode ConfigMap lives.
     #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
     pub namespace: String,
@@ -92,7 +97,34 @@ pub struct Args {
     /// for SetMode never cross the network in clear (clients then use the CA: `grpcurl -cacert`).
     #[arg(long, env = "GRPC_TLS")]
     pub grpc_tls: bool,
+    /// When protection lifts for a node still NotReady and tainted NoExecute, complete the
+    /// node controller's evictions the guard refused (it gives up after five refusals): mark the
+    /// pods DisruptionTarget and delete them, rate-limited, by the leader replica only.
+    #[arg(long, env = "RELEASE_REFUSED_EVICTIONS", default_value_t = true, action = ArgAction::Set)]
+    pub release_refused_evictions: bool,
+    /// Nodes whose refused evictions are released per second (like the node controller's
+    /// --node-eviction-rate).
+    #[arg(long, env = "RELEASE_NODES_PER_SECOND", default_value_t = DEFAULT_NODES_PER_SECOND,
+          value_parser = parse_rate)]
+    pub release_nodes_per_second: f64,
+    /// This replica's identity for the release Lease and on Events (the pod name in cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if f > 0.0 && f.is_finite() {
+        Ok(f)
+    } else {
+        Err(format!("{f} is not a positive rate"))
+    }
+}
+
+/// The admin server's port unless set.
+pub const DEFAULT_ADMIN_PORT: u16 = 8080;
+/// Where the admin server goes when the webhook takes 8080.
+pub const FALLBACK_ADMIN_PORT: u16 = 8081;
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
     let f: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
@@ -127,6 +159,8 @@ pub struct Config {
     pub mode_writes_per_second: NonZeroU32,
     /// Serve gRPC over TLS with the webhook certificate (ignored without `tls`).
     pub grpc_tls: bool,
+    /// Release of refused evictions once protection lifts.
+    pub release: ReleaseConfig,
 }
 
 impl Config {
@@ -153,20 +187,65 @@ impl Config {
             require_auth_for_reads: false,
             mode_writes_per_second: ballast_control::DEFAULT_SET_MODE_PER_SECOND,
             grpc_tls: false,
+            release: ReleaseConfig::default(),
         }
     }
 }
 
 impl Args {
+    /// What must hold before starting; `kubernetes_service_host` is the environment's
+    /// `KUBERNETES_SERVICE_HOST` (set in every pod).
+    pub fn check(&self, kubernetes_service_host: Option<&str>) -> Result<(), String> {
+        if self.local
+            && let Some(host) = kubernetes_service_host.filter(|h| !h.is_empty())
+        {
+            return Err(format!(
+                "--local turns authentication off and must not run in a cluster, but \
+                 KUBERNETES_SERVICE_HOST is set ({host}); drop --local (LOCAL)"
+            ));
+        }
+        let admin = self.admin_port();
+        for (port, flag) in [
+            (self.webhook_port, "--webhook-port (WEBHOOK_PORT)"),
+            (self.grpc_port, "--grpc-port (GRPC_PORT)"),
+        ] {
+            if port != 0 && port == admin {
+                return Err(format!(
+                    "the admin server and {flag} both use port {port}: set --admin-port \
+                     (ADMIN_PORT) to another port"
+                ));
+            }
+        }
+        if self.webhook_port != 0 && self.webhook_port == self.grpc_port {
+            return Err(format!(
+                "--webhook-port (WEBHOOK_PORT) and --grpc-port (GRPC_PORT) both use port {}: set \
+                 one of them to another port",
+                self.webhook_port
+            ));
+        }
+        Ok(())
+    }
+
+    fn admin_port(&self) -> u16 {
+        match self.admin_port {
+            Some(p) => p,
+            None if self.webhook_port == DEFAULT_ADMIN_PORT => FALLBACK_ADMIN_PORT,
+            None => DEFAULT_ADMIN_PORT,
+        }
+    }
+
     pub fn into_config(self) -> Config {
+        let admin_port = self.admin_port();
         let Args {
             local,
             bind_address,
             webhook_port,
-            admin_port,
+            admin_port: _,
             grpc_port,
             certs,
             kube,
+            // Read by main, which owns the signal handling.
+            shutdown: _,
             namespace,
             mode_configmap,
             threshold,
@@ -182,13 +261,27 @@ impl Args {
             self_signed,
             control_address,
             grpc_tls,
+            release_refused_evictions,
+            release_nodes_per_second,
+            identity,
         } = self;
         let tls = (!local).then(|| certs.paths());
+        let bind_address = bind_address.unwrap_or(if local {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        });
         let nonempty = |v: Vec<String>| {
             v.into_iter()
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect()
+        };
+        let release = ReleaseConfig {
+            enabled: release_refused_evictions,
+            nodes_per_second: release_nodes_per_second,
+            identity: identity.unwrap_or_else(default_identity),
+            ..ReleaseConfig::default()
         };
         Config {
             webhook_addr: SocketAddr::new(bind_address, webhook_port),
@@ -213,10 +306,12 @@ impl Args {
                 exempt_groups: nonempty(exempt_groups),
                 intercept_status: intercept_status_updates,
                 lift_hint: lift_hint(&control_address, grpc_tls),
+                after_lift: after_lift(&release),
             },
             require_auth_for_reads,
             mode_writes_per_second,
             grpc_tls,
+            release,
         }
     }
 }
@@ -244,6 +339,78 @@ mod tests {
         );
         assert!(!cfg.no_auth);
         assert!(cfg.policy.intercept_status);
+        assert!(cfg.release.enabled);
+        assert_eq!(cfg.release.nodes_per_second, 0.1);
+    }
+
+    #[test]
+    fn the_seeds_local_mode_on_webhook_port_8080_moves_the_admin_server_to_8081() {
+        let args =
+            Args::try_parse_from(["eviction-guard", "--local", "--webhook-port", "8080"]).unwrap();
+        assert_eq!(args.check(None), Ok(()));
+        let cfg = args.into_config();
+        assert_eq!(cfg.webhook_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cfg.admin_addr, "127.0.0.1:8081".parse().unwrap());
+        let cfg = Args::try_parse_from(["eviction-guard", "--local", "--bind-address", "0.0.0.0"])
+            .unwrap()
+            .into_config();
+        assert_eq!(cfg.grpc_addr, "0.0.0.0:9090".parse().unwrap());
+        let cfg = Args::try_parse_from(["eviction-guard"])
+            .unwrap()
+            .into_config();
+        assert_eq!(cfg.admin_addr, "0.0.0.0:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn clashing_ports_and_local_mode_in_a_cluster_are_refused_naming_the_flag() {
+        let clash = Args::try_parse_from([
+            "eviction-guard",
+            "--webhook-port",
+            "9000",
+            "--admin-port",
+            "9000",
+        ])
+        .unwrap();
+        let err = clash.check(None).unwrap_err();
+        assert!(err.contains("set --admin-port (ADMIN_PORT)"), "{err}");
+        let local = Args::try_parse_from(["eviction-guard", "--local"]).unwrap();
+        let err = local.check(Some("10.96.0.1")).unwrap_err();
+        assert!(
+            err.contains("KUBERNETES_SERVICE_HOST is set (10.96.0.1)"),
+            "{err}"
+        );
+        assert_eq!(local.check(Some("")), Ok(()));
+        let in_cluster = Args::try_parse_from(["eviction-guard"]).unwrap();
+        assert_eq!(in_cluster.check(Some("10.96.0.1")), Ok(()));
+        let zeros = Args::try_parse_from([
+            "eviction-guard",
+            "--webhook-port=0",
+            "--admin-port=0",
+            "--grpc-port=0",
+        ])
+        .unwrap();
+        assert_eq!(zeros.check(None), Ok(()), "0 is any free port");
+    }
+
+    #[test]
+    fn release_of_refused_evictions_can_be_turned_off_and_its_rate_set() {
+        let cfg = Args::try_parse_from([
+            "eviction-guard",
+            "--release-refused-evictions",
+            "false",
+            "--release-nodes-per-second",
+            "2",
+            "--identity",
+            "guard-0",
+        ])
+        .unwrap()
+        .into_config();
+        assert!(!cfg.release.enabled);
+        assert_eq!(cfg.release.nodes_per_second, 2.0);
+        assert_eq!(cfg.release.identity, "guard-0");
+        assert!(
+            Args::try_parse_from(["eviction-guard", "--release-nodes-per-second", "0"]).is_err()
+        );
     }
 
     #[test]
@@ -300,6 +467,11 @@ mod tests {
         .unwrap()
         .into_config();
         assert!(cfg.tls.is_none() && cfg.no_auth);
+        assert_eq!(
+            cfg.webhook_addr.ip(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "--local stays on loopback"
+        );
         assert_eq!(cfg.storm.threshold, 5);
         assert_eq!(cfg.storm.min_fraction, Some(0.5));
         assert!(cfg.storm.per_zone);

@@ -33,6 +33,8 @@ pub struct Callbacks {
     auth: Authenticator,
     require_auth_for_reads: bool,
     limiter: PerPeerLimiter,
+    /// What disabling does to refused deletions, told to the caller.
+    after_lift: String,
 }
 
 impl Callbacks {
@@ -42,11 +44,29 @@ impl Callbacks {
         require_auth_for_reads: bool,
         writes_per_second: NonZeroU32,
     ) -> Arc<Self> {
+        Self::with_after_lift(
+            guard,
+            auth,
+            require_auth_for_reads,
+            writes_per_second,
+            crate::release::after_lift(&crate::release::ReleaseConfig::default()),
+        )
+    }
+
+    /// [`Callbacks::new`] telling callers `after_lift` when they disable interception.
+    pub fn with_after_lift(
+        guard: Arc<Guard>,
+        auth: Authenticator,
+        require_auth_for_reads: bool,
+        writes_per_second: NonZeroU32,
+        after_lift: String,
+    ) -> Arc<Self> {
         Arc::new(Callbacks {
             guard,
             auth,
             require_auth_for_reads,
             limiter: PerPeerLimiter::per_second(writes_per_second),
+            after_lift,
         })
     }
 }
@@ -106,7 +126,7 @@ async fn set_mode(
     body: &[u8],
     mode: Mode,
     path: &str,
-    done: &str,
+    done: String,
 ) -> Response {
     if !cb.limiter.check(peer) {
         tracing::warn!(
@@ -178,7 +198,7 @@ async fn disable(
         &body,
         Mode::Disabled,
         "/callback/disable-interception",
-        "Interception disabled successfully",
+        format!("Interception disabled successfully; {}", cb.after_lift),
     )
     .await
 }
@@ -196,7 +216,7 @@ async fn enable(
         &body,
         Mode::Auto,
         "/callback/enable-interception",
-        "Interception enabled successfully",
+        "Interception enabled successfully".to_owned(),
     )
     .await
 }
@@ -231,7 +251,8 @@ async fn status(State(cb): State<Arc<Callbacks>>, headers: HeaderMap) -> Respons
             "protectedNodes": p.protected,
             "workerNodes": p.workers,
             "threshold": cfg.threshold,
-            "window": humantime::format_duration(cfg.window).to_string(),
+            // as gRPC shows it (a protobuf Duration in JSON: "300s")
+            "window": proto_duration(cfg.window),
             "synced": snap.synced,
             "modeChangedBy": mode.changed_by,
             "modeReason": mode.reason,
@@ -248,9 +269,29 @@ async fn status(State(cb): State<Arc<Callbacks>>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
+/// A duration as protobuf's JSON mapping writes it: seconds with an `s`, fractions only when
+/// there are any ("300s", "1.500s").
+pub fn proto_duration(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        let frac = format!("{:09}", d.subsec_nanos());
+        format!("{}.{}s", d.as_secs(), frac.trim_end_matches('0'))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_is_written_as_grpc_writes_a_duration() {
+        assert_eq!(proto_duration(std::time::Duration::from_secs(300)), "300s");
+        assert_eq!(
+            proto_duration(std::time::Duration::from_millis(1500)),
+            "1.5s"
+        );
+    }
 
     #[test]
     fn reason_body_is_optional_bounded_and_must_be_a_string() {

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::metrics;
 use crate::mode::{ModeRecord, ModeStore};
+use crate::release::{Refusal, Refusals};
 use crate::storm::{self, NodeHealth, Protection, Snapshot, StormConfig};
 
 struct Inner {
@@ -41,6 +42,8 @@ pub struct Guard {
     cfg: StormConfig,
     inner: Mutex<Inner>,
     node_watch: Mutex<NodeWatchHealth>,
+    /// The node controller's evictions this replica refused (see [`crate::release`]).
+    refusals: Mutex<Refusals>,
     /// Serialises mode writes so two callers of one replica do not race each other.
     mode_write: tokio::sync::Mutex<()>,
     store: Option<ModeStore>,
@@ -61,6 +64,7 @@ impl Guard {
                 protection: Protection::default(),
             }),
             node_watch: Mutex::new(NodeWatchHealth::default()),
+            refusals: Mutex::new(Refusals::default()),
             mode_write: tokio::sync::Mutex::new(()),
             store,
             snapshot: watch::Sender::new(Arc::new(Snapshot::default())),
@@ -148,6 +152,30 @@ impl Guard {
         }
     }
 
+    /// The node controller's eviction of a pod was refused.
+    pub fn record_refusal(&self, refusal: Refusal) {
+        self.lock_refusals().record(refusal);
+    }
+
+    /// The refusal on record for a pod uid.
+    pub fn refusal(&self, uid: &str) -> Option<Refusal> {
+        self.lock_refusals().get(uid).cloned()
+    }
+
+    /// The pod was released, or is gone.
+    pub fn forget_refusal(&self, uid: &str) {
+        self.lock_refusals().forget(uid);
+    }
+
+    /// Refusals on record.
+    pub fn refusals(&self) -> usize {
+        self.lock_refusals().len()
+    }
+
+    fn lock_refusals(&self) -> MutexGuard<'_, Refusals> {
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn node_watch(&self) -> NodeWatchHealth {
         self.lock_node_watch().clone()
     }
@@ -162,15 +190,18 @@ impl Guard {
         if inner.mode == record {
             return;
         }
+        let was = inner.protection.protecting;
+        inner.mode = record.clone();
+        self.recompute_quietly(&mut inner, true);
         tracing::info!(
             target: "audit",
             mode = %record.mode,
             changed_by = %record.changed_by,
             reason = %record.reason,
+            protecting_before = was,
+            protecting = inner.protection.protecting,
             "interception mode loaded from the store"
         );
-        inner.mode = record;
-        self.recompute(&mut inner);
     }
 
     /// Persists and applies a mode change; one audit line per change.
@@ -190,6 +221,15 @@ impl Guard {
                 other => ControlError::Unavailable(error_chain(&other)),
             })?;
         }
+        metrics::mode_changed(change.mode);
+        let (was, now) = {
+            let mut inner = self.lock();
+            let was = inner.protection.protecting;
+            inner.mode = record;
+            self.recompute_quietly(&mut inner, true);
+            (was, inner.protection.protecting)
+        };
+        // one audit line per mode change, with what it did to protection
         tracing::warn!(
             target: "audit",
             caller = %change.caller,
@@ -197,18 +237,19 @@ impl Guard {
             from = %previous.mode,
             to = %change.mode,
             reason = %change.reason,
+            protecting_before = was,
+            protecting = now,
             "interception mode changed"
         );
-        metrics::mode_changed(change.mode);
-        {
-            let mut inner = self.lock();
-            inner.mode = record;
-            self.recompute(&mut inner);
-        }
         Ok(self.status.borrow().clone())
     }
 
     fn recompute(&self, inner: &mut Inner) {
+        self.recompute_quietly(inner, false);
+    }
+
+    /// `mode_change`: the caller writes the one audit line for it.
+    fn recompute_quietly(&self, inner: &mut Inner, mode_change: bool) {
         let workers: Vec<NodeHealth> = inner.workers.values().cloned().collect();
         let next = storm::evaluate(
             &self.cfg,
@@ -217,7 +258,7 @@ impl Guard {
             Utc::now(),
             &inner.protection,
         );
-        if next.protecting != inner.protection.protecting {
+        if next.protecting != inner.protection.protecting && !mode_change {
             tracing::warn!(
                 target: "audit",
                 protecting = next.protecting,

@@ -6,7 +6,9 @@
 //! through the seed's `/callback/*` endpoints and gRPC `SetMode`.
 //! Out: admission verdicts (429 for evictions, 403 for deletes and updates), the mode written
 //! to the ConfigMap, interception state and node health over gRPC, Prometheus metrics on the
-//! admin port, and an audit log line (target `audit`) for every refusal and mode change.
+//! admin port, and an audit log line (target `audit`) for every refusal and mode change; once
+//! protection lifts, the node controller's refused evictions completed by the leader
+//! ([`release`]: DisruptionTarget, DELETE with a uid precondition, an Event per pod).
 //!
 //! Decisions are pure ([`storm`], [`rules`]); [`monitor`], [`admission`], [`callback`] and
 //! [`mode`] do the I/O around them.
@@ -19,6 +21,7 @@ pub mod guard;
 pub mod metrics;
 pub mod mode;
 pub mod monitor;
+pub mod release;
 pub mod rules;
 pub mod storm;
 pub mod webhook_config;
@@ -32,6 +35,7 @@ use axum::Router;
 use ballast_runtime::admin::Readiness;
 use ballast_runtime::auth::Authenticator;
 use ballast_runtime::bootstrap;
+use ballast_runtime::leader::{self, LeaseConfig};
 use ballast_runtime::tls::ReloadingTls;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -42,14 +46,22 @@ pub use error::{Error, Result};
 pub use guard::Guard;
 
 /// The Kubernetes API calls the guard makes: (group, resource, verbs), for least-privilege RBAC.
-/// ConfigMaps only in the guard's own namespace.
+/// ConfigMaps and Leases only in the guard's own namespace. Pods are listed, marked
+/// `DisruptionTarget` and deleted only to release refused evictions (`--release-refused-evictions`).
 pub const RBAC: &[(&str, &str, &[&str])] = &[
     ("", "nodes", &["get", "list", "watch"]),
-    ("", "pods", &["get"]),
+    ("", "pods", &["get", "list", "delete"]),
+    ("", "pods/status", &["patch"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
     (
         "",
         "configmaps",
         &["get", "list", "watch", "create", "update"],
+    ),
+    (
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update"],
     ),
     ("authentication.k8s.io", "tokenreviews", &["create"]),
     ("authorization.k8s.io", "subjectaccessreviews", &["create"]),
@@ -136,10 +148,13 @@ pub async fn start(
         require_auth_for_reads,
         mode_writes_per_second,
         grpc_tls,
+        release,
     } = config;
     ballast_runtime::metrics::build_info("eviction-guard", env!("CARGO_PKG_VERSION"));
     // a failing task stops this guard only, not whatever else shares the caller's token
     let shutdown = shutdown.child_token();
+    ballast_runtime::metrics::prometheus();
+    metrics::register();
 
     let tls = match tls {
         Some((cert, key)) => {
@@ -157,9 +172,9 @@ pub async fn start(
         }
         None => None,
     };
-    let webhook_listener = bind("the webhook", webhook_addr).await?;
-    let admin_listener = bind("the admin server", admin_addr).await?;
-    let grpc_listener = bind("the control API", grpc_addr).await?;
+    let webhook_listener = bind("the webhook (--webhook-port, WEBHOOK_PORT)", webhook_addr).await?;
+    let admin_listener = bind("the admin server (--admin-port, ADMIN_PORT)", admin_addr).await?;
+    let grpc_listener = bind("the control API (--grpc-port, GRPC_PORT)", grpc_addr).await?;
     let webhook_addr = local_addr("the webhook", &webhook_listener, webhook_addr)?;
     let admin_addr = local_addr("the admin server", &admin_listener, admin_addr)?;
     let grpc_addr = local_addr("the control API", &grpc_listener, grpc_addr)?;
@@ -174,11 +189,12 @@ pub async fn start(
     } else {
         Authenticator::Kube(client.clone())
     };
-    let callbacks = callback::Callbacks::new(
+    let callbacks = callback::Callbacks::with_after_lift(
         guard.clone(),
         auth.clone(),
         require_auth_for_reads,
         mode_writes_per_second,
+        policy.after_lift.clone(),
     );
     let router = webhook_router(guard.clone(), policy, Some(client.clone()), callbacks);
 
@@ -200,6 +216,26 @@ pub async fn start(
         let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
         async move { Ok(ballast_runtime::admin::serve(admin_listener, readiness, shutdown).await?) }
     });
+    if release.enabled {
+        let lease = LeaseConfig {
+            namespace: namespace.clone(),
+            name: release.lease_name.clone(),
+            identity: release.identity.clone(),
+            lease_duration: release.lease_duration,
+            renew_every: release.renew_every,
+        };
+        let (leading, election) = leader::spawn(client.clone(), lease, shutdown.clone());
+        tasks.spawn(async move { Ok(election.await?) });
+        tasks.spawn(run_until_stopped(release::run(
+            client.clone(),
+            guard.clone(),
+            release.clone(),
+            leading,
+            shutdown.clone(),
+        )));
+    } else {
+        tracing::info!("release of refused evictions is off (--release-refused-evictions=false)");
+    }
     if let Some(tls) = &tls {
         let reloader = tls.spawn_reloader(TLS_RELOAD_INTERVAL, shutdown.clone());
         tasks.spawn(async move { Ok(reloader.await?) });

@@ -4,8 +4,12 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     ballast_runtime::tls::install_crypto_provider();
     ballast_runtime::telemetry::init();
-    let config = eviction_guard::Args::parse().into_config();
-    let shutdown = ballast_runtime::shutdown::on_signals();
+    let args = eviction_guard::Args::parse();
+    let in_cluster = std::env::var("KUBERNETES_SERVICE_HOST").ok();
+    args.check(in_cluster.as_deref())
+        .map_err(|e| anyhow::anyhow!("eviction-guard cannot start: {e}"))?;
+    let shutdown = ballast_runtime::shutdown::on_signals_after(args.shutdown.drain);
+    let config = args.into_config();
     eviction_guard::run(config, shutdown).await?;
     Ok(())
 }

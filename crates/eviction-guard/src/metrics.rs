@@ -22,10 +22,85 @@ pub const MODE_CHANGES_TOTAL: &str = "eviction_guard_mode_changes_total";
 /// Eviction pod lookups that failed, so the eviction was refused as retryable.
 pub const POD_LOOKUP_ERRORS_TOTAL: &str = "eviction_guard_pod_lookup_errors_total";
 
+/// Refused evictions of the node controller the guard completed once protection lifted.
+pub const RELEASED_TOTAL: &str = "eviction_guard_released_total";
+/// Releases that failed (retried on the next pass).
+pub const RELEASE_ERRORS_TOTAL: &str = "eviction_guard_release_errors_total";
+
 /// Node watch errors (the watch retries with backoff; the node cache may be stale meanwhile).
 pub const NODE_WATCH_ERRORS_TOTAL: &str = "eviction_guard_node_watch_errors_total";
 /// 1 while the Node watch's last result was an event, 0 after an error until the next event.
 pub const NODE_WATCH_HEALTHY: &str = "eviction_guard_node_watch_healthy";
+
+/// Every operation label of the interception counters.
+const OPERATIONS: [Operation; 4] = [
+    Operation::Delete,
+    Operation::Eviction,
+    Operation::MarkDeletion,
+    Operation::Status,
+];
+
+/// HELP texts for every family, and every counter the README lists at 0, so an operator can
+/// alert on them (and on `rate()`) from the first scrape. Call once the recorder is installed.
+pub fn register() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        NODE_NOTREADY_COUNT,
+        "Worker nodes whose Ready condition is False or Unknown (name kept from the seed)."
+    );
+    describe_counter!(
+        EVICTION_INTERCEPTED_TOTAL,
+        "Requests refused to protect pods on NotReady nodes, by operation."
+    );
+    describe_counter!(
+        EVICTION_ALLOWED_TOTAL,
+        "Guarded requests (deletes, evictions, deletion marks, status updates) let through, by operation."
+    );
+    describe_gauge!(
+        PROTECTION_ACTIVE,
+        "1 while pods on NotReady worker nodes are protected, 0 otherwise."
+    );
+    describe_gauge!(WORKER_NODES, "Worker nodes the guard watches.");
+    describe_counter!(
+        MODE_CHANGES_TOTAL,
+        "Interception mode changes made through this replica, by new mode."
+    );
+    describe_counter!(
+        POD_LOOKUP_ERRORS_TOTAL,
+        "Evictions refused as retryable because their pod could not be read."
+    );
+    describe_counter!(
+        NODE_WATCH_ERRORS_TOTAL,
+        "Errors of the Node watch (it retries; the node cache may be stale meanwhile)."
+    );
+    describe_gauge!(
+        NODE_WATCH_HEALTHY,
+        "1 while the Node watch's last result was an event, 0 after an error."
+    );
+    describe_counter!(
+        RELEASED_TOTAL,
+        "Pods whose refused taint-based eviction the guard completed once protection lifted."
+    );
+    describe_counter!(
+        RELEASE_ERRORS_TOTAL,
+        "Failed attempts to complete a refused eviction (retried on the next pass)."
+    );
+    for op in OPERATIONS {
+        metrics::counter!(EVICTION_INTERCEPTED_TOTAL, "operation" => op.label()).increment(0);
+        metrics::counter!(EVICTION_ALLOWED_TOTAL, "operation" => op.label()).increment(0);
+    }
+    for mode in [Mode::Auto, Mode::Disabled, Mode::Forced] {
+        metrics::counter!(MODE_CHANGES_TOTAL, "mode" => mode.as_str()).increment(0);
+    }
+    for name in [
+        POD_LOOKUP_ERRORS_TOTAL,
+        NODE_WATCH_ERRORS_TOTAL,
+        RELEASED_TOTAL,
+        RELEASE_ERRORS_TOTAL,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
 
 /// `healthy`: an event arrived; otherwise an error did (counted).
 pub(crate) fn node_watch(healthy: bool) {
@@ -54,6 +129,14 @@ pub(crate) fn allowed(op: Operation) {
 
 pub(crate) fn mode_changed(mode: Mode) {
     metrics::counter!(MODE_CHANGES_TOTAL, "mode" => mode.as_str()).increment(1);
+}
+
+pub(crate) fn released() {
+    metrics::counter!(RELEASED_TOTAL).increment(1);
+}
+
+pub(crate) fn release_failed() {
+    metrics::counter!(RELEASE_ERRORS_TOTAL).increment(1);
 }
 
 pub(crate) fn pod_lookup_failed() {

@@ -30,6 +30,9 @@ pub struct Policy {
     pub intercept_status: bool,
     /// How to lift protection, appended to every denial message.
     pub lift_hint: String,
+    /// What lifting protection does to refused deletions ([`crate::release::after_lift`]),
+    /// appended to every denial but an eviction's.
+    pub after_lift: String,
 }
 
 impl Default for Policy {
@@ -39,6 +42,7 @@ impl Default for Policy {
             exempt_groups: BTreeSet::new(),
             intercept_status: true,
             lift_hint: lift_hint("eviction-guard.ballast-system.svc:9090", false),
+            after_lift: crate::release::after_lift(&crate::release::ReleaseConfig::default()),
         }
     }
 }
@@ -332,9 +336,15 @@ pub fn review(
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_else(|| "an unknown time".to_owned())
     };
+    let then = if op == Operation::Eviction {
+        "the eviction is retryable: retry it once protection is lifted (clients retry 429 by \
+         themselves)"
+    } else {
+        policy.after_lift.as_str()
+    };
     let message = format!(
         "eviction-guard refused {} of pod {}/{}: node {} is NotReady ({}) since {}, and pods on \
-         NotReady nodes are protected (mode {}: {}; protection on since {}); {}",
+         NotReady nodes are protected (mode {}: {}; protection on since {}); {}; {}",
         op.noun(),
         req.namespace.as_deref().unwrap_or(""),
         req.name,
@@ -345,6 +355,7 @@ pub fn review(
         protection.reason,
         fmt_time(protection.since),
         policy.lift_hint,
+        then,
     );
     Verdict::Deny {
         op,

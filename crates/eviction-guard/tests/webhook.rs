@@ -221,6 +221,11 @@ async fn eviction_whose_pod_cannot_be_looked_up_is_refused_as_retryable_during_a
     assert_eq!(resp["allowed"], false);
     assert_eq!(resp["status"]["code"], 429);
     assert_eq!(resp["status"]["reason"], "TooManyRequests");
+    assert_eq!(
+        resp["status"]["details"],
+        serde_json::json!({"retryAfterSeconds": 10}),
+        "a retry hint the API server turns into Retry-After"
+    );
     let msg = resp["status"]["message"].as_str().unwrap();
     assert!(
         msg.starts_with("eviction-guard could not look up pod fixtures/drain-me"),
@@ -310,9 +315,15 @@ async fn seed_callbacks_disable_and_enable_interception_with_the_seed_json_shape
         )
         .await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"status": "success", "message": "Interception disabled successfully"})
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "success");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "Interception disabled successfully; once protection lifts for a node still NotReady \
+             and tainted NoExecute, eviction-guard completes the node controller's refused evictions"
+        ),
+        "disabling says what happens to the refused evictions: {message}"
     );
     let (_, resp) = server.review(DELETE_TAINT).await;
     assert_eq!(resp["allowed"], true, "disabled lets the deletion through");

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{self, AdmissionAttrs, Webhooks};
 use crate::auth::{Auth, UserInfo};
+use crate::crd::CrdInfo;
 use crate::errors::ApiError;
 use crate::patch::{self, PatchType};
 use crate::resources::{Registry, ResourceType};
@@ -32,7 +33,7 @@ pub struct Settings {
     pub default_toleration_seconds: u64,
     /// How often watches with `allowWatchBookmarks` get a BOOKMARK.
     pub bookmark_interval: Duration,
-    /// Whether new PersistentVolumes start Available (a PV controller is running).
+    /// Whether the PV controller runs (new claims and volumes get protection finalizers).
     pub pv_binder: bool,
 }
 
@@ -176,6 +177,9 @@ impl ApiRequest {
 /// What a call produced.
 pub enum ApiResponse {
     Object(u16, Value),
+    /// An object with `Warning` headers (e.g. `unknown field "spec.bogus"`), as the API server
+    /// answers a write whose unknown fields it pruned.
+    Warned(u16, Value, Vec<String>),
     Watch(Box<WatchPlan>),
 }
 
@@ -183,6 +187,7 @@ impl std::fmt::Debug for ApiResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ApiResponse::Object(c, v) => write!(f, "Object({c}, {v})"),
+            ApiResponse::Warned(c, v, w) => write!(f, "Warned({c}, {v}, {w:?})"),
             ApiResponse::Watch(_) => write!(f, "Watch"),
         }
     }
@@ -295,8 +300,9 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// metadata, spec and status are objects in every kind served: refuse anything else (422) so
-/// no later step has to cope with them.
-fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+/// no later step has to cope with them. A custom resource's spec and status are its schema's
+/// business (a type error with the schema's message).
+fn check_shape(rt: &ResourceType, obj: &Value, custom: bool) -> Result<(), ApiError> {
     if !obj.is_object() {
         return Err(ApiError::invalid(
             rt,
@@ -304,8 +310,13 @@ fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
             "the object must be a JSON object",
         ));
     }
-    for field in ["metadata", "spec", "status"] {
-        if let Some(v) = obj.get(field)
+    let fields: &[&str] = if custom {
+        &["metadata"]
+    } else {
+        &["metadata", "spec", "status"]
+    };
+    for field in fields {
+        if let Some(v) = obj.get(*field)
             && !(v.is_object() || v.is_null())
         {
             let name = meta_str(obj, "name").unwrap_or_default();
@@ -435,6 +446,23 @@ fn validate_meta(rt: &ResourceType, obj: &mut Value, creating: bool) -> Result<(
     Err(ApiError::invalid_fields(rt, &name, &errs))
 }
 
+/// `fieldValidation=Strict` refuses what the schema would prune (400, as the API server).
+fn strict_fields(rt: &ResourceType, req: &ApiRequest, pruned: &[String]) -> Result<(), ApiError> {
+    if pruned.is_empty() || req.query.get("fieldValidation") != Some("Strict") {
+        return Ok(());
+    }
+    let unknown: Vec<String> = pruned
+        .iter()
+        .map(|p| format!("unknown field \"{p}\""))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+        unknown.join(", "),
+        kind = rt.kind,
+        v = rt.version
+    )))
+}
+
 fn store_err(e: StoreError, rt: &ResourceType, name: &str) -> ApiError {
     match e {
         StoreError::AlreadyExists => ApiError::already_exists(rt, name),
@@ -556,6 +584,14 @@ impl Sim {
             .clone()
     }
 
+    /// The CRD of a custom resource (schemas, storage version, conversion); `None` for built-ins.
+    pub fn crd_info(&self, rt: &ResourceType) -> Option<Arc<CrdInfo>> {
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .crd(&rt.group, &rt.resource)
+    }
+
     fn refresh_registry(&self) {
         let crd_key =
             crate::store::StorageKey::new("apiextensions.k8s.io", "customresourcedefinitions");
@@ -632,9 +668,16 @@ impl Sim {
                 "the server could not find the requested resource",
             ));
         }
-        match req.verb {
-            Verb::Get => self.get(&rt, &req).map(|v| ApiResponse::Object(200, v)),
-            Verb::List => self.list(&rt, &req).map(|v| ApiResponse::Object(200, v)),
+        let warnings = self.unknown_field_warnings(&rt, &req);
+        let response = match req.verb {
+            Verb::Get => self
+                .get(&rt, &req)
+                .await
+                .map(|v| ApiResponse::Object(200, v)),
+            Verb::List => self
+                .list(&rt, &req)
+                .await
+                .map(|v| ApiResponse::Object(200, v)),
             Verb::Watch => self
                 .watch(rt, &req)
                 .map(|p| ApiResponse::Watch(Box::new(p))),
@@ -643,13 +686,44 @@ impl Sim {
             Verb::Patch(kind) => self.patch(&rt, &req, kind).await,
             Verb::Delete => self.delete(&rt, &req).await,
             Verb::DeleteCollection => self.delete_collection(&rt, &req).await,
+        };
+        match response {
+            Ok(ApiResponse::Object(code, v)) if !warnings.is_empty() => {
+                Ok(ApiResponse::Warned(code, v, warnings))
+            }
+            other => other,
         }
+    }
+
+    /// `unknown field "..."` for each field of a custom resource write that its schema prunes
+    /// (`fieldValidation` Warn, the default; Strict refuses them, Ignore says nothing).
+    fn unknown_field_warnings(&self, rt: &ResourceType, req: &ApiRequest) -> Vec<String> {
+        let body_is_object = matches!(
+            req.verb,
+            Verb::Create | Verb::Update | Verb::Patch(PatchType::Merge | PatchType::Apply)
+        );
+        if !body_is_object
+            || req.subresource.as_deref() == Some("scale")
+            || req.query.get("fieldValidation") == Some("Ignore")
+        {
+            return Vec::new();
+        }
+        let Some(info) = self.crd_info(rt) else {
+            return Vec::new();
+        };
+        let Ok(body) = patch::parse_apply(&req.body) else {
+            return Vec::new();
+        };
+        info.unknown_fields(&rt.version, &body)
+            .into_iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect()
     }
 
     /// [`Sim::execute`] for calls that return an object.
     pub async fn call(self: &Arc<Self>, req: ApiRequest) -> Result<Value, ApiError> {
         match self.execute(req).await? {
-            ApiResponse::Object(_, v) => Ok(v),
+            ApiResponse::Object(_, v) | ApiResponse::Warned(_, v, _) => Ok(v),
             ApiResponse::Watch(_) => Err(ApiError::bad_request("unexpected watch")),
         }
     }
@@ -668,13 +742,14 @@ impl Sim {
             .ok_or_else(|| ApiError::not_found(rt, name))
     }
 
-    fn get(&self, rt: &ResourceType, req: &ApiRequest) -> Result<Value, ApiError> {
+    async fn get(&self, rt: &ResourceType, req: &ApiRequest) -> Result<Value, ApiError> {
         let name = req.name.as_deref().unwrap_or_default();
         let obj = self.current(rt, &self.namespace_of(rt, req), name)?;
+        let obj = self.served(rt, obj).await?;
         if req.subresource.as_deref() == Some("scale") {
             return Ok(to_scale(rt, &obj));
         }
-        Ok(present(rt, obj))
+        Ok(obj)
     }
 
     fn selected(&self, rt: &ResourceType, req: &ApiRequest) -> Result<(Vec<Value>, u64), ApiError> {
@@ -696,7 +771,7 @@ impl Sim {
         ))
     }
 
-    fn list(&self, rt: &ResourceType, req: &ApiRequest) -> Result<Value, ApiError> {
+    async fn list(&self, rt: &ResourceType, req: &ApiRequest) -> Result<Value, ApiError> {
         let (mut items, rv) = self.selected(rt, req)?;
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if let Some(token) = req.query.get("continue") {
@@ -731,7 +806,7 @@ impl Sim {
                 meta["remainingItemCount"] = json!(remaining);
             }
         }
-        let items: Vec<Value> = items.into_iter().map(|o| present(rt, o)).collect();
+        let items = self.served_all(rt, items).await?;
         Ok(json!({
             "apiVersion": rt.api_version(),
             "kind": format!("{}List", rt.kind),
@@ -760,10 +835,13 @@ impl Sim {
             let (items, start) = self
                 .store
                 .snapshot_and_watch(&rt.storage_key(), namespace.as_deref());
+            // Kept as stored: the stream converts them to the requested version.
             let items = items
                 .into_iter()
-                .map(|o| present(&rt, o))
-                .filter(|o| labels.matches(o) && fields.matches(o))
+                .filter(|o| {
+                    let p = present(&rt, o.clone());
+                    labels.matches(&p) && fields.matches(&p)
+                })
                 .collect();
             let rv = start.rv;
             (items, start, rv)
@@ -833,7 +911,7 @@ impl Sim {
             None => {}
         }
         let mut obj = parse_body(&req.body)?;
-        check_shape(rt, &obj)?;
+        check_shape(rt, &obj, self.crd_info(rt).is_some())?;
         if rt.virtual_review {
             return self.review(rt, req, obj);
         }
@@ -892,6 +970,11 @@ impl Sim {
         }
         obj = present(rt, obj);
         omit_empty_meta(&mut obj);
+        let crd = self.crd_info(rt);
+        if let Some(info) = &crd {
+            let pruned = info.decode(&rt.version, &mut obj);
+            strict_fields(rt, req, &pruned)?;
+        }
         crate::defaults::prepare_create(rt, &mut obj, &self.settings, &self.store);
         let dry_run = req.query.get("dryRun") == Some("All");
         let attrs = AdmissionAttrs {
@@ -910,8 +993,12 @@ impl Sim {
             .await?
             .unwrap_or(Value::Null);
         crate::defaults::after_admission_create(rt, &mut obj);
+        let obj = match &crd {
+            Some(info) => self.validated_for_storage(rt, info, obj, None).await?,
+            None => obj,
+        };
         if dry_run {
-            return Ok(ApiResponse::Object(201, obj));
+            return Ok(ApiResponse::Object(201, self.served(rt, obj).await?));
         }
         let stored = self
             .store
@@ -921,7 +1008,21 @@ impl Sim {
             self.refresh_registry();
         }
         tracing::debug!(resource = %rt.qualified(), namespace = %ns, name = %name, user = %req.user.username, "created");
-        Ok(ApiResponse::Object(201, present(rt, stored)))
+        Ok(ApiResponse::Object(201, self.served(rt, stored).await?))
+    }
+
+    /// A custom resource written through `rt` after admission: pruned and defaulted again (a
+    /// webhook may have patched it), validated in `rt`'s version, converted to storage.
+    async fn validated_for_storage(
+        &self,
+        rt: &ResourceType,
+        info: &CrdInfo,
+        mut obj: Value,
+        sub: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        info.decode(&rt.version, &mut obj);
+        info.validate(&rt.version, &obj, sub)?;
+        self.for_storage(info, obj).await
     }
 
     /// Prepares `new` as the replacement of `old` for a main-resource or status update.
@@ -991,6 +1092,12 @@ impl Sim {
         let name = req.name.clone().unwrap_or_default();
         let dry_run = req.query.get("dryRun") == Some("All");
         let sub = req.subresource.as_deref();
+        let crd = self.crd_info(rt);
+        let mut new = new;
+        if let Some(info) = &crd {
+            let pruned = info.decode(&rt.version, &mut new);
+            strict_fields(rt, req, &pruned)?;
+        }
         let attrs = AdmissionAttrs {
             rt,
             subresource: sub,
@@ -1018,8 +1125,12 @@ impl Sim {
         .await?
         .unwrap_or(Value::Null);
         let new = Self::prepare_update(rt, sub, old, admitted);
+        let new = match &crd {
+            Some(info) => self.validated_for_storage(rt, info, new, sub).await?,
+            None => new,
+        };
         if dry_run {
-            return Ok(new);
+            return self.served(rt, new).await;
         }
         let deleting = meta_str(&new, "deletionTimestamp").is_some();
         let stored = self
@@ -1032,12 +1143,12 @@ impl Sim {
                 .delete(&rt.storage_key(), &ns, &name, None)
                 .map_err(|e| store_err(e, rt, &name))?;
             self.after_delete(rt, &gone);
-            return Ok(present(rt, gone));
+            return self.served(rt, gone).await;
         }
         if rt.group == "apiextensions.k8s.io" {
             self.refresh_registry();
         }
-        Ok(present(rt, stored))
+        self.served(rt, stored).await
     }
 
     async fn update(
@@ -1048,9 +1159,10 @@ impl Sim {
         let ns = self.namespace_of(rt, req);
         let name = req.name.clone().unwrap_or_default();
         let body = parse_body(&req.body)?;
-        check_shape(rt, &body)?;
+        check_shape(rt, &body, self.crd_info(rt).is_some())?;
         if req.subresource.as_deref() == Some("scale") {
             let old = self.current(rt, &ns, &name)?;
+            let old = self.served(rt, old).await?;
             let replicas = body.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
             let new = from_scale(rt, &old, replicas);
             let out = self
@@ -1066,6 +1178,7 @@ impl Sim {
             )));
         }
         let old = self.current(rt, &ns, &name)?;
+        let old = self.served(rt, old).await?;
         let expected = match object_rv(&body) {
             Some(rv) => Some(rv),
             None => object_rv(&old),
@@ -1101,6 +1214,7 @@ impl Sim {
                 }
                 None => return Err(ApiError::not_found(rt, &name)),
             };
+            let old = self.served(rt, old).await?;
             let presented = present(rt, old.clone());
             let target = if req.subresource.as_deref() == Some("scale") {
                 to_scale(rt, &old)
@@ -1108,7 +1222,7 @@ impl Sim {
                 presented
             };
             let patched = patch::apply_patch(&target, kind, &req.body).map_err(patch_error)?;
-            check_shape(rt, &patched)?;
+            check_shape(rt, &patched, self.crd_info(rt).is_some())?;
             let new = if req.subresource.as_deref() == Some("scale") {
                 let replicas = patched
                     .pointer("/spec/replicas")
@@ -1168,9 +1282,15 @@ impl Sim {
             options: opts.to_json(),
             kind_override: None,
         };
-        admission::admit(self, &attrs, None, Some(&present(rt, old.clone()))).await?;
+        admission::admit(
+            self,
+            &attrs,
+            None,
+            Some(&self.served(rt, old.clone()).await?),
+        )
+        .await?;
         if opts.dry_run {
-            return Ok(ApiResponse::Object(200, present(rt, old)));
+            return Ok(ApiResponse::Object(200, self.served(rt, old).await?));
         }
         self.delete_admitted(rt, &ns, &name, old, &opts).await
     }
@@ -1196,10 +1316,10 @@ impl Sim {
                 .map_err(|e| store_err(e, rt, name))?;
             tracing::debug!(resource = %rt.qualified(), namespace = %ns, name = %name, "deleted");
             self.after_delete(rt, &gone);
-            return Ok(ApiResponse::Object(200, present(rt, gone)));
+            return Ok(ApiResponse::Object(200, self.served(rt, gone).await?));
         }
         if meta_str(&old, "deletionTimestamp").is_some() {
-            return Ok(ApiResponse::Object(202, present(rt, old)));
+            return Ok(ApiResponse::Object(202, self.served(rt, old).await?));
         }
         let mut marked = old.clone();
         {
@@ -1227,7 +1347,7 @@ impl Sim {
         if fins.iter().any(|f| f == "orphan") {
             crate::controllers::spawn_orphaning(self.clone(), rt.clone(), stored.clone());
         }
-        Ok(ApiResponse::Object(202, present(rt, stored)))
+        Ok(ApiResponse::Object(202, self.served(rt, stored).await?))
     }
 
     fn after_delete(self: &Arc<Self>, rt: &ResourceType, gone: &Value) {
@@ -1252,7 +1372,7 @@ impl Sim {
             one.verb = Verb::Delete;
             one.name = Some(name);
             match self.delete(rt, &one).await {
-                Ok(ApiResponse::Object(_, v)) => deleted.push(v),
+                Ok(ApiResponse::Object(_, v) | ApiResponse::Warned(_, v, _)) => deleted.push(v),
                 Ok(ApiResponse::Watch(_)) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),

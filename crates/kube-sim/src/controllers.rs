@@ -2,18 +2,18 @@
 //! real one uses, so its writes go through admission like in a real cluster:
 //! - garbage collector (`generic-garbage-collector`): ownerReference cascade and orphaning;
 //! - namespace controller (`namespace-controller`): empties a deleted namespace, then removes it;
-//! - node lifecycle (`node-controller`): nodes whose heartbeats stop go Ready=Unknown and get the
-//!   unreachable taints, their pods Ready=False; heartbeats resuming undo it;
-//! - taint eviction (`node-controller`): pods on NoExecute-tainted nodes are marked
-//!   DisruptionTarget and deleted once their toleration runs out; a denied delete is retried;
+//! - node lifecycle (`node-controller`): nodes whose heartbeats stop go Ready=Unknown, their pods
+//!   Ready=False, and they get the unreachable taints at the rate [`zones`] allows; heartbeats
+//!   resuming undo it;
+//! - taint eviction (`node-controller`, see [`taint_eviction`]): pods on NoExecute-tainted nodes
+//!   are marked DisruptionTarget and deleted once their toleration runs out; refused five times,
+//!   a pod is left alone until the node's NoExecute taints change;
 //! - scheduler (`system:kube-scheduler`): binds pending pods to Ready nodes whose taints they
 //!   tolerate and whose labels match their nodeSelector (no affinity, no resources); a pod waits
 //!   until its claims are Bound, and for WaitForFirstConsumer claims the scheduler first writes
 //!   `volume.kubernetes.io/selected-node` on them (volume topology is not checked);
 //! - kubelets (`system:node:<node>`): pods on Ready nodes go Running and Ready;
-//! - PV binder (`persistent-volume-binder`): PVs become Available, pre-bound PVs and PVCs get bound,
-//!   PVCs of a provisioner's class get the storage-provisioner annotations, Pending PVCs bind to a
-//!   matching Available PV.
+//! - PV controller (`persistent-volume-binder`) and PVC/PV protection, see [`pv`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,12 +23,15 @@ use serde_json::{Value, json};
 
 use crate::apiserver::{ApiRequest, Sim, Verb, now};
 use crate::auth::UserInfo;
-use crate::defaults::{
-    TAINT_NOT_READY, TAINT_UNREACHABLE, condition, set_condition, toleration_seconds,
-};
+use crate::defaults::{TAINT_NOT_READY, TAINT_UNREACHABLE, condition, set_condition};
 use crate::patch::PatchType;
 use crate::resources::ResourceType;
 use crate::store::StorageKey;
+
+pub mod pv;
+pub use pv::spawn_pv_binder;
+pub mod taint_eviction;
+pub mod zones;
 
 /// How often the simulated controllers look at the store.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -40,15 +43,18 @@ const NAMESPACE_RETRY: Duration = Duration::from_millis(200);
 pub struct NodeTimings {
     /// How long after heartbeats stop a node goes Ready=Unknown (40s in Kubernetes).
     pub grace: Duration,
-    /// How long to wait before retrying a taint eviction the API refused.
+    /// Pause between the taint eviction's attempts on one pod (10ms in Kubernetes).
     pub eviction_retry: Duration,
+    /// Pause between two nodes tainted in one healthy zone (10s in Kubernetes: the
+    /// `--node-eviction-rate` of 0.1 node/s).
+    pub taint_interval: Duration,
 }
 
-fn s<'a>(obj: &'a Value, ptr: &str) -> &'a str {
+pub(crate) fn s<'a>(obj: &'a Value, ptr: &str) -> &'a str {
     obj.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn list(sim: &Sim, group: &str, resource: &str) -> Vec<Value> {
+pub(crate) fn list(sim: &Sim, group: &str, resource: &str) -> Vec<Value> {
     sim.store.list(&StorageKey::new(group, resource), None).0
 }
 
@@ -62,7 +68,7 @@ fn unique_types(sim: &Sim) -> Vec<ResourceType> {
     out
 }
 
-async fn sleep_or_stop(sim: &Sim, d: Duration) -> bool {
+pub(crate) async fn sleep_or_stop(sim: &Sim, d: Duration) -> bool {
     tokio::select! {
         _ = sim.shutdown.cancelled() => false,
         _ = tokio::time::sleep(d) => true,
@@ -269,7 +275,7 @@ fn node_taints(node: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn tolerates(pod: &Value, taint: &Value) -> bool {
+pub(crate) fn tolerates(pod: &Value, taint: &Value) -> bool {
     let key = s(taint, "/key");
     let effect = s(taint, "/effect");
     let value = s(taint, "/value");
@@ -596,11 +602,13 @@ pub fn spawn_kubelets(sim: Arc<Sim>) {
 
 /// Node lifecycle and, when `taint_eviction`, the taint eviction controller.
 pub fn spawn_node_lifecycle(sim: Arc<Sim>, timings: NodeTimings, taint_eviction: bool) {
+    if taint_eviction {
+        taint_eviction::spawn(sim.clone(), timings.clone());
+    }
     tokio::spawn(async move {
         let nc = UserInfo::service_account("kube-system", "node-controller");
         let mut failed_since: HashMap<String, Instant> = HashMap::new();
-        let mut tainted_since: HashMap<String, Instant> = HashMap::new();
-        let mut next_try: HashMap<String, Instant> = HashMap::new();
+        let mut last_taint: HashMap<String, Instant> = HashMap::new();
         while sleep_or_stop(&sim, TICK).await {
             let nodes = list(&sim, "", "nodes");
             let failed = failed_set(&sim, &nodes);
@@ -608,8 +616,14 @@ pub fn spawn_node_lifecycle(sim: Arc<Sim>, timings: NodeTimings, taint_eviction:
             for n in &failed {
                 failed_since.entry(n.clone()).or_insert_with(Instant::now);
             }
+            let zones = zone_counts(&nodes);
+            let all_disrupted = !zones.is_empty()
+                && zones.values().all(|(ready, not_ready)| {
+                    zones::zone_state(*ready, *not_ready) == zones::ZoneState::FullDisruption
+                });
             for node in nodes {
                 let name = s(&node, "/metadata/name").to_string();
+                let zone = s(&node, "/metadata/labels/topology.kubernetes.io~1zone").to_string();
                 let down = failed_since
                     .get(&name)
                     .is_some_and(|t| t.elapsed() >= timings.grace);
@@ -620,23 +634,43 @@ pub fn spawn_node_lifecycle(sim: Arc<Sim>, timings: NodeTimings, taint_eviction:
                 if down && !unknown {
                     mark_node_unknown(&sim, &nc, &node).await;
                 } else if down && !has_taint {
-                    taint_node(&sim, &nc, &name).await;
-                    tainted_since.insert(name.clone(), Instant::now());
+                    let (ready, not_ready) = zones.get(&zone).copied().unwrap_or_default();
+                    let interval = zones::taint_interval(
+                        zones::zone_state(ready, not_ready),
+                        ready + not_ready,
+                        all_disrupted,
+                        timings.taint_interval,
+                    );
+                    let due = interval
+                        .is_some_and(|i| last_taint.get(&zone).is_none_or(|t| t.elapsed() >= i));
+                    if due {
+                        taint_node(&sim, &nc, &name).await;
+                        last_taint.insert(zone, Instant::now());
+                    }
+                } else if down && has_taint && all_disrupted {
+                    tracing::info!(node = %name, "every zone fully disrupted: evictions stop");
+                    untaint_node(&sim, &nc, &name).await;
                 } else if !failed.contains(&name) && (unknown || has_taint) {
                     restore_node(&sim, &nc, &node).await;
-                    tainted_since.remove(&name);
-                }
-                if has_taint {
-                    let since = *tainted_since
-                        .entry(name.clone())
-                        .or_insert_with(Instant::now);
-                    if taint_eviction {
-                        evict_pods(&sim, &nc, &name, since, &timings, &mut next_try).await;
-                    }
                 }
             }
         }
     });
+}
+
+/// Ready and NotReady node counts per zone (`""` for nodes without a zone label).
+fn zone_counts(nodes: &[Value]) -> HashMap<String, (usize, usize)> {
+    let mut out: HashMap<String, (usize, usize)> = HashMap::new();
+    for n in nodes {
+        let zone = s(n, "/metadata/labels/topology.kubernetes.io~1zone").to_string();
+        let entry = out.entry(zone).or_default();
+        if is_ready(n) {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+    out
 }
 
 async fn mark_node_unknown(sim: &Arc<Sim>, nc: &UserInfo, node: &Value) {
@@ -742,8 +776,15 @@ async fn restore_node(sim: &Arc<Sim>, nc: &UserInfo, node: &Value) {
             return;
         }
     }
+    if untaint_node(sim, nc, name).await {
+        tracing::info!(node = %name, "node heartbeating again: Ready, taints removed");
+    }
+}
+
+/// Removes the unreachable and not-ready taints; whether that worked.
+async fn untaint_node(sim: &Arc<Sim>, nc: &UserInfo, name: &str) -> bool {
     let Some(current) = sim.store.get(&StorageKey::new("", "nodes"), "", name) else {
-        return;
+        return false;
     };
     let kept: Vec<Value> = node_taints(&current)
         .into_iter()
@@ -760,347 +801,11 @@ async fn restore_node(sim: &Arc<Sim>, nc: &UserInfo, node: &Value) {
         .name(name)
         .body(&updated);
     match sim.call(req).await {
-        Ok(_) => tracing::info!(node = %name, "node heartbeating again: Ready, taints removed"),
-        Err(e) => tracing::warn!(node = %name, error = %e, "failed to untaint node"),
-    }
-}
-
-async fn evict_pods(
-    sim: &Arc<Sim>,
-    nc: &UserInfo,
-    node: &str,
-    tainted: Instant,
-    timings: &NodeTimings,
-    next_try: &mut HashMap<String, Instant>,
-) {
-    for pod in list(sim, "", "pods") {
-        if s(&pod, "/spec/nodeName") != node || pod.pointer("/metadata/deletionTimestamp").is_some()
-        {
-            continue;
-        }
-        let uid = s(&pod, "/metadata/uid").to_string();
-        let due = match toleration_seconds(&pod, TAINT_UNREACHABLE) {
-            None => true,
-            Some(None) => false,
-            Some(Some(secs)) => tainted.elapsed() >= Duration::from_secs(secs),
-        };
-        if !due || next_try.get(&uid).is_some_and(|t| Instant::now() < *t) {
-            continue;
-        }
-        let (ns, name) = (s(&pod, "/metadata/namespace"), s(&pod, "/metadata/name"));
-        if condition(&pod, "DisruptionTarget") != Some("True") {
-            let mut p = pod.clone();
-            set_condition(
-                &mut p,
-                "DisruptionTarget",
-                "True",
-                Some("DeletionByTaintManager"),
-                Some("Taint manager: deleting due to NoExecute taint"),
-            );
-            if let Some(g) = pod.pointer("/metadata/generation").cloned()
-                && let Some(c) = p["status"]["conditions"]
-                    .as_array_mut()
-                    .and_then(|cs| cs.iter_mut().find(|c| s(c, "/type") == "DisruptionTarget"))
-            {
-                c["observedGeneration"] = g;
-            }
-            let req = ApiRequest::new(Verb::Update, "v1", "pods", nc.clone())
-                .ns(ns)
-                .name(name)
-                .subresource("status")
-                .body(&p);
-            if let Err(e) = sim.call(req).await {
-                tracing::warn!(namespace = %ns, name = %name, error = %e, "failed to mark pod DisruptionTarget, will retry");
-                next_try.insert(uid, Instant::now() + timings.eviction_retry);
-                continue;
-            }
-        }
-        let req = ApiRequest::new(Verb::Delete, "v1", "pods", nc.clone())
-            .ns(ns).name(name).body(&json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "propagationPolicy": "Background"}));
-        match sim.call(req).await {
-            Ok(_) => {
-                tracing::info!(namespace = %ns, name = %name, node = %node, "taint eviction: pod deleted");
-                next_try.remove(&uid);
-            }
-            Err(e) => {
-                tracing::warn!(namespace = %ns, name = %name, node = %node, code = e.code, error = %e.message, "taint eviction denied, will retry");
-                next_try.insert(uid, Instant::now() + timings.eviction_retry);
-            }
-        }
-    }
-}
-
-/// A storage quantity in bytes ("1Gi", "500M", "1e3"); None when unparseable.
-pub fn quantity_bytes(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e')
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        _ => return None,
-    };
-    Some(n * mult)
-}
-
-fn access_modes(v: &Value, ptr: &str) -> Vec<String> {
-    v.pointer(ptr)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether an Available PV can serve a claim (pure): class, access modes and size.
-pub fn pv_fits(pv: &Value, pvc: &Value) -> bool {
-    let class_ok = s(pv, "/spec/storageClassName") == s(pvc, "/spec/storageClassName");
-    let modes = access_modes(pv, "/spec/accessModes");
-    let modes_ok = access_modes(pvc, "/spec/accessModes")
-        .iter()
-        .all(|m| modes.contains(m));
-    let want = quantity_bytes(s(pvc, "/spec/resources/requests/storage")).unwrap_or(0.0);
-    let have = quantity_bytes(s(pv, "/spec/capacity/storage")).unwrap_or(0.0);
-    let sel_ok = pvc.pointer("/spec/selector").is_none();
-    class_ok && modes_ok && have >= want && sel_ok
-}
-
-pub fn spawn_pv_binder(sim: Arc<Sim>) {
-    tokio::spawn(async move {
-        let user = UserInfo::service_account("kube-system", "persistent-volume-binder");
-        while sleep_or_stop(&sim, TICK).await {
-            pv_binder_pass(&sim, &user).await;
-        }
-    });
-}
-
-async fn write(sim: &Arc<Sim>, req: ApiRequest, what: &str, ns: &str, name: &str) -> bool {
-    match sim.call(req).await {
-        Ok(_) => {
-            tracing::info!(namespace = %ns, name = %name, "pv binder: {what}");
-            true
-        }
+        Ok(_) => true,
         Err(e) => {
-            tracing::debug!(namespace = %ns, name = %name, error = %e, "pv binder: failed to {what}");
+            tracing::warn!(node = %name, error = %e, "failed to untaint node");
             false
         }
-    }
-}
-
-async fn pv_binder_pass(sim: &Arc<Sim>, user: &UserInfo) {
-    let pvs = list(sim, "", "persistentvolumes");
-    let pvcs = list(sim, "", "persistentvolumeclaims");
-    let classes = list(sim, "storage.k8s.io", "storageclasses");
-    for pv in &pvs {
-        let pv_name = s(pv, "/metadata/name");
-        let phase = s(pv, "/status/phase");
-        let claim_ns = s(pv, "/spec/claimRef/namespace");
-        let claim_name = s(pv, "/spec/claimRef/name");
-        if claim_name.is_empty() {
-            if phase.is_empty() || phase == "Pending" {
-                let mut p = pv.clone();
-                p["status"] = json!({"phase": "Available"});
-                let req = ApiRequest::new(Verb::Update, "v1", "persistentvolumes", user.clone())
-                    .name(pv_name)
-                    .subresource("status")
-                    .body(&p);
-                write(sim, req, "PV available", "", pv_name).await;
-            }
-            continue;
-        }
-        let pvc = pvcs.iter().find(|c| {
-            s(c, "/metadata/namespace") == claim_ns && s(c, "/metadata/name") == claim_name
-        });
-        let Some(pvc) = pvc else {
-            if phase.is_empty() || phase == "Pending" {
-                let mut p = pv.clone();
-                p["status"] = json!({"phase": "Available"});
-                let req = ApiRequest::new(Verb::Update, "v1", "persistentvolumes", user.clone())
-                    .name(pv_name)
-                    .subresource("status")
-                    .body(&p);
-                write(sim, req, "pre-bound PV available", "", pv_name).await;
-            }
-            continue;
-        };
-        let bound_to = s(pvc, "/spec/volumeName");
-        if !bound_to.is_empty() && bound_to != pv_name {
-            continue;
-        }
-        bind(sim, user, pv, pvc).await;
-    }
-    for pvc in &pvcs {
-        if s(pvc, "/status/phase") == "Bound"
-            || pvc.pointer("/metadata/deletionTimestamp").is_some()
-        {
-            continue;
-        }
-        let (ns, name) = (s(pvc, "/metadata/namespace"), s(pvc, "/metadata/name"));
-        let volume = s(pvc, "/spec/volumeName");
-        if !volume.is_empty() {
-            // Kubernetes binds a named volume only if it satisfies the claim (class, modes,
-            // size); otherwise the claim stays Pending.
-            if let Some(pv) = pvs.iter().find(|p| s(p, "/metadata/name") == volume)
-                && s(pv, "/spec/claimRef/name").is_empty()
-                && pv_fits(pv, pvc)
-            {
-                let mut p = pv.clone();
-                p["spec"]["claimRef"] = json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1",
-                    "namespace": ns, "name": name, "uid": s(pvc, "/metadata/uid")});
-                let req = ApiRequest::new(Verb::Update, "v1", "persistentvolumes", user.clone())
-                    .name(volume)
-                    .body(&p);
-                write(sim, req, "claimRef set on PV named by PVC", ns, name).await;
-            }
-            continue;
-        }
-        let class = s(pvc, "/spec/storageClassName");
-        let provisioner = classes
-            .iter()
-            .find(|c| s(c, "/metadata/name") == class)
-            .map(|c| s(c, "/provisioner"))
-            .filter(|p| !p.is_empty() && *p != "kubernetes.io/no-provisioner");
-        if let Some(candidate) = pvs.iter().find(|pv| {
-            s(pv, "/status/phase") == "Available"
-                && s(pv, "/spec/claimRef/name").is_empty()
-                && pv_fits(pv, pvc)
-        }) {
-            let mut p = candidate.clone();
-            let pv_name = s(candidate, "/metadata/name");
-            p["spec"]["claimRef"] = json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1",
-                "namespace": ns, "name": name, "uid": s(pvc, "/metadata/uid"),
-                "resourceVersion": s(pvc, "/metadata/resourceVersion")});
-            let req = ApiRequest::new(Verb::Update, "v1", "persistentvolumes", user.clone())
-                .name(pv_name)
-                .body(&p);
-            write(sim, req, "static PV claimed", ns, name).await;
-            continue;
-        }
-        if let Some(prov) = provisioner
-            && pvc
-                .pointer("/metadata/annotations/volume.kubernetes.io~1storage-provisioner")
-                .is_none()
-        {
-            let mut c = pvc.clone();
-            if !c
-                .pointer("/metadata/annotations")
-                .is_some_and(Value::is_object)
-            {
-                c["metadata"]["annotations"] = json!({});
-            }
-            c["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-provisioner"] =
-                json!(prov);
-            c["metadata"]["annotations"]["volume.kubernetes.io/storage-provisioner"] = json!(prov);
-            let req = ApiRequest::new(Verb::Update, "v1", "persistentvolumeclaims", user.clone())
-                .ns(ns)
-                .name(name)
-                .body(&c);
-            write(sim, req, "storage-provisioner annotation added", ns, name).await;
-        }
-    }
-}
-
-/// Binds a claim and a volume that point at each other, the way the PV controller does.
-async fn bind(sim: &Arc<Sim>, user: &UserInfo, pv: &Value, pvc: &Value) {
-    let pv_name = s(pv, "/metadata/name");
-    let (ns, name) = (s(pvc, "/metadata/namespace"), s(pvc, "/metadata/name"));
-    if s(pvc, "/spec/volumeName").is_empty() {
-        let mut c = pvc.clone();
-        c["spec"]["volumeName"] = json!(pv_name);
-        if !c
-            .pointer("/metadata/annotations")
-            .is_some_and(Value::is_object)
-        {
-            c["metadata"]["annotations"] = json!({});
-        }
-        c["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"] = json!("yes");
-        c["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"] = json!("yes");
-        let req = ApiRequest::new(Verb::Update, "v1", "persistentvolumeclaims", user.clone())
-            .ns(ns)
-            .name(name)
-            .body(&c);
-        if !write(sim, req, "PVC bound to volume", ns, name).await {
-            return;
-        }
-    } else if pvc
-        .pointer("/metadata/annotations/pv.kubernetes.io~1bind-completed")
-        .is_none()
-    {
-        let mut c = pvc.clone();
-        if !c
-            .pointer("/metadata/annotations")
-            .is_some_and(Value::is_object)
-        {
-            c["metadata"]["annotations"] = json!({});
-        }
-        c["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"] = json!("yes");
-        let req = ApiRequest::new(Verb::Update, "v1", "persistentvolumeclaims", user.clone())
-            .ns(ns)
-            .name(name)
-            .body(&c);
-        if !write(sim, req, "PVC bind completed", ns, name).await {
-            return;
-        }
-    }
-    if s(pv, "/spec/claimRef/uid").is_empty() || s(pv, "/status/phase") != "Bound" {
-        let mut p = pv.clone();
-        p["spec"]["claimRef"]["uid"] = json!(s(pvc, "/metadata/uid"));
-        p["spec"]["claimRef"]["kind"] = json!("PersistentVolumeClaim");
-        p["spec"]["claimRef"]["apiVersion"] = json!("v1");
-        let req = ApiRequest::new(Verb::Update, "v1", "persistentvolumes", user.clone())
-            .name(pv_name)
-            .body(&p);
-        if !write(sim, req, "PV claimRef completed", "", pv_name).await {
-            return;
-        }
-        let Some(current) = sim
-            .store
-            .get(&StorageKey::new("", "persistentvolumes"), "", pv_name)
-        else {
-            return;
-        };
-        let mut p = current;
-        p["status"] = json!({"phase": "Bound"});
-        let req = ApiRequest::new(Verb::Update, "v1", "persistentvolumes", user.clone())
-            .name(pv_name)
-            .subresource("status")
-            .body(&p);
-        if !write(sim, req, "PV bound", "", pv_name).await {
-            return;
-        }
-    }
-    let Some(current) = sim
-        .store
-        .get(&StorageKey::new("", "persistentvolumeclaims"), ns, name)
-    else {
-        return;
-    };
-    if s(&current, "/status/phase") != "Bound" {
-        let mut c = current;
-        c["status"] = json!({"phase": "Bound", "accessModes": pv.pointer("/spec/accessModes"),
-                             "capacity": pv.pointer("/spec/capacity")});
-        let req = ApiRequest::new(Verb::Update, "v1", "persistentvolumeclaims", user.clone())
-            .ns(ns)
-            .name(name)
-            .subresource("status")
-            .body(&c);
-        write(sim, req, "PVC phase Bound", ns, name).await;
     }
 }
 
@@ -1226,26 +931,5 @@ mod tests {
             &pod(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})),
             &taint
         ));
-    }
-
-    #[test]
-    fn quantities_parse_binary_and_decimal_suffixes() {
-        assert_eq!(quantity_bytes("1Gi"), Some(1073741824.0));
-        assert_eq!(quantity_bytes("500M"), Some(5e8));
-        assert_eq!(quantity_bytes("10"), Some(10.0));
-        assert_eq!(quantity_bytes("ten"), None);
-    }
-
-    #[test]
-    fn a_pv_fits_a_claim_of_its_class_with_room_and_modes() {
-        let pv = json!({"spec": {"storageClassName": "manual", "capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"]}});
-        let pvc = |class: &str, size: &str, mode: &str| {
-            json!({"spec": {"storageClassName": class,
-            "resources": {"requests": {"storage": size}}, "accessModes": [mode]}})
-        };
-        assert!(pv_fits(&pv, &pvc("manual", "1Gi", "ReadWriteOnce")));
-        assert!(!pv_fits(&pv, &pvc("manual", "3Gi", "ReadWriteOnce")));
-        assert!(!pv_fits(&pv, &pvc("fast", "1Gi", "ReadWriteOnce")));
-        assert!(!pv_fits(&pv, &pvc("manual", "1Gi", "ReadWriteMany")));
     }
 }

@@ -104,6 +104,11 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value, settings: &Settings, s
             obj["spec"] = json!({});
         }
         set_default(&mut obj["spec"], "volumeMode", json!("Filesystem"));
+        // StorageObjectInUseProtection admission plugin: enabled with the PV controller, whose
+        // protection part removes the finalizer again.
+        if settings.pv_binder {
+            crate::controllers::pv::add_protection_finalizer("persistentvolumeclaims", obj);
+        }
         // DefaultStorageClass admission plugin.
         if obj.pointer("/spec/storageClassName").is_none() {
             let (classes, _) =
@@ -127,6 +132,9 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value, settings: &Settings, s
             json!("Retain"),
         );
         set_default(&mut obj["spec"], "volumeMode", json!("Filesystem"));
+        if settings.pv_binder {
+            crate::controllers::pv::add_protection_finalizer("persistentvolumes", obj);
+        }
     } else if is(rt, "", "namespaces") {
         let name = obj["metadata"]["name"].clone();
         if !obj

@@ -17,13 +17,16 @@
 //! Known simplifications (on top of those listed in [`admission`] and [`patch`]): pods are deleted
 //! at once (no kubelet-confirmed graceful termination); PodDisruptionBudgets are not evaluated
 //! for evictions; list `continue`
-//! tokens are positions, not snapshots; protection finalizers (pvc-protection) are not added;
-//! custom resources are not validated against their schema and versions are not converted.
+//! tokens are positions, not snapshots; protection finalizers (pvc-protection) are added only
+//! while the PV controller runs.
+//! Custom resources are pruned, defaulted and validated by their structural schemas and converted
+//! between versions ([`schema`], [`crd`]), with the gaps listed there.
 
 pub mod admission;
 pub mod apiserver;
 pub mod auth;
 pub mod controllers;
+pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod errors;
@@ -32,6 +35,7 @@ pub mod kubeconfig;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
+pub mod schema;
 pub mod selectors;
 pub mod server;
 pub mod store;
@@ -97,6 +101,7 @@ pub struct SimConfig {
     node_grace: Duration,
     default_toleration_seconds: u64,
     eviction_retry: Duration,
+    taint_interval: Duration,
     bookmark_interval: Duration,
     watch_history: usize,
 }
@@ -114,7 +119,8 @@ impl Default for SimConfig {
             kubeconfig_path: None,
             node_grace: Duration::from_secs(1),
             default_toleration_seconds: 2,
-            eviction_retry: Duration::from_secs(1),
+            eviction_retry: Duration::from_millis(10),
+            taint_interval: Duration::from_millis(100),
             bookmark_interval: Duration::from_secs(5),
             watch_history: store::DEFAULT_HISTORY,
         }
@@ -142,7 +148,9 @@ impl SimConfig {
         self.kubelet = on;
         self
     }
-    /// Evict pods from unreachable nodes once their toleration expires.
+    /// Run the taint eviction controller: pods on nodes with NoExecute taints are deleted once
+    /// their toleration expires; five refused attempts and it leaves a pod alone until the
+    /// node's NoExecute taints change, as in Kubernetes.
     pub fn taint_eviction(mut self, on: bool) -> Self {
         self.taint_eviction = on;
         self
@@ -173,9 +181,16 @@ impl SimConfig {
         self.default_toleration_seconds = s;
         self
     }
-    /// Delay before the taint eviction controller retries a refused eviction (default 1s).
+    /// Pause between the taint eviction controller's five attempts on a pod (default 10ms, as
+    /// in Kubernetes).
     pub fn eviction_retry(mut self, d: Duration) -> Self {
         self.eviction_retry = d;
+        self
+    }
+    /// Pause between two nodes the node lifecycle controller taints in one zone (default 100ms;
+    /// 10s in Kubernetes, `--node-eviction-rate` 0.1).
+    pub fn taint_interval(mut self, d: Duration) -> Self {
+        self.taint_interval = d;
         self
     }
     /// How many past events watches can resume from before getting 410 Gone (default 10000).
@@ -270,6 +285,7 @@ impl KubeSim {
             NodeTimings {
                 grace: cfg.node_grace,
                 eviction_retry: cfg.eviction_retry,
+                taint_interval: cfg.taint_interval,
             },
             cfg.taint_eviction,
         );

@@ -48,10 +48,11 @@ struct ServeArgs {
     /// Mark scheduled pods Running and Ready.
     #[arg(long, env = "KUBE_SIM_KUBELET")]
     kubelet: bool,
-    /// Evict pods from unreachable nodes after their toleration.
+    /// Run the taint eviction controller: pods on NoExecute-tainted nodes are deleted after
+    /// their toleration; five refused attempts and a pod stays until the node's taints change.
     #[arg(long, env = "KUBE_SIM_TAINT_EVICTION")]
     taint_eviction: bool,
-    /// Run the PV binder (Available PVs, pre-bound and matching PV binding).
+    /// Run the PV controller: binding, hand-over to external provisioners, protection.
     #[arg(long, env = "KUBE_SIM_PV_BINDER")]
     pv_binder: bool,
     /// How long after heartbeats stop a node goes NotReady (e.g. 1s, 40s).
@@ -60,6 +61,9 @@ struct ServeArgs {
     /// tolerationSeconds of the default unreachable/not-ready tolerations added to pods.
     #[arg(long, env = "KUBE_SIM_DEFAULT_TOLERATION_SECONDS", default_value_t = 2)]
     default_toleration_seconds: u64,
+    /// Pause between two nodes tainted in one zone (10s in Kubernetes).
+    #[arg(long, env = "KUBE_SIM_TAINT_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    taint_interval: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -101,6 +105,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pv_binder,
         node_grace,
         default_toleration_seconds,
+        taint_interval,
     } = args;
     let shutdown = ballast_runtime::shutdown::on_signals();
     let cfg = kube_sim::SimConfig::default()
@@ -113,7 +118,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .taint_eviction(taint_eviction)
         .pv_binder(pv_binder)
         .node_grace(node_grace)
-        .default_toleration_seconds(default_toleration_seconds);
+        .default_toleration_seconds(default_toleration_seconds)
+        .taint_interval(taint_interval);
     let sim = kube_sim::KubeSim::start(cfg)
         .await
         .context("failed to start kube-sim")?;

@@ -1,8 +1,11 @@
 //! The kinds the simulator serves: a fixed table of built-ins plus the versions of every
 //! CustomResourceDefinition created at run time.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
+use crate::crd::CrdInfo;
 use crate::store::StorageKey;
 
 /// What the API layer needs to know about one served resource (group/version/plural).
@@ -446,6 +449,8 @@ pub fn from_crd(crd: &Value) -> Option<Vec<ResourceType>> {
             scale_paths,
         });
     }
+    // Discovery lists a group's versions by Kubernetes' version priority, the first preferred.
+    out.sort_by(|a, b| crate::crd::compare_versions(&a.version, &b.version));
     Some(out)
 }
 
@@ -453,17 +458,32 @@ pub fn from_crd(crd: &Value) -> Option<Vec<ResourceType>> {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     types: Vec<ResourceType>,
+    /// Schemas, storage version and conversion of each CRD, by (group, plural).
+    crds: Vec<(String, String, Arc<CrdInfo>)>,
 }
 
 impl Registry {
     pub fn new(crds: &[Value]) -> Self {
         let mut types = builtins();
+        let mut infos = Vec::new();
         for crd in crds {
             if let Some(mut t) = from_crd(crd) {
                 types.append(&mut t);
             }
+            let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str);
+            if let (Some(plural), Some(info)) = (plural, CrdInfo::from_crd(crd)) {
+                infos.push((info.group.clone(), plural.to_string(), Arc::new(info)));
+            }
         }
-        Self { types }
+        Self { types, crds: infos }
+    }
+
+    /// What the CRD serving `group`/`resource` says, if it is a custom resource.
+    pub fn crd(&self, group: &str, resource: &str) -> Option<Arc<CrdInfo>> {
+        self.crds
+            .iter()
+            .find(|(g, r, _)| g == group && r == resource)
+            .map(|(_, _, info)| info.clone())
     }
 
     pub fn find(&self, group: &str, version: &str, resource: &str) -> Option<&ResourceType> {

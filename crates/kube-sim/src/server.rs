@@ -237,9 +237,12 @@ async fn handle(
         Ok(ApiResponse::Object(code, v)) => {
             let v = match (format, verb) {
                 (Format::Table { include_object }, Verb::Get | Verb::List) => {
-                    let rt = sim
-                        .registry()
-                        .find_any_version(&v_group(&v), &resource)
+                    // The columns of the version served (custom resources differ per version).
+                    let registry = sim.registry();
+                    let (group, version) = v_group_version(&v);
+                    let rt = registry
+                        .find(&group, &version, &resource)
+                        .or_else(|| registry.find_any_version(&group, &resource))
                         .cloned();
                     match rt {
                         Some(rt) => {
@@ -268,6 +271,15 @@ async fn handle(
             };
             json_response(code, &v)
         }
+        Ok(ApiResponse::Warned(code, v, warnings)) => {
+            let mut resp = json_response(code, &v);
+            for w in warnings {
+                if let Ok(h) = http::HeaderValue::from_str(&warning_header(&w)) {
+                    resp.headers_mut().append(header::WARNING, h);
+                }
+            }
+            resp
+        }
         Ok(ApiResponse::Watch(plan)) => watch_response(sim, *plan, format),
         Err(e) => {
             if e.code >= 500 || e.code == 403 {
@@ -278,14 +290,18 @@ async fn handle(
     }
 }
 
-fn v_group(v: &Value) -> String {
+/// A `Warning` header value as the API server writes it: `299 - "<text>"`.
+fn warning_header(text: &str) -> String {
+    format!("299 - {}", Value::String(text.to_string()))
+}
+
+fn v_group_version(v: &Value) -> (String, String) {
     let api_version = v
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    crate::resources::split_api_version(api_version)
-        .0
-        .to_string()
+    let (g, ver) = crate::resources::split_api_version(api_version);
+    (g.to_string(), ver.to_string())
 }
 
 fn encode(kind: &str, obj: &Value) -> Bytes {
@@ -356,6 +372,15 @@ async fn run_watch(
     };
     let mut last_rv = from_rv;
     for obj in initial {
+        // Custom resources are converted to the watched version; a failed conversion ends the
+        // stream with the error, as the API server's watch does.
+        let obj = match sim.served(&rt, obj).await {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = tx.send(encode("ERROR", &e.to_status())).await;
+                return;
+            }
+        };
         if tx.send(render("ADDED", obj)).await.is_err() {
             return;
         }
@@ -422,9 +447,15 @@ async fn run_watch(
             EventType::Deleted if was_match => Some("DELETED"),
             _ => None,
         };
-        if let Some(kind) = kind
-            && tx.send(render(kind, object)).await.is_err()
-        {
+        let Some(kind) = kind else { continue };
+        let object = match sim.served(&rt, event.object.clone()).await {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = tx.send(encode("ERROR", &e.to_status())).await;
+                return;
+            }
+        };
+        if tx.send(render(kind, object)).await.is_err() {
             return;
         }
     }

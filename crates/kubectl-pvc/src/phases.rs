@@ -29,6 +29,14 @@ const PROVISIONING_REASONS: &[&str] = &[
     "WaitForFirstConsumer",
     "WaitForPodScheduled",
 ];
+/// The provisioner's own events about an attempt: the newest says whether provisioning failed.
+/// The PV controller's waiting notes (`ExternalProvisioning`, repeated every 15s while a claim
+/// waits) are not outcomes and never hide a failure.
+const ATTEMPT_REASONS: &[&str] = &[
+    "ProvisioningFailed",
+    "ProvisioningSucceeded",
+    "Provisioning",
+];
 /// Warning reasons on a claim that mean binding is stuck until someone acts: Kubernetes' own,
 /// and those of Ballast's provisioner for a claim naming a volume it cannot have.
 const BINDING_FAILURE_REASONS: &[&str] = &[
@@ -414,7 +422,8 @@ fn wait_for_first_consumer(class: &StorageClass) -> bool {
 fn provision(set: &ObjectSet, claim_events: &[&Event], users: &[&Pod]) -> PhaseReport {
     let claim = &set.claim;
     let last = latest(claim_events, PROVISIONING_REASONS);
-    let failed = last.filter(|e| reason_is(e, "ProvisioningFailed"));
+    let failed =
+        latest(claim_events, ATTEMPT_REASONS).filter(|e| reason_is(e, "ProvisioningFailed"));
     if let Some(v) = volume_name(claim) {
         return match &set.volume {
             Some(Lookup::Found(pv)) => success(

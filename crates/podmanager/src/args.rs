@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
 
+use crate::webhook::{SelfSigned, WebhookConfig};
 use crate::{Config, LeaderElection};
 
 /// PodManager operator: keeps ordinal pods for every PodManager (apps.mycompany.com/v1).
@@ -59,6 +60,34 @@ pub struct Args {
     /// without it, node health comes from the Node objects and protection is never assumed.
     #[arg(long, env = "CONTROL_ENDPOINT")]
     pub control_endpoint: Option<String>,
+
+    /// Serve the v1/v2 conversion webhook (`/convert`), which the API server needs to serve v2.
+    #[arg(long, env = "CONVERSION_WEBHOOK", default_value_t = true, action = ArgAction::Set)]
+    pub conversion_webhook: bool,
+
+    /// Port of the conversion webhook (HTTPS; plain HTTP with --local).
+    #[arg(long, env = "WEBHOOK_PORT", default_value_t = 8443)]
+    pub webhook_port: u16,
+
+    #[command(flatten)]
+    pub certs: ballast_runtime::tls::ServingCertArgs,
+
+    /// Run outside the cluster: the conversion webhook over plain HTTP. Never in production.
+    #[arg(long, env = "PODMANAGER_LOCAL")]
+    pub local: bool,
+
+    /// Generate the webhook's certificate at start-up (no cert-manager), keep it in this Secret
+    /// in --lease-namespace, and inject its CA into the CRD's conversion webhook.
+    #[arg(long, env = "SELF_SIGNED_SECRET")]
+    pub self_signed_secret: Option<String>,
+
+    /// DNS name of the webhook Service, for the self-signed certificate.
+    #[arg(
+        long,
+        env = "WEBHOOK_SERVICE_DNS",
+        default_value = "podmanager.ballast-system.svc"
+    )]
+    pub webhook_service_dns: String,
 }
 
 /// What the binary does.
@@ -86,7 +115,23 @@ impl Args {
             lease_renew_every,
             identity,
             control_endpoint,
+            conversion_webhook,
+            webhook_port,
+            certs,
+            local,
+            self_signed_secret,
+            webhook_service_dns,
         } = self;
+        let webhook = conversion_webhook.then(|| WebhookConfig {
+            addr: SocketAddr::new(admin_addr.ip(), *webhook_port),
+            tls: (!local).then(|| certs.paths()),
+            self_signed: self_signed_secret.clone().map(|secret| SelfSigned {
+                secret,
+                namespace: lease_namespace.clone(),
+                service_dns: webhook_service_dns.clone(),
+                crd: crate::crd::CRD_NAME.into(),
+            }),
+        });
         let identity = identity
             .clone()
             .or_else(|| std::env::var("HOSTNAME").ok())
@@ -105,6 +150,7 @@ impl Args {
             }),
             identity,
             control_endpoint: control_endpoint.clone(),
+            webhook,
         }
     }
 }
@@ -131,6 +177,40 @@ mod tests {
             ("ballast-system", "podmanager", "pm-a")
         );
         assert_eq!(le.lease_duration, Duration::from_secs(15));
+        let webhook = config.webhook.expect("conversion webhook on by default");
+        assert_eq!(webhook.addr.port(), 8443);
+        assert_eq!(
+            webhook.tls,
+            Some((
+                PathBuf::from("/tmp/k8s-webhook-server/serving-certs/tls.crt"),
+                PathBuf::from("/tmp/k8s-webhook-server/serving-certs/tls.key")
+            ))
+        );
+        assert_eq!(webhook.self_signed, None);
+    }
+
+    #[test]
+    fn self_signed_mode_names_the_secret_service_and_crd() {
+        let args = Args::try_parse_from([
+            "podmanager",
+            "--self-signed-secret",
+            "podmanager-tls",
+            "--lease-namespace",
+            "ops",
+        ])
+        .expect("parse");
+        let webhook = args.config().webhook.expect("webhook");
+        assert_eq!(
+            webhook.self_signed,
+            Some(SelfSigned {
+                secret: "podmanager-tls".into(),
+                namespace: "ops".into(),
+                service_dns: "podmanager.ballast-system.svc".into(),
+                crd: "podmanagers.apps.mycompany.com".into(),
+            })
+        );
+        let local = Args::try_parse_from(["podmanager", "--local"]).expect("parse");
+        assert_eq!(local.config().webhook.expect("webhook").tls, None);
     }
 
     #[test]

@@ -1,10 +1,17 @@
 //! The `PodManager` custom resource (`apps.mycompany.com/v1`), field names as the seed defines
 //! them, plus the scale subresource, printer columns and the standard condition shape.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceConversion, CustomResourceDefinition, ServiceReference, WebhookClientConfig,
+    WebhookConversion,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::crd::{MergeError, merge_crds};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub mod v2;
 
 /// Replicas when the user leaves `spec.replicas` out (the seed's default).
 pub const DEFAULT_REPLICAS: i32 = 3;
@@ -31,22 +38,16 @@ pub const DEFAULT_REPLICAS: i32 = 3;
         label_selector_path = ".status.selector"
     ),
     printcolumn(
-        name = "Desired",
-        type_ = "integer",
-        description = "Desired number of pods",
-        json_path = ".spec.replicas"
+        name = "Ready",
+        type_ = "string",
+        description = "Ready pods of the desired number, as READY of a Deployment",
+        json_path = ".status.ready"
     ),
     printcolumn(
         name = "Current",
         type_ = "integer",
         description = "Pods that exist and are not terminating",
         json_path = ".status.currentReplicas"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "integer",
-        description = "Pods that are ready on a Ready node",
-        json_path = ".status.readyReplicas"
     ),
     printcolumn(
         name = "Image",
@@ -85,6 +86,10 @@ pub struct PodManagerStatus {
     #[serde(default)]
     pub ready_replicas: i32,
 
+    /// Ready pods of the desired number, `n/m` (the READY column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+
     /// CurrentReplicas is the number of Pods that exist and are not terminating.
     #[serde(default)]
     pub current_replicas: i32,
@@ -102,9 +107,42 @@ pub struct PodManagerStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// Name of the CustomResourceDefinition.
+pub const CRD_NAME: &str = "podmanagers.apps.mycompany.com";
+/// The Service the API server calls for conversion (kustomize/podmanager/service.yaml).
+pub const WEBHOOK_SERVICE: &str = "podmanager";
+/// Namespace of that Service.
+pub const WEBHOOK_NAMESPACE: &str = "ballast-system";
+/// Port of that Service (its `webhook` port, forwarded to the pod's 8443).
+pub const WEBHOOK_SERVICE_PORT: i32 = 443;
+
+/// The multi-version CRD: v1 (served, storage, the hub) and v2 (served), converted by
+/// podmanager's `/convert` webhook behind the `podmanager` Service. The caBundle is injected by
+/// cert-manager or by the self-signed bootstrap.
+pub fn crd() -> Result<CustomResourceDefinition, MergeError> {
+    let mut crd = merge_crds(vec![PodManager::crd(), v2::PodManager::crd()], "v1")?;
+    crd.spec.conversion = Some(CustomResourceConversion {
+        strategy: "Webhook".into(),
+        webhook: Some(WebhookConversion {
+            client_config: Some(WebhookClientConfig {
+                service: Some(ServiceReference {
+                    name: WEBHOOK_SERVICE.into(),
+                    namespace: WEBHOOK_NAMESPACE.into(),
+                    path: Some(crate::webhook::PATH.into()),
+                    port: Some(WEBHOOK_SERVICE_PORT),
+                }),
+                ..WebhookClientConfig::default()
+            }),
+            conversion_review_versions: vec!["v1".into()],
+        }),
+    });
+    Ok(crd)
+}
+
 /// The CRD as YAML, exactly what `podmanager crd` prints and `deploy/crds/podmanager.yaml` holds.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&PodManager::crd())
+pub fn crd_yaml() -> crate::Result<String> {
+    let crd = crd().map_err(crate::Error::CrdMerge)?;
+    serde_yaml::to_string(&crd).map_err(crate::Error::Crd)
 }
 
 #[cfg(test)]
@@ -136,7 +174,7 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Desired", "Current", "Ready", "Image", "Age"]);
+        assert_eq!(columns, ["Ready", "Current", "Image", "Age"]);
     }
 
     #[test]
@@ -151,6 +189,48 @@ mod tests {
         let required = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
             ["required"];
         assert_eq!(required, &serde_json::json!(["image"]));
+    }
+
+    #[test]
+    fn the_printed_crd_serves_v1_as_storage_and_v2_through_the_conversion_webhook() {
+        let crd = crd().expect("crd");
+        let versions: Vec<(&str, bool, bool)> = crd
+            .spec
+            .versions
+            .iter()
+            .map(|v| (v.name.as_str(), v.served, v.storage))
+            .collect();
+        assert_eq!(versions, [("v1", true, true), ("v2", true, false)]);
+        let conversion = crd.spec.conversion.as_ref().expect("conversion");
+        assert_eq!(conversion.strategy, "Webhook");
+        let webhook = conversion.webhook.as_ref().expect("webhook");
+        assert_eq!(webhook.conversion_review_versions, ["v1"]);
+        let svc = webhook
+            .client_config
+            .as_ref()
+            .and_then(|c| c.service.as_ref())
+            .expect("service");
+        assert_eq!(
+            (
+                svc.name.as_str(),
+                svc.namespace.as_str(),
+                svc.path.as_deref(),
+                svc.port
+            ),
+            ("podmanager", "ballast-system", Some("/convert"), Some(443))
+        );
+        let yaml = crd_yaml().expect("yaml");
+        let value: serde_json::Value = serde_yaml::from_str(&yaml).expect("parse");
+        let v2 = &value["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(v2["properties"]["replicas"]["maximum"], 500.0);
+        assert_eq!(v2["required"], serde_json::json!(["template"]));
+        let containers =
+            &v2["properties"]["template"]["properties"]["spec"]["properties"]["containers"];
+        assert_eq!(containers["minItems"], 1);
+        assert_eq!(
+            containers["items"]["required"],
+            serde_json::json!(["image", "name"])
+        );
     }
 
     #[test]

@@ -58,6 +58,22 @@ pub enum Error {
 
     #[error("failed to render the CRD")]
     Crd(#[source] serde_yaml::Error),
+
+    #[error("failed to merge the CRD's versions")]
+    CrdMerge(#[source] kube::core::crd::MergeError),
+
+    #[error("failed to set up the conversion webhook's self-signed certificate")]
+    Bootstrap(#[source] ballast_runtime::bootstrap::BootstrapError),
+
+    #[error("failed to load the conversion webhook's certificate")]
+    Tls(#[source] ballast_runtime::Error),
+
+    #[error("failed to inject the CA bundle into CRD {crd}")]
+    InjectCa {
+        crd: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -74,7 +90,10 @@ impl Error {
             Self::AddFinalizer { .. } => "add_finalizer",
             Self::Finalizer(_) => "finalizer",
             Self::Incomplete(_) => "incomplete",
-            Self::Crd(_) => "crd",
+            Self::Crd(_) | Self::CrdMerge(_) => "crd",
+            Self::Bootstrap(_) => "bootstrap",
+            Self::Tls(_) => "tls",
+            Self::InjectCa { .. } => "inject_ca",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! [`plan`] and [`status`] decide (pure); [`reconcile`] reads and writes the API.
 
 pub mod args;
+pub mod convert;
 pub mod crd;
 pub mod error;
 pub mod health;
@@ -19,6 +20,7 @@ pub mod status;
 pub mod template;
 #[cfg(test)]
 mod testing;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,11 +104,14 @@ pub struct Config {
     /// Control service (e.g. `http://eviction-guard.ballast-system.svc:9090`) for node health
     /// and eviction protection; Node objects' Ready condition when `None`.
     pub control_endpoint: Option<String>,
+    /// The v1/v2 conversion webhook, served by every replica; `None` serves none.
+    pub webhook: Option<webhook::WebhookConfig>,
 }
 
 /// A started operator.
 pub struct Running {
     admin_addr: SocketAddr,
+    webhook_addr: Option<SocketAddr>,
     reconciles: Arc<AtomicU64>,
     leading: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<Result<()>>,
@@ -116,6 +121,11 @@ impl Running {
     /// Where the admin endpoints listen.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where the conversion webhook listens, if it is served.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook_addr
     }
 
     /// Reconciles this instance has run so far.
@@ -172,12 +182,18 @@ pub async fn start(
         leader_election,
         identity,
         control_endpoint,
+        webhook,
     } = config;
     ballast_runtime::metrics::build_info("podmanager", env!("CARGO_PKG_VERSION"));
     let admin_addr = admin.local_addr().map_err(|source| Error::Bind {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
     })?;
+
+    let webhook_addr = match webhook {
+        Some(w) => Some(webhook::start(&client, w, shutdown.clone()).await?.0),
+        None => None,
+    };
 
     let readiness = Readiness::new();
     readiness.register(READY_NODE_HEALTH);
@@ -251,6 +267,7 @@ pub async fn start(
     });
     Ok(Running {
         admin_addr,
+        webhook_addr,
         reconciles,
         leading: leading_out,
         task,

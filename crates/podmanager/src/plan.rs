@@ -7,7 +7,8 @@
 //! - terminating pods are not current; a terminating pod on a Ready node keeps its ordinal and
 //!   is re-created in place once gone (one at a time during a rollout);
 //! - scale down removes not-ready pods first, then pods on an old image, then highest ordinals;
-//! - an image change replaces one pod at a time, and only while every other pod is ready;
+//! - a template change (image or any v2 template field) replaces one pod at a time, and only
+//!   while every other pod is ready;
 //! - pods on NotReady nodes are never ready; while eviction protection is on they cannot be
 //!   deleted (the guard refuses), so they are left alone and replaced by extra pods on other
 //!   ordinals; once the nodes return the surplus goes through ordinary scale down;
@@ -53,7 +54,7 @@ impl NodeHealth {
 pub enum DeleteReason {
     /// More pods than `spec.replicas`.
     ScaleDown,
-    /// The pod runs an image other than `spec.image`.
+    /// The pod was made from another template (or runs another image than `spec.image`).
     Rollout,
     /// The pod has phase Failed or Succeeded and will not run again.
     Finished,
@@ -167,7 +168,21 @@ pub fn pod_reports_ready(pod: &Pod) -> bool {
             .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-fn view(pm_name: &str, image: &str, pod: &Pod, health: &NodeHealth) -> View {
+/// Whether a pod was made from the current template: its hash label, or for pods made before
+/// the label existed, its image.
+fn is_updated(pod: &Pod, image: &str, hash: &str) -> bool {
+    match pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::template::LABEL_TEMPLATE_HASH))
+    {
+        Some(h) => h == hash,
+        None => pod_image(pod) == Some(image),
+    }
+}
+
+fn view(pm_name: &str, image: &str, hash: &str, pod: &Pod, health: &NodeHealth) -> View {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -180,7 +195,7 @@ fn view(pm_name: &str, image: &str, pod: &Pod, health: &NodeHealth) -> View {
         finished: matches!(phase, Some("Failed" | "Succeeded")),
         on_not_ready_node,
         ready: !terminating && !on_not_ready_node && pod_reports_ready(pod),
-        updated: pod_image(pod) == Some(image),
+        updated: is_updated(pod, image, hash),
     }
 }
 
@@ -188,9 +203,10 @@ fn view(pm_name: &str, image: &str, pod: &Pod, health: &NodeHealth) -> View {
 pub fn plan(pm: &PodManager, pods: &[Pod], health: &NodeHealth) -> Plan {
     let pm_name = pm.metadata.name.as_deref().unwrap_or_default();
     let replicas = u32::try_from(pm.spec.replicas.max(0)).unwrap_or(0);
+    let hash = crate::template::template_hash(&crate::template::template_of(pm));
     let views: Vec<View> = pods
         .iter()
-        .map(|p| view(pm_name, &pm.spec.image, p, health))
+        .map(|p| view(pm_name, &pm.spec.image, &hash, p, health))
         .collect();
 
     let mut out = Plan::default();

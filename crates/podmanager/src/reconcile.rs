@@ -29,6 +29,11 @@ use crate::{FINALIZER, LABEL_NAME, status, template};
 const REQUEUE_SETTLED: Duration = Duration::from_secs(300);
 /// Requeue while waiting for something pod events may not announce (e.g. a foreign pod's name).
 const REQUEUE_WAITING: Duration = Duration::from_secs(15);
+/// Event reasons, as the ReplicaSet controller names them (users alert and filter on these).
+pub const REASON_CREATED: &str = "SuccessfulCreate";
+pub const REASON_CREATE_FAILED: &str = "FailedCreate";
+pub const REASON_DELETED: &str = "SuccessfulDelete";
+pub const REASON_DELETE_FAILED: &str = "FailedDelete";
 /// Retry delay after a failed reconcile.
 const REQUEUE_ERROR: Duration = Duration::from_secs(5);
 
@@ -215,7 +220,7 @@ async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
                     ctx,
                     pm,
                     EventType::Normal,
-                    "Created",
+                    REASON_CREATED,
                     "CreatePod",
                     note,
                     pod_ref,
@@ -240,7 +245,7 @@ async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
                     ctx,
                     pm,
                     EventType::Warning,
-                    "Failed",
+                    REASON_CREATE_FAILED,
                     "CreatePod",
                     msg.clone(),
                     pod_ref,
@@ -337,7 +342,7 @@ async fn delete_owned_pod(
                 ctx,
                 pm,
                 EventType::Normal,
-                "Deleted",
+                REASON_DELETED,
                 "DeletePod",
                 note,
                 pod_ref,
@@ -354,7 +359,7 @@ async fn delete_owned_pod(
                 ctx,
                 pm,
                 EventType::Warning,
-                "Failed",
+                REASON_DELETE_FAILED,
                 "DeletePod",
                 msg.clone(),
                 pod_ref,

@@ -120,6 +120,7 @@ pub fn desired(pm: &PodManager, plan: &Plan, failures: &[String], now: &Time) ->
 
     PodManagerStatus {
         ready_replicas: ready,
+        ready: Some(format!("{ready}/{replicas}")),
         current_replicas: current,
         observed_generation: generation,
         selector: Some(selector(pm)),
@@ -178,6 +179,7 @@ mod tests {
         let p = plan(&pm, &pods, &NodeHealth::all_ready());
         let s = desired(&pm, &p, &[], &at(100));
         assert_eq!((s.ready_replicas, s.current_replicas), (3, 3));
+        assert_eq!(s.ready.as_deref(), Some("3/3"));
         assert_eq!(cond(&s, READY).status, "True");
         assert_eq!(cond(&s, READY).message, "3/3 pods ready");
         assert_eq!(cond(&s, PROGRESSING).reason, "Complete");

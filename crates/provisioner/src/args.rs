@@ -10,12 +10,12 @@ use clap::{ArgAction, Parser};
 
 use crate::{Config, KubeAccess, NfsConfig};
 
-/// hostPath and NFS dynamic provisioning. The cluster-wide part (binding, NFS, warnings) runs
+/// hostPath and NFS dynamic provisioning. The cluster-wide part (NFS, warnings, rescheduling) runs
 /// under leader election; with --node-name the process is also the hostPath agent of that node.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "provisioner", version, about)]
 pub struct Args {
-    /// Run the cluster-wide controller (binding, NFS, warnings) while holding the Lease.
+    /// Run the cluster-wide controller (NFS, warnings, rescheduling) while holding the Lease.
     #[arg(long, env = "PROVISIONER_CONTROLLER", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub controller: bool,
 

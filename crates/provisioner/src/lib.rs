@@ -1,15 +1,17 @@
-//! Ballast provisioner: hostPath and NFS dynamic provisioning with the seed's binding rules.
+//! Ballast provisioner: hostPath and NFS dynamic provisioning, an external provisioner in the
+//! Kubernetes sense (the PV controller binds; we provision what it hands us).
 //!
 //! In: PersistentVolumeClaims, PersistentVolumes, StorageClasses and Nodes (watched), node
 //! health from the control service (optional), the local filesystem (hostPath base directory,
-//! mounted NFS export). Out: directories, PersistentVolumes (provisioned pre-bound), bind writes
-//! on PVs and claims (resourceVersion-checked), Events (`Provisioning`, `ProvisioningSucceeded`,
-//! `ProvisioningFailed`, `StorageClassMismatch`...), the `ballast.dev/binding-problem` claim
-//! annotation, the agent's free-space Node annotation, and metrics on the admin port.
+//! mounted NFS export). Out: directories, PersistentVolumes (created pre-bound to their claim,
+//! deleted once Released), the claim annotations `selected-node` (removed to reschedule) and
+//! `ballast.dev/binding-problem`, Events (`Provisioning`, `ProvisioningSucceeded`,
+//! `ProvisioningFailed`, `StorageClassMismatch`...), the agent's free-space Node annotation, and
+//! metrics on the admin port. Never a claim's spec or status.
 //!
-//! One binary, two roles: the cluster-wide controller (binding, NFS, warnings; only while holding
-//! the Lease) and, with `--node-name`, the hostPath agent of that node. A DaemonSet runs both in
-//! every pod; `plan` decides which instance acts on what.
+//! One binary, two roles: the cluster-wide controller (NFS, warnings, rescheduling; only while
+//! holding the Lease) and, with `--node-name`, the hostPath agent of that node. A DaemonSet runs
+//! both in every pod; `plan` decides which instance acts on what.
 
 pub mod args;
 pub mod error;
@@ -17,9 +19,11 @@ pub mod metrics;
 pub mod paths;
 pub mod plan;
 pub mod quantity;
+pub mod queue;
 pub mod reconcile;
 pub mod storage;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -28,10 +32,12 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::{Notify, watch};
+use kube::{Api, ResourceExt};
+use tokio::sync::watch;
+
+use crate::queue::{Key, Queue};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -43,22 +49,20 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     (
         "",
         "persistentvolumeclaims",
-        &["get", "list", "watch", "update", "patch"],
+        &["get", "list", "watch", "patch"],
     ),
-    ("", "persistentvolumeclaims/status", &["update"]),
     (
         "",
         "persistentvolumes",
-        &["get", "list", "watch", "create", "update", "delete"],
+        &["get", "list", "watch", "create", "delete"],
     ),
-    ("", "persistentvolumes/status", &["update"]),
     (
         "storage.k8s.io",
         "storageclasses",
         &["get", "list", "watch"],
     ),
     ("", "nodes", &["get", "list", "watch", "patch"]),
-    ("", "events", &["create"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
     (
         "coordination.k8s.io",
         "leases",
@@ -70,8 +74,8 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
 /// deciding on the Nodes' own Ready condition alone.
 const CONTROL_FIRST_SNAPSHOT: Duration = Duration::from_secs(5);
 
-/// After a watch event, wait this long so a burst of events makes one pass.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+/// The annotation kubectl apply keeps on objects: a full copy of each, not needed here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 #[derive(Debug, Clone)]
 pub struct NfsConfig {
@@ -130,6 +134,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 
 /// Connects, binds the admin listener, starts the watches and the reconcile loop, and returns.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    ballast_runtime::metrics::prometheus();
+    metrics::describe();
     let Config {
         controller,
         node_name,
@@ -206,11 +212,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let health = control.as_ref().map(|c| c.node_health());
 
-    let notify = Arc::new(Notify::new());
-    let claims = watch_kind::<PersistentVolumeClaim>(&client, &notify, &shutdown, &mut tasks);
-    let volumes = watch_kind::<PersistentVolume>(&client, &notify, &shutdown, &mut tasks);
-    let classes = watch_kind::<StorageClass>(&client, &notify, &shutdown, &mut tasks);
-    let nodes = watch_kind::<Node>(&client, &notify, &shutdown, &mut tasks);
+    let queue = Arc::new(Queue::default());
+    let claims = watch_kind(&client, &queue, &shutdown, &mut tasks, claim_keys);
+    let volumes = watch_kind(&client, &queue, &shutdown, &mut tasks, volume_keys);
+    let classes = watch_kind(&client, &queue, &shutdown, &mut tasks, class_keys);
+    let nodes = watch_kind(&client, &queue, &shutdown, &mut tasks, node_keys());
 
     if controller_enabled && node_name.is_none() && nfs.is_none() {
         tracing::warn!(
@@ -219,6 +225,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         );
     }
     let ctx = reconcile::Ctx {
+        recorder: kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: reconcile::COMPONENT.into(),
+                instance: Some(identity.clone()),
+            },
+        ),
         client,
         identity,
         node_name,
@@ -234,16 +247,76 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         last_publish: Mutex::default(),
     };
     tasks.spawn(reconcile_loop(
-        ctx, control, notify, readiness, resync, shutdown,
+        ctx, control, queue, readiness, resync, shutdown,
     ));
     Ok(Running { admin_addr, tasks })
 }
 
+/// What a watch event asks of the loop: reconcile these objects, or (`None`) a full pass.
+type Keys<K> = Box<dyn FnMut(&K) -> Option<Vec<Key>> + Send>;
+
+fn claim_keys(c: &PersistentVolumeClaim) -> Option<Vec<Key>> {
+    Some(vec![Key::Claim {
+        namespace: c.namespace().unwrap_or_default(),
+        name: c.name_any(),
+    }])
+}
+
+/// A volume, and the claim it names (whose decision depends on it).
+fn volume_keys(v: &PersistentVolume) -> Option<Vec<Key>> {
+    let mut keys = vec![Key::Volume(v.name_any())];
+    if let Some((ns, name, _)) = plan::claim_ref(v) {
+        keys.push(Key::Claim {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+    Some(keys)
+}
+
+fn class_keys(_: &StorageClass) -> Option<Vec<Key>> {
+    None
+}
+
+/// Nodes change all the time (heartbeats); only a change of what placement looks at (Ready,
+/// an agent's free space to two significant digits) makes a full pass.
+fn node_keys() -> impl FnMut(&Node) -> Option<Vec<Key>> + Send + 'static {
+    let mut seen: HashMap<String, (bool, Option<u64>)> = HashMap::new();
+    move |n: &Node| {
+        let ready = n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == "True");
+        let free = n
+            .annotations()
+            .get(plan::ANN_FREE_BYTES)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(two_digits);
+        let now = (ready, free);
+        match seen.insert(n.name_any(), now) {
+            Some(before) if before == now => Some(vec![]),
+            _ => None,
+        }
+    }
+}
+
+/// `n` rounded down to two significant digits.
+fn two_digits(n: u64) -> u64 {
+    let mut scale = 1;
+    while n / scale >= 100 {
+        scale *= 10;
+    }
+    n / scale * scale
+}
+
 fn watch_kind<K>(
     client: &kube::Client,
-    notify: &Arc<Notify>,
+    queue: &Arc<Queue>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<Result<()>>,
+    keys: impl FnMut(&K) -> Option<Vec<Key>> + Send + 'static,
 ) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
@@ -255,34 +328,54 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
+    // The caches keep what decisions read: no managed fields, no last-applied copies.
     let stream = reflector::reflector(
         writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff(),
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(|o: &mut K| {
+                let meta = o.meta_mut();
+                meta.managed_fields = None;
+                if let Some(a) = meta.annotations.as_mut() {
+                    a.remove(LAST_APPLIED);
+                }
+            }),
     );
     tasks.spawn(drive(
         stream,
         K::kind(&()).into_owned(),
-        notify.clone(),
+        queue.clone(),
+        Box::new(keys),
         shutdown.clone(),
     ));
     store
 }
 
-async fn drive<S, T>(
+async fn drive<S, K>(
     stream: S,
     kind: String,
-    notify: Arc<Notify>,
+    queue: Arc<Queue>,
+    mut keys: Keys<K>,
     shutdown: CancellationToken,
 ) -> Result<()>
 where
-    S: Stream<Item = std::result::Result<T, watcher::Error>> + Send,
+    S: Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send,
 {
     let mut stream = std::pin::pin!(stream);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             item = stream.next() => match item {
-                Some(Ok(_)) => notify.notify_one(),
+                Some(Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o))) => match keys(&o) {
+                    Some(ks) => ks.into_iter().for_each(|k| queue.push(k)),
+                    None => queue.push_all(),
+                },
+                Some(Ok(watcher::Event::InitApply(o))) => {
+                    // Seeds the node filter; the full pass after InitDone covers the object.
+                    keys(&o);
+                }
+                Some(Ok(watcher::Event::InitDone)) => queue.push_all(),
+                Some(Ok(watcher::Event::Init)) => {}
                 Some(Err(e)) => tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
                 None => return Ok(()),
             },
@@ -294,7 +387,7 @@ async fn reconcile_loop(
     ctx: reconcile::Ctx,
     // Held so its watch keeps running for as long as the loop does.
     _control: Option<ballast_control::ControlClient>,
-    notify: Arc<Notify>,
+    queue: Arc<Queue>,
     readiness: ballast_runtime::admin::Readiness,
     resync: Duration,
     shutdown: CancellationToken,
@@ -328,8 +421,19 @@ async fn reconcile_loop(
     }
     let mut leading = ctx.leading.clone();
     let mut health = ctx.health.clone();
+    queue.push_all();
+    let mut next_resync = tokio::time::Instant::now() + resync;
     loop {
-        reconcile::pass(&ctx).await;
+        match queue.take() {
+            queue::Work::All => {
+                reconcile::pass(&ctx).await;
+                next_resync = tokio::time::Instant::now() + resync;
+            }
+            queue::Work::Keys(keys) => {
+                reconcile::some(&ctx, keys).await;
+                reconcile::publish_periodically(&ctx).await;
+            }
+        }
         let health_changed = async {
             let alive = match health.as_mut() {
                 Some(h) => h.changed().await.is_ok(),
@@ -342,14 +446,13 @@ async fn reconcile_loop(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
-            _ = notify.notified() => {}
-            res = leading.changed() => if res.is_err() { return Ok(()) },
-            _ = health_changed => {}
-            _ = tokio::time::sleep(resync) => {}
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(DEBOUNCE) => {}
+            _ = queue.wait() => {}
+            res = leading.changed() => {
+                if res.is_err() { return Ok(()) }
+                queue.push_all();
+            }
+            _ = health_changed => queue.push_all(),
+            _ = tokio::time::sleep_until(next_resync) => queue.push_all(),
         }
     }
 }

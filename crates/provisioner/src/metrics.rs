@@ -2,16 +2,32 @@
 
 use std::time::Duration;
 
-/// Volumes provisioned, by class.
+/// Volumes created (every PV this provisioner created), by class.
 pub const PROVISIONED: &str = "provisioner_volumes_provisioned_total";
 /// Volumes whose directory was removed (or archived) and PV deleted, by class.
 pub const DELETED: &str = "provisioner_volumes_deleted_total";
-/// Claims bound to a volume, by class.
-pub const BOUND: &str = "provisioner_claims_bound_total";
 /// Failed operations, by class, operation (`provision`, `bind`, `reclaim`) and reason label.
 pub const FAILURES: &str = "provisioner_failures_total";
-/// Seconds from starting to provision a claim until its volume is created and bound, by class.
+/// Seconds from starting to provision a claim until its volume is created, by class.
 pub const PROVISION_DURATION: &str = "provisioner_provision_duration_seconds";
+
+/// HELP texts of every family; call once the recorder is installed.
+pub fn describe() {
+    metrics::describe_counter!(PROVISIONED, "Volumes provisioned, by storage class.");
+    metrics::describe_counter!(
+        DELETED,
+        "Volumes whose directory was removed or archived and PV deleted, by storage class."
+    );
+    metrics::describe_counter!(
+        FAILURES,
+        "Failed provisioner operations, by storage class, operation and reason."
+    );
+    metrics::describe_histogram!(
+        PROVISION_DURATION,
+        metrics::Unit::Seconds,
+        "Seconds from starting to provision a claim until its volume is created, by storage class."
+    );
+}
 
 pub fn provisioned(class: &str, took: Duration) {
     metrics::counter!(PROVISIONED, "class" => class.to_owned()).increment(1);
@@ -20,10 +36,6 @@ pub fn provisioned(class: &str, took: Duration) {
 
 pub fn deleted(class: &str) {
     metrics::counter!(DELETED, "class" => class.to_owned()).increment(1);
-}
-
-pub fn bound(class: &str) {
-    metrics::counter!(BOUND, "class" => class.to_owned()).increment(1);
 }
 
 pub fn failed(class: &str, operation: &'static str, reason: &'static str) {

@@ -1,7 +1,15 @@
-//! The binding decision, pure: from a claim, the volumes, the storage classes and node facts,
-//! decide what to do and which instance does it. No I/O here; `reconcile` applies the result.
+//! The provisioning decision, pure: from a claim, the volumes, the storage classes and node
+//! facts, decide what to do and which instance does it. No I/O here; `reconcile` applies it.
 //!
-//! Who acts: binding, warnings and NFS work belong to the elected controller; creating a hostPath
+//! The external-provisioner protocol (as sig-storage-lib-external-provisioner follows it):
+//! binding is the PV controller's job. We act on claims it handed to us (the
+//! `volume.kubernetes.io/storage-provisioner` annotation, or its beta twin, names our
+//! provisioner) and on claims naming a volume that does not exist; we create the volume
+//! pre-bound (`claimRef` with the claim's uid) and the PV controller binds. A claim's spec and
+//! status are never ours to write. Volumes are reclaimed once the PV controller has marked them
+//! Released.
+//!
+//! Who acts: warnings and NFS work belong to the elected controller; creating a hostPath
 //! directory belongs to the agent on the chosen node (the claim's `selected-node`, else the node
 //! a stable hash of the claim uid picks among Ready nodes with an agent and enough free space),
 //! and so does deleting it.
@@ -19,9 +27,11 @@ pub const PROVISIONER_HOSTPATH: &str = "ballast.dev/hostpath";
 pub const PROVISIONER_NFS: &str = "ballast.dev/nfs";
 /// Set by the scheduler on a WaitForFirstConsumer claim once it has picked a node.
 pub const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+/// Set by the PV controller on a claim it hands to an external provisioner.
+pub const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+/// The deprecated twin the PV controller still sets (and older ones set alone).
+pub const ANN_BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
 pub const ANN_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
-pub const ANN_BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
-pub const ANN_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 /// On a PV we provisioned: the directory name under the base path or export.
 pub const ANN_DIRECTORY: &str = "ballast.dev/directory";
 /// On a claim we cannot bind: why, in a sentence (removed once bound).
@@ -138,18 +148,22 @@ pub struct Provision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimAction {
     Nothing(&'static str),
-    /// Bind the claim to this existing PV (completing a partial bind is the same action).
-    Bind {
-        volume: String,
-    },
     /// The claim stays unbound: Warning event with `reason` and the binding-problem annotation.
     Refuse {
         reason: &'static str,
         message: String,
     },
+    /// The binding problem is gone: remove the binding-problem annotation.
+    ClearProblem,
     Provision(Provision),
     /// Provisioning cannot proceed now: `ProvisioningFailed` Warning event.
     Fail {
+        message: String,
+    },
+    /// The selected node cannot take the volume: `ProvisioningFailed` and remove
+    /// `selected-node` (while it still names `node`) so the scheduler picks again.
+    Reschedule {
+        node: String,
         message: String,
     },
 }
@@ -157,16 +171,13 @@ pub enum ClaimAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeAction {
     Nothing(&'static str),
-    /// Reclaim policy Delete: remove (or archive) the directory, then the PV.
+    /// Reclaim policy Delete of a Released volume: remove (or archive) the directory, then the
+    /// PV, after checking the live API that no claim holds it.
     Delete {
         backend: Backend,
         directory: Option<String>,
         archive: bool,
     },
-    /// Reclaim policy Retain: the claim is gone; show the PV as Released and keep the data.
-    MarkReleased,
-    /// An existing PV whose claim bound another volume meanwhile: clear claimRef, Available.
-    Unbind,
 }
 
 fn controller<A>(action: A) -> Plan<A> {
@@ -306,17 +317,11 @@ pub fn volume_node(v: &PersistentVolume) -> Option<&str> {
         .and_then(|e| e.values.as_ref()?.first().map(String::as_str))
 }
 
-fn available(v: &PersistentVolume) -> bool {
-    v.metadata.deletion_timestamp.is_none()
-        && claim_ref(v).is_none()
-        && matches!(phase_of_volume(v), "" | "Available" | "Pending")
-}
-
-fn node_fits(v: &PersistentVolume, node: Option<&str>) -> bool {
-    match (volume_node(v), node) {
-        (Some(pinned), Some(wanted)) => pinned == wanted,
-        _ => true,
-    }
+/// Whether the PV controller handed the claim to `provisioner`.
+pub fn handed_to(c: &PersistentVolumeClaim, provisioner: &str) -> bool {
+    [ANN_STORAGE_PROVISIONER, ANN_BETA_STORAGE_PROVISIONER]
+        .iter()
+        .any(|a| annotation(&c.metadata, a) == Some(provisioner))
 }
 
 /// The backend serving a claim's class, if it is one of ours.
@@ -353,9 +358,19 @@ pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> Plan<ClaimActio
         return controller(Nothing("claim is terminating"));
     }
     let class = claim_class(c);
-    let Some((_, backend)) = our_class(world, class) else {
+    let Some((sc, backend)) = our_class(world, class) else {
         return controller(Nothing("storage class is not served by this provisioner"));
     };
+    let settled = |why: &'static str| {
+        if annotation(&c.metadata, ANN_BINDING_PROBLEM).is_some() {
+            controller(ClearProblem)
+        } else {
+            controller(Nothing(why))
+        }
+    };
+    if phase_of_claim(c) == "Bound" {
+        return settled("already bound");
+    }
     let find = |name: &str| {
         world
             .volumes
@@ -367,14 +382,6 @@ pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> Plan<ClaimActio
         .as_ref()
         .and_then(|s| s.volume_name.as_deref())
         .filter(|n| !n.is_empty());
-
-    if let Some(pv) = named.and_then(find)
-        && refers_to(pv, c)
-        && phase_of_claim(c) == "Bound"
-        && phase_of_volume(pv) == "Bound"
-    {
-        return controller(Nothing("already bound"));
-    }
     let Some(request) = claim_request(c) else {
         return controller(Fail {
             message: "claim has no valid spec.resources.requests.storage".into(),
@@ -391,14 +398,15 @@ pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> Plan<ClaimActio
         let Some(pv) = find(vn) else {
             // A claim that was Bound and lost its PV is Lost: a new empty volume under the same
             // name would hide the data loss from its users.
-            if matches!(phase_of_claim(c), "Bound" | "Lost") {
+            if phase_of_claim(c) == "Lost" {
                 return controller(Nothing("claim is Lost: its volume is gone"));
             }
             return provision(c, world, backend, vn, request);
         };
-        if let Some((rns, rname, _)) = claim_ref(pv)
-            && !refers_to(pv, c)
-        {
+        if refers_to(pv, c) {
+            return settled("the PV controller binds the claim to its volume");
+        }
+        if let Some((rns, rname, _)) = claim_ref(pv) {
             return controller(Refuse {
                 reason: "VolumeBoundToOtherClaim",
                 message: format!(
@@ -440,37 +448,24 @@ pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> Plan<ClaimActio
                 ),
             });
         }
-        return controller(Bind {
-            volume: vn.to_owned(),
-        });
+        return settled("the PV controller binds the claim to the volume it names");
     }
 
-    // A volume already reserved for this claim (pre-bound by us, or a bind cut short).
-    if let Some(pv) = world
+    // Provisioned already (by us, or by another replica a moment ago): the PV controller binds.
+    if world
         .volumes
         .iter()
-        .find(|v| v.metadata.deletion_timestamp.is_none() && refers_to(v, c))
+        .any(|v| v.metadata.deletion_timestamp.is_none() && refers_to(v, c))
     {
-        return controller(Bind {
-            volume: pv.metadata.name.clone().unwrap_or_default(),
-        });
+        return controller(Nothing("volume provisioned; the PV controller binds it"));
     }
-    let node = selected_node(c);
-    if node.is_none() && waits_for_consumer(world, class) {
+    if !handed_to(c, &sc.provisioner) {
+        return controller(Nothing(
+            "waiting for the PV controller to hand the claim over",
+        ));
+    }
+    if selected_node(c).is_none() && waits_for_consumer(world, class) {
         return controller(Nothing("waiting for a consumer to be scheduled"));
-    }
-    let best = world
-        .volumes
-        .iter()
-        .filter(|v| available(v) && volume_class(v) == class)
-        .filter(|v| modes_fit(c, v) && volume_mode_fits(c, v) && node_fits(v, node))
-        .filter_map(|v| Some((volume_capacity(v)?, v.metadata.name.as_deref()?)))
-        .filter(|(cap, _)| *cap >= request)
-        .min();
-    if let Some((_, volume)) = best {
-        return controller(Bind {
-            volume: volume.to_owned(),
-        });
     }
     if uid(c).is_empty() {
         return controller(Fail {
@@ -515,7 +510,13 @@ fn provision(
                 action: ClaimAction::Provision(p),
             }
         }
-        Err(message) => controller(ClaimAction::Fail { message }),
+        Err(message) => match selected_node(c) {
+            Some(node) => controller(ClaimAction::Reschedule {
+                node: node.to_owned(),
+                message,
+            }),
+            None => controller(ClaimAction::Fail { message }),
+        },
     }
 }
 
@@ -592,53 +593,38 @@ fn rendezvous(uid: &str, node: &str) -> u64 {
         .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
-/// What to do with a PV: reclaim it once its claim is gone, else nothing.
+/// What to do with a PV: reclaim it once the PV controller has marked it Released, else
+/// nothing. Only volumes we provisioned are ours to reclaim.
 pub fn decide_volume(v: &PersistentVolume, world: &World) -> Plan<VolumeAction> {
     use VolumeAction::*;
-    let provisioned =
-        annotation(&v.metadata, ANN_PROVISIONED_BY).and_then(Backend::from_provisioner);
-    if provisioned.is_none() && volume_backend(v, world).is_none() {
+    let Some(backend) =
+        annotation(&v.metadata, ANN_PROVISIONED_BY).and_then(Backend::from_provisioner)
+    else {
         return controller(Nothing("not provisioned by ballast"));
-    }
+    };
     if v.metadata.deletion_timestamp.is_some() {
         return controller(Nothing("volume is terminating"));
     }
-    let Some((ns, name, ref_uid)) = claim_ref(v) else {
-        return controller(Nothing("volume is available"));
-    };
-    let pv_name = v.metadata.name.as_deref().unwrap_or("");
-    let claim = world.claims.iter().find(|c| key(c) == (ns, name));
-    let same_claim = claim.filter(|c| ref_uid.is_empty() || ref_uid == uid(c));
-    let bound_elsewhere = same_claim.is_some_and(|c| {
-        c.spec
-            .as_ref()
-            .and_then(|s| s.volume_name.as_deref())
-            .is_some_and(|n| !n.is_empty() && n != pv_name)
-    });
-    if same_claim.is_some() && !bound_elsewhere {
-        return controller(Nothing("volume is in use by its claim"));
+    if phase_of_volume(v) != "Released" {
+        return controller(Nothing("volume is not Released"));
     }
-    let Some(backend) = provisioned else {
-        // Not ours to reclaim; but a claimRef a binder (we or Kubernetes) set for a claim that
-        // then bound another volume is a lost race: free the volume again, as Kubernetes does.
-        let by_binder = annotation(&v.metadata, ANN_BOUND_BY_CONTROLLER) == Some("yes");
-        return if bound_elsewhere && by_binder {
-            controller(Unbind)
-        } else {
-            controller(Nothing("released volume is not ours to reclaim"))
-        };
-    };
     let policy = v
         .spec
         .as_ref()
         .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
         .unwrap_or("Retain");
     if policy != "Delete" {
-        return if phase_of_volume(v) == "Released" {
-            controller(Nothing("released volume is retained"))
-        } else {
-            controller(MarkReleased)
-        };
+        return controller(Nothing("released volume is retained"));
+    }
+    let pv_name = v.metadata.name.as_deref().unwrap_or("");
+    if let Some((ns, name, ref_uid)) = claim_ref(v)
+        && world.claims.iter().any(|c| {
+            key(c) == (ns, name)
+                && (ref_uid.is_empty() || ref_uid == uid(c))
+                && c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(pv_name)
+        })
+    {
+        return controller(Nothing("a claim still holds the volume"));
     }
     let directory = annotation(&v.metadata, ANN_DIRECTORY)
         .filter(|d| paths::parse_dir_name(d).is_some())
@@ -670,6 +656,28 @@ pub fn decide_volume(v: &PersistentVolume, world: &World) -> Plan<VolumeAction> 
 /// live claim that is still waiting for that volume. The caller removes them only when empty.
 /// With `node`, only PVs pinned to that node count (a hostPath base path is per node).
 pub fn orphans(directories: &[String], world: &World, node: Option<&str>) -> Vec<String> {
+    // Indexed once, so the scan is linear in directories, volumes and claims.
+    let volumes: std::collections::HashSet<&str> = world
+        .volumes
+        .iter()
+        .filter(|v| node.is_none_or(|n| volume_node(v) == Some(n)))
+        .filter_map(|v| v.metadata.name.as_deref())
+        .collect();
+    let awaited: std::collections::HashSet<(&str, &str, String)> = world
+        .claims
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| {
+            let wanted = c
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_name.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| format!("pvc-{}", uid(c)));
+            let (ns, name) = key(c);
+            (ns, name, wanted)
+        })
+        .collect();
     directories
         .iter()
         .filter(|d| !d.starts_with(paths::ARCHIVE_PREFIX))
@@ -677,24 +685,7 @@ pub fn orphans(directories: &[String], world: &World, node: Option<&str>) -> Vec
             let Some((pv, ns, claim)) = paths::parse_dir_name(d) else {
                 return false;
             };
-            let has_volume = world.volumes.iter().any(|v| {
-                v.metadata.name.as_deref() == Some(pv)
-                    && node.is_none_or(|n| volume_node(v) == Some(n))
-            });
-            let awaited = world.claims.iter().any(|c| {
-                let wanted = c
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.volume_name.as_deref())
-                    .filter(|n| !n.is_empty());
-                key(c) == (ns, claim)
-                    && c.metadata.deletion_timestamp.is_none()
-                    && match wanted {
-                        Some(n) => n == pv,
-                        None => pv == format!("pvc-{}", uid(c)),
-                    }
-            });
-            !has_volume && !awaited
+            !volumes.contains(pv) && !awaited.contains(&(ns, claim, pv.to_owned()))
         })
         .cloned()
         .collect()

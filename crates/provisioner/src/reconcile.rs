@@ -1,5 +1,9 @@
 //! The I/O layer: snapshot the caches, ask `plan` what to do, do the part that falls to this
-//! instance (controller while leading, agent for its node), and write events.
+//! instance (controller while leading, agent for its node), and record events.
+//!
+//! Writes: PVs (create pre-bound, delete), the claim's `selected-node` (removed to reschedule)
+//! and `ballast.dev/binding-problem` annotations, the agent's Node annotations; every one with
+//! the field manager [`FIELD_MANAGER`]. Never a claim's spec or status: the PV controller binds.
 //!
 //! Crash safety, the rules:
 //! - a provisioned PV is named `pvc-<claim uid>` (or the claim's `volumeName`), so a retry after a
@@ -14,28 +18,32 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    Event, EventSource, HostPathVolumeSource, NFSVolumeSource, Node, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, ObjectReference, PersistentVolume,
-    PersistentVolumeClaim, PersistentVolumeClaimStatus, PersistentVolumeSpec,
-    PersistentVolumeStatus, VolumeNodeAffinity,
+    HostPathVolumeSource, NFSVolumeSource, Node, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec, VolumeNodeAffinity,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::reflector::Store;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result, kube, status_code};
 use crate::plan::{self, *};
+use crate::queue::Key;
 use crate::{NfsConfig, metrics, storage};
 
 /// Events name this component, as external provisioners do.
 pub const COMPONENT: &str = "ballast.dev/provisioner";
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "ballast-provisioner";
 /// An agent republishes its node's free space at least this often (a change of free space does
 /// not trigger a publish by itself, so node updates cannot drive a loop).
 const PUBLISH_EVERY: Duration = Duration::from_secs(30);
@@ -51,6 +59,7 @@ pub type Said = HashMap<(String, &'static str), (String, Instant)>;
 
 pub struct Ctx {
     pub client: kube::Client,
+    pub recorder: Recorder,
     pub identity: String,
     pub node_name: Option<String>,
     pub hostpath_base: PathBuf,
@@ -67,18 +76,61 @@ pub struct Ctx {
     pub last_publish: Mutex<Option<Instant>>,
 }
 
+/// What every decision shares: the classes and the node facts.
+struct Shared {
+    classes: Vec<Arc<StorageClass>>,
+    nodes: plan::Nodes,
+}
+
 impl Ctx {
-    fn world(&self) -> World {
+    fn shared(&self) -> Shared {
         let ready: Option<BTreeMap<String, bool>> = self.health.as_ref().and_then(|h| {
             h.borrow()
                 .as_ref()
                 .map(|m| m.iter().map(|(n, h)| (n.clone(), h.ready)).collect())
         });
-        World {
-            claims: self.claims.state(),
-            volumes: self.volumes.state(),
+        Shared {
             classes: self.classes.state(),
             nodes: plan::node_facts(&self.nodes.state(), ready.as_ref(), unix_now()),
+        }
+    }
+
+    /// The world one claim's decision looks at, by name from the caches: the volume it names and
+    /// the one we would have provisioned for it (`pvc-<uid>`). Constant cost per claim.
+    fn world_for_claim(&self, c: &PersistentVolumeClaim, shared: &Shared) -> World {
+        let mut names: Vec<String> = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .filter(|n| !n.is_empty())
+            .into_iter()
+            .collect();
+        if let Some(uid) = c.metadata.uid.as_deref() {
+            names.push(format!("pvc-{uid}"));
+        }
+        names.dedup();
+        World {
+            claims: Vec::new(),
+            volumes: names
+                .iter()
+                .filter_map(|n| self.volumes.get(&ObjectRef::new(n)))
+                .collect(),
+            classes: shared.classes.clone(),
+            nodes: shared.nodes.clone(),
+        }
+    }
+
+    /// The world one volume's decision looks at: the claim its claimRef names.
+    fn world_for_volume(&self, v: &PersistentVolume, shared: &Shared) -> World {
+        let claims = plan::claim_ref(v)
+            .and_then(|(ns, name, _)| self.claims.get(&ObjectRef::new(name).within(ns)))
+            .into_iter()
+            .collect();
+        World {
+            claims,
+            volumes: Vec::new(),
+            classes: shared.classes.clone(),
+            nodes: shared.nodes.clone(),
         }
     }
 
@@ -105,33 +157,86 @@ impl Ctx {
     }
 }
 
-/// One full pass over every claim, every volume and the directories this instance owns.
-pub async fn pass(ctx: &Ctx) {
-    let world = ctx.world();
+/// Reconciles at most this many objects at once: provisioning is mostly waiting for the API
+/// server (the external-provisioner runs 100 workers by default; fewer keep its load modest).
+const WORKERS: usize = 16;
+
+/// Reconciles the claims and volumes a batch of watch events asked for, several at once (each
+/// key appears once in a batch, so no object is reconciled twice concurrently).
+pub async fn some(ctx: &Ctx, keys: Vec<Key>) {
+    let shared = ctx.shared();
     let leading = *ctx.leading.borrow();
-    for claim in &world.claims {
-        let plan = plan::decide_claim(claim, &world);
-        if !ctx.is_mine(&plan.actor, plan::claim_backend(claim, &world), leading) {
-            continue;
+    futures::stream::iter(keys)
+        .for_each_concurrent(WORKERS, |key| one(ctx, key, &shared, leading))
+        .await;
+}
+
+async fn one(ctx: &Ctx, key: Key, shared: &Shared, leading: bool) {
+    match key {
+        Key::Claim { namespace, name } => {
+            if let Some(claim) = ctx.claims.get(&ObjectRef::new(&name).within(&namespace)) {
+                reconcile_claim(ctx, &claim, shared, leading).await;
+            }
         }
-        let provisioning = matches!(plan.action, ClaimAction::Provision(_));
-        if let Err(e) = apply_claim(ctx, claim, &world, plan.action).await {
-            claim_failed(ctx, claim, provisioning, &e).await;
-        }
-    }
-    for pv in &world.volumes {
-        let plan = plan::decide_volume(pv, &world);
-        if !ctx.is_mine(&plan.actor, plan::volume_backend(pv, &world), leading) {
-            continue;
-        }
-        if let Err(e) = apply_volume(ctx, pv, plan.action).await {
-            let name = pv.metadata.name.as_deref().unwrap_or("");
-            log_error(&e, &format!("volume {name}"));
-            if !e.is_conflict() {
-                metrics::failed(volume_class(pv), "reclaim", e.label());
+        Key::Volume(name) => {
+            if let Some(pv) = ctx.volumes.get(&ObjectRef::new(&name)) {
+                reconcile_volume(ctx, &pv, shared, leading).await;
             }
         }
     }
+}
+
+async fn reconcile_claim(ctx: &Ctx, claim: &PersistentVolumeClaim, shared: &Shared, leading: bool) {
+    let world = ctx.world_for_claim(claim, shared);
+    let plan = plan::decide_claim(claim, &world);
+    if !ctx.is_mine(&plan.actor, plan::claim_backend(claim, &world), leading) {
+        return;
+    }
+    let provisioning = matches!(
+        plan.action,
+        ClaimAction::Provision(_) | ClaimAction::Reschedule { .. }
+    );
+    if let Err(e) = apply_claim(ctx, claim, &world, plan.action).await {
+        claim_failed(ctx, claim, provisioning, &e).await;
+    }
+}
+
+async fn reconcile_volume(ctx: &Ctx, pv: &PersistentVolume, shared: &Shared, leading: bool) {
+    let world = ctx.world_for_volume(pv, shared);
+    let plan = plan::decide_volume(pv, &world);
+    if !ctx.is_mine(&plan.actor, plan::volume_backend(pv, &world), leading) {
+        return;
+    }
+    if let Err(e) = apply_volume(ctx, pv, plan.action).await {
+        let name = pv.metadata.name.as_deref().unwrap_or("");
+        log_error(&e, &format!("volume {name}"));
+        if !e.is_conflict() {
+            metrics::failed(volume_class(pv), "reclaim", e.label());
+        }
+    }
+}
+
+/// One full pass over every claim, every volume and the directories this instance owns (at
+/// startup, on resync and when what every decision shares changes). Linear in the objects.
+pub async fn pass(ctx: &Ctx) {
+    let shared = ctx.shared();
+    let leading = *ctx.leading.borrow();
+    let claims = ctx.claims.state();
+    let volumes = ctx.volumes.state();
+    futures::stream::iter(&claims)
+        .for_each_concurrent(WORKERS, |claim| {
+            reconcile_claim(ctx, claim, &shared, leading)
+        })
+        .await;
+    futures::stream::iter(&volumes)
+        .for_each_concurrent(WORKERS, |pv| reconcile_volume(ctx, pv, &shared, leading))
+        .await;
+    let world = World {
+        claims,
+        volumes,
+        classes: shared.classes,
+        nodes: shared.nodes,
+    };
     if let Some(node) = ctx.node_name.clone() {
         sweep(ctx, &ctx.hostpath_base, &world, Some(&node));
         if let Err(e) = publish_free_space(ctx, false).await {
@@ -148,6 +253,13 @@ pub async fn pass(ctx: &Ctx) {
         .collect();
     ctx.lock_said()
         .retain(|(uid, reason), _| live.contains(uid.as_str()) || *reason == "orphan");
+}
+
+/// An agent's periodic free-space report between full passes.
+pub async fn publish_periodically(ctx: &Ctx) {
+    if let Err(e) = publish_free_space(ctx, false).await {
+        log_error(&e, "free space");
+    }
 }
 
 fn log_error(e: &Error, what: &str) {
@@ -209,8 +321,22 @@ fn claim_ref(c: &PersistentVolumeClaim) -> ObjectReference {
     }
 }
 
-/// Writes a core/v1 Event unless the same message was last said for this object and reason,
-/// or another one less than EVENT_MIN_INTERVAL ago (messages quoting free space change often).
+fn post() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Records an Event unless the same message was last said for this object and reason, or
+/// another one less than EVENT_MIN_INTERVAL ago (messages quoting free space change often).
 /// Says whether it was new. Event failures are logged, never fatal.
 async fn event(
     ctx: &Ctx,
@@ -230,40 +356,25 @@ async fn event(
         }
         said.insert(key, (message.clone(), Instant::now()));
     }
-    let ns = obj.namespace.clone().unwrap_or_else(|| "default".into());
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let ev = Event {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}",
-                obj.name.as_deref().unwrap_or("object"),
-                now.0.as_nanosecond()
-            )),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: obj.clone(),
-        reason: Some(reason.into()),
-        message: Some(message.clone()),
-        type_: Some(type_.into()),
-        source: Some(EventSource {
-            component: Some(COMPONENT.into()),
-            host: ctx.node_name.clone(),
-        }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: Some(ctx.identity.clone()),
-        ..Default::default()
-    };
-    let target = format!("{ns}/{}", obj.name.as_deref().unwrap_or(""));
+    let target = format!(
+        "{}/{}",
+        obj.namespace.as_deref().unwrap_or(""),
+        obj.name.as_deref().unwrap_or("")
+    );
     tracing::info!(object = %target, reason, %message, "event");
-    if let Err(e) = Api::<Event>::namespaced(ctx.client.clone(), &ns)
-        .create(&PostParams::default(), &ev)
-        .await
-    {
-        tracing::warn!(object = %target, reason, error = %e, "failed to write event");
+    let ev = Event {
+        type_: if type_ == "Warning" {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(message),
+        action: "Provision".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, obj).await {
+        tracing::warn!(object = %target, reason, error = %e, "failed to record event");
     }
     true
 }
@@ -276,16 +387,17 @@ async fn apply_claim(
 ) -> Result<()> {
     match action {
         ClaimAction::Nothing(_) => Ok(()),
-        ClaimAction::Bind { volume } => {
-            match world
-                .volumes
-                .iter()
-                .find(|v| v.metadata.name.as_deref() == Some(volume.as_str()))
-            {
-                Some(pv) => bind(ctx, claim, pv).await,
-                None => Ok(()),
-            }
+        ClaimAction::ClearProblem => {
+            let (ns, name) = ns_name(claim);
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {ANN_BINDING_PROBLEM: null}}});
+            Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+                .patch(name, &patch_params(), &Patch::Merge(&patch))
+                .await
+                .map_err(kube(format!("clear binding problem of claim {ns}/{name}")))?;
+            Ok(())
         }
+        ClaimAction::Reschedule { node, message } => reschedule(ctx, claim, &node, message).await,
         ClaimAction::Refuse { reason, message } => {
             if event(ctx, &claim_ref(claim), "Warning", reason, message.clone()).await {
                 metrics::failed(plan::claim_class(claim), "bind", "refused");
@@ -300,7 +412,7 @@ async fn apply_claim(
                 let name = claim.metadata.name.as_deref().unwrap_or("");
                 let patch = serde_json::json!({"metadata": {"annotations": {ANN_BINDING_PROBLEM: message}}});
                 Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
-                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(name, &patch_params(), &Patch::Merge(&patch))
                     .await
                     .map_err(kube(format!("annotate claim {ns}/{name}")))?;
             }
@@ -322,6 +434,46 @@ async fn apply_claim(
         }
         ClaimAction::Provision(p) => provision(ctx, claim, world, p).await,
     }
+}
+
+fn ns_name(c: &PersistentVolumeClaim) -> (&str, &str) {
+    (
+        c.metadata.namespace.as_deref().unwrap_or(""),
+        c.metadata.name.as_deref().unwrap_or(""),
+    )
+}
+
+/// The selected node cannot take the volume: say why, and remove `selected-node` so the
+/// scheduler picks again (as the external-provisioner's ProvisioningReschedule does). The
+/// removal carries the resourceVersion read, so a node the scheduler selected meanwhile stays.
+async fn reschedule(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+    node: &str,
+    message: String,
+) -> Result<()> {
+    if event(
+        ctx,
+        &claim_ref(claim),
+        "Warning",
+        "ProvisioningFailed",
+        message,
+    )
+    .await
+    {
+        metrics::failed(plan::claim_class(claim), "provision", "placement");
+    }
+    let (ns, name) = ns_name(claim);
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": claim.metadata.resource_version,
+        "annotations": {ANN_SELECTED_NODE: null},
+    }});
+    Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+        .patch(name, &patch_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube(format!("remove selected node of claim {ns}/{name}")))?;
+    tracing::info!(claim = %format!("{ns}/{name}"), %node, "selected node removed; the scheduler picks again");
+    Ok(())
 }
 
 enum Source {
@@ -366,6 +518,9 @@ async fn provision(
                 base.display(),
                 crate::quantity::human(p.capacity)
             );
+            if plan::selected_node(claim).is_some() {
+                return reschedule(ctx, claim, node, message).await;
+            }
             if event(
                 ctx,
                 &claim_ref(claim),
@@ -395,9 +550,22 @@ async fn provision(
         .find(|s| s.metadata.name.as_deref() == Some(p.class.as_str()));
     let desired = build_volume(claim, &p, class.map(|c| &**c), source);
     let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let (pv, created) = match api.create(&PostParams::default(), &desired).await {
-        Ok(pv) => (pv, true),
+    match api.create(&post(), &desired).await {
+        Ok(_) => {
+            metrics::provisioned(&p.class, started.elapsed());
+            tracing::info!(claim = %key, volume = %p.volume, directory = %p.directory, node = ?p.node, "created volume pre-bound to its claim");
+            event(
+                ctx,
+                &claim_ref(claim),
+                "Normal",
+                "ProvisioningSucceeded",
+                format!("Successfully provisioned volume {}", p.volume),
+            )
+            .await;
+        }
         Err(e) if status_code(&e) == Some(409) => {
+            // Created by another replica, or by us before a restart: success if it names this
+            // claim, and that replica has said so already.
             let existing = api
                 .get(&p.volume)
                 .await
@@ -408,25 +576,10 @@ async fn provision(
                     p.volume
                 )));
             }
-            (existing, false)
+            tracing::debug!(claim = %key, volume = %p.volume, "volume already provisioned");
         }
         Err(e) => return Err(kube(format!("create PersistentVolume {}", p.volume))(e)),
-    };
-    if created {
-        tracing::info!(claim = %key, volume = %p.volume, directory = %p.directory, node = ?p.node, "created volume");
     }
-    bind(ctx, claim, &pv).await?;
-    if created {
-        metrics::provisioned(&p.class, started.elapsed());
-    }
-    event(
-        ctx,
-        &claim_ref(claim),
-        "Normal",
-        "ProvisioningSucceeded",
-        format!("Successfully provisioned volume {}", p.volume),
-    )
-    .await;
     if p.backend == Backend::HostPath {
         publish_free_space(ctx, true).await?;
     }
@@ -502,7 +655,6 @@ fn build_volume(
                         p.backend.provisioner().to_owned(),
                     ),
                     (ANN_DIRECTORY.to_owned(), p.directory.clone()),
-                    (ANN_BOUND_BY_CONTROLLER.to_owned(), "yes".to_owned()),
                 ]
                 .into_iter()
                 .collect(),
@@ -514,121 +666,11 @@ fn build_volume(
     }
 }
 
-/// Binds claim and PV in the order Kubernetes' own binder uses (PV claimRef, PV status, claim
-/// volumeName, claim status). Every write is a replace carrying the resourceVersion read, so a
-/// concurrent writer makes it fail with a conflict; the next pass re-reads and decides again.
-async fn bind(ctx: &Ctx, claim: &PersistentVolumeClaim, pv: &PersistentVolume) -> Result<()> {
-    let ns = claim.metadata.namespace.clone().unwrap_or_default();
-    let name = claim.metadata.name.clone().unwrap_or_default();
-    let uid = claim.metadata.uid.clone().unwrap_or_default();
-    let volume = pv.metadata.name.clone().unwrap_or_default();
-    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-    let pp = PostParams::default();
-    let what = format!("bind claim {ns}/{name} to volume {volume}");
-
-    let mut pv = pv.clone();
-    if plan::claim_ref(&pv).is_none_or(|(_, _, u)| u != uid) {
-        let spec = pv.spec.get_or_insert_with(Default::default);
-        spec.claim_ref = Some(claim_ref(claim));
-        pv.metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(ANN_BOUND_BY_CONTROLLER.into(), "yes".into());
-        pv = pvs
-            .replace(&volume, &pp, &pv)
-            .await
-            .map_err(kube(format!("{what} (volume claimRef)")))?;
-    }
-    if plan::phase_of_volume(&pv) != "Bound" {
-        pv.status
-            .get_or_insert_with(PersistentVolumeStatus::default)
-            .phase = Some("Bound".into());
-        pv = pvs
-            .replace_status(&volume, &pp, &pv)
-            .await
-            .map_err(kube(format!("{what} (volume status)")))?;
-    }
-
-    let mut c = claim.clone();
-    let spec = c.spec.get_or_insert_with(Default::default);
-    let was_named = spec.volume_name.as_deref() == Some(volume.as_str());
-    let annotations = c.metadata.annotations.get_or_insert_with(Default::default);
-    if !was_named
-        || annotations.get(ANN_BIND_COMPLETED).map(String::as_str) != Some("yes")
-        || annotations.contains_key(ANN_BINDING_PROBLEM)
-    {
-        spec.volume_name = Some(volume.clone());
-        annotations.insert(ANN_BIND_COMPLETED.into(), "yes".into());
-        annotations.remove(ANN_BINDING_PROBLEM);
-        if !was_named {
-            annotations.insert(ANN_BOUND_BY_CONTROLLER.into(), "yes".into());
-        }
-        c = claims
-            .replace(&name, &pp, &c)
-            .await
-            .map_err(kube(format!("{what} (claim volumeName)")))?;
-    }
-    let phase = c
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("");
-    if phase != "Bound" {
-        let pv_spec = pv.spec.clone().unwrap_or_default();
-        let status = c
-            .status
-            .get_or_insert_with(PersistentVolumeClaimStatus::default);
-        status.phase = Some("Bound".into());
-        status.capacity = pv_spec.capacity;
-        status.access_modes = pv_spec.access_modes;
-        claims
-            .replace_status(&name, &pp, &c)
-            .await
-            .map_err(kube(format!("{what} (claim status)")))?;
-        metrics::bound(plan::claim_class(claim));
-        tracing::info!(claim = %format!("{ns}/{name}"), %volume, "bound claim");
-    }
-    Ok(())
-}
-
 async fn apply_volume(ctx: &Ctx, pv: &PersistentVolume, action: VolumeAction) -> Result<()> {
     let name = pv.metadata.name.clone().unwrap_or_default();
     let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
     match action {
         VolumeAction::Nothing(_) => Ok(()),
-        VolumeAction::Unbind => {
-            let mut pv = pv.clone();
-            if let Some(spec) = pv.spec.as_mut() {
-                spec.claim_ref = None;
-            }
-            if let Some(a) = pv.metadata.annotations.as_mut() {
-                a.remove(ANN_BOUND_BY_CONTROLLER);
-            }
-            let mut pv = api
-                .replace(&name, &PostParams::default(), &pv)
-                .await
-                .map_err(kube(format!("unbind volume {name}")))?;
-            pv.status
-                .get_or_insert_with(PersistentVolumeStatus::default)
-                .phase = Some("Available".into());
-            api.replace_status(&name, &PostParams::default(), &pv)
-                .await
-                .map_err(kube(format!("mark volume {name} Available")))?;
-            tracing::info!(volume = %name, "claim bound another volume; volume Available again");
-            Ok(())
-        }
-        VolumeAction::MarkReleased => {
-            let mut pv = pv.clone();
-            pv.status
-                .get_or_insert_with(PersistentVolumeStatus::default)
-                .phase = Some("Released".into());
-            api.replace_status(&name, &PostParams::default(), &pv)
-                .await
-                .map_err(kube(format!("mark volume {name} Released")))?;
-            tracing::info!(volume = %name, "claim gone; volume Released and its data retained");
-            Ok(())
-        }
         VolumeAction::Delete {
             backend,
             directory,
@@ -643,6 +685,9 @@ async fn apply_volume(ctx: &Ctx, pv: &PersistentVolume, action: VolumeAction) ->
                     ));
                 }
             };
+            let Some(live) = still_released(ctx, pv).await? else {
+                return Ok(());
+            };
             if let Some(dir) = &directory {
                 if archive {
                     storage::archive(base, dir)?;
@@ -652,8 +697,8 @@ async fn apply_volume(ctx: &Ctx, pv: &PersistentVolume, action: VolumeAction) ->
             }
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
-                    uid: pv.metadata.uid.clone(),
-                    resource_version: pv.metadata.resource_version.clone(),
+                    uid: live.metadata.uid.clone(),
+                    resource_version: live.metadata.resource_version.clone(),
                 }),
                 ..Default::default()
             };
@@ -672,6 +717,38 @@ async fn apply_volume(ctx: &Ctx, pv: &PersistentVolume, action: VolumeAction) ->
             Ok(())
         }
     }
+}
+
+/// The live volume, if the API still shows it Released and no live claim holds it: data is
+/// removed on the API's word, never on cache evidence alone.
+async fn still_released(ctx: &Ctx, pv: &PersistentVolume) -> Result<Option<PersistentVolume>> {
+    let name = pv.metadata.name.clone().unwrap_or_default();
+    let live = Api::<PersistentVolume>::all(ctx.client.clone())
+        .get_opt(&name)
+        .await
+        .map_err(kube(format!("read volume {name}")))?;
+    let Some(live) = live.filter(|l| l.metadata.uid == pv.metadata.uid) else {
+        return Ok(None);
+    };
+    if plan::phase_of_volume(&live) != "Released" || live.metadata.deletion_timestamp.is_some() {
+        return Ok(None);
+    }
+    let Some((ns, claim, uid)) = plan::claim_ref(&live) else {
+        return Ok(Some(live));
+    };
+    let holder = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+        .get_opt(claim)
+        .await
+        .map_err(kube(format!("read claim {ns}/{claim}")))?;
+    let held = holder.is_some_and(|c| {
+        (uid.is_empty() || c.metadata.uid.as_deref() == Some(uid))
+            && c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(name.as_str())
+    });
+    if held {
+        tracing::warn!(volume = %name, claim = %format!("{ns}/{claim}"), "volume is Released but its claim still holds it; keeping the data");
+        return Ok(None);
+    }
+    Ok(Some(live))
 }
 
 /// Removes empty unknown directories under `base` (see the module doc for the rule).
@@ -724,7 +801,7 @@ pub async fn publish_free_space(ctx: &Ctx, force: bool) -> Result<()> {
         ANN_REPORTED_AT: unix_now().to_string(),
     }}});
     Api::<Node>::all(ctx.client.clone())
-        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(node, &patch_params(), &Patch::Merge(&patch))
         .await
         .map_err(kube(format!("publish free space on node {node}")))?;
     Ok(())

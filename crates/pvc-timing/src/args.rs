@@ -38,6 +38,9 @@ pub struct Args {
     #[command(flatten)]
     pub kube: ballast_runtime::kubeclient::KubeconfigArgs,
 
+    #[command(flatten)]
+    pub shutdown: ballast_runtime::shutdown::ShutdownArgs,
+
     /// Run outside the cluster: webhook over plain HTTP, current kubeconfig. Never in production.
     #[arg(long, env = "PVC_TIMING_LOCAL")]
     pub local: bool,
@@ -82,6 +85,8 @@ impl Args {
             bind_address,
             certs,
             kube,
+            // Read by main, which owns the signal handling.
+            shutdown: _,
             local,
             leader_elect,
             lease_namespace,

@@ -5,7 +5,7 @@ async fn main() -> anyhow::Result<()> {
     ballast_runtime::tls::install_crypto_provider();
     ballast_runtime::telemetry::init();
     let args = pvc_timing::Args::parse();
-    let shutdown = ballast_runtime::shutdown::on_signals();
+    let shutdown = ballast_runtime::shutdown::on_signals_after(args.shutdown.drain);
     pvc_timing::run(args.into_config(), shutdown).await?;
     Ok(())
 }

@@ -85,6 +85,12 @@ pub fn router(readiness: Readiness) -> Router {
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
+    if crate::shutdown::terminating() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n".to_owned(),
+        );
+    }
     let pending = readiness.pending();
     if pending.is_empty() {
         (StatusCode::OK, "ok\n".to_owned())

@@ -31,9 +31,10 @@ use crate::error::{Error, Result};
 use crate::peer::ConnectInfo;
 use crate::tls::ReloadingTls;
 
-/// How long in-flight requests get to finish after shutdown; below Kubernetes' default 30s
-/// termination grace period so the pod exits cleanly.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long in-flight requests get to finish once serving stops. With the drain period before it
+/// (`--shutdown-drain`, 10s) this stays below Kubernetes' default 30s termination grace period,
+/// so the pod exits cleanly; handlers have a deadline well under it.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 

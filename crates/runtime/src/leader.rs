@@ -1,9 +1,15 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, for controllers that must act once per
-//! cluster. Same protocol as client-go's leaderelection: the holder renews `renewTime`; anyone
-//! may take a lease whose `renewTime + leaseDurationSeconds` has passed; writes carry the
-//! resourceVersion read, so two candidates never both win.
+//! cluster, with client-go's leaderelection guarantees:
+//! - the holder renews `renewTime` every `renew_every`; when it has not renewed for the *renew
+//!   deadline* (2/3 of the lease duration, client-go's 10s of 15s) it stops leading, before any
+//!   other replica may take over;
+//! - a follower judges expiry by its own monotonic clock: the lease is expired when the record
+//!   has not changed for `lease_duration` since this process last saw it change, never by
+//!   comparing the holder's `renewTime` with the local wall clock (clocks of nodes differ);
+//! - every API call has a timeout, so a hung connection cannot keep a stale leader leading;
+//! - writes carry the resourceVersion read, so two candidates never both win.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -27,6 +33,18 @@ pub struct LeaseConfig {
 }
 
 impl LeaseConfig {
+    /// How long the holder may go without a successful renewal before it stops leading: 2/3 of
+    /// the lease duration (client-go's 10s renew deadline of a 15s lease), so it has stopped well
+    /// before a follower may take over.
+    pub fn renew_deadline(&self) -> Duration {
+        self.lease_duration * 2 / 3
+    }
+
+    /// Timeout of each API call: a renewal must not outlive the renew deadline.
+    fn call_timeout(&self) -> Duration {
+        (self.renew_deadline() / 2).max(Duration::from_millis(100))
+    }
+
     /// Defaults as in client-go: 15s lease, 2s retry.
     pub fn new(namespace: &str, name: &str, identity: &str) -> Self {
         Self {
@@ -52,38 +70,78 @@ pub enum Step {
     Follow { holder: String },
 }
 
-/// Decides from the Lease as read (pure).
-pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Step {
+/// What identifies one version of the lease record: a change of any part is a renewal (or a
+/// takeover) seen by a follower.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    holder: String,
+    renew_time: Option<Timestamp>,
+    transitions: i32,
+    duration_secs: i32,
+}
+
+impl Record {
+    fn of(lease: &Lease) -> Record {
+        let spec = lease.spec.as_ref();
+        Record {
+            holder: spec
+                .and_then(|s| s.holder_identity.clone())
+                .unwrap_or_default(),
+            renew_time: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
+            transitions: spec.and_then(|s| s.lease_transitions).unwrap_or(0),
+            duration_secs: spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0),
+        }
+    }
+}
+
+/// The last record this process saw and when (by its own monotonic clock) it first saw it.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub record: Record,
+    pub at: Instant,
+}
+
+impl Observed {
+    /// Notes the lease as read now: keeps the old observation time while the record is the
+    /// same, so a holder that stopped renewing expires `lease_duration` after its last change.
+    pub fn update(previous: Option<Observed>, lease: &Lease, now: Instant) -> Observed {
+        let record = Record::of(lease);
+        match previous {
+            Some(prev) if prev.record == record => prev,
+            _ => Observed { record, at: now },
+        }
+    }
+}
+
+/// Decides from the Lease as read and when its record last changed, by the local clock (pure).
+pub fn decide(
+    lease: Option<&Lease>,
+    identity: &str,
+    observed: Option<&Observed>,
+    now: Instant,
+) -> Step {
     let Some(lease) = lease else {
         return Step::Create;
     };
-    let spec = lease.spec.as_ref();
-    let holder = spec
-        .and_then(|s| s.holder_identity.clone())
-        .unwrap_or_default();
-    if holder == identity {
+    let record = Record::of(lease);
+    if record.holder == identity {
         return Step::Renew;
     }
-    if holder.is_empty() {
+    if record.holder.is_empty() {
         return Step::Acquire;
     }
-    let duration = spec
-        .and_then(|s| s.lease_duration_seconds)
-        .unwrap_or(0)
-        .max(0);
-    let renewed = spec
-        .and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref()))
-        .map(|t| t.0);
-    let expired = match renewed {
-        Some(at) => at
-            .checked_add(jiff::SignedDuration::from_secs(i64::from(duration)))
-            .map_or(true, |until| until < now),
-        None => true,
+    let duration = Duration::from_secs(u64::try_from(record.duration_secs.max(0)).unwrap_or(0));
+    let expired = match observed {
+        Some(seen) if seen.record == record => now.saturating_duration_since(seen.at) > duration,
+        // First sight of this record: it counts as renewed just now.
+        _ => false,
     };
     if expired {
         Step::Acquire
     } else {
-        Step::Follow { holder }
+        Step::Follow {
+            holder: record.holder,
+        }
     }
 }
 
@@ -115,8 +173,8 @@ fn held_spec(
 }
 
 /// Runs the election until `shutdown`, then releases the Lease if held. The receiver says
-/// whether this process leads now; it turns false as soon as a renewal has failed for longer
-/// than the lease duration (another replica may have taken over by then).
+/// whether this process leads now; it turns false once no renewal has succeeded for the renew
+/// deadline, before another replica may take over.
 pub fn spawn(
     client: kube::Client,
     cfg: LeaseConfig,
@@ -125,18 +183,27 @@ pub fn spawn(
     let (tx, rx) = watch::channel(false);
     let handle = tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-        let mut last_renewal: Option<std::time::Instant> = None;
+        let mut last_renewal: Option<Instant> = None;
+        let mut observed: Option<Observed> = None;
         loop {
-            match try_lead(&api, &cfg).await {
-                Ok(true) => last_renewal = Some(std::time::Instant::now()),
-                Ok(false) => last_renewal = None,
-                Err(err) => tracing::warn!(
+            // Bounded: a round that hangs counts as a failed renewal.
+            let round =
+                tokio::time::timeout(cfg.call_timeout(), try_lead(&api, &cfg, &mut observed));
+            match round.await {
+                Ok(Ok(true)) => last_renewal = Some(Instant::now()),
+                Ok(Ok(false)) => last_renewal = None,
+                Ok(Err(err)) => tracing::warn!(
                     lease = %format!("{}/{}", cfg.namespace, cfg.name),
                     error = %err,
                     "failed to renew or acquire the lease"
                 ),
+                Err(_) => tracing::warn!(
+                    lease = %format!("{}/{}", cfg.namespace, cfg.name),
+                    timeout = ?cfg.call_timeout(),
+                    "renewing or acquiring the lease timed out"
+                ),
             }
-            let leading = last_renewal.is_some_and(|at| at.elapsed() < cfg.lease_duration);
+            let leading = last_renewal.is_some_and(|at| at.elapsed() < cfg.renew_deadline());
             tx.send_if_modified(|current| {
                 if *current == leading {
                     return false;
@@ -155,8 +222,14 @@ pub fn spawn(
             }
         }
         let was_leading = *tx.borrow();
-        if was_leading && let Err(err) = release(&api, &cfg).await {
-            tracing::warn!(error = %err, "failed to release the lease; it expires by itself");
+        if was_leading {
+            match tokio::time::timeout(cfg.call_timeout(), release(&api, &cfg)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "failed to release the lease; it expires by itself");
+                }
+                Err(_) => tracing::warn!("releasing the lease timed out; it expires by itself"),
+            }
         }
         tx.send_replace(false);
     });
@@ -164,10 +237,18 @@ pub fn spawn(
 }
 
 /// One round: returns whether we hold the lease afterwards.
-async fn try_lead(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {
+async fn try_lead(
+    api: &Api<Lease>,
+    cfg: &LeaseConfig,
+    observed: &mut Option<Observed>,
+) -> Result<bool, kube::Error> {
     let current = api.get_opt(&cfg.name).await?;
+    let local = Instant::now();
+    let step = decide(current.as_ref(), &cfg.identity, observed.as_ref(), local);
+    *observed = current
+        .as_ref()
+        .map(|lease| Observed::update(observed.take(), lease, local));
     let now = Timestamp::now();
-    let step = decide(current.as_ref(), &cfg.identity, now);
     let result = match (&step, current) {
         (Step::Create, _) | (_, None) => {
             let lease = Lease {
@@ -245,35 +326,89 @@ mod tests {
         }
     }
 
+    fn seen(l: &Lease, secs_ago: u64, now: Instant) -> Observed {
+        Observed::update(None, l, now - Duration::from_secs(secs_ago))
+    }
+
     #[test]
     fn creates_a_missing_lease() {
-        assert_eq!(decide(None, "a", Timestamp::now()), Step::Create);
+        assert_eq!(decide(None, "a", None, Instant::now()), Step::Create);
     }
 
     #[test]
     fn renews_its_own_lease_even_when_expired() {
         let l = lease(Some("a"), 100, 15);
-        assert_eq!(decide(Some(&l), "a", Timestamp::now()), Step::Renew);
+        assert_eq!(decide(Some(&l), "a", None, Instant::now()), Step::Renew);
     }
 
     #[test]
     fn follows_a_live_lease_held_by_another() {
+        let now = Instant::now();
         let l = lease(Some("b"), 3, 15);
         assert_eq!(
-            decide(Some(&l), "a", Timestamp::now()),
+            decide(Some(&l), "a", Some(&seen(&l, 3, now)), now),
             Step::Follow { holder: "b".into() }
         );
     }
 
     #[test]
-    fn acquires_an_expired_or_released_lease() {
-        let expired = lease(Some("b"), 16, 15);
-        assert_eq!(decide(Some(&expired), "a", Timestamp::now()), Step::Acquire);
-        let released = lease(None, 0, 1);
+    fn acquires_a_lease_unchanged_for_its_duration_by_the_local_clock_or_released() {
+        let now = Instant::now();
+        let stale = lease(Some("b"), 0, 15);
         assert_eq!(
-            decide(Some(&released), "a", Timestamp::now()),
+            decide(Some(&stale), "a", Some(&seen(&stale, 16, now)), now),
             Step::Acquire
         );
+        let released = lease(None, 0, 1);
+        assert_eq!(decide(Some(&released), "a", None, now), Step::Acquire);
+    }
+
+    #[test]
+    fn a_holder_clock_20s_behind_does_not_make_a_renewed_lease_look_expired() {
+        // The holder's wall clock is 20s behind ours: its renewTime looks 20s old although it
+        // renewed just now. Judged by our own observation, the lease is live.
+        let now = Instant::now();
+        let renewed_by_slow_clock = lease(Some("b"), 20, 15);
+        let first_sight = decide(Some(&renewed_by_slow_clock), "a", None, now);
+        assert_eq!(first_sight, Step::Follow { holder: "b".into() });
+        let observed = seen(&renewed_by_slow_clock, 14, now);
+        assert_eq!(
+            decide(Some(&renewed_by_slow_clock), "a", Some(&observed), now),
+            Step::Follow { holder: "b".into() }
+        );
+    }
+
+    #[test]
+    fn a_holder_clock_20s_ahead_does_not_keep_a_dead_lease_alive() {
+        // renewTime in our future (holder clock ahead) but unchanged for longer than the
+        // duration: the holder is gone.
+        let now = Instant::now();
+        let dead = lease(Some("b"), -20, 15);
+        let observed = seen(&dead, 16, now);
+        assert_eq!(
+            decide(Some(&dead), "a", Some(&observed), now),
+            Step::Acquire
+        );
+    }
+
+    #[test]
+    fn an_observation_keeps_its_time_until_the_record_changes() {
+        let now = Instant::now();
+        let l = lease(Some("b"), 0, 15);
+        let first = seen(&l, 10, now);
+        let again = Observed::update(Some(first.clone()), &l, now);
+        assert_eq!(again.at, first.at, "same record, same observation time");
+        let mut renewed = l.clone();
+        renewed.spec.as_mut().unwrap().renew_time = Some(MicroTime(Timestamp::now()));
+        let changed = Observed::update(Some(first), &renewed, now);
+        assert_eq!(changed.at, now);
+    }
+
+    #[test]
+    fn the_renew_deadline_ends_before_the_lease_can_expire() {
+        let cfg = LeaseConfig::new("ns", "l", "a");
+        assert_eq!(cfg.renew_deadline(), Duration::from_secs(10));
+        assert!(cfg.call_timeout() < cfg.renew_deadline());
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub fn prometheus() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder is installed; /metrics will be empty");
             }
+            describe_runtime();
             handle
         })
         .clone()
@@ -53,6 +54,19 @@ pub fn build_info(service: &str, version: &'static str) {
         "Always 1; its labels say which version and source revision is running."
     );
     metrics::gauge!(name, "version" => version, "revision" => REVISION).set(1.0);
+}
+
+/// HELP texts of the families the runtime itself records (admission).
+fn describe_runtime() {
+    metrics::describe_histogram!(
+        "admission_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to answer one AdmissionReview, by webhook and operation."
+    );
+    metrics::describe_counter!(
+        "admission_malformed_total",
+        "Requests to an admission webhook that were not a readable AdmissionReview, by webhook and error."
+    );
 }
 
 /// Reads one sample from Prometheus text output: the value of `name` whose label set contains

@@ -114,6 +114,23 @@ fn denies_taint_eviction_delete_of_pod_on_notready_node_during_storm_with_403() 
         "{msg}"
     );
     assert!(msg.contains("/callback/disable-interception"), "{msg}");
+    assert!(
+        msg.contains("once protection lifts for a node still NotReady and tainted NoExecute, eviction-guard completes the node controller's refused evictions"),
+        "says that lifting protection releases the refused eviction: {msg}"
+    );
+    let off = Policy {
+        after_lift: crate::release::after_lift(&crate::release::ReleaseConfig {
+            enabled: false,
+            ..Default::default()
+        }),
+        ..Policy::default()
+    };
+    let v = review(&fixture("delete-taint"), None, &storm(), &off);
+    assert!(
+        message(&v).contains("lifting protection evicts nothing by itself"),
+        "{}",
+        message(&v)
+    );
 }
 
 #[test]

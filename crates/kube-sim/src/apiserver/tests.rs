@@ -537,3 +537,84 @@ async fn empty_metadata_maps_are_not_stored_and_invalid_names_are_refused() {
         "nothing stored"
     );
 }
+
+async fn install_thing_crd(sim: &Arc<Sim>) {
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "things", "singular": "thing", "kind": "Thing"},
+            "versions": [
+                {"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                    "type": "object", "properties": {"spec": {"type": "object",
+                        "properties": {"n": {"type": "integer", "default": 1}}}}}}},
+                {"name": "v2", "served": true, "storage": false, "schema": {"openAPIV3Schema": {
+                    "type": "object", "properties": {"spec": {"type": "object",
+                        "properties": {"n": {"type": "integer", "default": 2}, "m": {"type": "string"}}}}}}}]}});
+    let req = ApiRequest::new(
+        Verb::Create,
+        "apiextensions.k8s.io/v1",
+        "customresourcedefinitions",
+        UserInfo::admin(),
+    )
+    .body(&crd);
+    sim.call(req).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_custom_resources_spec_of_the_wrong_type_gets_the_schemas_type_error() {
+    let sim = sim().await;
+    install_thing_crd(&sim).await;
+    let body = json!({"apiVersion": "example.com/v1", "kind": "Thing",
+                      "metadata": {"name": "t"}, "spec": "x"});
+    let err = sim
+        .call(req(Verb::Create, "example.com/v1", "things").body(&body))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message,
+        "Thing.example.com \"t\" is invalid: spec: Invalid value: \"string\": spec in body must be of type object: \"string\""
+    );
+}
+
+#[tokio::test]
+async fn custom_resources_are_stored_in_the_storage_version_and_defaulted_per_version() {
+    let sim = sim().await;
+    install_thing_crd(&sim).await;
+    let body = json!({"apiVersion": "example.com/v2", "kind": "Thing",
+                      "metadata": {"name": "t"}, "spec": {"m": "x", "bogus": true}});
+    let created = sim
+        .call(req(Verb::Create, "example.com/v2", "things").body(&body))
+        .await
+        .unwrap();
+    // Defaulted with v2's schema, stored as v1 (the None strategy only rewrites apiVersion and
+    // v1's schema prunes `m`), and answered as read back from storage: `m` is lost, as on a real
+    // server without a conversion webhook.
+    assert_eq!(created["apiVersion"], "example.com/v2");
+    assert_eq!(created["spec"], json!({"n": 2}));
+    let key = crate::store::StorageKey::new("example.com", "things");
+    let stored = sim.store.get(&key, "ns", "t").unwrap();
+    assert_eq!(stored["apiVersion"], "example.com/v1");
+    assert_eq!(stored["spec"], json!({"n": 2}));
+    let v1 = sim
+        .call(req(Verb::Get, "example.com/v1", "things").name("t"))
+        .await
+        .unwrap();
+    assert_eq!(v1["spec"], json!({"n": 2}));
+    // A write with an unknown field answers with its warning.
+    let resp = sim
+        .execute(
+            req(Verb::Update, "example.com/v1", "things")
+                .name("t")
+                .body(&json!({"apiVersion": "example.com/v1", "kind": "Thing",
+                              "metadata": {"name": "t"}, "spec": {"n": 3, "zzz": 1}})),
+        )
+        .await
+        .unwrap();
+    match resp {
+        ApiResponse::Warned(200, v, w) => {
+            assert_eq!(v["spec"], json!({"n": 3}));
+            assert_eq!(w, vec!["unknown field \"spec.zzz\"".to_string()]);
+        }
+        other => panic!("expected a warned 200, got {other:?}"),
+    }
+}

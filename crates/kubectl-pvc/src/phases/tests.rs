@@ -288,6 +288,39 @@ fn provisioning_failed_event_text_is_the_provision_detail() {
 }
 
 #[test]
+fn a_failure_stays_fail_while_the_pv_controller_keeps_saying_it_waits() {
+    let mut set = mk_set(mk_claim("data", Some("nfs"), None, "Pending"));
+    set.class = Some(Lookup::Found(mk_class(
+        "nfs",
+        "ballast.dev/nfs",
+        "Immediate",
+    )));
+    set.events = vec![
+        mk_event(
+            "PersistentVolumeClaim",
+            "data",
+            "ProvisioningFailed",
+            "Warning",
+            "export is full",
+            "2026-11-23T09:00:02Z",
+        ),
+        mk_event(
+            "PersistentVolumeClaim",
+            "data",
+            "ExternalProvisioning",
+            "Normal",
+            "Waiting for a volume to be created either by the external provisioner 'ballast.dev/nfs'",
+            "2026-11-23T09:00:17Z",
+        ),
+    ];
+    let report = derive(&set);
+    let provision = report.phase(Phase::Provision);
+    assert_eq!(provision.status, Status::Fail);
+    assert_eq!(provision.detail, "export is full");
+    assert_eq!(report.outcome, Outcome::Failed);
+}
+
+#[test]
 fn provisioning_in_progress_after_an_earlier_failure_is_pending_with_the_latest_event() {
     let mut set = mk_set(mk_claim("data", Some("fast"), None, "Pending"));
     set.class = Some(Lookup::Found(mk_class(

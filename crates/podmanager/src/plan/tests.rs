@@ -357,3 +357,26 @@ fn cleanup_deletes_all_but_terminating_and_protected_pods() {
         ["web-0", "web-1"]
     );
 }
+
+#[test]
+fn a_template_change_with_the_same_image_rolls_pods_made_from_the_old_template() {
+    let mut pm = mk_pm("web", 2, "nginx:1.21");
+    let with_hash = |name: &str, pm: &PodManager| {
+        let mut pod = mk_pod(name).ready();
+        let labels = crate::template::pod_labels(pm);
+        pod.metadata.labels = Some(labels);
+        pod
+    };
+    let pods = vec![with_hash("web-0", &pm), with_hash("web-1", &pm)];
+    assert!(plan(&pm, &pods, &health(&[], false)).is_settled());
+    // The same image, another environment: every pod is outdated, replaced one at a time.
+    let kept = serde_json::json!({"spec": {"containers": [
+        {"name": "app", "image": "", "env": [{"name": "MODE", "value": "fast"}]}]}});
+    pm.metadata.annotations = Some(std::collections::BTreeMap::from([(
+        crate::convert::TEMPLATE_ANNOTATION.to_string(),
+        kept.to_string(),
+    )]));
+    let p = plan(&pm, &pods, &health(&[], false));
+    assert_eq!(p.counts.updated, 0);
+    assert_eq!(deleted(&p), vec![("web-1", DeleteReason::Rollout)]);
+}

@@ -16,9 +16,17 @@ fn mk_class(name: &str, provisioner: &str) -> Arc<StorageClass> {
 
 struct ClaimB(serde_json::Value);
 
+/// A claim of `class`, already handed by the PV controller to the class's provisioner.
 fn mk_claim(name: &str, class: &str, request: &str) -> ClaimB {
+    let provisioner = match class {
+        "nfs" => PROVISIONER_NFS,
+        "hostpath" => PROVISIONER_HOSTPATH,
+        _ => "example.com/other",
+    };
     ClaimB(json!({
-        "metadata": {"namespace": "ns", "name": name, "uid": format!("uid-{name}"), "annotations": {}},
+        "metadata": {"namespace": "ns", "name": name, "uid": format!("uid-{name}"),
+                     "annotations": {ANN_STORAGE_PROVISIONER: provisioner,
+                                     ANN_BETA_STORAGE_PROVISIONER: provisioner}},
         "spec": {
             "storageClassName": class,
             "accessModes": ["ReadWriteOnce"],
@@ -43,6 +51,18 @@ impl ClaimB {
     }
     fn bound(mut self) -> Self {
         self.0["status"]["phase"] = json!("Bound");
+        self
+    }
+    fn lost(mut self) -> Self {
+        self.0["status"]["phase"] = json!("Lost");
+        self
+    }
+    fn not_handed_over(mut self) -> Self {
+        self.0["metadata"]["annotations"] = json!({});
+        self
+    }
+    fn annotated(mut self, key: &str, value: &str) -> Self {
+        self.0["metadata"]["annotations"][key] = json!(value);
         self
     }
     fn terminating(mut self) -> Self {
@@ -77,6 +97,10 @@ impl VolB {
     fn claimed_by(mut self, claim: &str, uid: &str) -> Self {
         self.0["spec"]["claimRef"] = json!({"namespace": "ns", "name": claim, "uid": uid});
         self.0["status"]["phase"] = json!("Bound");
+        self
+    }
+    fn released(mut self) -> Self {
+        self.0["status"]["phase"] = json!("Released");
         self
     }
     fn on_node(mut self, node: &str) -> Self {
@@ -124,10 +148,6 @@ fn world(volumes: Vec<Arc<PersistentVolume>>) -> World {
     }
 }
 
-fn bind(pv: &str) -> ClaimAction {
-    ClaimAction::Bind { volume: pv.into() }
-}
-
 fn provision_nfs(volume: &str, claim: &str, capacity: u64) -> Plan<ClaimAction> {
     Plan {
         actor: Actor::Controller,
@@ -154,37 +174,37 @@ type Case = (
 fn binding_decisions_follow_the_seed_rules() {
     let cases: Vec<Case> = vec![
         (
-            "named PV of the same class is bound",
+            "named PV of the same class is left for the PV controller to bind",
             mk_claim("c", "nfs", "1Gi").volume("pv-a").build(),
             vec![mk_pv("pv-a", "nfs", "2Gi").build()],
-            bind("pv-a"),
+            ClaimAction::Nothing("the PV controller binds the claim to the volume it names"),
         ),
         (
-            "smallest available PV with enough capacity is chosen",
-            mk_claim("c", "nfs", "1Gi").build(),
-            vec![
-                mk_pv("big", "nfs", "10Gi").build(),
-                mk_pv("small", "nfs", "512Mi").build(),
-                mk_pv("fits", "nfs", "2Gi").build(),
-                mk_pv("other-class", "hostpath", "1Gi").build(),
-            ],
-            bind("fits"),
+            "a claim the PV controller has not handed over is not ours yet",
+            mk_claim("c", "nfs", "1Gi").not_handed_over().build(),
+            vec![],
+            ClaimAction::Nothing("waiting for the PV controller to hand the claim over"),
         ),
         (
-            "PV without the claim's access mode is skipped",
+            "the beta annotation alone hands a claim over (older controllers)",
             mk_claim("c", "nfs", "1Gi")
-                .modes(&["ReadWriteMany"])
+                .not_handed_over()
+                .annotated(ANN_BETA_STORAGE_PROVISIONER, PROVISIONER_NFS)
                 .build(),
-            vec![
-                mk_pv("rwo", "nfs", "1Gi").build(),
-                mk_pv("rwx", "nfs", "5Gi")
-                    .modes(&["ReadWriteOnce", "ReadWriteMany"])
-                    .build(),
-            ],
-            bind("rwx"),
+            vec![],
+            provision_nfs("pvc-uid-c", "c", GI).action,
         ),
         (
-            "PV already claimed by another claim is not available",
+            "a claim handed to another provisioner is not ours",
+            mk_claim("c", "nfs", "1Gi")
+                .not_handed_over()
+                .annotated(ANN_STORAGE_PROVISIONER, "example.com/other")
+                .build(),
+            vec![],
+            ClaimAction::Nothing("waiting for the PV controller to hand the claim over"),
+        ),
+        (
+            "PV already claimed by another claim does not stop provisioning",
             mk_claim("c", "nfs", "1Gi").build(),
             vec![
                 mk_pv("taken", "nfs", "1Gi")
@@ -194,15 +214,14 @@ fn binding_decisions_follow_the_seed_rules() {
             provision_nfs("pvc-uid-c", "c", GI).action,
         ),
         (
-            "PV pre-bound to this claim is bound before any other",
+            "a volume provisioned for this claim is left for the PV controller to bind",
             mk_claim("c", "nfs", "1Gi").build(),
             vec![
-                mk_pv("fits", "nfs", "1Gi").build(),
                 mk_pv("pvc-uid-c", "nfs", "1Gi")
                     .claimed_by("c", "uid-c")
                     .build(),
             ],
-            bind("pvc-uid-c"),
+            ClaimAction::Nothing("volume provisioned; the PV controller binds it"),
         ),
         (
             "already bound claim is left alone",
@@ -211,10 +230,20 @@ fn binding_decisions_follow_the_seed_rules() {
             ClaimAction::Nothing("already bound"),
         ),
         (
-            "half-bound claim is completed",
+            "a bound claim that had a binding problem gets the annotation cleared",
+            mk_claim("c", "nfs", "1Gi")
+                .volume("pv-a")
+                .bound()
+                .annotated(ANN_BINDING_PROBLEM, "was too small")
+                .build(),
+            vec![mk_pv("pv-a", "nfs", "1Gi").claimed_by("c", "uid-c").build()],
+            ClaimAction::ClearProblem,
+        ),
+        (
+            "half-bound claim is left for the PV controller to finish",
             mk_claim("c", "nfs", "1Gi").volume("pv-a").build(),
             vec![mk_pv("pv-a", "nfs", "1Gi").claimed_by("c", "uid-c").build()],
-            bind("pv-a"),
+            ClaimAction::Nothing("the PV controller binds the claim to its volume"),
         ),
         (
             "terminating claim is left alone",
@@ -263,14 +292,28 @@ fn binding_decisions_follow_the_seed_rules() {
             },
         ),
         (
+            "named PV without the claim's access modes is refused",
+            mk_claim("c", "nfs", "1Gi")
+                .volume("pv-a")
+                .modes(&["ReadWriteMany"])
+                .build(),
+            vec![mk_pv("pv-a", "nfs", "1Gi").modes(&["ReadOnlyMany"]).build()],
+            ClaimAction::Refuse {
+                reason: "AccessModeMismatch",
+                message: "PersistentVolume \"pv-a\" does not offer the access modes \
+                          [\"ReadWriteMany\"] claim \"ns/c\" asks for; the claim stays unbound"
+                    .into(),
+            },
+        ),
+        (
             "named PV that does not exist is provisioned under that name",
             mk_claim("c", "nfs", "1Gi").volume("my-pv").build(),
             vec![],
             provision_nfs("my-pv", "c", GI).action,
         ),
         (
-            "bound claim whose PV is gone is not given a new empty one",
-            mk_claim("c", "nfs", "1Gi").volume("my-pv").bound().build(),
+            "Lost claim whose PV is gone is not given a new empty one",
+            mk_claim("c", "nfs", "1Gi").volume("my-pv").lost().build(),
             vec![],
             ClaimAction::Nothing("claim is Lost: its volume is gone"),
         ),
@@ -308,15 +351,22 @@ fn binding_decisions_follow_the_seed_rules() {
 }
 
 #[test]
-fn nfs_work_and_binding_belong_to_the_controller() {
-    let w = world(vec![mk_pv("fits", "hostpath", "1Gi").build()]);
+fn nfs_work_and_warnings_belong_to_the_controller() {
+    let w = world(vec![mk_pv("static-nfs", "nfs", "1Gi").build()]);
     let claim = mk_claim("c", "nfs", "1Gi").build();
     assert_eq!(
         decide_claim(&claim, &w),
         provision_nfs("pvc-uid-c", "c", GI)
     );
-    let claim = mk_claim("c", "hostpath", "1Gi").build();
-    assert_eq!(decide_claim(&claim, &w).actor, Actor::Controller);
+    let claim = mk_claim("c", "hostpath", "1Gi")
+        .volume("static-nfs")
+        .build();
+    let plan = decide_claim(&claim, &w);
+    assert_eq!(plan.actor, Actor::Controller);
+    assert!(
+        matches!(plan.action, ClaimAction::Refuse { .. }),
+        "{plan:?}"
+    );
 }
 
 #[test]
@@ -330,16 +380,6 @@ fn hostpath_honours_the_selected_node_of_wait_for_first_consumer() {
     assert_eq!(p.node.as_deref(), Some("node-2"));
     assert_eq!(p.directory, "pvc-uid-c_ns_c");
     assert_eq!(p.backend, Backend::HostPath);
-}
-
-#[test]
-fn hostpath_binds_existing_volume_only_on_the_selected_node() {
-    let w = world(vec![
-        mk_pv("on-1", "hostpath", "1Gi").on_node("node-1").build(),
-        mk_pv("on-2", "hostpath", "5Gi").on_node("node-2").build(),
-    ]);
-    let claim = mk_claim("c", "hostpath", "1Gi").node("node-2").build();
-    assert_eq!(decide_claim(&claim, &w).action, bind("on-2"));
 }
 
 #[test]
@@ -357,7 +397,8 @@ fn hostpath_is_never_placed_on_a_notready_selected_node() {
     assert_eq!(plan.actor, Actor::Controller);
     assert_eq!(
         plan.action,
-        ClaimAction::Fail {
+        ClaimAction::Reschedule {
+            node: "node-2".into(),
             message:
                 "cannot provision on the selected node: node \"node-2\" is NotReady; hostPath \
                       volumes are never placed on a NotReady node"
@@ -371,9 +412,10 @@ fn hostpath_is_never_placed_on_a_node_short_of_space_and_the_event_says_so() {
     let mut w = world(vec![]);
     w.nodes.insert("node-2".into(), ready(GI / 2));
     let claim = mk_claim("c", "hostpath", "1Gi").node("node-2").build();
-    let ClaimAction::Fail { message } = decide_claim(&claim, &w).action else {
-        panic!("expected failure")
+    let ClaimAction::Reschedule { node, message } = decide_claim(&claim, &w).action else {
+        panic!("expected a reschedule")
     };
+    assert_eq!(node, "node-2");
     assert_eq!(
         message,
         "cannot provision on the selected node: node \"node-2\" has only 512Mi free under the \
@@ -449,9 +491,33 @@ fn hostpath_without_any_fitting_node_explains_each_node() {
 }
 
 #[test]
+fn hostpath_selected_node_without_an_agent_or_unknown_is_rescheduled() {
+    let mut w = world(vec![]);
+    w.nodes.insert(
+        "bare".into(),
+        NodeFacts {
+            ready: true,
+            free_bytes: None,
+        },
+    );
+    for (node, why) in [
+        ("bare", "has no provisioner agent reporting free space"),
+        ("nowhere", "is not known"),
+    ] {
+        let claim = mk_claim("c", "hostpath", "1Gi").node(node).build();
+        let ClaimAction::Reschedule { node: n, message } = decide_claim(&claim, &w).action else {
+            panic!("expected a reschedule for {node}")
+        };
+        assert_eq!(n, node);
+        assert!(message.contains(why), "{message}");
+    }
+}
+
+#[test]
 fn volume_of_a_deleted_claim_is_deleted_by_the_agent_on_its_node() {
     let pv = mk_pv("pvc-1", "hostpath", "1Gi")
         .claimed_by("gone", "uid-gone")
+        .released()
         .on_node("node-1")
         .ours(Backend::HostPath, "pvc-1_ns_gone")
         .build();
@@ -471,6 +537,7 @@ fn volume_of_a_deleted_claim_is_deleted_by_the_agent_on_its_node() {
 fn nfs_volume_of_a_deleted_claim_is_archived_when_the_class_says_so() {
     let pv = mk_pv("pvc-1", "nfs", "1Gi")
         .claimed_by("gone", "uid-gone")
+        .released()
         .ours(Backend::Nfs, "pvc-1_ns_gone")
         .build();
     let plan = decide_volume(&pv, &world(vec![]));
@@ -482,15 +549,16 @@ fn nfs_volume_of_a_deleted_claim_is_archived_when_the_class_says_so() {
 }
 
 #[test]
-fn retained_volume_is_marked_released_and_kept() {
+fn retained_volume_is_kept() {
     let pv = mk_pv("pvc-1", "nfs", "1Gi")
         .claimed_by("gone", "uid-gone")
+        .released()
         .ours(Backend::Nfs, "pvc-1_ns_gone")
         .policy("Retain")
         .build();
     assert_eq!(
         decide_volume(&pv, &world(vec![])).action,
-        VolumeAction::MarkReleased
+        VolumeAction::Nothing("released volume is retained")
     );
 }
 
@@ -505,12 +573,25 @@ fn volume_in_use_or_not_ours_is_left_alone() {
         .build();
     assert_eq!(
         decide_volume(&used, &w).action,
-        VolumeAction::Nothing("volume is in use by its claim")
+        VolumeAction::Nothing("volume is not Released")
     );
-    let manual = mk_pv("x", "nfs", "1Gi").claimed_by("gone", "u").build();
+    let manual = mk_pv("x", "nfs", "1Gi")
+        .claimed_by("gone", "u")
+        .released()
+        .build();
     assert_eq!(
         decide_volume(&manual, &w).action,
-        VolumeAction::Nothing("released volume is not ours to reclaim")
+        VolumeAction::Nothing("not provisioned by ballast")
+    );
+    // Released per the PV controller, but our cache still sees the claim holding it: wait.
+    let racing = mk_pv("pvc-1", "nfs", "1Gi")
+        .claimed_by("c", "uid-c")
+        .released()
+        .ours(Backend::Nfs, "pvc-1_ns_c")
+        .build();
+    assert_eq!(
+        decide_volume(&racing, &w).action,
+        VolumeAction::Nothing("a claim still holds the volume")
     );
 }
 
@@ -521,6 +602,7 @@ fn volume_provisioned_for_a_claim_that_bound_elsewhere_is_reclaimed() {
         .push(mk_claim("c", "nfs", "1Gi").volume("other").bound().build());
     let extra = mk_pv("pvc-uid-c", "nfs", "1Gi")
         .claimed_by("c", "uid-c")
+        .released()
         .ours(Backend::Nfs, "pvc-uid-c_ns_c")
         .build();
     assert!(matches!(
@@ -635,39 +717,14 @@ fn wait_for_first_consumer_class_waits_for_the_selected_node() {
         .unwrap(),
     );
     w.classes[0] = wffc;
+    // Handed over earlier, its selected node since removed to reschedule: wait again.
     let waiting = mk_claim("c", "hostpath", "1Gi").build();
     assert_eq!(
         decide_claim(&waiting, &w).action,
         ClaimAction::Nothing("waiting for a consumer to be scheduled")
     );
     let scheduled = mk_claim("c", "hostpath", "1Gi").node("node-1").build();
-    assert_eq!(decide_claim(&scheduled, &w).action, bind("fits"));
-}
-
-#[test]
-fn existing_volume_left_claimed_by_a_lost_bind_race_is_freed() {
-    let mut w = world(vec![]);
-    w.claims
-        .push(mk_claim("c", "nfs", "1Gi").volume("winner").bound().build());
-    let mut loser = mk_pv("loser", "nfs", "1Gi").claimed_by("c", "uid-c");
-    loser.0["metadata"]["annotations"][ANN_BOUND_BY_CONTROLLER] = json!("yes");
-    assert_eq!(
-        decide_volume(&loser.build(), &w).action,
-        VolumeAction::Unbind
-    );
-    // Set by an administrator (no bound-by-controller): theirs to sort out.
-    let manual = mk_pv("manual", "nfs", "1Gi")
-        .claimed_by("c", "uid-c")
-        .build();
-    assert_eq!(
-        decide_volume(&manual, &w).action,
-        VolumeAction::Nothing("released volume is not ours to reclaim")
-    );
-    // A PV of a foreign class is never touched.
-    let mut foreign = mk_pv("foreign", "other", "1Gi").claimed_by("c", "uid-c");
-    foreign.0["metadata"]["annotations"][ANN_BOUND_BY_CONTROLLER] = json!("yes");
-    assert_eq!(
-        decide_volume(&foreign.build(), &w).action,
-        VolumeAction::Nothing("not provisioned by ballast")
-    );
+    let plan = decide_claim(&scheduled, &w);
+    assert_eq!(plan.actor, Actor::Node("node-1".into()));
+    assert!(matches!(plan.action, ClaimAction::Provision(_)), "{plan:?}");
 }

@@ -1,0 +1,537 @@
+//! Release of refused evictions: protection delays the node controller's taint-based evictions,
+//! it must not cancel them. The TaintEvictionController gives up on a pod after five refused
+//! attempts and tries again only when the node's NoExecute taints change, so once protection
+//! lifts for a node that is still NotReady and tainted `unreachable` / `not-ready` NoExecute,
+//! the guard completes what the controller would have done: `DisruptionTarget` (reason
+//! `DeletionByTaintManager`) through `/status`, then DELETE with a uid precondition.
+//!
+//! What to release is derived from the cluster (pods on such nodes whose toleration has expired),
+//! so a restarted or newly elected guard reaches the same answer, but only on nodes this replica
+//! has seen protected since they went NotReady ([`track_protected`]): a lone failed node's
+//! evictions stay the controller's business. The refusals this replica saw ([`Refusals`]) let it
+//! act at once instead of first giving the controller [`CONTROLLER_SETTLE`] to finish. The decision ([`node_verdict`], [`pod_verdict`]) is
+//! pure; [`run`] does the calls, leader only, rate-limited per node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use governor::{Quota, RateLimiter};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Toleration};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Resource};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::guard::{Guard, error_chain};
+use crate::metrics;
+use crate::storm::{NodeHealth, OUT_OF_SERVICE_TAINT, Snapshot};
+
+/// The identity the taint eviction controller acts as (`kube-controller-manager`).
+pub const NODE_CONTROLLER: &str = "system:serviceaccount:kube-system:node-controller";
+/// The NoExecute taints the node lifecycle controller puts on NotReady nodes.
+pub const EVICTION_TAINTS: [&str; 2] = [
+    "node.kubernetes.io/unreachable",
+    "node.kubernetes.io/not-ready",
+];
+/// The condition the controller sets before deleting, reason and message as it writes them.
+pub const DISRUPTION_REASON: &str = "DeletionByTaintManager";
+pub const DISRUPTION_MESSAGE: &str = "Taint manager: deleting due to NoExecute taint";
+/// Event reason on every released pod.
+pub const EVENT_REASON: &str = "EvictionReleased";
+/// For a pod this replica has no refusal on record for (after a restart), how long after its
+/// toleration expired the controller is given to finish by itself first.
+pub const CONTROLLER_SETTLE: Duration = Duration::from_secs(5);
+/// How often the release pass runs besides on every protection change.
+const RESYNC: Duration = Duration::from_secs(10);
+/// The next pass's delay while pods wait out [`CONTROLLER_SETTLE`].
+const SETTLE_RECHECK: Duration = Duration::from_secs(1);
+/// Default release rate, nodes per second: the node controller's `--node-eviction-rate`.
+pub const DEFAULT_NODES_PER_SECOND: f64 = 0.1;
+
+/// Settings of the release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseConfig {
+    /// `--release-refused-evictions`.
+    pub enabled: bool,
+    /// Nodes whose pods are released per second (the first at once).
+    pub nodes_per_second: f64,
+    /// This replica's identity for the leader Lease and on Events.
+    pub identity: String,
+    /// Name of the leader Lease in the guard's namespace.
+    pub lease_name: String,
+    pub lease_duration: Duration,
+    pub renew_every: Duration,
+}
+
+impl Default for ReleaseConfig {
+    fn default() -> Self {
+        ReleaseConfig {
+            enabled: true,
+            nodes_per_second: DEFAULT_NODES_PER_SECOND,
+            identity: default_identity(),
+            lease_name: "eviction-guard-release".to_owned(),
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What lifting protection does to the refused deletions, for denial messages and callbacks.
+pub fn after_lift(cfg: &ReleaseConfig) -> String {
+    if cfg.enabled {
+        format!(
+            "once protection lifts for a node still NotReady and tainted NoExecute, eviction-guard \
+             completes the node controller's refused evictions of its pods whose toleration \
+             expired (DisruptionTarget, then delete; {} node/s), as the controller gives up after \
+             5 refusals; pods on nodes that recover stay; any other refused request must be retried",
+            cfg.nodes_per_second
+        )
+    } else {
+        "lifting protection evicts nothing by itself: the node controller gives up after 5 \
+         refusals and retries only when the node's taints change, and the release of refused \
+         evictions is off (--release-refused-evictions=false), so delete such pods yourself; any \
+         other refused request must be retried"
+            .to_owned()
+    }
+}
+
+/// `POD_NAME` when set (downward API), else the host name with a random suffix.
+pub fn default_identity() -> String {
+    if let Ok(name) = std::env::var("POD_NAME")
+        && !name.is_empty()
+    {
+        return name;
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "eviction-guard".to_owned());
+    format!("{host}-{:08x}", rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish() as u32
+}
+
+/// Which of the controller's steps the guard refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedStep {
+    /// The `DisruptionTarget` status patch.
+    StatusPatch,
+    Delete,
+}
+
+impl RefusedStep {
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusedStep::StatusPatch => "status patch",
+            RefusedStep::Delete => "delete",
+        }
+    }
+}
+
+/// A refusal of the node controller's eviction, as this replica saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    /// The first refusal.
+    pub at: DateTime<Utc>,
+    /// The last refused step.
+    pub step: RefusedStep,
+    pub count: u32,
+}
+
+/// The refusals this replica saw, by pod uid.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Refusals(BTreeMap<String, Refusal>);
+
+impl Refusals {
+    pub fn record(&mut self, r: Refusal) {
+        match self.0.get_mut(&r.uid) {
+            Some(known) => {
+                known.step = r.step;
+                known.count += 1;
+            }
+            None => {
+                self.0.insert(r.uid.clone(), Refusal { count: 1, ..r });
+            }
+        }
+    }
+    pub fn get(&self, uid: &str) -> Option<&Refusal> {
+        self.0.get(uid)
+    }
+    pub fn forget(&mut self, uid: &str) {
+        self.0.remove(uid);
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Why a node's or a pod's eviction is not released (now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Its pods are protected now.
+    Protected,
+    /// The node came back.
+    NodeReady,
+    /// An operator declared it dead: Kubernetes removes its pods itself.
+    OutOfService,
+    /// No `unreachable` / `not-ready` NoExecute taint (yet, or any more).
+    NotTainted,
+    /// The pod is elsewhere now (moved, or a replacement of the same name).
+    Moved,
+    Deleting,
+    ToleratesForever,
+    /// Its toleration of the taint has not expired yet.
+    Tolerating,
+    /// Expired only just: the controller may still be at it.
+    Settling,
+}
+
+/// The eviction taint of a node: key and when it was added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvictionTaint {
+    pub key: String,
+    pub added: Option<DateTime<Utc>>,
+}
+
+/// Whether the pods of `node` may be released now (pure).
+pub fn node_verdict(node: &Node, protected: bool) -> Result<EvictionTaint, Keep> {
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default();
+    if taints.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT) {
+        return Err(Keep::OutOfService);
+    }
+    if NodeHealth::from_node(node).ready {
+        return Err(Keep::NodeReady);
+    }
+    if protected {
+        return Err(Keep::Protected);
+    }
+    taints
+        .iter()
+        .find(|t| t.effect == "NoExecute" && EVICTION_TAINTS.contains(&t.key.as_str()))
+        .map(|t| EvictionTaint {
+            key: t.key.clone(),
+            added: t.time_added.as_ref().and_then(|at| {
+                DateTime::from_timestamp(at.0.as_second(), at.0.subsec_nanosecond().max(0) as u32)
+            }),
+        })
+        .ok_or(Keep::NotTainted)
+}
+
+fn tolerates(t: &Toleration, key: &str) -> bool {
+    let op = t.operator.as_deref().unwrap_or("Equal");
+    let key_ok = match t.key.as_deref().unwrap_or_default() {
+        "" => op == "Exists",
+        k => k == key,
+    };
+    let effect_ok = matches!(t.effect.as_deref().unwrap_or_default(), "" | "NoExecute");
+    // the node lifecycle's taints carry no value
+    let value_ok = op == "Exists" || t.value.as_deref().unwrap_or_default().is_empty();
+    key_ok && effect_ok && value_ok
+}
+
+/// Whether `pod` on `node` is released now (pure). `remembered`: this replica refused the
+/// controller's eviction of this very pod.
+pub fn pod_verdict(
+    pod: &Pod,
+    node: &str,
+    taint: &EvictionTaint,
+    remembered: bool,
+    now: DateTime<Utc>,
+) -> Result<(), Keep> {
+    if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
+        return Err(Keep::Moved);
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Err(Keep::Deleting);
+    }
+    let toleration = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .find(|t| tolerates(t, &taint.key));
+    let added = taint.added.unwrap_or(now);
+    let expires = match toleration {
+        None => added,
+        Some(t) => match t.toleration_seconds {
+            None => return Err(Keep::ToleratesForever),
+            Some(secs) => added + chrono::Duration::seconds(secs.max(0)),
+        },
+    };
+    if now < expires {
+        return Err(Keep::Tolerating);
+    }
+    let settle = chrono::Duration::from_std(CONTROLLER_SETTLE).unwrap_or_default();
+    if !remembered && now < expires + settle {
+        return Err(Keep::Settling);
+    }
+    Ok(())
+}
+
+/// Keeps the set of nodes whose pods were protected at some point of their current NotReady
+/// spell: adds the protected ones, drops those Ready again or gone (pure).
+pub fn track_protected(seen: &mut BTreeSet<String>, snapshot: &Snapshot) {
+    if !snapshot.synced {
+        return;
+    }
+    seen.extend(snapshot.protection.protected.iter().cloned());
+    seen.retain(|n| snapshot.workers.get(n).is_some_and(|w| !w.ready));
+}
+
+/// Runs the release while this replica leads, until `shutdown`.
+pub async fn run(
+    client: kube::Client,
+    guard: Arc<Guard>,
+    cfg: ReleaseConfig,
+    mut leading: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    let per_node = Duration::from_secs_f64(1.0 / cfg.nodes_per_second.max(1e-6));
+    let quota = Quota::with_period(per_node)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::MIN);
+    let limiter = RateLimiter::direct(quota);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "eviction-guard".into(),
+            instance: Some(cfg.identity.clone()),
+        },
+    );
+    let mut snapshots = guard.subscribe();
+    let mut seen_protected = BTreeSet::new();
+    loop {
+        track_protected(&mut seen_protected, &guard.snapshot());
+        let leads = *leading.borrow();
+        let settling = leads
+            && pass(
+                &client,
+                &guard,
+                &seen_protected,
+                &limiter,
+                &recorder,
+                &shutdown,
+            )
+            .await;
+        let next = if settling { SETTLE_RECHECK } else { RESYNC };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = snapshots.changed() => if r.is_err() { return },
+            r = leading.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// One pass over the NotReady worker nodes whose pods are not protected; whether pods are
+/// waiting out [`CONTROLLER_SETTLE`].
+async fn pass(
+    client: &kube::Client,
+    guard: &Arc<Guard>,
+    seen_protected: &BTreeSet<String>,
+    limiter: &Limiter,
+    recorder: &Recorder,
+    shutdown: &CancellationToken,
+) -> bool {
+    let snapshot = guard.snapshot();
+    if !snapshot.synced {
+        return false;
+    }
+    let mut settling = false;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    for health in snapshot
+        .workers
+        .values()
+        .filter(|n| !n.ready && seen_protected.contains(&n.name))
+    {
+        let protected = guard.snapshot().protection.protected.contains(&health.name);
+        if protected {
+            continue;
+        }
+        let node = match nodes.get_opt(&health.name).await {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(node = %health.name, error = %error_chain(&e), "release: failed to read node");
+                continue;
+            }
+        };
+        let Ok(taint) = node_verdict(&node, false) else {
+            continue;
+        };
+        let lp = ListParams::default().fields(&format!("spec.nodeName={}", health.name));
+        let list = match pods.list(&lp).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                tracing::warn!(node = %health.name, error = %error_chain(&e), "release: failed to list pods");
+                continue;
+            }
+        };
+        let mut due: Vec<Pod> = Vec::new();
+        for p in list {
+            let uid = p.metadata.uid.as_deref().unwrap_or_default();
+            let remembered = guard.refusal(uid).is_some();
+            match pod_verdict(&p, &health.name, &taint, remembered, Utc::now()) {
+                Ok(()) => due.push(p),
+                Err(Keep::Settling) => settling = true,
+                Err(_) => {}
+            }
+        }
+        if due.is_empty() {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = limiter.until_ready() => {}
+        }
+        // protection may have come back while waiting for the rate limit
+        let snapshot = guard.snapshot();
+        if snapshot.protection.protected.contains(&health.name) {
+            continue;
+        }
+        for pod in due {
+            release_pod(
+                client,
+                guard,
+                recorder,
+                &pod,
+                &health.name,
+                &taint,
+                &snapshot.protection.reason,
+            )
+            .await;
+        }
+    }
+    settling
+}
+
+async fn release_pod(
+    client: &kube::Client,
+    guard: &Guard,
+    recorder: &Recorder,
+    pod: &Pod,
+    node: &str,
+    taint: &EvictionTaint,
+    why_lifted: &str,
+) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let refusal = guard.refusal(&uid);
+    let marked = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+        });
+    if !marked {
+        let patch = json!({"metadata": {"uid": uid}, "status": {"conditions": [{
+            "type": "DisruptionTarget", "status": "True", "reason": DISRUPTION_REASON,
+            "message": DISRUPTION_MESSAGE, "lastTransitionTime": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}]}});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
+            metrics::release_failed();
+            tracing::warn!(namespace = %ns, name = %name, node = %node, error = %error_chain(&e), "release: failed to mark pod DisruptionTarget; next pass retries");
+            return;
+        }
+    }
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name, &dp).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+            // gone or replaced meanwhile: nothing left to release
+            guard.forget_refusal(&uid);
+            return;
+        }
+        Err(e) => {
+            metrics::release_failed();
+            tracing::warn!(namespace = %ns, name = %name, node = %node, error = %error_chain(&e), "release: failed to delete pod; next pass retries");
+            return;
+        }
+    }
+    guard.forget_refusal(&uid);
+    metrics::released();
+    let refused = refusal.as_ref().map_or_else(
+        || "refused before this replica started".to_owned(),
+        |r| {
+            format!(
+                "refused {} times since {} (last: {})",
+                r.count,
+                r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                r.step.label()
+            )
+        },
+    );
+    tracing::warn!(
+        target: "audit",
+        namespace = %ns,
+        name = %name,
+        uid = %uid,
+        node = %node,
+        taint = %taint.key,
+        refused = %refused,
+        protection = %why_lifted,
+        "released refused eviction of pod {ns}/{name}: DisruptionTarget set and pod deleted"
+    );
+    let note = format!(
+        "eviction-guard completed the taint-based eviction it had held back: node {node} is still \
+         NotReady and tainted {} NoExecute, the pod's toleration expired, and its pods are no \
+         longer protected ({why_lifted})",
+        taint.key
+    );
+    let event = Event {
+        type_: EventType::Normal,
+        reason: EVENT_REASON.into(),
+        note: Some(note),
+        action: "DeletePod".into(),
+        secondary: None,
+    };
+    let reference = ObjectReference {
+        uid: Some(uid),
+        ..pod.object_ref(&())
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        tracing::warn!(namespace = %ns, name = %name, error = %error_chain(&e), "release: failed to record event");
+    }
+}
+
+#[cfg(test)]
+mod tests;
