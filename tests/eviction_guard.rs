@@ -340,7 +340,10 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
         )),
         "{message}"
     );
-    assert!(message.contains("Control/SetMode"), "{message}");
+    assert!(
+        message.contains("ballast.control.v1.ControlService/SetMode"),
+        "{message}"
+    );
     // a user's delete: 403
     let (code, message) = api_error(pods.delete("web-2", &DeleteParams::default()).await);
     assert_eq!(code, 403, "{message}");

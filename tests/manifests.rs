@@ -108,7 +108,16 @@ impl Render {
     }
 }
 
-/// Every directory under kustomize/ holding a kustomization, except shared `base` parts.
+/// Whether a kustomization file is a kustomize Component (included by overlays, not installed).
+fn is_component(file: &Path) -> bool {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("failed to read {}: {e}", file.display()))
+        .lines()
+        .any(|l| l.trim_end() == "kind: Component")
+}
+
+/// Every directory under kustomize/ holding a kustomization, except shared `base` parts and
+/// Components.
 fn kustomizations() -> Vec<String> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -122,6 +131,7 @@ fn kustomizations() -> Vec<String> {
             } else if path.file_name().is_some_and(|n| n == "kustomization.yaml")
                 && dir.file_name().is_some_and(|n| n != "base")
                 && dir != root
+                && !is_component(&path)
             {
                 let rel = dir.strip_prefix(root).expect("under kustomize/");
                 out.push(rel.to_string_lossy().replace('\\', "/"));
@@ -147,10 +157,14 @@ fn kubectl_present() -> bool {
 }
 
 fn render(name: &str) -> Render {
-    let dir = repo().join("kustomize").join(name);
+    render_dir(&repo().join("kustomize").join(name), name)
+}
+
+/// `kubectl kustomize dir`, reported as `name`.
+fn render_dir(dir: &Path, name: &str) -> Render {
     let out = Command::new(kubectl())
         .arg("kustomize")
-        .arg(&dir)
+        .arg(dir)
         .output()
         .unwrap_or_else(|e| panic!("failed to run kubectl kustomize {name}: {e}"));
     assert!(
@@ -819,6 +833,43 @@ fn every_container_runs_restricted_with_probes_resources_and_the_release_image()
     }
 }
 
+/// A Namespace's labels as the API server keeps them: with `kubernetes.io/metadata.name`.
+fn namespace_labels(ns: &Namespace) -> BTreeMap<String, String> {
+    let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+    labels.insert(
+        "kubernetes.io/metadata.name".to_owned(),
+        ns.metadata.name.clone().unwrap_or_default(),
+    );
+    labels
+}
+
+/// Whether `selector` (None: everything) selects an object with `labels`.
+fn selector_matches(
+    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let Some(selector) = selector else {
+        return true;
+    };
+    let labels_match = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions_match = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            other => panic!("unknown selector operator {other}"),
+        }
+    });
+    labels_match && expressions_match
+}
+
 /// Checks shared by every webhook: namespaces, side effects, versions, timeout, and a client
 /// config naming an existing Service whose port reaches the container's webhook port.
 fn check_webhook(
@@ -841,6 +892,27 @@ fn check_webhook(
         .unwrap_or_default();
     for ns in EXCLUDED_NAMESPACES {
         assert!(excluded.iter().any(|e| e == ns), "{at} must exclude {ns}");
+    }
+    // As the API server evaluates it: never our own namespace (whatever its name), nor
+    // kube-system; an ordinary namespace is seen.
+    let own: Namespace = r.one("Namespace");
+    assert!(
+        !selector_matches(selector, &namespace_labels(&own)),
+        "{at} sees its own namespace"
+    );
+    for (ns, seen) in [("kube-system", false), ("default", true)] {
+        let plain = Namespace {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(ns.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            selector_matches(selector, &namespace_labels(&plain)),
+            seen,
+            "{at}: {ns}"
+        );
     }
     assert_eq!(side_effects, "None", "{at}");
     assert_eq!(versions, ["v1"], "{at}");
@@ -878,15 +950,75 @@ fn check_webhook(
     );
 }
 
-/// The env value of `name` in the first container of the render's workload.
+/// The env value of `name` in the first container of the render's workload, as the kubelet
+/// sets it for a pod in `ballast-system`.
 fn env(r: &Render, name: &str) -> Option<String> {
-    let (_, spec) = pod_specs(r).into_iter().next()?;
-    spec.containers[0]
-        .env
-        .iter()
-        .flatten()
-        .find(|e| e.name == name)
-        .and_then(|e| e.value.clone())
+    container_env(r, NAMESPACE)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+}
+
+/// The environment of the first container of the render's first workload as the kubelet sets
+/// it for a pod in `namespace`: downward API fields filled in, `$(VAR)` references to variables
+/// defined earlier in the list expanded (`$$` escapes `$`; anything else stays as written, as the
+/// kubelet leaves it).
+fn container_env(r: &Render, namespace: &str) -> Vec<(String, String)> {
+    let Some((_, spec)) = pod_specs(r).into_iter().next() else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for e in spec.containers[0].env.iter().flatten() {
+        let field = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        let value = match (e.value.as_deref(), field) {
+            (Some(v), _) => expand_env(v, &out),
+            (None, Some("metadata.namespace")) => namespace.to_owned(),
+            (None, Some("metadata.name")) => format!("{}-0", r.component()),
+            (None, Some("spec.nodeName")) => "node-1".to_owned(),
+            (None, other) => panic!("{}: {} from {other:?}", r.name, e.name),
+        };
+        out.push((e.name.clone(), value));
+    }
+    out
+}
+
+/// Kubernetes' dependent environment variables: `$(NAME)` of an earlier variable is replaced.
+fn expand_env(value: &str, earlier: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('(')
+            && let Some(end) = body.find(')')
+            && let Some((_, v)) = earlier.iter().rev().find(|(n, _)| *n == body[..end])
+        {
+            out.push_str(v);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn dependent_environment_variables_expand_as_the_kubelet_does() {
+    let earlier = [("NS".to_owned(), "platform".to_owned())];
+    assert_eq!(expand_env("svc.$(NS).svc", &earlier), "svc.platform.svc");
+    assert_eq!(
+        expand_env("$(LATER)-$$(NS)-$", &earlier),
+        "$(LATER)-$(NS)-$"
+    );
 }
 
 /// Self-signed: the bootstrap is told the Secret, the configuration and the Service name.
@@ -1053,17 +1185,10 @@ fn webhooks_exclude_system_namespaces_and_fail_as_designed() {
                 "persistentvolumeclaims/status".to_owned()
             ])
         );
-        // The controller skips the namespaces the webhook never sees.
-        let excluded = h
-            .namespace_selector
-            .as_ref()
-            .and_then(|s| s.match_expressions.clone())
-            .and_then(|e| e.into_iter().next())
-            .and_then(|e| e.values)
-            .unwrap_or_default();
+        // The controller skips namespaces the webhook never sees: kube-system and its own.
         assert_eq!(
-            env(r, "PVC_TIMING_EXCLUDE_NAMESPACES"),
-            Some(excluded.join(","))
+            env(r, "PVC_TIMING_EXCLUDE_NAMESPACES").as_deref(),
+            Some("kube-system,ballast-system")
         );
         check_certificate_wiring(r, &name, cfg.metadata.annotations.as_ref());
     }
@@ -1358,7 +1483,18 @@ fn every_environment_variable_set_is_one_the_service_reads() {
         let known = env_names(cmd.clone());
         for (workload, spec) in pod_specs(r) {
             for c in &spec.containers {
-                for e in c.env.iter().flatten() {
+                let vars: Vec<_> = c.env.iter().flatten().collect();
+                for (i, e) in vars.iter().enumerate() {
+                    // A variable the service does not read may exist to be referenced as
+                    // $(NAME) by a later one (a name kustomize keeps current, say).
+                    let reference = format!("$({})", e.name);
+                    if !known.contains(&e.name)
+                        && vars[i + 1..]
+                            .iter()
+                            .any(|l| l.value.as_deref().is_some_and(|v| v.contains(&reference)))
+                    {
+                        continue;
+                    }
                     let hint =
                         if e.name.starts_with("SELF_SIGNED") || e.name.starts_with("WEBHOOK_") {
                             ": the self-signed variant needs the service to flatten \
@@ -1523,28 +1659,24 @@ async fn rendered_manifests_apply_with_kubectl() {
 /// Command-line flags equal to the environment the render's workload sets (downward API values
 /// filled in as the kubelet would), leaving out `skip` (the test binds its own ports and dirs).
 fn flags_from_manifest(r: &Render, cmd: &clap::Command, skip: &[&str]) -> Vec<String> {
-    let (_, spec) = pod_specs(r).into_iter().next().expect("a workload");
     let mut flags = Vec::new();
-    for e in spec.containers[0].env.iter().flatten() {
-        if skip.contains(&e.name.as_str()) {
+    for (name, value) in container_env(r, NAMESPACE) {
+        if skip.contains(&name.as_str()) {
             continue;
         }
-        let field = e
-            .value_from
-            .as_ref()
-            .and_then(|v| v.field_ref.as_ref())
-            .map(|f| f.field_path.as_str());
-        let value = match (e.value.as_deref(), field) {
-            (Some(v), _) => v.to_owned(),
-            (None, Some("metadata.namespace")) => NAMESPACE.to_owned(),
-            (None, Some("metadata.name")) => format!("{}-0", r.component()),
-            (None, Some("spec.nodeName")) => "node-1".to_owned(),
-            (None, other) => panic!("{}: {} from {other:?}", r.name, e.name),
-        };
-        let arg = cmd
+        // Variables only there to be referenced by others (checked by
+        // every_environment_variable_set_is_one_the_service_reads) reach no flag.
+        let Some(arg) = cmd
             .get_arguments()
-            .find(|a| a.get_env().is_some_and(|n| n == e.name.as_str()))
-            .unwrap_or_else(|| panic!("{}: nothing reads {}", r.name, e.name));
+            .find(|a| a.get_env().is_some_and(|n| n == name.as_str()))
+        else {
+            continue;
+        };
+        assert!(
+            !value.contains("$("),
+            "{}: {name}={value} references a variable not defined before it",
+            r.name
+        );
         let long = arg.get_long().expect("a long flag");
         flags.push(format!("--{long}={value}"));
     }
@@ -1716,6 +1848,636 @@ async fn self_signed_pvc_timing_as_shipped_injects_a_ca_the_webhook_serves_under
     assert_self_signed_bootstrap_done(&sim.client(), "pvc-timing", port, bundles).await;
     shutdown.cancel();
     drop(running.wait().await);
+}
+
+/// The namespace and name prefix the overlay test moves every kustomization to.
+const OVERLAY_NAMESPACE: &str = "platform-guard";
+const OVERLAY_PREFIX: &str = "acme-";
+
+/// `to` relative to `from` (kustomize refuses absolute paths to other kustomizations).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from = from.canonicalize().expect("an existing directory");
+    let to = to.canonicalize().expect("an existing directory");
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in from.components().skip(common) {
+        out.push("..");
+    }
+    to.components().skip(common).for_each(|c| out.push(c));
+    out
+}
+
+/// Renders a user's overlay of `kustomize/<name>` that sets only `namespace:` (and a
+/// `namePrefix:` when given).
+fn render_overlay(name: &str, prefix: Option<&str>) -> Render {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let base = relative(dir.path(), &repo().join("kustomize").join(name));
+    let prefix_line = prefix
+        .map(|p| format!("namePrefix: {p}\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             namespace: {OVERLAY_NAMESPACE}\n{prefix_line}resources:\n  - {}\n",
+            base.display()
+        ),
+    )
+    .expect("writable temporary directory");
+    render_dir(dir.path(), &format!("{name} (overlay, prefix {prefix:?})"))
+}
+
+/// Every string of `value` with its JSON path.
+fn strings<'a>(value: &'a Value, path: String, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        Value::String(s) => out.push((path, s)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| strings(v, format!("{path}[{i}]"), out)),
+        Value::Object(o) => o
+            .iter()
+            .for_each(|(k, v)| strings(v, format!("{path}.{k}"), out)),
+        _ => {}
+    }
+}
+
+fn named<'a>(r: &'a Render, kind: &str, name: &str) -> Option<&'a Object> {
+    r.objects.iter().find(|o| o.kind == kind && o.name == name)
+}
+
+/// What an overlay of `base` to OVERLAY_NAMESPACE (names prefixed by `prefix`) must look like:
+/// every object moved and renamed, every reference between them, the Service DNS names and
+/// addresses the pods compute, the certificate's SANs and CA source, the webhooks' exclusions
+/// and the RBAC resourceNames following.
+fn check_overlay(base: &Render, r: &Render, prefix: &str) {
+    let ns = OVERLAY_NAMESPACE;
+    let at = &r.name;
+    // Every object is there, moved and renamed (CRDs and the Namespace keep their own names).
+    assert_eq!(r.objects.len(), base.objects.len(), "{at}");
+    for o in &base.objects {
+        let want = match o.kind.as_str() {
+            "Namespace" => ns.to_owned(),
+            "CustomResourceDefinition" => o.name.clone(),
+            _ => format!("{prefix}{}", o.name),
+        };
+        let moved = named(r, &o.kind, &want)
+            .unwrap_or_else(|| panic!("{at}: {} {} is not {want}", o.kind, o.name));
+        assert_eq!(
+            moved.namespace.as_deref(),
+            o.namespace.as_ref().map(|_| ns),
+            "{at}: {} {want}",
+            o.kind
+        );
+    }
+    // No value names the default namespace any more, except the webhooks' fixed exclusion of it.
+    for o in &r.objects {
+        let mut all = Vec::new();
+        strings(&o.value, String::new(), &mut all);
+        for (path, s) in all {
+            let fixed_exclusion = path.starts_with(".webhooks[") && path.contains(".values[");
+            assert!(
+                fixed_exclusion || !(s.contains(NAMESPACE) || s.contains(HOSTPATH_NAMESPACE)),
+                "{at}: {} {} {path} = {s:?} still names the default namespace",
+                o.kind,
+                o.name
+            );
+        }
+    }
+    // References between objects resolve.
+    let exists = |kind: &str, name: &str| named(r, kind, name).is_some();
+    for b in r.all::<RoleBinding>("RoleBinding") {
+        assert!(exists(&b.role_ref.kind, &b.role_ref.name), "{at}: {b:?}");
+    }
+    for b in r.all::<ClusterRoleBinding>("ClusterRoleBinding") {
+        assert!(exists(&b.role_ref.kind, &b.role_ref.name), "{at}: {b:?}");
+        for s in b.subjects.iter().flatten() {
+            assert_eq!(s.namespace.as_deref(), Some(ns), "{at}: {s:?}");
+            assert!(exists("ServiceAccount", &s.name), "{at}: {s:?}");
+        }
+    }
+    let mut templates = Vec::new();
+    for d in r.all::<Deployment>("Deployment") {
+        let spec = d.spec.expect("spec");
+        templates.push((
+            spec.template
+                .metadata
+                .unwrap_or_default()
+                .labels
+                .unwrap_or_default(),
+            spec.template.spec.expect("pod spec"),
+        ));
+    }
+    for d in r.all::<DaemonSet>("DaemonSet") {
+        let spec = d.spec.expect("spec");
+        templates.push((
+            spec.template
+                .metadata
+                .unwrap_or_default()
+                .labels
+                .unwrap_or_default(),
+            spec.template.spec.expect("pod spec"),
+        ));
+    }
+    for (_, spec) in &templates {
+        let sa = spec.service_account_name.as_deref().unwrap_or("default");
+        assert!(exists("ServiceAccount", sa), "{at}: ServiceAccount {sa}");
+        for v in spec.volumes.iter().flatten() {
+            if let Some(claim) = &v.persistent_volume_claim {
+                assert!(
+                    exists("PersistentVolumeClaim", &claim.claim_name),
+                    "{at}: {claim:?}"
+                );
+            }
+        }
+    }
+    let selects_pods =
+        |selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| {
+            templates
+                .iter()
+                .any(|(labels, _)| selector_matches(selector, labels))
+        };
+    for s in r.all::<Service>("Service") {
+        let selector = s.spec.and_then(|s| s.selector).map(|m| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                match_labels: Some(m),
+                match_expressions: None,
+            }
+        });
+        assert!(
+            selects_pods(selector.as_ref()),
+            "{at}: Service {:?} selects no pod",
+            s.metadata.name
+        );
+    }
+    for p in r.all::<PodDisruptionBudget>("PodDisruptionBudget") {
+        assert!(
+            selects_pods(p.spec.and_then(|s| s.selector).as_ref()),
+            "{at}: PDB selects no pod"
+        );
+    }
+    for p in r.all::<NetworkPolicy>("NetworkPolicy") {
+        assert!(
+            selects_pods(p.spec.and_then(|s| s.pod_selector).as_ref()),
+            "{at}: NetworkPolicy selects no pod"
+        );
+    }
+    for pv in r.all::<PersistentVolume>("PersistentVolume") {
+        if let Some(claim) = pv.spec.and_then(|s| s.claim_ref) {
+            assert_eq!(claim.namespace.as_deref(), Some(ns), "{at}");
+            assert!(
+                exists(
+                    "PersistentVolumeClaim",
+                    claim.name.as_deref().unwrap_or_default()
+                ),
+                "{at}: {claim:?}"
+            );
+        }
+    }
+    for pvc in r.all::<PersistentVolumeClaim>("PersistentVolumeClaim") {
+        if let Some(volume) = pvc.spec.and_then(|s| s.volume_name) {
+            assert!(
+                exists("PersistentVolume", &volume),
+                "{at}: volumeName {volume}"
+            );
+        }
+    }
+    // What the pods compute for themselves, as the kubelet sets their environment in `ns`.
+    let vars: BTreeMap<String, String> = container_env(r, ns).into_iter().collect();
+    let service_of = |svc: Option<ServiceReference>| {
+        let svc = svc.expect("a service reference");
+        assert_eq!(svc.namespace, ns, "{at}");
+        assert!(
+            exists("Service", &svc.name),
+            "{at}: webhook Service {}",
+            svc.name
+        );
+        svc.name
+    };
+    let own: Namespace = r.one("Namespace");
+    let mut webhook_configs = Vec::new();
+    let mut webhook_services = BTreeSet::new();
+    for cfg in r.all::<ValidatingWebhookConfiguration>("ValidatingWebhookConfiguration") {
+        for h in cfg.webhooks.clone().unwrap_or_default() {
+            assert!(
+                !selector_matches(h.namespace_selector.as_ref(), &namespace_labels(&own)),
+                "{at}: {} sees {ns}",
+                h.name
+            );
+            webhook_services.insert(service_of(h.client_config.service));
+        }
+        webhook_configs.push(("validatingwebhookconfigurations", cfg.metadata.clone()));
+    }
+    for cfg in r.all::<MutatingWebhookConfiguration>("MutatingWebhookConfiguration") {
+        for h in cfg.webhooks.clone().unwrap_or_default() {
+            assert!(
+                !selector_matches(h.namespace_selector.as_ref(), &namespace_labels(&own)),
+                "{at}: {} sees {ns}",
+                h.name
+            );
+            for excluded in vars["PVC_TIMING_EXCLUDE_NAMESPACES"].split(',') {
+                let labels = if excluded == ns {
+                    namespace_labels(&own)
+                } else {
+                    BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_owned(),
+                        excluded.to_owned(),
+                    )])
+                };
+                assert!(
+                    !selector_matches(h.namespace_selector.as_ref(), &labels),
+                    "{at}: the controller skips {excluded}, the webhook does not"
+                );
+            }
+            assert!(
+                vars["PVC_TIMING_EXCLUDE_NAMESPACES"]
+                    .split(',')
+                    .any(|n| n == ns),
+                "{at}"
+            );
+            webhook_services.insert(service_of(h.client_config.service));
+        }
+        webhook_configs.push(("mutatingwebhookconfigurations", cfg.metadata.clone()));
+    }
+    // A CRD's conversion webhook: its Service reference, certificate and CA injection too.
+    for crd in r.all::<CustomResourceDefinition>("CustomResourceDefinition") {
+        let service = crd
+            .spec
+            .conversion
+            .clone()
+            .and_then(|c| c.webhook)
+            .and_then(|w| w.client_config)
+            .and_then(|c| c.service);
+        if let Some(service) = service {
+            assert_eq!(service.namespace, ns, "{at}: CRD conversion webhook");
+            assert!(exists("Service", &service.name), "{at}: {}", service.name);
+            webhook_services.insert(service.name);
+            webhook_configs.push(("customresourcedefinitions", crd.metadata.clone()));
+        }
+    }
+    if let Some(dns) = vars.get("WEBHOOK_SERVICE_DNS") {
+        assert!(
+            webhook_services
+                .iter()
+                .any(|svc| *dns == format!("{svc}.{ns}.svc")),
+            "{at}: WEBHOOK_SERVICE_DNS={dns} names no webhook Service of the render"
+        );
+    }
+    if r.component() == "eviction-guard" {
+        let svc = format!("{prefix}eviction-guard");
+        assert!(exists("Service", &svc), "{at}");
+        assert_eq!(
+            vars.get("CONTROL_ADDRESS"),
+            Some(&format!("{svc}.{ns}.svc:9090")),
+            "{at}"
+        );
+    }
+    let grants_of = |kind: &str| {
+        let sa = templates[0]
+            .1
+            .service_account_name
+            .clone()
+            .unwrap_or_default();
+        let g = granted(r, ns, &sa);
+        g.cluster
+            .into_iter()
+            .chain(g.namespaced)
+            .filter(move |((_, res, _), _)| res == kind)
+            .collect::<Vec<_>>()
+    };
+    for (resource, meta) in &webhook_configs {
+        let name = meta.name.clone().expect("named");
+        let svc = webhook_services.iter().next().expect("a webhook Service");
+        let inject = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("cert-manager.io/inject-ca-from"));
+        if base.is_cert_manager() {
+            let cert = r
+                .objects
+                .iter()
+                .find(|o| o.kind == "Certificate")
+                .expect("a Certificate");
+            assert_eq!(inject, Some(&format!("{ns}/{}", cert.name)), "{at}");
+            let dns = cert
+                .value
+                .pointer("/spec/dnsNames")
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                dns.as_array()
+                    .is_some_and(|d| d.contains(&Value::from(format!("{svc}.{ns}.svc")))),
+                "{at}: SANs {dns}"
+            );
+            let issuer = cert
+                .value
+                .pointer("/spec/issuerRef/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            assert!(exists("Issuer", issuer), "{at}: issuerRef {issuer}");
+        } else {
+            assert_eq!(inject, None, "{at}");
+            assert_eq!(
+                vars.get("WEBHOOK_SERVICE_DNS"),
+                Some(&format!("{svc}.{ns}.svc")),
+                "{at}"
+            );
+            if *resource != "customresourcedefinitions" {
+                assert_eq!(vars.get("WEBHOOK_CONFIGURATION"), Some(&name), "{at}");
+            }
+            // Grants limited by name must name the object as the overlay renamed it.
+            for (grant, names) in grants_of(resource) {
+                if let Some(names) = names {
+                    assert_eq!(names, vec![name.clone()], "{at}: {grant:?}");
+                }
+            }
+            let secret = vars["SELF_SIGNED_SECRET"].clone();
+            let gets = grants_of("secrets").into_iter().find(|(g, _)| g.2 == "get");
+            assert_eq!(gets.map(|(_, n)| n), Some(Some(vec![secret])), "{at}");
+        }
+    }
+}
+
+#[test]
+fn an_overlay_that_only_changes_namespace_or_name_prefix_keeps_every_reference() {
+    let Some(renders) = renders() else { return };
+    for base in renders {
+        for prefix in [None, Some(OVERLAY_PREFIX)] {
+            let overlay = render_overlay(&base.name, prefix);
+            for o in &overlay.objects {
+                if let Err(e) = check_typed(o) {
+                    panic!("{}: {} {}: {e}", overlay.name, o.kind, o.name);
+                }
+            }
+            check_overlay(base, &overlay, prefix.unwrap_or(""));
+        }
+    }
+}
+
+/// The labels Kubernetes recommends for every object of an application.
+const RECOMMENDED_LABELS: [&str; 6] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+];
+
+#[test]
+fn every_object_and_pod_template_carries_the_recommended_labels() {
+    let Some(renders) = renders() else { return };
+    let version = env!("CARGO_PKG_VERSION");
+    let fixed = [
+        ("app.kubernetes.io/part-of", "ballast"),
+        ("app.kubernetes.io/managed-by", "kustomize"),
+        ("app.kubernetes.io/version", version),
+    ];
+    for r in renders {
+        for o in &r.objects {
+            let at = format!("{}: {} {}", r.name, o.kind, o.name);
+            let labels = &o.value["metadata"]["labels"];
+            for (key, value) in fixed {
+                assert_eq!(labels[key].as_str(), Some(value), "{at}: label {key}");
+            }
+            // The shared Namespace and CRDs carry no name/instance/component: the uninstall
+            // selector (`-l app.kubernetes.io/name`) keeps them.
+            if KEPT_ON_UNINSTALL.contains(&o.kind.as_str()) {
+                continue;
+            }
+            for key in RECOMMENDED_LABELS {
+                assert!(
+                    labels[key].as_str().is_some_and(|v| !v.is_empty()),
+                    "{at}: lacks label {key}"
+                );
+            }
+            if let Some(template) = o.value.pointer("/spec/template/metadata/labels") {
+                for key in RECOMMENDED_LABELS {
+                    assert_eq!(
+                        template[key], labels[key],
+                        "{at}: its pod template's label {key}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn krew_packaging_lists_every_archive_with_its_platform_and_checksum() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let archives = dir.path().join("archives");
+    std::fs::create_dir(&archives).expect("writable");
+    let platforms = [
+        ("linux", "amd64"),
+        ("linux", "arm64"),
+        ("darwin", "amd64"),
+        ("darwin", "arm64"),
+    ];
+    for (os, arch) in platforms {
+        let mut f = std::fs::File::create(archives.join(format!("kubectl-pvc-{os}-{arch}.tar.gz")))
+            .expect("writable");
+        write!(f, "{os}/{arch}").expect("writable");
+    }
+    let manifest = dir.path().join("pvc.yaml");
+    let status = Command::new("bash")
+        .arg(repo().join("deploy/krew/package.sh"))
+        .arg("manifest")
+        .env("ARCHIVES", &archives)
+        .env("MANIFEST", &manifest)
+        .env("VERSION", "v9.9.9")
+        .env("BASE_URL", "https://example.invalid/releases")
+        .status()
+        .expect("bash runs");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&manifest).expect("the manifest was written");
+    let plugin: serde_yaml::Value = serde_yaml::from_str(&text).expect("the manifest parses");
+    assert_eq!(plugin["spec"]["version"].as_str(), Some("v9.9.9"));
+    let entries = plugin["spec"]["platforms"]
+        .as_sequence()
+        .expect("platforms")
+        .clone();
+    assert_eq!(entries.len(), 4, "{text}");
+    for ((os, arch), entry) in platforms.into_iter().zip(entries) {
+        let labels = &entry["selector"]["matchLabels"];
+        assert_eq!(
+            (labels["os"].as_str(), labels["arch"].as_str()),
+            (Some(os), Some(arch))
+        );
+        let file = format!("kubectl-pvc-{os}-{arch}.tar.gz");
+        assert_eq!(
+            entry["uri"].as_str(),
+            Some(format!("https://example.invalid/releases/v9.9.9/{file}").as_str())
+        );
+        let sha = Command::new("sha256sum")
+            .arg(archives.join(&file))
+            .output()
+            .expect("sha256sum runs");
+        let sha = String::from_utf8_lossy(&sha.stdout);
+        assert_eq!(entry["sha256"].as_str(), sha.split_whitespace().next());
+        assert_eq!(entry["bin"].as_str(), Some("kubectl-pvc"));
+    }
+}
+
+fn promtool_present() -> bool {
+    Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Each installable kustomization with its optional `monitoring/` Component included, as an
+/// operator's overlay includes it: the ServiceMonitor scrapes the admin port of the component's
+/// Service, the PrometheusRule passes `promtool check rules`, and every metric an alert reads
+/// (but the API server's) is one the service exports.
+#[test]
+fn monitoring_components_render_scrape_the_admin_port_and_pass_promtool() {
+    let Some(renders) = renders() else { return };
+    let promtool = promtool_present();
+    if !promtool {
+        eprintln!(
+            "skipping `promtool check rules`: promtool is not installed (apt-get install prometheus)"
+        );
+    }
+    let mut checked = 0;
+    for base in renders.iter().filter(|r| !r.name.contains('/')) {
+        let component = repo().join("kustomize").join(&base.name).join("monitoring");
+        if !component.is_dir() {
+            continue;
+        }
+        checked += 1;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+                 resources:\n  - {}\ncomponents:\n  - {}\n",
+                relative(dir.path(), &repo().join("kustomize").join(&base.name)).display(),
+                relative(dir.path(), &component).display()
+            ),
+        )
+        .expect("writable temporary directory");
+        let r = render_dir(dir.path(), &format!("{}/monitoring", base.name));
+        assert_eq!(r.objects.len(), base.objects.len() + 2, "{}", r.name);
+        let monitor = r
+            .objects
+            .iter()
+            .find(|o| o.kind == "ServiceMonitor")
+            .unwrap_or_else(|| panic!("{}: no ServiceMonitor", r.name));
+        let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_json::from_value(monitor.value["spec"]["selector"].clone())
+                .expect("a label selector");
+        let services: Vec<Service> = r.all("Service");
+        let scraped: Vec<&Service> = services
+            .iter()
+            .filter(|s| {
+                selector_matches(
+                    Some(&selector),
+                    &s.metadata.labels.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            scraped.len(),
+            1,
+            "{}: the ServiceMonitor selects one Service",
+            r.name
+        );
+        assert_eq!(
+            monitor.namespace, scraped[0].metadata.namespace,
+            "{}",
+            r.name
+        );
+        let ports: Vec<String> = scraped[0]
+            .spec
+            .iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .filter(|p| p.port == ADMIN_PORT)
+            .filter_map(|p| p.name.clone())
+            .collect();
+        for endpoint in monitor.value["spec"]["endpoints"]
+            .as_array()
+            .expect("endpoints")
+        {
+            assert!(
+                ports
+                    .iter()
+                    .any(|p| Some(p.as_str()) == endpoint["port"].as_str()),
+                "{}: endpoint {endpoint} is not the Service's admin port",
+                r.name
+            );
+            assert_eq!(endpoint["path"].as_str(), Some("/metrics"), "{}", r.name);
+        }
+
+        let rule = r
+            .objects
+            .iter()
+            .find(|o| o.kind == "PrometheusRule")
+            .unwrap_or_else(|| panic!("{}: no PrometheusRule", r.name));
+        let groups = &rule.value["spec"];
+        let mut exprs = Vec::new();
+        for group in groups["groups"].as_array().expect("rule groups") {
+            for rule in group["rules"].as_array().expect("rules") {
+                exprs.push(rule["expr"].as_str().expect("an expression").to_owned());
+            }
+        }
+        assert!(!exprs.is_empty(), "{}: no alerts", r.name);
+        // Metric names are snake_case words before `{`, `[` or `)`: every one that is not the
+        // API server's must appear in the service's metrics module.
+        let source = match base.component() {
+            "provisioner-nfs" | "provisioner-hostpath" => "provisioner",
+            other => other,
+        };
+        let code = std::fs::read_to_string(repo().join(format!("crates/{source}/src/metrics.rs")))
+            .expect("the service's metrics module");
+        for expr in &exprs {
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                let metric = word.strip_suffix("_bucket").unwrap_or(word);
+                let ours = [
+                    "eviction_",
+                    "node_notready",
+                    "pvc_",
+                    "provisioner_",
+                    "podmanager_",
+                ]
+                .iter()
+                .any(|p| metric.starts_with(p));
+                let used = ["{", "[", ")"]
+                    .iter()
+                    .any(|after| expr.contains(&format!("{word}{after}")));
+                if ours && used {
+                    assert!(
+                        code.contains(&format!("\"{metric}\"")),
+                        "{}: alert reads {metric}, which crates/{source}/src/metrics.rs does not export",
+                        r.name
+                    );
+                }
+            }
+        }
+        if promtool {
+            let file = dir.path().join("rules.yaml");
+            std::fs::write(&file, serde_yaml::to_string(groups).expect("YAML"))
+                .expect("writable temporary directory");
+            let out = Command::new("promtool")
+                .args(["check", "rules"])
+                .arg(&file)
+                .output()
+                .expect("promtool runs");
+            assert!(
+                out.status.success(),
+                "{}: promtool check rules failed:\n{}{}",
+                r.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert_eq!(checked, 5, "a monitoring/ component per service");
 }
 
 /// (resource, verb) pairs on PodManagers that ClusterRoles aggregated into `role` grant.

@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
-# Builds the kubectl-pvc release archives and writes deploy/krew/pvc.yaml, the krew manifest,
+# Builds the kubectl-pvc release archives and writes the krew manifest (deploy/krew/pvc.yaml)
 # with each archive's URL and sha256. Run it for every release; upload the archives under
 # target/krew/ to BASE_URL/VERSION/.
 #
-# Usage: deploy/krew/package.sh [RUST_TARGET...]      (default: the host's target)
+# Usage: deploy/krew/package.sh build [RUST_TARGET...]  archive each target (default: all four
+#                                                       below) into $ARCHIVES
+#        deploy/krew/package.sh manifest                write the manifest from every archive
+#                                                       in $ARCHIVES
+#        deploy/krew/package.sh [RUST_TARGET...]        both
+# Targets and the krew platforms they become:
+#   x86_64-unknown-linux-musl   linux/amd64      aarch64-unknown-linux-musl  linux/arm64
+#   x86_64-apple-darwin         darwin/amd64     aarch64-apple-darwin        darwin/arm64
+# (the -gnu Linux targets work too; musl gives a static binary that runs on any distribution).
 # Env:   VERSION   release tag (default: v<crate version>)
 #        BASE_URL  where release archives are downloaded from
 #                  (default: https://github.com/ballast-dev/ballast/releases/download)
+#        BUILD     the build command (default: cargo build); e.g. BUILD="cargo zigbuild" to
+#                  cross-compile every target from one Linux machine (cargo-zigbuild and zig
+#                  installed, `rustup target add` for each target); or build the darwin
+#                  archives natively on macOS, copy all four into $ARCHIVES, then run `manifest`.
+#        ARCHIVES  archive directory (default: target/krew)
+#        MANIFEST  manifest path (default: deploy/krew/pvc.yaml)
+#
+# The release profile strips the binaries (Cargo.toml), so no host `strip` is needed, which
+# could not read every target's format anyway.
 #
 # Try the result locally without publishing anything:
 #   kubectl krew install --manifest=deploy/krew/pvc.yaml \
@@ -15,13 +32,24 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-crate_version=$(cargo pkgid -p kubectl-pvc | sed 's/.*[#@]//')
-version=${VERSION:-v$crate_version}
+out=${ARCHIVES:-target/krew}
+manifest=${MANIFEST:-deploy/krew/pvc.yaml}
 base_url=${BASE_URL:-https://github.com/ballast-dev/ballast/releases/download}
+build=${BUILD:-cargo build}
+all_targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl x86_64-apple-darwin aarch64-apple-darwin)
+all_platforms=("linux amd64" "linux arm64" "darwin amd64" "darwin arm64")
+
+mode=all
+case "${1:-}" in
+  build|manifest) mode=$1; shift ;;
+esac
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then
-  targets=("$(rustc -vV | sed -n 's/^host: //p')")
+[ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
+
+if [ -z "${VERSION:-}" ]; then
+  VERSION=v$(cargo pkgid -p kubectl-pvc | sed 's/.*[#@]//')
 fi
+version=$VERSION
 
 platform() {
   case "$1" in
@@ -33,22 +61,36 @@ platform() {
   esac
 }
 
-out=target/krew
 mkdir -p "$out"
+if [ "$mode" != manifest ]; then
+  for target in "${targets[@]}"; do
+    read -r os arch < <(platform "$target")
+    $build --release --locked -p kubectl-pvc --target "$target"
+    stage=$(mktemp -d)
+    cp "target/$target/release/kubectl-pvc" "$stage/"
+    cp LICENSE "$stage/"
+    archive="kubectl-pvc-$os-$arch.tar.gz"
+    # Fixed owner, order and times so the same binary always gives the same sha256.
+    tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -cf - LICENSE kubectl-pvc \
+      | gzip -n -9 > "$out/$archive"
+    rm -rf "$stage"
+    echo "archived $out/$archive"
+  done
+fi
+[ "$mode" = build ] && exit 0
+
+# One platform entry per archive present, in a fixed order.
 platforms=""
-for target in "${targets[@]}"; do
-  read -r os arch < <(platform "$target")
-  cargo build --release --locked -p kubectl-pvc --target "$target"
-  stage=$(mktemp -d)
-  cp "target/$target/release/kubectl-pvc" "$stage/"
-  # Debug symbols are two thirds of the file; a host strip cannot read every target's format.
-  strip "$stage/kubectl-pvc" 2>/dev/null || echo "note: kubectl-pvc for $target left unstripped" >&2
+count=0
+for p in "${all_platforms[@]}"; do
+  read -r os arch <<< "$p"
   archive="kubectl-pvc-$os-$arch.tar.gz"
-  # Fixed owner, order and times so the same binary always gives the same sha256.
-  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -cf - kubectl-pvc \
-    | gzip -n -9 > "$out/$archive"
-  rm -rf "$stage"
+  if [ ! -f "$out/$archive" ]; then
+    echo "note: no $out/$archive: the manifest leaves $os/$arch out" >&2
+    continue
+  fi
   sha=$(sha256sum "$out/$archive" | cut -d' ' -f1)
+  count=$((count + 1))
   platforms+="  - selector:
       matchLabels:
         os: $os
@@ -58,8 +100,9 @@ for target in "${targets[@]}"; do
     bin: kubectl-pvc
 "
 done
+[ "$count" -gt 0 ] || { echo "no archives in $out" >&2; exit 1; }
 
-cat > deploy/krew/pvc.yaml <<MANIFEST
+cat > "$manifest" <<MANIFEST
 # Written by deploy/krew/package.sh for $version; do not edit by hand.
 apiVersion: krew.googlecontainertools.github.com/v1alpha2
 kind: Plugin
@@ -85,5 +128,5 @@ spec:
   platforms:
 $platforms
 MANIFEST
-sed -i -e :a -e '/^\n*$/{$d;N;ba' -e '}' deploy/krew/pvc.yaml
-echo "wrote deploy/krew/pvc.yaml for $version (${#targets[@]} platform(s)); archives in $out/"
+sed -i -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$manifest"
+echo "wrote $manifest for $version ($count platform(s)); archives in $out/"

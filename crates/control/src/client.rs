@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::nodes;
 use crate::pb;
-use crate::pb::control_client::ControlClient as GrpcClient;
+use crate::pb::control_service_client::ControlServiceClient as GrpcClient;
 use crate::types::{ConvertError, InterceptionState, Mode, NodeHealth, NodeHealthSnapshot};
 
 /// Time to establish a TCP connection before counting the attempt as failed.
@@ -202,7 +202,7 @@ impl ControlClient {
         const METHOD: &str = "GetStatus";
         let req = with_auth(self.auth.as_ref(), pb::GetStatusRequest {});
         let resp = self.call(METHOD, self.grpc.clone().get_status(req)).await?;
-        InterceptionState::try_from(resp).map_err(|source| Error::Decode {
+        crate::types::state_from(resp.status).map_err(|source| Error::Decode {
             method: METHOD,
             source,
         })
@@ -219,7 +219,7 @@ impl ControlClient {
             },
         );
         let resp = self.call(METHOD, self.grpc.clone().set_mode(req)).await?;
-        InterceptionState::try_from(resp).map_err(|source| Error::Decode {
+        crate::types::state_from(resp.status).map_err(|source| Error::Decode {
             method: METHOD,
             source,
         })
@@ -273,9 +273,9 @@ fn with_auth<T>(auth: Option<&MetadataValue<Ascii>>, msg: T) -> Request<T> {
 
 fn apply_status(
     view: &mut Option<InterceptionState>,
-    msg: pb::InterceptionStatus,
+    msg: pb::WatchStatusResponse,
 ) -> Result<(), ConvertError> {
-    *view = Some(InterceptionState::try_from(msg)?);
+    *view = Some(crate::types::state_from(msg.status)?);
     Ok(())
 }
 

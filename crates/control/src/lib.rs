@@ -1,4 +1,4 @@
-//! The Ballast control service: `ballast.control.v1.Control` over gRPC.
+//! The Ballast control service: `ballast.control.v1.ControlService` over gRPC.
 //!
 //! In: the host's interception state and node health through the [`ControlState`] trait
 //! (eviction-guard implements it; [`MemoryState`] is a test double), and callers' bearer tokens

@@ -40,16 +40,16 @@ pub fn diff(
 }
 
 /// The first message of a WatchNodeHealth stream: every node, `snapshot = true`.
-pub(crate) fn snapshot_event(nodes: &BTreeMap<String, NodeHealth>) -> pb::NodeHealthEvent {
-    pb::NodeHealthEvent {
+pub(crate) fn snapshot_event(nodes: &BTreeMap<String, NodeHealth>) -> pb::WatchNodeHealthResponse {
+    pb::WatchNodeHealthResponse {
         snapshot: true,
         nodes: nodes.values().map(pb::NodeHealth::from).collect(),
         removed: Vec::new(),
     }
 }
 
-pub(crate) fn change_event(change: &NodeHealthChange) -> pb::NodeHealthEvent {
-    pb::NodeHealthEvent {
+pub(crate) fn change_event(change: &NodeHealthChange) -> pb::WatchNodeHealthResponse {
+    pb::WatchNodeHealthResponse {
         snapshot: false,
         nodes: change.changed.iter().map(pb::NodeHealth::from).collect(),
         removed: change.removed.clone(),
@@ -60,7 +60,7 @@ pub(crate) fn change_event(change: &NodeHealthChange) -> pb::NodeHealthEvent {
 /// then is a protocol error, since applying it would present a partial view as complete.
 pub fn apply(
     view: &mut Option<BTreeMap<String, NodeHealth>>,
-    event: pb::NodeHealthEvent,
+    event: pb::WatchNodeHealthResponse,
 ) -> Result<(), ConvertError> {
     let nodes = event
         .nodes

@@ -87,10 +87,10 @@ pub async fn serve<S: ControlState>(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<pb::control_server::ControlServer<ControlService<S>>>()
+        .set_serving::<pb::control_service_server::ControlServiceServer<ControlService<S>>>()
         .await;
 
-    let control = pb::control_server::ControlServer::new(ControlService::new(
+    let control = pb::control_service_server::ControlServiceServer::new(ControlService::new(
         state,
         authorizer,
         require_auth_for_reads,
@@ -113,7 +113,7 @@ pub async fn serve<S: ControlState>(
         async move {
             done.cancelled().await;
             health
-                .set_not_serving::<pb::control_server::ControlServer<ControlService<S>>>()
+                .set_not_serving::<pb::control_service_server::ControlServiceServer<ControlService<S>>>()
                 .await;
             info!(?addr, "control API shutting down");
         }

@@ -1,4 +1,4 @@
-//! The tonic `Control` service over a [`ControlState`]: auth, validation, rate limit, audit log.
+//! The tonic `ControlService` service over a [`ControlState`]: auth, validation, rate limit, audit log.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -43,7 +43,7 @@ pub(crate) fn describe_metrics() {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// The `ballast.control.v1.Control` implementation, generic over the host's state.
+/// The `ballast.control.v1.ControlService` implementation, generic over the host's state.
 pub struct ControlService<S> {
     state: Arc<S>,
     authorizer: Arc<dyn Authorize>,
@@ -179,7 +179,7 @@ struct NodeStream {
 /// event per non-empty change. `None` (end of stream) when the host drops its state.
 async fn next_node_event(
     mut s: NodeStream,
-) -> Option<(Result<pb::NodeHealthEvent, Status>, NodeStream)> {
+) -> Option<(Result<pb::WatchNodeHealthResponse, Status>, NodeStream)> {
     let Some(prev) = &s.prev else {
         let nodes = s.rx.wait_for(|snap| snap.synced).await.ok()?.nodes.clone();
         let event = snapshot_event(&nodes);
@@ -200,20 +200,22 @@ async fn next_node_event(
 }
 
 #[tonic::async_trait]
-impl<S: ControlState> pb::control_server::Control for ControlService<S> {
+impl<S: ControlState> pb::control_service_server::ControlService for ControlService<S> {
     async fn get_status(
         &self,
         req: Request<pb::GetStatusRequest>,
-    ) -> Result<Response<pb::InterceptionStatus>, Status> {
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
         self.authorize_read(&req).await?;
         let status = pb::InterceptionStatus::from(&*self.state.status().borrow());
-        Ok(Response::new(status))
+        Ok(Response::new(pb::GetStatusResponse {
+            status: Some(status),
+        }))
     }
 
     async fn set_mode(
         &self,
         req: Request<pb::SetModeRequest>,
-    ) -> Result<Response<pb::InterceptionStatus>, Status> {
+    ) -> Result<Response<pb::SetModeResponse>, Status> {
         let peer = peer::addr(req.extensions());
         // Before auth, so a flood of calls cannot turn into a flood of TokenReviews; per client,
         // so one client's flood does not lock the others out.
@@ -249,7 +251,9 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
             Ok(state) => {
                 // The host writes the audit line: it alone knows the mode it replaced.
                 count_set_mode("ok");
-                Ok(Response::new(pb::InterceptionStatus::from(&state)))
+                Ok(Response::new(pb::SetModeResponse {
+                    status: Some(pb::InterceptionStatus::from(&state)),
+                }))
             }
             Err(e) => {
                 count_set_mode("store_error");
@@ -259,7 +263,7 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
         }
     }
 
-    type WatchStatusStream = BoxStream<pb::InterceptionStatus>;
+    type WatchStatusStream = BoxStream<pb::WatchStatusResponse>;
 
     async fn watch_status(
         &self,
@@ -270,7 +274,9 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
         // WatchStream yields the current value first, then each new one.
         let stream = WatchStream::new(self.state.status()).map(move |state| {
             let _ = &gauge;
-            Ok(pb::InterceptionStatus::from(&state))
+            Ok(pb::WatchStatusResponse {
+                status: Some(pb::InterceptionStatus::from(&state)),
+            })
         });
         Ok(Response::new(self.until_shutdown(stream)))
     }
@@ -278,17 +284,17 @@ impl<S: ControlState> pb::control_server::Control for ControlService<S> {
     async fn list_node_health(
         &self,
         req: Request<pb::ListNodeHealthRequest>,
-    ) -> Result<Response<pb::NodeHealthList>, Status> {
+    ) -> Result<Response<pb::ListNodeHealthResponse>, Status> {
         self.authorize_read(&req).await?;
         let rx = self.state.node_health();
         let snap = rx.borrow();
-        Ok(Response::new(pb::NodeHealthList {
+        Ok(Response::new(pb::ListNodeHealthResponse {
             nodes: snap.nodes.values().map(pb::NodeHealth::from).collect(),
             synced: snap.synced,
         }))
     }
 
-    type WatchNodeHealthStream = BoxStream<pb::NodeHealthEvent>;
+    type WatchNodeHealthStream = BoxStream<pb::WatchNodeHealthResponse>;
 
     async fn watch_node_health(
         &self,

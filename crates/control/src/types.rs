@@ -146,6 +146,15 @@ pub enum ConvertError {
     InvalidTimestamp(&'static str),
     #[error("a node health change arrived before the snapshot")]
     ChangeBeforeSnapshot,
+    #[error("the response carries no status")]
+    MissingStatus,
+}
+
+/// The state a GetStatus, SetMode or WatchStatus response carries.
+pub(crate) fn state_from(
+    status: Option<pb::InterceptionStatus>,
+) -> Result<InterceptionState, ConvertError> {
+    InterceptionState::try_from(status.ok_or(ConvertError::MissingStatus)?)
 }
 
 pub(crate) fn timestamp_to_pb(t: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ballast_control::auth::{VERB_GET, VERB_UPDATE};
 use ballast_control::pb;
-use ballast_control::pb::control_client::ControlClient as RawClient;
+use ballast_control::pb::control_service_client::ControlServiceClient as RawClient;
 use ballast_control::{
     AuthError, Authorize, Caller, ClientOptions, ControlClient, ControlError, InterceptionState,
     MemoryState, Mode, NodeHealth, NodeHealthSnapshot, ServerOptions,
@@ -238,7 +238,7 @@ async fn watch_status_sends_the_current_state_first_then_each_change() {
         .unwrap()
         .into_inner();
 
-    let first = next(&mut stream).await;
+    let first = next(&mut stream).await.status.expect("a status");
     assert_eq!(first.reason, "3 of 5 worker nodes NotReady within 5m");
     assert!(first.protecting && first.synced);
 
@@ -247,7 +247,7 @@ async fn watch_status_sends_the_current_state_first_then_each_change() {
         s.reason = "1 of 5 worker nodes NotReady: no storm".into();
         s.notready_nodes = vec!["node-3".into()];
     });
-    let second = next(&mut stream).await;
+    let second = next(&mut stream).await.status.expect("a status");
     assert!(!second.protecting);
     assert_eq!(second.notready_nodes, ["node-3"]);
 
@@ -260,7 +260,7 @@ async fn watch_status_sends_the_current_state_first_then_each_change() {
     ))
     .await
     .unwrap();
-    let third = next(&mut stream).await;
+    let third = next(&mut stream).await.status.expect("a status");
     assert_eq!(third.mode, pb::Mode::Disabled as i32);
     assert_eq!(third.mode_changed_by, "alice");
 
@@ -365,7 +365,9 @@ async fn set_mode_without_a_token_is_unauthenticated_and_reads_still_work() {
         .get_status(pb::GetStatusRequest {})
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .status
+        .expect("a status");
     assert_eq!(status.mode, pb::Mode::Auto as i32);
     let nodes = raw
         .list_node_health(pb::ListNodeHealthRequest {})
@@ -521,7 +523,9 @@ async fn reads_need_a_token_when_required() {
         .get_status(with_token(pb::GetStatusRequest {}, READER_TOKEN))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .status
+        .expect("a status");
     assert_eq!(status.threshold, 3);
     server.stop().await;
 }
@@ -587,7 +591,7 @@ async fn health_check_reports_the_control_service_serving() {
 
     let server = start(mk_state(), authed());
     let mut health = HealthClient::new(channel(&server).await);
-    for service in ["ballast.control.v1.Control", ""] {
+    for service in ["ballast.control.v1.ControlService", ""] {
         let resp = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -835,7 +839,7 @@ mod reflection {
         };
         let listed: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
         assert!(
-            listed.contains(&"ballast.control.v1.Control".to_owned()),
+            listed.contains(&"ballast.control.v1.ControlService".to_owned()),
             "{listed:?}"
         );
         assert!(
@@ -864,19 +868,58 @@ mod reflection {
         assert!(
             list.service
                 .iter()
-                .any(|s| s.name == "ballast.control.v1.Control")
+                .any(|s| s.name == "ballast.control.v1.ControlService")
         );
         server.stop().await;
+    }
+
+    /// The naming rules `buf lint` enforces by default: a `Service` suffix; each RPC takes
+    /// `<Rpc>Request` and returns `<Rpc>Response`, none shared with another RPC; enum values
+    /// prefixed with the enum's name, the zero value `_UNSPECIFIED`.
+    #[test]
+    fn the_api_follows_buf_naming_conventions() {
+        let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let mut seen = std::collections::BTreeSet::new();
+        let mut services = 0;
+        for service in pool.services() {
+            services += 1;
+            assert!(service.name().ends_with("Service"), "{}", service.name());
+            for m in service.methods() {
+                assert_eq!(m.input().name(), format!("{}Request", m.name()));
+                assert_eq!(m.output().name(), format!("{}Response", m.name()));
+                for message in [
+                    m.input().full_name().to_owned(),
+                    m.output().full_name().to_owned(),
+                ] {
+                    assert!(
+                        seen.insert(message.clone()),
+                        "{message} is used by two RPCs"
+                    );
+                }
+            }
+        }
+        assert_eq!(services, 1);
+        for e in pool
+            .all_enums()
+            .filter(|e| e.package_name() == "ballast.control.v1")
+        {
+            let prefix = e.name().to_uppercase();
+            for v in e.values() {
+                assert!(v.name().starts_with(&format!("{prefix}_")), "{}", v.name());
+            }
+            let zero = e.get_value(0).expect("a zero value");
+            assert_eq!(zero.name(), format!("{prefix}_UNSPECIFIED"));
+        }
     }
 
     #[tokio::test]
     async fn a_client_without_stubs_calls_get_status_from_reflected_descriptors() {
         let server = start(mk_state(), authed());
         let mut reflection = ServerReflectionClient::new(channel(&server).await);
-        let pool = pool_for(&mut reflection, "ballast.control.v1.Control").await;
+        let pool = pool_for(&mut reflection, "ballast.control.v1.ControlService").await;
 
         let service = pool
-            .get_service_by_name("ballast.control.v1.Control")
+            .get_service_by_name("ballast.control.v1.ControlService")
             .expect("service in the reflected descriptors");
         let method = service
             .methods()
@@ -884,7 +927,7 @@ mod reflection {
             .expect("GetStatus method");
         assert_eq!(
             method.output().full_name(),
-            "ballast.control.v1.InterceptionStatus"
+            "ballast.control.v1.GetStatusResponse"
         );
         let path: http::uri::PathAndQuery = format!("/{}/{}", service.full_name(), method.name())
             .parse()
@@ -906,6 +949,14 @@ mod reflection {
             .await
             .unwrap()
             .into_inner();
+        let resp = resp.get_field_by_name("status").expect("a status field");
+        let resp = resp
+            .as_message()
+            .expect("status is an InterceptionStatus message");
+        assert_eq!(
+            resp.descriptor().full_name(),
+            "ballast.control.v1.InterceptionStatus"
+        );
 
         assert_eq!(
             resp.get_field_by_name("reason").as_deref(),

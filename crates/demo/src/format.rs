@@ -123,6 +123,12 @@ pub fn render_json_object(fields: &[(&str, Value)]) -> String {
     out
 }
 
+/// A GetStatus response as grpcurl prints it: the state under `status`, fields in proto order.
+pub fn render_get_status_response(state: &InterceptionState) -> String {
+    let status = render_json_object(&grpcurl_fields(state)).replace('\n', "\n  ");
+    format!("{{\n  \"status\": {status}\n}}")
+}
+
 fn series_name(line: &str) -> Option<&str> {
     if line.starts_with('#') {
         return None;

@@ -902,11 +902,10 @@ impl Tour<'_, '_> {
         let state = self.get_status().await?;
         let json = format::grpcurl_json(&state);
         self.n.command(&format!(
-            "grpcurl -plaintext {} ballast.control.v1.Control/GetStatus",
+            "grpcurl -plaintext {} ballast.control.v1.ControlService/GetStatus",
             self.c.addrs.grpc
         ))?;
-        self.n
-            .block(&format::render_json_object(&format::grpcurl_fields(&state)))?;
+        self.n.block(&format::render_get_status_response(&state))?;
         self.n.step_done()?;
         Ok(json)
     }
@@ -1157,7 +1156,7 @@ async fn explore(
          kubectl --kubeconfig {kc} get podmanager -n {DEMO_NAMESPACE}\n\
          kubectl --kubeconfig {kc} pvc inspect data -n {DEMO_NAMESPACE}   # kubectl-pvc on PATH: cargo install --path crates/kubectl-pvc\n\
          grpcurl -plaintext {grpc} list\n\
-         grpcurl -plaintext {grpc} ballast.control.v1.Control/GetStatus\n\
+         grpcurl -plaintext {grpc} ballast.control.v1.ControlService/GetStatus\n\
          curl -s http://{admin}/metrics",
         grpc = a.grpc,
         admin = a.guard_admin

@@ -150,6 +150,7 @@ pub async fn start(
         grpc_tls,
         release,
     } = config;
+    ballast_runtime::metrics::build_info("eviction-guard", env!("CARGO_PKG_VERSION"));
     // a failing task stops this guard only, not whatever else shares the caller's token
     let shutdown = shutdown.child_token();
     ballast_runtime::metrics::prometheus();

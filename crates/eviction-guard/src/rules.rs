@@ -54,7 +54,7 @@ pub fn lift_hint(grpc_address: &str, grpc_tls: bool) -> String {
     format!(
         "to lift protection set mode DISABLED: grpcurl {plaintext}-H 'authorization: Bearer $TOKEN' \
          -d '{{\"mode\":\"MODE_DISABLED\",\"reason\":\"...\"}}' {grpc_address} \
-         ballast.control.v1.Control/SetMode (or POST /callback/disable-interception)"
+         ballast.control.v1.ControlService/SetMode (or POST /callback/disable-interception)"
     )
 }
 

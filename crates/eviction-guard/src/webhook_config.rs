@@ -17,6 +17,10 @@ use kube::api::ObjectMeta;
 pub const DELETIONS_WEBHOOK: &str = "deletions.eviction-guard.ballast.dev";
 /// Webhook name for pod status updates (fails open).
 pub const STATUS_WEBHOOK: &str = "status.eviction-guard.ballast.dev";
+/// Namespaces carrying this label with value `"true"` are never sent to the guard: the shipped
+/// Namespace carries it, so the exclusion follows an overlay that renames the namespace (a
+/// `kubernetes.io/metadata.name` list would not), and operators can opt other namespaces out.
+pub const DISABLE_LABEL: &str = "ballast.dev/disable-webhooks";
 /// The API server waits this long for the guard; the eviction pod lookup is bounded below it.
 pub const TIMEOUT_SECONDS: i32 = 5;
 
@@ -55,16 +59,23 @@ pub fn validating_webhook_configuration(
     excluded_namespaces: &[&str],
 ) -> ValidatingWebhookConfiguration {
     let namespace_selector = LabelSelector {
-        match_expressions: Some(vec![LabelSelectorRequirement {
-            key: "kubernetes.io/metadata.name".to_owned(),
-            operator: "NotIn".to_owned(),
-            values: Some(
-                excluded_namespaces
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect(),
-            ),
-        }]),
+        match_expressions: Some(vec![
+            LabelSelectorRequirement {
+                key: "kubernetes.io/metadata.name".to_owned(),
+                operator: "NotIn".to_owned(),
+                values: Some(
+                    excluded_namespaces
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect(),
+                ),
+            },
+            LabelSelectorRequirement {
+                key: DISABLE_LABEL.to_owned(),
+                operator: "NotIn".to_owned(),
+                values: Some(vec!["true".to_owned()]),
+            },
+        ]),
         match_labels: None,
     };
     let webhook = |name: &str, failure: &str, rules, conditions| ValidatingWebhook {

@@ -184,6 +184,7 @@ pub async fn start(
         control_endpoint,
         webhook,
     } = config;
+    ballast_runtime::metrics::build_info("podmanager", env!("CARGO_PKG_VERSION"));
     let admin_addr = admin.local_addr().map_err(|source| Error::Bind {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,

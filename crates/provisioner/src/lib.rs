@@ -147,6 +147,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         identity,
         resync,
     } = config;
+    ballast_runtime::metrics::build_info("provisioner", env!("CARGO_PKG_VERSION"));
     let client = kube.client().await.map_err(Error::Client)?;
     let mut tasks = JoinSet::new();
     let readiness = ballast_runtime::admin::Readiness::new();

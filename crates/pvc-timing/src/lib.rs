@@ -130,6 +130,7 @@ pub async fn start_with_clock(
         admin_addr,
         kube,
     } = config;
+    ballast_runtime::metrics::build_info("pvc-timing", env!("CARGO_PKG_VERSION"));
     metrics::describe();
     let readiness = Readiness::new();
     let mut tasks = JoinSet::new();

@@ -36,6 +36,26 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// The source revision the binary was built from: `BALLAST_REVISION` at build time (an image
+/// build passes the commit), `unknown` otherwise.
+pub const REVISION: &str = match option_env!("BALLAST_REVISION") {
+    Some(revision) => revision,
+    None => "unknown",
+};
+
+/// Sets `<service>_build_info{version, revision} 1`, the usual gauge for "what is running
+/// where" (join it onto other series with `* on (pod) group_left (version)`). `service` is
+/// the service's name (`eviction-guard`), made metric-safe. Call once at start-up.
+pub fn build_info(service: &str, version: &'static str) {
+    prometheus();
+    let name = format!("{}_build_info", service.replace('-', "_"));
+    metrics::describe_gauge!(
+        name.clone(),
+        "Always 1; its labels say which version and source revision is running."
+    );
+    metrics::gauge!(name, "version" => version, "revision" => REVISION).set(1.0);
+}
+
 /// HELP texts of the families the runtime itself records (admission).
 fn describe_runtime() {
     metrics::describe_histogram!(
@@ -104,6 +124,21 @@ mod tests {
             ),
             Some(1.0),
             "histograms are rendered with buckets, not as summaries:\n{text}"
+        );
+    }
+
+    #[test]
+    fn build_info_names_the_service_version_and_revision() {
+        build_info("pvc-timing", "1.2.3");
+        let text = prometheus().render();
+        assert_eq!(
+            sample(
+                &text,
+                "pvc_timing_build_info",
+                &[("version", "1.2.3"), ("revision", REVISION)]
+            ),
+            Some(1.0),
+            "{text}"
         );
     }
 }

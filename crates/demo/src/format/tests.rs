@@ -106,3 +106,14 @@ fn grpcurl_rendering_keeps_proto_field_order_and_indents_lists() {
     let parsed: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(parsed, grpcurl_json(&state()));
 }
+
+#[test]
+fn get_status_response_wraps_the_state_under_status_as_grpcurl_prints_it() {
+    let text = render_get_status_response(&state());
+    let parsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(parsed["status"], grpcurl_json(&state()));
+    assert!(
+        text.starts_with("{\n  \"status\": {\n    \"mode\": "),
+        "{text}"
+    );
+}

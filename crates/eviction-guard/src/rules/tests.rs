@@ -109,7 +109,10 @@ fn denies_taint_eviction_delete_of_pod_on_notready_node_during_storm_with_403() 
         msg.contains("3 of 5 worker nodes NotReady within 5m"),
         "{msg}"
     );
-    assert!(msg.contains("ballast.control.v1.Control/SetMode"), "{msg}");
+    assert!(
+        msg.contains("ballast.control.v1.ControlService/SetMode"),
+        "{msg}"
+    );
     assert!(msg.contains("/callback/disable-interception"), "{msg}");
     assert!(
         msg.contains("once protection lifts for a node still NotReady and tainted NoExecute, eviction-guard completes the node controller's refused evictions"),
