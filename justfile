@@ -33,6 +33,11 @@ build:
 demo *ARGS:
     cargo run --release -p ballast-demo -- {{ARGS}}
 
+# Property tests with a large budget: `just fuzz` runs 10^6 cases per target, `just fuzz 1000`
+# fewer; extra arguments go to cargo (`just fuzz 1000000 --release`).
+fuzz *ARGS:
+    ./scripts/fuzz {{ARGS}}
+
 # Benchmarks: eviction-guard admission latency over TLS and HTTP/2 (release build).
 bench *ARGS:
     cargo run --release -p eviction-guard --example admission_bench -- {{ARGS}}

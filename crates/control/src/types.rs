@@ -160,8 +160,9 @@ pub(crate) fn state_from(
 pub(crate) fn timestamp_to_pb(t: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
     t.map(|t| prost_types::Timestamp {
         seconds: t.timestamp(),
-        // Always below 2e9 (leap-second representation), so it fits an i32.
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(999_999_999),
+        // chrono holds a leap second as nanos 1e9..2e9, which a protobuf Timestamp cannot
+        // carry (receivers refuse nanos past 999,999,999): send the second's last nanosecond.
+        nanos: i32::try_from(t.timestamp_subsec_nanos().min(999_999_999)).unwrap_or(999_999_999),
     })
 }
 

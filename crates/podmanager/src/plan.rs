@@ -23,6 +23,9 @@ use crate::crd::PodManager;
 
 /// Name of the single container the operator puts in each pod.
 pub const CONTAINER_NAME: &str = "app";
+/// Pods created by one pass at most (the ReplicaSet controller's burst size): a PodManager
+/// stored with a huge `replicas` fills up over several passes instead of one unbounded burst.
+pub const MAX_CREATIONS_PER_PASS: u32 = 500;
 
 /// What is known of node health at the time of planning.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -258,7 +261,7 @@ pub fn plan(pm: &PodManager, pods: &[Pod], health: &NodeHealth) -> Plan {
         let need = (replicas - usable_n).saturating_sub(soon_free);
         out.create = (0..)
             .filter(|o| !taken.contains(o))
-            .take(need as usize)
+            .take(need.min(MAX_CREATIONS_PER_PASS) as usize)
             .map(|o| pod_name(pm_name, o))
             .collect();
         if soon_free > 0 && need < replicas - usable_n {

@@ -221,7 +221,12 @@ pub fn fold(obs: &Observation<'_>) -> Outcome {
             });
             next
         }
-        Some(previous) => lower_to_earlier_sighting(previous, obs.earlier_sightings),
+        // A claim being created has no earlier sightings: its history starts at creation, also
+        // when the API server hands our own value back on reinvocation.
+        Some(previous) if obs.creating => previous.clone(),
+        Some(previous) => {
+            lower_to_earlier_sighting(previous, obs.earlier_sightings, obs.created_at)
+        }
     };
 
     let value = timing.render();
@@ -288,26 +293,34 @@ fn base_on_update(obs: &Observation<'_>) -> (Option<PvcTiming>, Option<Repair>) 
 }
 
 /// The earliest credible time for a phase first seen `now`: an earlier sighting wins, but
-/// never one before the previous entry (the history stays in order).
+/// never one before the previous entry (the history stays in order), and never before it even
+/// when `now` is (a replica whose clock is behind the one that wrote the previous entry).
 fn earliest(
     now: DateTime<Utc>,
     sightings: &[DateTime<Utc>],
     floor: Option<DateTime<Utc>>,
 ) -> DateTime<Utc> {
-    sightings
+    let earliest = sightings
         .iter()
         .copied()
         .filter(|s| floor.is_none_or(|f| *s >= f))
-        .fold(now, DateTime::min)
+        .fold(now, DateTime::min);
+    floor.map_or(earliest, |f| earliest.max(f))
 }
 
-/// Same phase as recorded: only an earlier sighting of it may move its time back.
-fn lower_to_earlier_sighting(previous: &PvcTiming, sightings: &[DateTime<Utc>]) -> PvcTiming {
+/// Same phase as recorded: only an earlier sighting of it may move its time back, never before
+/// the previous entry, nor before the claim's creation for the first (as when it was written).
+fn lower_to_earlier_sighting(
+    previous: &PvcTiming,
+    sightings: &[DateTime<Utc>],
+    created_at: Option<DateTime<Utc>>,
+) -> PvcTiming {
     let mut next = previous.clone();
     let n = next.timings.len();
-    let floor = n
-        .checked_sub(2)
-        .and_then(|i| parse_time(&next.timings[i].time));
+    let floor = match n.checked_sub(2) {
+        Some(i) => parse_time(&next.timings[i].time),
+        None => created_at,
+    };
     if let Some(last) = next.timings.last_mut()
         && let Some(recorded) = parse_time(&last.time)
     {
