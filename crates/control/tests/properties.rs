@@ -175,7 +175,7 @@ proptest! {
             prop_assert_eq!(again.since, wire.since);
             prop_assert_eq!(again.reason, wire.reason);
         }
-        if let Ok(event) = pb::NodeHealthEvent::decode(bytes.as_slice()) {
+        if let Ok(event) = pb::WatchNodeHealthResponse::decode(bytes.as_slice()) {
             let mut view = None;
             let _ = apply(&mut view, event);
         }
@@ -210,7 +210,7 @@ proptest! {
                 .collect()
         };
         let mut view = None;
-        apply(&mut view, pb::NodeHealthEvent {
+        apply(&mut view, pb::WatchNodeHealthResponse {
             snapshot: true,
             nodes: first.values().map(pb::NodeHealth::from).collect(),
             removed: Vec::new(),
@@ -220,7 +220,7 @@ proptest! {
         for next in steps {
             let change = diff(&prev, &next);
             prop_assert_eq!(change.is_empty(), prev == next);
-            apply(&mut view, pb::NodeHealthEvent {
+            apply(&mut view, pb::WatchNodeHealthResponse {
                 snapshot: false,
                 nodes: change.changed.iter().map(pb::NodeHealth::from).collect(),
                 removed: change.removed.clone(),
