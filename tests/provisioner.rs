@@ -749,6 +749,20 @@ async fn nfs_deployment_and_hostpath_daemonset_side_by_side_each_serve_their_own
         .await
         .unwrap();
 
+    // The hostPath agent reports node-1's free space first, as a running DaemonSet pod has by
+    // the time a consumer lands there; a claim selected onto a node with no report yet is
+    // (rightly) rescheduled with a ProvisioningFailed, which this scenario is not about.
+    wait_for("node-1's agent to report free space", TIMEOUT, || async {
+        let node = Api::<k8s_openapi::api::core::v1::Node>::all(env.sim.client())
+            .get("node-1")
+            .await
+            .ok()?;
+        node.metadata
+            .annotations?
+            .contains_key("ballast.dev/hostpath-free-bytes")
+            .then_some(())
+    })
+    .await;
     env.create_claim("files", "nfs", json!({})).await;
     env.create_claim(
         "cache",
