@@ -60,10 +60,11 @@ render:
 deploy COMPONENT:
     kubectl apply -k kustomize/{{COMPONENT}}
 
-# Build one service image, e.g. `just image eviction-guard`.
-image SERVICE:
-    docker build --build-arg SERVICE={{SERVICE}} -t ghcr.io/ballast-dev/{{SERVICE}}:0.1.0 .
+# Build service images with buildah, offline (static binaries, no base image), e.g.
+# `just image eviction-guard`, `just image --oci-archive target/images podmanager`.
+image +ARGS:
+    ./scripts/image {{ARGS}}
 
-# Build every service image.
+# Build every service image and kubectl-pvc's krew archive, with OCI archives in target/images.
 images:
-    for s in eviction-guard pvc-timing provisioner podmanager; do just image $s; done
+    ./scripts/image --oci-archive target/images all kubectl-pvc
