@@ -26,6 +26,10 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// Length of generated name suffixes.
 const NAME_SUFFIX_LEN: usize = 5;
 
+/// Times a DELETE re-reads and retries after a concurrent write to the object (the API
+/// server's storage retries such conflicts the same way, until its own deadline).
+const DELETE_CONFLICT_RETRIES: u32 = 16;
+
 /// Tunables of simulated behaviour the API layer needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -1260,39 +1264,48 @@ impl Sim {
         let ns = self.namespace_of(rt, req);
         let name = req.name.clone().unwrap_or_default();
         let opts = DeleteOpts::from(req);
-        let old = self.current(rt, &ns, &name)?;
-        if let Some(uid) = &opts.precondition_uid
-            && meta_str(&old, "uid") != Some(uid.as_str())
-        {
-            return Err(ApiError::conflict(rt, &name));
+        // As the API server's storage does, a write that lands between our read and our delete
+        // is no reason to fail: read again, check the caller's preconditions and admission
+        // against the newer object, try again. Only the caller's own preconditions give 409.
+        let mut conflicts = 0;
+        loop {
+            let old = self.current(rt, &ns, &name)?;
+            if let Some(uid) = &opts.precondition_uid
+                && meta_str(&old, "uid") != Some(uid.as_str())
+            {
+                return Err(ApiError::conflict(rt, &name));
+            }
+            if let Some(rv) = opts.precondition_rv
+                && Some(rv) != object_rv(&old)
+            {
+                return Err(ApiError::conflict(rt, &name));
+            }
+            let attrs = AdmissionAttrs {
+                rt,
+                subresource: None,
+                operation: "DELETE",
+                namespace: &ns,
+                name: &name,
+                user: &req.user,
+                dry_run: opts.dry_run,
+                options: opts.to_json(),
+                kind_override: None,
+            };
+            admission::admit(
+                self,
+                &attrs,
+                None,
+                Some(&self.served(rt, old.clone()).await?),
+            )
+            .await?;
+            if opts.dry_run {
+                return Ok(ApiResponse::Object(200, self.served(rt, old).await?));
+            }
+            match self.delete_admitted(rt, &ns, &name, old, &opts).await {
+                Err(e) if e.code == 409 && conflicts < DELETE_CONFLICT_RETRIES => conflicts += 1,
+                done => return done,
+            }
         }
-        if let Some(rv) = opts.precondition_rv
-            && Some(rv) != object_rv(&old)
-        {
-            return Err(ApiError::conflict(rt, &name));
-        }
-        let attrs = AdmissionAttrs {
-            rt,
-            subresource: None,
-            operation: "DELETE",
-            namespace: &ns,
-            name: &name,
-            user: &req.user,
-            dry_run: opts.dry_run,
-            options: opts.to_json(),
-            kind_override: None,
-        };
-        admission::admit(
-            self,
-            &attrs,
-            None,
-            Some(&self.served(rt, old.clone()).await?),
-        )
-        .await?;
-        if opts.dry_run {
-            return Ok(ApiResponse::Object(200, self.served(rt, old).await?));
-        }
-        self.delete_admitted(rt, &ns, &name, old, &opts).await
     }
 
     /// The storage part of a delete, once admission allowed it.
