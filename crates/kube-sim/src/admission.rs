@@ -11,18 +11,17 @@
 //! failurePolicy applies); reinvocationPolicy is ignored (each mutating webhook runs once).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::apiserver::Sim;
 use crate::auth::UserInfo;
 use crate::errors::ApiError;
 use crate::resources::ResourceType;
 use crate::selectors::LabelSelector;
-use crate::store::StorageKey;
+use crate::store::{StorageKey, Store};
 use conditions::Verdict;
 
 pub mod conditions;
@@ -43,6 +42,14 @@ pub struct AdmissionAttrs<'a> {
     pub options: Value,
     /// (group, version, kind) of the object when it is not the resource's kind (Eviction).
     pub kind_override: Option<(String, String, String)>,
+}
+
+/// What admission reads from the API server: the stored webhook configurations and namespaces,
+/// and the clients and compiled match conditions of the webhooks.
+#[derive(Clone, Copy)]
+pub struct Api<'a> {
+    pub store: &'a Store,
+    pub webhooks: &'a Webhooks,
 }
 
 /// HTTP clients per caBundle, so webhook calls reuse connections, and compiled matchConditions.
@@ -282,7 +289,7 @@ enum Kind {
     Validating,
 }
 
-async fn call(sim: &Sim, webhook: &Value, body: &Value) -> Result<Value, String> {
+async fn call(api: &Api<'_>, webhook: &Value, body: &Value) -> Result<Value, String> {
     let cc = webhook.get("clientConfig").cloned().unwrap_or_default();
     let url = match cc.get("url").and_then(Value::as_str) {
         Some(u) => u.to_string(),
@@ -300,7 +307,7 @@ async fn call(sim: &Sim, webhook: &Value, body: &Value) -> Result<Value, String>
         .get("timeoutSeconds")
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
-    let client = sim.webhooks.client(ca)?;
+    let client = api.webhooks.client(ca)?;
     let url = with_timeout(&url, timeout);
     let resp = client
         .post(&url)
@@ -351,12 +358,12 @@ pub fn call_error(url: &str, e: &reqwest::Error) -> String {
     msg
 }
 
-fn webhooks_of(sim: &Sim, kind: &Kind) -> Vec<Value> {
+fn webhooks_of(api: &Api<'_>, kind: &Kind) -> Vec<Value> {
     let resource = match kind {
         Kind::Mutating => "mutatingwebhookconfigurations",
         Kind::Validating => "validatingwebhookconfigurations",
     };
-    let (configs, _) = sim.store.list(
+    let (configs, _) = api.store.list(
         &StorageKey::new("admissionregistration.k8s.io", resource),
         None,
     );
@@ -373,7 +380,7 @@ fn webhooks_of(sim: &Sim, kind: &Kind) -> Vec<Value> {
 
 /// What `webhook`'s matchConditions decide for the review `body` about to be sent.
 fn conditions_verdict(
-    sim: &Sim,
+    api: &Api<'_>,
     webhook: &Value,
     body: &Value,
     object: Option<&Value>,
@@ -387,7 +394,7 @@ fn conditions_verdict(
         return Verdict::Call;
     }
     let inputs = conditions::Inputs::new(&body["request"], object, old);
-    conditions::check(&sim.webhooks.programs, webhook, &inputs)
+    conditions::check(&api.webhooks.programs, webhook, &inputs)
 }
 
 /// The API server's refusal when matchConditions fail to evaluate under `failurePolicy: Fail`:
@@ -418,12 +425,12 @@ pub fn match_conditions_forbidden(attrs: &AdmissionAttrs<'_>, error: &str) -> Ap
 
 /// Runs mutating then validating webhooks; returns the (possibly mutated) object.
 pub async fn admit(
-    sim: &Arc<Sim>,
+    api: &Api<'_>,
     attrs: &AdmissionAttrs<'_>,
     object: Option<Value>,
     old: Option<&Value>,
 ) -> Result<Option<Value>, ApiError> {
-    admit_validated(sim, attrs, object, old, &|_| Ok(())).await
+    admit_validated(api, attrs, object, old, &|_| Ok(())).await
 }
 
 /// Checks the mutated object between the mutating and the validating webhooks, where the API
@@ -432,7 +439,7 @@ pub type Validate<'a> = &'a (dyn Fn(&mut Value) -> Result<(), ApiError> + Send +
 
 /// [`admit`] with the object validated (and normalized) after the mutating webhooks.
 pub async fn admit_validated(
-    sim: &Arc<Sim>,
+    api: &Api<'_>,
     attrs: &AdmissionAttrs<'_>,
     mut object: Option<Value>,
     old: Option<&Value>,
@@ -456,7 +463,7 @@ pub async fn admit_validated(
                 .unwrap_or(json!({})),
         )
     } else if attrs.rt.namespaced {
-        let ns = sim
+        let ns = api
             .store
             .get(&StorageKey::new("", "namespaces"), "", attrs.namespace);
         Some(
@@ -473,7 +480,7 @@ pub async fn admit_validated(
         {
             validate(obj)?;
         }
-        for webhook in webhooks_of(sim, &kind) {
+        for webhook in webhooks_of(api, &kind) {
             let name = webhook
                 .get("name")
                 .and_then(Value::as_str)
@@ -493,7 +500,7 @@ pub async fn admit_validated(
             }
             let uid = uuid::Uuid::new_v4().to_string();
             let body = review_body(&uid, attrs, object.as_ref(), old);
-            match conditions_verdict(sim, &webhook, &body, object.as_ref(), old) {
+            match conditions_verdict(api, &webhook, &body, object.as_ref(), old) {
                 Verdict::Call => {}
                 Verdict::Skip(condition) => {
                     tracing::debug!(webhook = %name, namespace = %attrs.namespace, name = %attrs.name, condition = condition.as_deref().unwrap_or("(error, failurePolicy Ignore)"), "webhook skipped by matchConditions");
@@ -505,7 +512,7 @@ pub async fn admit_validated(
                 }
             }
             let fail_open = webhook.get("failurePolicy").and_then(Value::as_str) == Some("Ignore");
-            let response = match call(sim, &webhook, &body).await {
+            let response = match call(api, &webhook, &body).await {
                 Ok(r) => r,
                 Err(e) if fail_open => {
                     tracing::warn!(webhook = %name, namespace = %attrs.namespace, name = %attrs.name, error = %e, "webhook call failed, ignored (failurePolicy Ignore)");

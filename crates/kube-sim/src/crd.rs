@@ -15,13 +15,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::apiserver::{Sim, present};
 use crate::errors::ApiError;
-use crate::resources::ResourceType;
 use crate::schema::{self, ScaleSpec};
-
-/// The API server's client timeout for conversion webhooks (it has no per-CRD setting).
-const CONVERSION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One version of a CRD.
 #[derive(Debug, Clone, PartialEq)]
@@ -319,7 +314,8 @@ pub fn accept_converted(original: &Value, mut converted: Value) -> Result<Value,
     Ok(converted)
 }
 
-fn api_version_of(obj: &Value) -> &str {
+/// An object's `apiVersion`.
+pub fn api_version_of(obj: &Value) -> &str {
     obj.get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default()
@@ -329,179 +325,6 @@ fn api_version_of(obj: &Value) -> &str {
 pub fn with_timeout_query(url: &str, timeout: Duration) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}timeout={}s", timeout.as_secs())
-}
-
-async fn post_review(sim: &Sim, url: &str, ca_bundle: &str, body: &Value) -> Result<Value, String> {
-    let client = sim.webhooks.client(ca_bundle)?;
-    let resp = client
-        .post(url)
-        .timeout(CONVERSION_TIMEOUT)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| {
-            let mut msg = format!("Post \"{url}\": {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            msg
-        })?;
-    let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("Post \"{url}\": {e}"))?;
-    if !status.is_success() {
-        return Err(format!(
-            "an error on the server ({:?}) has prevented the request from succeeding",
-            String::from_utf8_lossy(&bytes)
-        ));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| format!("failed to decode the response: {e}"))
-}
-
-fn conversion_error(message: String) -> ApiError {
-    // The API server returns conversion failures unwrapped: code 500 with no reason.
-    ApiError::new(500, "", message)
-}
-
-/// Converts every object not yet in `desired` (an apiVersion), in one ConversionReview.
-pub async fn convert(
-    sim: &Sim,
-    info: &CrdInfo,
-    mut objects: Vec<Value>,
-    desired: &str,
-) -> Result<Vec<Value>, ApiError> {
-    let todo: Vec<usize> = (0..objects.len())
-        .filter(|&i| api_version_of(&objects[i]) != desired)
-        .collect();
-    let Some(&first) = todo.first() else {
-        return Ok(objects);
-    };
-    let (url, service, ca_bundle) = match &info.conversion {
-        Conversion::None => {
-            for i in todo {
-                objects[i]["apiVersion"] = json!(desired);
-            }
-            return Ok(objects);
-        }
-        Conversion::Webhook {
-            url,
-            service,
-            ca_bundle,
-        } => (url, service, ca_bundle),
-    };
-    let from = gvk(api_version_of(&objects[first]), &info.kind);
-    let failed = |e: String| conversion_error(format!("conversion webhook for {from} failed: {e}"));
-    let url = match (url, service) {
-        (Some(u), _) => with_timeout_query(u, CONVERSION_TIMEOUT),
-        (None, Some(svc)) => {
-            let s = |k: &str| svc.get(k).and_then(Value::as_str).unwrap_or_default();
-            let port = svc.get("port").and_then(Value::as_u64).unwrap_or(443);
-            let target = with_timeout_query(
-                &format!(
-                    "https://{}.{}.svc:{port}{}",
-                    s("name"),
-                    s("namespace"),
-                    s("path")
-                ),
-                CONVERSION_TIMEOUT,
-            );
-            return Err(failed(format!(
-                "Post \"{target}\": services cannot be resolved by kube-sim: use clientConfig.url"
-            )));
-        }
-        (None, None) => return Err(failed("no clientConfig url or service".into())),
-    };
-    let uid = uuid::Uuid::new_v4().to_string();
-    let sent: Vec<Value> = todo.iter().map(|&i| objects[i].clone()).collect();
-    let body = review_request(&uid, desired, &sent);
-    let review = match post_review(sim, &url, ca_bundle, &body).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(crd = %format!("{}.{}", info.kind, info.group), error = %e, "conversion webhook call failed");
-            return Err(failed(e));
-        }
-    };
-    let converted = converted_objects(&uid, &review).map_err(failed)?;
-    if converted.len() != todo.len() {
-        return Err(conversion_error(format!(
-            "conversion webhook for {from} returned {} objects, expected {}",
-            converted.len(),
-            todo.len()
-        )));
-    }
-    for (idx, (&i, conv)) in todo.iter().zip(converted).enumerate() {
-        let invalid = |e: String| {
-            conversion_error(format!(
-                "conversion webhook for {from} returned invalid object at index {idx}: {e}"
-            ))
-        };
-        let got = api_version_of(&conv).to_string();
-        if got != desired {
-            return Err(invalid(format!(
-                "invalid groupVersion (expected {desired}, received {got})"
-            )));
-        }
-        let kind = conv.get("kind").and_then(Value::as_str).unwrap_or_default();
-        if kind != info.kind {
-            return Err(invalid(format!(
-                "invalid kind (expected {}, received {kind})",
-                info.kind
-            )));
-        }
-        objects[i] = accept_converted(&objects[i], conv).map_err(|e| {
-            conversion_error(format!(
-                "conversion webhook for {from} returned invalid object: {e}"
-            ))
-        })?;
-    }
-    Ok(objects)
-}
-
-impl Sim {
-    /// Objects as `rt`'s version serves them: custom resources defaulted with the schema of the
-    /// version they are stored in, converted, then pruned and defaulted with `rt`'s schema.
-    pub async fn served_all(
-        &self,
-        rt: &ResourceType,
-        mut objects: Vec<Value>,
-    ) -> Result<Vec<Value>, ApiError> {
-        if let Some(info) = self.crd_info(rt) {
-            for o in &mut objects {
-                let stored = api_version_of(o)
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                info.decode(&stored, o);
-            }
-            objects = convert(self, &info, objects, &rt.api_version()).await?;
-            for o in &mut objects {
-                info.decode(&rt.version, o);
-            }
-        }
-        Ok(objects.into_iter().map(|o| present(rt, o)).collect())
-    }
-
-    /// One object as `rt`'s version serves it (see [`Sim::served_all`]).
-    pub async fn served(&self, rt: &ResourceType, obj: Value) -> Result<Value, ApiError> {
-        let mut out = self.served_all(rt, vec![obj]).await?;
-        out.pop()
-            .ok_or_else(|| ApiError::internal("conversion returned no object"))
-    }
-
-    /// A custom resource converted to its storage version and defaulted there, ready to store.
-    pub async fn for_storage(&self, info: &CrdInfo, obj: Value) -> Result<Value, ApiError> {
-        let mut out = convert(self, info, vec![obj], &info.storage_api_version())
-            .await?
-            .pop()
-            .ok_or_else(|| ApiError::internal("conversion returned no object"))?;
-        info.decode(&info.storage_version, &mut out);
-        Ok(out)
-    }
 }
 
 #[cfg(test)]

@@ -3,13 +3,22 @@
 
 use serde_json::{Value, json};
 
-use crate::apiserver::{Settings, now};
 use crate::resources::ResourceType;
+use crate::settings::Settings;
 use crate::store::{StorageKey, Store};
 
 /// Taints the node lifecycle controller sets on nodes that stop reporting.
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
+/// Finalizers of the StorageObjectInUseProtection admission plugin, removed by the pvc- and
+/// pv-protection controllers.
+pub const FINALIZER_PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+pub const FINALIZER_PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+
+/// The API server's timestamps: RFC 3339 in UTC, to the second.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
 
 fn is(rt: &ResourceType, group: &str, resource: &str) -> bool {
     rt.group == group && rt.resource == resource
@@ -107,7 +116,7 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value, settings: &Settings, s
         // StorageObjectInUseProtection admission plugin: enabled with the PV controller, whose
         // protection part removes the finalizer again.
         if settings.pv_binder {
-            crate::controllers::pv::add_protection_finalizer("persistentvolumeclaims", obj);
+            add_protection_finalizer("persistentvolumeclaims", obj);
         }
         // DefaultStorageClass admission plugin.
         if obj.pointer("/spec/storageClassName").is_none() {
@@ -133,7 +142,7 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value, settings: &Settings, s
         );
         set_default(&mut obj["spec"], "volumeMode", json!("Filesystem"));
         if settings.pv_binder {
-            crate::controllers::pv::add_protection_finalizer("persistentvolumes", obj);
+            add_protection_finalizer("persistentvolumes", obj);
         }
     } else if is(rt, "", "namespaces") {
         let name = obj["metadata"]["name"].clone();
@@ -238,4 +247,31 @@ pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a str> {
         .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))?
         .get("status")?
         .as_str()
+}
+
+fn has_finalizer(obj: &Value, f: &str) -> bool {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|x| x == f))
+}
+
+/// Adds the protection finalizer to a new claim or volume (StorageObjectInUseProtection).
+pub fn add_protection_finalizer(resource: &str, obj: &mut Value) {
+    let f = match resource {
+        "persistentvolumeclaims" => FINALIZER_PVC_PROTECTION,
+        "persistentvolumes" => FINALIZER_PV_PROTECTION,
+        _ => return,
+    };
+    if has_finalizer(obj, f) {
+        return;
+    }
+    if !obj
+        .pointer("/metadata/finalizers")
+        .is_some_and(Value::is_array)
+    {
+        obj["metadata"]["finalizers"] = json!([]);
+    }
+    if let Some(a) = obj["metadata"]["finalizers"].as_array_mut() {
+        a.push(json!(f));
+    }
 }

@@ -2,8 +2,6 @@
 
 use serde_json::{Value, json};
 
-use crate::resources::ResourceType;
-
 /// A failed API call, as the client sees it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code} {reason}: {message}")]
@@ -24,99 +22,12 @@ impl ApiError {
         }
     }
 
-    fn with_details(mut self, rt: &ResourceType, name: &str) -> Self {
-        let mut d = json!({"name": name, "kind": rt.resource});
-        if !rt.group.is_empty() {
-            d["group"] = json!(rt.group);
-        }
-        self.details = Some(d);
-        self
-    }
-
-    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", rt.qualified()),
-        )
-        .with_details(rt, name)
-    }
-
     pub fn namespace_not_found(ns: &str) -> Self {
         Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
     }
 
-    pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", rt.qualified()),
-        )
-        .with_details(rt, name)
-    }
-
-    pub fn conflict(rt: &ResourceType, name: &str) -> Self {
-        Self::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                rt.qualified()
-            ),
-        )
-        .with_details(rt, name)
-    }
-
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
-    }
-
-    pub fn invalid(rt: &ResourceType, name: &str, message: impl Into<String>) -> Self {
-        Self::new(
-            422,
-            "Invalid",
-            format!("{} \"{name}\" is invalid: {}", rt.kind, message.into()),
-        )
-        .with_details(rt, name)
-    }
-
-    /// 422 Invalid from field errors, as `apierrors.NewInvalid`: the message names the
-    /// qualified kind, `details` the kind, group and one cause per error.
-    pub fn invalid_fields(
-        rt: &ResourceType,
-        name: &str,
-        errs: &[crate::validation::FieldError],
-    ) -> Self {
-        let qualified_kind = if rt.group.is_empty() {
-            rt.kind.clone()
-        } else {
-            format!("{}.{}", rt.kind, rt.group)
-        };
-        let mut messages: Vec<String> = Vec::new();
-        for e in errs {
-            let m = e.message();
-            if !messages.contains(&m) {
-                messages.push(m);
-            }
-        }
-        let aggregate = match messages.as_slice() {
-            [one] => one.clone(),
-            many => format!("[{}]", many.join(", ")),
-        };
-        let causes: Vec<Value> = errs
-            .iter()
-            .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
-            .collect();
-        let mut details = json!({"name": name, "kind": rt.kind, "causes": causes});
-        if !rt.group.is_empty() {
-            details["group"] = json!(rt.group);
-        }
-        Self {
-            code: 422,
-            reason: "Invalid".into(),
-            message: format!("{qualified_kind} \"{name}\" is invalid: {aggregate}"),
-            details: Some(details),
-        }
     }
 
     pub fn gone(message: impl Into<String>) -> Self {

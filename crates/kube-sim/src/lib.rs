@@ -38,6 +38,7 @@ pub mod resources;
 pub mod schema;
 pub mod selectors;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod table;
 pub mod validation;
@@ -55,9 +56,7 @@ use crate::apiserver::{ApiRequest, Settings, Sim, Verb};
 use crate::auth::UserInfo;
 use crate::controllers::NodeTimings;
 
-/// Annotation on a Node that stops (value `stopped`) its simulated heartbeats; what
-/// `kube-sim node fail` sets from outside the process.
-pub const HEARTBEAT_ANNOTATION: &str = "kube-sim.ballast.dev/heartbeat";
+pub use crate::controllers::HEARTBEAT_ANNOTATION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -268,7 +267,12 @@ impl KubeSim {
             bookmark_interval: cfg.bookmark_interval,
             pv_binder: cfg.pv_binder,
         };
-        let sim = Arc::new(Sim::new(settings, shutdown.clone(), cfg.watch_history));
+        let sim = Arc::new(Sim::new(
+            settings,
+            shutdown.clone(),
+            cfg.watch_history,
+            controllers::DELETION_HOOKS,
+        ));
         let admin_token = random_token();
         sim.auth.add_token(&admin_token, UserInfo::admin());
         seed(&sim, &cfg).await?;

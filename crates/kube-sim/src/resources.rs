@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::crd::CrdInfo;
+use crate::errors::ApiError;
 use crate::store::StorageKey;
 
 /// What the API layer needs to know about one served resource (group/version/plural).
@@ -532,5 +533,68 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
     match api_version.split_once('/') {
         Some((g, v)) => (g, v),
         None => ("", api_version),
+    }
+}
+
+/// Sets apiVersion and kind as the requested version presents them.
+pub fn present(rt: &ResourceType, mut obj: Value) -> Value {
+    if rt.resource == "events" {
+        crate::events::convert(&mut obj, rt.group == "events.k8s.io");
+    }
+    if let Some(m) = obj.as_object_mut() {
+        m.insert("apiVersion".into(), json!(rt.api_version()));
+        m.insert("kind".into(), json!(rt.kind));
+    }
+    obj
+}
+
+/// Errors about one object of a served resource, as `apierrors` words them.
+impl ApiError {
+    fn with_details(mut self, rt: &ResourceType, name: &str) -> Self {
+        let mut d = json!({"name": name, "kind": rt.resource});
+        if !rt.group.is_empty() {
+            d["group"] = json!(rt.group);
+        }
+        self.details = Some(d);
+        self
+    }
+
+    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", rt.qualified()),
+        )
+        .with_details(rt, name)
+    }
+
+    pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", rt.qualified()),
+        )
+        .with_details(rt, name)
+    }
+
+    pub fn conflict(rt: &ResourceType, name: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                rt.qualified()
+            ),
+        )
+        .with_details(rt, name)
+    }
+
+    pub fn invalid(rt: &ResourceType, name: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {}", rt.kind, message.into()),
+        )
+        .with_details(rt, name)
     }
 }

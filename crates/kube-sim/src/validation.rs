@@ -3,8 +3,9 @@
 //! kind, `generateName` prefixes, label keys and values, annotation keys. Messages are the real
 //! ones, word for word, because clients and users match on them.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::errors::ApiError;
 use crate::resources::ResourceType;
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
@@ -354,6 +355,43 @@ pub fn validate_meta(rt: &ResourceType, obj: &Value, creating: bool) -> Vec<Fiel
         }
     }
     errs
+}
+
+impl ApiError {
+    /// 422 Invalid from field errors, as `apierrors.NewInvalid`: the message names the
+    /// qualified kind, `details` the kind, group and one cause per error.
+    pub fn invalid_fields(rt: &ResourceType, name: &str, errs: &[FieldError]) -> Self {
+        let qualified_kind = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
+        let mut messages: Vec<String> = Vec::new();
+        for e in errs {
+            let m = e.message();
+            if !messages.contains(&m) {
+                messages.push(m);
+            }
+        }
+        let aggregate = match messages.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let causes: Vec<Value> = errs
+            .iter()
+            .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
+            .collect();
+        let mut details = json!({"name": name, "kind": rt.kind, "causes": causes});
+        if !rt.group.is_empty() {
+            details["group"] = json!(rt.group);
+        }
+        Self {
+            code: 422,
+            reason: "Invalid".into(),
+            message: format!("{qualified_kind} \"{name}\" is invalid: {aggregate}"),
+            details: Some(details),
+        }
+    }
 }
 
 #[cfg(test)]

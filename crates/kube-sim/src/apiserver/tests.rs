@@ -10,7 +10,12 @@ fn settings() -> Settings {
 }
 
 async fn sim() -> Arc<Sim> {
-    let sim = Arc::new(Sim::new(settings(), CancellationToken::new(), 1000));
+    let sim = Arc::new(Sim::new(
+        settings(),
+        CancellationToken::new(),
+        1000,
+        crate::controllers::DELETION_HOOKS,
+    ));
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}});
     sim.call(ApiRequest::new(Verb::Create, "v1", "namespaces", UserInfo::admin()).body(&ns))
         .await
