@@ -152,7 +152,7 @@ pub struct Volumes<'a> {
 }
 
 impl<'a> Volumes<'a> {
-    pub fn new(pvs: &'a [Value]) -> Self {
+    pub fn new(pvs: impl IntoIterator<Item = &'a Value>) -> Self {
         let mut by_name = HashMap::new();
         let mut reserved: HashMap<(&str, &str), Vec<&Value>> = HashMap::new();
         let mut free = Vec::new();
