@@ -1242,11 +1242,16 @@ async fn an_agent_never_removes_a_directory_whose_volume_or_claim_still_exists()
         }
     };
 
-    // The volume leaves the agent's watch (its node label removed): gone from the cache, but
-    // the API still has it.
+    // The volume leaves the agent's watch (its node label removed): gone from the agent's
+    // cache, but the API still has it. The controller labels it again (as it labels volumes
+    // made before agents watched by label), and the agent sees it back.
     patch(json!({"ballast.dev/hostpath-node": null})).await;
+    wait_for("the controller labels the volume again", TIMEOUT, || async {
+        let pv = env.volumes().get(&pv_name).await.ok()?;
+        (pv.metadata.labels?.get("ballast.dev/hostpath-node")? == "node-1").then_some(())
+    })
+    .await;
     survives("the volume left the agent's cache but exists").await;
-    patch(json!({"ballast.dev/hostpath-node": "node-1"})).await;
 
     // The volume really deleted (an administrator forcing it past its finalizer) while the
     // claim still exists.

@@ -61,7 +61,7 @@ pub const CONTROLLER_RBAC: Rbac = &[
     (
         "",
         "persistentvolumes",
-        &["get", "list", "watch", "create", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     (
         "storage.k8s.io",

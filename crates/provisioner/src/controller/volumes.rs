@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, Preconditions};
 
+use crate::controller::claims::patch_params;
 use crate::controller::{Ctx, log_error};
 use crate::error::{Error, Result, kube, status_code};
-use crate::objects::{claim_ref, named_volume, phase_of_volume, volume_class};
+use crate::objects::{LABEL_NODE, claim_ref, named_volume, phase_of_volume, volume_class};
 use crate::plan::{self, Backend, VolumeAction, World, decide_volume, volume_backend};
 use crate::{metrics, storage};
 
@@ -31,15 +32,27 @@ pub async fn reconcile(ctx: &Ctx, pv: &PersistentVolume, world: World) {
 }
 
 async fn apply(ctx: &Ctx, pv: &PersistentVolume, action: VolumeAction) -> Result<()> {
-    let VolumeAction::Delete {
-        backend,
-        directory,
-        archive,
-    } = action
-    else {
-        return Ok(());
-    };
     let name = pv.metadata.name.clone().unwrap_or_default();
+    let (backend, directory, archive) = match action {
+        VolumeAction::Nothing(_) => return Ok(()),
+        VolumeAction::Label(node) => {
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": pv.metadata.resource_version,
+                "labels": {LABEL_NODE: node},
+            }});
+            Api::<PersistentVolume>::all(ctx.client.clone())
+                .patch(&name, &patch_params(), &Patch::Merge(&patch))
+                .await
+                .map_err(kube(format!("label volume {name} for its node's agent")))?;
+            tracing::info!(volume = %name, %node, "labelled volume for its node's agent");
+            return Ok(());
+        }
+        VolumeAction::Delete {
+            backend,
+            directory,
+            archive,
+        } => (backend, directory, archive),
+    };
     let Some(live) = still_released(ctx, pv).await? else {
         return Ok(());
     };

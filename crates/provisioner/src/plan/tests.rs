@@ -110,6 +110,7 @@ impl VolB {
         self
     }
     fn on_node(mut self, node: &str) -> Self {
+        self.0["metadata"]["labels"] = json!({LABEL_NODE: node});
         self.0["spec"]["nodeAffinity"] = json!({"required": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": LABEL_HOSTNAME, "operator": "In", "values": [node]}]}
         ]}});
@@ -736,4 +737,28 @@ fn wait_for_first_consumer_class_waits_for_the_selected_node() {
     let scheduled = mk_claim("c", "hostpath", "1Gi").node("node-1").build();
     let plan = decide_claim(&scheduled, &w);
     assert_eq!(node_of(&plan).as_deref(), Some("node-1"), "{plan:?}");
+}
+
+#[test]
+fn a_hostpath_volume_without_its_node_label_gets_it_first() {
+    let mut pv = (*mk_pv("pvc-1", "hostpath", "1Gi")
+        .claimed_by("c", "uid-c")
+        .released()
+        .on_node("node-1")
+        .ours(Backend::HostPath, "pvc-1_ns_c")
+        .build())
+    .clone();
+    pv.metadata.labels = None;
+    assert_eq!(
+        decide_volume(&pv, &world(vec![])),
+        VolumeAction::Label("node-1".into()),
+        "labelled before anything else, so its agent sees it"
+    );
+    let nfs = mk_pv("pvc-2", "nfs", "1Gi")
+        .ours(Backend::Nfs, "pvc-2_ns_c")
+        .build();
+    assert_eq!(
+        decide_volume(&nfs, &world(vec![])),
+        VolumeAction::Nothing("volume is not Released")
+    );
 }

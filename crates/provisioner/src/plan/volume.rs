@@ -4,8 +4,8 @@
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 use crate::objects::{
-    ANN_DIRECTORY, ANN_PROVISIONED_BY, PARAM_ARCHIVE_ON_DELETE, annotation, claim_ref, key,
-    named_volume, phase_of_volume, reclaim_policy, uid, volume_class,
+    ANN_DIRECTORY, ANN_PROVISIONED_BY, LABEL_NODE, PARAM_ARCHIVE_ON_DELETE, annotation, claim_ref,
+    key, named_volume, node_label, phase_of_volume, reclaim_policy, uid, volume_class, volume_node,
 };
 use crate::paths;
 use crate::plan::{Backend, World};
@@ -13,6 +13,9 @@ use crate::plan::{Backend, World};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeAction {
     Nothing(&'static str),
+    /// A hostPath volume without the label its node's agent watches (made before agents
+    /// watched by label): set `ballast.dev/hostpath-node` to this value.
+    Label(String),
     /// Reclaim policy Delete of a Released volume, after checking the live API that no claim
     /// holds it. NFS: the controller removes (or archives) the directory, then the PV. hostPath:
     /// the controller deletes the PV; the node's agent, seeing it gone, removes the directory.
@@ -34,6 +37,15 @@ pub fn decide_volume(v: &PersistentVolume, world: &World) -> VolumeAction {
     };
     if v.metadata.deletion_timestamp.is_some() {
         return Nothing("volume is terminating");
+    }
+    if backend == Backend::HostPath
+        && let Some(node) = volume_node(v)
+    {
+        let want = node_label(node);
+        let has = v.metadata.labels.as_ref().and_then(|l| l.get(LABEL_NODE));
+        if has != Some(&want) {
+            return Label(want);
+        }
     }
     if phase_of_volume(v) != "Released" {
         return Nothing("volume is not Released");
