@@ -932,6 +932,44 @@ async fn two_controllers_racing_create_each_volume_once() {
         .collect();
     assert_eq!(dirs(env.export.path()), expected);
 
+    // hostPath too: with node-1's agent reporting, both controllers place and create each
+    // volume once, on the same node.
+    let mut agent = env.config("agent-node-1", "unused");
+    agent.controller = None;
+    running.push(provisioner::start(agent, shutdown.clone()).await.unwrap());
+    env.reported_free("node-1").await;
+    let selected =
+        json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}}});
+    for i in 0..5 {
+        env.create_claim(&format!("h{i}"), "hostpath", selected.clone())
+            .await;
+    }
+    for i in 0..5 {
+        let name = format!("h{i}");
+        let (claim, pv) = env.bound(&name).await;
+        assert_eq!(
+            pv.metadata.name,
+            Some(format!("pvc-{}", claim.metadata.uid.unwrap()))
+        );
+        let succeeded = env
+            .events_for(&name)
+            .await
+            .into_iter()
+            .filter(|(_, r, _)| r == "ProvisioningSucceeded")
+            .count();
+        assert_eq!(succeeded, 1, "{name}: one volume created");
+    }
+    let hostpath_volumes = env
+        .volumes()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|v| v.spec.as_ref().is_some_and(|s| s.host_path.is_some()))
+        .count();
+    assert_eq!(hostpath_volumes, 5);
+
     shutdown.cancel();
     for r in running {
         r.wait().await.expect("clean shutdown");
@@ -1246,10 +1284,14 @@ async fn an_agent_never_removes_a_directory_whose_volume_or_claim_still_exists()
     // cache, but the API still has it. The controller labels it again (as it labels volumes
     // made before agents watched by label), and the agent sees it back.
     patch(json!({"ballast.dev/hostpath-node": null})).await;
-    wait_for("the controller labels the volume again", TIMEOUT, || async {
-        let pv = env.volumes().get(&pv_name).await.ok()?;
-        (pv.metadata.labels?.get("ballast.dev/hostpath-node")? == "node-1").then_some(())
-    })
+    wait_for(
+        "the controller labels the volume again",
+        TIMEOUT,
+        || async {
+            let pv = env.volumes().get(&pv_name).await.ok()?;
+            (pv.metadata.labels?.get("ballast.dev/hostpath-node")? == "node-1").then_some(())
+        },
+    )
     .await;
     survives("the volume left the agent's cache but exists").await;
 
