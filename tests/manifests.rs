@@ -36,7 +36,7 @@ const NAMESPACE: &str = "ballast-system";
 const HOSTPATH_NAMESPACE: &str = "ballast-hostpath";
 const EXCLUDED_NAMESPACES: [&str; 2] = ["kube-system", "ballast-system"];
 /// The one container allowed to run as root with one capability (see kustomize/README.md).
-const HOSTPATH_AGENT: (&str, &str) = ("provisioner-hostpath", "provisioner");
+const HOSTPATH_AGENT: (&str, &str) = ("provisioner-hostpath", "agent");
 const ADMIN_PORT: i32 = 8080;
 const WEBHOOK_PORT: i32 = 8443;
 /// The API server waits at most this long for a webhook; ours answer well within it.
@@ -365,9 +365,12 @@ fn expected_kinds(name: &str) -> &'static [&'static str] {
             "Issuer",
             "Certificate",
         ],
-        "provisioner-hostpath" | "provisioner-hostpath/agents-only" => {
-            &["DaemonSet", "StorageClass"]
-        }
+        "provisioner-hostpath" => &[
+            "Deployment",
+            "DaemonSet",
+            "PodDisruptionBudget",
+            "StorageClass",
+        ],
         "provisioner-nfs" => &[
             "Deployment",
             "PodDisruptionBudget",
@@ -391,7 +394,6 @@ fn every_base_and_overlay_renders_objects_of_the_expected_kinds_that_parse_stric
             "podmanager",
             "podmanager/cert-manager",
             "provisioner-hostpath",
-            "provisioner-hostpath/agents-only",
             "provisioner-nfs",
             "pvc-timing",
             "pvc-timing/cert-manager",
@@ -601,6 +603,9 @@ fn grant(g: &str, res: &str, verb: &str) -> Grant {
     (g.to_owned(), res.to_owned(), verb.to_owned())
 }
 
+/// A service's declared API calls: (group, resource, verbs).
+type Rbac = &'static [(&'static str, &'static str, &'static [&'static str])];
+
 /// Resources a service only ever touches in its own namespace: never from a ClusterRole.
 const OWN_NAMESPACE_ONLY: &[&str] = &["configmaps", "leases", "secrets"];
 
@@ -608,91 +613,158 @@ const OWN_NAMESPACE_ONLY: &[&str] = &["configmaps", "leases", "secrets"];
 fn rbac_grants_exactly_what_each_service_declares() {
     let Some(renders) = renders() else { return };
     for r in renders {
-        let (rbac, sa, namespace, webhook_kind): (&[(&str, &str, &[&str])], _, _, _) = match r
-            .component()
-        {
-            "eviction-guard" => (
+        let accounts: Vec<(Rbac, _, _, _)> = match r.component() {
+            "eviction-guard" => vec![(
                 eviction_guard::RBAC,
                 "eviction-guard",
                 NAMESPACE,
                 Some("validatingwebhookconfigurations"),
-            ),
-            "pvc-timing" => (
+            )],
+            "pvc-timing" => vec![(
                 pvc_timing::RBAC,
                 "pvc-timing",
                 NAMESPACE,
                 Some("mutatingwebhookconfigurations"),
-            ),
-            "podmanager" => (podmanager::RBAC, "podmanager", NAMESPACE, None),
-            "provisioner-nfs" => (provisioner::RBAC, "provisioner", NAMESPACE, None),
-            "provisioner-hostpath" => (provisioner::RBAC, "provisioner", HOSTPATH_NAMESPACE, None),
+            )],
+            "podmanager" => vec![(podmanager::RBAC, "podmanager", NAMESPACE, None)],
+            "provisioner-nfs" => {
+                vec![(provisioner::CONTROLLER_RBAC, "provisioner", NAMESPACE, None)]
+            }
+            // The controller and the node agents, each with its own ServiceAccount.
+            "provisioner-hostpath" => vec![
+                (
+                    provisioner::CONTROLLER_RBAC,
+                    "provisioner",
+                    HOSTPATH_NAMESPACE,
+                    None,
+                ),
+                (
+                    provisioner::AGENT_RBAC,
+                    "provisioner-agent",
+                    HOSTPATH_NAMESPACE,
+                    None,
+                ),
+            ],
             other => panic!("no RBAC declaration known for {other}"),
         };
-        let g = granted(r, namespace, sa);
-        for grant in g.cluster.keys() {
-            assert!(
-                !OWN_NAMESPACE_ONLY.contains(&grant.1.as_str()),
-                "{}: {grant:?} must come from a Role in {namespace}, not a ClusterRole",
-                r.name
-            );
-        }
-        let all: BTreeMap<&Grant, &Option<Vec<String>>> =
-            g.cluster.iter().chain(g.namespaced.iter()).collect();
-        let declared = grants(rbac);
-        for d in &declared {
-            assert!(
-                all.get(d).is_some_and(|names| names.is_none()),
-                "{}: {d:?} is declared in the service's RBAC const but not granted",
-                r.name
-            );
-        }
-        // The self-signed bootstrap's documented extras: its own Secret and webhook configuration
-        // (podmanager: the CRD whose conversion webhook it serves).
-        let mut extras: BTreeMap<Grant, Option<Vec<String>>> = BTreeMap::new();
-        let svc = r.component();
-        if (webhook_kind.is_some() || svc == "podmanager") && !r.is_cert_manager() {
-            extras.insert(
-                grant("", "secrets", "get"),
-                Some(vec![format!("{svc}-tls")]),
-            );
-            extras.insert(grant("", "secrets", "create"), None);
-        }
-        if let Some(kind) = webhook_kind
-            && !r.is_cert_manager()
-        {
-            for verb in ["get", "patch"] {
+        for (rbac, sa, namespace, webhook_kind) in accounts {
+            let g = granted(r, namespace, sa);
+            for grant in g.cluster.keys() {
+                assert!(
+                    !OWN_NAMESPACE_ONLY.contains(&grant.1.as_str()),
+                    "{}: {grant:?} must come from a Role in {namespace}, not a ClusterRole",
+                    r.name
+                );
+            }
+            let all: BTreeMap<&Grant, &Option<Vec<String>>> =
+                g.cluster.iter().chain(g.namespaced.iter()).collect();
+            let declared = grants(rbac);
+            for d in &declared {
+                assert!(
+                    all.get(d).is_some_and(|names| names.is_none()),
+                    "{}: {d:?} is declared in the service's RBAC const but not granted",
+                    r.name
+                );
+            }
+            // The self-signed bootstrap's documented extras: its own Secret and webhook configuration
+            // (podmanager: the CRD whose conversion webhook it serves).
+            let mut extras: BTreeMap<Grant, Option<Vec<String>>> = BTreeMap::new();
+            let svc = r.component();
+            if (webhook_kind.is_some() || svc == "podmanager") && !r.is_cert_manager() {
                 extras.insert(
-                    grant("admissionregistration.k8s.io", kind, verb),
-                    Some(vec![svc.to_owned()]),
+                    grant("", "secrets", "get"),
+                    Some(vec![format!("{svc}-tls")]),
+                );
+                extras.insert(grant("", "secrets", "create"), None);
+            }
+            if let Some(kind) = webhook_kind
+                && !r.is_cert_manager()
+            {
+                for verb in ["get", "patch"] {
+                    extras.insert(
+                        grant("admissionregistration.k8s.io", kind, verb),
+                        Some(vec![svc.to_owned()]),
+                    );
+                }
+            }
+            if svc == "podmanager" && !r.is_cert_manager() {
+                extras.insert(
+                    grant("apiextensions.k8s.io", "customresourcedefinitions", "patch"),
+                    Some(vec![podmanager::crd::CRD_NAME.to_owned()]),
+                );
+            }
+            for (grant, names) in &all {
+                if declared.contains(*grant) {
+                    continue;
+                }
+                assert_eq!(
+                    extras.get(*grant),
+                    Some(*names),
+                    "{}: {grant:?} (names {names:?}) is granted but neither declared by the service \
+                 nor a documented self-signed extra",
+                    r.name
+                );
+            }
+            for extra in extras.keys() {
+                assert!(
+                    all.contains_key(extra),
+                    "{}: the self-signed bootstrap needs {extra:?}",
+                    r.name
                 );
             }
         }
-        if svc == "podmanager" && !r.is_cert_manager() {
-            extras.insert(
-                grant("apiextensions.k8s.io", "customresourcedefinitions", "patch"),
-                Some(vec![podmanager::crd::CRD_NAME.to_owned()]),
-            );
-        }
-        for (grant, names) in &all {
-            if declared.contains(*grant) {
-                continue;
-            }
-            assert_eq!(
-                extras.get(*grant),
-                Some(*names),
-                "{}: {grant:?} (names {names:?}) is granted but neither declared by the service \
-                 nor a documented self-signed extra",
-                r.name
-            );
-        }
-        for extra in extras.keys() {
+    }
+}
+
+#[test]
+fn hostpath_agents_cannot_write_volumes_claims_or_nodes() {
+    let Some(renders) = renders() else { return };
+    let r = find(renders, "provisioner-hostpath");
+    // What the rendered roles and bindings give the agents' ServiceAccount, anywhere.
+    let g = granted(r, HOSTPATH_NAMESPACE, "provisioner-agent");
+    let all: BTreeSet<&Grant> = g.cluster.keys().chain(g.namespaced.keys()).collect();
+    assert!(
+        !all.is_empty(),
+        "the agents' ServiceAccount is bound to its roles"
+    );
+    let writes = ["create", "update", "patch", "delete", "deletecollection"];
+    for (resource, verbs) in [
+        ("persistentvolumes", &writes[..]),
+        ("persistentvolumeclaims", &writes[..]),
+        ("nodes", &writes[..]),
+        ("persistentvolumes/status", &writes[..]),
+        ("persistentvolumeclaims/status", &writes[..]),
+        ("nodes/status", &writes[..]),
+    ] {
+        for verb in verbs {
             assert!(
-                all.contains_key(extra),
-                "{}: the self-signed bootstrap needs {extra:?}",
-                r.name
+                !all.contains(&grant("", resource, verb)),
+                "the agents may {verb} {resource}"
             );
         }
     }
+    // What they may write at all: their capacity reports, in their own namespace.
+    let written: BTreeSet<&str> = all
+        .iter()
+        .filter(|(_, _, verb)| writes.contains(&verb.as_str()))
+        .map(|(_, res, _)| res.as_str())
+        .collect();
+    assert_eq!(written, BTreeSet::from(["leases"]));
+    assert!(
+        g.cluster.keys().all(|(_, res, _)| res != "leases"),
+        "Leases only in the agents' own namespace"
+    );
+    // The controller's account, for contrast, does create and delete volumes.
+    let c = granted(r, HOSTPATH_NAMESPACE, "provisioner");
+    assert!(
+        c.cluster
+            .contains_key(&grant("", "persistentvolumes", "create"))
+    );
+    assert!(
+        c.cluster
+            .contains_key(&grant("", "persistentvolumes", "delete"))
+    );
+    assert!(!c.cluster.contains_key(&grant("", "nodes", "patch")));
 }
 
 /// Every pod spec of the render: (workload name, spec).
@@ -1264,9 +1336,13 @@ fn storage_classes_name_the_provisioners_the_code_serves() {
         (
             "provisioner-hostpath",
             "hostpath",
-            provisioner::plan::PROVISIONER_HOSTPATH,
+            provisioner::objects::PROVISIONER_HOSTPATH,
         ),
-        ("provisioner-nfs", "nfs", provisioner::plan::PROVISIONER_NFS),
+        (
+            "provisioner-nfs",
+            "nfs",
+            provisioner::objects::PROVISIONER_NFS,
+        ),
     ] {
         let sc: StorageClass = find(renders, name).one("StorageClass");
         assert_eq!(sc.metadata.name.as_deref(), Some(class));
@@ -1293,41 +1369,63 @@ fn storage_classes_name_the_provisioners_the_code_serves() {
         );
     }
 
-    // The hostPath agent: one per node, its node name from the downward API, the base path
-    // mounted at the same path as on the host.
-    for name in ["provisioner-hostpath", "provisioner-hostpath/agents-only"] {
-        let r = find(renders, name);
-        let ds: DaemonSet = r.one("DaemonSet");
-        let spec = ds.spec.and_then(|s| s.template.spec).expect("pod spec");
-        let c = &spec.containers[0];
-        let node = c
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == "NODE_NAME")
-            .and_then(|e| e.value_from.clone())
-            .and_then(|v| v.field_ref)
-            .map(|f| f.field_path);
-        assert_eq!(node.as_deref(), Some("spec.nodeName"), "{name}");
-        let base = env(r, "HOSTPATH_BASE").expect("HOSTPATH_BASE");
-        let mount = c
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|m| m.mount_path == base)
-            .expect("base mounted");
-        let host = spec
+    // The hostPath agents: one per node, never the controller, their node name from the
+    // downward API, the base path mounted at the same path as on the host; the controller
+    // Deployment writes that same base path into PVs and mounts nothing of the host.
+    let r = find(renders, "provisioner-hostpath");
+    let ds: DaemonSet = r.one("DaemonSet");
+    let spec = ds.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let c = &spec.containers[0];
+    let var = |name: &str| c.env.iter().flatten().find(|e| e.name == name).cloned();
+    let node = var("NODE_NAME")
+        .and_then(|e| e.value_from)
+        .and_then(|v| v.field_ref)
+        .map(|f| f.field_path);
+    assert_eq!(node.as_deref(), Some("spec.nodeName"));
+    assert_eq!(
+        var("PROVISIONER_CONTROLLER")
+            .and_then(|e| e.value)
+            .as_deref(),
+        Some("false"),
+        "agents never run the controller"
+    );
+    let base = var("HOSTPATH_BASE")
+        .and_then(|e| e.value)
+        .expect("HOSTPATH_BASE");
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == base)
+        .expect("base mounted");
+    let host = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .and_then(|v| v.host_path.clone())
+        .expect("a hostPath volume");
+    assert_eq!(host.path, base);
+    assert_eq!(
+        env(r, "HOSTPATH_BASE"),
+        Some(base),
+        "controller and agents agree"
+    );
+    assert_eq!(env(r, "PROVISIONER_HOSTPATH").as_deref(), Some("true"));
+    let d: Deployment = r.one("Deployment");
+    let controller = d.spec.and_then(|s| s.template.spec).expect("pod spec");
+    assert!(
+        controller
             .volumes
             .iter()
             .flatten()
-            .find(|v| v.name == mount.name)
-            .and_then(|v| v.host_path.clone())
-            .expect("a hostPath volume");
-        assert_eq!(host.path, base, "{name}");
-        let controller = env(r, "PROVISIONER_CONTROLLER");
-        let want = (name == "provisioner-hostpath/agents-only").then(|| "false".to_owned());
-        assert_eq!(controller, want, "{name}");
-    }
+            .all(|v| v.host_path.is_none()),
+        "the controller mounts nothing of the host"
+    );
+    assert_ne!(
+        controller.service_account_name, spec.service_account_name,
+        "controller and agents have ServiceAccounts of their own"
+    );
 
     // NFS: the Deployment's server and export equal the export PV it mounts at NFS_MOUNT.
     let r = find(renders, "provisioner-nfs");
@@ -1591,7 +1689,7 @@ async fn rendered_manifests_apply_with_kubectl() {
         .expect("the guard's webhook configuration exists");
     assert_eq!(guard.webhooks.map(|w| w.len()), Some(2));
     let agents: DaemonSet = kube::Api::namespaced(client.clone(), HOSTPATH_NAMESPACE)
-        .get("provisioner")
+        .get("provisioner-agent")
         .await
         .expect("the hostpath DaemonSet exists");
     assert_eq!(

@@ -8,19 +8,21 @@
 //! claim naming a missing PV gets it created; a class mismatch stays unbound with a Warning;
 //! Delete removes directory and PV, Retain keeps them; 50 claims at once are provisioned and
 //! bound once each; a crash halfway through 50 claims leaves no duplicate and no orphan
-//! directory; two controllers racing create each volume once.
+//! directory; two controllers racing create each volume once; a node agent (with only its own
+//! rights) never removes a directory whose volume or claim the API still has.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ballast_e2e::wait_for;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube_sim::{KubeSim, SimConfig};
-use provisioner::{Config, KubeAccess, NfsConfig};
+use provisioner::{AgentConfig, Config, ControllerConfig, KubeAccess, NfsConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -96,20 +98,27 @@ impl Env {
             .expect("provisioner starts")
     }
 
-    /// Controller (holding `lease`), hostPath agent of node-1, and NFS on the fake export.
+    /// Controller (holding `lease`) serving hostPath and NFS on the fake export, plus the
+    /// hostPath agent of node-1, in one process.
     fn config(&self, identity: &str, lease: &str) -> Config {
         let mut lease = ballast_runtime::leader::LeaseConfig::new(&self.ns, lease, identity);
         lease.lease_duration = Duration::from_secs(2);
         lease.renew_every = Duration::from_millis(300);
         Config {
-            controller: Some(lease),
-            node_name: Some("node-1".into()),
-            hostpath_base: self.hostpath.path().to_path_buf(),
-            nfs: Some(NfsConfig {
-                server: NFS_SERVER.into(),
-                export_path: PathBuf::from(NFS_EXPORT),
-                mount: self.export.path().to_path_buf(),
+            controller: Some(ControllerConfig {
+                lease,
+                hostpath: Some(self.hostpath.path().to_path_buf()),
+                nfs: Some(NfsConfig {
+                    server: NFS_SERVER.into(),
+                    export_path: PathBuf::from(NFS_EXPORT),
+                    mount: self.export.path().to_path_buf(),
+                }),
             }),
+            agent: Some(AgentConfig {
+                node_name: "node-1".into(),
+                hostpath_base: self.hostpath.path().to_path_buf(),
+            }),
+            namespace: self.ns.clone(),
             control_endpoint: None,
             admin_addr: Some("127.0.0.1:0".parse().unwrap()),
             kube: KubeAccess::Client(self.sim.client()),
@@ -173,6 +182,18 @@ impl Env {
                 .then_some(())
             },
         )
+        .await
+    }
+
+    /// The free bytes `node`'s agent reports, once it has.
+    async fn reported_free(&self, node: &str) -> u64 {
+        let leases: Api<Lease> = Api::namespaced(self.sim.client(), &self.ns);
+        wait_for(&format!("{node}'s capacity report"), TIMEOUT, || async {
+            let lease = leases.get_opt(&format!("hostpath-{node}")).await.ok()??;
+            lease.metadata.annotations?["ballast.dev/hostpath-free-bytes"]
+                .parse()
+                .ok()
+        })
         .await
     }
 
@@ -256,9 +277,15 @@ async fn hostpath_claim_gets_a_directory_on_its_node_and_delete_removes_it() {
         pv.metadata.name.as_deref(),
         Some(format!("pvc-{uid}").as_str())
     );
-    assert!(
-        env.hostpath.path().join(&dir).is_dir(),
-        "directory {dir} exists"
+    // The agent creates the directory as soon as it sees the volume labelled for its node.
+    wait_for(&format!("directory {dir}"), TIMEOUT, || async {
+        env.hostpath.path().join(&dir).is_dir().then_some(())
+    })
+    .await;
+    assert_eq!(
+        pv.metadata.labels.clone().unwrap()["ballast.dev/hostpath-node"],
+        "node-1",
+        "labelled for node-1's agent"
     );
     let spec = pv.spec.clone().unwrap();
     assert_eq!(
@@ -302,15 +329,23 @@ async fn hostpath_claim_gets_a_directory_on_its_node_and_delete_removes_it() {
         "WaitForFirstConsumer claim left alone"
     );
 
-    // The agent published its free space, which is how others place Immediate claims.
+    // The agent reports its free space in a Lease of its own, which is how the controller
+    // places hostPath volumes; the Node is never written.
+    let free = env.reported_free("node-1").await;
+    assert!(free > 0);
     let node = Api::<k8s_openapi::api::core::v1::Node>::all(env.sim.client())
         .get("node-1")
         .await
         .unwrap();
-    let free: u64 = node.metadata.annotations.unwrap()["ballast.dev/hostpath-free-bytes"]
-        .parse()
-        .unwrap();
-    assert!(free > 0);
+    assert!(
+        !node
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .any(|k| k.starts_with("ballast.dev/")),
+        "no annotation of ours on the Node"
+    );
 
     // Immediate binding: the provisioner picks a Ready node whose agent reports enough space;
     // only node-1 runs an agent here.
@@ -739,9 +774,10 @@ async fn nfs_deployment_and_hostpath_daemonset_side_by_side_each_serve_their_own
     // As packaged: an NFS Deployment (no node name) and a hostPath DaemonSet (no NFS), each
     // electing its own leader.
     let mut nfs_only = env.config("nfs-0", "provisioner-nfs");
-    nfs_only.node_name = None;
+    nfs_only.agent = None;
+    nfs_only.controller.as_mut().unwrap().hostpath = None;
     let mut hostpath_only = env.config("hostpath-node-1", "provisioner-hostpath");
-    hostpath_only.nfs = None;
+    hostpath_only.controller.as_mut().unwrap().nfs = None;
     let nfs = provisioner::start(nfs_only, shutdown.clone())
         .await
         .unwrap();
@@ -752,17 +788,7 @@ async fn nfs_deployment_and_hostpath_daemonset_side_by_side_each_serve_their_own
     // The hostPath agent reports node-1's free space first, as a running DaemonSet pod has by
     // the time a consumer lands there; a claim selected onto a node with no report yet is
     // (rightly) rescheduled with a ProvisioningFailed, which this scenario is not about.
-    wait_for("node-1's agent to report free space", TIMEOUT, || async {
-        let node = Api::<k8s_openapi::api::core::v1::Node>::all(env.sim.client())
-            .get("node-1")
-            .await
-            .ok()?;
-        node.metadata
-            .annotations?
-            .contains_key("ballast.dev/hostpath-free-bytes")
-            .then_some(())
-    })
-    .await;
+    env.reported_free("node-1").await;
     env.create_claim("files", "nfs", json!({})).await;
     env.create_claim(
         "cache",
@@ -827,7 +853,7 @@ async fn two_controllers_racing_create_each_volume_once() {
     let mut running = Vec::new();
     for (identity, lease) in [("a", "race-a"), ("b", "race-b")] {
         let mut config = env.config(identity, lease);
-        config.node_name = None;
+        config.agent = None;
         running.push(provisioner::start(config, shutdown.clone()).await.unwrap());
     }
     for i in 0..CLAIMS {
@@ -906,16 +932,63 @@ async fn two_controllers_racing_create_each_volume_once() {
         .collect();
     assert_eq!(dirs(env.export.path()), expected);
 
+    // hostPath too: with node-1's agent reporting, both controllers place and create each
+    // volume once, on the same node.
+    let mut agent = env.config("agent-node-1", "unused");
+    agent.controller = None;
+    running.push(provisioner::start(agent, shutdown.clone()).await.unwrap());
+    env.reported_free("node-1").await;
+    let selected =
+        json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}}});
+    for i in 0..5 {
+        env.create_claim(&format!("h{i}"), "hostpath", selected.clone())
+            .await;
+    }
+    for i in 0..5 {
+        let name = format!("h{i}");
+        let (claim, pv) = env.bound(&name).await;
+        assert_eq!(
+            pv.metadata.name,
+            Some(format!("pvc-{}", claim.metadata.uid.unwrap()))
+        );
+        let succeeded = env
+            .events_for(&name)
+            .await
+            .into_iter()
+            .filter(|(_, r, _)| r == "ProvisioningSucceeded")
+            .count();
+        assert_eq!(succeeded, 1, "{name}: one volume created");
+    }
+    let hostpath_volumes = env
+        .volumes()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|v| v.spec.as_ref().is_some_and(|s| s.host_path.is_some()))
+        .count();
+    assert_eq!(hostpath_volumes, 5);
+
     shutdown.cancel();
     for r in running {
         r.wait().await.expect("clean shutdown");
     }
 }
 
-/// A client with exactly the provisioner's RBAC (`provisioner::RBAC`), as its ServiceAccount.
+/// A client with exactly the controller's RBAC, as its ServiceAccount.
 async fn provisioner_client(sim: &KubeSim) -> kube::Client {
-    let user = "system:serviceaccount:ballast-system:provisioner";
-    for (group, resource, verbs) in provisioner::RBAC {
+    client_with(
+        sim,
+        "system:serviceaccount:ballast-system:provisioner",
+        provisioner::CONTROLLER_RBAC,
+    )
+    .await
+}
+
+/// A client for `user` with exactly `rbac`.
+async fn client_with(sim: &KubeSim, user: &str, rbac: &[(&str, &str, &[&str])]) -> kube::Client {
+    for (group, resource, verbs) in rbac {
         for verb in *verbs {
             sim.allow(user, verb, group, resource);
         }
@@ -940,6 +1013,7 @@ async fn fifty_claims_at_once_are_provisioned_once_each_and_bound_by_the_pv_cont
     let shutdown = CancellationToken::new();
     // Only the rights the manifests grant: no write to a claim's status is even possible.
     let mut config = env.config("p1", "provisioner");
+    config.agent = None;
     config.kube = KubeAccess::Client(provisioner_client(&env.sim).await);
     let running = provisioner::start(config, shutdown.clone()).await.unwrap();
 
@@ -1137,4 +1211,128 @@ async fn a_volume_shown_released_while_its_claim_holds_it_keeps_its_data() {
 
     shutdown.cancel();
     running.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn an_agent_never_removes_a_directory_whose_volume_or_claim_still_exists() {
+    let env = Env::start("prov-agent").await;
+    let shutdown = CancellationToken::new();
+    // As packaged: the controller and node-1's agent in separate processes, each with only the
+    // rights its ServiceAccount gets (the agent cannot write volumes, claims or Nodes).
+    let mut controller = env.config("controller-0", "provisioner");
+    controller.agent = None;
+    controller.controller.as_mut().unwrap().nfs = None;
+    controller.kube = KubeAccess::Client(provisioner_client(&env.sim).await);
+    let mut agent = env.config("agent-node-1", "unused");
+    agent.controller = None;
+    agent.kube = KubeAccess::Client(
+        client_with(
+            &env.sim,
+            "system:serviceaccount:ballast-hostpath:provisioner-agent",
+            provisioner::AGENT_RBAC,
+        )
+        .await,
+    );
+    let controller = provisioner::start(controller, shutdown.clone())
+        .await
+        .unwrap();
+    let agent = provisioner::start(agent, shutdown.clone()).await.unwrap();
+    env.reported_free("node-1").await;
+
+    let claim = env
+        .create_claim(
+            "kept",
+            "hostpath",
+            json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}}}),
+        )
+        .await;
+    let (_, pv) = env.bound("kept").await;
+    let pv_name = pv.metadata.name.clone().unwrap();
+    let dir = env.hostpath.path().join(format!(
+        "pvc-{}_prov-agent_kept",
+        claim.metadata.uid.unwrap()
+    ));
+    wait_for("the agent creates the directory", TIMEOUT, || async {
+        dir.is_dir().then_some(())
+    })
+    .await;
+    std::fs::write(dir.join("precious"), b"data").unwrap();
+    let survives = |why: &'static str| {
+        let file = dir.join("precious");
+        async move {
+            // Two resyncs of the agent (2s each) and the events before them.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert!(file.is_file(), "{why}: the data is still there");
+        }
+    };
+    let patch = |labels: serde_json::Value| {
+        let volumes = env.volumes();
+        let name = pv_name.clone();
+        async move {
+            volumes
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"metadata": {"labels": labels}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+
+    // The volume leaves the agent's watch (its node label removed): gone from the agent's
+    // cache, but the API still has it. The controller labels it again (as it labels volumes
+    // made before agents watched by label), and the agent sees it back.
+    patch(json!({"ballast.dev/hostpath-node": null})).await;
+    wait_for(
+        "the controller labels the volume again",
+        TIMEOUT,
+        || async {
+            let pv = env.volumes().get(&pv_name).await.ok()?;
+            (pv.metadata.labels?.get("ballast.dev/hostpath-node")? == "node-1").then_some(())
+        },
+    )
+    .await;
+    survives("the volume left the agent's cache but exists").await;
+
+    // The volume really deleted (an administrator forcing it past its finalizer) while the
+    // claim still exists.
+    env.volumes()
+        .delete(&pv_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    env.volumes()
+        .patch(
+            &pv_name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    wait_for("the volume gone", TIMEOUT, || async {
+        env.volumes()
+            .get_opt(&pv_name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    survives("the claim still exists").await;
+
+    // Once the claim is gone too (reclaim policy Delete), the agent removes the directory.
+    env.claims()
+        .delete("kept", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the directory removed", TIMEOUT, || async {
+        let gone = !dir.exists();
+        let volume_gone = env.volumes().get_opt(&pv_name).await.ok()?.is_none();
+        (gone && volume_gone).then_some(())
+    })
+    .await;
+
+    shutdown.cancel();
+    controller.wait().await.expect("clean shutdown");
+    agent.wait().await.expect("clean shutdown");
 }

@@ -268,23 +268,29 @@ impl Cluster {
         )
         .await?;
 
-        // provisioner: cluster-wide controller plus node-1's hostPath agent.
+        // provisioner: the controller plus node-1's hostPath agent, in one process.
         let hostpath = tempdir("hostpath")?;
         let export = tempdir("nfs-export")?;
         let provisioner = provisioner::start(
             provisioner::Config {
-                controller: Some(ballast_runtime::leader::LeaseConfig::new(
-                    SYSTEM_NAMESPACE,
-                    "provisioner",
-                    "provisioner-demo",
-                )),
-                node_name: Some(AGENT_NODE.to_owned()),
-                hostpath_base: hostpath.path().to_path_buf(),
-                nfs: Some(provisioner::NfsConfig {
-                    server: NFS_SERVER.to_owned(),
-                    export_path: PathBuf::from(NFS_EXPORT),
-                    mount: export.path().to_path_buf(),
+                controller: Some(provisioner::ControllerConfig {
+                    lease: ballast_runtime::leader::LeaseConfig::new(
+                        SYSTEM_NAMESPACE,
+                        "provisioner",
+                        "provisioner-demo",
+                    ),
+                    hostpath: Some(hostpath.path().to_path_buf()),
+                    nfs: Some(provisioner::NfsConfig {
+                        server: NFS_SERVER.to_owned(),
+                        export_path: PathBuf::from(NFS_EXPORT),
+                        mount: export.path().to_path_buf(),
+                    }),
                 }),
+                agent: Some(provisioner::AgentConfig {
+                    node_name: AGENT_NODE.to_owned(),
+                    hostpath_base: hostpath.path().to_path_buf(),
+                }),
+                namespace: SYSTEM_NAMESPACE.to_owned(),
                 control_endpoint: Some(control_endpoint.clone()),
                 admin_addr: Some(any_port()),
                 kube: provisioner::KubeAccess::Client(client.clone()),

@@ -78,18 +78,21 @@ async fn main() -> anyhow::Result<()> {
         }
         None => {
             let config = provisioner::Config {
-                controller: Some(ballast_runtime::leader::LeaseConfig::new(
-                    NAMESPACE,
-                    "ballast-provisioner",
-                    "bench",
-                )),
-                node_name: None,
-                hostpath_base: export.path().join("hostpath"),
-                nfs: Some(provisioner::NfsConfig {
-                    server: "nfs.bench".into(),
-                    export_path: export.path().to_path_buf(),
-                    mount: export.path().to_path_buf(),
+                controller: Some(provisioner::ControllerConfig {
+                    lease: ballast_runtime::leader::LeaseConfig::new(
+                        NAMESPACE,
+                        "ballast-provisioner",
+                        "bench",
+                    ),
+                    hostpath: None,
+                    nfs: Some(provisioner::NfsConfig {
+                        server: "nfs.bench".into(),
+                        export_path: export.path().to_path_buf(),
+                        mount: export.path().to_path_buf(),
+                    }),
                 }),
+                agent: None,
+                namespace: NAMESPACE.into(),
                 control_endpoint: None,
                 admin_addr: None,
                 kube: provisioner::KubeAccess::Client(client.clone()),

@@ -1,5 +1,7 @@
 //! Command line and environment (every flag has an env twin; `NFS_SERVER`, `IS_NFS_SERVER` and
-//! `KUBECONFIG` are the seed's variables).
+//! `KUBECONFIG` are the seed's variables). The controller Deployment runs with the defaults
+//! plus its backend (`PROVISIONER_HOSTPATH=true` or `NFS_SERVER`); the agent DaemonSet with
+//! `PROVISIONER_CONTROLLER=false` and `NODE_NAME`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,23 +10,28 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 
-use crate::{Config, KubeAccess, NfsConfig};
+use crate::{AgentConfig, Config, ControllerConfig, KubeAccess, NfsConfig};
 
-/// hostPath and NFS dynamic provisioning. The cluster-wide part (NFS, warnings, rescheduling) runs
-/// under leader election; with --node-name the process is also the hostPath agent of that node.
+/// hostPath and NFS dynamic provisioning. The controller (every volume write) runs under leader
+/// election; with --node-name the process is the hostPath agent of that node.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "provisioner", version, about)]
 pub struct Args {
-    /// Run the cluster-wide controller (NFS, warnings, rescheduling) while holding the Lease.
+    /// Run the controller (every volume write, warnings, rescheduling) while holding the Lease.
     #[arg(long, env = "PROVISIONER_CONTROLLER", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub controller: bool,
+
+    /// The controller serves the hostPath class (placing volumes on nodes whose agents report).
+    #[arg(long, env = "PROVISIONER_HOSTPATH", default_value_t = false, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub hostpath: bool,
 
     /// This node's name (downward API `spec.nodeName`): makes the process the node's hostPath
     /// agent, creating and deleting directories under --hostpath-base for volumes placed here.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
 
-    /// Directory under which hostPath volumes are created, the same path on the host and here.
+    /// Directory under which hostPath volumes are created, the same path on the host and in the
+    /// agent (the controller writes it into PVs).
     #[arg(
         long,
         env = "HOSTPATH_BASE",
@@ -67,7 +74,7 @@ pub struct Args {
     #[command(flatten)]
     pub shutdown: ballast_runtime::shutdown::ShutdownArgs,
 
-    /// Namespace of the Lease (the pod's own namespace).
+    /// The pod's own namespace: the controller's Lease and the agents' capacity reports.
     #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
     pub lease_namespace: String,
 
@@ -94,6 +101,7 @@ impl Args {
     pub fn into_config(self) -> Config {
         let Args {
             controller,
+            hostpath,
             node_name,
             hostpath_base,
             nfs_server,
@@ -127,12 +135,22 @@ impl Args {
                 export_path: nfs_path,
             });
         Config {
-            controller: controller.then(|| {
-                ballast_runtime::leader::LeaseConfig::new(&lease_namespace, &lease_name, &identity)
+            controller: controller.then(|| ControllerConfig {
+                lease: ballast_runtime::leader::LeaseConfig::new(
+                    &lease_namespace,
+                    &lease_name,
+                    &identity,
+                ),
+                hostpath: hostpath.then(|| hostpath_base.clone()),
+                nfs,
             }),
-            node_name: node_name.filter(|n| !n.is_empty()),
-            hostpath_base,
-            nfs,
+            agent: node_name
+                .filter(|n| !n.is_empty())
+                .map(|node_name| AgentConfig {
+                    node_name,
+                    hostpath_base,
+                }),
+            namespace: lease_namespace,
             control_endpoint,
             admin_addr: Some(SocketAddr::new(bind_address, admin_port)),
             kube: KubeAccess::from(kube),
@@ -147,13 +165,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_run_the_controller_only_without_nfs() {
+    fn defaults_run_the_controller_only_without_a_backend() {
         let c = Args::parse_from(["provisioner"]).into_config();
-        assert!(c.controller.is_some());
-        assert_eq!(c.node_name, None);
-        assert!(c.nfs.is_none());
+        let controller = c.controller.unwrap();
+        assert!(controller.nfs.is_none());
+        assert!(controller.hostpath.is_none());
+        assert!(c.agent.is_none());
+        assert_eq!(c.namespace, "ballast-system");
         assert_eq!(c.admin_addr.unwrap().port(), 8080);
         assert_eq!(c.resync, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_daemonset_runs_the_agent_alone() {
+        let c = Args::parse_from([
+            "provisioner",
+            "--node-name=node-1",
+            "--controller=0",
+            "--hostpath-base=/data",
+        ])
+        .into_config();
+        assert!(c.controller.is_none());
+        let agent = c.agent.unwrap();
+        assert_eq!(agent.node_name, "node-1");
+        assert_eq!(agent.hostpath_base, PathBuf::from("/data"));
+    }
+
+    #[test]
+    fn the_hostpath_controller_writes_the_agents_base_path_into_volumes() {
+        let c = Args::parse_from(["provisioner", "--hostpath=true", "--hostpath-base=/data"])
+            .into_config();
+        assert_eq!(c.controller.unwrap().hostpath, Some(PathBuf::from("/data")));
+        assert!(c.agent.is_none());
     }
 
     #[test]
@@ -163,16 +206,12 @@ mod tests {
             "--nfs-server=10.0.0.5",
             "--nfs-path=/exports/k8s",
             "--is-nfs-server=yes",
-            "--node-name=node-1",
-            "--controller=0",
         ])
         .into_config();
-        let nfs = c.nfs.unwrap();
+        let nfs = c.controller.unwrap().nfs.unwrap();
         assert_eq!(nfs.server, "10.0.0.5");
         assert_eq!(nfs.mount, PathBuf::from("/exports/k8s"));
         assert_eq!(nfs.export_path, PathBuf::from("/exports/k8s"));
-        assert_eq!(c.node_name.as_deref(), Some("node-1"));
-        assert!(c.controller.is_none());
     }
 
     #[test]
@@ -183,7 +222,7 @@ mod tests {
             "--nfs-mount=/mnt/x",
         ])
         .into_config();
-        let nfs = c.nfs.unwrap();
+        let nfs = c.controller.unwrap().nfs.unwrap();
         assert_eq!(nfs.mount, PathBuf::from("/mnt/x"));
         assert_eq!(nfs.export_path, PathBuf::from("/srv/nfs"));
     }

@@ -78,3 +78,15 @@ pub fn io(action: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error with its sources, for events and logs.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}

@@ -19,6 +19,17 @@ pub fn create(base: &Path, name: &str) -> Result<()> {
         .map_err(io("set permissions on", &dir))
 }
 
+/// Creates `base/name` unless it exists (a directory kubelet or an earlier run made is left as
+/// it is); says whether it created it.
+pub fn ensure(base: &Path, name: &str) -> Result<bool> {
+    let dir = paths::join_checked(base, name)?;
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    create(base, name)?;
+    Ok(true)
+}
+
 /// Removes `base/name` and everything in it; a missing directory is already removed.
 pub fn remove(base: &Path, name: &str) -> Result<()> {
     let dir = paths::join_checked(base, name)?;
@@ -38,10 +49,12 @@ pub fn archive(base: &Path, name: &str) -> Result<()> {
     }
 }
 
-/// What `remove_if_idle` did.
+/// What `idle` found, or `remove_if_idle` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idle {
     Removed,
+    /// Empty and unchanged for `min_age`.
+    Empty,
     /// Holds data: kept.
     NotEmpty,
     /// Changed less than `min_age` ago: perhaps another instance is about to use it.
@@ -50,6 +63,17 @@ pub enum Idle {
 
 /// Removes `base/name` only when it is an empty directory unchanged for `min_age`.
 pub fn remove_if_idle(base: &Path, name: &str, min_age: Duration) -> Result<Idle> {
+    let found = idle(base, name, min_age)?;
+    if found != Idle::Empty {
+        return Ok(found);
+    }
+    let dir = paths::join_checked(base, name)?;
+    std::fs::remove_dir(&dir).map_err(io("remove directory", &dir))?;
+    Ok(Idle::Removed)
+}
+
+/// Whether `base/name` is an empty directory unchanged for `min_age`.
+pub fn idle(base: &Path, name: &str, min_age: Duration) -> Result<Idle> {
     let dir = paths::join_checked(base, name)?;
     let modified = std::fs::metadata(&dir)
         .and_then(|m| m.modified())
@@ -65,11 +89,7 @@ pub fn remove_if_idle(base: &Path, name: &str, min_age: Duration) -> Result<Idle
         .map_err(io("read directory", &dir))?
         .next()
         .is_none();
-    if !empty {
-        return Ok(Idle::NotEmpty);
-    }
-    std::fs::remove_dir(&dir).map_err(io("remove directory", &dir))?;
-    Ok(Idle::Removed)
+    Ok(if empty { Idle::Empty } else { Idle::NotEmpty })
 }
 
 /// Names of the directories directly under `base` (none when `base` does not exist yet).

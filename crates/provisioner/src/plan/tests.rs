@@ -1,5 +1,11 @@
+use super::placement::node_facts;
 use super::*;
+use crate::capacity;
+use crate::objects::*;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
+use std::collections::BTreeMap;
 
 const GI: u64 = 1 << 30;
 
@@ -104,6 +110,7 @@ impl VolB {
         self
     }
     fn on_node(mut self, node: &str) -> Self {
+        self.0["metadata"]["labels"] = json!({LABEL_NODE: node});
         self.0["spec"]["nodeAffinity"] = json!({"required": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": LABEL_HOSTNAME, "operator": "In", "values": [node]}]}
         ]}});
@@ -148,17 +155,22 @@ fn world(volumes: Vec<Arc<PersistentVolume>>) -> World {
     }
 }
 
-fn provision_nfs(volume: &str, claim: &str, capacity: u64) -> Plan<ClaimAction> {
-    Plan {
-        actor: Actor::Controller,
-        action: ClaimAction::Provision(Provision {
-            volume: volume.into(),
-            directory: format!("{volume}_ns_{claim}"),
-            backend: Backend::Nfs,
-            class: "nfs".into(),
-            node: None,
-            capacity,
-        }),
+fn provision_nfs(volume: &str, claim: &str, capacity: u64) -> ClaimAction {
+    ClaimAction::Provision(Provision {
+        volume: volume.into(),
+        directory: format!("{volume}_ns_{claim}"),
+        backend: Backend::Nfs,
+        class: "nfs".into(),
+        node: None,
+        capacity,
+    })
+}
+
+/// The node a decision provisions on, if it provisions.
+fn node_of(action: &ClaimAction) -> Option<String> {
+    match action {
+        ClaimAction::Provision(p) => p.node.clone(),
+        _ => None,
     }
 }
 
@@ -192,7 +204,7 @@ fn binding_decisions_follow_the_seed_rules() {
                 .annotated(ANN_BETA_STORAGE_PROVISIONER, PROVISIONER_NFS)
                 .build(),
             vec![],
-            provision_nfs("pvc-uid-c", "c", GI).action,
+            provision_nfs("pvc-uid-c", "c", GI),
         ),
         (
             "a claim handed to another provisioner is not ours",
@@ -211,7 +223,7 @@ fn binding_decisions_follow_the_seed_rules() {
                     .claimed_by("someone", "uid-x")
                     .build(),
             ],
-            provision_nfs("pvc-uid-c", "c", GI).action,
+            provision_nfs("pvc-uid-c", "c", GI),
         ),
         (
             "a volume provisioned for this claim is left for the PV controller to bind",
@@ -309,7 +321,7 @@ fn binding_decisions_follow_the_seed_rules() {
             "named PV that does not exist is provisioned under that name",
             mk_claim("c", "nfs", "1Gi").volume("my-pv").build(),
             vec![],
-            provision_nfs("my-pv", "c", GI).action,
+            provision_nfs("my-pv", "c", GI),
         ),
         (
             "Lost claim whose PV is gone is not given a new empty one",
@@ -329,7 +341,7 @@ fn binding_decisions_follow_the_seed_rules() {
             "no fitting PV provisions pvc-<uid>",
             mk_claim("c", "nfs", "3Gi").build(),
             vec![mk_pv("small", "nfs", "1Gi").build()],
-            provision_nfs("pvc-uid-c", "c", 3 * GI).action,
+            provision_nfs("pvc-uid-c", "c", 3 * GI),
         ),
         (
             "claim without a storage request fails",
@@ -346,7 +358,7 @@ fn binding_decisions_follow_the_seed_rules() {
     ];
     for (name, claim, volumes, expected) in cases {
         let plan = decide_claim(&claim, &world(volumes));
-        assert_eq!(plan.action, expected, "case: {name}");
+        assert_eq!(plan, expected, "case: {name}");
     }
 }
 
@@ -362,20 +374,15 @@ fn nfs_work_and_warnings_belong_to_the_controller() {
         .volume("static-nfs")
         .build();
     let plan = decide_claim(&claim, &w);
-    assert_eq!(plan.actor, Actor::Controller);
-    assert!(
-        matches!(plan.action, ClaimAction::Refuse { .. }),
-        "{plan:?}"
-    );
+    assert!(matches!(plan, ClaimAction::Refuse { .. }), "{plan:?}");
 }
 
 #[test]
 fn hostpath_honours_the_selected_node_of_wait_for_first_consumer() {
     let claim = mk_claim("c", "hostpath", "1Gi").node("node-2").build();
     let plan = decide_claim(&claim, &world(vec![]));
-    assert_eq!(plan.actor, Actor::Node("node-2".into()));
-    let ClaimAction::Provision(p) = plan.action else {
-        panic!("expected provision, got {:?}", plan.action)
+    let ClaimAction::Provision(p) = plan else {
+        panic!("expected provision, got {plan:?}")
     };
     assert_eq!(p.node.as_deref(), Some("node-2"));
     assert_eq!(p.directory, "pvc-uid-c_ns_c");
@@ -394,9 +401,8 @@ fn hostpath_is_never_placed_on_a_notready_selected_node() {
     );
     let claim = mk_claim("c", "hostpath", "1Gi").node("node-2").build();
     let plan = decide_claim(&claim, &w);
-    assert_eq!(plan.actor, Actor::Controller);
     assert_eq!(
-        plan.action,
+        plan,
         ClaimAction::Reschedule {
             node: "node-2".into(),
             message:
@@ -412,7 +418,7 @@ fn hostpath_is_never_placed_on_a_node_short_of_space_and_the_event_says_so() {
     let mut w = world(vec![]);
     w.nodes.insert("node-2".into(), ready(GI / 2));
     let claim = mk_claim("c", "hostpath", "1Gi").node("node-2").build();
-    let ClaimAction::Reschedule { node, message } = decide_claim(&claim, &w).action else {
+    let ClaimAction::Reschedule { node, message } = decide_claim(&claim, &w) else {
         panic!("expected a reschedule")
     };
     assert_eq!(node, "node-2");
@@ -446,8 +452,8 @@ fn hostpath_without_selected_node_picks_a_ready_node_with_space_consistently() {
         let claim = mk_claim(&format!("c{i}"), "hostpath", "1Gi").build();
         let first = decide_claim(&claim, &w);
         assert_eq!(
-            first.actor,
-            Actor::Node("node-2".into()),
+            node_of(&first).as_deref(),
+            Some("node-2"),
             "only node-2 fits"
         );
         assert_eq!(decide_claim(&claim, &w), first, "same input, same choice");
@@ -458,7 +464,12 @@ fn hostpath_without_selected_node_picks_a_ready_node_with_space_consistently() {
 fn hostpath_spreads_claims_over_fitting_nodes() {
     let w = world(vec![]);
     let picked: std::collections::BTreeSet<_> = (0..20)
-        .map(|i| decide_claim(&mk_claim(&format!("c{i}"), "hostpath", "1Gi").build(), &w).actor)
+        .map(|i| {
+            node_of(&decide_claim(
+                &mk_claim(&format!("c{i}"), "hostpath", "1Gi").build(),
+                &w,
+            ))
+        })
         .collect();
     assert_eq!(picked.len(), 2, "both nodes used: {picked:?}");
 }
@@ -475,8 +486,7 @@ fn hostpath_without_any_fitting_node_explains_each_node() {
         },
     );
     w.nodes.insert("b".into(), ready(1024));
-    let ClaimAction::Fail { message } =
-        decide_claim(&mk_claim("c", "hostpath", "1Gi").build(), &w).action
+    let ClaimAction::Fail { message } = decide_claim(&mk_claim("c", "hostpath", "1Gi").build(), &w)
     else {
         panic!("expected failure")
     };
@@ -505,7 +515,7 @@ fn hostpath_selected_node_without_an_agent_or_unknown_is_rescheduled() {
         ("nowhere", "is not known"),
     ] {
         let claim = mk_claim("c", "hostpath", "1Gi").node(node).build();
-        let ClaimAction::Reschedule { node: n, message } = decide_claim(&claim, &w).action else {
+        let ClaimAction::Reschedule { node: n, message } = decide_claim(&claim, &w) else {
             panic!("expected a reschedule for {node}")
         };
         assert_eq!(n, node);
@@ -514,7 +524,7 @@ fn hostpath_selected_node_without_an_agent_or_unknown_is_rescheduled() {
 }
 
 #[test]
-fn volume_of_a_deleted_claim_is_deleted_by_the_agent_on_its_node() {
+fn volume_of_a_deleted_claim_is_deleted_and_its_node_agent_removes_the_directory() {
     let pv = mk_pv("pvc-1", "hostpath", "1Gi")
         .claimed_by("gone", "uid-gone")
         .released()
@@ -522,9 +532,8 @@ fn volume_of_a_deleted_claim_is_deleted_by_the_agent_on_its_node() {
         .ours(Backend::HostPath, "pvc-1_ns_gone")
         .build();
     let plan = decide_volume(&pv, &world(vec![]));
-    assert_eq!(plan.actor, Actor::Node("node-1".into()));
     assert_eq!(
-        plan.action,
+        plan,
         VolumeAction::Delete {
             backend: Backend::HostPath,
             directory: Some("pvc-1_ns_gone".into()),
@@ -541,9 +550,8 @@ fn nfs_volume_of_a_deleted_claim_is_archived_when_the_class_says_so() {
         .ours(Backend::Nfs, "pvc-1_ns_gone")
         .build();
     let plan = decide_volume(&pv, &world(vec![]));
-    assert_eq!(plan.actor, Actor::Controller);
     assert!(
-        matches!(plan.action, VolumeAction::Delete { archive: true, .. }),
+        matches!(plan, VolumeAction::Delete { archive: true, .. }),
         "{plan:?}"
     );
 }
@@ -557,7 +565,7 @@ fn retained_volume_is_kept() {
         .policy("Retain")
         .build();
     assert_eq!(
-        decide_volume(&pv, &world(vec![])).action,
+        decide_volume(&pv, &world(vec![])),
         VolumeAction::Nothing("released volume is retained")
     );
 }
@@ -572,7 +580,7 @@ fn volume_in_use_or_not_ours_is_left_alone() {
         .ours(Backend::Nfs, "pvc-1_ns_c")
         .build();
     assert_eq!(
-        decide_volume(&used, &w).action,
+        decide_volume(&used, &w),
         VolumeAction::Nothing("volume is not Released")
     );
     let manual = mk_pv("x", "nfs", "1Gi")
@@ -580,7 +588,7 @@ fn volume_in_use_or_not_ours_is_left_alone() {
         .released()
         .build();
     assert_eq!(
-        decide_volume(&manual, &w).action,
+        decide_volume(&manual, &w),
         VolumeAction::Nothing("not provisioned by ballast")
     );
     // Released per the PV controller, but our cache still sees the claim holding it: wait.
@@ -590,7 +598,7 @@ fn volume_in_use_or_not_ours_is_left_alone() {
         .ours(Backend::Nfs, "pvc-1_ns_c")
         .build();
     assert_eq!(
-        decide_volume(&racing, &w).action,
+        decide_volume(&racing, &w),
         VolumeAction::Nothing("a claim still holds the volume")
     );
 }
@@ -606,7 +614,7 @@ fn volume_provisioned_for_a_claim_that_bound_elsewhere_is_reclaimed() {
         .ours(Backend::Nfs, "pvc-uid-c_ns_c")
         .build();
     assert!(matches!(
-        decide_volume(&extra, &w).action,
+        decide_volume(&extra, &w),
         VolumeAction::Delete { .. }
     ));
 }
@@ -629,7 +637,7 @@ fn orphan_scan_keeps_directories_with_a_volume_or_a_waiting_claim() {
     .map(String::from)
     .to_vec();
     assert_eq!(
-        orphans(&dirs, &w, None),
+        orphans(&dirs, &w),
         vec![
             "pvc-uid-old_ns_waiting".to_owned(),
             "pvc-b_ns_gone".to_owned()
@@ -638,39 +646,38 @@ fn orphan_scan_keeps_directories_with_a_volume_or_a_waiting_claim() {
 }
 
 #[test]
-fn orphan_scan_on_a_node_ignores_volumes_pinned_elsewhere() {
-    let w = world(vec![
-        mk_pv("here", "hostpath", "1Gi").on_node("node-1").build(),
-        mk_pv("there", "hostpath", "1Gi").on_node("node-2").build(),
-    ]);
-    let dirs = vec!["here_ns_a".to_owned(), "there_ns_b".to_owned()];
-    assert_eq!(
-        orphans(&dirs, &w, Some("node-1")),
-        vec!["there_ns_b".to_owned()]
-    );
-}
-
-#[test]
 fn node_facts_prefer_the_control_service_and_read_fresh_agent_reports() {
-    const NOW: i64 = 1_800_000_000;
-    let node = |name: &str, ready: &str, free: Option<&str>, at: i64| -> Arc<Node> {
-        let mut n = json!({
-            "metadata": {"name": name, "annotations": {ANN_REPORTED_AT: at.to_string()}},
-            "status": {"conditions": [{"type": "Ready", "status": ready}]},
-        });
-        if let Some(f) = free {
-            n["metadata"]["annotations"][ANN_FREE_BYTES] = json!(f);
-        }
-        Arc::new(serde_json::from_value(n).unwrap())
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let ago = |secs: i64| Timestamp::from_second(1_800_000_000 - secs).unwrap();
+    let node = |name: &str, ready: &str| -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready", "status": ready}]},
+            }))
+            .unwrap(),
+        )
     };
     let nodes = vec![
-        node("a", "True", Some("1024"), NOW - 10),
-        node("b", "True", None, NOW),
-        node("c", "Unknown", Some("x"), NOW),
-        node("d", "True", Some("1024"), NOW - AGENT_STALE_SECS - 1),
+        node("a", "True"),
+        node("b", "True"),
+        node("c", "Unknown"),
+        node("d", "True"),
+    ];
+    let reports = vec![
+        Arc::new(capacity::report("ns", "a", "agent-a", 1024, ago(10))),
+        Arc::new(capacity::report("ns", "c", "agent-c", 1024, ago(10))),
+        Arc::new(capacity::report(
+            "ns",
+            "d",
+            "agent-d",
+            1024,
+            ago(i64::from(capacity::LEASE_SECONDS) + 1),
+        )),
+        Arc::new(capacity::report("ns", "gone", "agent-x", 1024, ago(10))),
     ];
     let control: BTreeMap<String, bool> = [("a".to_owned(), false)].into_iter().collect();
-    let facts = node_facts(&nodes, Some(&control), NOW);
+    let facts = node_facts(&nodes, &reports, Some(&control), now);
     assert_eq!(
         facts["a"],
         NodeFacts {
@@ -685,13 +692,13 @@ fn node_facts_prefer_the_control_service_and_read_fresh_agent_reports() {
             ready: true,
             free_bytes: None
         },
-        "own condition without control data"
+        "own condition without control data; no agent"
     );
     assert_eq!(
         facts["c"],
         NodeFacts {
             ready: false,
-            free_bytes: None
+            free_bytes: Some(1024)
         }
     );
     assert_eq!(
@@ -702,7 +709,11 @@ fn node_facts_prefer_the_control_service_and_read_fresh_agent_reports() {
         },
         "silent agent counts as gone"
     );
-    assert!(node_facts(&nodes, None, NOW)["a"].ready);
+    assert!(
+        !facts.contains_key("gone"),
+        "reports of unknown nodes add no node"
+    );
+    assert!(node_facts(&nodes, &reports, None, now)["a"].ready);
 }
 
 #[test]
@@ -720,11 +731,34 @@ fn wait_for_first_consumer_class_waits_for_the_selected_node() {
     // Handed over earlier, its selected node since removed to reschedule: wait again.
     let waiting = mk_claim("c", "hostpath", "1Gi").build();
     assert_eq!(
-        decide_claim(&waiting, &w).action,
+        decide_claim(&waiting, &w),
         ClaimAction::Nothing("waiting for a consumer to be scheduled")
     );
     let scheduled = mk_claim("c", "hostpath", "1Gi").node("node-1").build();
     let plan = decide_claim(&scheduled, &w);
-    assert_eq!(plan.actor, Actor::Node("node-1".into()));
-    assert!(matches!(plan.action, ClaimAction::Provision(_)), "{plan:?}");
+    assert_eq!(node_of(&plan).as_deref(), Some("node-1"), "{plan:?}");
+}
+
+#[test]
+fn a_hostpath_volume_without_its_node_label_gets_it_first() {
+    let mut pv = (*mk_pv("pvc-1", "hostpath", "1Gi")
+        .claimed_by("c", "uid-c")
+        .released()
+        .on_node("node-1")
+        .ours(Backend::HostPath, "pvc-1_ns_c")
+        .build())
+    .clone();
+    pv.metadata.labels = None;
+    assert_eq!(
+        decide_volume(&pv, &world(vec![])),
+        VolumeAction::Label("node-1".into()),
+        "labelled before anything else, so its agent sees it"
+    );
+    let nfs = mk_pv("pvc-2", "nfs", "1Gi")
+        .ours(Backend::Nfs, "pvc-2_ns_c")
+        .build();
+    assert_eq!(
+        decide_volume(&nfs, &world(vec![])),
+        VolumeAction::Nothing("volume is not Released")
+    );
 }

@@ -1,0 +1,507 @@
+//! The node agent: the only part that touches a node's hostPath directories. It watches only
+//! the volumes labelled for its node, creates each one's directory, removes a directory once
+//! the live API shows both its volume and its claim gone, and reports the node's free space in
+//! its own capacity report (a Lease, see `capacity`). It writes no volume, claim or Node.
+//!
+//! Removal, the rules: a volume leaving the watch (deleted, or relabelled) is a candidate only.
+//! The agent GETs the PV and the claim from the API; it removes the directory when neither
+//! exists and the volume's reclaim policy was Delete, keeps it for good when the PV still
+//! exists or the policy was Retain, and asks again on every resync while the claim exists. An
+//! unknown directory found by the resync sweep (its volume deleted while the agent was down) is
+//! removed only when empty, unchanged for a minute and confirmed gone the same way; one holding
+//! data is kept and logged.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::PostParams;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::Config as WatchConfig;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::log_error;
+use crate::error::{Result, kube, status_code};
+use crate::informer::{self, Change};
+use crate::objects::{
+    ANN_DIRECTORY, ANN_PROVISIONED_BY, LABEL_NODE, PROVISIONER_HOSTPATH, annotation, claim_ref,
+    node_label, phase_of_volume, reclaim_policy,
+};
+use crate::queue::{Key, Queue, Work};
+use crate::{capacity, paths, storage};
+
+/// An unknown directory is removed only once unchanged for this long.
+const ORPHAN_MIN_AGE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's name (the DaemonSet's downward API `spec.nodeName`).
+    pub node_name: String,
+    /// Directory under which hostPath volumes live, the same path on the host and here.
+    pub hostpath_base: PathBuf,
+}
+
+/// What the agent remembers of a volume on its node, to judge its directory once it is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub volume: String,
+    pub directory: String,
+    /// The claimRef's (namespace, name, uid).
+    pub claim: Option<(String, String, String)>,
+    pub policy: String,
+}
+
+/// A hostPath volume of ours with a directory, as the agent remembers it.
+pub fn known(pv: &PersistentVolume) -> Option<Known> {
+    if annotation(&pv.metadata, ANN_PROVISIONED_BY) != Some(PROVISIONER_HOSTPATH) {
+        return None;
+    }
+    let directory = annotation(&pv.metadata, ANN_DIRECTORY)
+        .filter(|d| paths::parse_dir_name(d).is_some())?
+        .to_owned();
+    Some(Known {
+        volume: pv.metadata.name.clone()?,
+        directory,
+        claim: claim_ref(pv).map(|(ns, n, u)| (ns.to_owned(), n.to_owned(), u.to_owned())),
+        policy: reclaim_policy(pv).to_owned(),
+    })
+}
+
+/// Whether a volume's directory should exist: ours, and neither terminating nor released.
+pub fn wants_directory(pv: &PersistentVolume) -> Option<Known> {
+    let live = pv.metadata.deletion_timestamp.is_none()
+        && !matches!(phase_of_volume(pv), "Released" | "Failed");
+    known(pv).filter(|_| live)
+}
+
+/// What to do with a gone volume's directory, on the live API's word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Remove,
+    /// Keep the data for good, for this reason.
+    Keep(&'static str),
+    /// Ask again later, for this reason.
+    Wait(&'static str),
+}
+
+/// `volume_exists`: a PV of that name exists; `claim_uid`: the uid of the claim of that
+/// namespace and name, if one exists.
+pub fn verdict(k: &Known, volume_exists: bool, claim_uid: Option<&str>) -> Verdict {
+    if volume_exists {
+        return Verdict::Keep("its volume still exists");
+    }
+    let claim_lives = match (&k.claim, claim_uid) {
+        (Some((_, _, want)), Some(uid)) => want.is_empty() || want == uid,
+        _ => false,
+    };
+    if claim_lives {
+        return Verdict::Wait("its claim still exists");
+    }
+    if k.policy != "Delete" {
+        return Verdict::Keep("the reclaim policy keeps the data");
+    }
+    Verdict::Remove
+}
+
+struct Agent {
+    client: kube::Client,
+    node: String,
+    base: PathBuf,
+    namespace: String,
+    identity: String,
+    volumes: Store<PersistentVolume>,
+    /// Volumes that left the watch, by directory, waiting for the live API's word.
+    gone: Arc<Mutex<BTreeMap<String, Known>>>,
+    last_report: Mutex<Option<(u64, Timestamp)>>,
+    warned: Mutex<HashSet<String>>,
+}
+
+/// What the agent gets from the process around it.
+pub struct Setup {
+    pub client: kube::Client,
+    /// Where its capacity report goes.
+    pub namespace: String,
+    /// Its name in the report.
+    pub identity: String,
+    pub readiness: ballast_runtime::admin::Readiness,
+    pub resync: Duration,
+}
+
+/// Starts the agent of `config.node_name`: its watch, and its loop in `tasks`.
+pub fn spawn(
+    setup: Setup,
+    config: AgentConfig,
+    tasks: &mut JoinSet<Result<()>>,
+    shutdown: &CancellationToken,
+) {
+    let Setup {
+        client,
+        namespace,
+        identity,
+        readiness,
+        resync,
+    } = setup;
+    let queue = Arc::new(Queue::default());
+    let gone: Arc<Mutex<BTreeMap<String, Known>>> = Arc::default();
+    let selector = format!("{LABEL_NODE}={}", node_label(&config.node_name));
+    let (q, g) = (queue.clone(), gone.clone());
+    // Every volume of this node seen, to notice those a relist no longer shows.
+    let mut seen: HashMap<String, Known> = HashMap::new();
+    let mut relisted: HashSet<String> = HashSet::new();
+    let volumes = informer::watch(
+        Api::all(client.clone()),
+        WatchConfig::default().labels(&selector),
+        tasks,
+        shutdown,
+        move |c: Change<'_, PersistentVolume>| {
+            let left = |k: Known| {
+                g.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(k.directory.clone(), k);
+            };
+            match c {
+                Change::Listed(pv) | Change::Applied(pv) => {
+                    if let Some(k) = known(pv) {
+                        relisted.insert(k.volume.clone());
+                        seen.insert(k.volume.clone(), k);
+                    }
+                    if matches!(c, Change::Applied(_)) {
+                        q.push(Key::Volume(pv.metadata.name.clone().unwrap_or_default()));
+                    }
+                }
+                Change::Deleted(pv) => {
+                    let name = pv.metadata.name.clone().unwrap_or_default();
+                    if let Some(k) = seen.remove(&name).or_else(|| known(pv)) {
+                        left(k);
+                    }
+                    q.push(Key::Volume(name));
+                }
+                Change::Synced => {
+                    let missing: Vec<String> = seen
+                        .keys()
+                        .filter(|n| !relisted.contains(*n))
+                        .cloned()
+                        .collect();
+                    for name in missing {
+                        if let Some(k) = seen.remove(&name) {
+                            left(k);
+                        }
+                    }
+                    relisted.clear();
+                    q.push_all();
+                }
+            }
+        },
+    );
+    let agent = Agent {
+        client,
+        node: config.node_name,
+        base: config.hostpath_base,
+        namespace,
+        identity,
+        volumes,
+        gone,
+        last_report: Mutex::default(),
+        warned: Mutex::default(),
+    };
+    tasks.spawn(run(agent, queue, readiness, resync, shutdown.clone()));
+}
+
+async fn run(
+    agent: Agent,
+    queue: Arc<Queue>,
+    readiness: ballast_runtime::admin::Readiness,
+    resync: Duration,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        res = agent.volumes.wait_until_ready() => if res.is_err() { return Ok(()) },
+    }
+    readiness.set("agent", true);
+    tracing::info!(node = %agent.node, "agent cache synced; serving this node's volumes");
+    queue.push_all();
+    let mut next_resync = tokio::time::Instant::now();
+    loop {
+        let full = match queue.take() {
+            Work::All => true,
+            Work::Keys(keys) => {
+                for key in keys {
+                    if let Key::Volume(name) = key
+                        && let Some(pv) = agent.volumes.get(&ObjectRef::new(&name))
+                    {
+                        agent.ensure(&pv);
+                    }
+                }
+                false
+            }
+        };
+        if full || tokio::time::Instant::now() >= next_resync {
+            for pv in agent.volumes.state() {
+                agent.ensure(&pv);
+            }
+            agent.sweep().await;
+            next_resync = tokio::time::Instant::now() + resync;
+        }
+        agent.settle_gone().await;
+        if let Err(e) = agent.report().await {
+            log_error(&e, &format!("capacity report of node {}", agent.node));
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = queue.wait() => {}
+            _ = tokio::time::sleep_until(next_resync) => {}
+        }
+    }
+}
+
+impl Agent {
+    /// Creates the directory of a volume placed on this node, if missing.
+    fn ensure(&self, pv: &PersistentVolume) {
+        let Some(k) = wants_directory(pv) else {
+            return;
+        };
+        match storage::ensure(&self.base, &k.directory) {
+            Ok(true) => {
+                tracing::info!(volume = %k.volume, directory = %k.directory, "created volume directory")
+            }
+            Ok(false) => {}
+            Err(e) => log_error(&e, &k.directory),
+        }
+    }
+
+    /// Judges every volume that left the watch, on the live API's word.
+    async fn settle_gone(&self) {
+        let pending: Vec<Known> = self
+            .gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for k in pending {
+            let settled = match self.judge(&k).await {
+                Ok(Verdict::Remove) => match storage::remove(&self.base, &k.directory) {
+                    Ok(()) => {
+                        tracing::info!(volume = %k.volume, directory = %k.directory, "volume and claim gone; removed its directory");
+                        true
+                    }
+                    Err(e) => {
+                        log_error(&e, &k.directory);
+                        false
+                    }
+                },
+                Ok(Verdict::Keep(why)) => {
+                    tracing::info!(volume = %k.volume, directory = %k.directory, why, "kept volume directory");
+                    true
+                }
+                Ok(Verdict::Wait(why)) => {
+                    tracing::debug!(volume = %k.volume, why, "directory kept for now");
+                    false
+                }
+                Err(e) => {
+                    log_error(&e, &k.directory);
+                    false
+                }
+            };
+            if settled {
+                self.gone
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&k.directory);
+            }
+        }
+    }
+
+    /// GETs the volume and its claim from the API (never the cache) and decides.
+    async fn judge(&self, k: &Known) -> Result<Verdict> {
+        let volume = Api::<PersistentVolume>::all(self.client.clone())
+            .get_opt(&k.volume)
+            .await
+            .map_err(kube(format!("read volume {}", k.volume)))?;
+        if volume.is_some() {
+            return Ok(verdict(k, true, None));
+        }
+        let claim_uid = match &k.claim {
+            Some((ns, name, _)) => {
+                Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
+                    .get_opt(name)
+                    .await
+                    .map_err(kube(format!("read claim {ns}/{name}")))?
+                    .map(|c| c.metadata.uid.unwrap_or_default())
+            }
+            None => None,
+        };
+        Ok(verdict(k, false, claim_uid.as_deref()))
+    }
+
+    /// Directories under the base path that no volume of this node accounts for: removed when
+    /// empty, idle and confirmed gone by the API; kept (and logged once) when holding data.
+    async fn sweep(&self) {
+        let dirs = match storage::list(&self.base) {
+            Ok(d) => d,
+            Err(e) => return log_error(&e, &self.base.display().to_string()),
+        };
+        let volumes: HashSet<String> = self
+            .volumes
+            .state()
+            .iter()
+            .filter_map(|v| v.metadata.name.clone())
+            .collect();
+        let waiting: HashSet<String> = self
+            .gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for dir in dirs {
+            let Some((pv, ns, claim)) = paths::parse_dir_name(&dir) else {
+                continue;
+            };
+            if volumes.contains(pv) || waiting.contains(&dir) {
+                continue;
+            }
+            match storage::idle(&self.base, &dir, ORPHAN_MIN_AGE) {
+                Ok(storage::Idle::Removed | storage::Idle::Recent) => continue,
+                Ok(storage::Idle::NotEmpty) => {
+                    let first = self
+                        .warned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(dir.clone());
+                    if first {
+                        tracing::warn!(directory = %dir, "directory belongs to no volume of this node but holds data; kept");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    log_error(&e, &dir);
+                    continue;
+                }
+                Ok(storage::Idle::Empty) => {}
+            }
+            // An empty directory: its volume may have been deleted while this agent was down.
+            let k = Known {
+                volume: pv.to_owned(),
+                directory: dir.clone(),
+                claim: Some((ns.to_owned(), claim.to_owned(), String::new())),
+                policy: "Delete".into(),
+            };
+            match self.judge(&k).await {
+                Ok(Verdict::Remove) => {
+                    match storage::remove_if_idle(&self.base, &dir, ORPHAN_MIN_AGE) {
+                        Ok(storage::Idle::Removed) => {
+                            tracing::info!(directory = %dir, "removed unknown empty directory")
+                        }
+                        Ok(_) => {}
+                        Err(e) => log_error(&e, &dir),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log_error(&e, &dir),
+            }
+        }
+    }
+
+    /// Writes this node's capacity report when free space moved by a few percent, or to renew.
+    async fn report(&self) -> Result<()> {
+        let free = storage::free_bytes(&self.base)?;
+        let now = Timestamp::now();
+        let last = *self.last_report.lock().unwrap_or_else(|e| e.into_inner());
+        if !capacity::worth_writing(last, free, now) {
+            return Ok(());
+        }
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = capacity::name(&self.node);
+        let mut desired = capacity::report(&self.namespace, &self.node, &self.identity, free, now);
+        let pp = PostParams {
+            field_manager: Some(crate::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let current = api
+            .get_opt(&name)
+            .await
+            .map_err(kube(format!("read capacity report {name}")))?;
+        let written = match current {
+            Some(cur) => {
+                desired.metadata.resource_version = cur.metadata.resource_version;
+                api.replace(&name, &pp, &desired).await
+            }
+            None => api.create(&pp, &desired).await,
+        };
+        match written {
+            Ok(_) => {}
+            // Another write won; the next round reads it and decides again.
+            Err(e) if status_code(&e) == Some(409) => return Ok(()),
+            Err(e) => return Err(kube(format!("write capacity report {name}"))(e)),
+        }
+        *self.last_report.lock().unwrap_or_else(|e| e.into_inner()) = Some((free, now));
+        tracing::debug!(node = %self.node, free, "capacity report written");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pv(phase: &str, policy: &str) -> PersistentVolume {
+        serde_json::from_value(json!({
+            "metadata": {"name": "pvc-1", "annotations": {
+                ANN_PROVISIONED_BY: PROVISIONER_HOSTPATH,
+                ANN_DIRECTORY: "pvc-1_ns_data"}},
+            "spec": {"persistentVolumeReclaimPolicy": policy,
+                     "claimRef": {"namespace": "ns", "name": "data", "uid": "u1"}},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn directories_are_wanted_for_our_live_volumes_only() {
+        assert!(wants_directory(&pv("Bound", "Delete")).is_some());
+        assert!(wants_directory(&pv("Pending", "Delete")).is_some());
+        assert!(wants_directory(&pv("Released", "Delete")).is_none());
+        let mut nfs = pv("Bound", "Delete");
+        nfs.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANN_PROVISIONED_BY.into(), "ballast.dev/nfs".into());
+        assert!(wants_directory(&nfs).is_none());
+    }
+
+    #[test]
+    fn a_directory_goes_only_when_volume_and_claim_are_gone_and_the_policy_says_delete() {
+        let k = known(&pv("Released", "Delete")).unwrap();
+        assert_eq!(k.directory, "pvc-1_ns_data");
+        assert_eq!(
+            verdict(&k, true, None),
+            Verdict::Keep("its volume still exists")
+        );
+        assert_eq!(
+            verdict(&k, false, Some("u1")),
+            Verdict::Wait("its claim still exists")
+        );
+        assert_eq!(
+            verdict(&k, false, Some("u2")),
+            Verdict::Remove,
+            "a new claim of the same name is another claim"
+        );
+        assert_eq!(verdict(&k, false, None), Verdict::Remove);
+        let retained = known(&pv("Released", "Retain")).unwrap();
+        assert_eq!(
+            verdict(&retained, false, None),
+            Verdict::Keep("the reclaim policy keeps the data")
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! Applying a claim's decision: provision (NFS directory, then the PV pre-bound), reschedule,
+//! warn, or clear a warning. The only claim writes are annotations: `selected-node` removed and
+//! the binding problem.
+
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+use crate::controller::{Ctx, log_error};
+use crate::error::{Error, Result, chain, kube, status_code};
+use crate::objects::{
+    ANN_BINDING_PROBLEM, ANN_SELECTED_NODE, annotation, claim_class, claim_key, key, reference,
+    refers_to,
+};
+use crate::plan::{Backend, ClaimAction, Provision, World, claim_backend, decide_claim};
+use crate::pv::{self, Source};
+use crate::{FIELD_MANAGER, metrics, storage};
+
+pub fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+pub async fn reconcile(ctx: &Ctx, claim: &PersistentVolumeClaim, world: World) {
+    let world = &world;
+    if !ctx.serves(claim_backend(claim, world)) {
+        return;
+    }
+    let action = decide_claim(claim, world);
+    let provisioning = matches!(
+        action,
+        ClaimAction::Provision(_) | ClaimAction::Reschedule { .. }
+    );
+    if let Err(e) = apply(ctx, claim, world, action).await {
+        failed(ctx, claim, provisioning, &e).await;
+    }
+}
+
+async fn failed(ctx: &Ctx, claim: &PersistentVolumeClaim, provisioning: bool, e: &Error) {
+    log_error(e, &claim_key(claim));
+    if e.is_conflict() {
+        return;
+    }
+    let (operation, reason) = if provisioning {
+        ("provision", "ProvisioningFailed")
+    } else {
+        ("bind", "BindingFailed")
+    };
+    if ctx
+        .events
+        .warning(&reference(claim), reason, chain(e))
+        .await
+    {
+        metrics::failed(claim_class(claim), operation, e.label());
+    }
+}
+
+async fn apply(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+    world: &World,
+    action: ClaimAction,
+) -> Result<()> {
+    match action {
+        ClaimAction::Nothing(_) => Ok(()),
+        ClaimAction::ClearProblem => {
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {ANN_BINDING_PROBLEM: null}}});
+            patch_claim(ctx, claim, &patch, "clear binding problem of").await
+        }
+        ClaimAction::Reschedule { node, message } => reschedule(ctx, claim, &node, message).await,
+        ClaimAction::Refuse { reason, message } => {
+            if ctx
+                .events
+                .warning(&reference(claim), reason, message.clone())
+                .await
+            {
+                metrics::failed(claim_class(claim), "bind", "refused");
+            }
+            if annotation(&claim.metadata, ANN_BINDING_PROBLEM) != Some(message.as_str()) {
+                let patch = serde_json::json!({"metadata": {"annotations": {ANN_BINDING_PROBLEM: message}}});
+                patch_claim(ctx, claim, &patch, "annotate").await?;
+            }
+            Ok(())
+        }
+        ClaimAction::Fail { message } => {
+            if ctx
+                .events
+                .warning(&reference(claim), "ProvisioningFailed", message)
+                .await
+            {
+                metrics::failed(claim_class(claim), "provision", "placement");
+            }
+            Ok(())
+        }
+        ClaimAction::Provision(p) => provision(ctx, claim, world, p).await,
+    }
+}
+
+async fn patch_claim(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+    patch: &serde_json::Value,
+    what: &str,
+) -> Result<()> {
+    let (ns, name) = key(claim);
+    Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+        .patch(name, &patch_params(), &Patch::Merge(patch))
+        .await
+        .map_err(kube(format!("{what} claim {ns}/{name}")))?;
+    Ok(())
+}
+
+/// The selected node cannot take the volume: say why, and remove `selected-node` so the
+/// scheduler picks again (as the external-provisioner's ProvisioningReschedule does). The
+/// removal carries the resourceVersion read, so a node the scheduler selected meanwhile stays.
+async fn reschedule(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+    node: &str,
+    message: String,
+) -> Result<()> {
+    if ctx
+        .events
+        .warning(&reference(claim), "ProvisioningFailed", message)
+        .await
+    {
+        metrics::failed(claim_class(claim), "provision", "placement");
+    }
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": claim.metadata.resource_version,
+        "annotations": {ANN_SELECTED_NODE: null},
+    }});
+    patch_claim(ctx, claim, &patch, "remove selected node of").await?;
+    tracing::info!(claim = %claim_key(claim), %node, "selected node removed; the scheduler picks again");
+    Ok(())
+}
+
+/// Creates the volume pre-bound to its claim: for NFS after creating its directory in the
+/// export; for hostPath with the node label its agent watches (the agent creates the directory).
+async fn provision(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+    world: &World,
+    p: Provision,
+) -> Result<()> {
+    let started = Instant::now();
+    let key = claim_key(claim);
+    let source = match (p.backend, &ctx.backends.hostpath, &ctx.backends.nfs) {
+        (Backend::HostPath, Some(base), _) => Source::HostPath {
+            path: base.join(&p.directory),
+            node: p.node.clone().unwrap_or_default(),
+        },
+        (Backend::Nfs, _, Some(nfs)) => {
+            storage::create(&nfs.mount, &p.directory)?;
+            Source::Nfs {
+                server: nfs.server.clone(),
+                path: nfs.export_path.join(&p.directory),
+            }
+        }
+        _ => {
+            return Err(Error::Config(
+                "this controller does not serve the claim's class".into(),
+            ));
+        }
+    };
+    ctx.events
+        .normal(
+            &reference(claim),
+            "Provisioning",
+            format!("External provisioner is provisioning volume for claim \"{key}\""),
+        )
+        .await;
+    let class = world
+        .classes
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(p.class.as_str()));
+    let desired = pv::build(claim, &p, class.map(|c| &**c), source);
+    let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let post = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&post, &desired).await {
+        Ok(_) => {
+            metrics::provisioned(&p.class, started.elapsed());
+            tracing::info!(claim = %key, volume = %p.volume, directory = %p.directory, node = ?p.node, "created volume pre-bound to its claim");
+            ctx.events
+                .normal(
+                    &reference(claim),
+                    "ProvisioningSucceeded",
+                    format!("Successfully provisioned volume {}", p.volume),
+                )
+                .await;
+        }
+        Err(e) if status_code(&e) == Some(409) => {
+            // Created by another controller, or by us before a restart: success if it names
+            // this claim, and that controller has said so already.
+            let existing = api
+                .get(&p.volume)
+                .await
+                .map_err(kube(format!("read PersistentVolume {}", p.volume)))?;
+            if !refers_to(&existing, claim) {
+                return Err(Error::Config(format!(
+                    "PersistentVolume \"{}\" already exists and is not reserved for claim \"{key}\"",
+                    p.volume
+                )));
+            }
+            tracing::debug!(claim = %key, volume = %p.volume, "volume already provisioned");
+        }
+        Err(e) => return Err(kube(format!("create PersistentVolume {}", p.volume))(e)),
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The PersistentVolume the controller creates for a claim: pre-bound (claimRef with the
+//! claim's uid), annotated `provisioned-by` and with its directory; a hostPath one is pinned to
+//! its node and labelled for that node's agent.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{
+    HostPathVolumeSource, NFSVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::objects::{
+    ANN_DIRECTORY, ANN_PROVISIONED_BY, LABEL_HOSTNAME, LABEL_NODE, node_label, reference,
+};
+use crate::plan::Provision;
+
+/// Where the volume's data lives.
+pub enum Source {
+    HostPath { path: PathBuf, node: String },
+    Nfs { server: String, path: PathBuf },
+}
+
+pub fn build(
+    claim: &PersistentVolumeClaim,
+    p: &Provision,
+    class: Option<&StorageClass>,
+    source: Source,
+) -> PersistentVolume {
+    let spec = claim.spec.clone().unwrap_or_default();
+    let request = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage").cloned())
+        .unwrap_or_else(|| Quantity(p.capacity.to_string()));
+    let access_modes = spec
+        .access_modes
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| vec!["ReadWriteOnce".into()]);
+    let mut pv_spec = PersistentVolumeSpec {
+        capacity: Some([("storage".to_owned(), request)].into_iter().collect()),
+        access_modes: Some(access_modes),
+        persistent_volume_reclaim_policy: Some(
+            class
+                .and_then(|c| c.reclaim_policy.clone())
+                .unwrap_or_else(|| "Delete".into()),
+        ),
+        storage_class_name: Some(p.class.clone()),
+        mount_options: class.and_then(|c| c.mount_options.clone()),
+        volume_mode: Some("Filesystem".into()),
+        claim_ref: Some(reference(claim)),
+        ..Default::default()
+    };
+    let mut labels = None;
+    match source {
+        Source::HostPath { path, node } => {
+            labels = Some(
+                [(LABEL_NODE.to_owned(), node_label(&node))]
+                    .into_iter()
+                    .collect(),
+            );
+            pv_spec.host_path = Some(HostPathVolumeSource {
+                path: path.to_string_lossy().into_owned(),
+                type_: Some("DirectoryOrCreate".into()),
+            });
+            pv_spec.node_affinity = Some(VolumeNodeAffinity {
+                required: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: LABEL_HOSTNAME.into(),
+                            operator: "In".into(),
+                            values: Some(vec![node]),
+                        }]),
+                        ..Default::default()
+                    }],
+                }),
+            });
+        }
+        Source::Nfs { server, path } => {
+            pv_spec.nfs = Some(NFSVolumeSource {
+                server,
+                path: path.to_string_lossy().into_owned(),
+                read_only: None,
+            });
+        }
+    }
+    PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(p.volume.clone()),
+            labels,
+            annotations: Some(
+                [
+                    (
+                        ANN_PROVISIONED_BY.to_owned(),
+                        p.backend.provisioner().to_owned(),
+                    ),
+                    (ANN_DIRECTORY.to_owned(), p.directory.clone()),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(pv_spec),
+        status: None,
+    }
+}
