@@ -1,0 +1,3 @@
+//! One module per area of the suite; each returns its section of BENCHMARKS.md.
+
+pub mod admission;
