@@ -1,3 +1,4 @@
 //! One module per area of the suite; each returns its section of BENCHMARKS.md.
 
 pub mod admission;
+pub mod memory;

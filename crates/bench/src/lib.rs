@@ -4,6 +4,8 @@
 //! and memory from `/proc`, and writes one markdown section per area into BENCHMARKS.md.
 
 pub mod areas;
+pub mod fixtures;
+pub mod kubeops;
 pub mod load;
 pub mod null_webhook;
 pub mod plan;

@@ -48,6 +48,7 @@ enum Cmd {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Area {
     Admission,
+    Memory,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,7 +98,7 @@ async fn suite(
         work: work.path().to_path_buf(),
     };
     let areas = if cli.areas.is_empty() {
-        vec![Area::Admission]
+        vec![Area::Admission, Area::Memory]
     } else {
         cli.areas
     };
@@ -107,6 +108,7 @@ async fn suite(
         eprintln!("ballast-bench: {area:?} ({} plan)...", plan.name);
         let mut section: Section = match area {
             Area::Admission => ballast_bench::areas::admission::run(&env, &plan).await,
+            Area::Memory => ballast_bench::areas::memory::run(&env, &plan).await,
         }
         .with_context(|| format!("area {area:?} failed (logs kept in {})", keep(&work)))?;
         section.body = section.body.replacen(

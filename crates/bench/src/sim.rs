@@ -101,6 +101,8 @@ pub struct Proxy {
     generation: Arc<tokio::sync::watch::Sender<u64>>,
     /// Bytes sent from upstream to clients since start.
     pub downstream_bytes: Arc<AtomicU64>,
+    /// While set, new connections are closed at once (the API server looks down).
+    paused: Arc<std::sync::atomic::AtomicBool>,
     stop: CancellationToken,
 }
 
@@ -112,7 +114,13 @@ impl Proxy {
         let generation = Arc::new(tx);
         let downstream_bytes = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
-        let (g, bytes, s) = (generation.clone(), downstream_bytes.clone(), stop.clone());
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, bytes, s, p) = (
+            generation.clone(),
+            downstream_bytes.clone(),
+            stop.clone(),
+            paused.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -120,6 +128,10 @@ impl Proxy {
                     a = listener.accept() => a,
                 };
                 let Ok((client, _)) = accepted else { continue };
+                if p.load(Ordering::Relaxed) {
+                    drop(client);
+                    continue;
+                }
                 let mut cut = g.subscribe();
                 let (bytes, s) = (bytes.clone(), s.clone());
                 tokio::spawn(async move {
@@ -157,8 +169,19 @@ impl Proxy {
             port,
             generation,
             downstream_bytes,
+            paused,
             stop,
         })
+    }
+
+    /// Cuts every connection and refuses new ones until [`Proxy::resume`].
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Relaxed);
     }
 
     /// Closes every connection open now; clients reconnect through the proxy.
