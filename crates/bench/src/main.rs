@@ -49,6 +49,9 @@ enum Cmd {
 enum Area {
     Admission,
     Memory,
+    Storm,
+    Controllers,
+    Kubectl,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,8 +100,16 @@ async fn suite(
         load_core,
         work: work.path().to_path_buf(),
     };
-    let areas = if cli.areas.is_empty() {
-        vec![Area::Admission, Area::Memory]
+    let areas = if cli.areas.is_empty() && plan.smoke {
+        vec![Area::Admission]
+    } else if cli.areas.is_empty() {
+        vec![
+            Area::Admission,
+            Area::Storm,
+            Area::Memory,
+            Area::Controllers,
+            Area::Kubectl,
+        ]
     } else {
         cli.areas
     };
@@ -109,6 +120,9 @@ async fn suite(
         let mut section: Section = match area {
             Area::Admission => ballast_bench::areas::admission::run(&env, &plan).await,
             Area::Memory => ballast_bench::areas::memory::run(&env, &plan).await,
+            Area::Storm => ballast_bench::areas::storm::run(&env, &plan).await,
+            Area::Controllers => ballast_bench::areas::controllers::run(&env, &plan).await,
+            Area::Kubectl => ballast_bench::areas::kubectl::run(&env, &plan).await,
         }
         .with_context(|| format!("area {area:?} failed (logs kept in {})", keep(&work)))?;
         section.body = section.body.replacen(

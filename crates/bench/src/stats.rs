@@ -44,15 +44,15 @@ pub fn summarize(mut samples: Vec<Duration>) -> Summary {
     }
 }
 
-/// A duration for a table: µs below 10 ms, ms below 10 s, else s.
+/// A duration for a table: µs below 1 ms, ms below 1 s, else s.
 pub fn fmt_duration(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
-    if us < 10_000.0 {
+    if us < 1_000.0 {
         format!("{us:.0} µs")
-    } else if us < 10_000_000.0 {
-        format!("{:.1} ms", us / 1e3)
+    } else if us < 1_000_000.0 {
+        format!("{:.2} ms", us / 1e3)
     } else {
-        format!("{:.1} s", us / 1e6)
+        format!("{:.2} s", us / 1e6)
     }
 }
 
@@ -93,8 +93,9 @@ mod tests {
     #[test]
     fn durations_and_sizes_print_in_readable_units() {
         assert_eq!(fmt_duration(Duration::from_micros(183)), "183 µs");
-        assert_eq!(fmt_duration(ms(42)), "42.0 ms");
-        assert_eq!(fmt_duration(ms(12_300)), "12.3 s");
+        assert_eq!(fmt_duration(Duration::from_micros(1_830)), "1.83 ms");
+        assert_eq!(fmt_duration(ms(42)), "42.00 ms");
+        assert_eq!(fmt_duration(ms(12_300)), "12.30 s");
         assert_eq!(fmt_mb(17_285), "17.7 MB");
     }
 }

@@ -130,7 +130,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
         "guard RSS steady",
         "relist peak",
         "peak / steady",
-        "relist read",
+        "relist read (from the API's return)",
         "kube-sim RSS",
     ]);
     for &n in &plan.guard_nodes {
