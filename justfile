@@ -38,8 +38,14 @@ demo *ARGS:
 fuzz *ARGS:
     ./scripts/fuzz {{ARGS}}
 
-# Benchmarks: eviction-guard admission latency over TLS and HTTP/2 (release build).
+# The benchmark suite: release binaries run as black boxes, results into BENCHMARKS.md (about
+# 15 min on 2 cores). `just bench --quick` for a look, `just bench --area memory` for one area.
 bench *ARGS:
+    cargo build --release -p kube-sim -p eviction-guard -p pvc-timing -p provisioner -p podmanager -p kubectl-pvc --bins
+    cargo run --release -p ballast-bench -- {{ARGS}}
+
+# eviction-guard admission latency in-process over TLS and HTTP/2 (release build).
+bench-admission-inproc *ARGS:
     cargo run --release -p eviction-guard --example admission_bench -- {{ARGS}}
 
 # Provisioner benchmark: CLAIMS NFS claims at once on kube-sim, last create to last Bound, and

@@ -1,0 +1,183 @@
+//! Resident memory of each service idle, of the guard with many nodes, and the peak while it
+//! relists them.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+
+use crate::areas::admission;
+use crate::fixtures;
+use crate::kubeops;
+use crate::plan::Plan;
+use crate::procs::{Cores, Env, Proc, ProcStats, settle};
+use crate::report::{Section, Table};
+use crate::services::{self, Cert};
+use crate::sim::{Proxy, Sim};
+use crate::stats::fmt_mb;
+
+/// How long RSS may take to settle after start or a load.
+const SETTLE: Duration = Duration::from_secs(20);
+/// Writes pushed through the simulator before a relist: more than its 10 000-event history.
+const HISTORY_PUSH: usize = 10_100;
+/// How long a relist may take.
+const RELIST_LIMIT: Duration = Duration::from_secs(120);
+
+/// What a forced relist cost.
+pub struct Relist {
+    /// Peak RSS from just before the watch was cut until the relist settled.
+    pub peak_kib: u64,
+    pub after_kib: u64,
+    /// Bytes the service read from the API server after the cut.
+    pub bytes: u64,
+    pub took: Duration,
+}
+
+/// Makes `proc` (connected through `proxy`) relist: history pushed past its resourceVersion,
+/// every connection cut; waits until it has read at least `min_bytes` again and its RSS
+/// settled. None when it read less (no relist seen) within the limit.
+pub async fn relist(
+    sim: &Sim,
+    proxy: &Proxy,
+    proc: &Proc,
+    min_bytes: u64,
+) -> anyhow::Result<Option<Relist>> {
+    // The API server looks down while the history moves on: a bookmark cannot bring the
+    // service's resourceVersion up to date, so its watch must start again with a list.
+    proxy.pause();
+    kubeops::push_history(&sim.client, HISTORY_PUSH).await?;
+    proc.reset_peak()?;
+    let before = proxy.bytes();
+    let started = Instant::now();
+    proxy.resume();
+    loop {
+        let read = proxy.bytes() - before;
+        if read >= min_bytes {
+            break;
+        }
+        if started.elapsed() > RELIST_LIMIT {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    let after = settle(proc, SETTLE).await?;
+    Ok(Some(Relist {
+        peak_kib: after.hwm_kib,
+        after_kib: after.rss_kib,
+        bytes: proxy.bytes() - before,
+        took,
+    }))
+}
+
+pub fn relist_cells(steady: ProcStats, r: &Option<Relist>) -> [String; 3] {
+    match r {
+        Some(r) => [
+            fmt_mb(r.peak_kib),
+            format!("{:.2}×", r.peak_kib as f64 / steady.rss_kib.max(1) as f64),
+            format!(
+                "{:.1} MB in {:.1} s",
+                r.bytes as f64 / 1e6,
+                r.took.as_secs_f64()
+            ),
+        ],
+        None => ["no relist seen".into(), "—".into(), "—".into()],
+    }
+}
+
+pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
+    let cert = Cert::generate(&env.work.join("memory-cert"))?;
+    let mut idle = Table::new(["service", "RSS idle", "peak (VmHWM)"]);
+
+    // Idle: each service on an empty three-node cluster, caches synced.
+    let sim = Sim::start(env, "memory-sim", &["--nodes", "3"]).await?;
+    services::namespace(&sim.client, services::SYSTEM_NAMESPACE).await?;
+    kubeops::install_podmanager_crd(&sim.client, &env.bin("podmanager")).await?;
+    let kc = sim.kubeconfig.clone();
+    let started = vec![
+        services::guard(env, "eviction-guard", &kc, &cert, Cores::Any).await?,
+        services::pvc_timing(env, "pvc-timing", &kc, &cert, Cores::Any).await?,
+        services::provisioner(
+            env,
+            "provisioner",
+            &kc,
+            &env.work.join("export"),
+            Cores::Any,
+        )
+        .await?,
+        services::podmanager(env, "podmanager", &kc, Cores::Any).await?,
+    ];
+    for s in &started {
+        let st = settle(&s.proc, SETTLE).await?;
+        idle.row([s.proc.name.clone(), fmt_mb(st.rss_kib), fmt_mb(st.hwm_kib)]);
+    }
+    for s in started {
+        s.proc.stop().await;
+    }
+    let (null, _) = admission::null_webhook(env, &cert).await?;
+    let st = settle(&null, SETTLE).await?;
+    idle.row([
+        "null webhook (floor, one core)".to_owned(),
+        fmt_mb(st.rss_kib),
+        fmt_mb(st.hwm_kib),
+    ]);
+    null.stop().await;
+    let sim_idle = sim.stats()?;
+    sim.proc.stop().await;
+
+    let mut guard = Table::new([
+        "nodes",
+        "guard RSS steady",
+        "relist peak",
+        "peak / steady",
+        "relist read (from the API's return)",
+        "kube-sim RSS",
+    ]);
+    for &n in &plan.guard_nodes {
+        let sim = Sim::start(env, &format!("guard-sim-{n}"), &["--nodes", "0"]).await?;
+        services::namespace(&sim.client, services::SYSTEM_NAMESPACE).await?;
+        let nodes = (1..=n)
+            .map(|i| fixtures::node(&format!("worker-{i}"), i))
+            .collect();
+        kubeops::create_all(&Api::<Node>::all(sim.client.clone()), nodes).await?;
+        let node_bytes = serde_json::to_vec(&fixtures::node("node-1", 1))?.len() as u64;
+        let proxy = Proxy::start(sim.port).await?;
+        let kc = sim.kubeconfig_via(proxy.port, &env.work.join(format!("guard-{n}.kubeconfig")))?;
+        let g =
+            services::guard(env, &format!("eviction-guard-{n}"), &kc, &cert, Cores::Any).await?;
+        let steady = settle(&g.proc, SETTLE).await?;
+        let r = relist(&sim, &proxy, &g.proc, node_bytes * n as u64 / 2).await?;
+        let [peak, ratio, read] = relist_cells(steady, &r);
+        guard.row([
+            n.to_string(),
+            fmt_mb(steady.rss_kib),
+            peak,
+            ratio,
+            read,
+            fmt_mb(sim.stats()?.rss_kib),
+        ]);
+        g.proc.stop().await;
+        sim.proc.stop().await;
+    }
+
+    let mut sec = Section::new("memory", "Memory");
+    sec.para(
+        "Resident memory (VmRSS from `/proc/<pid>/status`) of each release binary, unpinned (the \
+         runtime sizes its worker pool to the machine's cores), once its caches are synced and \
+         RSS stopped moving. Idle: an empty simulated cluster of three nodes.",
+    );
+    sec.table(&idle);
+    sec.para(&format!(
+        "eviction-guard with many worker nodes, each shaped like a kubelet-registered Node \
+         (labels, annotations, managed fields, conditions, 30 images: {:.1} KB of JSON). The relist: \
+         the guard talks to kube-sim through a TCP proxy; the proxy cuts every connection and \
+         refuses new ones while {HISTORY_PUSH} writes push the guard's resourceVersion out of \
+         the simulator's watch history; then the watch resumes, gets 410 Expired and lists \
+         every node again. Peak = VmHWM from just before the proxy lets the guard back (reset through `/proc/<pid>/clear_refs`) until RSS settles. kube-sim \
+         idle with three nodes: {}.",
+        serde_json::to_vec(&fixtures::node("node-1", 1))?.len() as f64 / 1000.0,
+        fmt_mb(sim_idle.rss_kib)
+    ));
+    sec.table(&guard);
+    Ok(sec)
+}

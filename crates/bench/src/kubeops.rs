@@ -1,0 +1,91 @@
+//! Bulk writes to the simulator through its API, as any client makes them.
+
+use std::fmt::Debug;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// Creates in flight at once: a burst, as `kubectl apply` of many objects makes.
+pub const IN_FLIGHT: usize = 64;
+
+/// Creates every object (as JSON) through `api`, `IN_FLIGHT` at a time.
+pub async fn create_all<K>(api: &Api<K>, objects: Vec<Value>) -> anyhow::Result<()>
+where
+    K: Clone + DeserializeOwned + Serialize + Debug,
+{
+    futures::stream::iter(objects)
+        .map(|o| async move {
+            let obj: K = serde_json::from_value(o)?;
+            api.create(&PostParams::default(), &obj)
+                .await
+                .context("failed to create an object")?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Writes `n` events (updates of one ConfigMap) so that resourceVersions older than now leave
+/// the simulator's watch history (10 000 events): a watch resuming from one gets 410 Expired
+/// and its client must relist.
+pub async fn push_history(client: &Client, n: usize) -> anyhow::Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "bench-history"}}))?;
+    match api.create(&PostParams::default(), &cm).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let patch = json!({"data": {"n": i.to_string()}});
+                api.patch(
+                    "bench-history",
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Installs the PodManager CRD as `podmanager crd` prints it, serving v1 only (the benchmark
+/// runs no conversion webhook).
+pub async fn install_podmanager_crd(client: &Client, podmanager: &Path) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(podmanager)
+        .arg("crd")
+        .output()
+        .await
+        .context("failed to run `podmanager crd`")?;
+    anyhow::ensure!(out.status.success(), "`podmanager crd` failed");
+    let mut crd: Value = serde_yaml::from_slice(&out.stdout)?;
+    crd["spec"]["conversion"] = json!({"strategy": "None"});
+    let crd: CustomResourceDefinition = serde_json::from_value(crd)?;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match api.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Served once established.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(())
+}

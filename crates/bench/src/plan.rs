@@ -1,0 +1,76 @@
+//! How big each run is: the full suite, `--quick` (a minute or two, for a look), `--smoke` (the
+//! transport floor only, seconds, for the test that keeps this crate from rotting).
+
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: &'static str,
+    /// Only what needs no other binary (the null webhook).
+    pub smoke: bool,
+    /// Length of each saturation and fixed-rate run.
+    pub load: Duration,
+    pub rates: Vec<f64>,
+    pub serial: usize,
+    /// Concurrent streams at saturation, over `connections` connections.
+    pub streams: usize,
+    pub connections: usize,
+    pub storm_reps: usize,
+    pub claims: Vec<usize>,
+    pub timing_claims: usize,
+    pub podmanagers: usize,
+    pub guard_nodes: Vec<usize>,
+    pub kubectl_objects: usize,
+    /// Longest wait for a controller run to converge.
+    pub converge_limit: Duration,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            name: "full",
+            smoke: false,
+            load: Duration::from_secs(4),
+            rates: vec![1000.0, 5000.0, 10000.0],
+            serial: 2000,
+            streams: 128,
+            connections: 4,
+            storm_reps: 100,
+            claims: vec![1000, 10000],
+            timing_claims: 10000,
+            podmanagers: 1000,
+            guard_nodes: vec![1000, 5000],
+            kubectl_objects: 5000,
+            converge_limit: Duration::from_secs(240),
+        }
+    }
+
+    pub fn quick() -> Plan {
+        Plan {
+            name: "quick",
+            load: Duration::from_millis(700),
+            serial: 300,
+            storm_reps: 5,
+            claims: vec![200],
+            timing_claims: 200,
+            podmanagers: 50,
+            guard_nodes: vec![200],
+            kubectl_objects: 200,
+            converge_limit: Duration::from_secs(60),
+            ..Plan::full()
+        }
+    }
+
+    pub fn smoke() -> Plan {
+        Plan {
+            name: "smoke",
+            smoke: true,
+            load: Duration::from_millis(300),
+            rates: vec![1000.0],
+            serial: 100,
+            streams: 16,
+            connections: 2,
+            ..Plan::quick()
+        }
+    }
+}
