@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "kube_sim/crd_schema.rs"]
 mod crd_schema;
+#[path = "kube_sim/guard_install.rs"]
+mod guard_install;
 #[path = "kube_sim/leader_election.rs"]
 mod leader_election;
 #[path = "kube_sim/pv_controller.rs"]

@@ -657,8 +657,9 @@ fn rbac_grants_exactly_what_each_service_declares() {
             );
             extras.insert(grant("", "secrets", "create"), None);
         }
+        // eviction-guard keeps its own configuration's failurePolicy in both variants.
         if let Some(kind) = webhook_kind
-            && !r.is_cert_manager()
+            && (!r.is_cert_manager() || svc == "eviction-guard")
         {
             for verb in ["get", "patch"] {
                 extras.insert(
@@ -1125,7 +1126,13 @@ fn webhooks_exclude_system_namespaces_and_fail_as_designed() {
                 .and_then(|h| h.failure_policy.clone())
         };
         use eviction_guard::webhook_config::{DELETIONS_WEBHOOK, STATUS_WEBHOOK};
-        assert_eq!(policy(DELETIONS_WEBHOOK).as_deref(), Some("Fail"));
+        // Ships failing open; a ready guard switches it to Fail (ballast_runtime::registration),
+        // so the guard must be told which configuration is its own in every variant.
+        assert_eq!(policy(DELETIONS_WEBHOOK).as_deref(), Some("Ignore"));
+        assert_eq!(
+            env(r, "WEBHOOK_CONFIGURATION").as_deref(),
+            Some(name.as_str())
+        );
         assert_eq!(policy(STATUS_WEBHOOK).as_deref(), Some("Ignore"));
 
         // The manifest is the guard's own definition, served through the Service.
