@@ -259,6 +259,8 @@ fn strict_cert_manager(o: &Object) -> Result<(), String> {
     let allowed: &[&str] = match o.kind.as_str() {
         "Issuer" => &["selfSigned", "ca"],
         "Certificate" => &[
+            "isCA",
+            "commonName",
             "secretName",
             "dnsNames",
             "issuerRef",
@@ -1024,6 +1026,76 @@ fn dependent_environment_variables_expand_as_the_kubelet_does() {
 
 /// Self-signed: the bootstrap is told the Secret, the configuration and the Service name.
 /// cert-manager: the Certificate's Secret is mounted as CERT_DIR and the CA injected.
+/// cert-manager variants: the CA chain self-signed Issuer -> CA Certificate (isCA) -> CA Issuer
+/// -> serving Certificate, so renewing the serving certificate never changes the trusted CA.
+/// Returns (CA Certificate, serving Certificate).
+fn cert_chain<'a>(r: &'a Render, at: &str) -> (&'a Object, &'a Object) {
+    let certs: Vec<&Object> = r
+        .objects
+        .iter()
+        .filter(|o| o.kind == "Certificate")
+        .collect();
+    let issuers: Vec<&Object> = r.objects.iter().filter(|o| o.kind == "Issuer").collect();
+    assert_eq!(
+        (certs.len(), issuers.len()),
+        (2, 2),
+        "{at}: two Certificates, two Issuers"
+    );
+    let is_ca = |o: &&&Object| o.value.pointer("/spec/isCA") == Some(&Value::Bool(true));
+    let ca = *certs
+        .iter()
+        .find(is_ca)
+        .unwrap_or_else(|| panic!("{at}: a CA Certificate"));
+    let serving = *certs
+        .iter()
+        .find(|o| !is_ca(o))
+        .unwrap_or_else(|| panic!("{at}: a serving Certificate"));
+    let str_at = |o: &Object, p: &str| {
+        o.value
+            .pointer(p)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let issuer_of = |cert: &Object| {
+        assert_eq!(
+            str_at(cert, "/spec/issuerRef/kind").as_deref(),
+            Some("Issuer"),
+            "{at}"
+        );
+        let name = str_at(cert, "/spec/issuerRef/name").unwrap_or_default();
+        *issuers
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("{at}: {} names Issuer {name}, not rendered", cert.name))
+    };
+    let root = issuer_of(ca);
+    assert!(
+        root.value.pointer("/spec/selfSigned").is_some(),
+        "{at}: the CA Certificate is issued by a self-signed Issuer"
+    );
+    let ca_issuer = issuer_of(serving);
+    assert_ne!(
+        ca_issuer.name, root.name,
+        "{at}: the serving certificate is not self-signed"
+    );
+    assert_eq!(
+        str_at(ca_issuer, "/spec/ca/secretName"),
+        str_at(ca, "/spec/secretName"),
+        "{at}: the serving certificate's Issuer signs with the CA Certificate's Secret"
+    );
+    assert_ne!(
+        str_at(ca, "/spec/secretName"),
+        str_at(serving, "/spec/secretName"),
+        "{at}: CA and serving certificate in Secrets of their own"
+    );
+    assert_eq!(
+        str_at(ca, "/spec/privateKey/rotationPolicy").as_deref(),
+        Some("Never"),
+        "{at}: renewing the CA keeps its key, so certificates it signed stay trusted"
+    );
+    (ca, serving)
+}
+
 fn check_certificate_wiring(
     r: &Render,
     config: &str,
@@ -1047,15 +1119,11 @@ fn check_certificate_wiring(
         .expect("the mounted volume");
     let inject = annotations.and_then(|a| a.get("cert-manager.io/inject-ca-from"));
     if r.is_cert_manager() {
-        let cert = r
-            .objects
-            .iter()
-            .find(|o| o.kind == "Certificate")
-            .expect("a Certificate");
+        let (ca, cert) = cert_chain(r, &r.name);
         assert_eq!(
             inject.map(String::as_str),
-            Some(format!("{NAMESPACE}/{}", cert.name).as_str()),
-            "{}",
+            Some(format!("{NAMESPACE}/{}", ca.name).as_str()),
+            "{}: the caBundle is the CA's, not the serving certificate's",
             r.name
         );
         let secret_name = cert
@@ -2164,12 +2232,8 @@ fn check_overlay(base: &Render, r: &Render, prefix: &str) {
             .as_ref()
             .and_then(|a| a.get("cert-manager.io/inject-ca-from"));
         if base.is_cert_manager() {
-            let cert = r
-                .objects
-                .iter()
-                .find(|o| o.kind == "Certificate")
-                .expect("a Certificate");
-            assert_eq!(inject, Some(&format!("{ns}/{}", cert.name)), "{at}");
+            let (ca, cert) = cert_chain(r, &at);
+            assert_eq!(inject, Some(&format!("{ns}/{}", ca.name)), "{at}");
             let dns = cert
                 .value
                 .pointer("/spec/dnsNames")
@@ -2540,5 +2604,60 @@ fn podmanagers_are_readable_with_view_and_writable_with_edit_and_admin() {
         ] {
             assert!(granted.contains(&pair(res, verb)), "{role}: {granted:?}");
         }
+    }
+}
+
+/// The guard's replicas: scheduled as cluster-critical, never two on one node nor (nodes in
+/// several zones) in one zone — a hard rule, yet one that a single-node or single-zone cluster
+/// satisfies (one domain has no skew) — with a budget keeping one up through drains.
+#[test]
+fn the_guard_is_cluster_critical_and_spread_across_nodes_and_zones_by_a_hard_rule() {
+    let Some(renders) = renders() else { return };
+    for r in renders.iter().filter(|r| r.component() == "eviction-guard") {
+        let d: Deployment = r.one("Deployment");
+        let spec = d.spec.clone().expect("a Deployment spec");
+        assert!(spec.replicas.unwrap_or(1) >= 2, "{}", r.name);
+        let labels = spec
+            .template
+            .metadata
+            .clone()
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
+        let pod = spec.template.spec.clone().expect("a pod spec");
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("system-cluster-critical"),
+            "{}",
+            r.name
+        );
+        let rules = pod.topology_spread_constraints.clone().unwrap_or_default();
+        for key in ["kubernetes.io/hostname", "topology.kubernetes.io/zone"] {
+            let rule = rules
+                .iter()
+                .find(|c| c.topology_key == key)
+                .unwrap_or_else(|| panic!("{}: no spread over {key}", r.name));
+            assert_eq!(
+                rule.when_unsatisfiable, "DoNotSchedule",
+                "{}: {key}",
+                r.name
+            );
+            assert_eq!(rule.max_skew, 1, "{}: {key}", r.name);
+            // counts the guard's own pods, every revision of them
+            let selector = rule
+                .label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone())
+                .unwrap_or_default();
+            assert!(!selector.is_empty(), "{}: {key}", r.name);
+            assert!(selects(&selector, &labels), "{}: {key}", r.name);
+            assert!(rule.min_domains.is_none(), "{}: one domain must do", r.name);
+        }
+        let pdb: PodDisruptionBudget = r.one("PodDisruptionBudget");
+        assert_eq!(
+            pdb.spec.and_then(|s| s.min_available),
+            Some(IntOrString::Int(1)),
+            "{}",
+            r.name
+        );
     }
 }
