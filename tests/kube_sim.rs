@@ -25,6 +25,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+#[path = "kube_sim/control_auth.rs"]
+mod control_auth;
 #[path = "kube_sim/crd_schema.rs"]
 mod crd_schema;
 #[path = "kube_sim/guard_install.rs"]

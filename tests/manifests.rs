@@ -2232,7 +2232,7 @@ fn check_overlay(base: &Render, r: &Render, prefix: &str) {
             .as_ref()
             .and_then(|a| a.get("cert-manager.io/inject-ca-from"));
         if base.is_cert_manager() {
-            let (ca, cert) = cert_chain(r, &at);
+            let (ca, cert) = cert_chain(r, at);
             assert_eq!(inject, Some(&format!("{ns}/{}", ca.name)), "{at}");
             let dns = cert
                 .value

@@ -148,6 +148,7 @@ pub async fn start(
         require_auth_for_reads,
         mode_writes_per_second,
         grpc_tls,
+        token_audiences,
         release,
     } = config;
     ballast_runtime::metrics::build_info("eviction-guard", env!("CARGO_PKG_VERSION"));
@@ -189,7 +190,7 @@ pub async fn start(
     let auth = if no_auth {
         Authenticator::AllowAll
     } else {
-        Authenticator::Kube(client.clone())
+        Authenticator::kube(client.clone(), token_audiences)
     };
     let callbacks = callback::Callbacks::with_after_lift(
         guard.clone(),
