@@ -603,6 +603,99 @@ fn grant(g: &str, res: &str, verb: &str) -> Grant {
     (g.to_owned(), res.to_owned(), verb.to_owned())
 }
 
+/// The value a service's flag takes in the render: the manifest's environment variable, else
+/// the flag's default.
+fn configured(r: &Render, cmd: &clap::Command, env_name: &str) -> String {
+    env(r, env_name).unwrap_or_else(|| {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == env_name))
+            .unwrap_or_else(|| panic!("no flag reads {env_name}"));
+        arg.get_default_values()
+            .first()
+            .unwrap_or_else(|| panic!("{env_name} has no default"))
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// Grants the manifests must limit by `resourceNames` to the one object the service uses under
+/// a name it is configured with (the mode ConfigMap, which the guard lists and watches with a
+/// `metadata.name` field selector, and each leader Lease). `create` is never among them: RBAC
+/// cannot limit it by name.
+fn named_grants(r: &Render) -> BTreeMap<Grant, Vec<String>> {
+    use clap::CommandFactory;
+    let mut out = BTreeMap::new();
+    let mut add = |g: &str, res: &str, verbs: &[&str], name: String| {
+        for v in verbs {
+            out.insert(grant(g, res, v), vec![name.clone()]);
+        }
+    };
+    let lease = ["get", "update"];
+    match r.component() {
+        "eviction-guard" => {
+            let cmd = eviction_guard::Args::command();
+            add(
+                "",
+                "configmaps",
+                &["get", "list", "watch", "update"],
+                configured(r, &cmd, "MODE_CONFIGMAP"),
+            );
+            let release = eviction_guard::release::ReleaseConfig::default();
+            add("coordination.k8s.io", "leases", &lease, release.lease_name);
+        }
+        "pvc-timing" => {
+            let cmd = pvc_timing::Args::command();
+            let name = configured(r, &cmd, "PVC_TIMING_LEASE_NAME");
+            add("coordination.k8s.io", "leases", &lease, name);
+        }
+        "podmanager" => {
+            let name = configured(r, &podmanager::Args::command(), "LEASE_NAME");
+            add("coordination.k8s.io", "leases", &lease, name);
+        }
+        _ => {
+            let cmd = provisioner::Args::command();
+            let name = configured(r, &cmd, "PROVISIONER_LEASE_NAME");
+            add("coordination.k8s.io", "leases", &lease, name);
+        }
+    }
+    out
+}
+
+/// The operator roles: exactly what the control API's SubjectAccessReviews ask, for people and
+/// tools bound by an administrator (nothing in the manifests binds them).
+#[test]
+fn operator_roles_grant_what_the_control_api_checks() {
+    use ballast_control::auth::{ACCESS_GROUP, ACCESS_RESOURCE, VERB_GET, VERB_UPDATE};
+    let Some(renders) = renders() else { return };
+    for r in renders.iter().filter(|r| r.component() == "eviction-guard") {
+        let roles: Vec<ClusterRole> = r.all("ClusterRole");
+        for (name, verbs) in [
+            ("ballast-control-operator", vec![VERB_GET, VERB_UPDATE]),
+            ("ballast-control-viewer", vec![VERB_GET]),
+        ] {
+            let role = roles
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("{}: no ClusterRole {name}", r.name));
+            let mut granted = BTreeMap::new();
+            expand(
+                role.rules.as_deref().unwrap_or_default(),
+                &mut granted,
+                &r.name,
+            );
+            let want: BTreeMap<Grant, Option<Vec<String>>> = verbs
+                .iter()
+                .map(|v| (grant(ACCESS_GROUP, ACCESS_RESOURCE, v), None))
+                .collect();
+            assert_eq!(granted, want, "{}: {name}", r.name);
+            for b in r.all::<ClusterRoleBinding>("ClusterRoleBinding") {
+                assert_ne!(b.role_ref.name, name, "{}: {name} is bound", r.name);
+            }
+        }
+    }
+}
+
 /// Resources a service only ever touches in its own namespace: never from a ClusterRole.
 const OWN_NAMESPACE_ONLY: &[&str] = &["configmaps", "leases", "secrets"];
 
@@ -641,11 +734,18 @@ fn rbac_grants_exactly_what_each_service_declares() {
         let all: BTreeMap<&Grant, &Option<Vec<String>>> =
             g.cluster.iter().chain(g.namespaced.iter()).collect();
         let declared = grants(rbac);
+        let by_name = named_grants(r);
         for d in &declared {
-            assert!(
-                all.get(d).is_some_and(|names| names.is_none()),
-                "{}: {d:?} is declared in the service's RBAC const but not granted",
-                r.name
+            let want = by_name.get(d).cloned();
+            assert_eq!(
+                all.get(d).cloned(),
+                Some(&want),
+                "{}: {d:?} is declared in the service's RBAC const but not granted{}",
+                r.name,
+                match &want {
+                    Some(names) => format!(" limited to resourceNames {names:?}"),
+                    None => " (unrestricted)".to_owned(),
+                }
             );
         }
         // The self-signed bootstrap's documented extras: its own Secret and webhook configuration
@@ -1753,6 +1853,14 @@ fn flags_from_manifest(r: &Render, cmd: &clap::Command, skip: &[&str]) -> Vec<St
             r.name
         );
         let long = arg.get_long().expect("a long flag");
+        // A switch set from the environment is on unless the value is falsey, as clap reads it.
+        if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            let falsey = ["", "n", "no", "f", "false", "off", "0"];
+            if !falsey.contains(&value.to_ascii_lowercase().as_str()) {
+                flags.push(format!("--{long}"));
+            }
+            continue;
+        }
         flags.push(format!("--{long}={value}"));
     }
     flags
