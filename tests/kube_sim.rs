@@ -25,8 +25,12 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+#[path = "kube_sim/control_auth.rs"]
+mod control_auth;
 #[path = "kube_sim/crd_schema.rs"]
 mod crd_schema;
+#[path = "kube_sim/guard_install.rs"]
+mod guard_install;
 #[path = "kube_sim/leader_election.rs"]
 mod leader_election;
 #[path = "kube_sim/pv_controller.rs"]

@@ -259,6 +259,8 @@ fn strict_cert_manager(o: &Object) -> Result<(), String> {
     let allowed: &[&str] = match o.kind.as_str() {
         "Issuer" => &["selfSigned", "ca"],
         "Certificate" => &[
+            "isCA",
+            "commonName",
             "secretName",
             "dnsNames",
             "issuerRef",
@@ -606,6 +608,101 @@ fn grant(g: &str, res: &str, verb: &str) -> Grant {
 /// A service's declared API calls: (group, resource, verbs).
 type Rbac = &'static [(&'static str, &'static str, &'static [&'static str])];
 
+/// The value a service's flag takes in the render: the manifest's environment variable, else
+/// the flag's default.
+fn configured(r: &Render, cmd: &clap::Command, env_name: &str) -> String {
+    env(r, env_name).unwrap_or_else(|| {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == env_name))
+            .unwrap_or_else(|| panic!("no flag reads {env_name}"));
+        arg.get_default_values()
+            .first()
+            .unwrap_or_else(|| panic!("{env_name} has no default"))
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// Grants the manifests must limit by `resourceNames` to the one object the service uses under
+/// a name it is configured with (the mode ConfigMap, which the guard lists and watches with a
+/// `metadata.name` field selector, and each leader Lease). `create` is never among them: RBAC
+/// cannot limit it by name.
+fn named_grants(r: &Render, account: &str) -> BTreeMap<Grant, Vec<String>> {
+    use clap::CommandFactory;
+    let mut out = BTreeMap::new();
+    let mut add = |g: &str, res: &str, verbs: &[&str], name: String| {
+        for v in verbs {
+            out.insert(grant(g, res, v), vec![name.clone()]);
+        }
+    };
+    let lease = ["get", "update"];
+    match r.component() {
+        "eviction-guard" => {
+            let cmd = eviction_guard::Args::command();
+            add(
+                "",
+                "configmaps",
+                &["get", "list", "watch", "update"],
+                configured(r, &cmd, "MODE_CONFIGMAP"),
+            );
+            let release = eviction_guard::release::ReleaseConfig::default();
+            add("coordination.k8s.io", "leases", &lease, release.lease_name);
+        }
+        "pvc-timing" => {
+            let cmd = pvc_timing::Args::command();
+            let name = configured(r, &cmd, "PVC_TIMING_LEASE_NAME");
+            add("coordination.k8s.io", "leases", &lease, name);
+        }
+        "podmanager" => {
+            let name = configured(r, &podmanager::Args::command(), "LEASE_NAME");
+            add("coordination.k8s.io", "leases", &lease, name);
+        }
+        // the node agents' Leases are their capacity reports, one per node: not known by name
+        _ if account == "provisioner-agent" => {}
+        _ => {
+            let cmd = provisioner::Args::command();
+            let name = configured(r, &cmd, "PROVISIONER_LEASE_NAME");
+            add("coordination.k8s.io", "leases", &lease, name);
+        }
+    }
+    out
+}
+
+/// The operator roles: exactly what the control API's SubjectAccessReviews ask, for people and
+/// tools bound by an administrator (nothing in the manifests binds them).
+#[test]
+fn operator_roles_grant_what_the_control_api_checks() {
+    use ballast_control::auth::{ACCESS_GROUP, ACCESS_RESOURCE, VERB_GET, VERB_UPDATE};
+    let Some(renders) = renders() else { return };
+    for r in renders.iter().filter(|r| r.component() == "eviction-guard") {
+        let roles: Vec<ClusterRole> = r.all("ClusterRole");
+        for (name, verbs) in [
+            ("ballast-control-operator", vec![VERB_GET, VERB_UPDATE]),
+            ("ballast-control-viewer", vec![VERB_GET]),
+        ] {
+            let role = roles
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("{}: no ClusterRole {name}", r.name));
+            let mut granted = BTreeMap::new();
+            expand(
+                role.rules.as_deref().unwrap_or_default(),
+                &mut granted,
+                &r.name,
+            );
+            let want: BTreeMap<Grant, Option<Vec<String>>> = verbs
+                .iter()
+                .map(|v| (grant(ACCESS_GROUP, ACCESS_RESOURCE, v), None))
+                .collect();
+            assert_eq!(granted, want, "{}: {name}", r.name);
+            for b in r.all::<ClusterRoleBinding>("ClusterRoleBinding") {
+                assert_ne!(b.role_ref.name, name, "{}: {name} is bound", r.name);
+            }
+        }
+    }
+}
+
 /// Resources a service only ever touches in its own namespace: never from a ClusterRole.
 const OWN_NAMESPACE_ONLY: &[&str] = &["configmaps", "leases", "secrets"];
 
@@ -659,11 +756,18 @@ fn rbac_grants_exactly_what_each_service_declares() {
             let all: BTreeMap<&Grant, &Option<Vec<String>>> =
                 g.cluster.iter().chain(g.namespaced.iter()).collect();
             let declared = grants(rbac);
+            let by_name = named_grants(r, sa);
             for d in &declared {
-                assert!(
-                    all.get(d).is_some_and(|names| names.is_none()),
-                    "{}: {d:?} is declared in the service's RBAC const but not granted",
-                    r.name
+                let want = by_name.get(d).cloned();
+                assert_eq!(
+                    all.get(d).cloned(),
+                    Some(&want),
+                    "{}: {d:?} is declared in the service's RBAC const but not granted{}",
+                    r.name,
+                    match &want {
+                        Some(names) => format!(" limited to resourceNames {names:?}"),
+                        None => " (unrestricted)".to_owned(),
+                    }
                 );
             }
             // The self-signed bootstrap's documented extras: its own Secret and webhook configuration
@@ -677,8 +781,9 @@ fn rbac_grants_exactly_what_each_service_declares() {
                 );
                 extras.insert(grant("", "secrets", "create"), None);
             }
+            // eviction-guard keeps its own configuration's failurePolicy in both variants.
             if let Some(kind) = webhook_kind
-                && !r.is_cert_manager()
+                && (!r.is_cert_manager() || svc == "eviction-guard")
             {
                 for verb in ["get", "patch"] {
                     extras.insert(
@@ -1095,6 +1200,76 @@ fn dependent_environment_variables_expand_as_the_kubelet_does() {
 
 /// Self-signed: the bootstrap is told the Secret, the configuration and the Service name.
 /// cert-manager: the Certificate's Secret is mounted as CERT_DIR and the CA injected.
+/// cert-manager variants: the CA chain self-signed Issuer -> CA Certificate (isCA) -> CA Issuer
+/// -> serving Certificate, so renewing the serving certificate never changes the trusted CA.
+/// Returns (CA Certificate, serving Certificate).
+fn cert_chain<'a>(r: &'a Render, at: &str) -> (&'a Object, &'a Object) {
+    let certs: Vec<&Object> = r
+        .objects
+        .iter()
+        .filter(|o| o.kind == "Certificate")
+        .collect();
+    let issuers: Vec<&Object> = r.objects.iter().filter(|o| o.kind == "Issuer").collect();
+    assert_eq!(
+        (certs.len(), issuers.len()),
+        (2, 2),
+        "{at}: two Certificates, two Issuers"
+    );
+    let is_ca = |o: &&&Object| o.value.pointer("/spec/isCA") == Some(&Value::Bool(true));
+    let ca = *certs
+        .iter()
+        .find(is_ca)
+        .unwrap_or_else(|| panic!("{at}: a CA Certificate"));
+    let serving = *certs
+        .iter()
+        .find(|o| !is_ca(o))
+        .unwrap_or_else(|| panic!("{at}: a serving Certificate"));
+    let str_at = |o: &Object, p: &str| {
+        o.value
+            .pointer(p)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let issuer_of = |cert: &Object| {
+        assert_eq!(
+            str_at(cert, "/spec/issuerRef/kind").as_deref(),
+            Some("Issuer"),
+            "{at}"
+        );
+        let name = str_at(cert, "/spec/issuerRef/name").unwrap_or_default();
+        *issuers
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("{at}: {} names Issuer {name}, not rendered", cert.name))
+    };
+    let root = issuer_of(ca);
+    assert!(
+        root.value.pointer("/spec/selfSigned").is_some(),
+        "{at}: the CA Certificate is issued by a self-signed Issuer"
+    );
+    let ca_issuer = issuer_of(serving);
+    assert_ne!(
+        ca_issuer.name, root.name,
+        "{at}: the serving certificate is not self-signed"
+    );
+    assert_eq!(
+        str_at(ca_issuer, "/spec/ca/secretName"),
+        str_at(ca, "/spec/secretName"),
+        "{at}: the serving certificate's Issuer signs with the CA Certificate's Secret"
+    );
+    assert_ne!(
+        str_at(ca, "/spec/secretName"),
+        str_at(serving, "/spec/secretName"),
+        "{at}: CA and serving certificate in Secrets of their own"
+    );
+    assert_eq!(
+        str_at(ca, "/spec/privateKey/rotationPolicy").as_deref(),
+        Some("Never"),
+        "{at}: renewing the CA keeps its key, so certificates it signed stay trusted"
+    );
+    (ca, serving)
+}
+
 fn check_certificate_wiring(
     r: &Render,
     config: &str,
@@ -1118,15 +1293,11 @@ fn check_certificate_wiring(
         .expect("the mounted volume");
     let inject = annotations.and_then(|a| a.get("cert-manager.io/inject-ca-from"));
     if r.is_cert_manager() {
-        let cert = r
-            .objects
-            .iter()
-            .find(|o| o.kind == "Certificate")
-            .expect("a Certificate");
+        let (ca, cert) = cert_chain(r, &r.name);
         assert_eq!(
             inject.map(String::as_str),
-            Some(format!("{NAMESPACE}/{}", cert.name).as_str()),
-            "{}",
+            Some(format!("{NAMESPACE}/{}", ca.name).as_str()),
+            "{}: the caBundle is the CA's, not the serving certificate's",
             r.name
         );
         let secret_name = cert
@@ -1197,7 +1368,13 @@ fn webhooks_exclude_system_namespaces_and_fail_as_designed() {
                 .and_then(|h| h.failure_policy.clone())
         };
         use eviction_guard::webhook_config::{DELETIONS_WEBHOOK, STATUS_WEBHOOK};
-        assert_eq!(policy(DELETIONS_WEBHOOK).as_deref(), Some("Fail"));
+        // Ships failing open; a ready guard switches it to Fail (ballast_runtime::registration),
+        // so the guard must be told which configuration is its own in every variant.
+        assert_eq!(policy(DELETIONS_WEBHOOK).as_deref(), Some("Ignore"));
+        assert_eq!(
+            env(r, "WEBHOOK_CONFIGURATION").as_deref(),
+            Some(name.as_str())
+        );
         assert_eq!(policy(STATUS_WEBHOOK).as_deref(), Some("Ignore"));
 
         // The manifest is the guard's own definition, served through the Service.
@@ -1776,6 +1953,14 @@ fn flags_from_manifest(r: &Render, cmd: &clap::Command, skip: &[&str]) -> Vec<St
             r.name
         );
         let long = arg.get_long().expect("a long flag");
+        // A switch set from the environment is on unless the value is falsey, as clap reads it.
+        if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            let falsey = ["", "n", "no", "f", "false", "off", "0"];
+            if !falsey.contains(&value.to_ascii_lowercase().as_str()) {
+                flags.push(format!("--{long}"));
+            }
+            continue;
+        }
         flags.push(format!("--{long}={value}"));
     }
     flags
@@ -2255,12 +2440,8 @@ fn check_overlay(base: &Render, r: &Render, prefix: &str) {
             .as_ref()
             .and_then(|a| a.get("cert-manager.io/inject-ca-from"));
         if base.is_cert_manager() {
-            let cert = r
-                .objects
-                .iter()
-                .find(|o| o.kind == "Certificate")
-                .expect("a Certificate");
-            assert_eq!(inject, Some(&format!("{ns}/{}", cert.name)), "{at}");
+            let (ca, cert) = cert_chain(r, at);
+            assert_eq!(inject, Some(&format!("{ns}/{}", ca.name)), "{at}");
             let dns = cert
                 .value
                 .pointer("/spec/dnsNames")
@@ -2631,5 +2812,60 @@ fn podmanagers_are_readable_with_view_and_writable_with_edit_and_admin() {
         ] {
             assert!(granted.contains(&pair(res, verb)), "{role}: {granted:?}");
         }
+    }
+}
+
+/// The guard's replicas: scheduled as cluster-critical, never two on one node nor (nodes in
+/// several zones) in one zone — a hard rule, yet one that a single-node or single-zone cluster
+/// satisfies (one domain has no skew) — with a budget keeping one up through drains.
+#[test]
+fn the_guard_is_cluster_critical_and_spread_across_nodes_and_zones_by_a_hard_rule() {
+    let Some(renders) = renders() else { return };
+    for r in renders.iter().filter(|r| r.component() == "eviction-guard") {
+        let d: Deployment = r.one("Deployment");
+        let spec = d.spec.clone().expect("a Deployment spec");
+        assert!(spec.replicas.unwrap_or(1) >= 2, "{}", r.name);
+        let labels = spec
+            .template
+            .metadata
+            .clone()
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
+        let pod = spec.template.spec.clone().expect("a pod spec");
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("system-cluster-critical"),
+            "{}",
+            r.name
+        );
+        let rules = pod.topology_spread_constraints.clone().unwrap_or_default();
+        for key in ["kubernetes.io/hostname", "topology.kubernetes.io/zone"] {
+            let rule = rules
+                .iter()
+                .find(|c| c.topology_key == key)
+                .unwrap_or_else(|| panic!("{}: no spread over {key}", r.name));
+            assert_eq!(
+                rule.when_unsatisfiable, "DoNotSchedule",
+                "{}: {key}",
+                r.name
+            );
+            assert_eq!(rule.max_skew, 1, "{}: {key}", r.name);
+            // counts the guard's own pods, every revision of them
+            let selector = rule
+                .label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone())
+                .unwrap_or_default();
+            assert!(!selector.is_empty(), "{}: {key}", r.name);
+            assert!(selects(&selector, &labels), "{}: {key}", r.name);
+            assert!(rule.min_domains.is_none(), "{}: one domain must do", r.name);
+        }
+        let pdb: PodDisruptionBudget = r.one("PodDisruptionBudget");
+        assert_eq!(
+            pdb.spec.and_then(|s| s.min_available),
+            Some(IntOrString::Int(1)),
+            "{}",
+            r.name
+        );
     }
 }

@@ -97,6 +97,12 @@ pub struct Args {
     /// for SetMode never cross the network in clear (clients then use the CA: `grpcurl -cacert`).
     #[arg(long, env = "GRPC_TLS")]
     pub grpc_tls: bool,
+    /// Accept on the control API and callbacks only bearer tokens issued for these audiences
+    /// (comma-separated; `kubectl create token SA --audience AUD`), checked by TokenReview. A
+    /// token made for the guard is then useless against the API server, and the API server's
+    /// own tokens are refused here. Unset: tokens for the API server's audience.
+    #[arg(long, env = "TOKEN_AUDIENCE", value_delimiter = ',')]
+    pub token_audience: Vec<String>,
     /// When protection lifts for a node still NotReady and tainted NoExecute, complete the
     /// node controller's evictions the guard refused (it gives up after five refusals): mark the
     /// pods DisruptionTarget and delete them, rate-limited, by the leader replica only.
@@ -159,6 +165,8 @@ pub struct Config {
     pub mode_writes_per_second: NonZeroU32,
     /// Serve gRPC over TLS with the webhook certificate (ignored without `tls`).
     pub grpc_tls: bool,
+    /// Audiences a caller's token must be issued for (empty: the API server's).
+    pub token_audiences: Vec<String>,
     /// Release of refused evictions once protection lifts.
     pub release: ReleaseConfig,
 }
@@ -187,6 +195,7 @@ impl Config {
             require_auth_for_reads: false,
             mode_writes_per_second: ballast_control::DEFAULT_SET_MODE_PER_SECOND,
             grpc_tls: false,
+            token_audiences: Vec::new(),
             release: ReleaseConfig::default(),
         }
     }
@@ -261,6 +270,7 @@ impl Args {
             self_signed,
             control_address,
             grpc_tls,
+            token_audience,
             release_refused_evictions,
             release_nodes_per_second,
             identity,
@@ -311,6 +321,7 @@ impl Args {
             require_auth_for_reads,
             mode_writes_per_second,
             grpc_tls,
+            token_audiences: token_audience,
             release,
         }
     }

@@ -148,6 +148,7 @@ pub async fn start(
         require_auth_for_reads,
         mode_writes_per_second,
         grpc_tls,
+        token_audiences,
         release,
     } = config;
     ballast_runtime::metrics::build_info("eviction-guard", env!("CARGO_PKG_VERSION"));
@@ -156,15 +157,17 @@ pub async fn start(
     ballast_runtime::metrics::prometheus();
     metrics::register();
 
+    let mut cert_dir = None;
     let tls = match tls {
         Some((cert, key)) => {
-            let cert_dir = cert.parent().map(Path::to_path_buf).unwrap_or_default();
+            let cert_dir =
+                cert_dir.insert(cert.parent().map(Path::to_path_buf).unwrap_or_default());
             let (cert, key) = bootstrap::prepare(
                 &self_signed,
                 &client,
                 &namespace,
                 bootstrap::WebhookKind::Validating,
-                &cert_dir,
+                cert_dir,
             )
             .await?
             .unwrap_or((cert, key));
@@ -187,7 +190,7 @@ pub async fn start(
     let auth = if no_auth {
         Authenticator::AllowAll
     } else {
-        Authenticator::Kube(client.clone())
+        Authenticator::kube(client.clone(), token_audiences)
     };
     let callbacks = callback::Callbacks::with_after_lift(
         guard.clone(),
@@ -236,6 +239,15 @@ pub async fn start(
     } else {
         tracing::info!("release of refused evictions is off (--release-refused-evictions=false)");
     }
+    if let Some(registration) =
+        webhook_registration(&self_signed, &namespace, cert_dir, tls.as_ref(), &readiness)
+    {
+        tasks.spawn(run_until_stopped(ballast_runtime::registration::run(
+            registration,
+            client.clone(),
+            shutdown.clone(),
+        )));
+    }
     if let Some(tls) = &tls {
         let reloader = tls.spawn_reloader(TLS_RELOAD_INTERVAL, shutdown.clone());
         tasks.spawn(async move { Ok(reloader.await?) });
@@ -271,6 +283,45 @@ pub async fn start(
         readiness,
         shutdown,
         tasks,
+    })
+}
+
+/// The guard's webhook configuration, kept by `ballast_runtime::registration` when
+/// `--webhook-configuration` names it: the deletions webhook fails closed only while a ready
+/// guard serves it; in self-signed mode its caBundle follows the Secret.
+fn webhook_registration(
+    self_signed: &bootstrap::SelfSignedArgs,
+    namespace: &str,
+    cert_dir: Option<std::path::PathBuf>,
+    tls: Option<&ReloadingTls>,
+    readiness: &Readiness,
+) -> Option<ballast_runtime::registration::Registration> {
+    use ballast_runtime::registration::{RECONCILE_INTERVAL, Registration, SelfSigned};
+    let configuration = self_signed.webhook_configuration.clone()?;
+    let own_certificate = match (
+        &self_signed.self_signed_secret,
+        &self_signed.webhook_service_dns,
+        cert_dir,
+    ) {
+        (Some(secret), Some(dns_name), Some(cert_dir)) => Some(SelfSigned {
+            namespace: namespace.to_owned(),
+            secret: secret.clone(),
+            dns_name: dns_name.clone(),
+            cert_dir,
+        }),
+        _ => None,
+    };
+    Some(Registration {
+        kind: bootstrap::WebhookKind::Validating,
+        configuration,
+        fail_closed: webhook_config::FAIL_CLOSED_WHEN_READY
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        self_signed: own_certificate,
+        tls: tls.cloned(),
+        readiness: readiness.clone(),
+        interval: RECONCILE_INTERVAL,
     })
 }
 

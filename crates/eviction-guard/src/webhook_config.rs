@@ -1,6 +1,7 @@
 //! The ValidatingWebhookConfiguration the guard needs, scoped to what it refuses (DESIGN §12):
-//! one webhook failing closed for DELETE, evictions and deletion-marking UPDATEs, one failing
-//! open for status updates; our own and `kube-system`'s namespaces excluded; `matchConditions`
+//! one webhook failing closed for DELETE, evictions and deletion-marking UPDATEs once a ready
+//! guard serves it (it ships failing open, see [`SHIPPED_DELETIONS_POLICY`]), one failing open
+//! for status updates; our own and `kube-system`'s namespaces excluded; `matchConditions`
 //! keep kubelet traffic and status updates that mark nothing unready away from the guard.
 //! Packaging and the end-to-end test render it from here so they cannot drift from the rules.
 
@@ -13,8 +14,15 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::ObjectMeta;
 
-/// Webhook name for deletions and evictions (fails closed).
+/// Webhook name for deletions and evictions (fails closed while a ready guard serves it).
 pub const DELETIONS_WEBHOOK: &str = "deletions.eviction-guard.ballast.dev";
+/// The deletions webhook's `failurePolicy` as installed: `Ignore`, so that until a guard is ready
+/// (image not pulled yet, crash loop, no caBundle) no pod deletion in the cluster is refused
+/// because the guard cannot be called. A ready guard switches it to `Fail`
+/// (`ballast_runtime::registration`); the break-glass command sets it back.
+pub const SHIPPED_DELETIONS_POLICY: &str = "Ignore";
+/// Webhooks a ready guard switches to `failurePolicy: Fail`.
+pub const FAIL_CLOSED_WHEN_READY: &[&str] = &[DELETIONS_WEBHOOK];
 /// Webhook name for pod status updates (fails open).
 pub const STATUS_WEBHOOK: &str = "status.eviction-guard.ballast.dev";
 /// Namespaces carrying this label with value `"true"` are never sent to the guard: the shipped
@@ -103,7 +111,7 @@ pub fn validating_webhook_configuration(
         webhooks: Some(vec![
             webhook(
                 DELETIONS_WEBHOOK,
-                "Fail",
+                SHIPPED_DELETIONS_POLICY,
                 vec![
                     rule(&["DELETE", "UPDATE"], &["pods"]),
                     rule(&["CREATE"], &["pods/eviction"]),
@@ -131,7 +139,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fails_closed_for_deletions_and_open_for_status_updates_outside_system_namespaces() {
+    fn ships_failing_open_and_names_deletions_to_fail_closed_outside_system_namespaces() {
         let cfg = validating_webhook_configuration(
             "eviction-guard",
             WebhookClientConfig {
@@ -143,8 +151,9 @@ mod tests {
         let hooks = cfg.webhooks.unwrap();
         assert_eq!(hooks.len(), 2);
         let (del, status) = (&hooks[0], &hooks[1]);
-        assert_eq!(del.failure_policy.as_deref(), Some("Fail"));
+        assert_eq!(del.failure_policy.as_deref(), Some("Ignore"));
         assert_eq!(status.failure_policy.as_deref(), Some("Ignore"));
+        assert_eq!(FAIL_CLOSED_WHEN_READY, [del.name.as_str()]);
         let resources = |h: &ValidatingWebhook| -> Vec<String> {
             h.rules
                 .iter()

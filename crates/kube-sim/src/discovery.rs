@@ -40,6 +40,12 @@ fn resource_entries(t: &ResourceType) -> Vec<Value> {
                 e["kind"] = json!("Binding");
                 e["verbs"] = json!(["create"]);
             }
+            "token" => {
+                e["kind"] = json!("TokenRequest");
+                e["group"] = json!("authentication.k8s.io");
+                e["version"] = json!("v1");
+                e["verbs"] = json!(["create"]);
+            }
             "scale" => {
                 e["kind"] = json!("Scale");
                 e["group"] = json!("autoscaling");

@@ -178,7 +178,7 @@ const BUILTINS: &[Builtin] = &[
         "ServiceAccount",
         true,
         &["sa"],
-        &[],
+        &["token"],
     ),
     b("", "v1", "endpoints", "Endpoints", true, &["ep"], &[]),
     b(

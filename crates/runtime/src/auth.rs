@@ -88,8 +88,14 @@ impl AuthError {
 /// How callers are checked.
 #[derive(Clone)]
 pub enum Authenticator {
-    /// TokenReview then SubjectAccessReview against this API server.
+    /// TokenReview then SubjectAccessReview against this API server; tokens for the API
+    /// server's own audience.
     Kube(kube::Client),
+    /// The same, accepting only tokens issued for one of these audiences
+    /// (`kubectl create token SA --audience AUD`), so a token sent here is worthless against
+    /// the API server and the API server's tokens are refused here. Build with
+    /// [`Authenticator::kube`].
+    KubeAudiences(kube::Client, Vec<String>),
     /// Everyone is allowed, as [`Caller::local`]. Only for `--local` runs.
     AllowAll,
 }
@@ -98,21 +104,40 @@ impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Authenticator::Kube(_) => f.write_str("Authenticator::Kube"),
+            Authenticator::KubeAudiences(_, audiences) => {
+                write!(f, "Authenticator::KubeAudiences({audiences:?})")
+            }
             Authenticator::AllowAll => f.write_str("Authenticator::AllowAll"),
         }
     }
 }
 
 impl Authenticator {
+    /// TokenReview and SubjectAccessReview through `client`, for tokens of `audiences` (empty:
+    /// the API server's own).
+    pub fn kube(client: kube::Client, audiences: Vec<String>) -> Self {
+        let audiences: Vec<String> = audiences
+            .into_iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if audiences.is_empty() {
+            Authenticator::Kube(client)
+        } else {
+            Authenticator::KubeAudiences(client, audiences)
+        }
+    }
+
     /// Checks the bearer token and the caller's permission for `access`.
     pub async fn authorize(
         &self,
         bearer: Option<&str>,
         access: &Access,
     ) -> Result<Caller, AuthError> {
-        let client = match self {
+        let (client, audiences) = match self {
             Authenticator::AllowAll => return Ok(Caller::local()),
-            Authenticator::Kube(client) => client,
+            Authenticator::Kube(client) => (client, &[][..]),
+            Authenticator::KubeAudiences(client, audiences) => (client, audiences.as_slice()),
         };
         let token = bearer
             .map(str::trim)
@@ -122,7 +147,7 @@ impl Authenticator {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_owned(),
-                audiences: None,
+                audiences: (!audiences.is_empty()).then(|| audiences.to_vec()),
             },
             ..TokenReview::default()
         };
@@ -131,6 +156,7 @@ impl Authenticator {
             .await
             .map_err(|e| AuthError::Unavailable(format!("TokenReview failed: {e}")))?;
         let caller = caller_from_token_review(&reviewed)?;
+        check_audiences(&reviewed, audiences)?;
 
         let sar = subject_access_review(&caller, access);
         let answered = Api::<SubjectAccessReview>::all(client.clone())
@@ -162,6 +188,29 @@ pub fn caller_from_token_review(review: &TokenReview) -> Result<Caller, AuthErro
         uid: user.and_then(|u| u.uid.clone()).unwrap_or_default(),
         groups: user.and_then(|u| u.groups.clone()).unwrap_or_default(),
     })
+}
+
+/// With audiences asked for, an authenticated answer must name one of them in
+/// `status.audiences`: an empty list means the token is valid for the API server's audience
+/// only (or the reviewing server ignores audiences), which is not what was asked.
+pub fn check_audiences(review: &TokenReview, wanted: &[String]) -> Result<(), AuthError> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let got = review
+        .status
+        .as_ref()
+        .and_then(|s| s.audiences.as_deref())
+        .unwrap_or_default();
+    if got.iter().any(|a| wanted.contains(a)) {
+        return Ok(());
+    }
+    Err(AuthError::Unauthenticated(format!(
+        "the token is not valid for audience {}; mint one with `kubectl create token \
+         SERVICE_ACCOUNT --audience {}`",
+        wanted.join(", "),
+        wanted[0]
+    )))
 }
 
 /// The SubjectAccessReview asking whether `caller` may do `access`.

@@ -16,6 +16,7 @@ pub mod kubeclient;
 pub mod leader;
 pub mod metrics;
 pub mod peer;
+pub mod registration;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

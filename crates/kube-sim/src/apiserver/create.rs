@@ -29,6 +29,9 @@ impl Sim {
         match req.subresource.as_deref() {
             Some("eviction") => return self.evict(rt, req).await,
             Some("binding") => return self.bind(rt, req).await,
+            Some("token") if rt.kind == "ServiceAccount" => {
+                return self.token_request(rt, req).await;
+            }
             Some(other) => {
                 return Err(ApiError::method_not_allowed(format!(
                     "the server does not allow this method on the requested resource ({other})"

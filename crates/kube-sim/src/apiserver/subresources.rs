@@ -1,5 +1,5 @@
-//! Subresources that are requests of their own: pods/eviction, pods/binding and the access
-//! reviews.
+//! Subresources that are requests of their own: pods/eviction, pods/binding,
+//! serviceaccounts/token and the access reviews.
 
 use super::delete::DeleteOpts;
 use super::helpers::*;
@@ -72,6 +72,75 @@ impl Sim {
         ))
     }
 
+    /// POST serviceaccounts/NAME/token (TokenRequest, `kubectl create token`): a token for the
+    /// service account, valid for `spec.audiences` (none: the API server's) until
+    /// `spec.expirationSeconds` (default one hour, at least ten minutes) from now.
+    pub(super) async fn token_request(
+        self: &Arc<Self>,
+        rt: &ResourceType,
+        req: &ApiRequest,
+    ) -> Result<ApiResponse, ApiError> {
+        let ns = self.namespace_of(rt, req);
+        let name = req.name.clone().unwrap_or_default();
+        self.current(rt, &ns, &name)?;
+        let mut request = parse_body(&req.body)?;
+        let audiences: Vec<String> = request
+            .pointer("/spec/audiences")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let seconds = request
+            .pointer("/spec/expirationSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(3600);
+        if seconds < 600 {
+            // as apierrors.NewInvalid for the TokenRequest kind
+            let body = format!(
+                "Invalid value: {seconds}: may not specify a duration less than 10 minutes"
+            );
+            let mut err = ApiError::new(
+                422,
+                "Invalid",
+                format!(
+                    "TokenRequest.authentication.k8s.io \"{name}\" is invalid: \
+                     spec.expirationSeconds: {body}"
+                ),
+            );
+            err.details = Some(json!({"name": name, "group": "authentication.k8s.io",
+                "kind": "TokenRequest", "causes": [{"reason": "FieldValueInvalid",
+                "message": body, "field": "spec.expirationSeconds"}]}));
+            return Err(err);
+        }
+        let token = format!("kube-sim-sa-{}", uuid::Uuid::new_v4().simple());
+        let duration = std::time::Duration::from_secs(seconds.unsigned_abs());
+        self.auth.add_token_for(
+            &token,
+            crate::auth::UserInfo::service_account(&ns, &name),
+            &audiences,
+            Some(std::time::SystemTime::now() + duration),
+        );
+        let expires = chrono::Utc::now() + chrono::Duration::seconds(seconds);
+        request["apiVersion"] = json!("authentication.k8s.io/v1");
+        request["kind"] = json!("TokenRequest");
+        request["metadata"] = json!({"name": name, "namespace": ns,
+            "creationTimestamp": null});
+        request["spec"]["expirationSeconds"] = json!(seconds);
+        if audiences.is_empty() {
+            request["spec"]["audiences"] = json!([crate::auth::API_AUDIENCE]);
+        }
+        request["status"] = json!({
+            "token": token,
+            "expirationTimestamp": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        tracing::info!(namespace = %ns, name = %name, ?audiences, "token issued");
+        Ok(ApiResponse::Object(201, request))
+    }
+
     /// POST pods/NAME/binding: sets spec.nodeName (what a scheduler does).
     pub(super) async fn bind(
         self: &Arc<Self>,
@@ -131,9 +200,21 @@ impl Sim {
                     .pointer("/spec/token")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                obj["status"] = match self.auth.authenticate(token) {
-                    Some(u) => json!({"authenticated": true, "user": u.to_json()}),
-                    None => json!({"authenticated": false, "error": "invalid bearer token"}),
+                let audiences: Vec<String> = obj
+                    .pointer("/spec/audiences")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                obj["status"] = match self.auth.review(token, &audiences) {
+                    Ok((u, valid)) => {
+                        json!({"authenticated": true, "user": u.to_json(), "audiences": valid})
+                    }
+                    Err(error) => json!({"authenticated": false, "error": error}),
                 };
             }
             "SubjectAccessReview" | "SelfSubjectAccessReview" => {

@@ -145,3 +145,51 @@ fn reads_bearer_tokens_from_the_authorization_header() {
     headers.insert(http::header::AUTHORIZATION, "Bearer ".parse().unwrap());
     assert_eq!(bearer_token(&headers), None);
 }
+
+fn reviewed(status: Value) -> TokenReview {
+    serde_json::from_value(json!({"spec": {}, "status": status})).unwrap()
+}
+
+#[test]
+fn with_an_audience_asked_the_answer_must_name_it() {
+    let ours = vec!["control.ballast.dev".to_owned()];
+    let valid = reviewed(json!({"authenticated": true, "user": {"username": "a"},
+        "audiences": ["control.ballast.dev"]}));
+    assert_eq!(check_audiences(&valid, &ours), Ok(()));
+    // an API server token, or a reviewer that ignores audiences: no audience in the answer
+    for status in [
+        json!({"authenticated": true, "user": {"username": "a"}}),
+        json!({"authenticated": true, "user": {"username": "a"}, "audiences": []}),
+        json!({"authenticated": true, "user": {"username": "a"},
+            "audiences": ["https://kubernetes.default.svc.cluster.local"]}),
+    ] {
+        let err = check_audiences(&reviewed(status), &ours).unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Unauthenticated(m) if m.contains("--audience control.ballast.dev")),
+            "{err}"
+        );
+    }
+    // nothing asked, nothing checked
+    assert_eq!(
+        check_audiences(&reviewed(json!({"authenticated": true})), &[]),
+        Ok(())
+    );
+}
+
+#[test]
+fn blank_audiences_mean_the_api_servers_own() {
+    let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let client = kube::Client::try_from(config).unwrap();
+    assert!(matches!(
+        Authenticator::kube(client.clone(), vec![" ".into()]),
+        Authenticator::Kube(_)
+    ));
+    assert!(matches!(
+        Authenticator::kube(client, vec!["control.ballast.dev".into()]),
+        Authenticator::KubeAudiences(_, a) if a == ["control.ballast.dev"]
+    ));
+}
