@@ -31,6 +31,8 @@ mod crd_schema;
 mod leader_election;
 #[path = "kube_sim/pv_controller.rs"]
 mod pv_controller;
+#[path = "kube_sim/service_shape.rs"]
+mod service_shape;
 #[path = "kube_sim/strict_api.rs"]
 mod strict_api;
 #[path = "kube_sim/taint_eviction.rs"]

@@ -11,13 +11,17 @@ pub mod admission;
 pub mod auth;
 pub mod bootstrap;
 pub mod error;
+pub mod flags;
 pub mod http;
 pub mod kubeclient;
 pub mod leader;
 pub mod metrics;
 pub mod peer;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, chain};
+pub use kubeclient::KubeAccess;
+pub use service::{Service, Tasks};
