@@ -187,12 +187,12 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     let dir = tempfile::tempdir()?;
     let cert = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"])?;
     let (cert_path, key_path) = cert.write_to(dir.path())?;
-    let mut config = eviction_guard::Config::loopback();
+    let mut config = eviction_guard::Config::loopback(client.clone());
     config.tls = Some((cert_path, key_path));
     config.namespace = ns.to_owned();
     config.release.nodes_per_second = RELEASE_NODES_PER_SECOND;
     let shutdown = CancellationToken::new();
-    let running = eviction_guard::start(config.clone(), client.clone(), shutdown.clone()).await?;
+    let running = eviction_guard::start(config.clone(), shutdown.clone()).await?;
     let guard = Guard {
         http: reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(cert.ca_pem.as_bytes())?)
@@ -410,7 +410,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     assert_eq!(stored["changedBy"], "oncall");
     assert_eq!(stored["reason"], "drain rack 4");
     // a second replica (or a restart) starts in the stored mode
-    let replica = eviction_guard::start(config, client.clone(), shutdown.clone()).await?;
+    let replica = eviction_guard::start(config, shutdown.clone()).await?;
     wait_for("the second replica to be ready", TIMEOUT, || async {
         replica.readiness.is_ready().then_some(())
     })
@@ -523,12 +523,12 @@ async fn grpc_tls_serves_the_control_api_with_the_webhook_certificate() -> anyho
     let dir = tempfile::tempdir()?;
     let cert = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"])?;
     let (cert_path, key_path) = cert.write_to(dir.path())?;
-    let mut config = eviction_guard::Config::loopback();
+    let mut config = eviction_guard::Config::loopback(env.client.clone());
     config.tls = Some((cert_path, key_path));
     config.namespace = env.namespace.clone();
     config.grpc_tls = true;
     let shutdown = CancellationToken::new();
-    let running = eviction_guard::start(config, env.client.clone(), shutdown.clone()).await?;
+    let running = eviction_guard::start(config, shutdown.clone()).await?;
     let port = running.grpc_addr.port();
 
     // A client trusting the webhook's CA reads the status over TLS...
@@ -570,10 +570,10 @@ async fn a_failing_node_watch_shows_in_status_and_metrics_until_it_recovers() ->
     let user = format!("system:serviceaccount:{}:eviction-guard", env.namespace);
     let client = sim.client_as(&user, &["system:serviceaccounts"]).await;
     sim.allow(&user, "*", "", "configmaps");
-    let mut config = eviction_guard::Config::loopback();
+    let mut config = eviction_guard::Config::loopback(client);
     config.namespace = env.namespace.clone();
     let shutdown = CancellationToken::new();
-    let running = eviction_guard::start(config, client, shutdown.clone()).await?;
+    let running = eviction_guard::start(config, shutdown.clone()).await?;
     let guard = Guard {
         http: reqwest::Client::new(),
         admin: format!("http://{}", running.admin_addr),
@@ -662,12 +662,12 @@ impl StormGuard {
             None => ballast_runtime::tls::generate(&["127.0.0.1", "localhost"])?,
         };
         let (cert_path, key_path) = cert.write_to(dir.path())?;
-        let mut config = eviction_guard::Config::loopback();
+        let mut config = eviction_guard::Config::loopback(client.clone());
         config.tls = Some((cert_path, key_path));
         config.namespace = ns.to_owned();
         config.release.nodes_per_second = RELEASE_NODES_PER_SECOND;
         let shutdown = CancellationToken::new();
-        let running = eviction_guard::start(config, client.clone(), shutdown.clone()).await?;
+        let running = eviction_guard::start(config, shutdown.clone()).await?;
         let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
         let wanted = webhook_configuration(ns, running.webhook_addr.port(), &cert.ca_pem);
         let name = format!("eviction-guard-{ns}");

@@ -35,6 +35,8 @@ mod guard_install;
 mod leader_election;
 #[path = "kube_sim/pv_controller.rs"]
 mod pv_controller;
+#[path = "kube_sim/service_shape.rs"]
+mod service_shape;
 #[path = "kube_sim/strict_api.rs"]
 mod strict_api;
 #[path = "kube_sim/taint_eviction.rs"]

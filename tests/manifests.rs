@@ -2064,11 +2064,12 @@ async fn self_signed_eviction_guard_as_shipped_injects_a_ca_the_webhook_serves_u
         "--grpc-port=0".to_owned(),
         format!("--cert-dir={}", certs.path().display()),
     ]);
-    let config = eviction_guard::Args::try_parse_from(&argv)
+    let mut config = eviction_guard::Args::try_parse_from(&argv)
         .unwrap_or_else(|e| panic!("the manifest's settings do not parse: {e}"))
         .into_config();
+    config.kube = eviction_guard::KubeAccess::Client(sim.client());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = eviction_guard::start(config, sim.client(), shutdown.clone())
+    let running = eviction_guard::start(config, shutdown.clone())
         .await
         .expect("the guard starts as the manifest configures it");
 

@@ -17,13 +17,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ballast_e2e::wait_for;
+use ballast_runtime::leader::LeaseConfig;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt, ResourceExt};
 use kube_sim::{KubeSim, SimConfig};
-use podmanager::{Config, LeaderElection, PodManager};
+use podmanager::{Config, PodManager};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -65,13 +66,12 @@ async fn prepare(client: &kube::Client, ns: &str) {
     .await;
 }
 
-fn config(ns: &str, identity: &str, elect: bool) -> Config {
+fn config(client: &kube::Client, ns: &str, identity: &str, elect: bool) -> Config {
     Config {
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        kubeconfig: None,
-        context: None,
-        namespace: Some(ns.into()),
-        leader_election: elect.then(|| LeaderElection {
+        kube: ballast_runtime::KubeAccess::Client(client.clone()),
+        watch_namespace: Some(ns.into()),
+        leader_election: elect.then(|| LeaseConfig {
             namespace: ns.into(),
             name: "podmanager".into(),
             identity: identity.into(),
@@ -84,15 +84,8 @@ fn config(ns: &str, identity: &str, elect: bool) -> Config {
     }
 }
 
-async fn start_operator(
-    client: &kube::Client,
-    config: Config,
-    shutdown: &CancellationToken,
-) -> podmanager::Running {
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind admin");
-    podmanager::start(config, client.clone(), admin, shutdown.clone())
+async fn start_operator(config: Config, shutdown: &CancellationToken) -> podmanager::Running {
+    podmanager::start(config, shutdown.clone())
         .await
         .expect("operator starts")
 }
@@ -194,9 +187,9 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     let ns = "podmanager-e2e";
     prepare(&client, ns).await;
     let shutdown = CancellationToken::new();
-    let op = start_operator(&client, config(ns, "pm-solo", false), &shutdown).await;
-    let before = reconciles(&metrics_text(op.admin_addr()).await);
-    let readyz = format!("http://{}/readyz", op.admin_addr());
+    let op = start_operator(config(&client, ns, "pm-solo", false), &shutdown).await;
+    let before = reconciles(&metrics_text(op.admin_addr).await);
+    let readyz = format!("http://{}/readyz", op.admin_addr);
     wait_for("/readyz 200 once node health is known", TIMEOUT, || async {
         let r = reqwest::get(&readyz).await.ok()?;
         (r.status() == 200).then_some(())
@@ -414,7 +407,7 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     }
 
     // Metrics counted the reconciles.
-    let after = reconciles(&metrics_text(op.admin_addr()).await);
+    let after = reconciles(&metrics_text(op.admin_addr).await);
     assert!(
         after > before,
         "podmanager_reconcile_total{{result=\"success\"}} grew: {before} -> {after}"
@@ -433,7 +426,7 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     .await;
 
     shutdown.cancel();
-    op.join().await.expect("operator stops cleanly");
+    op.wait().await.expect("operator stops cleanly");
     sim.shutdown().await;
 }
 
@@ -445,8 +438,8 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
     prepare(&client, ns).await;
     let stop_a = CancellationToken::new();
     let stop_b = CancellationToken::new();
-    let a = start_operator(&client, config(ns, "pm-a", true), &stop_a).await;
-    let b = start_operator(&client, config(ns, "pm-b", true), &stop_b).await;
+    let a = start_operator(config(&client, ns, "pm-a", true), &stop_a).await;
+    let b = start_operator(config(&client, ns, "pm-b", true), &stop_b).await;
     wait_for("a leader", TIMEOUT, || async {
         (a.is_leader() || b.is_leader()).then_some(())
     })
@@ -473,7 +466,7 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
 
     // The leader stops (releasing the Lease); the follower takes over and acts.
     stop_leader.cancel();
-    leader.join().await.expect("leader stops cleanly");
+    leader.wait().await.expect("leader stops cleanly");
     wait_for("the follower to lead", TIMEOUT, || async {
         follower.is_leader().then_some(())
     })
@@ -489,7 +482,7 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
     assert!(follower.reconcile_count() > 0, "the new leader reconciled");
 
     stop_follower.cancel();
-    follower.join().await.expect("new leader stops cleanly");
+    follower.wait().await.expect("new leader stops cleanly");
     sim.shutdown().await;
 }
 
@@ -549,9 +542,9 @@ async fn pods_on_a_failed_node_are_replaced_elsewhere_while_protected_then_surpl
         ballast_control::ServerOptions::new(std::sync::Arc::new(ballast_control::AllowAll)),
         shutdown.clone(),
     ));
-    let mut cfg = config(ns, "pm-protect", false);
+    let mut cfg = config(&client, ns, "pm-protect", false);
     cfg.control_endpoint = Some(endpoint);
-    let op = start_operator(&client, cfg, &shutdown).await;
+    let op = start_operator(cfg, &shutdown).await;
 
     let pms: Api<PodManager> = Api::namespaced(client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -637,7 +630,7 @@ async fn pods_on_a_failed_node_are_replaced_elsewhere_while_protected_then_surpl
     .await;
 
     shutdown.cancel();
-    op.join().await.expect("operator stops cleanly");
+    op.wait().await.expect("operator stops cleanly");
     sim.shutdown().await;
 }
 
@@ -750,7 +743,7 @@ async fn v1_objects_read_and_edit_as_v2_through_the_operators_conversion_webhook
     // The operator with its webhook, certificate from the self-signed bootstrap (which injects
     // the CA into the CRD).
     let certs = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config(&ns, "pm-convert", false);
+    let mut cfg = config(&client, &ns, "pm-convert", false);
     cfg.webhook = Some(podmanager::webhook::WebhookConfig {
         addr: format!("{host}:{port}").parse().expect("webhook addr"),
         tls: Some((certs.path().join("tls.crt"), certs.path().join("tls.key"))),
@@ -762,8 +755,8 @@ async fn v1_objects_read_and_edit_as_v2_through_the_operators_conversion_webhook
         }),
     });
     let shutdown = CancellationToken::new();
-    let op = start_operator(&client, cfg, &shutdown).await;
-    assert_eq!(op.webhook_addr().map(|a| a.port()), Some(port));
+    let op = start_operator(cfg, &shutdown).await;
+    assert_eq!(op.webhook_addr.map(|a| a.port()), Some(port));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let injected = crds.get(podmanager::crd::CRD_NAME).await.expect("CRD");
     assert!(
@@ -903,7 +896,7 @@ async fn v1_objects_read_and_edit_as_v2_through_the_operators_conversion_webhook
 
     // The operator (and its webhook) down: v2 reads fail with the API server's error, v1 works.
     shutdown.cancel();
-    op.join().await.expect("operator stops");
+    op.wait().await.expect("operator stops");
     let lone: PodManager = serde_json::from_value(json!({
         "apiVersion": "apps.mycompany.com/v1", "kind": "PodManager",
         "metadata": {"name": "lone"}, "spec": {"image": "nginx:1.27"}}))

@@ -138,15 +138,16 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
                 )),
                 excluded_namespaces: vec!["kube-system".to_owned()],
             }),
-            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
             kube: KubeAccess::Client(env.client.clone()),
+            clock: std::sync::Arc::new(pvc_timing::SystemClock),
         },
         shutdown.clone(),
     )
     .await
     .expect("pvc-timing starts");
     let port = running.webhook_addr.unwrap().port();
-    let metrics_url = format!("http://{}/metrics", running.admin_addr.unwrap());
+    let metrics_url = format!("http://{}/metrics", running.admin_addr);
     Api::<MutatingWebhookConfiguration>::all(env.client.clone())
         .create(
             &PostParams::default(),
@@ -340,8 +341,9 @@ async fn replica(env: &TestEnv, identity: &str) -> (pvc_timing::Running, Cancell
                 leader: Some(lease),
                 excluded_namespaces: vec![],
             }),
-            admin_addr: None,
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
             kube: KubeAccess::Client(env.client.clone()),
+            clock: std::sync::Arc::new(pvc_timing::SystemClock),
         },
         shutdown.clone(),
     )
@@ -470,8 +472,9 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
                         }),
                     }),
                     controller: None,
-                    admin_addr: None,
+                    admin_addr: "127.0.0.1:0".parse().unwrap(),
                     kube: KubeAccess::Client(client),
+                    clock: std::sync::Arc::new(pvc_timing::SystemClock),
                 },
                 shutdown,
             )
@@ -563,8 +566,9 @@ async fn start_webhook(env: &TestEnv) -> WebhookService {
                 self_signed: None,
             }),
             controller: None,
-            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
             kube: KubeAccess::Client(env.client.clone()),
+            clock: std::sync::Arc::new(pvc_timing::SystemClock),
         },
         stop.clone(),
     )
@@ -589,7 +593,7 @@ async fn start_webhook(env: &TestEnv) -> WebhookService {
         .create(&PostParams::default(), &configuration)
         .await
         .expect("webhook configuration registered");
-    let metrics_url = format!("http://{}/metrics", running.admin_addr.unwrap());
+    let metrics_url = format!("http://{}/metrics", running.admin_addr);
     WebhookService {
         running,
         stop,

@@ -88,13 +88,13 @@ async fn the_control_api_accepts_only_tokens_minted_for_its_audience() {
     let dir = tempfile::tempdir().expect("a directory");
     let cert = ballast_runtime::tls::generate(&["localhost"]).expect("a certificate");
     let paths = cert.write_to(dir.path()).expect("written");
-    let mut config = eviction_guard::Config::loopback();
+    let mut config = eviction_guard::Config::loopback(client.clone());
     config.tls = Some(paths);
     config.namespace = ns.clone();
     config.grpc_tls = true;
     config.token_audiences = vec![AUDIENCE.to_owned()];
     let shutdown = CancellationToken::new();
-    let running = eviction_guard::start(config, client.clone(), shutdown.clone())
+    let running = eviction_guard::start(config, shutdown.clone())
         .await
         .expect("guard starts");
     wait_for("the guard to be ready", TIMEOUT, || async {

@@ -132,7 +132,7 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
 
     // the guard starts as the self-signed manifest configures it
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut config = eviction_guard::Config::loopback();
+    let mut config = eviction_guard::Config::loopback(client.clone());
     config.webhook_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     config.tls = Some(ballast_runtime::tls::cert_paths(dir.path(), None, None));
     config.namespace = ns.to_owned();
@@ -140,7 +140,7 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
     config.self_signed.webhook_configuration = Some(name.clone());
     config.self_signed.webhook_service_dns = Some("127.0.0.1".to_owned());
     let shutdown = CancellationToken::new();
-    let running = eviction_guard::start(config, client.clone(), shutdown.clone())
+    let running = eviction_guard::start(config, shutdown.clone())
         .await
         .expect("guard starts");
     let ready = wait_for("the guard to be ready", TIMEOUT, || async {

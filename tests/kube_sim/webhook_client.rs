@@ -607,12 +607,12 @@ async fn the_eviction_guards_match_conditions_keep_kubelet_and_unrelated_updates
     let dir = tempfile::tempdir().unwrap();
     let cert = ballast_runtime::tls::generate(&host.cert_names()).unwrap();
     let (cert_path, key_path) = cert.write_to(dir.path()).unwrap();
-    let mut config = eviction_guard::Config::loopback();
+    let mut config = eviction_guard::Config::loopback(env.client.clone());
     config.webhook_addr = host.bind_addr(0);
     config.tls = Some((cert_path, key_path));
     config.namespace = ns.clone();
     let shutdown = CancellationToken::new();
-    let running = eviction_guard::start(config, env.client.clone(), shutdown.clone())
+    let running = eviction_guard::start(config, shutdown.clone())
         .await
         .expect("the guard starts");
     let admin = running.admin_addr.to_string();

@@ -13,35 +13,16 @@ pub const VERB_UPDATE: &str = "update";
 /// The verb reads need when reads require auth.
 pub const VERB_GET: &str = "get";
 
-/// The authenticated caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller {
-    pub username: String,
-    pub groups: Vec<String>,
-}
+/// The authenticated caller and why one is refused: the runtime's, one pair for every side API.
+pub use ballast_runtime::auth::{AuthError, Caller};
 
-/// Why a caller was refused. Each maps to a gRPC status code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// No token, or the token is not valid (gRPC `UNAUTHENTICATED`).
-    #[error("unauthenticated: {0}")]
-    Unauthenticated(String),
-    /// Valid token, but the user may not do this (gRPC `PERMISSION_DENIED`).
-    #[error("forbidden: {0}")]
-    Forbidden(String),
-    /// The authentication or authorisation API cannot answer now (gRPC `UNAVAILABLE`).
-    #[error("failed to check the caller: {0}")]
-    Unavailable(String),
-}
-
-impl From<AuthError> for tonic::Status {
-    fn from(e: AuthError) -> Self {
-        let msg = e.to_string();
-        match e {
-            AuthError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
-            AuthError::Forbidden(_) => tonic::Status::permission_denied(msg),
-            AuthError::Unavailable(_) => tonic::Status::unavailable(msg),
-        }
+/// The gRPC status of a refused caller.
+pub fn status(e: AuthError) -> tonic::Status {
+    let msg = e.to_string();
+    match e {
+        AuthError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+        AuthError::Forbidden(_) => tonic::Status::permission_denied(msg),
+        AuthError::Unavailable(_) => tonic::Status::unavailable(msg),
     }
 }
 
@@ -68,12 +49,7 @@ impl Authorize for AllowAll {
         _bearer: Option<&'a str>,
         _verb: &'a str,
     ) -> BoxFuture<'a, Result<Caller, AuthError>> {
-        Box::pin(async {
-            Ok(Caller {
-                username: LOCAL_USER.to_owned(),
-                groups: Vec::new(),
-            })
-        })
+        Box::pin(async { Ok(Caller::local()) })
     }
 }
 
@@ -85,18 +61,9 @@ impl Authorize for ballast_runtime::auth::Authenticator {
         bearer: Option<&'a str>,
         verb: &'a str,
     ) -> BoxFuture<'a, Result<Caller, AuthError>> {
-        use ballast_runtime::auth::{Access, AuthError as RuntimeError};
         Box::pin(async move {
-            let access = Access::new(verb, ACCESS_GROUP, ACCESS_RESOURCE);
-            match ballast_runtime::auth::Authenticator::authorize(self, bearer, &access).await {
-                Ok(c) => Ok(Caller {
-                    username: c.username,
-                    groups: c.groups,
-                }),
-                Err(RuntimeError::Unauthenticated(m)) => Err(AuthError::Unauthenticated(m)),
-                Err(RuntimeError::Forbidden(m)) => Err(AuthError::Forbidden(m)),
-                Err(RuntimeError::Unavailable(m)) => Err(AuthError::Unavailable(m)),
-            }
+            let access = ballast_runtime::auth::Access::new(verb, ACCESS_GROUP, ACCESS_RESOURCE);
+            ballast_runtime::auth::Authenticator::authorize(self, bearer, &access).await
         })
     }
 }
@@ -135,12 +102,12 @@ mod tests {
 
     #[test]
     fn auth_errors_map_to_the_matching_grpc_codes() {
-        let s = tonic::Status::from(AuthError::Unauthenticated("no bearer token".into()));
+        let s = status(AuthError::Unauthenticated("no bearer token".into()));
         assert_eq!(s.code(), tonic::Code::Unauthenticated);
         assert_eq!(s.message(), "unauthenticated: no bearer token");
-        let s = tonic::Status::from(AuthError::Forbidden("nope".into()));
+        let s = status(AuthError::Forbidden("nope".into()));
         assert_eq!(s.code(), tonic::Code::PermissionDenied);
-        let s = tonic::Status::from(AuthError::Unavailable("timeout".into()));
+        let s = status(AuthError::Unavailable("timeout".into()));
         assert_eq!(s.code(), tonic::Code::Unavailable);
     }
 

@@ -7,6 +7,7 @@
 //! `tokio::sync::watch` receivers, `None` whenever the state is unknown.
 
 pub mod auth;
+pub mod changes;
 pub mod client;
 mod error;
 pub mod nodes;
@@ -28,6 +29,7 @@ pub mod pb {
 }
 
 pub use auth::{AllowAll, AuthError, Authorize, Caller};
+pub use changes::{ModeChanges, Refused};
 pub use client::{ClientOptions, ControlClient};
 pub use error::{Error, Result};
 pub use server::{DEFAULT_SET_MODE_PER_SECOND, MAX_REQUEST_MESSAGE_BYTES, ServerOptions, serve};

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use ballast_runtime::peer::{self, PerPeerLimiter};
+use ballast_runtime::peer;
 use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_stream::wrappers::WatchStream;
@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
-use crate::auth::{AuthError, Authorize, Caller, VERB_GET, VERB_UPDATE, bearer_token};
+use crate::auth::{Authorize, bearer_token};
+use crate::changes::{ModeChanges, Refused};
 use crate::nodes::{change_event, diff, snapshot_event};
 use crate::pb;
-use crate::state::{ControlState, ModeChange};
+use crate::state::ControlState;
 use crate::types::{ConvertError, Mode, NodeHealth, NodeHealthSnapshot};
 
 /// Longest accepted SetMode reason: it lands in logs and a ConfigMap, so keep it a sentence.
@@ -46,9 +47,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 /// The `ballast.control.v1.ControlService` implementation, generic over the host's state.
 pub struct ControlService<S> {
     state: Arc<S>,
-    authorizer: Arc<dyn Authorize>,
     require_auth_for_reads: bool,
-    set_mode_limiter: PerPeerLimiter,
+    changes: ModeChanges,
     shutdown: CancellationToken,
     watch_slots: Arc<Semaphore>,
 }
@@ -65,9 +65,8 @@ impl<S: ControlState> ControlService<S> {
     ) -> Self {
         Self {
             state,
-            authorizer,
             require_auth_for_reads,
-            set_mode_limiter: PerPeerLimiter::per_second(set_mode_per_second),
+            changes: ModeChanges::new(authorizer, set_mode_per_second),
             shutdown,
             watch_slots: Arc::new(Semaphore::new(MAX_WATCH_STREAMS)),
         }
@@ -77,13 +76,13 @@ impl<S: ControlState> ControlService<S> {
         if !self.require_auth_for_reads {
             return Ok(());
         }
-        self.authorizer
-            .authorize(bearer_token(req.metadata()), VERB_GET)
+        self.changes
+            .authorize_read(bearer_token(req.metadata()))
             .await
             .map(|_| ())
             .map_err(|e| {
                 debug!(error = %e, "control API read refused");
-                Status::from(e)
+                crate::auth::status(e)
             })
     }
 
@@ -99,14 +98,6 @@ fn count_set_mode(outcome: &'static str) {
     metrics::counter!(SET_MODE_TOTAL, "outcome" => outcome).increment(1);
 }
 
-fn auth_outcome(e: &AuthError) -> &'static str {
-    match e {
-        AuthError::Unauthenticated(_) => "unauthenticated",
-        AuthError::Forbidden(_) => "forbidden",
-        AuthError::Unavailable(_) => "auth_unavailable",
-    }
-}
-
 /// Checks the SetMode arguments; the message says what a caller must fix.
 fn validate_set_mode(req: &pb::SetModeRequest) -> Result<(Mode, String), InvalidSetMode> {
     let mode = Mode::try_from(req.mode).map_err(InvalidSetMode::Mode)?;
@@ -117,20 +108,17 @@ fn validate_set_mode(req: &pb::SetModeRequest) -> Result<(Mode, String), Invalid
     Ok((mode, reason.to_owned()))
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum InvalidSetMode {
+    #[error("{0}")]
     Mode(ConvertError),
+    #[error("reason is {0} bytes long; at most {MAX_REASON_BYTES} are accepted")]
     ReasonTooLong(usize),
 }
 
 impl From<InvalidSetMode> for Status {
     fn from(e: InvalidSetMode) -> Self {
-        match e {
-            InvalidSetMode::Mode(e) => Status::invalid_argument(e.to_string()),
-            InvalidSetMode::ReasonTooLong(len) => Status::invalid_argument(format!(
-                "reason is {len} bytes long; at most {MAX_REASON_BYTES} are accepted"
-            )),
-        }
+        Status::invalid_argument(e.to_string())
     }
 }
 
@@ -216,49 +204,34 @@ impl<S: ControlState> pb::control_service_server::ControlService for ControlServ
         &self,
         req: Request<pb::SetModeRequest>,
     ) -> Result<Response<pb::SetModeResponse>, Status> {
-        let peer = peer::addr(req.extensions());
-        // Before auth, so a flood of calls cannot turn into a flood of TokenReviews; per client,
-        // so one client's flood does not lock the others out.
-        if !self.set_mode_limiter.check(peer) {
-            count_set_mode("rate_limited");
-            warn!(client = %peer::display(peer), "SetMode refused: rate limit reached");
-            return Err(Status::resource_exhausted(
-                "too many SetMode calls; retry in a second",
-            ));
-        }
-        let caller: Caller = match self
-            .authorizer
-            .authorize(bearer_token(req.metadata()), VERB_UPDATE)
-            .await
-        {
-            Ok(caller) => caller,
-            Err(e) => {
-                count_set_mode(auth_outcome(&e));
-                warn!(client = %peer::display(peer), error = %e, "SetMode refused");
-                return Err(e.into());
-            }
-        };
-        let (mode, reason) = validate_set_mode(req.get_ref()).inspect_err(|_| {
-            count_set_mode("invalid");
-        })?;
-        let change = ModeChange {
-            mode,
-            reason,
-            caller: caller.username.clone(),
-            client: peer,
-        };
-        match self.state.set_mode(change).await {
+        let client = peer::addr(req.extensions());
+        let result = self
+            .changes
+            .apply(
+                &*self.state,
+                "SetMode",
+                client,
+                bearer_token(req.metadata()),
+                || validate_set_mode(req.get_ref()),
+            )
+            .await;
+        match result {
             Ok(state) => {
-                // The host writes the audit line: it alone knows the mode it replaced.
                 count_set_mode("ok");
                 Ok(Response::new(pb::SetModeResponse {
                     status: Some(pb::InterceptionStatus::from(&state)),
                 }))
             }
-            Err(e) => {
-                count_set_mode("store_error");
-                warn!(user = %caller.username, to = %mode, error = %e, "SetMode failed");
-                Err(e.into())
+            Err(refused) => {
+                count_set_mode(refused.outcome());
+                Err(match refused {
+                    Refused::RateLimited => {
+                        Status::resource_exhausted("too many SetMode calls; retry in a second")
+                    }
+                    Refused::Auth(e) => crate::auth::status(e),
+                    Refused::Invalid(e) => Status::from(e),
+                    Refused::Failed(e) => Status::from(e),
+                })
             }
         }
     }

@@ -54,6 +54,7 @@ impl Authorize for FakeAuth {
             if verbs.contains(&verb) {
                 Ok(Caller {
                     username: user.into(),
+                    uid: String::new(),
                     groups: vec!["ops".into()],
                 })
             } else {
@@ -425,7 +426,7 @@ async fn set_mode_is_unavailable_when_the_auth_api_is_down() {
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(
         err.message(),
-        "failed to check the caller: TokenReview timed out"
+        "failed to reach the API server to check the caller: TokenReview timed out"
     );
     server.stop().await;
 }

@@ -203,10 +203,10 @@ impl Cluster {
         let stop_on_error = shutdown.clone().drop_guard();
 
         // eviction-guard: validating webhook, node monitor, control service.
-        let mut guard_config = eviction_guard::Config::loopback();
+        let mut guard_config = eviction_guard::Config::loopback(client.clone());
         guard_config.tls = Some((cert.clone(), key.clone()));
         guard_config.namespace = SYSTEM_NAMESPACE.to_owned();
-        let guard = eviction_guard::start(guard_config, client.clone(), shutdown.clone())
+        let guard = eviction_guard::start(guard_config, shutdown.clone())
             .await
             .map_err(Error::Guard)?;
         let validating = eviction_guard::webhook_config::validating_webhook_configuration(
@@ -241,19 +241,19 @@ impl Cluster {
                         SYSTEM_NAMESPACE.to_owned(),
                     ],
                 }),
-                admin_addr: Some(any_port()),
+                admin_addr: any_port(),
                 kube: pvc_timing::KubeAccess::Client(client.clone()),
+                clock: std::sync::Arc::new(pvc_timing::SystemClock),
             },
             shutdown.clone(),
         )
         .await
         .map_err(Error::PvcTiming)?;
-        let (Some(pvc_timing_webhook_addr), Some(pvc_timing_admin)) =
-            (pvc_timing.webhook_addr, pvc_timing.admin_addr)
-        else {
+        let pvc_timing_admin = pvc_timing.admin_addr;
+        let Some(pvc_timing_webhook_addr) = pvc_timing.webhook_addr else {
             return Err(Error::Unexpected {
-                what: "pvc-timing's addresses",
-                detail: "it started without its webhook or admin listener".into(),
+                what: "pvc-timing's webhook address",
+                detail: "it started without its webhook listener".into(),
             });
         };
         let mutating = pvc_timing_webhook(&client_config(
@@ -309,25 +309,16 @@ impl Cluster {
         };
 
         // podmanager: the operator, node health from the control service.
-        let admin = tokio::net::TcpListener::bind(any_port())
-            .await
-            .map_err(|source| Error::TempDir {
-                what: "podmanager's admin listener",
-                source,
-            })?;
         let podmanager = podmanager::start(
             podmanager::Config {
                 admin_addr: any_port(),
-                kubeconfig: None,
-                context: None,
-                namespace: Some(DEMO_NAMESPACE.to_owned()),
+                kube: ballast_runtime::KubeAccess::Client(client.clone()),
+                watch_namespace: Some(DEMO_NAMESPACE.to_owned()),
                 leader_election: None,
                 identity: "podmanager-demo".to_owned(),
                 control_endpoint: Some(control_endpoint),
                 webhook: None,
             },
-            client.clone(),
-            admin,
             shutdown.clone(),
         )
         .await
@@ -344,7 +335,7 @@ impl Cluster {
             pvc_timing_webhook: pvc_timing_webhook_addr,
             pvc_timing_admin,
             provisioner_admin,
-            podmanager_admin: podmanager.admin_addr(),
+            podmanager_admin: podmanager.admin_addr,
         };
         Ok(Cluster {
             sim,
@@ -394,7 +385,7 @@ impl Cluster {
                 guard.wait(),
                 pvc_timing.wait(),
                 provisioner.wait(),
-                podmanager.join()
+                podmanager.wait()
             );
             for (service, result) in [
                 ("eviction-guard", g.err().map(|e| crate::error::chain(&e))),

@@ -5,11 +5,13 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ballast_runtime::KubeAccess;
 use ballast_runtime::bootstrap::SelfSignedArgs;
+use ballast_runtime::flags::boolean;
 use clap::{ArgAction, Parser};
 
 use crate::mode::DEFAULT_CONFIGMAP;
-use crate::release::{DEFAULT_NODES_PER_SECOND, ReleaseConfig, after_lift, default_identity};
+use crate::release::{DEFAULT_NODES_PER_SECOND, ReleaseConfig, after_lift};
 use crate::rules::{Policy, lift_hint};
 use crate::storm::{DEFAULT_WORKER_SELECTOR, Selector, StormConfig};
 
@@ -21,7 +23,8 @@ pub struct Args {
     /// Run outside the cluster: current kubeconfig, plain-HTTP webhook, no authentication on
     /// the control API and callbacks, servers on 127.0.0.1 unless --bind-address says otherwise.
     /// Refuses to start inside a cluster (KUBERNETES_SERVICE_HOST set).
-    #[arg(long, env = "LOCAL")]
+    #[arg(long, env = "LOCAL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false, value_parser = boolean)]
     pub local: bool,
     /// Address every server binds to (default 0.0.0.0; 127.0.0.1 with --local).
     #[arg(long, env = "BIND_ADDRESS")]
@@ -42,9 +45,12 @@ pub struct Args {
     pub kube: ballast_runtime::kubeclient::KubeconfigArgs,
     #[command(flatten)]
     pub shutdown: ballast_runtime::shutdown::ShutdownArgs,
-    /// Namespace of the guard, where the mode ConfigMap lives.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
-    pub namespace: String,
+    /// The guard's namespace (where the mode ConfigMap and the Lease live) and replica name.
+    #[command(flatten)]
+    pub pod: ballast_runtime::flags::PodArgs,
+    /// Leader election for the release of refused evictions.
+    #[command(flatten)]
+    pub leader: ballast_runtime::flags::LeaderArgs,
     /// Name of the ConfigMap holding the interception mode.
     #[arg(long, env = "MODE_CONFIGMAP", default_value = DEFAULT_CONFIGMAP)]
     pub mode_configmap: String,
@@ -61,7 +67,8 @@ pub struct Args {
     #[arg(long, env = "NODE_NOTREADY_MIN_FRACTION", value_parser = parse_fraction)]
     pub min_notready_fraction: Option<f64>,
     /// Count NotReady nodes per `topology.kubernetes.io/zone` instead of cluster-wide.
-    #[arg(long, env = "NODE_NOTREADY_PER_ZONE")]
+    #[arg(long, env = "NODE_NOTREADY_PER_ZONE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false, value_parser = boolean)]
     pub per_zone: bool,
     /// Label selector choosing the worker nodes (`key`, `!key`, `key=value`, `key!=value`).
     #[arg(long, env = "WORKER_SELECTOR", default_value = DEFAULT_WORKER_SELECTOR)]
@@ -74,10 +81,12 @@ pub struct Args {
     pub exempt_groups: Vec<String>,
     /// Refuse status updates marking protected pods not Ready / Failed / DisruptionTarget.
     /// Refusing them keeps Services routing to pods on dead nodes; `false` is the remedy.
-    #[arg(long, env = "INTERCEPT_STATUS_UPDATES", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = "INTERCEPT_STATUS_UPDATES", default_value_t = true, action = ArgAction::Set,
+          value_parser = boolean)]
     pub intercept_status_updates: bool,
     /// Require authentication (verb `get`) for `/callback/status` and the gRPC reads too.
-    #[arg(long, env = "REQUIRE_AUTH_FOR_READS")]
+    #[arg(long, env = "REQUIRE_AUTH_FOR_READS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false, value_parser = boolean)]
     pub require_auth_for_reads: bool,
     /// Mode changes accepted per second from one client address, callbacks and gRPC each
     /// (beyond: 429 / RESOURCE_EXHAUSTED).
@@ -95,7 +104,8 @@ pub struct Args {
     pub control_address: String,
     /// Serve the gRPC control service over TLS with the webhook's certificate, so bearer tokens
     /// for SetMode never cross the network in clear (clients then use the CA: `grpcurl -cacert`).
-    #[arg(long, env = "GRPC_TLS")]
+    #[arg(long, env = "GRPC_TLS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false, value_parser = boolean)]
     pub grpc_tls: bool,
     /// Accept on the control API and callbacks only bearer tokens issued for these audiences
     /// (comma-separated; `kubectl create token SA --audience AUD`), checked by TokenReview. A
@@ -106,16 +116,14 @@ pub struct Args {
     /// When protection lifts for a node still NotReady and tainted NoExecute, complete the
     /// node controller's evictions the guard refused (it gives up after five refusals): mark the
     /// pods DisruptionTarget and delete them, rate-limited, by the leader replica only.
-    #[arg(long, env = "RELEASE_REFUSED_EVICTIONS", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = "RELEASE_REFUSED_EVICTIONS", default_value_t = true, action = ArgAction::Set,
+          value_parser = boolean)]
     pub release_refused_evictions: bool,
     /// Nodes whose refused evictions are released per second (like the node controller's
     /// --node-eviction-rate).
     #[arg(long, env = "RELEASE_NODES_PER_SECOND", default_value_t = DEFAULT_NODES_PER_SECOND,
           value_parser = parse_rate)]
     pub release_nodes_per_second: f64,
-    /// This replica's identity for the release Lease and on Events (the pod name in cluster).
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -154,8 +162,9 @@ pub struct Config {
     pub self_signed: SelfSignedArgs,
     /// No authentication on the control API and callbacks.
     pub no_auth: bool,
-    pub kubeconfig: Option<PathBuf>,
-    pub context: Option<String>,
+    /// How to reach the API server: the shared kube flags, or a client handed in.
+    pub kube: KubeAccess,
+    /// The guard's own namespace: the mode ConfigMap, the Lease, the self-signed Secret.
     pub namespace: String,
     pub mode_configmap: String,
     pub storm: StormConfig,
@@ -172,9 +181,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// Every server on `127.0.0.1:0`, plain HTTP, authentication on, defaults otherwise: the
-    /// starting point for tests (set `tls`, `namespace`, ... as needed).
-    pub fn loopback() -> Self {
+    /// Every server on `127.0.0.1:0`, plain HTTP, authentication on, defaults otherwise, with
+    /// `client`: the starting point for tests (set `tls`, `namespace`, ... as needed).
+    pub fn loopback(client: kube::Client) -> Self {
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         Config {
             webhook_addr: any,
@@ -183,9 +192,8 @@ impl Config {
             tls: None,
             self_signed: SelfSignedArgs::default(),
             no_auth: false,
-            kubeconfig: None,
-            context: None,
-            namespace: "ballast-system".to_owned(),
+            kube: KubeAccess::Client(client),
+            namespace: ballast_runtime::flags::DEFAULT_NAMESPACE.to_owned(),
             mode_configmap: DEFAULT_CONFIGMAP.to_owned(),
             storm: StormConfig::default(),
             worker_selector: DEFAULT_WORKER_SELECTOR
@@ -255,7 +263,8 @@ impl Args {
             kube,
             // Read by main, which owns the signal handling.
             shutdown: _,
-            namespace,
+            pod,
+            leader,
             mode_configmap,
             threshold,
             window,
@@ -273,7 +282,6 @@ impl Args {
             token_audience,
             release_refused_evictions,
             release_nodes_per_second,
-            identity,
         } = self;
         let tls = (!local).then(|| certs.paths());
         let bind_address = bind_address.unwrap_or(if local {
@@ -287,11 +295,19 @@ impl Args {
                 .filter(|s| !s.is_empty())
                 .collect()
         };
+        let defaults = ReleaseConfig::default();
         let release = ReleaseConfig {
             enabled: release_refused_evictions,
+            leader_elect: leader.leader_elect,
             nodes_per_second: release_nodes_per_second,
-            identity: identity.unwrap_or_else(default_identity),
-            ..ReleaseConfig::default()
+            identity: pod.identity("eviction-guard"),
+            lease_name: leader
+                .lease_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(defaults.lease_name),
+            lease_duration: leader.lease_duration,
+            renew_every: leader.lease_renew_every,
         };
         Config {
             webhook_addr: SocketAddr::new(bind_address, webhook_port),
@@ -300,9 +316,8 @@ impl Args {
             tls,
             self_signed,
             no_auth: local,
-            kubeconfig: kube.kubeconfig,
-            context: kube.context,
-            namespace,
+            kube: KubeAccess::from(kube),
+            namespace: pod.namespace,
             mode_configmap,
             storm: StormConfig {
                 threshold: threshold as usize,

@@ -1,11 +1,9 @@
 //! The seed's callbacks, same paths and JSON shapes, served beside `/validate`:
 //! `POST /callback/disable-interception` (mode DISABLED), `POST /callback/enable-interception`
-//! (back to AUTO), `GET /callback/status`. Writes are authenticated like the gRPC SetMode
-//! (TokenReview, then SubjectAccessReview for `update` on `interception.control.ballast.dev`)
-//! and rate limited per client address; an optional JSON body `{"reason": "..."}` is recorded
-//! with the change.
-//!
-//! Also the adapter that lets the control service authenticate through the runtime.
+//! (back to AUTO), `GET /callback/status`. Writes take the same path as the gRPC SetMode
+//! ([`ballast_control::ModeChanges`]: rate limit per client address, TokenReview then
+//! SubjectAccessReview for `update` on `interception.control.ballast.dev`, validation, audit);
+//! an optional JSON body `{"reason": "..."}` is recorded with the change.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -16,10 +14,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ballast_control::auth::{ACCESS_GROUP, ACCESS_RESOURCE, VERB_GET, VERB_UPDATE};
-use ballast_control::{ControlError, MAX_REASON_BYTES, Mode, ModeChange};
-use ballast_runtime::auth::{Access, AuthError, Authenticator, bearer_token};
-use ballast_runtime::peer::{self, Peer, PerPeerLimiter};
+use ballast_control::{AuthError, ControlError, MAX_REASON_BYTES, Mode, ModeChanges, Refused};
+use ballast_runtime::auth::{Authenticator, bearer_token};
+use ballast_runtime::peer::Peer;
 use serde_json::{Value, json};
 
 use crate::guard::Guard;
@@ -30,9 +27,8 @@ const MAX_CALLBACK_BODY_BYTES: usize = 8 * 1024;
 /// Shared by the callback handlers.
 pub struct Callbacks {
     guard: Arc<Guard>,
-    auth: Authenticator,
     require_auth_for_reads: bool,
-    limiter: PerPeerLimiter,
+    changes: ModeChanges,
     /// What disabling does to refused deletions, told to the caller.
     after_lift: String,
 }
@@ -63,9 +59,8 @@ impl Callbacks {
     ) -> Arc<Self> {
         Arc::new(Callbacks {
             guard,
-            auth,
             require_auth_for_reads,
-            limiter: PerPeerLimiter::per_second(writes_per_second),
+            changes: ModeChanges::new(Arc::new(auth), writes_per_second),
             after_lift,
         })
     }
@@ -98,10 +93,6 @@ fn auth_error(e: &AuthError) -> Response {
     error(code, e.to_string())
 }
 
-fn access(verb: &str) -> Access {
-    Access::new(verb, ACCESS_GROUP, ACCESS_RESOURCE)
-}
-
 /// The optional `{"reason": "..."}` body.
 fn reason_from_body(body: &[u8], default: &str) -> Result<String, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -128,52 +119,25 @@ async fn set_mode(
     path: &str,
     done: String,
 ) -> Response {
-    if !cb.limiter.check(peer) {
-        tracing::warn!(
-            target: "audit",
-            path,
-            client = %peer::display(peer),
-            "refused a mode change callback: rate limit reached"
-        );
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many mode changes; retry in a second",
-        );
-    }
-    let caller = match cb
-        .auth
-        .authorize(bearer_token(headers), &access(VERB_UPDATE))
-        .await
-    {
-        Ok(caller) => caller,
-        Err(e) => {
-            tracing::warn!(
-                target: "audit",
-                path,
-                client = %peer::display(peer),
-                error = %e,
-                "refused a mode change callback"
-            );
-            return auth_error(&e);
-        }
-    };
-    let reason = match reason_from_body(body, &format!("POST {path}")) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let change = ModeChange {
-        mode,
-        reason,
-        caller: caller.username,
-        client: peer,
-    };
-    match cb.guard.change_mode(change).await {
+    let result = cb
+        .changes
+        .apply(&*cb.guard, path, peer, bearer_token(headers), || {
+            reason_from_body(body, &format!("POST {path}")).map(|reason| (mode, reason))
+        })
+        .await;
+    match result {
         Ok(_) => (
             StatusCode::OK,
             axum::Json(json!({"status": "success", "message": done})),
         )
             .into_response(),
-        Err(e) => {
+        Err(Refused::RateLimited) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many mode changes; retry in a second",
+        ),
+        Err(Refused::Auth(e)) => auth_error(&e),
+        Err(Refused::Invalid(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(Refused::Failed(e)) => {
             let code = match e {
                 ControlError::Conflict(_) => StatusCode::CONFLICT,
                 ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -223,10 +187,7 @@ async fn enable(
 
 async fn status(State(cb): State<Arc<Callbacks>>, headers: HeaderMap) -> Response {
     if cb.require_auth_for_reads
-        && let Err(e) = cb
-            .auth
-            .authorize(bearer_token(&headers), &access(VERB_GET))
-            .await
+        && let Err(e) = cb.changes.authorize_read(bearer_token(&headers)).await
     {
         return auth_error(&e);
     }

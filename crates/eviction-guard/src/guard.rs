@@ -339,17 +339,7 @@ impl Guard {
     }
 }
 
-/// The error and its sources in one line, for messages that cross an API boundary.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub(crate) use ballast_runtime::chain as error_chain;
 
 /// The control service's view of the guard.
 impl ControlState for Guard {

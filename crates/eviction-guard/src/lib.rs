@@ -29,19 +29,19 @@ pub mod webhook_config;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use ballast_runtime::admin::Readiness;
 use ballast_runtime::auth::Authenticator;
 use ballast_runtime::bootstrap;
-use ballast_runtime::leader::{self, LeaseConfig};
+use ballast_runtime::leader::LeaseConfig;
 use ballast_runtime::tls::ReloadingTls;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use ballast_runtime::{Service, Tasks};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use args::{Args, Config};
+pub use ballast_runtime::KubeAccess;
 pub use error::{Error, Result};
 pub use guard::Guard;
 
@@ -67,9 +67,6 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     ("authorization.k8s.io", "subjectaccessreviews", &["create"]),
 ];
 
-/// How often the serving certificate files are checked for rotation.
-const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
-
 /// The webhook and callback routes on one router: `/validate` and `/callback/*`.
 pub fn webhook_router(
     guard: Arc<Guard>,
@@ -93,44 +90,20 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     pub guard: Arc<Guard>,
     pub readiness: Readiness,
-    shutdown: CancellationToken,
-    tasks: JoinSet<Result<()>>,
+    tasks: Tasks<Error>,
 }
 
 impl Running {
     /// Waits until every task has stopped (after `shutdown`, or the first failure, which
-    /// stops the others too).
-    pub async fn wait(mut self) -> Result<()> {
-        let mut first_error = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            let result = joined.map_err(Error::from).and_then(|r| r);
-            if let Err(e) = result {
-                tracing::error!(error = %guard::error_chain(&e), "eviction-guard task failed; stopping");
-                self.shutdown.cancel();
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+    /// stops the others and is returned).
+    pub async fn wait(self) -> Result<()> {
+        self.tasks.wait().await
     }
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { what, addr, source })
-}
-
-fn local_addr(what: &'static str, l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr> {
-    l.local_addr()
-        .map_err(|source| Error::Bind { what, addr, source })
-}
-
-/// Starts every part of the guard with an injected client; returns once the listeners are bound.
-pub async fn start(
-    config: Config,
-    client: kube::Client,
-    shutdown: CancellationToken,
-) -> Result<Running> {
+/// Builds the client, binds the listeners (port 0 picks a free one), starts every part of the
+/// guard and returns at once with the bound addresses.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let Config {
         webhook_addr,
         admin_addr,
@@ -138,8 +111,7 @@ pub async fn start(
         tls,
         self_signed,
         no_auth,
-        kubeconfig: _,
-        context: _,
+        kube,
         namespace,
         mode_configmap,
         storm,
@@ -151,11 +123,9 @@ pub async fn start(
         token_audiences,
         release,
     } = config;
-    ballast_runtime::metrics::build_info("eviction-guard", env!("CARGO_PKG_VERSION"));
-    // a failing task stops this guard only, not whatever else shares the caller's token
-    let shutdown = shutdown.child_token();
-    ballast_runtime::metrics::prometheus();
+    let mut svc = Service::new("eviction-guard", env!("CARGO_PKG_VERSION"), &shutdown);
     metrics::register();
+    let client = svc.client(&kube).await?;
 
     let mut cert_dir = None;
     let tls = match tls {
@@ -171,20 +141,23 @@ pub async fn start(
             )
             .await?
             .unwrap_or((cert, key));
-            Some(ReloadingTls::load(&cert, &key)?)
+            Some(svc.tls(&cert, &key)?)
         }
         None => None,
     };
-    let webhook_listener = bind("the webhook (--webhook-port, WEBHOOK_PORT)", webhook_addr).await?;
-    let admin_listener = bind("the admin server (--admin-port, ADMIN_PORT)", admin_addr).await?;
-    let grpc_listener = bind("the control API (--grpc-port, GRPC_PORT)", grpc_addr).await?;
-    let webhook_addr = local_addr("the webhook", &webhook_listener, webhook_addr)?;
-    let admin_addr = local_addr("the admin server", &admin_listener, admin_addr)?;
-    let grpc_addr = local_addr("the control API", &grpc_listener, grpc_addr)?;
+    let (webhook_listener, webhook_addr) = svc
+        .bind("the webhook (--webhook-port, WEBHOOK_PORT)", webhook_addr)
+        .await?;
+    let (admin_listener, admin_addr) = svc
+        .bind("the admin server (--admin-port, ADMIN_PORT)", admin_addr)
+        .await?;
+    let (grpc_listener, grpc_addr) = svc
+        .bind("the control API (--grpc-port, GRPC_PORT)", grpc_addr)
+        .await?;
 
     let store = mode::ModeStore::new(client.clone(), &namespace, &mode_configmap);
     let guard = Guard::new(storm, Some(store.clone()));
-    let readiness = Readiness::new();
+    let readiness = svc.readiness().clone();
     readiness.register(monitor::NODES_SYNCED);
     readiness.register(monitor::MODE_LOADED);
     let auth = if no_auth {
@@ -201,71 +174,81 @@ pub async fn start(
     );
     let router = webhook_router(guard.clone(), policy, Some(client.clone()), callbacks);
 
-    let mut tasks = JoinSet::new();
-    tasks.spawn(run_until_stopped(monitor::watch_nodes(
-        client.clone(),
-        worker_selector,
-        guard.clone(),
-        readiness.clone(),
-        shutdown.clone(),
-    )));
-    tasks.spawn(run_until_stopped(monitor::watch_mode(
-        store,
-        guard.clone(),
-        readiness.clone(),
-        shutdown.clone(),
-    )));
-    tasks.spawn({
-        let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
-        async move { Ok(ballast_runtime::admin::serve(admin_listener, readiness, shutdown).await?) }
-    });
+    svc.spawn(
+        "the node monitor",
+        ok(monitor::watch_nodes(
+            client.clone(),
+            worker_selector,
+            guard.clone(),
+            readiness.clone(),
+            svc.shutdown(),
+        )),
+    );
+    svc.spawn(
+        "the mode watch",
+        ok(monitor::watch_mode(
+            store,
+            guard.clone(),
+            readiness.clone(),
+            svc.shutdown(),
+        )),
+    );
+    svc.serve_admin(admin_listener);
     if release.enabled {
-        let lease = LeaseConfig {
-            namespace: namespace.clone(),
-            name: release.lease_name.clone(),
-            identity: release.identity.clone(),
-            lease_duration: release.lease_duration,
-            renew_every: release.renew_every,
+        // The release keeps track of protected nodes while following too, so it runs on every
+        // replica and acts only while this one leads.
+        let (leading, unelected) = if release.leader_elect {
+            let lease = LeaseConfig {
+                namespace: namespace.clone(),
+                name: release.lease_name.clone(),
+                identity: release.identity.clone(),
+                lease_duration: release.lease_duration,
+                renew_every: release.renew_every,
+            };
+            (svc.elect(&client, lease), None)
+        } else {
+            let (always, leading) = watch::channel(true);
+            (leading, Some(always))
         };
-        let (leading, election) = leader::spawn(client.clone(), lease, shutdown.clone());
-        tasks.spawn(async move { Ok(election.await?) });
-        tasks.spawn(run_until_stopped(release::run(
+        let work = release::run(
             client.clone(),
             guard.clone(),
             release.clone(),
             leading,
-            shutdown.clone(),
-        )));
+            svc.shutdown(),
+        );
+        svc.spawn("the release of refused evictions", async move {
+            // Without election the flag stays true: its sender lives as long as the work.
+            let _always = unelected;
+            work.await;
+            Ok::<(), Error>(())
+        });
     } else {
         tracing::info!("release of refused evictions is off (--release-refused-evictions=false)");
     }
     if let Some(registration) =
         webhook_registration(&self_signed, &namespace, cert_dir, tls.as_ref(), &readiness)
     {
-        tasks.spawn(run_until_stopped(ballast_runtime::registration::run(
-            registration,
-            client.clone(),
-            shutdown.clone(),
-        )));
+        svc.spawn(
+            "the webhook registration",
+            ok(ballast_runtime::registration::run(
+                registration,
+                client.clone(),
+                svc.shutdown(),
+            )),
+        );
     }
-    if let Some(tls) = &tls {
-        let reloader = tls.spawn_reloader(TLS_RELOAD_INTERVAL, shutdown.clone());
-        tasks.spawn(async move { Ok(reloader.await?) });
+    svc.serve("the webhook", webhook_listener, router, tls.clone());
+    let mut opts = ballast_control::ServerOptions::new(Arc::new(auth));
+    opts.require_auth_for_reads = require_auth_for_reads;
+    opts.set_mode_per_second = mode_writes_per_second;
+    if grpc_tls {
+        opts.tls = tls;
     }
-    tasks.spawn({
-        let (tls, shutdown) = (tls.clone(), shutdown.clone());
-        async move { Ok(ballast_runtime::http::serve(webhook_listener, router, tls, shutdown).await?) }
-    });
-    tasks.spawn({
-        let mut opts = ballast_control::ServerOptions::new(Arc::new(auth));
-        opts.require_auth_for_reads = require_auth_for_reads;
-        opts.set_mode_per_second = mode_writes_per_second;
-        if grpc_tls {
-            opts.tls = tls.clone();
-        }
-        let (state, shutdown) = (guard.clone(), shutdown.clone());
-        async move { Ok(ballast_control::serve(grpc_listener, state, opts, shutdown).await?) }
-    });
+    svc.spawn(
+        "the control API",
+        ballast_control::serve(grpc_listener, guard.clone(), opts, svc.shutdown()),
+    );
     tracing::info!(
         webhook = %webhook_addr,
         admin = %admin_addr,
@@ -281,8 +264,7 @@ pub async fn start(
         grpc_addr,
         guard,
         readiness,
-        shutdown,
-        tasks,
+        tasks: svc.into_tasks(),
     })
 }
 
@@ -325,17 +307,13 @@ fn webhook_registration(
     })
 }
 
-async fn run_until_stopped(task: impl std::future::Future<Output = ()>) -> Result<()> {
+/// A task that cannot fail, as the task set takes them.
+async fn ok(task: impl std::future::Future<Output = ()>) -> Result<()> {
     task.await;
     Ok(())
 }
 
-/// Builds the client from `--kubeconfig` / in-cluster config, starts, and runs until `shutdown`.
+/// Runs until `shutdown` (or a task's failure).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
-    let client = ballast_runtime::kubeclient::client(
-        config.kubeconfig.as_deref(),
-        config.context.as_deref(),
-    )
-    .await?;
-    start(config, client, shutdown).await?.wait().await
+    start(config, shutdown).await?.wait().await
 }

@@ -58,6 +58,8 @@ pub const DEFAULT_NODES_PER_SECOND: f64 = 0.1;
 pub struct ReleaseConfig {
     /// `--release-refused-evictions`.
     pub enabled: bool,
+    /// Release only while holding the Lease (`--leader-elect`); false for a single replica.
+    pub leader_elect: bool,
     /// Nodes whose pods are released per second (the first at once).
     pub nodes_per_second: f64,
     /// This replica's identity for the leader Lease and on Events.
@@ -72,6 +74,7 @@ impl Default for ReleaseConfig {
     fn default() -> Self {
         ReleaseConfig {
             enabled: true,
+            leader_elect: true,
             nodes_per_second: DEFAULT_NODES_PER_SECOND,
             identity: default_identity(),
             lease_name: "eviction-guard-release".to_owned(),

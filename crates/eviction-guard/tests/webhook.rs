@@ -148,6 +148,10 @@ fn counter(name: &str, op: &str) -> f64 {
     ballast_runtime::metrics::sample(&text, name, &[("operation", op)]).unwrap_or(0.0)
 }
 
+/// The counters are process-wide and the tests of this file run in parallel: the tests that
+/// review pods hold this while they do, so one test's counter deltas are its own.
+static COUNTERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn with_dry_run(body: &str) -> String {
     let mut v: Value = serde_json::from_str(body).unwrap();
     v["request"]["dryRun"] = json!(true);
@@ -156,6 +160,7 @@ fn with_dry_run(body: &str) -> String {
 
 #[tokio::test]
 async fn refuses_node_controller_traffic_for_pods_on_notready_nodes_over_tls_and_counts_it() {
+    let _counters = COUNTERS.lock().await;
     let server = serve(storm_guard(), 5).await;
     let deletes = counter("eviction_intercepted_total", "delete");
     let statuses = counter("eviction_intercepted_total", "status");
@@ -216,6 +221,7 @@ async fn refuses_node_controller_traffic_for_pods_on_notready_nodes_over_tls_and
 
 #[tokio::test]
 async fn eviction_whose_pod_cannot_be_looked_up_is_refused_as_retryable_during_a_storm() {
+    let _counters = COUNTERS.lock().await;
     let server = serve(storm_guard(), 5).await;
     let (_, resp) = server.review(EVICTION).await;
     assert_eq!(resp["allowed"], false);
@@ -237,6 +243,7 @@ async fn eviction_whose_pod_cannot_be_looked_up_is_refused_as_retryable_during_a
 
 #[tokio::test]
 async fn malformed_bodies_get_a_clear_error_and_the_server_keeps_serving() {
+    let _counters = COUNTERS.lock().await;
     let server = serve(storm_guard(), 5).await;
     let mut no_uid: Value = serde_json::from_str(DELETE_TAINT).unwrap();
     no_uid["request"]["uid"] = json!("");
@@ -284,6 +291,7 @@ async fn malformed_bodies_get_a_clear_error_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn seed_callbacks_disable_and_enable_interception_with_the_seed_json_shapes() {
+    let _counters = COUNTERS.lock().await;
     let guard = storm_guard();
     let server = serve(guard.clone(), 1).await;
 

@@ -1,13 +1,11 @@
 //! Command line and environment (clap derive; every flag has an env twin).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
 
 use clap::{ArgAction, Parser, Subcommand};
 
+use crate::Config;
 use crate::webhook::{SelfSigned, WebhookConfig};
-use crate::{Config, LeaderElection};
 
 /// PodManager operator: keeps ordinal pods for every PodManager (apps.mycompany.com/v1).
 #[derive(Debug, Parser)]
@@ -16,45 +14,28 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address of the admin endpoints (/healthz, /readyz, /metrics).
-    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8080")]
-    pub admin_addr: SocketAddr,
+    /// Address every server binds to.
+    #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
 
-    /// Kubeconfig file; in-cluster configuration when unset.
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
+    /// Port of the admin endpoints (/healthz, /readyz, /metrics).
+    #[arg(long, env = "ADMIN_PORT", default_value_t = 8080)]
+    pub admin_port: u16,
 
-    /// Kubeconfig context to use instead of the current one.
-    #[arg(long, env = "KUBE_CONTEXT")]
-    pub context: Option<String>,
+    #[command(flatten)]
+    pub kube: ballast_runtime::kubeclient::KubeconfigArgs,
 
     /// Only manage PodManagers in this namespace (all namespaces when unset).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    pub namespace: Option<String>,
+    #[arg(long = "watch-namespace", alias = "namespace", env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
 
-    /// Elect a leader through a Lease so that only one replica reconciles.
-    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
-    pub leader_elect: bool,
+    /// The operator's own namespace (its Lease, its Secret) and replica name.
+    #[command(flatten)]
+    pub pod: ballast_runtime::flags::PodArgs,
 
-    /// Namespace of the leader Lease (the operator's own namespace in cluster).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
-    pub lease_namespace: String,
-
-    /// Name of the leader Lease.
-    #[arg(long, env = "LEASE_NAME", default_value = "podmanager")]
-    pub lease_name: String,
-
-    /// How long a Lease stays valid without renewal (e.g. `15s`).
-    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
-    pub lease_duration: Duration,
-
-    /// How often the leader renews the Lease and followers retry (e.g. `2s`).
-    #[arg(long, env = "LEASE_RENEW_EVERY", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub lease_renew_every: Duration,
-
-    /// This replica's identity for the Lease and on Events (the pod name in cluster).
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
+    /// Leader election, so that only one replica reconciles.
+    #[command(flatten)]
+    pub leader: ballast_runtime::flags::LeaderArgs,
 
     /// Control service URL (eviction-guard's gRPC port) for node health and eviction protection;
     /// without it, node health comes from the Node objects and protection is never assumed.
@@ -62,7 +43,8 @@ pub struct Args {
     pub control_endpoint: Option<String>,
 
     /// Serve the v1/v2 conversion webhook (`/convert`), which the API server needs to serve v2.
-    #[arg(long, env = "CONVERSION_WEBHOOK", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = "CONVERSION_WEBHOOK", default_value_t = true, action = ArgAction::Set,
+          value_parser = ballast_runtime::flags::boolean)]
     pub conversion_webhook: bool,
 
     /// Port of the conversion webhook (HTTPS; plain HTTP with --local).
@@ -76,11 +58,13 @@ pub struct Args {
     pub shutdown: ballast_runtime::shutdown::ShutdownArgs,
 
     /// Run outside the cluster: the conversion webhook over plain HTTP. Never in production.
-    #[arg(long, env = "PODMANAGER_LOCAL")]
+    #[arg(long, env = "LOCAL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false,
+          value_parser = ballast_runtime::flags::boolean)]
     pub local: bool,
 
     /// Generate the webhook's certificate at start-up (no cert-manager), keep it in this Secret
-    /// in --lease-namespace, and inject its CA into the CRD's conversion webhook.
+    /// in --pod-namespace, and inject its CA into the CRD's conversion webhook.
     #[arg(long, env = "SELF_SIGNED_SECRET")]
     pub self_signed_secret: Option<String>,
 
@@ -107,16 +91,12 @@ impl Args {
     pub fn config(&self) -> Config {
         let Args {
             command: _,
-            admin_addr,
-            kubeconfig,
-            context,
-            namespace,
-            leader_elect,
-            lease_namespace,
-            lease_name,
-            lease_duration,
-            lease_renew_every,
-            identity,
+            bind_address,
+            admin_port,
+            kube,
+            watch_namespace,
+            pod,
+            leader,
             control_endpoint,
             conversion_webhook,
             webhook_port,
@@ -128,32 +108,21 @@ impl Args {
             webhook_service_dns,
         } = self;
         let webhook = conversion_webhook.then(|| WebhookConfig {
-            addr: SocketAddr::new(admin_addr.ip(), *webhook_port),
+            addr: SocketAddr::new(*bind_address, *webhook_port),
             tls: (!local).then(|| certs.paths()),
             self_signed: self_signed_secret.clone().map(|secret| SelfSigned {
                 secret,
-                namespace: lease_namespace.clone(),
+                namespace: pod.namespace.clone(),
                 service_dns: webhook_service_dns.clone(),
                 crd: crate::crd::CRD_NAME.into(),
             }),
         });
-        let identity = identity
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| format!("podmanager-{}", std::process::id()));
         Config {
-            admin_addr: *admin_addr,
-            kubeconfig: kubeconfig.clone(),
-            context: context.clone(),
-            namespace: namespace.clone(),
-            leader_election: leader_elect.then(|| LeaderElection {
-                namespace: lease_namespace.clone(),
-                name: lease_name.clone(),
-                identity: identity.clone(),
-                lease_duration: *lease_duration,
-                renew_every: *lease_renew_every,
-            }),
-            identity,
+            admin_addr: SocketAddr::new(*bind_address, *admin_port),
+            kube: ballast_runtime::KubeAccess::from(kube.clone()),
+            watch_namespace: watch_namespace.clone(),
+            leader_election: leader.lease(pod, "podmanager", "podmanager"),
+            identity: pod.identity("podmanager"),
             control_endpoint: control_endpoint.clone(),
             webhook,
         }
@@ -162,6 +131,8 @@ impl Args {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
@@ -173,6 +144,7 @@ mod tests {
         let le = config
             .leader_election
             .expect("leader election on by default");
+        assert_eq!(config.identity, "pm-a");
         assert_eq!(
             (
                 le.namespace.as_str(),
@@ -181,7 +153,7 @@ mod tests {
             ),
             ("ballast-system", "podmanager", "pm-a")
         );
-        assert_eq!(le.lease_duration, Duration::from_secs(15));
+        assert_eq!(le.lease_duration, std::time::Duration::from_secs(15));
         let webhook = config.webhook.expect("conversion webhook on by default");
         assert_eq!(webhook.addr.port(), 8443);
         assert_eq!(
@@ -216,6 +188,31 @@ mod tests {
         );
         let local = Args::try_parse_from(["podmanager", "--local"]).expect("parse");
         assert_eq!(local.config().webhook.expect("webhook").tls, None);
+        let local = Args::try_parse_from(["podmanager", "--local=1", "crd"]).expect("parse");
+        assert_eq!(local.command, Some(Command::Crd));
+        assert_eq!(local.config().webhook.expect("webhook").tls, None);
+    }
+
+    #[test]
+    fn admin_port_and_bind_address_replace_the_admin_address_and_the_namespaces_are_apart() {
+        let args = Args::try_parse_from([
+            "podmanager",
+            "--bind-address",
+            "127.0.0.1",
+            "--admin-port",
+            "9080",
+            "--watch-namespace",
+            "shop",
+            "--pod-namespace",
+            "ops",
+        ])
+        .expect("parse");
+        let config = args.config();
+        assert_eq!(config.admin_addr, "127.0.0.1:9080".parse().unwrap());
+        assert_eq!(config.watch_namespace.as_deref(), Some("shop"));
+        assert_eq!(config.leader_election.expect("lease").namespace, "ops");
+        let old = Args::try_parse_from(["podmanager", "--namespace", "shop"]).expect("parse");
+        assert_eq!(old.config().watch_namespace.as_deref(), Some("shop"));
     }
 
     #[test]

@@ -3,21 +3,11 @@
 /// Everything that can go wrong in the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to build a Kubernetes client")]
-    Client(#[source] ballast_runtime::Error),
-
-    #[error("failed to bind the admin listener on {addr}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Runtime(#[from] ballast_runtime::Error),
 
     #[error("failed to start the control service client")]
     Control(#[source] ballast_control::Error),
-
-    #[error("failed to serve the admin endpoints")]
-    Admin(#[source] ballast_runtime::Error),
 
     #[error("failed to list pods of {namespace}/{name}")]
     ListPods {
@@ -65,9 +55,6 @@ pub enum Error {
     #[error("failed to set up the conversion webhook's self-signed certificate")]
     Bootstrap(#[source] ballast_runtime::bootstrap::BootstrapError),
 
-    #[error("failed to load the conversion webhook's certificate")]
-    Tls(#[source] ballast_runtime::Error),
-
     #[error("failed to inject the CA bundle into CRD {crd}")]
     InjectCa {
         crd: String,
@@ -80,9 +67,7 @@ impl Error {
     /// Short label for the `podmanager_reconcile_total{result}` metric and logs.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::Client(_) => "client",
-            Self::Bind { .. } => "bind",
-            Self::Admin(_) => "admin",
+            Self::Runtime(e) => e.metric_label(),
             Self::Control(_) => "control",
             Self::ListPods { .. } => "list_pods",
             Self::WriteStatus { .. } => "write_status",
@@ -92,22 +77,9 @@ impl Error {
             Self::Incomplete(_) => "incomplete",
             Self::Crd(_) | Self::CrdMerge(_) => "crd",
             Self::Bootstrap(_) => "bootstrap",
-            Self::Tls(_) => "tls",
             Self::InjectCa { .. } => "inject_ca",
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The error and its sources, joined with ": ", for one log line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}

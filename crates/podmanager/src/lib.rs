@@ -23,15 +23,12 @@ mod testing;
 pub mod webhook;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use ballast_runtime::admin::Readiness;
-use ballast_runtime::leader::{self, LeaseConfig};
+use ballast_runtime::leader::LeaseConfig;
+use ballast_runtime::{KubeAccess, Service, Tasks};
 use kube::runtime::events::{Recorder, Reporter};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -47,10 +44,6 @@ pub const LABEL_UID: &str = "podmanager-uid";
 pub const FINALIZER: &str = "podmanager.ballast.dev/cleanup";
 /// Reporting controller name on Events.
 pub const CONTROLLER_NAME: &str = "podmanager";
-/// Longest wait for in-flight reconciles when stopping (shorter than a pod's 30s grace period).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-/// Pause before restarting a controller that ended on its own, so a failure cannot spin.
-const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// Readiness check: node health has been read once.
 const READY_NODE_HEALTH: &str = "node-health";
 
@@ -78,27 +71,18 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-/// Leader election settings.
-#[derive(Clone, Debug)]
-pub struct LeaderElection {
-    pub namespace: String,
-    pub name: String,
-    pub identity: String,
-    pub lease_duration: Duration,
-    pub renew_every: Duration,
-}
-
-/// Everything `run` needs, built from [`Args`] or by tests.
+/// Everything `start` needs, built from [`Args`] or by tests.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Admin endpoints; port 0 picks a free port (see [`Running::admin_addr`]).
     pub admin_addr: SocketAddr,
-    pub kubeconfig: Option<PathBuf>,
-    pub context: Option<String>,
-    /// Only PodManagers in this namespace; all namespaces when `None`.
-    pub namespace: Option<String>,
-    /// `None` reconciles without a Lease (a single replica, or tests).
-    pub leader_election: Option<LeaderElection>,
+    /// How to reach the API server: the shared kube flags, or a client handed in.
+    pub kube: KubeAccess,
+    /// Only PodManagers in this namespace (`WATCH_NAMESPACE`); all namespaces when `None`.
+    pub watch_namespace: Option<String>,
+    /// The Lease to hold while reconciling; `None` reconciles without one (a single replica,
+    /// or tests).
+    pub leader_election: Option<LeaseConfig>,
     /// Instance name on Events.
     pub identity: String,
     /// Control service (e.g. `http://eviction-guard.ballast-system.svc:9090`) for node health
@@ -108,26 +92,17 @@ pub struct Config {
     pub webhook: Option<webhook::WebhookConfig>,
 }
 
-/// A started operator.
+/// A started operator: where it listens, and its tasks.
 pub struct Running {
-    admin_addr: SocketAddr,
-    webhook_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    /// Where the conversion webhook listens, if it is served.
+    pub webhook_addr: Option<SocketAddr>,
     reconciles: Arc<AtomicU64>,
     leading: watch::Receiver<bool>,
-    task: tokio::task::JoinHandle<Result<()>>,
+    tasks: Tasks<Error>,
 }
 
 impl Running {
-    /// Where the admin endpoints listen.
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
-    }
-
-    /// Where the conversion webhook listens, if it is served.
-    pub fn webhook_addr(&self) -> Option<SocketAddr> {
-        self.webhook_addr
-    }
-
     /// Reconciles this instance has run so far.
     pub fn reconcile_count(&self) -> u64 {
         self.reconciles.load(Ordering::Relaxed)
@@ -138,104 +113,60 @@ impl Running {
         *self.leading.borrow()
     }
 
-    /// Waits until the operator has stopped (after the shutdown token is cancelled).
-    pub async fn join(self) -> Result<()> {
-        match self.task.await {
-            Ok(result) => result,
-            Err(join) => {
-                tracing::error!(error = %join, "operator task ended abnormally");
-                Ok(())
-            }
-        }
+    /// Waits until every task has stopped (after `shutdown`, or the first failure, which
+    /// stops the others and is returned); the Lease is released last.
+    pub async fn wait(self) -> Result<()> {
+        self.tasks.wait().await
     }
 }
 
-/// Builds the client from the config, binds the admin port and runs until `shutdown`.
+/// Runs until `shutdown` (or a task's failure).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
-    let client = ballast_runtime::kubeclient::client(
-        config.kubeconfig.as_deref(),
-        config.context.as_deref(),
-    )
-    .await
-    .map_err(Error::Client)?;
-    let admin = TcpListener::bind(config.admin_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.admin_addr,
-            source,
-        })?;
-    start(config, client, admin, shutdown).await?.join().await
+    start(config, shutdown).await?.wait().await
 }
 
-/// Starts the operator with an injected client and a bound admin listener; returns at once.
-pub async fn start(
-    config: Config,
-    client: kube::Client,
-    admin: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<Running> {
+/// Builds the client, binds the listeners (port 0 picks a free one), starts the operator and
+/// returns at once with the bound addresses.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let Config {
-        admin_addr: _,
-        kubeconfig: _,
-        context: _,
-        namespace,
+        admin_addr,
+        kube,
+        watch_namespace,
         leader_election,
         identity,
         control_endpoint,
         webhook,
     } = config;
-    ballast_runtime::metrics::build_info("podmanager", env!("CARGO_PKG_VERSION"));
-    let admin_addr = admin.local_addr().map_err(|source| Error::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })?;
+    let mut svc = Service::new("podmanager", env!("CARGO_PKG_VERSION"), &shutdown);
+    let client = svc.client(&kube).await?;
 
     let webhook_addr = match webhook {
-        Some(w) => Some(webhook::start(&client, w, shutdown.clone()).await?.0),
+        Some(w) => Some(webhook::start(&mut svc, &client, w).await?),
         None => None,
     };
 
-    let readiness = Readiness::new();
-    readiness.register(READY_NODE_HEALTH);
-    let admin_task = tokio::spawn(ballast_runtime::admin::serve(
-        admin,
-        readiness.clone(),
-        shutdown.clone(),
-    ));
+    let (admin, admin_addr) = svc
+        .bind("the admin server (--admin-port, ADMIN_PORT)", admin_addr)
+        .await?;
+    svc.readiness().register(READY_NODE_HEALTH);
+    svc.serve_admin(admin);
 
     let (health, _health_task) = match &control_endpoint {
         Some(endpoint) => {
             tracing::info!(endpoint = %endpoint, "node health from the control service");
-            health::watch_control(endpoint, shutdown.clone()).map_err(Error::Control)?
+            health::watch_control(endpoint, svc.shutdown()).map_err(Error::Control)?
         }
-        None => health::watch_nodes(client.clone(), shutdown.clone()),
+        None => health::watch_nodes(client.clone(), svc.shutdown()),
     };
     {
         let mut health = health.clone();
-        let readiness = readiness.clone();
+        let readiness = svc.readiness().clone();
         tokio::spawn(async move {
             if health.wait_for(|h| h.known).await.is_ok() {
                 readiness.set(READY_NODE_HEALTH, true);
             }
         });
     }
-
-    // Without election the flag stays true; its sender must outlive the controller.
-    let (always_leading, unelected) = watch::channel(true);
-    let (leading, lease_task) = match leader_election {
-        Some(le) => {
-            let cfg = LeaseConfig {
-                namespace: le.namespace,
-                name: le.name,
-                identity: le.identity,
-                lease_duration: le.lease_duration,
-                renew_every: le.renew_every,
-            };
-            let (rx, task) = leader::spawn(client.clone(), cfg, shutdown.clone());
-            (rx, Some(task))
-        }
-        None => (unelected, None),
-    };
 
     let reconciles = Arc::new(AtomicU64::new(0));
     let ctx = Arc::new(reconcile::Context {
@@ -246,84 +177,27 @@ pub async fn start(
                 instance: Some(identity),
             },
         ),
-        client,
+        client: client.clone(),
         metrics: metrics::Metrics::new(),
         health,
         reconciles: reconciles.clone(),
     });
-
-    let leading_out = leading.clone();
-    let task = tokio::spawn(async move {
-        lead_and_reconcile(ctx, namespace, leading, shutdown).await;
-        drop(always_leading);
-        if let Some(task) = lease_task {
-            // The Lease is released on shutdown; wait so a successor can take over at once.
-            let _ = task.await;
-        }
-        match admin_task.await {
-            Ok(result) => result.map_err(Error::Admin),
-            Err(_) => Ok(()),
-        }
-    });
+    tracing::info!(namespace = ?watch_namespace, "starting the PodManager operator");
+    let leading = svc.run_while_leading(
+        "the PodManager controller",
+        &client,
+        leader_election,
+        move |stop| {
+            let ctx = ctx.clone();
+            let namespace = watch_namespace.clone();
+            async move { reconcile::run_controller(ctx, namespace.as_deref(), stop).await }
+        },
+    );
     Ok(Running {
         admin_addr,
         webhook_addr,
         reconciles,
-        leading: leading_out,
-        task,
+        leading,
+        tasks: svc.into_tasks(),
     })
-}
-
-/// Runs the controller whenever this instance leads; stops it (finishing in-flight reconciles)
-/// when leadership is lost or on shutdown.
-async fn lead_and_reconcile(
-    ctx: Arc<reconcile::Context>,
-    namespace: Option<String>,
-    mut leading: watch::Receiver<bool>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        // biased: once shutdown is cancelled, never start another controller.
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            ok = until(&mut leading, true) => if !ok { return },
-        }
-        tracing::info!(namespace = ?namespace, "leading: starting the PodManager controller");
-        let stop = shutdown.child_token();
-        let controller = reconcile::run_controller(ctx.clone(), namespace.as_deref(), stop.clone());
-        tokio::pin!(controller);
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {
-                drain(controller).await;
-                return;
-            }
-            _ = &mut controller => {
-                tracing::warn!(namespace = ?namespace, "the PodManager controller ended; restarting it");
-                tokio::time::sleep(RESTART_DELAY).await;
-            }
-            _ = until(&mut leading, false) => {
-                tracing::info!(namespace = ?namespace, "lost leadership: stopping the PodManager controller");
-                stop.cancel();
-                drain(controller).await;
-            }
-        }
-    }
-}
-
-/// Lets in-flight reconciles finish after the stop signal, within [`DRAIN_TIMEOUT`]: a
-/// controller whose caches never synced does not finish by itself.
-async fn drain(controller: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(DRAIN_TIMEOUT, controller)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the PodManager controller did not stop in time; dropping it");
-    }
-}
-
-/// Waits until the flag equals `want`; false when the flag's sender is gone.
-async fn until(flag: &mut watch::Receiver<bool>, want: bool) -> bool {
-    flag.wait_for(|v| *v == want).await.is_ok()
 }

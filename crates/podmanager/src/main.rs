@@ -3,7 +3,7 @@ use podmanager::{Args, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ballast_runtime::tls::install_crypto_provider();
     let args = Args::parse();
     if args.command == Some(Command::Crd) {
         print!("{}", podmanager::crd::crd_yaml()?);

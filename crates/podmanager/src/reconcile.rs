@@ -162,7 +162,7 @@ fn error_policy(pm: Arc<PodManager>, err: &Error, _ctx: Arc<Context>) -> Action 
     tracing::warn!(
         namespace = pm.namespace().unwrap_or_default(),
         name = pm.name_any(),
-        error = %crate::error::chain(err),
+        error = %ballast_runtime::chain(err),
         reason = err.metric_label(),
         "reconcile failed; retrying"
     );

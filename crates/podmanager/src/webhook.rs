@@ -6,27 +6,23 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use ballast_runtime::Service;
 use base64::Engine;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
 /// Path of the conversion endpoint (the CRD's clientConfig names it).
 pub const PATH: &str = "/convert";
-/// How often the serving certificate files are checked for rotation.
-const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 /// Largest ConversionReview accepted: a list of PodManagers, far below any real one.
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
@@ -143,7 +139,7 @@ async fn bootstrap(
     .await
     .map_err(Error::Bootstrap)?;
     let dir = cert.parent().unwrap_or_else(|| std::path::Path::new("."));
-    let paths = generated.write_to(dir).map_err(Error::Tls)?;
+    let paths = generated.write_to(dir)?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.patch(
         &s.crd,
@@ -159,38 +155,26 @@ async fn bootstrap(
     Ok(Some(paths))
 }
 
-/// Binds and serves the webhook until `shutdown`; returns the bound address at once.
+/// Binds the webhook and serves it among `svc`'s tasks; returns the bound address.
 pub async fn start(
+    svc: &mut Service<Error>,
     client: &kube::Client,
     config: WebhookConfig,
-    shutdown: CancellationToken,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> Result<SocketAddr> {
     let tls_files = bootstrap(client, &config).await?;
-    let listener = TcpListener::bind(config.addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.addr,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: config.addr,
-        source,
-    })?;
+    let (listener, addr) = svc
+        .bind(
+            "the conversion webhook (--webhook-port, WEBHOOK_PORT)",
+            config.addr,
+        )
+        .await?;
     let tls = match &tls_files {
-        Some((cert, key)) => {
-            let tls = ballast_runtime::tls::ReloadingTls::load(cert, key).map_err(Error::Tls)?;
-            drop(tls.spawn_reloader(CERT_RELOAD_INTERVAL, shutdown.clone()));
-            Some(tls)
-        }
+        Some((cert, key)) => Some(svc.tls(cert, key)?),
         None => None,
     };
     tracing::info!(%addr, tls = tls.is_some(), path = PATH, "serving the conversion webhook");
-    let task = tokio::spawn(async move {
-        if let Err(e) = ballast_runtime::http::serve(listener, router(), tls, shutdown).await {
-            tracing::error!(error = %e, "the conversion webhook stopped");
-        }
-    });
-    Ok((addr, task))
+    svc.serve("the conversion webhook", listener, router(), tls);
+    Ok(addr)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub const WEBHOOK_NAME: &str = "pvc-timing";
 pub const PATH: &str = "/mutate";
 
 /// The time source, injected so tests pin it.
-pub trait Clock: Send + Sync + 'static {
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn now(&self) -> DateTime<Utc>;
 }
 

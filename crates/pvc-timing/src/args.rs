@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use ballast_runtime::flags::boolean;
 use clap::{ArgAction, Parser};
 
 use crate::controller::ControllerConfig;
@@ -13,11 +14,13 @@ use crate::{Config, KubeAccess, WebhookConfig};
 #[command(name = "pvc-timing", version, about)]
 pub struct Args {
     /// Serve the mutating webhook (`/mutate`).
-    #[arg(long, env = "PVC_TIMING_WEBHOOK", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = "PVC_TIMING_WEBHOOK", default_value_t = true, action = ArgAction::Set,
+          value_parser = boolean)]
     pub webhook: bool,
 
     /// Run the controller that adds `webhook-trigger` to Bound claims.
-    #[arg(long, env = "PVC_TIMING_CONTROLLER", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = "PVC_TIMING_CONTROLLER", default_value_t = true, action = ArgAction::Set,
+          value_parser = boolean)]
     pub controller: bool,
 
     /// Port of the webhook server (HTTPS; plain HTTP with --local).
@@ -42,24 +45,17 @@ pub struct Args {
     pub shutdown: ballast_runtime::shutdown::ShutdownArgs,
 
     /// Run outside the cluster: webhook over plain HTTP, current kubeconfig. Never in production.
-    #[arg(long, env = "PVC_TIMING_LOCAL")]
+    #[arg(long, env = "LOCAL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false,
+          value_parser = ballast_runtime::flags::boolean)]
     pub local: bool,
 
-    /// Hold a Lease before running the controller, so replicas add each trigger once.
-    #[arg(long, env = "PVC_TIMING_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
-    pub leader_elect: bool,
+    #[command(flatten)]
+    pub pod: ballast_runtime::flags::PodArgs,
 
-    /// Namespace of the Lease (the pod's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
-    pub lease_namespace: String,
-
-    /// Name of the Lease.
-    #[arg(long, env = "PVC_TIMING_LEASE_NAME", default_value = "pvc-timing")]
-    pub lease_name: String,
-
-    /// This replica's name in the Lease; defaults to the pod name (HOSTNAME).
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
+    /// Leader election for the controller, so replicas add each trigger once.
+    #[command(flatten)]
+    pub leader: ballast_runtime::flags::LeaderArgs,
 
     /// Namespaces the controller leaves alone (the webhook configuration excludes them too).
     #[arg(
@@ -88,43 +84,32 @@ impl Args {
             // Read by main, which owns the signal handling.
             shutdown: _,
             local,
-            leader_elect,
-            lease_namespace,
-            lease_name,
-            identity,
+            pod,
+            leader,
             exclude_namespaces,
             self_signed,
         } = self;
         let tls = (!local).then(|| certs.paths());
-        let identity = identity
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("pvc-timing-{}", std::process::id()));
         Config {
             webhook: webhook.then(|| WebhookConfig {
                 addr: SocketAddr::new(bind_address, webhook_port),
                 tls,
                 self_signed: Some(crate::SelfSigned {
                     args: self_signed,
-                    namespace: lease_namespace.clone(),
+                    namespace: pod.namespace.clone(),
                 }),
             }),
             controller: controller.then(|| ControllerConfig {
-                leader: leader_elect.then(|| {
-                    ballast_runtime::leader::LeaseConfig::new(
-                        &lease_namespace,
-                        &lease_name,
-                        &identity,
-                    )
-                }),
+                leader: leader.lease(&pod, "pvc-timing", "pvc-timing"),
                 excluded_namespaces: exclude_namespaces
                     .into_iter()
                     .map(|ns| ns.trim().to_owned())
                     .filter(|ns| !ns.is_empty())
                     .collect(),
             }),
-            admin_addr: Some(SocketAddr::new(bind_address, admin_port)),
+            admin_addr: SocketAddr::new(bind_address, admin_port),
             kube: KubeAccess::from(kube),
+            clock: std::sync::Arc::new(crate::SystemClock),
         }
     }
 }
@@ -159,7 +144,7 @@ mod tests {
             controller.excluded_namespaces,
             vec!["kube-system", "ballast-system"]
         );
-        assert_eq!(config.admin_addr.unwrap().port(), 8080);
+        assert_eq!(config.admin_addr.port(), 8080);
     }
 
     #[test]
@@ -189,5 +174,37 @@ mod tests {
     #[test]
     fn local_serves_plain_http() {
         assert_eq!(parse(&["--local"]).webhook.unwrap().tls, None);
+        assert_eq!(parse(&["--local=1"]).webhook.unwrap().tls, None);
+        assert!(parse(&["--local=0"]).webhook.unwrap().tls.is_some());
+    }
+
+    #[test]
+    fn leader_election_uses_the_shared_names() {
+        let config = parse(&[
+            "--leader-elect",
+            "1",
+            "--pod-namespace",
+            "ops",
+            "--lease-name",
+            "timing",
+            "--identity",
+            "pt-0",
+        ]);
+        let lease = config.controller.unwrap().leader.unwrap();
+        assert_eq!(
+            (
+                lease.namespace.as_str(),
+                lease.name.as_str(),
+                lease.identity.as_str()
+            ),
+            ("ops", "timing", "pt-0")
+        );
+        assert!(
+            parse(&["--leader-elect", "0"])
+                .controller
+                .unwrap()
+                .leader
+                .is_none()
+        );
     }
 }

@@ -8,7 +8,8 @@
 //!   is kept on the claim (`ballast.dev/pvc-timing-counted`), written with a resourceVersion
 //!   precondition before the counters move, so restarts and leader changes never count twice.
 //!
-//! Runs only while it holds the Lease when leader election is on.
+//! Runs only while it holds the Lease when leader election is on (see
+//! `ballast_runtime::Service::run_while_leading`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,69 +193,25 @@ pub struct ControllerConfig {
     pub excluded_namespaces: Vec<String>,
 }
 
-struct Context {
+/// What every reconcile of the controller shares.
+pub struct Context {
     client: Client,
     excluded_namespaces: Vec<String>,
     clock: Arc<dyn Clock>,
 }
 
-/// Runs until `shutdown`: with a Lease, only while leading.
-pub async fn run(
-    client: Client,
-    config: ControllerConfig,
-    clock: Arc<dyn Clock>,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        excluded_namespaces: config.excluded_namespaces,
-        clock,
-    });
-    let Some(lease) = config.leader else {
-        run_controller(ctx, shutdown).await;
-        return Ok(());
-    };
-    let (mut leading, election) =
-        ballast_runtime::leader::spawn(client, lease.clone(), shutdown.clone());
-    loop {
-        // Standby: wait to lead.
-        while !*leading.borrow_and_update() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return finish(election).await,
-                changed = leading.changed() => if changed.is_err() { return finish(election).await },
-            }
-        }
-        tracing::info!(lease = %lease.name, "leading: starting the PVC controller");
-        let term = shutdown.child_token();
-        let mut controller = std::pin::pin!(run_controller(ctx.clone(), term.clone()));
-        let lost = async {
-            while leading.changed().await.is_ok() {
-                if !*leading.borrow_and_update() {
-                    return;
-                }
-            }
-        };
-        tokio::select! {
-            () = &mut controller => {}
-            () = lost => {
-                if !shutdown.is_cancelled() {
-                    tracing::info!(lease = %lease.name, "lost the lease: stopping the PVC controller");
-                }
-                term.cancel();
-                controller.await;
-            }
-        }
-        if shutdown.is_cancelled() {
-            return finish(election).await;
-        }
+impl Context {
+    pub fn new(client: Client, config: &ControllerConfig, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(Context {
+            client,
+            excluded_namespaces: config.excluded_namespaces.clone(),
+            clock,
+        })
     }
 }
 
-async fn finish(election: tokio::task::JoinHandle<()>) -> Result<()> {
-    election.await.map_err(Error::Task)
-}
-
-async fn run_controller(ctx: Arc<Context>, stop: CancellationToken) {
+/// Runs the controller until `stop` (the scaffold runs it only while this replica leads).
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let api: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
     let stopped = stop.clone();
     let controller = Controller::new(api, watcher::Config::default())

@@ -3,25 +3,10 @@
 /// Everything pvc-timing can fail at outside the admission path (which never fails a request).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to bind {what} on {addr}")]
-    Bind {
-        what: &'static str,
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("failed to load the webhook serving certificate")]
-    Tls(#[source] ballast_runtime::Error),
     #[error("failed to bootstrap the self-signed serving certificate")]
     Bootstrap(#[source] ballast_runtime::bootstrap::BootstrapError),
-    #[error("failed to build the Kubernetes client")]
-    KubeClient(#[source] ballast_runtime::Error),
-    #[error("failed to serve {what}")]
-    Serve {
-        what: &'static str,
-        #[source]
-        source: ballast_runtime::Error,
-    },
+    #[error(transparent)]
+    Runtime(#[from] ballast_runtime::Error),
     #[error("failed to add the webhook-trigger annotation to {claim}")]
     Trigger {
         claim: String,
@@ -40,23 +25,17 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("a pvc-timing task stopped unexpectedly")]
-    Task(#[source] tokio::task::JoinError),
 }
 
 impl Error {
     /// A short label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Bind { .. } => "bind",
-            Error::Tls(_) => "tls",
             Error::Bootstrap(_) => "bootstrap",
-            Error::KubeClient(_) => "kube_client",
-            Error::Serve { .. } => "serve",
+            Error::Runtime(e) => e.metric_label(),
             Error::Trigger { .. } => "trigger",
             Error::Count { .. } => "count",
             Error::StorageClass { .. } => "storage_class",
-            Error::Task(_) => "task",
         }
     }
 }

@@ -22,9 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use ballast_runtime::admin::Readiness;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use ballast_runtime::{Service, Tasks};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::admission::{Clock, FixedClock, SystemClock};
@@ -51,8 +49,6 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-/// How often the serving certificate files are checked for rotation.
-const CERT_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Readiness check registered while the webhook listener is being set up.
 const WEBHOOK_READY: &str = "webhook";
 
@@ -81,29 +77,26 @@ pub use ballast_runtime::kubeclient::KubeAccess;
 pub struct Config {
     pub webhook: Option<WebhookConfig>,
     pub controller: Option<ControllerConfig>,
-    /// The admin server (`/healthz`, `/readyz`, `/metrics`); None in tests that need none.
-    pub admin_addr: Option<SocketAddr>,
+    /// The admin server (`/healthz`, `/readyz`, `/metrics`); port 0 picks a free one.
+    pub admin_addr: SocketAddr,
     pub kube: KubeAccess,
+    /// The time the webhook records and the controller writes ([`SystemClock`]; tests pin it).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A started service: where it listens, and its tasks.
 pub struct Running {
+    /// Where the webhook listens, when it is served.
     pub webhook_addr: Option<SocketAddr>,
-    pub admin_addr: Option<SocketAddr>,
-    tasks: JoinSet<Result<()>>,
+    pub admin_addr: SocketAddr,
+    tasks: Tasks<Error>,
 }
 
 impl Running {
-    /// Waits for every task to end (after shutdown), returning the first error.
-    pub async fn wait(mut self) -> Result<()> {
-        let mut first = Ok(());
-        while let Some(joined) = self.tasks.join_next().await {
-            let result = joined.map_err(Error::Task).and_then(|r| r);
-            if let (Err(err), Ok(())) = (result, &first) {
-                first = Err(err);
-            }
-        }
-        first
+    /// Waits until every task has stopped (after shutdown, or the first failure, which stops
+    /// the others and is returned).
+    pub async fn wait(self) -> Result<()> {
+        self.tasks.wait().await
     }
 }
 
@@ -115,28 +108,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 /// Binds the listeners (port 0 picks a free one), starts every enabled component and returns
 /// at once with the bound addresses.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    start_with_clock(config, Arc::new(SystemClock), shutdown).await
-}
-
-/// [`start`] with a chosen clock (tests).
-pub async fn start_with_clock(
-    config: Config,
-    clock: Arc<dyn Clock>,
-    shutdown: CancellationToken,
-) -> Result<Running> {
     let Config {
         webhook,
         controller,
         admin_addr,
         kube,
+        clock,
     } = config;
-    ballast_runtime::metrics::build_info("pvc-timing", env!("CARGO_PKG_VERSION"));
+    let mut svc = Service::new("pvc-timing", env!("CARGO_PKG_VERSION"), &shutdown);
     metrics::describe();
-    let readiness = Readiness::new();
-    let mut tasks = JoinSet::new();
 
     let client = if needs_client(webhook.as_ref(), controller.as_ref()) {
-        Some(kube.client().await.map_err(Error::KubeClient)?)
+        Some(svc.client(&kube).await?)
     } else {
         None
     };
@@ -160,16 +143,13 @@ pub async fn start_with_clock(
                 webhook.tls = Some(paths);
             }
         }
-        readiness.register(WEBHOOK_READY);
-        let (listener, addr) = bind("the webhook", webhook.addr).await?;
+        svc.readiness().register(WEBHOOK_READY);
+        let (listener, addr) = svc
+            .bind("the webhook (--webhook-port, WEBHOOK_PORT)", webhook.addr)
+            .await?;
         webhook_addr = Some(addr);
         let tls = match &webhook.tls {
-            Some((cert, key)) => {
-                let tls =
-                    ballast_runtime::tls::ReloadingTls::load(cert, key).map_err(Error::Tls)?;
-                drop(tls.spawn_reloader(CERT_RELOAD_INTERVAL, shutdown.clone()));
-                Some(tls)
-            }
+            Some((cert, key)) => Some(svc.tls(cert, key)?),
             None => None,
         };
         let router = Router::new().route(
@@ -180,43 +160,29 @@ pub async fn start_with_clock(
             ),
         );
         tracing::info!(%addr, tls = tls.is_some(), path = admission::PATH, "serving the pvc-timing webhook");
-        readiness.set(WEBHOOK_READY, true);
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            ballast_runtime::http::serve(listener, router, tls, stop)
-                .await
-                .map_err(|source| Error::Serve {
-                    what: "the webhook",
-                    source,
-                })
-        });
+        svc.readiness().set(WEBHOOK_READY, true);
+        svc.serve("the webhook", listener, router, tls);
     }
 
     if let (Some(controller), Some(client)) = (controller, client) {
-        let stop = shutdown.clone();
-        let clock = clock.clone();
-        tasks.spawn(async move { controller::run(client, controller, clock, stop).await });
+        let ctx = controller::Context::new(client.clone(), &controller, clock);
+        svc.run_while_leading(
+            "the PVC controller",
+            &client,
+            controller.leader,
+            move |stop| controller::run(ctx.clone(), stop),
+        );
     }
 
-    let mut bound_admin = None;
-    if let Some(addr) = admin_addr {
-        let (listener, addr) = bind("the admin server", addr).await?;
-        bound_admin = Some(addr);
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            ballast_runtime::admin::serve(listener, readiness, stop)
-                .await
-                .map_err(|source| Error::Serve {
-                    what: "the admin server",
-                    source,
-                })
-        });
-    }
+    let (listener, admin_addr) = svc
+        .bind("the admin server (--admin-port, ADMIN_PORT)", admin_addr)
+        .await?;
+    svc.serve_admin(listener);
 
     Ok(Running {
         webhook_addr,
-        admin_addr: bound_admin,
-        tasks,
+        admin_addr,
+        tasks: svc.into_tasks(),
     })
 }
 
@@ -229,14 +195,4 @@ fn needs_client(webhook: Option<&WebhookConfig>, controller: Option<&ControllerC
                     .as_ref()
                     .is_some_and(|s| s.args.self_signed_secret.is_some())
         })
-}
-
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { what, addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| Error::Bind { what, addr, source })?;
-    Ok((listener, local))
 }

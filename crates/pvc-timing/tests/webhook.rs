@@ -27,7 +27,7 @@ impl Served {
     }
 
     async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.running.admin_addr.unwrap());
+        let url = format!("http://{}/metrics", self.running.admin_addr);
         reqwest::get(url).await.unwrap().text().await.unwrap()
     }
 
@@ -59,15 +59,14 @@ async fn serve(now: DateTime<Utc>) -> Served {
             self_signed: None,
         }),
         controller: None,
-        admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
         kube: KubeAccess::Kubeconfig {
             path: None,
             context: None,
         },
+        clock: Arc::new(FixedClock(now)),
     };
-    let running = pvc_timing::start_with_clock(config, Arc::new(FixedClock(now)), shutdown.clone())
-        .await
-        .unwrap();
+    let running = pvc_timing::start(config, shutdown.clone()).await.unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(generated.ca_pem.as_bytes()).unwrap())
         .resolve("localhost", running.webhook_addr.unwrap())
@@ -199,7 +198,7 @@ async fn a_body_that_is_not_an_admission_review_gets_a_clear_400() {
 #[tokio::test]
 async fn the_admin_server_reports_ready_while_the_webhook_serves() {
     let served = serve(created_at(1)).await;
-    let url = format!("http://{}/readyz", served.running.admin_addr.unwrap());
+    let url = format!("http://{}/readyz", served.running.admin_addr);
     let response = reqwest::get(url).await.unwrap();
     assert_eq!(response.status(), 200);
     served.shutdown.cancel();

@@ -29,6 +29,19 @@ pub enum Error {
     KubeConfig(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("failed to create the Kubernetes client")]
     KubeClient(#[source] kube::Error),
+    #[error("failed to bind {what} on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{service}: {task} panicked: {message}")]
+    Panicked {
+        service: &'static str,
+        task: &'static str,
+        message: String,
+    },
 }
 
 impl Error {
@@ -41,8 +54,22 @@ impl Error {
             Error::CertGen(_) => "cert_gen",
             Error::Serve(_) => "serve",
             Error::KubeConfig(_) | Error::KubeClient(_) => "kube_client",
+            Error::Bind { .. } => "bind",
+            Error::Panicked { .. } => "panic",
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error and its sources, joined with ": ", for one log line.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

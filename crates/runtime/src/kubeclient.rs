@@ -11,6 +11,14 @@ use crate::error::{Error, Result};
 /// A client from an explicit kubeconfig file, or else inferred (KUBECONFIG, ~/.kube/config,
 /// in-cluster), using `context` when given.
 pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client> {
+    Client::try_from(config(kubeconfig, context).await?).map_err(Error::KubeClient)
+}
+
+/// The client configuration [`client`] uses. Without an explicit file, kube's inference reads
+/// `KUBECONFIG` as kubectl does: a list of files (`:`-separated, `;` on Windows) merged in
+/// order, the first file to set a value winning; then ~/.kube/config; then the in-cluster
+/// service account.
+pub async fn config(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Config> {
     let options = KubeConfigOptions {
         context: context.map(str::to_owned),
         ..KubeConfigOptions::default()
@@ -18,26 +26,24 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<
     let config = match (kubeconfig, context) {
         (Some(path), _) => {
             let file = Kubeconfig::read_from(path).map_err(|e| Error::KubeConfig(Box::new(e)))?;
-            Config::from_custom_kubeconfig(file, &options)
-                .await
-                .map_err(|e| Error::KubeConfig(Box::new(e)))?
+            Config::from_custom_kubeconfig(file, &options).await
         }
-        (None, Some(_)) => Config::from_kubeconfig(&options)
-            .await
-            .map_err(|e| Error::KubeConfig(Box::new(e)))?,
-        (None, None) => Config::infer()
-            .await
-            .map_err(|e| Error::KubeConfig(Box::new(e)))?,
+        (None, Some(_)) => Config::from_kubeconfig(&options).await,
+        (None, None) => {
+            return Config::infer()
+                .await
+                .map_err(|e| Error::KubeConfig(Box::new(e)));
+        }
     };
-    Client::try_from(config).map_err(Error::KubeClient)
+    config.map_err(|e| Error::KubeConfig(Box::new(e)))
 }
 
 /// The `--kubeconfig` and `--context` flags every service shares, for `#[command(flatten)]`.
 #[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
 pub struct KubeconfigArgs {
-    /// kubeconfig file; when unset, KUBECONFIG's default lookup, ~/.kube/config or the
-    /// in-cluster service account.
-    #[arg(long, env = "KUBECONFIG")]
+    /// kubeconfig file. When unset: the files listed in KUBECONFIG (`:`-separated and merged,
+    /// as kubectl reads them), else ~/.kube/config, else the in-cluster service account.
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// kubeconfig context to use.
     #[arg(long, env = "KUBE_CONTEXT")]
@@ -88,5 +94,83 @@ impl std::fmt::Debug for KubeAccess {
                 .field("context", context)
                 .finish(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the child process of the KUBECONFIG test: the address the merge must yield.
+    const CHILD_EXPECTS: &str = "BALLAST_KUBECONFIG_LIST_EXPECTS";
+
+    const CLUSTER_FILE: &str = r#"apiVersion: v1
+kind: Config
+current-context: sim
+clusters:
+- name: sim
+  cluster:
+    server: https://127.0.0.1:6443
+    insecure-skip-tls-verify: true
+contexts:
+- name: sim
+  context:
+    cluster: sim
+    user: admin
+"#;
+
+    const USER_FILE: &str = r#"apiVersion: v1
+kind: Config
+users:
+- name: admin
+  user:
+    token: from-the-second-file
+"#;
+
+    /// KUBECONFIG with two files, as kubectl users set it: the cluster and context from the
+    /// first, the user from the second. The environment of a running test cannot be changed
+    /// safely, so the check runs in a child process of this test binary.
+    #[test]
+    fn a_kubeconfig_list_is_merged_as_kubectl_reads_it() {
+        if let Ok(expected) = std::env::var(CHILD_EXPECTS) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            for context in [None, Some("sim")] {
+                let config = rt.block_on(config(None, context)).unwrap();
+                assert_eq!(config.cluster_url.to_string(), expected);
+                assert!(
+                    config.auth_info.token.is_some(),
+                    "the user's token comes from the second file"
+                );
+            }
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            dir.path().join("cluster.yaml"),
+            dir.path().join("user.yaml"),
+        );
+        std::fs::write(&a, CLUSTER_FILE).unwrap();
+        std::fs::write(&b, USER_FILE).unwrap();
+        let list = std::env::join_paths([&a, &b]).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "kubeclient::tests::a_kubeconfig_list_is_merged_as_kubectl_reads_it",
+                "--nocapture",
+            ])
+            .env("KUBECONFIG", &list)
+            .env(CHILD_EXPECTS, "https://127.0.0.1:6443/")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -1,4 +1,6 @@
 //! Logging: JSON lines in a cluster (stderr is not a terminal), human lines on a terminal.
+//! `LOG_FORMAT=json` or `LOG_FORMAT=text` chooses explicitly; `RUST_LOG` sets the filter
+//! (default `info`, e.g. `RUST_LOG=info,kube=debug`).
 
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
@@ -14,7 +16,12 @@ pub fn init() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let result = if std::io::stderr().is_terminal() {
+    let json = match std::env::var("LOG_FORMAT").ok().as_deref().map(str::trim) {
+        Some("json") => true,
+        Some("text") => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let result = if !json {
         builder.try_init()
     } else {
         builder
