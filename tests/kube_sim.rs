@@ -25,6 +25,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+#[path = "kube_sim/selectors.rs"]
+mod selectors;
+
 #[path = "kube_sim/crd_schema.rs"]
 mod crd_schema;
 #[path = "kube_sim/leader_election.rs"]
