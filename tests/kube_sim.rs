@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "kube_sim/control_auth.rs"]
 mod control_auth;
+#[path = "kube_sim/selectors.rs"]
+mod selectors;
 #[path = "kube_sim/crd_schema.rs"]
 mod crd_schema;
 #[path = "kube_sim/guard_install.rs"]

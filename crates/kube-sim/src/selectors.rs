@@ -4,9 +4,16 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+mod labels;
+
+/// A selector the API server refuses (400), with its message.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unable to parse requirement: {0}")]
+#[error("{0}")]
 pub struct ParseError(pub String);
+
+fn unparsable(what: &str) -> ParseError {
+    ParseError(format!("unable to parse requirement: {what}"))
+}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Req {
@@ -16,6 +23,8 @@ enum Req {
     NotIn(String, Vec<String>),
     Exists(String),
     NotExists(String),
+    Gt(String, i64),
+    Lt(String, i64),
 }
 
 /// A parsed label selector (`a=b,c!=d,e in (f,g),!h,i`). Empty matches everything.
@@ -48,44 +57,10 @@ fn split_top(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn set_values(rest: &str, whole: &str) -> Result<Vec<String>, ParseError> {
-    let inner = rest
-        .trim()
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| ParseError(whole.to_string()))?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
-}
-
 impl LabelSelector {
+    /// Parses a `labelSelector` query as the API server does (`labels.Parse`).
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let mut reqs = Vec::new();
-        for part in split_top(s) {
-            let p = part.as_str();
-            let req = if let Some(k) = p.strip_prefix('!') {
-                Req::NotExists(k.trim().to_string())
-            } else if let Some((k, v)) = p.split_once("!=") {
-                Req::NotEq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = p.split_once("==") {
-                Req::Eq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = p.split_once('=') {
-                Req::Eq(k.trim().into(), v.trim().into())
-            } else if let Some((k, rest)) = p.split_once(" notin ") {
-                Req::NotIn(k.trim().into(), set_values(rest, p)?)
-            } else if let Some((k, rest)) = p.split_once(" in ") {
-                Req::In(k.trim().into(), set_values(rest, p)?)
-            } else if p.contains(char::is_whitespace) || p.contains('(') {
-                return Err(ParseError(p.to_string()));
-            } else {
-                Req::Exists(p.to_string())
-            };
-            reqs.push(req);
-        }
-        Ok(Self(reqs))
+        labels::parse(s).map(Self)
     }
 
     /// From a metav1.LabelSelector JSON (`matchLabels` + `matchExpressions`); None = match all.
@@ -125,7 +100,7 @@ impl LabelSelector {
                     "NotIn" => Req::NotIn(key, values),
                     "Exists" => Req::Exists(key),
                     "DoesNotExist" => Req::NotExists(key),
-                    other => return Err(ParseError(format!("unknown operator {other:?}"))),
+                    other => return Err(unparsable(&format!("unknown operator {other:?}"))),
                 });
             }
         }
@@ -140,6 +115,14 @@ impl LabelSelector {
             Req::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
             Req::Exists(k) => labels.contains_key(k),
             Req::NotExists(k) => !labels.contains_key(k),
+            Req::Gt(k, n) => labels
+                .get(k)
+                .and_then(|l| l.parse::<i64>().ok())
+                .is_some_and(|l| l > *n),
+            Req::Lt(k, n) => labels
+                .get(k)
+                .and_then(|l| l.parse::<i64>().ok())
+                .is_some_and(|l| l < *n),
         })
     }
 
@@ -179,7 +162,7 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ParseError(part.clone()));
+                return Err(unparsable(&part));
             };
             reqs.push((path.trim().to_string(), eq, value.trim().to_string()));
         }
@@ -252,6 +235,72 @@ mod tests {
     fn label_selector_rejects_garbage() {
         assert!(LabelSelector::parse("app in web").is_err());
         assert!(LabelSelector::parse("a b").is_err());
+    }
+
+    #[test]
+    fn label_selector_refuses_what_labels_parse_refuses_with_its_message() {
+        let refused = [
+            (
+                "=b",
+                "found '=', expected: !, identifier, or 'end of string'",
+            ),
+            ("!a=b", "found '=', expected: ',' or 'end of string'"),
+            (
+                "a in x",
+                "unable to parse requirement: found 'x' expected: '('",
+            ),
+            (
+                "a in (x",
+                "unable to parse requirement: found '', expected: ',' or ')'",
+            ),
+            (
+                "a in (x y)",
+                "unable to parse requirement: found 'y', expected: ',' or ')'",
+            ),
+            ("a,", "found '', expected: identifier after ','"),
+            ("a,,b", "found ',', expected: identifier after ','"),
+            (
+                "a b",
+                "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt",
+            ),
+            (
+                "a=(",
+                "unable to parse requirement: found '(', expected: identifier",
+            ),
+            (
+                "!",
+                "unable to parse requirement: found '', expected: identifier",
+            ),
+            (
+                "a>x",
+                "unable to parse requirement: values[0]: Invalid value: \"x\": for 'Gt', 'Lt' operators, the value must be an integer",
+            ),
+        ];
+        for (s, message) in refused {
+            assert_eq!(
+                LabelSelector::parse(s).map(|_| ()),
+                Err(ParseError(message.to_string())),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_selector_empty_values_and_numeric_comparisons_mean_what_they_mean_in_kubernetes() {
+        let empty = obj(json!({"tier": "", "n": "5"}));
+        let web = obj(json!({"tier": "web", "n": "x"}));
+        let sel = |s: &str| LabelSelector::parse(s).unwrap();
+        assert!(sel("tier in ()").matches(&empty));
+        assert!(!sel("tier in ()").matches(&web));
+        assert!(sel("tier in (web,)").matches(&empty) && sel("tier in (web,)").matches(&web));
+        assert!(sel("tier=").matches(&empty) && !sel("tier=").matches(&web));
+        assert!(sel("n>3").matches(&empty) && !sel("n<3").matches(&empty));
+        assert!(
+            !sel("n>3").matches(&web),
+            "a value that is no integer never compares"
+        );
+        assert!(sel("in in (in)").matches(&obj(json!({"in": "in"}))));
+        assert!(sel("!missing , tier notin (x)").matches(&web));
     }
 
     #[test]
