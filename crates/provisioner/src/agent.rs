@@ -118,6 +118,8 @@ struct Agent {
     volumes: Store<PersistentVolume>,
     /// Volumes that left the watch, by directory, waiting for the live API's word.
     gone: Arc<Mutex<BTreeMap<String, Known>>>,
+    /// Those whose claim still existed when asked: asked again on each resync only.
+    waiting: Mutex<BTreeMap<String, Known>>,
     last_report: Mutex<Option<(u64, Timestamp)>>,
     warned: Mutex<HashSet<String>>,
 }
@@ -207,6 +209,7 @@ pub fn spawn(
         identity,
         volumes,
         gone,
+        waiting: Mutex::default(),
         last_report: Mutex::default(),
         warned: Mutex::default(),
     };
@@ -242,14 +245,15 @@ async fn run(
                 false
             }
         };
-        if full || tokio::time::Instant::now() >= next_resync {
+        let resyncing = full || tokio::time::Instant::now() >= next_resync;
+        if resyncing {
             for pv in agent.volumes.state() {
                 agent.ensure(&pv);
             }
             agent.sweep().await;
             next_resync = tokio::time::Instant::now() + resync;
         }
-        agent.settle_gone().await;
+        agent.settle_gone(resyncing).await;
         if let Err(e) = agent.report().await {
             log_error(&e, &format!("capacity report of node {}", agent.node));
         }
@@ -277,45 +281,55 @@ impl Agent {
         }
     }
 
-    /// Judges every volume that left the watch, on the live API's word.
-    async fn settle_gone(&self) {
-        let pending: Vec<Known> = self
+    /// Judges the volumes that left the watch since last asked (with `again`, also those whose
+    /// claim still existed), on the live API's word.
+    async fn settle_gone(&self, again: bool) {
+        let mut pending: Vec<Known> = self
             .gone
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
             .collect();
+        if again {
+            let waiting =
+                std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+            pending.extend(waiting.into_values());
+        }
         for k in pending {
-            let settled = match self.judge(&k).await {
+            self.gone
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&k.directory);
+            let ask_again = match self.judge(&k).await {
                 Ok(Verdict::Remove) => match storage::remove(&self.base, &k.directory) {
                     Ok(()) => {
                         tracing::info!(volume = %k.volume, directory = %k.directory, "volume and claim gone; removed its directory");
-                        true
+                        false
                     }
                     Err(e) => {
                         log_error(&e, &k.directory);
-                        false
+                        true
                     }
                 },
                 Ok(Verdict::Keep(why)) => {
                     tracing::info!(volume = %k.volume, directory = %k.directory, why, "kept volume directory");
-                    true
+                    false
                 }
                 Ok(Verdict::Wait(why)) => {
                     tracing::debug!(volume = %k.volume, why, "directory kept for now");
-                    false
+                    true
                 }
                 Err(e) => {
                     log_error(&e, &k.directory);
-                    false
+                    true
                 }
             };
-            if settled {
-                self.gone
+            if ask_again {
+                self.waiting
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&k.directory);
+                    .insert(k.directory.clone(), k);
             }
         }
     }
@@ -355,13 +369,20 @@ impl Agent {
             .iter()
             .filter_map(|v| v.metadata.name.clone())
             .collect();
-        let waiting: HashSet<String> = self
+        let mut waiting: HashSet<String> = self
             .gone
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .cloned()
             .collect();
+        waiting.extend(
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned(),
+        );
         for dir in dirs {
             let Some((pv, ns, claim)) = paths::parse_dir_name(&dir) else {
                 continue;

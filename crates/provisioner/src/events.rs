@@ -1,12 +1,21 @@
-//! The controller's event writer: kube's `Recorder` plus what it last said per object, so each
-//! outcome is recorded once (a changed message at most every [`MIN_INTERVAL`]).
+//! The controller's event writer: events.k8s.io/v1 Events as kube's `Recorder` writes them
+//! (same name scheme, reporting controller and instance), plus what it last said per object, so
+//! each outcome is recorded once (a changed message at most every [`MIN_INTERVAL`]).
+//!
+//! Not the `Recorder` itself: it keeps every event it wrote for six minutes and scans them all
+//! on each write, to patch repeats into a series; in a burst of N claims that is ~1 KB and a
+//! full scan per event (quadratic), and our own map already writes each outcome once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::PostParams;
 
 /// Events name this component, as external provisioners do.
 pub const COMPONENT: &str = "ballast.dev/provisioner";
@@ -18,18 +27,16 @@ const MIN_INTERVAL: Duration = Duration::from_secs(30);
 type Said = HashMap<(String, &'static str), (String, Instant)>;
 
 pub struct Events {
-    recorder: Recorder,
+    client: kube::Client,
+    identity: String,
     said: Mutex<Said>,
 }
 
 impl Events {
     pub fn new(client: kube::Client, identity: &str) -> Self {
-        let reporter = Reporter {
-            controller: COMPONENT.into(),
-            instance: Some(identity.to_owned()),
-        };
         Self {
-            recorder: Recorder::new(client, reporter),
+            client,
+            identity: identity.to_owned(),
             said: Mutex::default(),
         }
     }
@@ -46,7 +53,7 @@ impl Events {
         reason: &'static str,
         message: String,
     ) -> bool {
-        self.say(obj, EventType::Normal, reason, message).await
+        self.say(obj, "Normal", reason, message).await
     }
 
     /// Records a Warning event; see [`Self::say`].
@@ -56,7 +63,7 @@ impl Events {
         reason: &'static str,
         message: String,
     ) -> bool {
-        self.say(obj, EventType::Warning, reason, message).await
+        self.say(obj, "Warning", reason, message).await
     }
 
     /// Records an Event unless the same message was last said for this object and reason, or
@@ -65,7 +72,7 @@ impl Events {
     async fn say(
         &self,
         obj: &ObjectReference,
-        type_: EventType,
+        type_: &str,
         reason: &'static str,
         message: String,
     ) -> bool {
@@ -86,14 +93,32 @@ impl Events {
             obj.name.as_deref().unwrap_or("")
         );
         tracing::info!(object = %target, reason, %message, "event");
+        let now = Timestamp::now();
+        let namespace = obj.namespace.clone().unwrap_or_else(|| "default".into());
         let ev = Event {
-            type_,
-            reason: reason.into(),
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    obj.name.as_deref().unwrap_or(COMPONENT),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            action: Some("Provision".into()),
+            reason: Some(reason.into()),
             note: Some(message),
-            action: "Provision".into(),
-            secondary: None,
+            type_: Some(type_.into()),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(obj.clone()),
+            reporting_controller: Some(COMPONENT.into()),
+            reporting_instance: Some(self.identity.clone()),
+            ..Default::default()
         };
-        if let Err(e) = self.recorder.publish(&ev, obj).await {
+        let created = Api::<Event>::namespaced(self.client.clone(), &namespace)
+            .create(&PostParams::default(), &ev)
+            .await;
+        if let Err(e) = created {
             tracing::warn!(object = %target, reason, error = %e, "failed to record event");
         }
         true

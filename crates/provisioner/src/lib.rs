@@ -69,7 +69,7 @@ pub const CONTROLLER_RBAC: Rbac = &[
         &["get", "list", "watch"],
     ),
     ("", "nodes", &["get", "list", "watch"]),
-    ("events.k8s.io", "events", &["create", "patch"]),
+    ("events.k8s.io", "events", &["create"]),
     (
         "coordination.k8s.io",
         "leases",

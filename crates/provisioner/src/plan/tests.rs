@@ -1,11 +1,6 @@
-use super::placement::node_facts;
 use super::*;
-use crate::capacity;
 use crate::objects::*;
-use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
-use std::collections::BTreeMap;
 
 const GI: u64 = 1 << 30;
 
@@ -643,77 +638,6 @@ fn orphan_scan_keeps_directories_with_a_volume_or_a_waiting_claim() {
             "pvc-b_ns_gone".to_owned()
         ]
     );
-}
-
-#[test]
-fn node_facts_prefer_the_control_service_and_read_fresh_agent_reports() {
-    let now = Timestamp::from_second(1_800_000_000).unwrap();
-    let ago = |secs: i64| Timestamp::from_second(1_800_000_000 - secs).unwrap();
-    let node = |name: &str, ready: &str| -> Arc<Node> {
-        Arc::new(
-            serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "status": {"conditions": [{"type": "Ready", "status": ready}]},
-            }))
-            .unwrap(),
-        )
-    };
-    let nodes = vec![
-        node("a", "True"),
-        node("b", "True"),
-        node("c", "Unknown"),
-        node("d", "True"),
-    ];
-    let reports = vec![
-        Arc::new(capacity::report("ns", "a", "agent-a", 1024, ago(10))),
-        Arc::new(capacity::report("ns", "c", "agent-c", 1024, ago(10))),
-        Arc::new(capacity::report(
-            "ns",
-            "d",
-            "agent-d",
-            1024,
-            ago(i64::from(capacity::LEASE_SECONDS) + 1),
-        )),
-        Arc::new(capacity::report("ns", "gone", "agent-x", 1024, ago(10))),
-    ];
-    let control: BTreeMap<String, bool> = [("a".to_owned(), false)].into_iter().collect();
-    let facts = node_facts(&nodes, &reports, Some(&control), now);
-    assert_eq!(
-        facts["a"],
-        NodeFacts {
-            ready: false,
-            free_bytes: Some(1024)
-        },
-        "control service wins"
-    );
-    assert_eq!(
-        facts["b"],
-        NodeFacts {
-            ready: true,
-            free_bytes: None
-        },
-        "own condition without control data; no agent"
-    );
-    assert_eq!(
-        facts["c"],
-        NodeFacts {
-            ready: false,
-            free_bytes: Some(1024)
-        }
-    );
-    assert_eq!(
-        facts["d"],
-        NodeFacts {
-            ready: true,
-            free_bytes: None
-        },
-        "silent agent counts as gone"
-    );
-    assert!(
-        !facts.contains_key("gone"),
-        "reports of unknown nodes add no node"
-    );
-    assert!(node_facts(&nodes, &reports, None, now)["a"].ready);
 }
 
 #[test]
