@@ -80,6 +80,7 @@ fn config(ns: &str, identity: &str, elect: bool) -> Config {
         }),
         identity: identity.into(),
         control_endpoint: None,
+        control_client: Default::default(),
         webhook: None,
     }
 }

@@ -60,6 +60,9 @@ pub struct Args {
     /// without it, node health comes from the Node objects and protection is never assumed.
     #[arg(long, env = "CONTROL_ENDPOINT")]
     pub control_endpoint: Option<String>,
+    /// TLS and token for the control service.
+    #[command(flatten)]
+    pub control_client: ballast_control::ControlClientArgs,
 
     /// Serve the v1/v2 conversion webhook (`/convert`), which the API server needs to serve v2.
     #[arg(long, env = "CONVERSION_WEBHOOK", default_value_t = true, action = ArgAction::Set)]
@@ -118,6 +121,7 @@ impl Args {
             lease_renew_every,
             identity,
             control_endpoint,
+            control_client,
             conversion_webhook,
             webhook_port,
             certs,
@@ -155,6 +159,7 @@ impl Args {
             }),
             identity,
             control_endpoint: control_endpoint.clone(),
+            control_client: control_client.clone(),
             webhook,
         }
     }

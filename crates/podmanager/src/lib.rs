@@ -104,6 +104,8 @@ pub struct Config {
     /// Control service (e.g. `http://eviction-guard.ballast-system.svc:9090`) for node health
     /// and eviction protection; Node objects' Ready condition when `None`.
     pub control_endpoint: Option<String>,
+    /// CA and token files for the control service.
+    pub control_client: ballast_control::ControlClientArgs,
     /// The v1/v2 conversion webhook, served by every replica; `None` serves none.
     pub webhook: Option<webhook::WebhookConfig>,
 }
@@ -182,6 +184,7 @@ pub async fn start(
         leader_election,
         identity,
         control_endpoint,
+        control_client,
         webhook,
     } = config;
     ballast_runtime::metrics::build_info("podmanager", env!("CARGO_PKG_VERSION"));
@@ -206,7 +209,8 @@ pub async fn start(
     let (health, _health_task) = match &control_endpoint {
         Some(endpoint) => {
             tracing::info!(endpoint = %endpoint, "node health from the control service");
-            health::watch_control(endpoint, shutdown.clone()).map_err(Error::Control)?
+            health::watch_control(endpoint, &control_client, shutdown.clone())
+                .map_err(Error::Control)?
         }
         None => health::watch_nodes(client.clone(), shutdown.clone()),
     };

@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
                     mount: export.path().to_path_buf(),
                 }),
                 control_endpoint: None,
+                control_client: Default::default(),
                 admin_addr: None,
                 kube: provisioner::KubeAccess::Client(client.clone()),
                 identity: "bench".into(),

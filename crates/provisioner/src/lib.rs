@@ -99,6 +99,8 @@ pub struct Config {
     pub hostpath_base: PathBuf,
     pub nfs: Option<NfsConfig>,
     pub control_endpoint: Option<String>,
+    /// CA and token files for the control service.
+    pub control_client: ballast_control::ControlClientArgs,
     /// Admin server address (port 0 picks one); `None` serves no admin endpoints.
     pub admin_addr: Option<SocketAddr>,
     pub kube: KubeAccess,
@@ -142,6 +144,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         hostpath_base,
         nfs,
         control_endpoint,
+        control_client,
         admin_addr,
         kube,
         identity,
@@ -203,7 +206,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let control = match control_endpoint.filter(|e| !e.is_empty()) {
         Some(ep) => Some(
             ballast_control::ControlClient::start(
-                ballast_control::ClientOptions::new(ep),
+                control_client.options(ep).map_err(Error::Control)?,
                 &shutdown,
             )
             .map_err(Error::Control)?,
