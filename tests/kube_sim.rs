@@ -33,6 +33,8 @@ mod selectors;
 mod crd_schema;
 #[path = "kube_sim/guard_install.rs"]
 mod guard_install;
+#[path = "kube_sim/input_bounds.rs"]
+mod input_bounds;
 #[path = "kube_sim/leader_election.rs"]
 mod leader_election;
 #[path = "kube_sim/pv_controller.rs"]

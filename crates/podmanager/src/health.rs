@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use ballast_control::{ClientOptions, ControlClient, InterceptionState};
+use ballast_control::{ControlClient, InterceptionState};
 
 use crate::plan::NodeHealth;
 
@@ -67,9 +67,10 @@ pub fn from_control(
 /// change; the client reconnects with backoff and health reads unknown while disconnected.
 pub fn watch_control(
     endpoint: &str,
+    control: &ballast_control::ControlClientArgs,
     shutdown: CancellationToken,
 ) -> Result<(watch::Receiver<NodeHealth>, tokio::task::JoinHandle<()>), ballast_control::Error> {
-    let client = ControlClient::start(ClientOptions::new(endpoint), &shutdown)?;
+    let client = ControlClient::start(control.options(endpoint)?, &shutdown)?;
     let (tx, rx) = watch::channel(NodeHealth::default());
     let task = tokio::spawn(async move {
         let mut status = client.status();

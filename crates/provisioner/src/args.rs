@@ -59,6 +59,9 @@ pub struct Args {
     /// it, the Nodes' own Ready condition is used.
     #[arg(long, env = "CONTROL_ENDPOINT")]
     pub control_endpoint: Option<String>,
+    /// TLS and token for the control service.
+    #[command(flatten)]
+    pub control_client: ballast_control::ControlClientArgs,
 
     /// Port of the admin server: /healthz, /readyz, /metrics.
     #[arg(long, env = "ADMIN_PORT", default_value_t = 8080)]
@@ -109,6 +112,7 @@ impl Args {
             nfs_mount,
             is_nfs_server,
             control_endpoint,
+            control_client,
             admin_port,
             bind_address,
             kube,
@@ -152,6 +156,7 @@ impl Args {
                 }),
             namespace: lease_namespace,
             control_endpoint,
+            control_client,
             admin_addr: Some(SocketAddr::new(bind_address, admin_port)),
             kube: KubeAccess::from(kube),
             identity,

@@ -123,6 +123,8 @@ pub struct Config {
     /// The provisioner's namespace, where agents' capacity reports live.
     pub namespace: String,
     pub control_endpoint: Option<String>,
+    /// CA and token files for the control service.
+    pub control_client: ballast_control::ControlClientArgs,
     /// Admin server address (port 0 picks one); `None` serves no admin endpoints.
     pub admin_addr: Option<SocketAddr>,
     pub kube: KubeAccess,
@@ -165,6 +167,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         agent,
         namespace,
         control_endpoint,
+        control_client,
         admin_addr,
         kube,
         identity,
@@ -214,7 +217,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let control = match control_endpoint.filter(|e| !e.is_empty()) {
             Some(ep) => Some(
                 ballast_control::ControlClient::start(
-                    ballast_control::ClientOptions::new(ep),
+                    control_client.options(ep).map_err(Error::Control)?,
                     &shutdown,
                 )
                 .map_err(Error::Control)?,
