@@ -23,7 +23,7 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 pub const DEFAULT_WORKER_SELECTOR: &str =
     "!node-role.kubernetes.io/control-plane,!node-role.kubernetes.io/master";
 
-pub use ballast_control::Mode;
+pub use ballast_control::model::Mode;
 
 /// One requirement of an equality-based label selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
