@@ -10,6 +10,7 @@ pub mod auth;
 pub mod changes;
 pub mod client;
 mod error;
+pub mod model;
 pub mod nodes;
 mod server;
 mod service;
