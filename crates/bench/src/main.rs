@@ -99,6 +99,7 @@ async fn suite(
         server_core,
         load_core,
         work: work.path().to_path_buf(),
+        child_env: Vec::new(),
     };
     let areas = if cli.areas.is_empty() && plan.smoke {
         vec![Area::Admission]
