@@ -23,13 +23,6 @@ pub const NODES_SYNCED: &str = "nodes-synced";
 /// Readiness check: the stored mode has been read.
 pub const MODE_LOADED: &str = "mode-loaded";
 
-/// Nodes per page of the initial list and of every relist. A kubelet-registered Node is
-/// 10-15 KB of JSON (its image list most of it) and a page is decoded whole before the guard
-/// keeps a few fields of each, so the page bounds the guard's peak memory (and, as the
-/// allocator keeps what it once held, its steady memory; BENCHMARKS.md, "Memory diet").
-/// Smaller pages only add round trips.
-pub const NODE_PAGE_SIZE: u32 = 50;
-
 /// Runs the Node watch until `shutdown`.
 pub async fn watch_nodes(
     client: kube::Client,
@@ -39,8 +32,7 @@ pub async fn watch_nodes(
     shutdown: CancellationToken,
 ) {
     let api: Api<WatchedNode> = Api::all(client);
-    let config = watcher::Config::default().page_size(NODE_PAGE_SIZE);
-    let stream = watcher::watcher(api, config).default_backoff();
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
     let mut initial: Vec<NodeHealth> = Vec::new();
     loop {
