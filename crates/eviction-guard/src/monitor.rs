@@ -230,10 +230,10 @@ mod tests {
         let WatchedNode(lean) = serde_json::from_value(full.clone()).unwrap();
         let node: Node = serde_json::from_value(full).unwrap();
         // Every decision reads the same from the lean and the full object.
-        assert_eq!(NodeHealth::from_node(&lean), NodeHealth::from_node(&node));
+        assert_eq!(NodeState::from_node(&lean), NodeState::from_node(&node));
         let sel: Selector = "kubernetes.io/os=linux".parse().unwrap();
         assert_eq!(is_worker(&lean, &sel), is_worker(&node, &sel));
-        assert!(NodeHealth::from_node(&lean).out_of_service);
+        assert!(NodeState::from_node(&lean).out_of_service);
         assert_eq!(lean.metadata.resource_version.as_deref(), Some("42"));
         // And the bulk is gone.
         assert!(lean.metadata.annotations.is_none());
