@@ -400,7 +400,7 @@ async fn eviction_guard_image_answers_admission_over_tls_as_65532_on_a_read_only
             &admin_port,
             "--grpc-port",
             &grpc_port,
-            "--namespace",
+            "--pod-namespace",
             &env.namespace,
         ],
     );
