@@ -106,7 +106,7 @@ impl Env {
         lease.renew_every = Duration::from_millis(300);
         Config {
             controller: Some(ControllerConfig {
-                lease,
+                lease: Some(lease),
                 hostpath: Some(self.hostpath.path().to_path_buf()),
                 nfs: Some(NfsConfig {
                     server: NFS_SERVER.into(),
@@ -120,7 +120,7 @@ impl Env {
             }),
             namespace: self.ns.clone(),
             control_endpoint: None,
-            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
             kube: KubeAccess::Client(self.sim.client()),
             identity: identity.into(),
             resync: Duration::from_secs(2),
@@ -399,7 +399,7 @@ async fn hostpath_claim_gets_a_directory_on_its_node_and_delete_removes_it() {
     assert!(message.contains("but the claim requests 1Ei"), "{message}");
     env.selected_node_removed("huge").await;
 
-    let admin = running.admin_addr.unwrap();
+    let admin = running.admin_addr;
     let readyz = reqwest::get(format!("http://{admin}/readyz"))
         .await
         .unwrap();
@@ -586,8 +586,8 @@ async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan
     })
     .await;
     // A crash of the work, not a graceful stop: dropping `Running` aborts the watches and the
-    // reconcile loop wherever they are (between a mkdir and a PV create, or mid-bind). Cancelling
-    // afterwards only ends the election task, which hands the Lease over at once.
+    // reconcile loop wherever they are (between a mkdir and a PV create, or mid-bind); the
+    // election, stopped with it, hands the Lease over at once.
     drop(first);
     first_stop.cancel();
     let bound_at_crash = env
@@ -1081,7 +1081,7 @@ async fn fifty_claims_at_once_are_provisioned_once_each_and_bound_by_the_pv_cont
             .len(),
         CLAIMS
     );
-    let admin = running.admin_addr.unwrap();
+    let admin = running.admin_addr;
     let metrics = reqwest::get(format!("http://{admin}/metrics"))
         .await
         .unwrap()
