@@ -629,7 +629,7 @@ fn configured(r: &Render, cmd: &clap::Command, env_name: &str) -> String {
 /// `metadata.name` field selector, and each leader Lease). `create` is never among them: RBAC
 /// cannot limit it by name.
 fn named_grants(r: &Render, account: &str) -> BTreeMap<Grant, Vec<String>> {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
     let mut out = BTreeMap::new();
     let mut add = |g: &str, res: &str, verbs: &[&str], name: String| {
         for v in verbs {
@@ -649,13 +649,28 @@ fn named_grants(r: &Render, account: &str) -> BTreeMap<Grant, Vec<String>> {
             let release = eviction_guard::release::ReleaseConfig::default();
             add("coordination.k8s.io", "leases", &lease, release.lease_name);
         }
+        // LEASE_NAME when the manifest sets it, else the name the service picks by default
         "pvc-timing" => {
-            let cmd = pvc_timing::Args::command();
-            let name = configured(r, &cmd, "PVC_TIMING_LEASE_NAME");
+            let name = env(r, "LEASE_NAME").unwrap_or_else(|| {
+                pvc_timing::Args::try_parse_from(["pvc-timing"])
+                    .expect("defaults parse")
+                    .into_config()
+                    .controller
+                    .and_then(|c| c.leader)
+                    .expect("pvc-timing elects a leader by default")
+                    .name
+            });
             add("coordination.k8s.io", "leases", &lease, name);
         }
         "podmanager" => {
-            let name = configured(r, &podmanager::Args::command(), "LEASE_NAME");
+            let name = env(r, "LEASE_NAME").unwrap_or_else(|| {
+                podmanager::Args::try_parse_from(["podmanager"])
+                    .expect("defaults parse")
+                    .config()
+                    .leader_election
+                    .expect("podmanager elects a leader by default")
+                    .name
+            });
             add("coordination.k8s.io", "leases", &lease, name);
         }
         // the node agents' Leases are their capacity reports, one per node: not known by name
