@@ -679,7 +679,15 @@ fn named_grants(r: &Render, account: &str) -> BTreeMap<Grant, Vec<String>> {
             // `LEASE_NAME`, else the seed's `PROVISIONER_LEASE_NAME`, else the default.
             let name = env(r, "LEASE_NAME")
                 .or_else(|| env(r, "PROVISIONER_LEASE_NAME"))
-                .unwrap_or_else(|| provisioner::DEFAULT_LEASE_NAME.to_owned());
+                .unwrap_or_else(|| {
+                    provisioner::Args::try_parse_from(["provisioner"])
+                        .expect("defaults parse")
+                        .into_config()
+                        .controller
+                        .and_then(|c| c.lease)
+                        .expect("the provisioner elects a leader by default")
+                        .name
+                });
             add("coordination.k8s.io", "leases", &lease, name);
         }
     }
