@@ -1336,3 +1336,80 @@ async fn an_agent_never_removes_a_directory_whose_volume_or_claim_still_exists()
     controller.wait().await.expect("clean shutdown");
     agent.wait().await.expect("clean shutdown");
 }
+
+/// A standby replica has warm caches and reports ready, but writes nothing while another holds
+/// the Lease; when the leader stops, its Lease is released once its work has ended and the
+/// standby takes over. The leader serves hostPath only, so a pending NFS claim shows which
+/// replica acts.
+#[tokio::test]
+async fn a_standby_controller_is_ready_but_writes_only_once_the_leader_has_stopped() {
+    let env = Env::start("prov-standby").await;
+    let leases: Api<Lease> = Api::namespaced(env.sim.client(), &env.ns);
+    let holder = || async {
+        leases
+            .get_opt("provisioner")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+
+    let leader_stop = CancellationToken::new();
+    let mut config = env.config("p1", "provisioner");
+    if let Some(c) = config.controller.as_mut() {
+        c.nfs = None;
+    }
+    let leader = provisioner::start(config, leader_stop.clone())
+        .await
+        .expect("the leader starts");
+    wait_for("p1 holds the Lease", TIMEOUT, || async {
+        (holder().await.as_deref() == Some("p1")).then_some(())
+    })
+    .await;
+
+    let shutdown = CancellationToken::new();
+    let mut config = env.config("p2", "provisioner");
+    config.agent = None;
+    let standby = provisioner::start(config, shutdown.clone())
+        .await
+        .expect("the standby starts");
+    let admin = standby.admin_addr;
+    wait_for("the standby ready", TIMEOUT, || async {
+        let r = reqwest::get(format!("http://{admin}/readyz")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+
+    env.create_claim("shared", "nfs", json!({})).await;
+    // Longer than a resync (2s): the standby has passed over the claim at least once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let claim = env.claims().get("shared").await.unwrap();
+    assert_eq!(
+        claim.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending"),
+        "nobody provisions while the leader does not serve NFS"
+    );
+    assert!(
+        env.volumes()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "the standby wrote no volume"
+    );
+    assert_eq!(holder().await.as_deref(), Some("p1"));
+
+    leader_stop.cancel();
+    leader.wait().await.expect("the leader stops cleanly");
+    assert_ne!(
+        holder().await.as_deref(),
+        Some("p1"),
+        "the Lease is released when the leader's wait returns"
+    );
+    env.bound("shared").await;
+    assert_eq!(holder().await.as_deref(), Some("p2"));
+
+    shutdown.cancel();
+    standby.wait().await.expect("the standby stops cleanly");
+}
