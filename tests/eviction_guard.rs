@@ -264,7 +264,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
         let notready = list
             .items
             .iter()
-            .filter(|n| !eviction_guard::storm::NodeHealth::from_node(n).ready)
+            .filter(|n| !eviction_guard::storm::NodeState::from_node(n).ready)
             .count();
         (notready == 3).then(Instant::now)
     })
@@ -432,7 +432,10 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
         apart >= Duration::from_millis(800),
         "the second node's pods wait for the rate limit ({RELEASE_NODES_PER_SECOND} node/s): {apart:?}"
     );
-    assert_eq!(released_events(&client, ns).await, ["web-2", "web-3"]);
+    wait_for("the release Events of web-2 and web-3", TIMEOUT, || async {
+        (released_events(&client, ns).await == ["web-2", "web-3"]).then_some(())
+    })
+    .await;
     assert!(
         pods.get_opt("patient").await?.is_some(),
         "a pod tolerating the taint forever stays"
@@ -761,7 +764,11 @@ async fn storm_ending_with_a_node_still_dead_releases_its_refused_evictions() ->
     })
     .await;
     wait_until_gone(&pods, &["web-3"]).await;
-    assert_eq!(released_events(&env.client, &ns).await, ["web-3"]);
+    // The Event follows the DELETE: it may land a moment after the pod is gone.
+    wait_for("the release Event of web-3", TIMEOUT, || async {
+        (released_events(&env.client, &ns).await == ["web-3"]).then_some(())
+    })
+    .await;
     tokio::time::sleep(QUIET).await;
     for name in ["web-1", "web-2", "patient", "web-4", "web-5"] {
         assert!(

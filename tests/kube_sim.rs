@@ -27,16 +27,18 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "kube_sim/control_auth.rs"]
 mod control_auth;
-#[path = "kube_sim/selectors.rs"]
-mod selectors;
 #[path = "kube_sim/crd_schema.rs"]
 mod crd_schema;
 #[path = "kube_sim/guard_install.rs"]
 mod guard_install;
+#[path = "kube_sim/input_bounds.rs"]
+mod input_bounds;
 #[path = "kube_sim/leader_election.rs"]
 mod leader_election;
 #[path = "kube_sim/pv_controller.rs"]
 mod pv_controller;
+#[path = "kube_sim/selectors.rs"]
+mod selectors;
 #[path = "kube_sim/service_shape.rs"]
 mod service_shape;
 #[path = "kube_sim/strict_api.rs"]

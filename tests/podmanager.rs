@@ -80,6 +80,7 @@ fn config(client: &kube::Client, ns: &str, identity: &str, elect: bool) -> Confi
         }),
         identity: identity.into(),
         control_endpoint: None,
+        control_client: Default::default(),
         webhook: None,
     }
 }

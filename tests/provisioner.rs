@@ -120,6 +120,7 @@ impl Env {
             }),
             namespace: self.ns.clone(),
             control_endpoint: None,
+            control_client: Default::default(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             kube: KubeAccess::Client(self.sim.client()),
             identity: identity.into(),

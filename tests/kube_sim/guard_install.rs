@@ -119,7 +119,7 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
         let notready = list
             .items
             .iter()
-            .filter(|n| !eviction_guard::storm::NodeHealth::from_node(n).ready)
+            .filter(|n| !eviction_guard::storm::NodeState::from_node(n).ready)
             .count();
         (notready == 3).then_some(())
     })

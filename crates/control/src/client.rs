@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -41,6 +43,9 @@ pub struct ClientOptions {
     pub endpoint: String,
     /// Sent as `authorization: Bearer <token>` on every call (SetMode needs it in a cluster).
     pub token: Option<String>,
+    /// A file holding the token, read again for every call and every watch (re)connection, so a
+    /// projected service account token the kubelet rotates is followed. Wins over `token`.
+    pub token_file: Option<PathBuf>,
     /// Keep WatchStatus and WatchNodeHealth open in the background; off for one-shot tools.
     pub watch: bool,
     /// PEM CA certificates to trust: connect over TLS (use an `https://` endpoint). Plain
@@ -58,6 +63,7 @@ impl ClientOptions {
         Self {
             endpoint: endpoint.into(),
             token: None,
+            token_file: None,
             watch: true,
             ca_pem: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -69,6 +75,12 @@ impl ClientOptions {
 
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Read the bearer token from this file for every call (see [`ClientOptions::token_file`]).
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.token_file = Some(path.into());
         self
     }
 
@@ -90,6 +102,94 @@ impl ClientOptions {
     }
 }
 
+/// Flags of a service that reads the control API (podmanager, provisioner), for
+/// `#[command(flatten)]`.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlClientArgs {
+    /// PEM CA certificate(s) to trust for the control API, which is then reached over TLS (an
+    /// `https://` CONTROL_ENDPOINT), e.g. `ca.crt` of Secret eviction-guard-tls.
+    #[arg(long, env = "CONTROL_CA_FILE")]
+    pub control_ca_file: Option<PathBuf>,
+    /// File with the bearer token for the control API, read for every call so a rotated
+    /// projected token is followed (a projected service account token with audience
+    /// control.ballast.dev; needed when the guard requires auth for reads).
+    #[arg(long, env = "CONTROL_TOKEN_FILE")]
+    pub control_token_file: Option<PathBuf>,
+}
+
+impl ControlClientArgs {
+    /// Options for `endpoint` with this CA and token file; fails when the CA file cannot be
+    /// read (the token file is read at each call, and may appear later).
+    pub fn options(&self, endpoint: impl Into<String>) -> Result<ClientOptions> {
+        let mut opts = ClientOptions::new(endpoint);
+        if let Some(path) = &self.control_ca_file {
+            let pem = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            opts = opts.ca_pem(pem);
+        }
+        if let Some(path) = &self.control_token_file {
+            opts = opts.token_file(path.clone());
+        }
+        Ok(opts)
+    }
+}
+
+/// Where the bearer token of each call comes from.
+#[derive(Clone, Debug)]
+enum Credentials {
+    None,
+    Token(MetadataValue<Ascii>),
+    File(Arc<PathBuf>),
+}
+
+impl Credentials {
+    fn new(token: Option<String>, file: Option<PathBuf>) -> Result<Self> {
+        if let Some(path) = file {
+            return Ok(Credentials::File(Arc::new(path)));
+        }
+        Ok(match token {
+            Some(t) => Credentials::Token(bearer(&t).ok_or(Error::InvalidToken)?),
+            None => Credentials::None,
+        })
+    }
+
+    /// The `authorization` value for the next call; a token file that cannot be read or holds
+    /// no usable token sends none (the server then answers UNAUTHENTICATED), with a warning.
+    fn header(&self) -> Option<MetadataValue<Ascii>> {
+        match self {
+            Credentials::None => None,
+            Credentials::Token(v) => Some(v.clone()),
+            Credentials::File(path) => read_token(path),
+        }
+    }
+}
+
+fn bearer(token: &str) -> Option<MetadataValue<Ascii>> {
+    format!("Bearer {}", token.trim()).parse().ok()
+}
+
+fn read_token(path: &Path) -> Option<MetadataValue<Ascii>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => {
+            let value = bearer(&text);
+            if value.is_none() {
+                warn!(file = %path.display(), "control API token file holds no valid token");
+            }
+            value
+        }
+        Ok(_) => {
+            warn!(file = %path.display(), "control API token file is empty");
+            None
+        }
+        Err(error) => {
+            warn!(file = %path.display(), %error, "failed to read the control API token file");
+            None
+        }
+    }
+}
+
 /// The latest node health by node name; `None` while unknown.
 pub type NodeHealthView = Option<BTreeMap<String, NodeHealth>>;
 
@@ -97,7 +197,7 @@ pub type NodeHealthView = Option<BTreeMap<String, NodeHealth>>;
 /// token is cancelled; the receivers then read `None`.
 pub struct ControlClient {
     grpc: GrpcClient<Channel>,
-    auth: Option<MetadataValue<Ascii>>,
+    auth: Credentials,
     request_timeout: Duration,
     status: watch::Receiver<Option<InterceptionState>>,
     nodes: watch::Receiver<NodeHealthView>,
@@ -111,6 +211,7 @@ impl ControlClient {
         let ClientOptions {
             endpoint,
             token,
+            token_file,
             watch: watch_streams,
             ca_pem,
             connect_timeout,
@@ -118,10 +219,7 @@ impl ControlClient {
             backoff_min,
             backoff_max,
         } = opts;
-        let auth = token
-            .map(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>())
-            .transpose()
-            .map_err(|_| Error::InvalidToken)?;
+        let auth = Credentials::new(token, token_file)?;
         let ep = Endpoint::from_shared(endpoint.clone())
             .map_err(|source| Error::Endpoint {
                 endpoint: endpoint.clone(),
@@ -157,8 +255,7 @@ impl ControlClient {
                 "status",
                 status_tx,
                 move || {
-                    let (mut g, req) =
-                        (g.clone(), with_auth(a.as_ref(), pb::WatchStatusRequest {}));
+                    let (mut g, req) = (g.clone(), with_auth(&a, pb::WatchStatusRequest {}));
                     async move { g.watch_status(req).await }
                 },
                 apply_status,
@@ -168,10 +265,7 @@ impl ControlClient {
                 "node health",
                 nodes_tx,
                 move || {
-                    let (mut g, req) = (
-                        g.clone(),
-                        with_auth(a.as_ref(), pb::WatchNodeHealthRequest {}),
-                    );
+                    let (mut g, req) = (g.clone(), with_auth(&a, pb::WatchNodeHealthRequest {}));
                     async move { g.watch_node_health(req).await }
                 },
                 nodes::apply,
@@ -200,7 +294,7 @@ impl ControlClient {
     /// One GetStatus call.
     pub async fn get_status(&self) -> Result<InterceptionState> {
         const METHOD: &str = "GetStatus";
-        let req = with_auth(self.auth.as_ref(), pb::GetStatusRequest {});
+        let req = with_auth(&self.auth, pb::GetStatusRequest {});
         let resp = self.call(METHOD, self.grpc.clone().get_status(req)).await?;
         crate::types::state_from(resp.status).map_err(|source| Error::Decode {
             method: METHOD,
@@ -212,7 +306,7 @@ impl ControlClient {
     pub async fn set_mode(&self, mode: Mode, reason: &str) -> Result<InterceptionState> {
         const METHOD: &str = "SetMode";
         let req = with_auth(
-            self.auth.as_ref(),
+            &self.auth,
             pb::SetModeRequest {
                 mode: pb::Mode::from(mode).into(),
                 reason: reason.to_owned(),
@@ -228,7 +322,7 @@ impl ControlClient {
     /// One ListNodeHealth call.
     pub async fn list_node_health(&self) -> Result<NodeHealthSnapshot> {
         const METHOD: &str = "ListNodeHealth";
-        let req = with_auth(self.auth.as_ref(), pb::ListNodeHealthRequest {});
+        let req = with_auth(&self.auth, pb::ListNodeHealthRequest {});
         let resp = self
             .call(METHOD, self.grpc.clone().list_node_health(req))
             .await?;
@@ -263,10 +357,10 @@ impl ControlClient {
     }
 }
 
-fn with_auth<T>(auth: Option<&MetadataValue<Ascii>>, msg: T) -> Request<T> {
+fn with_auth<T>(auth: &Credentials, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
-    if let Some(value) = auth {
-        req.metadata_mut().insert("authorization", value.clone());
+    if let Some(value) = auth.header() {
+        req.metadata_mut().insert("authorization", value);
     }
     req
 }

@@ -19,6 +19,12 @@ pub enum Error {
     },
     #[error("failed to use the bearer token: it is not a valid header value")]
     InvalidToken,
+    #[error("failed to read {}", path.display())]
+    ReadFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to call {method} on the control API")]
     Rpc {
         method: &'static str,
@@ -55,6 +61,7 @@ impl Error {
             Error::ClientTls(_) => "client_tls",
             Error::Endpoint { .. } => "endpoint",
             Error::InvalidToken => "invalid_token",
+            Error::ReadFile { .. } => "read_file",
             Error::Rpc { .. } => "rpc",
             Error::Timeout { .. } => "timeout",
             Error::Decode { .. } => "decode",

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod changes;
 pub mod client;
 mod error;
+pub mod model;
 pub mod nodes;
 mod server;
 mod service;
@@ -30,7 +31,7 @@ pub mod pb {
 
 pub use auth::{AllowAll, AuthError, Authorize, Caller};
 pub use changes::{ModeChanges, Refused};
-pub use client::{ClientOptions, ControlClient};
+pub use client::{ClientOptions, ControlClient, ControlClientArgs};
 pub use error::{Error, Result};
 pub use server::{DEFAULT_SET_MODE_PER_SECOND, MAX_REQUEST_MESSAGE_BYTES, ServerOptions, serve};
 pub use service::{ControlService, MAX_REASON_BYTES, MAX_WATCH_STREAMS};

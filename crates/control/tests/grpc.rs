@@ -983,3 +983,59 @@ mod reflection {
         server.stop().await;
     }
 }
+
+/// podmanager's and the provisioner's flags: a CA file for TLS and a token file read at every
+/// call, so a projected token the kubelet rotates is followed without a restart.
+#[tokio::test]
+async fn a_client_from_ca_and_token_files_talks_tls_and_follows_a_rotated_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = ballast_runtime::tls::generate(&["localhost"]).unwrap();
+    let (crt, key) = cert.write_to(dir.path()).unwrap();
+    let mut opts = authed();
+    opts.tls = Some(ballast_runtime::tls::ReloadingTls::load(&crt, &key).unwrap());
+    let state = mk_state();
+    let server = start(state.clone(), opts);
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &cert.ca_pem).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{READER_TOKEN}\n")).unwrap();
+
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        control: ballast_control::ControlClientArgs,
+    }
+    let cli = Cli::try_parse_from([
+        "svc".to_owned(),
+        format!("--control-ca-file={}", ca_file.display()),
+        format!("--control-token-file={}", token_file.display()),
+    ])
+    .unwrap();
+    let stop = CancellationToken::new();
+    let https = format!("https://localhost:{}", server.addr.port());
+    let client =
+        ControlClient::start(cli.control.options(&https).unwrap().watch(false), &stop).unwrap();
+
+    // bob's token: reads work over TLS, SetMode is denied
+    assert_eq!(client.get_status().await.unwrap(), state.status_now());
+    let err = client.set_mode(Mode::Disabled, "bob").await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.code()), Some(Code::PermissionDenied));
+    // the kubelet rotates the projected token: the next call carries the new one
+    std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+    let after = client.set_mode(Mode::Disabled, "alice").await.unwrap();
+    assert_eq!(after.mode_changed_by, "alice");
+    // a token file gone: no token sent, the server says who is missing
+    std::fs::remove_file(&token_file).unwrap();
+    let err = client.set_mode(Mode::Auto, "nobody").await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.code()), Some(Code::Unauthenticated));
+
+    // an unreadable CA file is refused at start, naming the file
+    let missing = ballast_control::ControlClientArgs {
+        control_ca_file: Some(dir.path().join("nope.crt")),
+        control_token_file: None,
+    };
+    let err = missing.options(&https).unwrap_err();
+    assert!(err.to_string().contains("nope.crt"), "{err}");
+    server.stop().await;
+}

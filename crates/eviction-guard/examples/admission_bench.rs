@@ -11,7 +11,7 @@ use ballast_runtime::auth::Authenticator;
 use ballast_runtime::tls::ReloadingTls;
 use eviction_guard::callback::Callbacks;
 use eviction_guard::rules::Policy;
-use eviction_guard::storm::{NodeHealth, StormConfig};
+use eviction_guard::storm::{NodeState, StormConfig};
 use eviction_guard::{Guard, webhook_router};
 use tokio_util::sync::CancellationToken;
 
@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(4000);
     ballast_runtime::tls::install_crypto_provider();
     let guard = Guard::new(StormConfig::default(), None);
-    guard.replace_workers((1..=100).map(|i| NodeHealth {
+    guard.replace_workers((1..=100).map(|i| NodeState {
         name: if i == 1 {
             "node-a".to_owned()
         } else {

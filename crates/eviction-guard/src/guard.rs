@@ -14,10 +14,10 @@ use tokio::sync::watch;
 use crate::metrics;
 use crate::mode::{ModeRecord, ModeStore};
 use crate::release::{Refusal, Refusals};
-use crate::storm::{self, NodeHealth, Protection, Snapshot, StormConfig};
+use crate::storm::{self, NodeState, Protection, Snapshot, StormConfig};
 
 struct Inner {
-    workers: BTreeMap<String, NodeHealth>,
+    workers: BTreeMap<String, NodeState>,
     synced: bool,
     mode: ModeRecord,
     protection: Protection,
@@ -97,7 +97,7 @@ impl Guard {
     }
 
     /// Replaces every worker node (after a full list) and marks the cache synced.
-    pub fn replace_workers(&self, workers: impl IntoIterator<Item = NodeHealth>) {
+    pub fn replace_workers(&self, workers: impl IntoIterator<Item = NodeState>) {
         let mut inner = self.lock();
         inner.workers = workers.into_iter().map(|n| (n.name.clone(), n)).collect();
         inner.synced = true;
@@ -105,7 +105,7 @@ impl Guard {
     }
 
     /// A worker node was added or changed.
-    pub fn upsert_worker(&self, node: NodeHealth) {
+    pub fn upsert_worker(&self, node: NodeState) {
         let mut inner = self.lock();
         match inner.workers.get(&node.name) {
             Some(old) if *old == node => return,
@@ -250,7 +250,7 @@ impl Guard {
 
     /// `mode_change`: the caller writes the one audit line for it.
     fn recompute_quietly(&self, inner: &mut Inner, mode_change: bool) {
-        let workers: Vec<NodeHealth> = inner.workers.values().cloned().collect();
+        let workers: Vec<NodeState> = inner.workers.values().cloned().collect();
         let next = storm::evaluate(
             &self.cfg,
             inner.mode.mode,
@@ -361,8 +361,8 @@ mod tests {
     use super::*;
     use ballast_control::Mode;
 
-    fn down(name: &str) -> NodeHealth {
-        NodeHealth {
+    fn down(name: &str) -> NodeState {
+        NodeState {
             name: name.to_owned(),
             ready: false,
             since: Some(Utc::now()),

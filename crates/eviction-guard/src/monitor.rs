@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::guard::{Guard, error_chain};
 use crate::mode::{ModeRecord, ModeStore};
-use crate::storm::{NodeHealth, Selector, is_worker};
+use crate::storm::{NodeState, Selector, is_worker};
 
 /// Readiness check: the node cache has synced.
 pub const NODES_SYNCED: &str = "nodes-synced";
@@ -31,7 +31,7 @@ pub async fn watch_nodes(
     let api: Api<Node> = Api::all(client);
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
-    let mut initial: Vec<NodeHealth> = Vec::new();
+    let mut initial: Vec<NodeState> = Vec::new();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -54,7 +54,7 @@ pub async fn watch_nodes(
             Event::Init => initial.clear(),
             Event::InitApply(node) => {
                 if is_worker(&node, &selector) {
-                    initial.push(NodeHealth::from_node(&node));
+                    initial.push(NodeState::from_node(&node));
                 }
             }
             Event::InitDone => {
@@ -65,7 +65,7 @@ pub async fn watch_nodes(
             }
             Event::Apply(node) => {
                 if is_worker(&node, &selector) {
-                    guard.upsert_worker(NodeHealth::from_node(&node));
+                    guard.upsert_worker(NodeState::from_node(&node));
                 } else if let Some(name) = &node.metadata.name {
                     guard.remove_worker(name);
                 }

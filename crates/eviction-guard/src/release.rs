@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::guard::{Guard, error_chain};
 use crate::metrics;
-use crate::storm::{NodeHealth, OUT_OF_SERVICE_TAINT, Snapshot};
+use crate::storm::{NodeState, OUT_OF_SERVICE_TAINT, Snapshot};
 
 /// The identity the taint eviction controller acts as (`kube-controller-manager`).
 pub const NODE_CONTROLLER: &str = "system:serviceaccount:kube-system:node-controller";
@@ -225,7 +225,7 @@ pub fn node_verdict(node: &Node, protected: bool) -> Result<EvictionTaint, Keep>
     if taints.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT) {
         return Err(Keep::OutOfService);
     }
-    if NodeHealth::from_node(node).ready {
+    if NodeState::from_node(node).ready {
         return Err(Keep::NodeReady);
     }
     if protected {

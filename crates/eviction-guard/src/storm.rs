@@ -23,7 +23,7 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 pub const DEFAULT_WORKER_SELECTOR: &str =
     "!node-role.kubernetes.io/control-plane,!node-role.kubernetes.io/master";
 
-pub use ballast_control::Mode;
+pub use ballast_control::model::Mode;
 
 /// One requirement of an equality-based label selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +86,7 @@ impl Selector {
 
 /// What the guard knows of one node.
 #[derive(Clone, Debug, PartialEq)]
-pub struct NodeHealth {
+pub struct NodeState {
     pub name: String,
     pub ready: bool,
     /// When the `Ready` condition last changed (None when the node reports none).
@@ -98,7 +98,7 @@ pub struct NodeHealth {
     pub out_of_service: bool,
 }
 
-impl NodeHealth {
+impl NodeState {
     /// Reads a Node. `Ready` = `False` or `Unknown` is NotReady; a node that has not posted a
     /// `Ready` condition yet (still registering) is not counted as NotReady: protection needs
     /// evidence of failure.
@@ -115,11 +115,7 @@ impl NodeHealth {
             .as_ref()
             .and_then(|s| s.taints.as_ref())
             .is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
-        let ready_cond = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+        let ready_cond = ballast_runtime::node::ready_condition(node);
         let (ready, since, reason) = match ready_cond {
             Some(c) => (
                 c.status == "True",
@@ -132,7 +128,7 @@ impl NodeHealth {
             ),
             None => (true, None, "ReadyConditionMissing".to_owned()),
         };
-        NodeHealth {
+        NodeState {
             name,
             ready,
             since,
@@ -221,18 +217,18 @@ struct GroupOutcome {
 pub fn evaluate(
     cfg: &StormConfig,
     mode: Mode,
-    workers: &[NodeHealth],
+    workers: &[NodeState],
     now: DateTime<Utc>,
     prev: &Protection,
 ) -> Protection {
-    let group_of = |n: &NodeHealth| -> String {
+    let group_of = |n: &NodeState| -> String {
         if cfg.per_zone {
             n.zone.clone().unwrap_or_default()
         } else {
             String::new()
         }
     };
-    let mut groups: BTreeMap<String, Vec<&NodeHealth>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<&NodeState>> = BTreeMap::new();
     for n in workers {
         groups.entry(group_of(n)).or_default().push(n);
     }
@@ -362,7 +358,7 @@ pub struct Snapshot {
     pub synced: bool,
     pub protection: Protection,
     /// Worker nodes by name.
-    pub workers: BTreeMap<String, NodeHealth>,
+    pub workers: BTreeMap<String, NodeState>,
 }
 
 #[cfg(test)]

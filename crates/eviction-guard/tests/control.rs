@@ -7,11 +7,11 @@ use std::time::Duration;
 use ballast_control::{ClientOptions, ControlClient, Mode, ServerOptions};
 use chrono::Utc;
 use eviction_guard::Guard;
-use eviction_guard::storm::{NodeHealth, StormConfig};
+use eviction_guard::storm::{NodeState, StormConfig};
 use tokio_util::sync::CancellationToken;
 
-fn node(name: &str, ready: bool) -> NodeHealth {
-    NodeHealth {
+fn node(name: &str, ready: bool) -> NodeState {
+    NodeState {
         name: name.to_owned(),
         ready,
         since: Some(Utc::now()),

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use eviction_guard::storm::{Mode, NodeHealth, Protection, Selector, StormConfig, evaluate};
+use eviction_guard::storm::{Mode, NodeState, Protection, Selector, StormConfig, evaluate};
 use proptest::prelude::*;
 
 /// Cases per target when `PROPTEST_CASES` is not set.
@@ -31,14 +31,14 @@ fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
 }
 
-fn node(i: usize) -> impl Strategy<Value = NodeHealth> {
+fn node(i: usize) -> impl Strategy<Value = NodeState> {
     (
         any::<bool>(),
         prop::option::of(0i64..2_000),
         prop::option::of(prop::sample::select(vec!["a", "b", "c"])),
         prop::bool::weighted(0.15),
     )
-        .prop_map(move |(ready, ago, zone, out_of_service)| NodeHealth {
+        .prop_map(move |(ready, ago, zone, out_of_service)| NodeState {
             name: format!("node-{i}"),
             ready,
             since: ago.map(|s| now() - chrono::Duration::seconds(s)),
@@ -53,7 +53,7 @@ fn node(i: usize) -> impl Strategy<Value = NodeHealth> {
         })
 }
 
-fn workers() -> impl Strategy<Value = Vec<NodeHealth>> {
+fn workers() -> impl Strategy<Value = Vec<NodeState>> {
     (0usize..12).prop_flat_map(|n| (0..n).map(node).collect::<Vec<_>>())
 }
 
@@ -77,7 +77,7 @@ fn mode() -> impl Strategy<Value = Mode> {
 }
 
 /// The group a node is counted in.
-fn group(cfg: &StormConfig, n: &NodeHealth) -> String {
+fn group(cfg: &StormConfig, n: &NodeState) -> String {
     if cfg.per_zone {
         n.zone.clone().unwrap_or_default()
     } else {
@@ -87,8 +87,8 @@ fn group(cfg: &StormConfig, n: &NodeHealth) -> String {
 
 /// DESIGN §5 read literally, by brute force: some `threshold` NotReady nodes of the group became
 /// NotReady within `window` of each other (unknown times count as now), and the fraction holds.
-fn storm_starts(cfg: &StormConfig, workers: &[NodeHealth], g: &str) -> bool {
-    let members: Vec<&NodeHealth> = workers.iter().filter(|n| group(cfg, n) == g).collect();
+fn storm_starts(cfg: &StormConfig, workers: &[NodeState], g: &str) -> bool {
+    let members: Vec<&NodeState> = workers.iter().filter(|n| group(cfg, n) == g).collect();
     let sinces: Vec<DateTime<Utc>> = members
         .iter()
         .filter(|n| !n.ready)
@@ -107,8 +107,8 @@ fn storm_starts(cfg: &StormConfig, workers: &[NodeHealth], g: &str) -> bool {
 }
 
 /// Enough NotReady nodes remain for a storm already on to stay on.
-fn storm_holds(cfg: &StormConfig, workers: &[NodeHealth], g: &str) -> bool {
-    let members: Vec<&NodeHealth> = workers.iter().filter(|n| group(cfg, n) == g).collect();
+fn storm_holds(cfg: &StormConfig, workers: &[NodeState], g: &str) -> bool {
+    let members: Vec<&NodeState> = workers.iter().filter(|n| group(cfg, n) == g).collect();
     let notready = members.iter().filter(|n| !n.ready).count();
     notready >= cfg.threshold.max(1) && fraction_holds(cfg, members.len(), notready)
 }

@@ -8,7 +8,7 @@ use ballast_runtime::tls::ReloadingTls;
 use chrono::Utc;
 use eviction_guard::callback::Callbacks;
 use eviction_guard::rules::Policy;
-use eviction_guard::storm::{NodeHealth, StormConfig};
+use eviction_guard::storm::{NodeState, StormConfig};
 use eviction_guard::{Guard, webhook_router};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -23,8 +23,8 @@ const EVICTION: &str = include_str!("data/pod-eviction-create.json");
 const CREATE: &str = include_str!("data/pod-create.json");
 const CREATE_DRY_RUN: &str = include_str!("data/pod-create-dry-run.json");
 
-fn node(name: &str, ready: bool) -> NodeHealth {
-    NodeHealth {
+fn node(name: &str, ready: bool) -> NodeState {
+    NodeState {
         name: name.to_owned(),
         ready,
         since: Some(Utc::now()),

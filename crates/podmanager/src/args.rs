@@ -41,6 +41,9 @@ pub struct Args {
     /// without it, node health comes from the Node objects and protection is never assumed.
     #[arg(long, env = "CONTROL_ENDPOINT")]
     pub control_endpoint: Option<String>,
+    /// TLS and token for the control service.
+    #[command(flatten)]
+    pub control_client: ballast_control::ControlClientArgs,
 
     /// Serve the v1/v2 conversion webhook (`/convert`), which the API server needs to serve v2.
     #[arg(long, env = "CONVERSION_WEBHOOK", default_value_t = true, action = ArgAction::Set,
@@ -98,6 +101,7 @@ impl Args {
             pod,
             leader,
             control_endpoint,
+            control_client,
             conversion_webhook,
             webhook_port,
             certs,
@@ -124,6 +128,7 @@ impl Args {
             leader_election: leader.lease(pod, "podmanager", "podmanager"),
             identity: pod.identity("podmanager"),
             control_endpoint: control_endpoint.clone(),
+            control_client: control_client.clone(),
             webhook,
         }
     }

@@ -66,7 +66,7 @@ pub const DEFAULT_REPLICAS: i32 = 3;
 pub struct PodManagerSpec {
     /// Replicas is the desired number of Pod replicas.
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 1), extend("default" = 3))]
+    #[schemars(range(min = 1, max = 500), extend("default" = 3))]
     pub replicas: i32,
 
     /// Image is the container image to use for Pods.
@@ -184,6 +184,9 @@ mod tests {
         let replicas = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
             ["properties"]["replicas"];
         assert_eq!(replicas["minimum"], 1.0);
+        // bounded by input: as v2, so no PodManager asks for an unbounded number of pods
+        assert_eq!(replicas["maximum"], 500.0);
+        assert_eq!(replicas["maximum"], f64::from(v2::MAX_REPLICAS));
         assert_eq!(replicas["default"], 3);
         assert_eq!(replicas["type"], "integer");
         let required = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]

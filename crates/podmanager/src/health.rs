@@ -12,22 +12,18 @@ use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use ballast_control::{ClientOptions, ControlClient, InterceptionState};
+use ballast_control::{ControlClient, InterceptionState};
 
-use crate::plan::NodeHealth;
+use crate::plan::ClusterHealth;
 
 /// Whether a Node's `Ready` condition is `True` (`False`, `Unknown` or missing is NotReady).
 pub fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
+    ballast_runtime::node::is_ready(node)
 }
 
 /// Health from a map of node name to readiness; protection is never known from Nodes alone.
-pub fn from_nodes(nodes: &BTreeMap<String, bool>) -> NodeHealth {
-    NodeHealth {
+pub fn from_nodes(nodes: &BTreeMap<String, bool>) -> ClusterHealth {
+    ClusterHealth {
         known: true,
         not_ready: nodes
             .iter()
@@ -43,12 +39,12 @@ pub fn from_nodes(nodes: &BTreeMap<String, bool>) -> NodeHealth {
 pub fn from_control(
     status: Option<&InterceptionState>,
     nodes: Option<&BTreeMap<String, ballast_control::NodeHealth>>,
-) -> NodeHealth {
+) -> ClusterHealth {
     let (Some(status), Some(nodes)) = (status, nodes) else {
-        return NodeHealth::default();
+        return ClusterHealth::default();
     };
     if !status.synced {
-        return NodeHealth::default();
+        return ClusterHealth::default();
     }
     let mut not_ready: std::collections::BTreeSet<String> = nodes
         .values()
@@ -56,7 +52,7 @@ pub fn from_control(
         .map(|n| n.name.clone())
         .collect();
     not_ready.extend(status.notready_nodes.iter().cloned());
-    NodeHealth {
+    ClusterHealth {
         known: true,
         not_ready,
         protection: status.protecting,
@@ -67,10 +63,11 @@ pub fn from_control(
 /// change; the client reconnects with backoff and health reads unknown while disconnected.
 pub fn watch_control(
     endpoint: &str,
+    control: &ballast_control::ControlClientArgs,
     shutdown: CancellationToken,
-) -> Result<(watch::Receiver<NodeHealth>, tokio::task::JoinHandle<()>), ballast_control::Error> {
-    let client = ControlClient::start(ClientOptions::new(endpoint), &shutdown)?;
-    let (tx, rx) = watch::channel(NodeHealth::default());
+) -> Result<(watch::Receiver<ClusterHealth>, tokio::task::JoinHandle<()>), ballast_control::Error> {
+    let client = ControlClient::start(control.options(endpoint)?, &shutdown)?;
+    let (tx, rx) = watch::channel(ClusterHealth::default());
     let task = tokio::spawn(async move {
         let mut status = client.status();
         let mut nodes = client.node_health();
@@ -91,7 +88,7 @@ pub fn watch_control(
     Ok((rx, task))
 }
 
-fn publish(tx: &watch::Sender<NodeHealth>, health: NodeHealth) {
+fn publish(tx: &watch::Sender<ClusterHealth>, health: ClusterHealth) {
     tx.send_if_modified(|current| {
         if *current == health {
             return false;
@@ -111,8 +108,8 @@ fn publish(tx: &watch::Sender<NodeHealth>, health: NodeHealth) {
 pub fn watch_nodes(
     client: kube::Client,
     shutdown: CancellationToken,
-) -> (watch::Receiver<NodeHealth>, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = watch::channel(NodeHealth::default());
+) -> (watch::Receiver<ClusterHealth>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(ClusterHealth::default());
     let task = tokio::spawn(async move {
         let api: Api<Node> = Api::all(client);
         let mut events = watcher(api, watcher::Config::default())
@@ -213,7 +210,7 @@ mod tests {
         assert!(!from_control(None, Some(&control_nodes())).known);
         assert!(!from_control(Some(&status(true, true)), None).known);
         let unsynced = from_control(Some(&status(true, false)), Some(&control_nodes()));
-        assert_eq!(unsynced, NodeHealth::default());
+        assert_eq!(unsynced, ClusterHealth::default());
     }
 
     #[test]

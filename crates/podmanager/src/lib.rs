@@ -88,6 +88,8 @@ pub struct Config {
     /// Control service (e.g. `http://eviction-guard.ballast-system.svc:9090`) for node health
     /// and eviction protection; Node objects' Ready condition when `None`.
     pub control_endpoint: Option<String>,
+    /// CA and token files for the control service.
+    pub control_client: ballast_control::ControlClientArgs,
     /// The v1/v2 conversion webhook, served by every replica; `None` serves none.
     pub webhook: Option<webhook::WebhookConfig>,
 }
@@ -135,6 +137,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         leader_election,
         identity,
         control_endpoint,
+        control_client,
         webhook,
     } = config;
     let mut svc = Service::new("podmanager", env!("CARGO_PKG_VERSION"), &shutdown);
@@ -154,7 +157,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let (health, _health_task) = match &control_endpoint {
         Some(endpoint) => {
             tracing::info!(endpoint = %endpoint, "node health from the control service");
-            health::watch_control(endpoint, svc.shutdown()).map_err(Error::Control)?
+            health::watch_control(endpoint, &control_client, svc.shutdown())
+                .map_err(Error::Control)?
         }
         None => health::watch_nodes(client.clone(), svc.shutdown()),
     };

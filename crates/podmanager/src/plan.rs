@@ -29,7 +29,7 @@ pub const MAX_CREATIONS_PER_PASS: u32 = 500;
 
 /// What is known of node health at the time of planning.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeHealth {
+pub struct ClusterHealth {
     /// False until the health source has produced a first answer (or after it lost contact).
     pub known: bool,
     /// Names of nodes that are NotReady now.
@@ -38,7 +38,7 @@ pub struct NodeHealth {
     pub protection: bool,
 }
 
-impl NodeHealth {
+impl ClusterHealth {
     /// Health with every node Ready and protection off.
     pub fn all_ready() -> Self {
         Self {
@@ -185,7 +185,7 @@ fn is_updated(pod: &Pod, image: &str, hash: &str) -> bool {
     }
 }
 
-fn view(pm_name: &str, image: &str, hash: &str, pod: &Pod, health: &NodeHealth) -> View {
+fn view(pm_name: &str, image: &str, hash: &str, pod: &Pod, health: &ClusterHealth) -> View {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -203,7 +203,7 @@ fn view(pm_name: &str, image: &str, hash: &str, pod: &Pod, health: &NodeHealth) 
 }
 
 /// Decide what to create and delete for `pm`, given the pods it controls.
-pub fn plan(pm: &PodManager, pods: &[Pod], health: &NodeHealth) -> Plan {
+pub fn plan(pm: &PodManager, pods: &[Pod], health: &ClusterHealth) -> Plan {
     let pm_name = pm.metadata.name.as_deref().unwrap_or_default();
     let replicas = u32::try_from(pm.spec.replicas.max(0)).unwrap_or(0);
     let hash = crate::template::template_hash(&crate::template::template_of(pm));
@@ -297,7 +297,7 @@ pub fn plan(pm: &PodManager, pods: &[Pod], health: &NodeHealth) -> Plan {
 fn rollout_step(
     usable: &[&View],
     terminating: &[&View],
-    health: &NodeHealth,
+    health: &ClusterHealth,
     delete: &mut Vec<Deletion>,
 ) -> Option<String> {
     let mut outdated: Vec<&View> = usable.iter().copied().filter(|v| !v.updated).collect();
@@ -336,7 +336,7 @@ fn rollout_step(
 /// Pods to delete when the PodManager itself is deleted: every pod not already terminating,
 /// except those on NotReady nodes while protection is on (the guard would refuse; garbage
 /// collection removes them through the owner reference once the nodes return).
-pub fn cleanup(pods: &[Pod], health: &NodeHealth) -> Vec<String> {
+pub fn cleanup(pods: &[Pod], health: &ClusterHealth) -> Vec<String> {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {

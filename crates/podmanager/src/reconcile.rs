@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::crd::PodManager;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::plan::{self, DeleteReason, NodeHealth};
+use crate::plan::{self, ClusterHealth, DeleteReason};
 use crate::{FINALIZER, LABEL_NAME, status, template};
 
 /// Safety-net requeue for a settled PodManager; pod and node events normally trigger sooner.
@@ -43,7 +43,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     /// Latest node health; read once per reconcile.
-    pub health: watch::Receiver<NodeHealth>,
+    pub health: watch::Receiver<ClusterHealth>,
     /// Reconciles run by this instance (tests and the demo check who reconciles).
     pub reconciles: Arc<AtomicU64>,
 }

@@ -155,7 +155,7 @@ fn condition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{NodeHealth, plan};
+    use crate::plan::{ClusterHealth, plan};
     use crate::testing::{PodFixture, mk_pm, mk_pod};
     use k8s_openapi::jiff::Timestamp;
 
@@ -176,7 +176,7 @@ mod tests {
         let pods: Vec<_> = (0..3)
             .map(|i| mk_pod(&format!("web-{i}")).ready())
             .collect();
-        let p = plan(&pm, &pods, &NodeHealth::all_ready());
+        let p = plan(&pm, &pods, &ClusterHealth::all_ready());
         let s = desired(&pm, &p, &[], &at(100));
         assert_eq!((s.ready_replicas, s.current_replicas), (3, 3));
         assert_eq!(s.ready.as_deref(), Some("3/3"));
@@ -198,7 +198,7 @@ mod tests {
         let one = vec![mk_pod("web-0").ready()];
         let first = desired(
             &pm,
-            &plan(&pm, &one, &NodeHealth::all_ready()),
+            &plan(&pm, &one, &ClusterHealth::all_ready()),
             &[],
             &at(100),
         );
@@ -209,7 +209,7 @@ mod tests {
         let none: Vec<_> = vec![];
         let second = desired(
             &pm,
-            &plan(&pm, &none, &NodeHealth::all_ready()),
+            &plan(&pm, &none, &ClusterHealth::all_ready()),
             &[],
             &at(200),
         );
@@ -220,7 +220,7 @@ mod tests {
         let two = vec![mk_pod("web-0").ready(), mk_pod("web-1").ready()];
         let third = desired(
             &pm,
-            &plan(&pm, &two, &NodeHealth::all_ready()),
+            &plan(&pm, &two, &ClusterHealth::all_ready()),
             &[],
             &at(300),
         );
@@ -232,7 +232,7 @@ mod tests {
     fn unchanged_inputs_give_an_equal_status_so_no_write_happens() {
         let mut pm = mk_pm("web", 1, "nginx:1.21");
         let pods = vec![mk_pod("web-0").ready()];
-        let p = plan(&pm, &pods, &NodeHealth::all_ready());
+        let p = plan(&pm, &pods, &ClusterHealth::all_ready());
         pm.status = Some(desired(&pm, &p, &[], &at(100)));
         let again = desired(&pm, &p, &[], &at(500));
         assert_eq!(pm.status.as_ref(), Some(&again));
@@ -242,7 +242,7 @@ mod tests {
     fn failures_and_stranded_pods_show_as_degraded() {
         let pm = mk_pm("web", 2, "nginx:1.21");
         let pods = vec![mk_pod("web-0").ready().on("dead"), mk_pod("web-1").ready()];
-        let health = NodeHealth {
+        let health = ClusterHealth {
             known: true,
             not_ready: ["dead".to_string()].into(),
             protection: true,
@@ -276,7 +276,7 @@ mod tests {
         ];
         let s = desired(
             &pm,
-            &plan(&pm, &pods, &NodeHealth::all_ready()),
+            &plan(&pm, &pods, &ClusterHealth::all_ready()),
             &[],
             &at(1),
         );

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Pod;
 use podmanager::crd::PodManager;
 use podmanager::plan::{
-    DeleteReason, MAX_CREATIONS_PER_PASS, NodeHealth, ordinal_of, plan, pod_name,
+    ClusterHealth, DeleteReason, MAX_CREATIONS_PER_PASS, ordinal_of, plan, pod_name,
 };
 use podmanager::template::is_controlled_by;
 use proptest::prelude::*;
@@ -135,13 +135,13 @@ fn mk_pod(name: &str, p: &PodSpec) -> Pod {
     serde_json::from_value(pod).expect("a Pod")
 }
 
-fn health() -> impl Strategy<Value = NodeHealth> {
+fn health() -> impl Strategy<Value = ClusterHealth> {
     (
         prop::bool::weighted(0.85),
         prop::collection::btree_set(prop::sample::select(NODES.to_vec()), 0..3),
         any::<bool>(),
     )
-        .prop_map(|(known, not_ready, protection)| NodeHealth {
+        .prop_map(|(known, not_ready, protection)| ClusterHealth {
             known,
             not_ready: not_ready.into_iter().map(str::to_owned).collect(),
             protection,
@@ -278,7 +278,7 @@ proptest! {
 /// passes, not with billions of names at once.
 #[test]
 fn a_huge_replica_count_creates_a_bounded_batch() {
-    let out = plan(&mk_pm(i32::MAX), &[], &NodeHealth::all_ready());
+    let out = plan(&mk_pm(i32::MAX), &[], &ClusterHealth::all_ready());
     assert_eq!(out.create.len(), MAX_CREATIONS_PER_PASS as usize);
     assert_eq!(out.create.first().map(String::as_str), Some("web-0"));
     assert_eq!(out.create.last().map(String::as_str), Some("web-499"));

@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
                 agent: None,
                 namespace: NAMESPACE.into(),
                 control_endpoint: None,
+                control_client: Default::default(),
                 admin_addr: "127.0.0.1:0".parse().expect("an address"),
                 kube: provisioner::KubeAccess::Client(client.clone()),
                 identity: "bench".into(),

@@ -61,6 +61,9 @@ pub struct Args {
     /// it, the Nodes' own Ready condition is used.
     #[arg(long, env = "CONTROL_ENDPOINT")]
     pub control_endpoint: Option<String>,
+    /// TLS and token for the control service.
+    #[command(flatten)]
+    pub control_client: ballast_control::ControlClientArgs,
 
     /// Port of the admin server: /healthz, /readyz, /metrics.
     #[arg(long, env = "ADMIN_PORT", default_value_t = 8080)]
@@ -108,6 +111,7 @@ impl Args {
             nfs_mount,
             is_nfs_server,
             control_endpoint,
+            control_client,
             admin_port,
             bind_address,
             kube,
@@ -147,6 +151,7 @@ impl Args {
                 }),
             namespace: pod.namespace,
             control_endpoint,
+            control_client,
             admin_addr: SocketAddr::new(bind_address, admin_port),
             kube: KubeAccess::from(kube),
             identity,

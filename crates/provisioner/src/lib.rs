@@ -126,6 +126,8 @@ pub struct Config {
     /// The provisioner's namespace, where agents' capacity reports live.
     pub namespace: String,
     pub control_endpoint: Option<String>,
+    /// CA and token files for the control service.
+    pub control_client: ballast_control::ControlClientArgs,
     /// The admin server (`/healthz`, `/readyz`, `/metrics`); port 0 picks a free one.
     pub admin_addr: SocketAddr,
     pub kube: KubeAccess,
@@ -161,6 +163,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         agent,
         namespace,
         control_endpoint,
+        control_client,
         admin_addr,
         kube,
         identity,
@@ -188,6 +191,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 namespace,
                 identity,
                 control_endpoint,
+                control_client,
                 resync,
             },
         )?;
@@ -210,6 +214,7 @@ struct Controller {
     namespace: String,
     identity: String,
     control_endpoint: Option<String>,
+    control_client: ballast_control::ControlClientArgs,
     resync: Duration,
 }
 
@@ -225,6 +230,7 @@ fn start_controller(
         namespace,
         identity,
         control_endpoint,
+        control_client,
         resync,
     } = setup;
     svc.readiness().register(controller::READY);
@@ -237,7 +243,7 @@ fn start_controller(
     let control = match control_endpoint.filter(|e| !e.is_empty()) {
         Some(ep) => Some(
             ballast_control::ControlClient::start(
-                ballast_control::ClientOptions::new(ep),
+                control_client.options(ep).map_err(Error::Control)?,
                 &svc.shutdown(),
             )
             .map_err(Error::Control)?,

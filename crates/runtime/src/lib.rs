@@ -16,6 +16,7 @@ pub mod http;
 pub mod kubeclient;
 pub mod leader;
 pub mod metrics;
+pub mod node;
 pub mod peer;
 pub mod registration;
 pub mod service;

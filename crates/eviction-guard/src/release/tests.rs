@@ -165,7 +165,7 @@ fn refusals_are_remembered_per_pod_uid_and_counted() {
 #[test]
 fn only_nodes_seen_protected_during_their_outage_are_tracked_until_they_recover() {
     use crate::storm::Protection;
-    let health = |name: &str, ready: bool| NodeHealth {
+    let health = |name: &str, ready: bool| NodeState {
         name: name.into(),
         ready,
         since: None,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::storm::{Mode, NodeHealth, Protection, StormConfig, evaluate};
+use crate::storm::{Mode, NodeState, Protection, StormConfig, evaluate};
 use chrono::{TimeZone, Utc};
 use kube::core::admission::AdmissionReview;
 
@@ -25,8 +25,8 @@ fn fixture(name: &str) -> AdmissionRequest<DynamicObject> {
     review.try_into().expect("fixture has a request")
 }
 
-fn node(name: &str, ready: bool) -> NodeHealth {
-    NodeHealth {
+fn node(name: &str, ready: bool) -> NodeState {
+    NodeState {
         name: name.to_owned(),
         ready,
         since: Some(Utc.with_ymd_and_hms(2026, 11, 23, 8, 59, 13).unwrap()),
@@ -42,7 +42,7 @@ fn node(name: &str, ready: bool) -> NodeHealth {
 }
 
 /// node-a, node-b, node-c NotReady (a storm with the default threshold), node-d, node-e Ready.
-fn snapshot_with(mode: Mode, edit: impl FnOnce(&mut Vec<NodeHealth>)) -> Snapshot {
+fn snapshot_with(mode: Mode, edit: impl FnOnce(&mut Vec<NodeState>)) -> Snapshot {
     let mut nodes = vec![
         node("node-a", false),
         node("node-b", false),

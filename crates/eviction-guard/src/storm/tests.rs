@@ -7,8 +7,8 @@ fn t(min: i64, sec: i64) -> DateTime<Utc> {
         + chrono::Duration::seconds(sec)
 }
 
-fn ready(name: &str) -> NodeHealth {
-    NodeHealth {
+fn ready(name: &str) -> NodeState {
+    NodeState {
         name: name.to_owned(),
         ready: true,
         since: Some(t(-60, 0)),
@@ -18,8 +18,8 @@ fn ready(name: &str) -> NodeHealth {
     }
 }
 
-fn down(name: &str, at: DateTime<Utc>) -> NodeHealth {
-    NodeHealth {
+fn down(name: &str, at: DateTime<Utc>) -> NodeState {
+    NodeState {
         ready: false,
         since: Some(at),
         reason: "NodeStatusUnknown".to_owned(),
@@ -27,13 +27,13 @@ fn down(name: &str, at: DateTime<Utc>) -> NodeHealth {
     }
 }
 
-fn in_zone(mut n: NodeHealth, zone: &str) -> NodeHealth {
+fn in_zone(mut n: NodeState, zone: &str) -> NodeState {
     n.zone = Some(zone.to_owned());
     n
 }
 
 /// `down` nodes failing at the given minute offsets, the rest of `total` Ready.
-fn cluster(total: usize, down_at: &[i64]) -> Vec<NodeHealth> {
+fn cluster(total: usize, down_at: &[i64]) -> Vec<NodeState> {
     (0..total)
         .map(|i| match down_at.get(i) {
             Some(m) => down(&format!("node-{i}"), t(*m, 0)),
@@ -50,7 +50,7 @@ fn names(set: &BTreeSet<String>) -> Vec<&str> {
 fn storm_detection_table() {
     struct Case {
         name: &'static str,
-        nodes: Vec<NodeHealth>,
+        nodes: Vec<NodeState>,
         mode: Mode,
         cfg: StormConfig,
         protecting: bool,
@@ -356,7 +356,7 @@ fn node_health_reads_ready_condition_zone_and_out_of_service_taint() {
         ]}
     }))
     .unwrap();
-    let h = NodeHealth::from_node(&node);
+    let h = NodeState::from_node(&node);
     assert_eq!(h.name, "n1");
     assert!(!h.ready);
     assert_eq!(h.since, Some(t(0, 0)));
@@ -366,7 +366,7 @@ fn node_health_reads_ready_condition_zone_and_out_of_service_taint() {
 
     let registering: Node =
         serde_json::from_value(serde_json::json!({"metadata": {"name": "n2"}})).unwrap();
-    let h = NodeHealth::from_node(&registering);
+    let h = NodeState::from_node(&registering);
     assert!(h.ready, "no Ready condition yet is not evidence of failure");
     assert!(!h.out_of_service);
 }

@@ -1,8 +1,8 @@
 use super::*;
 use crate::testing::{PodFixture, mk_pm, mk_pod};
 
-fn health(not_ready: &[&str], protection: bool) -> NodeHealth {
-    NodeHealth {
+fn health(not_ready: &[&str], protection: bool) -> ClusterHealth {
+    ClusterHealth {
         known: true,
         not_ready: not_ready.iter().map(|s| s.to_string()).collect(),
         protection,
@@ -20,7 +20,7 @@ struct Case {
     what: &'static str,
     replicas: i32,
     pods: Vec<Pod>,
-    health: NodeHealth,
+    health: ClusterHealth,
     create: &'static [&'static str],
     delete: &'static [(&'static str, DeleteReason)],
     waiting: bool,
@@ -28,7 +28,7 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     use DeleteReason::*;
-    let ok = NodeHealth::all_ready;
+    let ok = ClusterHealth::all_ready;
     vec![
         Case {
             what: "new podmanager creates ordinals 0..replicas",
@@ -252,7 +252,7 @@ fn cases() -> Vec<Case> {
             pods: (0..5)
                 .map(|i| mk_pod(&format!("web-{i}")).ready())
                 .collect(),
-            health: NodeHealth::default(),
+            health: ClusterHealth::default(),
             create: &[],
             delete: &[],
             waiting: true,
@@ -261,7 +261,7 @@ fn cases() -> Vec<Case> {
             what: "missing pods are still created while node health is unknown",
             replicas: 2,
             pods: vec![mk_pod("web-0").ready()],
-            health: NodeHealth::default(),
+            health: ClusterHealth::default(),
             create: &["web-1"],
             delete: &[],
             waiting: false,
@@ -325,7 +325,7 @@ fn counts_exclude_terminating_and_mark_pods_on_notready_nodes_not_ready() {
 fn waiting_message_names_the_pods_a_rollout_waits_for() {
     let pm = mk_pm("web", 2, "nginx:1.21");
     let pods = vec![mk_pod("web-0").image("old").ready(), mk_pod("web-1")];
-    let got = plan(&pm, &pods, &NodeHealth::all_ready());
+    let got = plan(&pm, &pods, &ClusterHealth::all_ready());
     assert_eq!(
         got.waiting.as_deref(),
         Some("rollout waits for pod(s) web-1 to become ready before replacing web-0")
