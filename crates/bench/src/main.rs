@@ -99,6 +99,7 @@ async fn suite(
         server_core,
         load_core,
         work: work.path().to_path_buf(),
+        child_env: Vec::new(),
     };
     let areas = if cli.areas.is_empty() && plan.smoke {
         vec![Area::Admission]
@@ -117,14 +118,24 @@ async fn suite(
     for area in areas {
         let t = Instant::now();
         eprintln!("ballast-bench: {area:?} ({} plan)...", plan.name);
-        let mut section: Section = match area {
+        let result: anyhow::Result<Section> = match area {
             Area::Admission => ballast_bench::areas::admission::run(&env, &plan).await,
             Area::Memory => ballast_bench::areas::memory::run(&env, &plan).await,
             Area::Storm => ballast_bench::areas::storm::run(&env, &plan).await,
             Area::Controllers => ballast_bench::areas::controllers::run(&env, &plan).await,
             Area::Kubectl => ballast_bench::areas::kubectl::run(&env, &plan).await,
-        }
-        .with_context(|| format!("area {area:?} failed (logs kept in {})", keep(&work)))?;
+        };
+        let mut section = match result {
+            Ok(s) => s,
+            Err(e) => {
+                // Keep the services' logs for whoever reads the error.
+                let dir = work.keep();
+                return Err(e.context(format!(
+                    "area {area:?} failed (the services' logs are in {})",
+                    dir.display()
+                )));
+            }
+        };
         section.body = section.body.replacen(
             "\n\n",
             &format!("\n\n{}\n\n", ballast_bench::machine_line(t.elapsed())),
@@ -141,9 +152,4 @@ async fn suite(
         started.elapsed()
     );
     Ok(())
-}
-
-/// The work directory's path, kept on failure so the services' logs can be read.
-fn keep(work: &tempfile::TempDir) -> String {
-    work.path().display().to_string()
 }

@@ -41,7 +41,7 @@ impl Plan {
             podmanagers: 1000,
             guard_nodes: vec![1000, 5000],
             kubectl_objects: 5000,
-            converge_limit: Duration::from_secs(240),
+            converge_limit: Duration::from_secs(120),
         }
     }
 

@@ -20,6 +20,8 @@ pub struct Env {
     /// The core of the load generator and of everything else.
     pub load_core: Option<usize>,
     pub work: PathBuf,
+    /// Extra environment of every child (e.g. `MALLOC_ARENA_MAX` for a memory variant).
+    pub child_env: Vec<(String, String)>,
 }
 
 impl Env {
@@ -68,6 +70,7 @@ pub fn spawn(
     };
     let mut cmd = Command::new("taskset");
     cmd.arg("-c").arg(list).arg(bin).args(args);
+    cmd.envs(env.child_env.iter().map(|(k, v)| (k, v)));
     cmd.env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(out)
@@ -192,6 +195,9 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub struct ProcStats {
     pub rss_kib: u64,
     pub hwm_kib: u64,
+    /// The anonymous part of the RSS (heap, stacks): what the process allocated, apart from
+    /// the pages of its executable and libraries.
+    pub anon_kib: u64,
     /// User + system CPU time.
     pub cpu: Duration,
 }
@@ -229,6 +235,7 @@ pub fn parse_stats(status: &str, stat: &str, ticks_per_second: u64) -> Option<Pr
     Some(ProcStats {
         rss_kib: kib("VmRSS:")?,
         hwm_kib: kib("VmHWM:")?,
+        anon_kib: kib("RssAnon:").unwrap_or(0),
         cpu: Duration::from_millis((utime + stime) * 1000 / ticks),
     })
 }
@@ -255,11 +262,12 @@ mod tests {
 
     #[test]
     fn reads_rss_peak_and_cpu_from_proc() {
-        let status = "Name:\tx\nVmHWM:\t   20480 kB\nVmRSS:\t   17285 kB\n";
+        let status = "Name:\tx\nVmHWM:\t   20480 kB\nVmRSS:\t   17285 kB\nRssAnon:\t    6000 kB\n";
         let stat = "42 (eviction guard) S 1 42 42 0 -1 4194560 100 0 0 0 150 50 0 0 20 0 3 0";
         let s = parse_stats(status, stat, 100).unwrap();
         assert_eq!(s.rss_kib, 17285);
         assert_eq!(s.hwm_kib, 20480);
+        assert_eq!(s.anon_kib, 6000);
         assert_eq!(s.cpu, Duration::from_secs(2));
         assert_eq!(parse_stats("VmRSS: 1 kB\n", stat, 100), None);
     }

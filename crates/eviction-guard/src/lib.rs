@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod mode;
 pub mod monitor;
 pub mod release;
+pub mod releaser;
 pub mod rules;
 pub mod storm;
 pub mod webhook_config;
@@ -210,7 +211,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             let (always, leading) = watch::channel(true);
             (leading, Some(always))
         };
-        let work = release::run(
+        let work = releaser::run(
             client.clone(),
             guard.clone(),
             release.clone(),

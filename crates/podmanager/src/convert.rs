@@ -8,8 +8,8 @@
 
 use serde_json::{Value, json};
 
+use crate::crd::CONTAINER_NAME;
 use crate::crd::{PodManagerSpec as V1Spec, v2};
-use crate::plan::CONTAINER_NAME;
 
 /// The group version of the hub (v1) and the spoke (v2).
 pub const V1: &str = "apps.mycompany.com/v1";

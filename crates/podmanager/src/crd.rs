@@ -107,6 +107,10 @@ pub struct PodManagerStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// Path of the conversion endpoint the CRD's clientConfig names (the webhook serves it).
+pub const CONVERSION_PATH: &str = "/convert";
+/// Name of the single container the operator puts in each pod.
+pub const CONTAINER_NAME: &str = "app";
 /// Name of the CustomResourceDefinition.
 pub const CRD_NAME: &str = "podmanagers.apps.mycompany.com";
 /// The Service the API server calls for conversion (kustomize/podmanager/service.yaml).
@@ -128,7 +132,7 @@ pub fn crd() -> Result<CustomResourceDefinition, MergeError> {
                 service: Some(ServiceReference {
                     name: WEBHOOK_SERVICE.into(),
                     namespace: WEBHOOK_NAMESPACE.into(),
-                    path: Some(crate::webhook::PATH.into()),
+                    path: Some(CONVERSION_PATH.into()),
                     port: Some(WEBHOOK_SERVICE_PORT),
                 }),
                 ..WebhookClientConfig::default()

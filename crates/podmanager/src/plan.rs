@@ -19,10 +19,9 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
 
+pub use crate::crd::CONTAINER_NAME;
 use crate::crd::PodManager;
 
-/// Name of the single container the operator puts in each pod.
-pub const CONTAINER_NAME: &str = "app";
 /// Pods created by one pass at most (the ReplicaSet controller's burst size): a PodManager
 /// stored with a huge `replicas` fills up over several passes instead of one unbounded burst.
 pub const MAX_CREATIONS_PER_PASS: u32 = 500;

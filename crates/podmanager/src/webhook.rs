@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 
 /// Path of the conversion endpoint (the CRD's clientConfig names it).
-pub const PATH: &str = "/convert";
+pub use crate::crd::CONVERSION_PATH as PATH;
 /// Largest ConversionReview accepted: a list of PodManagers, far below any real one.
 const MAX_BODY: usize = 8 * 1024 * 1024;
 

@@ -87,7 +87,7 @@ pub fn relist_cells(steady: ProcStats, r: &Option<Relist>) -> [String; 3] {
 
 pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
     let cert = Cert::generate(&env.work.join("memory-cert"))?;
-    let mut idle = Table::new(["service", "RSS idle", "peak (VmHWM)"]);
+    let mut idle = Table::new(["service", "RSS idle", "of which anonymous", "peak (VmHWM)"]);
 
     // Idle: each service on an empty three-node cluster, caches synced.
     let sim = Sim::start(env, "memory-sim", &["--nodes", "3"]).await?;
@@ -109,7 +109,12 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
     ];
     for s in &started {
         let st = settle(&s.proc, SETTLE).await?;
-        idle.row([s.proc.name.clone(), fmt_mb(st.rss_kib), fmt_mb(st.hwm_kib)]);
+        idle.row([
+            s.proc.name.clone(),
+            fmt_mb(st.rss_kib),
+            fmt_mb(st.anon_kib),
+            fmt_mb(st.hwm_kib),
+        ]);
     }
     for s in started {
         s.proc.stop().await;
@@ -119,6 +124,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
     idle.row([
         "null webhook (floor, one core)".to_owned(),
         fmt_mb(st.rss_kib),
+        fmt_mb(st.anon_kib),
         fmt_mb(st.hwm_kib),
     ]);
     null.stop().await;
@@ -128,43 +134,66 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
     let mut guard = Table::new([
         "nodes",
         "guard RSS steady",
+        "of which anonymous",
         "relist peak",
         "peak / steady",
         "relist read (from the API's return)",
         "kube-sim RSS",
     ]);
     for &n in &plan.guard_nodes {
-        let sim = Sim::start(env, &format!("guard-sim-{n}"), &["--nodes", "0"]).await?;
-        services::namespace(&sim.client, services::SYSTEM_NAMESPACE).await?;
-        let nodes = (1..=n)
-            .map(|i| fixtures::node(&format!("worker-{i}"), i))
-            .collect();
-        kubeops::create_all(&Api::<Node>::all(sim.client.clone()), nodes).await?;
-        let node_bytes = serde_json::to_vec(&fixtures::node("node-1", 1))?.len() as u64;
-        let proxy = Proxy::start(sim.port).await?;
-        let kc = sim.kubeconfig_via(proxy.port, &env.work.join(format!("guard-{n}.kubeconfig")))?;
-        let g =
-            services::guard(env, &format!("eviction-guard-{n}"), &kc, &cert, Cores::Any).await?;
-        let steady = settle(&g.proc, SETTLE).await?;
-        let r = relist(&sim, &proxy, &g.proc, node_bytes * n as u64 / 2).await?;
+        let (steady, r, sim_rss) = guard_with_nodes(env, &cert, n, Cores::Any, true).await?;
         let [peak, ratio, read] = relist_cells(steady, &r);
         guard.row([
             n.to_string(),
             fmt_mb(steady.rss_kib),
+            fmt_mb(steady.anon_kib),
             peak,
             ratio,
             read,
-            fmt_mb(sim.stats()?.rss_kib),
+            fmt_mb(sim_rss),
         ]);
-        g.proc.stop().await;
-        sim.proc.stop().await;
+    }
+
+    // The same guard under runtime settings a deployment can choose without a rebuild: one
+    // core (the runtime then starts one worker thread) and glibc's malloc with fewer arenas.
+    let n = plan.guard_nodes.last().copied().unwrap_or(0);
+    let mut variants = Table::new([
+        "variant",
+        "guard RSS idle",
+        &format!("guard RSS with {n} nodes"),
+    ]);
+    let one = env.server_core.map_or(Cores::Any, Cores::One);
+    let arena = |e: &Env| {
+        let mut e = e.clone();
+        e.child_env.push(("MALLOC_ARENA_MAX".into(), "2".into()));
+        e
+    };
+    for (label, e, cores) in [
+        (
+            "default (all cores, glibc malloc defaults)",
+            env.clone(),
+            Cores::Any,
+        ),
+        ("one core (`taskset`: one runtime worker)", env.clone(), one),
+        ("`MALLOC_ARENA_MAX=2`", arena(env), Cores::Any),
+        ("one core and `MALLOC_ARENA_MAX=2`", arena(env), one),
+    ] {
+        let (idle, _, _) = guard_with_nodes(&e, &cert, 0, cores, false).await?;
+        let (loaded, _, _) = guard_with_nodes(&e, &cert, n, cores, false).await?;
+        variants.row([
+            label.to_owned(),
+            fmt_mb(idle.rss_kib),
+            fmt_mb(loaded.rss_kib),
+        ]);
     }
 
     let mut sec = Section::new("memory", "Memory");
     sec.para(
         "Resident memory (VmRSS from `/proc/<pid>/status`) of each release binary, unpinned (the \
          runtime sizes its worker pool to the machine's cores), once its caches are synced and \
-         RSS stopped moving. Idle: an empty simulated cluster of three nodes.",
+         RSS stopped moving. RSS counts the executable's pages in use too (file-backed, shared \
+         by every copy of the binary on a node); the anonymous part is what the process \
+         allocated. Idle: an empty simulated cluster of three nodes.",
     );
     sec.table(&idle);
     sec.para(&format!(
@@ -179,5 +208,38 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
         fmt_mb(sim_idle.rss_kib)
     ));
     sec.table(&guard);
+    sec.para("Runtime and allocator settings, measured on the same guard (no rebuild):");
+    sec.table(&variants);
     Ok(sec)
+}
+
+/// The guard's settled RSS on a cluster of `n` kubelet-shaped nodes, and with `relisting` the
+/// cost of a relist; also kube-sim's RSS.
+async fn guard_with_nodes(
+    env: &Env,
+    cert: &Cert,
+    n: usize,
+    cores: Cores,
+    relisting: bool,
+) -> anyhow::Result<(ProcStats, Option<Relist>, u64)> {
+    let sim = Sim::start(env, &format!("guard-sim-{n}"), &["--nodes", "0"]).await?;
+    services::namespace(&sim.client, services::SYSTEM_NAMESPACE).await?;
+    let nodes = (1..=n)
+        .map(|i| fixtures::node(&format!("worker-{i}"), i))
+        .collect();
+    kubeops::create_all(&Api::<Node>::all(sim.client.clone()), nodes).await?;
+    let node_bytes = serde_json::to_vec(&fixtures::node("node-1", 1))?.len() as u64;
+    let proxy = Proxy::start(sim.port).await?;
+    let kc = sim.kubeconfig_via(proxy.port, &env.work.join(format!("guard-{n}.kubeconfig")))?;
+    let g = services::guard(env, &format!("eviction-guard-{n}"), &kc, cert, cores).await?;
+    let steady = settle(&g.proc, SETTLE).await?;
+    let r = if relisting {
+        relist(&sim, &proxy, &g.proc, node_bytes * n as u64 / 2).await?
+    } else {
+        None
+    };
+    let sim_rss = sim.stats()?.rss_kib;
+    g.proc.stop().await;
+    sim.proc.stop().await;
+    Ok((steady, r, sim_rss))
 }

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
