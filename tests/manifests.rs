@@ -676,8 +676,18 @@ fn named_grants(r: &Render, account: &str) -> BTreeMap<Grant, Vec<String>> {
         // the node agents' Leases are their capacity reports, one per node: not known by name
         _ if account == "provisioner-agent" => {}
         _ => {
-            let cmd = provisioner::Args::command();
-            let name = configured(r, &cmd, "PROVISIONER_LEASE_NAME");
+            // `LEASE_NAME`, else the seed's `PROVISIONER_LEASE_NAME`, else the default.
+            let name = env(r, "LEASE_NAME")
+                .or_else(|| env(r, "PROVISIONER_LEASE_NAME"))
+                .unwrap_or_else(|| {
+                    provisioner::Args::try_parse_from(["provisioner"])
+                        .expect("defaults parse")
+                        .into_config()
+                        .controller
+                        .and_then(|c| c.lease)
+                        .expect("the provisioner elects a leader by default")
+                        .name
+                });
             add("coordination.k8s.io", "leases", &lease, name);
         }
     }

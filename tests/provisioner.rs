@@ -106,7 +106,7 @@ impl Env {
         lease.renew_every = Duration::from_millis(300);
         Config {
             controller: Some(ControllerConfig {
-                lease,
+                lease: Some(lease),
                 hostpath: Some(self.hostpath.path().to_path_buf()),
                 nfs: Some(NfsConfig {
                     server: NFS_SERVER.into(),
@@ -121,7 +121,7 @@ impl Env {
             namespace: self.ns.clone(),
             control_endpoint: None,
             control_client: Default::default(),
-            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
             kube: KubeAccess::Client(self.sim.client()),
             identity: identity.into(),
             resync: Duration::from_secs(2),
@@ -400,7 +400,7 @@ async fn hostpath_claim_gets_a_directory_on_its_node_and_delete_removes_it() {
     assert!(message.contains("but the claim requests 1Ei"), "{message}");
     env.selected_node_removed("huge").await;
 
-    let admin = running.admin_addr.unwrap();
+    let admin = running.admin_addr;
     let readyz = reqwest::get(format!("http://{admin}/readyz"))
         .await
         .unwrap();
@@ -587,8 +587,8 @@ async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan
     })
     .await;
     // A crash of the work, not a graceful stop: dropping `Running` aborts the watches and the
-    // reconcile loop wherever they are (between a mkdir and a PV create, or mid-bind). Cancelling
-    // afterwards only ends the election task, which hands the Lease over at once.
+    // reconcile loop wherever they are (between a mkdir and a PV create, or mid-bind); the
+    // election, stopped with it, hands the Lease over at once.
     drop(first);
     first_stop.cancel();
     let bound_at_crash = env
@@ -1082,7 +1082,7 @@ async fn fifty_claims_at_once_are_provisioned_once_each_and_bound_by_the_pv_cont
             .len(),
         CLAIMS
     );
-    let admin = running.admin_addr.unwrap();
+    let admin = running.admin_addr;
     let metrics = reqwest::get(format!("http://{admin}/metrics"))
         .await
         .unwrap()
@@ -1336,4 +1336,81 @@ async fn an_agent_never_removes_a_directory_whose_volume_or_claim_still_exists()
     shutdown.cancel();
     controller.wait().await.expect("clean shutdown");
     agent.wait().await.expect("clean shutdown");
+}
+
+/// A standby replica has warm caches and reports ready, but writes nothing while another holds
+/// the Lease; when the leader stops, its Lease is released once its work has ended and the
+/// standby takes over. The leader serves hostPath only, so a pending NFS claim shows which
+/// replica acts.
+#[tokio::test]
+async fn a_standby_controller_is_ready_but_writes_only_once_the_leader_has_stopped() {
+    let env = Env::start("prov-standby").await;
+    let leases: Api<Lease> = Api::namespaced(env.sim.client(), &env.ns);
+    let holder = || async {
+        leases
+            .get_opt("provisioner")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+
+    let leader_stop = CancellationToken::new();
+    let mut config = env.config("p1", "provisioner");
+    if let Some(c) = config.controller.as_mut() {
+        c.nfs = None;
+    }
+    let leader = provisioner::start(config, leader_stop.clone())
+        .await
+        .expect("the leader starts");
+    wait_for("p1 holds the Lease", TIMEOUT, || async {
+        (holder().await.as_deref() == Some("p1")).then_some(())
+    })
+    .await;
+
+    let shutdown = CancellationToken::new();
+    let mut config = env.config("p2", "provisioner");
+    config.agent = None;
+    let standby = provisioner::start(config, shutdown.clone())
+        .await
+        .expect("the standby starts");
+    let admin = standby.admin_addr;
+    wait_for("the standby ready", TIMEOUT, || async {
+        let r = reqwest::get(format!("http://{admin}/readyz")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+
+    env.create_claim("shared", "nfs", json!({})).await;
+    // Longer than a resync (2s): the standby has passed over the claim at least once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let claim = env.claims().get("shared").await.unwrap();
+    assert_eq!(
+        claim.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending"),
+        "nobody provisions while the leader does not serve NFS"
+    );
+    assert!(
+        env.volumes()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "the standby wrote no volume"
+    );
+    assert_eq!(holder().await.as_deref(), Some("p1"));
+
+    leader_stop.cancel();
+    leader.wait().await.expect("the leader stops cleanly");
+    assert_ne!(
+        holder().await.as_deref(),
+        Some("p1"),
+        "the Lease is released when the leader's wait returns"
+    );
+    env.bound("shared").await;
+    assert_eq!(holder().await.as_deref(), Some("p2"));
+
+    shutdown.cancel();
+    standby.wait().await.expect("the standby stops cleanly");
 }

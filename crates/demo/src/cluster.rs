@@ -274,11 +274,11 @@ impl Cluster {
         let provisioner = provisioner::start(
             provisioner::Config {
                 controller: Some(provisioner::ControllerConfig {
-                    lease: ballast_runtime::leader::LeaseConfig::new(
+                    lease: Some(ballast_runtime::leader::LeaseConfig::new(
                         SYSTEM_NAMESPACE,
                         "provisioner",
                         "provisioner-demo",
-                    ),
+                    )),
                     hostpath: Some(hostpath.path().to_path_buf()),
                     nfs: Some(provisioner::NfsConfig {
                         server: NFS_SERVER.to_owned(),
@@ -293,7 +293,7 @@ impl Cluster {
                 namespace: SYSTEM_NAMESPACE.to_owned(),
                 control_endpoint: Some(control_endpoint.clone()),
                 control_client: Default::default(),
-                admin_addr: Some(any_port()),
+                admin_addr: any_port(),
                 kube: provisioner::KubeAccess::Client(client.clone()),
                 identity: "provisioner-demo".to_owned(),
                 resync: PROVISIONER_RESYNC,
@@ -302,12 +302,7 @@ impl Cluster {
         )
         .await
         .map_err(Error::Provisioner)?;
-        let Some(provisioner_admin) = provisioner.admin_addr else {
-            return Err(Error::Unexpected {
-                what: "the provisioner's admin address",
-                detail: "it started without its admin listener".into(),
-            });
-        };
+        let provisioner_admin = provisioner.admin_addr;
 
         // podmanager: the operator, node health from the control service.
         let podmanager = podmanager::start(

@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
                 .arg("--kubeconfig")
                 .arg(sim.kubeconfig_path())
                 .args(["--admin-port", "0", "--bind-address", "127.0.0.1"])
-                .args(["--lease-namespace", NAMESPACE, "--identity", "bench"])
+                .args(["--pod-namespace", NAMESPACE, "--identity", "bench"])
                 .env("RUST_LOG", "warn")
                 .kill_on_drop(true)
                 .spawn()?;
@@ -79,11 +79,11 @@ async fn main() -> anyhow::Result<()> {
         None => {
             let config = provisioner::Config {
                 controller: Some(provisioner::ControllerConfig {
-                    lease: ballast_runtime::leader::LeaseConfig::new(
+                    lease: Some(ballast_runtime::leader::LeaseConfig::new(
                         NAMESPACE,
-                        "ballast-provisioner",
+                        provisioner::DEFAULT_LEASE_NAME,
                         "bench",
-                    ),
+                    )),
                     hostpath: None,
                     nfs: Some(provisioner::NfsConfig {
                         server: "nfs.bench".into(),
@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
                 namespace: NAMESPACE.into(),
                 control_endpoint: None,
                 control_client: Default::default(),
-                admin_addr: None,
+                admin_addr: "127.0.0.1:0".parse().expect("an address"),
                 kube: provisioner::KubeAccess::Client(client.clone()),
                 identity: "bench".into(),
                 resync: Duration::from_secs(30),

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ballast_runtime::Service;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::jiff::Timestamp;
@@ -23,11 +24,10 @@ use kube::Api;
 use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Config as WatchConfig;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::log_error;
-use crate::error::{Result, kube, status_code};
+use crate::error::{Error, Result, kube, status_code};
 use crate::informer::{self, Change};
 use crate::objects::{
     ANN_DIRECTORY, ANN_PROVISIONED_BY, LABEL_NODE, PROVISIONER_HOSTPATH, annotation, claim_ref,
@@ -38,6 +38,9 @@ use crate::{capacity, paths, storage};
 
 /// An unknown directory is removed only once unchanged for this long.
 const ORPHAN_MIN_AGE: Duration = Duration::from_secs(60);
+
+/// The agent's readiness check: ready once its volume cache has synced.
+const READY: &str = "agent";
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -131,24 +134,19 @@ pub struct Setup {
     pub namespace: String,
     /// Its name in the report.
     pub identity: String,
-    pub readiness: ballast_runtime::admin::Readiness,
     pub resync: Duration,
 }
 
-/// Starts the agent of `config.node_name`: its watch, and its loop in `tasks`.
-pub fn spawn(
-    setup: Setup,
-    config: AgentConfig,
-    tasks: &mut JoinSet<Result<()>>,
-    shutdown: &CancellationToken,
-) {
+/// Starts the agent of `config.node_name`: its watch, and its loop, as tasks of `svc`.
+pub fn spawn(setup: Setup, config: AgentConfig, svc: &mut Service<Error>) {
     let Setup {
         client,
         namespace,
         identity,
-        readiness,
         resync,
     } = setup;
+    svc.readiness().register(READY);
+    let readiness = svc.readiness().clone();
     let queue = Arc::new(Queue::default());
     let gone: Arc<Mutex<BTreeMap<String, Known>>> = Arc::default();
     let selector = format!("{LABEL_NODE}={}", node_label(&config.node_name));
@@ -159,8 +157,8 @@ pub fn spawn(
     let volumes = informer::watch(
         Api::all(client.clone()),
         WatchConfig::default().labels(&selector),
-        tasks,
-        shutdown,
+        svc,
+        "the agent's volume watch",
         move |c: Change<'_, PersistentVolume>| {
             let left = |k: Known| {
                 g.lock()
@@ -213,7 +211,11 @@ pub fn spawn(
         last_report: Mutex::default(),
         warned: Mutex::default(),
     };
-    tasks.spawn(run(agent, queue, readiness, resync, shutdown.clone()));
+    let shutdown = svc.shutdown();
+    svc.spawn(
+        "the node agent",
+        run(agent, queue, readiness, resync, shutdown),
+    );
 }
 
 async fn run(
@@ -227,7 +229,7 @@ async fn run(
         _ = shutdown.cancelled() => return Ok(()),
         res = agent.volumes.wait_until_ready() => if res.is_err() { return Ok(()) },
     }
-    readiness.set("agent", true);
+    readiness.set(READY, true);
     tracing::info!(node = %agent.node, "agent cache synced; serving this node's volumes");
     queue.push_all();
     let mut next_resync = tokio::time::Instant::now();

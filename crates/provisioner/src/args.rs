@@ -1,16 +1,18 @@
 //! Command line and environment (every flag has an env twin; `NFS_SERVER`, `IS_NFS_SERVER` and
-//! `KUBECONFIG` are the seed's variables). The controller Deployment runs with the defaults
-//! plus its backend (`PROVISIONER_HOSTPATH=true` or `NFS_SERVER`); the agent DaemonSet with
-//! `PROVISIONER_CONTROLLER=false` and `NODE_NAME`.
+//! `KUBECONFIG` are the seed's variables). The shared vocabulary ([`ballast_runtime::flags`]):
+//! `POD_NAMESPACE`, `POD_NAME`, `LEADER_ELECT`, `LEASE_NAME` (`PROVISIONER_LEASE_NAME` stays an
+//! alias), `LEASE_DURATION`, `ADMIN_PORT`, `BIND_ADDRESS`; booleans take `true/false/1/0`. The
+//! controller Deployment runs with the defaults plus its backend (`PROVISIONER_HOSTPATH=true` or
+//! `NFS_SERVER`); the agent DaemonSet with `PROVISIONER_CONTROLLER=false` and `NODE_NAME`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
+use ballast_runtime::flags::{LeaderArgs, PodArgs, boolean};
 use clap::{ArgAction, Parser};
 
-use crate::{AgentConfig, Config, ControllerConfig, KubeAccess, NfsConfig};
+use crate::{AgentConfig, Config, ControllerConfig, DEFAULT_LEASE_NAME, KubeAccess, NfsConfig};
 
 /// hostPath and NFS dynamic provisioning. The controller (every volume write) runs under leader
 /// election; with --node-name the process is the hostPath agent of that node.
@@ -18,11 +20,11 @@ use crate::{AgentConfig, Config, ControllerConfig, KubeAccess, NfsConfig};
 #[command(name = "provisioner", version, about)]
 pub struct Args {
     /// Run the controller (every volume write, warnings, rescheduling) while holding the Lease.
-    #[arg(long, env = "PROVISIONER_CONTROLLER", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "PROVISIONER_CONTROLLER", default_value_t = true, action = ArgAction::Set, value_parser = boolean)]
     pub controller: bool,
 
     /// The controller serves the hostPath class (placing volumes on nodes whose agents report).
-    #[arg(long, env = "PROVISIONER_HOSTPATH", default_value_t = false, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "PROVISIONER_HOSTPATH", default_value_t = false, action = ArgAction::Set, value_parser = boolean)]
     pub hostpath: bool,
 
     /// This node's name (downward API `spec.nodeName`): makes the process the node's hostPath
@@ -52,7 +54,7 @@ pub struct Args {
     pub nfs_mount: PathBuf,
 
     /// This host is the NFS server: subdirectories are created directly in --nfs-path.
-    #[arg(long, env = "IS_NFS_SERVER", default_value_t = false, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "IS_NFS_SERVER", default_value_t = false, action = ArgAction::Set, value_parser = boolean)]
     pub is_nfs_server: bool,
 
     /// Control service gRPC endpoint for node health (e.g. http://eviction-guard:9090); without
@@ -77,21 +79,18 @@ pub struct Args {
     #[command(flatten)]
     pub shutdown: ballast_runtime::shutdown::ShutdownArgs,
 
-    /// The pod's own namespace: the controller's Lease and the agents' capacity reports.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
-    pub lease_namespace: String,
+    /// The pod's own namespace (the controller's Lease and the agents' capacity reports) and
+    /// this replica's name (in the Lease, in events and in its capacity report).
+    #[command(flatten)]
+    pub pod: PodArgs,
 
-    /// Name of the Lease the controller part holds.
-    #[arg(
-        long,
-        env = "PROVISIONER_LEASE_NAME",
-        default_value = "ballast-provisioner"
-    )]
-    pub lease_name: String,
+    /// Leader election for the controller, so that one replica at a time writes.
+    #[command(flatten)]
+    pub leader: LeaderArgs,
 
-    /// This replica's name in the Lease and in events; defaults to the pod name (HOSTNAME).
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
+    /// The seed's name of `--lease-name` (`LEASE_NAME` wins when both are set).
+    #[arg(long, env = "PROVISIONER_LEASE_NAME", hide = true)]
+    pub provisioner_lease_name: Option<String>,
 
     /// Full re-examination of every claim and volume at least this often (watch events trigger
     /// one sooner); accepts `30s`, `5m`.
@@ -118,15 +117,15 @@ impl Args {
             kube,
             // Read by main, which owns the signal handling.
             shutdown: _,
-            lease_namespace,
-            lease_name,
-            identity,
+            pod,
+            mut leader,
+            provisioner_lease_name,
             resync,
         } = self;
-        let identity = identity
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("provisioner-{}", std::process::id()));
+        let identity = pod.identity("provisioner");
+        if leader.lease_name.as_deref().is_none_or(str::is_empty) {
+            leader.lease_name = provisioner_lease_name;
+        }
         let nfs = nfs_server
             .filter(|s| !s.is_empty())
             .map(|server| NfsConfig {
@@ -140,11 +139,7 @@ impl Args {
             });
         Config {
             controller: controller.then(|| ControllerConfig {
-                lease: ballast_runtime::leader::LeaseConfig::new(
-                    &lease_namespace,
-                    &lease_name,
-                    &identity,
-                ),
+                lease: leader.lease(&pod, DEFAULT_LEASE_NAME, "provisioner"),
                 hostpath: hostpath.then(|| hostpath_base.clone()),
                 nfs,
             }),
@@ -154,10 +149,10 @@ impl Args {
                     node_name,
                     hostpath_base,
                 }),
-            namespace: lease_namespace,
+            namespace: pod.namespace,
             control_endpoint,
             control_client,
-            admin_addr: Some(SocketAddr::new(bind_address, admin_port)),
+            admin_addr: SocketAddr::new(bind_address, admin_port),
             kube: KubeAccess::from(kube),
             identity,
             resync,
@@ -177,7 +172,7 @@ mod tests {
         assert!(controller.hostpath.is_none());
         assert!(c.agent.is_none());
         assert_eq!(c.namespace, "ballast-system");
-        assert_eq!(c.admin_addr.unwrap().port(), 8080);
+        assert_eq!(c.admin_addr.port(), 8080);
         assert_eq!(c.resync, Duration::from_secs(30));
     }
 
@@ -210,7 +205,7 @@ mod tests {
             "provisioner",
             "--nfs-server=10.0.0.5",
             "--nfs-path=/exports/k8s",
-            "--is-nfs-server=yes",
+            "--is-nfs-server=1",
         ])
         .into_config();
         let nfs = c.controller.unwrap().nfs.unwrap();
@@ -230,5 +225,77 @@ mod tests {
         let nfs = c.controller.unwrap().nfs.unwrap();
         assert_eq!(nfs.mount, PathBuf::from("/mnt/x"));
         assert_eq!(nfs.export_path, PathBuf::from("/srv/nfs"));
+    }
+
+    #[test]
+    fn the_controller_holds_the_default_lease_in_its_own_namespace() {
+        let c = Args::parse_from(["provisioner", "--pod-namespace=ops", "--identity=p-0"])
+            .into_config();
+        assert_eq!(c.namespace, "ops");
+        assert_eq!(c.identity, "p-0");
+        let lease = c.controller.unwrap().lease.expect("elected by default");
+        assert_eq!(
+            (
+                lease.namespace.as_str(),
+                lease.name.as_str(),
+                lease.identity.as_str()
+            ),
+            ("ops", "ballast-provisioner", "p-0")
+        );
+        assert_eq!(lease.lease_duration, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn leader_election_uses_the_shared_names_and_the_seeds_aliases() {
+        let c = Args::parse_from([
+            "provisioner",
+            "--lease-namespace=old",
+            "--lease-name=mine",
+            "--lease-duration=30s",
+        ])
+        .into_config();
+        let lease = c.controller.unwrap().lease.unwrap();
+        assert_eq!(
+            (lease.namespace.as_str(), lease.name.as_str()),
+            ("old", "mine")
+        );
+        assert_eq!(lease.lease_duration, Duration::from_secs(30));
+        assert_eq!(c.namespace, "old", "reports live beside the Lease");
+
+        let c = Args::parse_from(["provisioner", "--provisioner-lease-name=seed"]).into_config();
+        assert_eq!(c.controller.unwrap().lease.unwrap().name, "seed");
+        let c = Args::parse_from([
+            "provisioner",
+            "--provisioner-lease-name=seed",
+            "--lease-name=shared",
+        ])
+        .into_config();
+        assert_eq!(c.controller.unwrap().lease.unwrap().name, "shared");
+
+        let c = Args::parse_from(["provisioner", "--leader-elect=0"]).into_config();
+        assert!(c.controller.unwrap().lease.is_none());
+    }
+
+    #[test]
+    fn the_seed_lease_name_variable_is_read() {
+        use clap::CommandFactory;
+        let cmd = Args::command();
+        let env = |name: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == name))
+                .map(|a| a.get_id().to_string())
+        };
+        assert_eq!(env("LEASE_NAME").as_deref(), Some("lease_name"));
+        assert_eq!(
+            env("PROVISIONER_LEASE_NAME").as_deref(),
+            Some("provisioner_lease_name")
+        );
+    }
+
+    #[test]
+    fn booleans_take_the_shared_vocabulary() {
+        assert!(Args::try_parse_from(["provisioner", "--hostpath=yes"]).is_err());
+        let c = Args::parse_from(["provisioner", "--controller=0", "--hostpath=1"]).into_config();
+        assert!(c.controller.is_none());
     }
 }

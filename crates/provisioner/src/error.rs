@@ -2,16 +2,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to build the Kubernetes client")]
-    Client(#[source] ballast_runtime::Error),
-    #[error("failed to bind the admin listener on {addr}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("failed to serve the admin endpoints")]
-    Admin(#[source] ballast_runtime::Error),
+    /// The client, a listener, the admin server, or a task that panicked.
+    #[error(transparent)]
+    Runtime(#[from] ballast_runtime::Error),
     #[error("failed to connect to the control service")]
     Control(#[source] ballast_control::Error),
     #[error("failed to {action} {path}")]
@@ -42,7 +35,8 @@ impl Error {
             Self::Kube { .. } => "api",
             Self::Path(_) => "path",
             Self::Config(_) => "config",
-            Self::Client(_) | Self::Bind { .. } | Self::Admin(_) | Self::Control(_) => "startup",
+            Self::Runtime(e) => e.metric_label(),
+            Self::Control(_) => "startup",
         }
     }
 

@@ -1,14 +1,14 @@
 //! Watches feeding caches: each keeps only what decisions read (no managed fields, no
 //! last-applied copies), and tells its caller what changed.
 
+use ballast_runtime::Service;
 use futures::{Stream, StreamExt};
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// The annotation kubectl apply keeps on objects: a full copy of each, not needed here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -24,13 +24,13 @@ pub enum Change<'a, K> {
     Synced,
 }
 
-/// Starts a watch of `api` into a cache, calling `on` for every change (after the cache has
-/// taken it in).
+/// Starts a watch of `api` into a cache as a task of `svc` named `what`, calling `on` for every
+/// change (after the cache has taken it in).
 pub fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
-    tasks: &mut JoinSet<Result<()>>,
-    shutdown: &CancellationToken,
+    svc: &mut Service<Error>,
+    what: &'static str,
     on: impl FnMut(Change<'_, K>) + Send + 'static,
 ) -> Store<K>
 where
@@ -53,12 +53,8 @@ where
             }
         }),
     );
-    tasks.spawn(drive(
-        stream,
-        K::kind(&()).into_owned(),
-        on,
-        shutdown.clone(),
-    ));
+    let shutdown = svc.shutdown();
+    svc.spawn(what, drive(stream, K::kind(&()).into_owned(), on, shutdown));
     store
 }
 

@@ -37,8 +37,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ballast_runtime::{Service, Tasks};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use agent::AgentConfig;
@@ -103,11 +103,14 @@ pub struct NfsConfig {
 /// How to reach the API server.
 pub use ballast_runtime::kubeclient::KubeAccess;
 
+/// The controller's Lease when `LEASE_NAME` (or the seed's `PROVISIONER_LEASE_NAME`) is unset.
+pub const DEFAULT_LEASE_NAME: &str = "ballast-provisioner";
+
 /// The controller role.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// Act only while holding this Lease.
-    pub lease: ballast_runtime::leader::LeaseConfig,
+    /// Act only while holding this Lease; `None` acts always (a single replica, or tests).
+    pub lease: Option<ballast_runtime::leader::LeaseConfig>,
     /// Serve the hostPath class: the base directory on every node (the agents' HOSTPATH_BASE).
     pub hostpath: Option<PathBuf>,
     /// Serve the NFS class.
@@ -125,43 +128,36 @@ pub struct Config {
     pub control_endpoint: Option<String>,
     /// CA and token files for the control service.
     pub control_client: ballast_control::ControlClientArgs,
-    /// Admin server address (port 0 picks one); `None` serves no admin endpoints.
-    pub admin_addr: Option<SocketAddr>,
+    /// The admin server (`/healthz`, `/readyz`, `/metrics`); port 0 picks a free one.
+    pub admin_addr: SocketAddr,
     pub kube: KubeAccess,
     /// Name in events and in the agent's report.
     pub identity: String,
     pub resync: Duration,
 }
 
-/// A started provisioner.
+/// A started provisioner: where it listens, and its tasks.
 pub struct Running {
-    pub admin_addr: Option<SocketAddr>,
-    tasks: JoinSet<Result<()>>,
+    pub admin_addr: SocketAddr,
+    tasks: Tasks<Error>,
 }
 
 impl Running {
-    /// Waits for every task to end (after shutdown), returning the first error.
-    pub async fn wait(mut self) -> Result<()> {
-        let mut first = Ok(());
-        while let Some(done) = self.tasks.join_next().await {
-            if let Ok(Err(e)) = done
-                && first.is_ok()
-            {
-                first = Err(e);
-            }
-        }
-        first
+    /// Waits until every task has stopped (after shutdown, or the first failure, which stops
+    /// the others and is returned); the controller's Lease is released last.
+    pub async fn wait(self) -> Result<()> {
+        self.tasks.wait().await
     }
 }
 
+/// Runs until `shutdown` is cancelled and every task has finished.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     start(config, shutdown).await?.wait().await
 }
 
-/// Connects, binds the admin listener, starts the roles configured, and returns.
+/// Builds the client, binds the admin listener (port 0 picks a free one), starts the roles
+/// configured and returns at once with the bound address.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    ballast_runtime::metrics::prometheus();
-    metrics::describe();
     let Config {
         controller,
         agent,
@@ -173,109 +169,119 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         identity,
         resync,
     } = config;
-    ballast_runtime::metrics::build_info("provisioner", env!("CARGO_PKG_VERSION"));
-    let client = kube.client().await.map_err(Error::Client)?;
-    let mut tasks = JoinSet::new();
-    let readiness = ballast_runtime::admin::Readiness::new();
-
-    let admin_addr = match admin_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind { addr, source })?;
-            let bound = listener.local_addr().ok();
-            let (r, s) = (readiness.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                ballast_runtime::admin::serve(listener, r, s)
-                    .await
-                    .map_err(Error::Admin)
-            });
-            bound
-        }
-        None => None,
-    };
+    let mut svc = Service::new("provisioner", env!("CARGO_PKG_VERSION"), &shutdown);
+    metrics::describe();
+    let client = svc.client(&kube).await?;
 
     if let Some(agent) = agent {
-        readiness.register("agent");
         let setup = agent::Setup {
             client: client.clone(),
             namespace: namespace.clone(),
             identity: identity.clone(),
-            readiness: readiness.clone(),
             resync,
         };
-        agent::spawn(setup, agent, &mut tasks, &shutdown);
+        agent::spawn(setup, agent, &mut svc);
     }
     if let Some(c) = controller {
-        readiness.register("controller");
-        if c.hostpath.is_none() && c.nfs.is_none() {
-            tracing::warn!(
-                "controller enabled but no backend configured: set NFS_SERVER for NFS or \
-                 PROVISIONER_HOSTPATH=true for hostPath, or nothing will be provisioned"
-            );
-        }
-        let control = match control_endpoint.filter(|e| !e.is_empty()) {
-            Some(ep) => Some(
-                ballast_control::ControlClient::start(
-                    control_client.options(ep).map_err(Error::Control)?,
-                    &shutdown,
-                )
-                .map_err(Error::Control)?,
-            ),
-            None => None,
-        };
-        let leading = follow_leadership(&client, c.lease, &mut tasks, &shutdown);
-        let queue = Arc::new(queue::Queue::default());
-        let w = controller::watch(&client, &namespace, &queue, &mut tasks, &shutdown);
-        let ctx = controller::Ctx {
-            events: events::Events::new(client.clone(), &identity),
-            client: client.clone(),
-            backends: controller::Backends {
-                hostpath: c.hostpath,
-                nfs: c.nfs,
+        start_controller(
+            &mut svc,
+            c,
+            Controller {
+                client: client.clone(),
+                namespace,
+                identity,
+                control_endpoint,
+                control_client,
+                resync,
             },
-            claims: w.claims,
-            volumes: w.volumes,
-            classes: w.classes,
-            nodes: w.nodes,
-            reports: w.reports,
-            health: control.as_ref().map(|c| c.node_health()),
-            leading,
-            warned: Default::default(),
-        };
-        let s = shutdown.clone();
-        tasks.spawn(async move {
-            // Held so its watch keeps running for as long as the controller does.
-            let _control = control;
-            controller::run(ctx, queue, readiness, resync, s).await
-        });
+        )?;
     }
-    Ok(Running { admin_addr, tasks })
+
+    let (listener, admin_addr) = svc
+        .bind("the admin server (--admin-port, ADMIN_PORT)", admin_addr)
+        .await?;
+    svc.serve_admin(listener);
+
+    Ok(Running {
+        admin_addr,
+        tasks: svc.into_tasks(),
+    })
 }
 
-/// Runs the election for `lease` and forwards whether this instance leads.
-fn follow_leadership(
-    client: &kube::Client,
-    lease: ballast_runtime::leader::LeaseConfig,
-    tasks: &mut JoinSet<Result<()>>,
-    shutdown: &CancellationToken,
-) -> watch::Receiver<bool> {
-    let (leading_tx, leading) = watch::channel(false);
-    let (mut rx, handle) = ballast_runtime::leader::spawn(client.clone(), lease, shutdown.clone());
-    let s = shutdown.clone();
-    tasks.spawn(async move {
-        loop {
-            let now = *rx.borrow_and_update();
-            tracing::info!(leading = now, "controller leadership");
-            leading_tx.send_replace(now);
-            tokio::select! {
-                _ = s.cancelled() => break,
-                changed = rx.changed() => if changed.is_err() { break },
-            }
+/// What the controller gets from the process around it.
+struct Controller {
+    client: kube::Client,
+    namespace: String,
+    identity: String,
+    control_endpoint: Option<String>,
+    control_client: ballast_control::ControlClientArgs,
+    resync: Duration,
+}
+
+/// Starts the controller: its watches run on every replica (a new leader starts with warm
+/// caches, and every replica reports ready), its writes only while this replica leads.
+fn start_controller(
+    svc: &mut Service<Error>,
+    c: ControllerConfig,
+    setup: Controller,
+) -> Result<()> {
+    let Controller {
+        client,
+        namespace,
+        identity,
+        control_endpoint,
+        control_client,
+        resync,
+    } = setup;
+    svc.readiness().register(controller::READY);
+    if c.hostpath.is_none() && c.nfs.is_none() {
+        tracing::warn!(
+            "controller enabled but no backend configured: set NFS_SERVER for NFS or \
+             PROVISIONER_HOSTPATH=true for hostPath, or nothing will be provisioned"
+        );
+    }
+    let control = match control_endpoint.filter(|e| !e.is_empty()) {
+        Some(ep) => Some(
+            ballast_control::ControlClient::start(
+                control_client.options(ep).map_err(Error::Control)?,
+                &svc.shutdown(),
+            )
+            .map_err(Error::Control)?,
+        ),
+        None => None,
+    };
+    let (leading, unelected) = match c.lease {
+        Some(lease) => (svc.elect(&client, lease), None),
+        None => {
+            let (always, leading) = watch::channel(true);
+            (leading, Some(always))
         }
-        leading_tx.send_replace(false);
-        drop(handle.await);
-        Ok(())
+    };
+    let queue = Arc::new(queue::Queue::default());
+    let w = controller::watch(&client, &namespace, &queue, svc);
+    let ctx = controller::Ctx {
+        events: events::Events::new(client.clone(), &identity),
+        client,
+        backends: controller::Backends {
+            hostpath: c.hostpath,
+            nfs: c.nfs,
+        },
+        claims: w.claims,
+        volumes: w.volumes,
+        classes: w.classes,
+        nodes: w.nodes,
+        reports: w.reports,
+        health: control.as_ref().map(|c| c.node_health()),
+        leading,
+        warned: Default::default(),
+    };
+    let (readiness, shutdown) = (svc.readiness().clone(), svc.shutdown());
+    svc.spawn("the controller", async move {
+        // Held so its watch keeps running for as long as the controller does.
+        let _control = control;
+        // Without election the flag stays true: its sender lives as long as the controller.
+        let _always = unelected;
+        controller::run(ctx, queue, readiness, resync, shutdown).await
     });
-    leading
+    Ok(())
 }

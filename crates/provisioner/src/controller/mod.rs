@@ -32,7 +32,6 @@ use kube::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Config as WatchConfig;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
@@ -40,7 +39,8 @@ use crate::informer::{self, Change};
 use crate::objects::{claim_ref, named_volume};
 use crate::plan::{self, Backend, World, placement};
 use crate::queue::{self, Key, Queue};
-use crate::{NfsConfig, Result, capacity};
+use crate::{Error, NfsConfig, Result, capacity};
+use ballast_runtime::Service;
 
 /// Reconciles at most this many objects at once: provisioning is mostly waiting for the API
 /// server (the external-provisioner runs 100 workers by default; fewer keep its load modest).
@@ -49,6 +49,9 @@ const WORKERS: usize = 16;
 /// At startup, wait this long for the control service's first node-health snapshot before
 /// deciding on the Nodes' own Ready condition alone.
 const CONTROL_FIRST_SNAPSHOT: Duration = Duration::from_secs(5);
+
+/// The controller's readiness check: ready once its caches have synced (leading or not).
+pub const READY: &str = "controller";
 
 pub type Health = watch::Receiver<ballast_control::client::NodeHealthView>;
 
@@ -153,50 +156,68 @@ pub struct Watches {
     pub reports: Store<Lease>,
 }
 
-/// Starts the controller's watches; `namespace` holds the agents' capacity reports.
+/// Starts the controller's watches as tasks of `svc`; `namespace` holds the agents' capacity
+/// reports.
 pub fn watch(
     client: &kube::Client,
     namespace: &str,
     queue: &Arc<Queue>,
-    tasks: &mut JoinSet<Result<()>>,
-    shutdown: &CancellationToken,
+    svc: &mut Service<Error>,
 ) -> Watches {
     let all = WatchConfig::default();
     let q = queue.clone();
-    let claims = informer::watch(Api::all(client.clone()), all.clone(), tasks, shutdown, {
-        move |c: Change<'_, PersistentVolumeClaim>| match c {
-            Change::Applied(o) | Change::Deleted(o) => q.push(claim_key(o)),
-            Change::Listed(_) => {}
-            Change::Synced => q.push_all(),
-        }
-    });
+    let claims = informer::watch(
+        Api::all(client.clone()),
+        all.clone(),
+        svc,
+        "the claim watch",
+        {
+            move |c: Change<'_, PersistentVolumeClaim>| match c {
+                Change::Applied(o) | Change::Deleted(o) => q.push(claim_key(o)),
+                Change::Listed(_) => {}
+                Change::Synced => q.push_all(),
+            }
+        },
+    );
     let q = queue.clone();
-    let volumes = informer::watch(Api::all(client.clone()), all.clone(), tasks, shutdown, {
-        move |c: Change<'_, PersistentVolume>| match c {
-            Change::Applied(v) | Change::Deleted(v) => {
-                q.push(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
-                if let Some((ns, name, _)) = claim_ref(v) {
-                    q.push(Key::Claim {
-                        namespace: ns.to_owned(),
-                        name: name.to_owned(),
-                    });
+    let volumes = informer::watch(
+        Api::all(client.clone()),
+        all.clone(),
+        svc,
+        "the volume watch",
+        {
+            move |c: Change<'_, PersistentVolume>| match c {
+                Change::Applied(v) | Change::Deleted(v) => {
+                    q.push(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
+                    if let Some((ns, name, _)) = claim_ref(v) {
+                        q.push(Key::Claim {
+                            namespace: ns.to_owned(),
+                            name: name.to_owned(),
+                        });
+                    }
+                }
+                Change::Listed(_) => {}
+                Change::Synced => q.push_all(),
+            }
+        },
+    );
+    let q = queue.clone();
+    let classes = informer::watch(
+        Api::all(client.clone()),
+        all.clone(),
+        svc,
+        "the StorageClass watch",
+        {
+            move |c: Change<'_, StorageClass>| {
+                if !matches!(c, Change::Listed(_)) {
+                    q.push_all();
                 }
             }
-            Change::Listed(_) => {}
-            Change::Synced => q.push_all(),
-        }
-    });
-    let q = queue.clone();
-    let classes = informer::watch(Api::all(client.clone()), all.clone(), tasks, shutdown, {
-        move |c: Change<'_, StorageClass>| {
-            if !matches!(c, Change::Listed(_)) {
-                q.push_all();
-            }
-        }
-    });
+        },
+    );
     let q = queue.clone();
     let mut seen: HashMap<String, bool> = HashMap::new();
-    let nodes = informer::watch(Api::all(client.clone()), all, tasks, shutdown, {
+    let nodes = informer::watch(Api::all(client.clone()), all, svc, "the Node watch", {
         // Nodes change all the time (heartbeats); only a change of Ready makes a full pass.
         move |c: Change<'_, Node>| match c {
             Change::Listed(n) => {
@@ -219,8 +240,8 @@ pub fn watch(
     let reports = informer::watch(
         Api::namespaced(client.clone(), namespace),
         WatchConfig::default().labels(&format!("{}=true", capacity::LABEL_REPORT)),
-        tasks,
-        shutdown,
+        svc,
+        "the capacity report watch",
         // Reports are written only when free space moves by a few percent, or to renew.
         move |c: Change<'_, Lease>| {
             if !matches!(c, Change::Listed(_)) {
@@ -284,7 +305,7 @@ pub async fn run(
             );
         }
     }
-    readiness.set("controller", true);
+    readiness.set(READY, true);
     tracing::info!("controller caches synced; reconciling while leading");
     let mut leading = ctx.leading.clone();
     let mut health = ctx.health.clone();
