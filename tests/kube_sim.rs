@@ -27,8 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "kube_sim/control_auth.rs"]
 mod control_auth;
-#[path = "kube_sim/selectors.rs"]
-mod selectors;
 #[path = "kube_sim/crd_schema.rs"]
 mod crd_schema;
 #[path = "kube_sim/guard_install.rs"]
@@ -37,12 +35,16 @@ mod guard_install;
 mod leader_election;
 #[path = "kube_sim/pv_controller.rs"]
 mod pv_controller;
+#[path = "kube_sim/selectors.rs"]
+mod selectors;
 #[path = "kube_sim/service_shape.rs"]
 mod service_shape;
 #[path = "kube_sim/strict_api.rs"]
 mod strict_api;
 #[path = "kube_sim/taint_eviction.rs"]
 mod taint_eviction;
+#[path = "kube_sim/watch_cache.rs"]
+mod watch_cache;
 #[path = "kube_sim/webhook_client.rs"]
 mod webhook_client;
 
