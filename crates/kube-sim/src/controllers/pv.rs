@@ -209,7 +209,6 @@ async fn sync_queued(sim: &Arc<Sim>, state: &mut State, cache: &VolumeCache, mut
     }
     let claims_key = StorageKey::new("", "persistentvolumeclaims");
     if !work.claims.is_empty() {
-        let volumes = Volumes::new(cache.by_name.values());
         let classes = list(sim, "storage.k8s.io", "storageclasses");
         let pods_key = StorageKey::new("", "pods");
         let mut pods: HashMap<String, Vec<Value>> = HashMap::new();
@@ -220,6 +219,8 @@ async fn sync_queued(sim: &Arc<Sim>, state: &mut State, cache: &VolumeCache, mut
             let pods = pods
                 .entry(ns.clone())
                 .or_insert_with(|| sim.store.list(&pods_key, Some(ns)).0);
+            let key = (ns.clone(), name.clone());
+            let volumes = Volumes::new(cache.for_claim(&key, s(&pvc, "/spec/volumeName")));
             sync_claim_once(sim, state, &volumes, &classes, pods, &pvc).await;
             if let Some(pvc) = sim.store.get(&claims_key, ns, name) {
                 protect_claim(sim, &pvc, pods).await;
