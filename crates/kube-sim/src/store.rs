@@ -10,10 +10,12 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-/// How many past events of one resource type a watch may resume from before it gets `410 Gone`.
-pub const DEFAULT_HISTORY: usize = 10_000;
-/// Live-event buffer per watcher of one resource type; a watcher that falls this far behind on
-/// its own resource type is closed with `410 Gone`.
+/// How many past events of one resource type a watch may resume from before it gets `410 Gone`:
+/// the upper bound of the API server's watch cache per resource (`defaultUpperBoundCapacity`).
+pub const DEFAULT_HISTORY: usize = 100 * 1024;
+/// Live-event buffer per watcher of one resource type. A watcher that falls this far behind on
+/// its own resource type has its stream closed, as the API server closes an unresponsive
+/// watcher; it resumes from the last version it saw, out of the (larger) history.
 const BROADCAST_CAPACITY: usize = 16_384;
 
 /// Where a kind is stored: `(group, plural resource)`. Versions of one kind share storage.

@@ -142,3 +142,18 @@ fn a_watch_replays_only_its_own_kind() {
     let kinds: Vec<&StorageKey> = start.replay.iter().map(|e| &e.key).collect();
     assert_eq!(kinds, [&key()]);
 }
+
+#[test]
+fn a_watcher_that_falls_behind_resumes_from_the_history_without_a_gap() {
+    let store = Store::default();
+    let from = store.current_rv();
+    let mut live = store.watch(&key(), Some(from)).unwrap().live;
+    let count = BROADCAST_CAPACITY + 10;
+    for i in 0..count {
+        store.create(&key(), cm(&format!("o{i}"), "x")).unwrap();
+    }
+    assert!(matches!(live.try_recv(), Err(TryRecvError::Lagged(_))));
+    let replay = store.watch(&key(), Some(from)).unwrap().replay;
+    assert_eq!(replay.len(), count);
+    assert!(replay.windows(2).all(|w| w[0].rv < w[1].rv));
+}
