@@ -45,6 +45,8 @@ mod service_shape;
 mod strict_api;
 #[path = "kube_sim/taint_eviction.rs"]
 mod taint_eviction;
+#[path = "kube_sim/watch_cache.rs"]
+mod watch_cache;
 #[path = "kube_sim/webhook_client.rs"]
 mod webhook_client;
 

@@ -192,7 +192,8 @@ impl SimConfig {
         self.taint_interval = d;
         self
     }
-    /// How many past events watches can resume from before getting 410 Gone (default 10000).
+    /// How many past events of each resource type watches can resume from before getting 410
+    /// Gone (default 102400, the API server's watch cache bound).
     pub fn watch_history(mut self, events: usize) -> Self {
         self.watch_history = events;
         self

@@ -412,9 +412,11 @@ async fn run_watch(
                 }
                 got = live.recv() => match got {
                     Ok(e) => e,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let gone = ApiError::gone("watch fell too far behind; relist");
-                        let _ = tx.send(encode("ERROR", &gone.to_status())).await;
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // As the API server does with an unresponsive watcher: the stream ends
+                        // without an error and the client watches again from the last version
+                        // it saw (410 only if the history no longer holds it).
+                        tracing::info!(resource = %rt.resource, namespace = namespace.as_deref().unwrap_or(""), missed, last_rv, "watch closed: watcher fell behind");
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -1,5 +1,8 @@
-//! The in-memory object store: one global resourceVersion, objects as JSON, and a bounded event
-//! history that watches resume from. Pure and synchronous; the API layer decides what to write.
+//! The in-memory object store: one global resourceVersion, objects as JSON, and per resource type
+//! (storage key) a bounded event history that watches resume from and a live feed, as the API
+//! server keeps one watch cache per resource: a burst of one kind neither compacts another kind's
+//! history nor pushes its watchers behind. Pure and synchronous; the API layer decides what to
+//! write.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -7,9 +10,12 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-/// How many past events a watch may resume from before it gets `410 Gone`.
-pub const DEFAULT_HISTORY: usize = 10_000;
-/// Live-event buffer per watcher; a watcher that falls this far behind is closed with `410 Gone`.
+/// How many past events of one resource type a watch may resume from before it gets `410 Gone`:
+/// the upper bound of the API server's watch cache per resource (`defaultUpperBoundCapacity`).
+pub const DEFAULT_HISTORY: usize = 100 * 1024;
+/// Live-event buffer per watcher of one resource type. A watcher that falls this far behind on
+/// its own resource type has its stream closed, as the API server closes an unresponsive
+/// watcher; it resumes from the last version it saw, out of the (larger) history.
 const BROADCAST_CAPACITY: usize = 16_384;
 
 /// Where a kind is stored: `(group, plural resource)`. Versions of one kind share storage.
@@ -74,13 +80,38 @@ pub enum StoreError {
 
 type Objects = BTreeMap<(String, String), Value>;
 
+/// The watch cache of one resource type: its recent events and its live feed.
+struct Cacher {
+    history: VecDeque<Arc<Event>>,
+    /// Events of this resource type with rv <= this are no longer in the history.
+    compacted: u64,
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Cacher {
+    fn new() -> Self {
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Self {
+            history: VecDeque::new(),
+            // Nothing of this type was ever dropped: every version since the store began is
+            // served from the history.
+            compacted: 1,
+            tx,
+        }
+    }
+}
+
 struct Inner {
     rv: u64,
     objects: BTreeMap<StorageKey, Objects>,
-    history: VecDeque<Arc<Event>>,
+    cachers: BTreeMap<StorageKey, Cacher>,
     history_cap: usize,
-    /// Events with rv <= this are no longer in the history.
-    compacted: u64,
+}
+
+impl Inner {
+    fn cacher(&mut self, key: &StorageKey) -> &mut Cacher {
+        self.cachers.entry(key.clone()).or_insert_with(Cacher::new)
+    }
 }
 
 impl Inner {
@@ -110,10 +141,9 @@ impl Inner {
 /// The store. Cheap to share behind an `Arc`.
 pub struct Store {
     inner: RwLock<Inner>,
-    tx: broadcast::Sender<Arc<Event>>,
 }
 
-/// A watch's starting point: the events to replay, then the live feed.
+/// A watch's starting point on one resource type: the events to replay, then the live feed.
 pub struct WatchStart {
     pub replay: Vec<Arc<Event>>,
     pub live: broadcast::Receiver<Arc<Event>>,
@@ -151,16 +181,13 @@ impl Default for Store {
 
 impl Store {
     pub fn with_history(history_cap: usize) -> Self {
-        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         Self {
             inner: RwLock::new(Inner {
                 rv: 1,
                 objects: BTreeMap::new(),
-                history: VecDeque::new(),
+                cachers: BTreeMap::new(),
                 history_cap: history_cap.max(1),
-                compacted: 1,
             }),
-            tx,
         }
     }
 
@@ -206,16 +233,18 @@ impl Store {
         self.read().objects.keys().cloned().collect()
     }
 
-    fn record(inner: &mut Inner, tx: &broadcast::Sender<Arc<Event>>, event: Event) {
+    fn record(inner: &mut Inner, event: Event) {
         let event = Arc::new(event);
-        inner.history.push_back(event.clone());
-        while inner.history.len() > inner.history_cap {
-            if let Some(old) = inner.history.pop_front() {
-                inner.compacted = old.rv;
+        let cap = inner.history_cap;
+        let cacher = inner.cacher(&event.key);
+        cacher.history.push_back(event.clone());
+        while cacher.history.len() > cap {
+            if let Some(old) = cacher.history.pop_front() {
+                cacher.compacted = old.rv;
             }
         }
         // No receivers is fine: nobody is watching.
-        let _ = tx.send(event);
+        let _ = cacher.tx.send(event);
     }
 
     /// Stores a new object, assigning the next resourceVersion.
@@ -246,7 +275,7 @@ impl Store {
             object: obj.clone(),
             old: None,
         };
-        Self::record(&mut inner, &self.tx, event);
+        Self::record(&mut inner, event);
         Ok(obj)
     }
 
@@ -283,7 +312,7 @@ impl Store {
             object: obj.clone(),
             old: Some(old),
         };
-        Self::record(&mut inner, &self.tx, event);
+        Self::record(&mut inner, event);
         Ok(obj)
     }
 
@@ -314,7 +343,7 @@ impl Store {
             object: last.clone(),
             old: Some(old),
         };
-        Self::record(&mut inner, &self.tx, event);
+        Self::record(&mut inner, event);
         Ok(last)
     }
 
@@ -324,8 +353,8 @@ impl Store {
         key: &StorageKey,
         namespace: Option<&str>,
     ) -> (Vec<Value>, WatchStart) {
-        let inner = self.read();
-        let live = self.tx.subscribe();
+        let mut inner = self.write();
+        let live = inner.cacher(key).tx.subscribe();
         let items = inner
             .objects
             .get(key)
@@ -346,33 +375,32 @@ impl Store {
         )
     }
 
-    /// Starts a watch on every change after `from_rv` (events with rv > from_rv are replayed from
-    /// the history, then live ones follow with no gap). `None` starts at "now".
-    pub fn watch(&self, from_rv: Option<u64>) -> Result<WatchStart, StoreError> {
-        // Holding the read lock while subscribing means no write can slip between replay and live.
-        let inner = self.read();
-        let live = self.tx.subscribe();
+    /// Starts a watch on every change of one resource type after `from_rv` (its events with
+    /// rv > from_rv are replayed from its history, then live ones follow with no gap). `None`
+    /// starts at "now". `410 Gone` only when events of this type after `from_rv` were dropped.
+    pub fn watch(&self, key: &StorageKey, from_rv: Option<u64>) -> Result<WatchStart, StoreError> {
+        // Holding the lock while subscribing means no write can slip between replay and live.
+        let mut inner = self.write();
+        let rv = inner.rv;
+        let cacher = inner.cacher(key);
+        let live = cacher.tx.subscribe();
         let replay = match from_rv {
             None => Vec::new(),
-            Some(from) if from >= inner.rv => Vec::new(),
-            Some(from) if from < inner.compacted => {
+            Some(from) if from >= rv => Vec::new(),
+            Some(from) if from < cacher.compacted => {
                 return Err(StoreError::Gone {
                     requested: from,
-                    oldest: inner.compacted,
+                    oldest: cacher.compacted,
                 });
             }
-            Some(from) => inner
+            Some(from) => cacher
                 .history
                 .iter()
                 .filter(|e| e.rv > from)
                 .cloned()
                 .collect(),
         };
-        Ok(WatchStart {
-            replay,
-            live,
-            rv: inner.rv,
-        })
+        Ok(WatchStart { replay, live, rv })
     }
 }
 

@@ -118,11 +118,14 @@ impl Sim {
         } else {
             // Like the API server, a watch from a compacted version starts (200) and its first
             // event is an ERROR with 410 Expired.
-            let start = match self.store.watch(from) {
+            let key = rt.storage_key();
+            let start = match self.store.watch(&key, from) {
                 Ok(start) => start,
                 Err(e) => {
                     gone_error = Some(store_err(e, &rt, ""));
-                    self.store.watch(None).map_err(|e| store_err(e, &rt, ""))?
+                    self.store
+                        .watch(&key, None)
+                        .map_err(|e| store_err(e, &rt, ""))?
                 }
             };
             (Vec::new(), start, from.unwrap_or_default())

@@ -35,13 +35,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{ANN_SELECTED_NODE, list, s};
 use crate::apiserver::Sim;
 use crate::auth::UserInfo;
 use crate::selectors::LabelSelector;
-use crate::store::StorageKey;
+use crate::store::{Event, StorageKey};
 
 pub mod queue;
 mod sync;
@@ -82,10 +83,9 @@ pub fn spawn_pv_binder(sim: Arc<Sim>) {
         };
         let mut cache = VolumeCache::default();
         let mut queues = Queues::default();
-        let Ok(start) = sim.store.watch(None) else {
+        let Some(mut events) = Feeds::start(&sim) else {
             return;
         };
-        let mut events = start.live;
         relist(&sim, &mut state, &mut cache, &mut queues);
         let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC, RESYNC);
         let mut notes = tokio::time::interval(NOTE_CHECK);
@@ -117,6 +117,54 @@ pub fn spawn_pv_binder(sim: Arc<Sim>) {
             sync_queued(&sim, &mut state, &cache, work).await;
         }
     });
+}
+
+/// The resource types whose events [`enqueue`] files.
+const WATCHED: [(&str, &str); 4] = [
+    ("", "persistentvolumeclaims"),
+    ("", "persistentvolumes"),
+    ("storage.k8s.io", "storageclasses"),
+    ("", "pods"),
+];
+
+/// The controller's informers: one live feed per watched resource type, so a burst of one type
+/// (pods, say) cannot push the claim and volume feeds behind.
+struct Feeds(Vec<broadcast::Receiver<Arc<Event>>>);
+
+impl Feeds {
+    fn start(sim: &Sim) -> Option<Self> {
+        WATCHED
+            .iter()
+            .map(|(group, resource)| {
+                let key = StorageKey::new(group, resource);
+                sim.store.watch(&key, None).ok().map(|start| start.live)
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(Feeds)
+    }
+
+    /// The next event of any feed; `Lagged` when one fell behind.
+    async fn recv(&mut self) -> Result<Arc<Event>, RecvError> {
+        let next = self.0.iter_mut().map(|rx| Box::pin(rx.recv()));
+        futures::future::select_all(next).await.0
+    }
+
+    /// An event already waiting on any feed; `Lagged` when one fell behind.
+    fn try_recv(&mut self) -> Result<Arc<Event>, TryRecvError> {
+        let mut closed = 0;
+        for rx in &mut self.0 {
+            match rx.try_recv() {
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Closed) => closed += 1,
+                other => return other,
+            }
+        }
+        if closed == self.0.len() {
+            Err(TryRecvError::Closed)
+        } else {
+            Err(TryRecvError::Empty)
+        }
+    }
 }
 
 /// Reads every volume again and queues every claim and volume (start, resync, or a watch that
@@ -161,7 +209,6 @@ async fn sync_queued(sim: &Arc<Sim>, state: &mut State, cache: &VolumeCache, mut
     }
     let claims_key = StorageKey::new("", "persistentvolumeclaims");
     if !work.claims.is_empty() {
-        let volumes = Volumes::new(cache.by_name.values());
         let classes = list(sim, "storage.k8s.io", "storageclasses");
         let pods_key = StorageKey::new("", "pods");
         let mut pods: HashMap<String, Vec<Value>> = HashMap::new();
@@ -172,6 +219,8 @@ async fn sync_queued(sim: &Arc<Sim>, state: &mut State, cache: &VolumeCache, mut
             let pods = pods
                 .entry(ns.clone())
                 .or_insert_with(|| sim.store.list(&pods_key, Some(ns)).0);
+            let key = (ns.clone(), name.clone());
+            let volumes = Volumes::new(cache.for_claim(&key, s(&pvc, "/spec/volumeName")));
             sync_claim_once(sim, state, &volumes, &classes, pods, &pvc).await;
             if let Some(pvc) = sim.store.get(&claims_key, ns, name) {
                 protect_claim(sim, &pvc, pods).await;

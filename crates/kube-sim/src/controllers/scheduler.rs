@@ -113,20 +113,29 @@ pub fn volume_plan(pod: &Value, pvcs: &[Value], classes: &[Value]) -> VolumePlan
     }
 }
 
+/// A pod the default scheduler still has to place.
+fn waits_for_scheduling(pod: &Value) -> bool {
+    s(pod, "/spec/nodeName").is_empty()
+        && pod.pointer("/metadata/deletionTimestamp").is_none()
+        && s(pod, "/spec/schedulerName") == "default-scheduler"
+}
+
 pub fn spawn_scheduler(sim: Arc<Sim>) {
     tokio::spawn(async move {
         let user = UserInfo::new("system:kube-scheduler", &[]);
         let mut reported: HashMap<String, ()> = HashMap::new();
         while sleep_or_stop(&sim, TICK).await {
-            let nodes = list(&sim, "", "nodes");
             let pods = list(&sim, "", "pods");
+            // Claims and nodes are read only when a pod waits: thousands of claims are not
+            // copied ten times a second for nothing.
+            if !pods.iter().any(waits_for_scheduling) {
+                continue;
+            }
+            let nodes = list(&sim, "", "nodes");
             let pvcs = list(&sim, "", "persistentvolumeclaims");
             let classes = list(&sim, "storage.k8s.io", "storageclasses");
             for pod in &pods {
-                if !s(pod, "/spec/nodeName").is_empty()
-                    || pod.pointer("/metadata/deletionTimestamp").is_some()
-                    || s(pod, "/spec/schedulerName") != "default-scheduler"
-                {
+                if !waits_for_scheduling(pod) {
                     continue;
                 }
                 let ns = s(pod, "/metadata/namespace");

@@ -1,5 +1,6 @@
 use super::*;
 use serde_json::json;
+use tokio::sync::broadcast::error::TryRecvError;
 
 fn cm(name: &str, data: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -53,7 +54,7 @@ fn watch_resumes_after_a_version_with_no_gap_and_no_duplicate() {
         let o = store.create(&key(), cm(&format!("o{i}"), "x")).unwrap();
         rvs.push(object_rv(&o).unwrap());
     }
-    let mut start = store.watch(Some(rvs[1])).unwrap();
+    let mut start = store.watch(&key(), Some(rvs[1])).unwrap();
     let replayed: Vec<u64> = start.replay.iter().map(|e| e.rv).collect();
     assert_eq!(replayed, rvs[2..].to_vec());
     let o = store.create(&key(), cm("later", "x")).unwrap();
@@ -70,17 +71,17 @@ fn watch_from_a_compacted_version_is_gone() {
     for i in 0..5 {
         store.create(&key(), cm(&format!("o{i}"), "x")).unwrap();
     }
-    let err = store.watch(object_rv(&first)).err().unwrap();
+    let err = store.watch(&key(), object_rv(&first)).err().unwrap();
     assert!(matches!(err, StoreError::Gone { .. }), "{err:?}");
     let recent = store.current_rv() - 2;
-    assert_eq!(store.watch(Some(recent)).unwrap().replay.len(), 2);
+    assert_eq!(store.watch(&key(), Some(recent)).unwrap().replay.len(), 2);
 }
 
 #[test]
 fn delete_event_carries_the_last_state_with_a_new_version() {
     let store = Store::default();
     let a = store.create(&key(), cm("a", "1")).unwrap();
-    let mut w = store.watch(Some(store.current_rv())).unwrap();
+    let mut w = store.watch(&key(), Some(store.current_rv())).unwrap();
     let gone = store.delete(&key(), "ns", "a", None).unwrap();
     let ev = w.live.try_recv().unwrap();
     assert_eq!(ev.kind, EventType::Deleted);
@@ -91,4 +92,68 @@ fn delete_event_carries_the_last_state_with_a_new_version() {
         store.delete(&key(), "ns", "a", None),
         Err(StoreError::NotFound)
     );
+}
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "ns"}})
+}
+
+fn pods() -> StorageKey {
+    StorageKey::new("", "pods")
+}
+
+#[test]
+fn a_burst_of_one_kind_neither_compacts_nor_overflows_another_kinds_watch() {
+    let store = Store::with_history(3);
+    let first = store.create(&key(), cm("a", "1")).unwrap();
+    let from = object_rv(&first).unwrap() - 1;
+    let mut live = store.watch(&key(), Some(store.current_rv())).unwrap().live;
+    // More events of another kind than both the history and a watcher's live buffer hold.
+    for i in 0..BROADCAST_CAPACITY + 10 {
+        store.create(&pods(), pod(&format!("p{i}"))).unwrap();
+    }
+    let b = store.create(&key(), cm("b", "1")).unwrap();
+    // The live watcher of config maps sees exactly its own next event, not a lag.
+    let ev = live.try_recv().unwrap();
+    assert_eq!((ev.name.as_str(), ev.rv), ("b", object_rv(&b).unwrap()));
+    assert!(matches!(live.try_recv(), Err(TryRecvError::Empty)));
+    // Resuming config maps from before the burst replays both, with no gap.
+    let replay: Vec<String> = store
+        .watch(&key(), Some(from))
+        .unwrap()
+        .replay
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(replay, ["a", "b"]);
+    // The pods' own history was compacted: resuming pods from there is gone.
+    let err = store.watch(&pods(), Some(from)).err().unwrap();
+    assert!(matches!(err, StoreError::Gone { .. }), "{err:?}");
+}
+
+#[test]
+fn a_watch_replays_only_its_own_kind() {
+    let store = Store::default();
+    let from = store.current_rv();
+    store.create(&pods(), pod("p")).unwrap();
+    store.create(&key(), cm("a", "1")).unwrap();
+    let start = store.watch(&key(), Some(from)).unwrap();
+    let kinds: Vec<&StorageKey> = start.replay.iter().map(|e| &e.key).collect();
+    assert_eq!(kinds, [&key()]);
+}
+
+#[test]
+fn a_watcher_that_falls_behind_resumes_from_the_history_without_a_gap() {
+    let store = Store::default();
+    let from = store.current_rv();
+    let mut live = store.watch(&key(), Some(from)).unwrap().live;
+    let count = BROADCAST_CAPACITY + 10;
+    for i in 0..count {
+        store.create(&key(), cm(&format!("o{i}"), "x")).unwrap();
+    }
+    assert!(matches!(live.try_recv(), Err(TryRecvError::Lagged(_))));
+    let replay = store.watch(&key(), Some(from)).unwrap().replay;
+    assert_eq!(replay.len(), count);
+    assert!(replay.windows(2).all(|w| w[0].rv < w[1].rv));
 }

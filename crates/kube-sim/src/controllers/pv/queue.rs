@@ -18,6 +18,8 @@ pub type ClaimKey = (String, String);
 pub struct VolumeCache {
     pub by_name: BTreeMap<String, Value>,
     by_claim: HashMap<ClaimKey, BTreeSet<String>>,
+    /// Volumes without a `claimRef`.
+    free: BTreeSet<String>,
 }
 
 fn claim_ref_key(pv: &Value) -> Option<ClaimKey> {
@@ -32,6 +34,7 @@ impl VolumeCache {
     pub fn replace(&mut self, volumes: Vec<Value>) {
         self.by_name.clear();
         self.by_claim.clear();
+        self.free.clear();
         for v in volumes {
             self.insert(s(&v, "/metadata/name").to_string(), v);
         }
@@ -39,8 +42,13 @@ impl VolumeCache {
 
     pub fn insert(&mut self, name: String, pv: Value) {
         self.remove(&name);
-        if let Some(key) = claim_ref_key(&pv) {
-            self.by_claim.entry(key).or_default().insert(name.clone());
+        match claim_ref_key(&pv) {
+            Some(key) => {
+                self.by_claim.entry(key).or_default().insert(name.clone());
+            }
+            None => {
+                self.free.insert(name.clone());
+            }
         }
         self.by_name.insert(name, pv);
     }
@@ -49,6 +57,7 @@ impl VolumeCache {
         let Some(old) = self.by_name.remove(name) else {
             return;
         };
+        self.free.remove(name);
         if let Some(key) = claim_ref_key(&old)
             && let Some(names) = self.by_claim.get_mut(&key)
         {
@@ -62,6 +71,21 @@ impl VolumeCache {
     /// The volumes whose `claimRef` names this claim.
     pub fn naming(&self, claim: &ClaimKey) -> impl Iterator<Item = &String> {
         self.by_claim.get(claim).into_iter().flatten()
+    }
+
+    /// The volumes a sync of this claim can look at: the one it names, those whose `claimRef`
+    /// names it, and the free ones. Its cost follows what the claim may bind to, not every
+    /// volume in the cluster.
+    pub fn for_claim<'a>(&'a self, claim: &ClaimKey, volume_name: &str) -> Vec<&'a Value> {
+        let mut names: BTreeSet<&str> = self.naming(claim).map(String::as_str).collect();
+        names.extend(self.free.iter().map(String::as_str));
+        if !volume_name.is_empty() {
+            names.insert(volume_name);
+        }
+        names
+            .into_iter()
+            .filter_map(|n| self.by_name.get(n))
+            .collect()
     }
 }
 
@@ -172,6 +196,31 @@ mod tests {
 
     fn key(ns: &str, name: &str) -> ClaimKey {
         (ns.to_string(), name.to_string())
+    }
+
+    #[test]
+    fn a_claims_sync_sees_its_named_reserved_and_free_volumes_only() {
+        let mut cache = VolumeCache::default();
+        for v in [
+            pv("mine", Some(("app", "data"))),
+            pv("other", Some(("app", "logs"))),
+            pv("free", None),
+            pv("named", Some(("app", "logs"))),
+        ] {
+            cache.insert(s(&v, "/metadata/name").to_string(), v);
+        }
+        let names = |vs: Vec<&Value>| -> Vec<String> {
+            vs.iter()
+                .map(|v| s(v, "/metadata/name").to_string())
+                .collect()
+        };
+        let seen = names(cache.for_claim(&key("app", "data"), "named"));
+        assert_eq!(seen, ["free", "mine", "named"]);
+        // Once bound to a claim, a volume is no longer free.
+        cache.insert("free".into(), pv("free", Some(("app", "logs"))));
+        assert_eq!(names(cache.for_claim(&key("app", "data"), "")), ["mine"]);
+        cache.remove("mine");
+        assert!(cache.for_claim(&key("app", "data"), "").is_empty());
     }
 
     #[test]
