@@ -1,8 +1,12 @@
 use clap::Parser;
 use podmanager::{Args, Command};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // a few workers, not one per CPU: the service waits on I/O (WORKER_THREADS)
+    ballast_runtime::workers::runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     ballast_runtime::tls::install_crypto_provider();
     let args = Args::parse();
     if args.command == Some(Command::Crd) {

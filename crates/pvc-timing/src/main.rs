@@ -1,7 +1,11 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // a few workers, not one per CPU: the service waits on I/O (WORKER_THREADS)
+    ballast_runtime::workers::runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     ballast_runtime::tls::install_crypto_provider();
     ballast_runtime::telemetry::init();
     let args = pvc_timing::Args::parse();
