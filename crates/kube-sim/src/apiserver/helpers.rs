@@ -18,7 +18,12 @@ pub(super) fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
 }
 
 pub(super) fn finalizers(obj: &Value) -> Vec<String> {
-    obj.pointer("/metadata/finalizers")
+    strings_at(obj, "/metadata/finalizers")
+}
+
+/// The strings of the array at `pointer` (missing, or not an array: none).
+pub(super) fn strings_at(obj: &Value, pointer: &str) -> Vec<String> {
+    obj.pointer(pointer)
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()

@@ -84,16 +84,7 @@ impl Sim {
         let name = req.name.clone().unwrap_or_default();
         self.current(rt, &ns, &name)?;
         let mut request = parse_body(&req.body)?;
-        let audiences: Vec<String> = request
-            .pointer("/spec/audiences")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let audiences = strings_at(&request, "/spec/audiences");
         let seconds = request
             .pointer("/spec/expirationSeconds")
             .and_then(Value::as_i64)
@@ -200,16 +191,7 @@ impl Sim {
                     .pointer("/spec/token")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                let audiences: Vec<String> = obj
-                    .pointer("/spec/audiences")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let audiences = strings_at(&obj, "/spec/audiences");
                 obj["status"] = match self.auth.review(token, &audiences) {
                     Ok((u, valid)) => {
                         json!({"authenticated": true, "user": u.to_json(), "audiences": valid})
