@@ -19,7 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::guard::{Guard, error_chain};
 use crate::metrics;
-use crate::release::*;
+use crate::release::{
+    DISRUPTION_MESSAGE, DISRUPTION_REASON, EVENT_REASON, EvictionTaint, Keep, ReleaseConfig,
+    node_verdict, pod_verdict, track_protected,
+};
 
 /// How often the release pass runs besides on every protection change.
 const RESYNC: Duration = Duration::from_secs(10);
