@@ -246,6 +246,9 @@ pub struct Sim {
     pub failed_nodes: Mutex<HashSet<String>>,
     pub shutdown: CancellationToken,
     hooks: DeletionHooks,
+    /// Custom resources as last converted for each served version, by (uid, apiVersion): the
+    /// per-version watch caches of the API server (see [`Sim::served_from_cache`]).
+    converted: Mutex<HashMap<(String, String), (String, Value)>>,
 }
 
 impl Sim {
@@ -264,6 +267,7 @@ impl Sim {
             failed_nodes: Mutex::new(HashSet::new()),
             shutdown,
             hooks,
+            converted: Mutex::new(HashMap::new()),
         }
     }
 

@@ -25,6 +25,7 @@
 pub mod admission;
 pub mod apiserver;
 pub mod auth;
+pub mod control_plane;
 pub mod controllers;
 pub mod crd;
 pub mod defaults;
@@ -32,6 +33,7 @@ pub mod discovery;
 pub mod errors;
 pub mod events;
 pub mod kubeconfig;
+pub mod kubelets;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
@@ -203,6 +205,31 @@ impl SimConfig {
         self.bookmark_interval = d;
         self
     }
+
+    /// The number of worker nodes asked for.
+    pub fn node_count(&self) -> usize {
+        self.nodes
+    }
+
+    /// Whether pods on Ready nodes are run.
+    pub fn runs_pods(&self) -> bool {
+        self.kubelet
+    }
+
+    /// How long after heartbeats stop a node goes Ready=Unknown.
+    pub fn grace(&self) -> Duration {
+        self.node_grace
+    }
+
+    /// The pause between two nodes tainted in one zone.
+    pub fn taint_pause(&self) -> Duration {
+        self.taint_interval
+    }
+
+    /// tolerationSeconds of the default unreachable/not-ready tolerations.
+    pub fn toleration_seconds(&self) -> u64 {
+        self.default_toleration_seconds
+    }
 }
 
 /// A running simulator. Dropping it stops it; [`KubeSim::shutdown`] also waits for the server.
@@ -217,7 +244,7 @@ pub struct KubeSim {
     _dir: tempfile::TempDir,
 }
 
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     (0..32)
@@ -225,7 +252,7 @@ fn random_token() -> String {
         .collect()
 }
 
-async fn client_for(kubeconfig_yaml: &str) -> Result<kube::Client> {
+pub(crate) async fn client_for(kubeconfig_yaml: &str) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).map_err(Error::Kubeconfig)?;
     let mut config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())

@@ -1,5 +1,8 @@
 //! `kube-sim serve` runs the simulator until Ctrl-C; `kube-sim node fail|restore` stops or
-//! resumes a simulated node's heartbeats in a running simulator.
+//! resumes a simulated node's heartbeats (in the simulator, or of `kube-sim nodes` on any
+//! cluster); `kube-sim nodes` runs simulated kubelets against any API server;
+//! `kube-sim control-plane` starts a real control plane from Kubernetes binaries, for a command
+//! or until Ctrl-C.
 
 use std::path::PathBuf;
 
@@ -21,11 +24,62 @@ struct Cli {
 enum Command {
     /// Serve the simulated API on 127.0.0.1 over HTTPS until Ctrl-C.
     Serve(ServeArgs),
-    /// Act on a simulated node of a running simulator.
+    /// Act on a simulated node of a running simulator or of `kube-sim nodes`.
     Node {
         #[command(subcommand)]
         action: NodeAction,
     },
+    /// Run simulated kubelets against any API server until Ctrl-C: register nodes, renew their
+    /// Leases, post Ready, run the pods bound to them; the nodes are removed at exit.
+    Nodes(NodesArgs),
+    /// Start etcd, kube-apiserver, kube-controller-manager and kube-scheduler on loopback;
+    /// run COMMAND against them (E2E_KUBECONFIG and the suite's variables set) or, without
+    /// one, print the kubeconfig and wait for Ctrl-C. Everything stops at the end.
+    ControlPlane(ControlPlaneArgs),
+}
+
+#[derive(clap::Args)]
+struct NodesArgs {
+    /// Kubeconfig of the cluster.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    count: usize,
+    /// Node names: PREFIX1..PREFIXN.
+    #[arg(long, default_value = "sim-node-")]
+    prefix: String,
+    /// Number of zones (`topology.kubernetes.io/zone` = ZONE_PREFIXa, b, ...), in turn.
+    #[arg(long, default_value_t = 3)]
+    zones: usize,
+    /// Zone names' prefix.
+    #[arg(long, default_value = "sim-zone-")]
+    zone_prefix: String,
+    /// How often each node renews its Lease (10s on a real kubelet).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat: std::time::Duration,
+    /// Leave the nodes registered at exit.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(clap::Args)]
+struct ControlPlaneArgs {
+    /// Directory with etcd, kube-apiserver, kube-controller-manager and kube-scheduler.
+    #[arg(long, env = kube_sim::control_plane::BINARIES_ENV)]
+    binaries: PathBuf,
+    /// Also write the kubeconfig here.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// How long after its last heartbeat a node goes NotReady.
+    #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+    node_monitor_grace: std::time::Duration,
+    /// Copy the components' logs here when stopping (for a failed CI run).
+    #[arg(long)]
+    keep_logs: Option<PathBuf>,
+    /// The command to run against the control plane, after `--`.
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -90,6 +144,101 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Node { action } => node(action).await,
+        Command::Nodes(args) => nodes(args).await,
+        Command::ControlPlane(args) => control_plane(args).await,
+    }
+}
+
+async fn nodes(args: NodesArgs) -> anyhow::Result<()> {
+    let NodesArgs {
+        kubeconfig,
+        count,
+        prefix,
+        zones,
+        zone_prefix,
+        heartbeat,
+        keep,
+    } = args;
+    let shutdown = ballast_runtime::shutdown::on_signals();
+    let client = ballast_runtime::kubeclient::client(Some(&kubeconfig), None)
+        .await
+        .with_context(|| format!("failed to connect with {}", kubeconfig.display()))?;
+    let opts = kube_sim::kubelets::KubeletOptions {
+        heartbeat,
+        ..Default::default()
+    };
+    let kubelets = kube_sim::kubelets::Kubelets::start(client, opts);
+    for node in kube_sim::kubelets::workers(&prefix, count, &zone_prefix, zones) {
+        kubelets
+            .add_node(&node)
+            .await
+            .with_context(|| format!("failed to register {}", node.name))?;
+    }
+    println!("{count} simulated kubelets running ({prefix}1..{prefix}{count}); Ctrl-C stops them");
+    shutdown.cancelled().await;
+    if !keep {
+        kubelets
+            .remove_all()
+            .await
+            .context("failed to remove the nodes")?;
+    }
+    kubelets.stop().await;
+    Ok(())
+}
+
+async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
+    let ControlPlaneArgs {
+        binaries,
+        kubeconfig,
+        node_monitor_grace,
+        keep_logs,
+        command,
+    } = args;
+    let signals = ballast_runtime::shutdown::on_signals();
+    let mut config = kube_sim::control_plane::ControlPlaneConfig::new(binaries);
+    config.node_monitor_grace = node_monitor_grace;
+    let cp = kube_sim::control_plane::ControlPlane::start(config)
+        .await
+        .context("failed to start the control plane")?;
+    if let Some(path) = &kubeconfig {
+        std::fs::copy(cp.kubeconfig_path(), path)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    let outcome: anyhow::Result<i32> = match command.split_first() {
+        None => {
+            println!(
+                "control plane at {}; kubeconfig: {}; Ctrl-C stops it",
+                cp.url(),
+                cp.kubeconfig_path().display()
+            );
+            signals.cancelled().await;
+            Ok(0)
+        }
+        Some((program, rest)) => {
+            let mut child = tokio::process::Command::new(program);
+            child.args(rest).envs(cp.env()).kill_on_drop(true);
+            let status = tokio::select! {
+                s = child.status() => s.with_context(|| format!("failed to run {program}"))?,
+                _ = signals.cancelled() => {
+                    anyhow::bail!("interrupted")
+                }
+            };
+            Ok(status.code().unwrap_or(1))
+        }
+    };
+    if let Some(dir) = keep_logs {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+        for c in kube_sim::control_plane::Component::ALL {
+            let name = format!("{}.log", c.binary());
+            let _ = std::fs::copy(cp.log_dir().join(&name), dir.join(&name));
+        }
+    }
+    cp.stop();
+    // The command's own exit code, so a test run that failed fails this command too.
+    match outcome? {
+        0 => Ok(()),
+        code => std::process::exit(code),
     }
 }
 

@@ -436,28 +436,27 @@ fn validate_node(v: &Value, schema: &Value, path: &str, errs: &mut Vec<FieldErro
         return;
     }
     match v {
+        // Like kube-openapi's string validator: the first failing check only (maxLength, then
+        // minLength, then pattern), so an overlong value is not also matched against a pattern.
         Value::String(s) => {
             let len = s.chars().count() as u64;
-            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-                && len > max
-            {
+            let max = schema.get("maxLength").and_then(Value::as_u64);
+            let min = schema.get("minLength").and_then(Value::as_u64);
+            let pattern = schema.get("pattern").and_then(Value::as_str);
+            if let Some(max) = max.filter(|m| len > *m) {
                 errs.push(FieldError::new(
                     ErrorType::TooLong,
                     path,
                     None,
                     format!("may not be more than {max} bytes"),
                 ));
-            }
-            if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
-                && len < min
-            {
+            } else if let Some(min) = min.filter(|m| len < *m) {
                 errs.push(invalid_value(
                     path,
                     v,
                     format!("{path} in body should be at least {min} chars long"),
                 ));
-            }
-            if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
+            } else if let Some(p) = pattern {
                 match regex::Regex::new(p) {
                     Ok(re) if re.is_match(s) => {}
                     _ => errs.push(invalid_value(
@@ -485,7 +484,11 @@ fn validate_node(v: &Value, schema: &Value, path: &str, errs: &mut Vec<FieldErro
                     ));
                 }
             }
-            if let Some(min) = num(schema, "minimum") {
+            // As kube-openapi's number validator: a value over the maximum is not also judged
+            // against the minimum.
+            let over = num(schema, "maximum")
+                .is_some_and(|max| f > max || (flag(schema, "exclusiveMaximum") && f == max));
+            if let Some(min) = num(schema, "minimum").filter(|_| !over) {
                 let exclusive = flag(schema, "exclusiveMinimum");
                 if f < min || (exclusive && f == min) {
                     let rel = if exclusive {

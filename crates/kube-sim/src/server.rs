@@ -372,9 +372,10 @@ async fn run_watch(
     };
     let mut last_rv = from_rv;
     for obj in initial {
-        // Custom resources are converted to the watched version; a failed conversion ends the
-        // stream with the error, as the API server's watch does.
-        let obj = match sim.served(&rt, obj).await {
+        // Custom resources are converted to the watched version (or served as the version's
+        // watch cache holds them); a failed conversion ends the stream with the error, as the API
+        // server's watch does.
+        let obj = match sim.watched(&rt, obj).await {
             Ok(o) => o,
             Err(e) => {
                 let _ = tx.send(encode("ERROR", &e.to_status())).await;
@@ -450,7 +451,7 @@ async fn run_watch(
             _ => None,
         };
         let Some(kind) = kind else { continue };
-        let object = match sim.served(&rt, event.object.clone()).await {
+        let object = match sim.watched(&rt, event.object.clone()).await {
             Ok(o) => o,
             Err(e) => {
                 let _ = tx.send(encode("ERROR", &e.to_status())).await;

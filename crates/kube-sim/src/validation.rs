@@ -13,16 +13,13 @@ const DNS1123_LABEL_ERR: &str = "a lowercase RFC 1123 label must consist of lowe
 const DNS1123_SUBDOMAIN_FMT: &str =
     "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
-const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
-const DNS1035_LABEL_ERR: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
-/// Maximum lengths from RFC 1123 / RFC 1035 and the label rules.
+/// Maximum lengths from RFC 1123 and the label rules.
 const DNS1123_LABEL_MAX: usize = 63;
 const DNS1123_SUBDOMAIN_MAX: usize = 253;
-const DNS1035_LABEL_MAX: usize = 63;
 const QUALIFIED_NAME_MAX: usize = 63;
 const LABEL_VALUE_MAX: usize = 63;
 
@@ -31,10 +28,9 @@ const LABEL_VALUE_MAX: usize = 63;
 pub enum NameRule {
     /// RFC 1123 subdomain: most kinds, custom resources included.
     Subdomain,
-    /// RFC 1123 label: namespaces.
+    /// RFC 1123 label: namespaces, and services (Kubernetes 1.36 relaxed them from RFC 1035
+    /// labels: a leading digit is fine).
     Label,
-    /// RFC 1035 label: services.
-    Dns1035,
     /// Any path segment (no `/`, `%`, not `.` or `..`): RBAC objects (`system:...` names).
     PathSegment,
 }
@@ -43,7 +39,7 @@ pub enum NameRule {
 pub fn name_rule(rt: &ResourceType) -> NameRule {
     match (rt.group.as_str(), rt.resource.as_str()) {
         ("", "namespaces") => NameRule::Label,
-        ("", "services") => NameRule::Dns1035,
+        ("", "services") => NameRule::Label,
         ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
         _ => NameRule::Subdomain,
     }
@@ -144,11 +140,6 @@ fn matches_dns1123_subdomain(s: &str) -> bool {
     s.split('.').all(matches_dns1123_label)
 }
 
-/// `[a-z]([-a-z0-9]*[a-z0-9])?`
-fn matches_dns1035_label(s: &str) -> bool {
-    matches_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
-}
-
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`
 fn matches_qualified_name(s: &str) -> bool {
     let b = s.as_bytes();
@@ -188,21 +179,6 @@ pub fn is_dns1123_subdomain(s: &str) -> Vec<String> {
             DNS1123_SUBDOMAIN_ERR,
             DNS1123_SUBDOMAIN_FMT,
             &["example.com"],
-        ));
-    }
-    errs
-}
-
-pub fn is_dns1035_label(s: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    if s.len() > DNS1035_LABEL_MAX {
-        errs.push(max_len_error(DNS1035_LABEL_MAX));
-    }
-    if !matches_dns1035_label(s) {
-        errs.push(regex_error(
-            DNS1035_LABEL_ERR,
-            DNS1035_LABEL_FMT,
-            &["my-name", "abc-123"],
         ));
     }
     errs
@@ -295,7 +271,6 @@ pub fn check_name(rule: NameRule, name: &str, prefix: bool) -> Vec<String> {
     match rule {
         NameRule::Subdomain => is_dns1123_subdomain(name),
         NameRule::Label => is_dns1123_label(name),
-        NameRule::Dns1035 => is_dns1035_label(name),
         NameRule::PathSegment => is_path_segment_name(name),
     }
 }
@@ -406,7 +381,7 @@ mod tests {
             check_name(NameRule::Label, "bad.ns", false),
             vec!["must not contain dots"]
         );
-        assert!(check_name(NameRule::Dns1035, "1svc", false)[0].starts_with("a DNS-1035 label"));
+        assert!(check_name(NameRule::Label, "1svc", false).is_empty());
         assert!(check_name(NameRule::PathSegment, "system:controller:x", false).is_empty());
         assert_eq!(
             check_name(NameRule::PathSegment, "a/b", false),

@@ -108,3 +108,50 @@ async fn serve_writes_a_kubeconfig_and_node_fail_and_restore_drive_heartbeats() 
     );
     wait_ready(&nodes, "True").await;
 }
+
+/// `kube-sim control-plane -- COMMAND` runs COMMAND against a real control plane (binaries from
+/// `E2E_K8S_BINARIES`), hands it the suite's variables, exits with its exit code, and leaves
+/// nothing behind: no directory, no process listening. Skips with a message without binaries.
+#[test]
+fn control_plane_runs_a_command_against_it_and_leaves_nothing_behind() {
+    let Some(binaries) = std::env::var_os("E2E_K8S_BINARIES").filter(|v| !v.is_empty()) else {
+        eprintln!(
+            "SKIPPED: kube-sim control-plane needs Kubernetes binaries (set E2E_K8S_BINARIES)"
+        );
+        return;
+    };
+    let bin = env!("CARGO_BIN_EXE_kube-sim");
+    let script = "set -e; test -s \"$E2E_KUBECONFIG\"; \
+                  grep -q 'server: https://127.0.0.1:' \"$E2E_KUBECONFIG\"; \
+                  test \"$E2E_BACKEND\" = control-plane; \
+                  echo \"$E2E_KUBECONFIG\"; grep 'server:' \"$E2E_KUBECONFIG\"; exit 7";
+    let out = Command::new(bin)
+        .args(["control-plane", "--binaries"])
+        .arg(&binaries)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the command's own exit code:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines();
+    let kubeconfig = std::path::PathBuf::from(lines.next().expect("the kubeconfig's path"));
+    let server = lines
+        .next()
+        .and_then(|l| l.trim().strip_prefix("server: https://"))
+        .expect("the API server's address")
+        .to_owned();
+    assert!(
+        !kubeconfig.exists(),
+        "{} was removed with its directory",
+        kubeconfig.display()
+    );
+    assert!(
+        std::net::TcpStream::connect(&server).is_err(),
+        "nothing listens on {server} any more"
+    );
+}

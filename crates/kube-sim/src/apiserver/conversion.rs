@@ -58,6 +58,17 @@ fn conversion_error(message: String) -> ApiError {
     ApiError::new(500, "", message)
 }
 
+/// An object's uid and resourceVersion.
+fn version_key(obj: &Value) -> (String, String) {
+    let meta = |k: &str| {
+        obj.pointer(&format!("/metadata/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (meta("uid"), meta("resourceVersion"))
+}
+
 /// Converts every object not yet in `desired` (an apiVersion), in one ConversionReview.
 pub async fn convert(
     webhooks: &Webhooks,
@@ -158,9 +169,40 @@ impl Sim {
     pub async fn served_all(
         &self,
         rt: &ResourceType,
+        objects: Vec<Value>,
+    ) -> Result<Vec<Value>, ApiError> {
+        self.served_objects(rt, objects, false).await
+    }
+
+    /// Objects as a list or watch of `rt`'s version serves them: like [`Sim::served_all`], but
+    /// from the version's watch cache when the conversion webhook fails. The API server keeps a
+    /// watch cache per served version of a custom resource, filled with objects converted as
+    /// they were written; lists and watches are answered from it, so they go on answering with
+    /// what was converted before while the webhook is down — as long as nothing changed since
+    /// (a change it cannot convert stops that cache). A GET reads storage and fails.
+    pub async fn served_from_cache(
+        &self,
+        rt: &ResourceType,
+        objects: Vec<Value>,
+    ) -> Result<Vec<Value>, ApiError> {
+        self.served_objects(rt, objects, true).await
+    }
+
+    /// One object as a watch of `rt`'s version serves it (see [`Sim::served_from_cache`]).
+    pub async fn watched(&self, rt: &ResourceType, obj: Value) -> Result<Value, ApiError> {
+        let mut out = self.served_from_cache(rt, vec![obj]).await?;
+        out.pop()
+            .ok_or_else(|| ApiError::internal("conversion returned no object"))
+    }
+
+    async fn served_objects(
+        &self,
+        rt: &ResourceType,
         mut objects: Vec<Value>,
+        cached: bool,
     ) -> Result<Vec<Value>, ApiError> {
         if let Some(info) = self.crd_info(rt) {
+            let current: Vec<(String, String)> = objects.iter().map(version_key).collect();
             for o in &mut objects {
                 let stored = api_version_of(o)
                     .rsplit('/')
@@ -169,12 +211,43 @@ impl Sim {
                     .to_string();
                 info.decode(&stored, o);
             }
-            objects = convert(&self.webhooks, &info, objects, &rt.api_version()).await?;
+            let desired = rt.api_version();
+            let by_webhook = matches!(info.conversion, Conversion::Webhook { .. });
+            objects = match convert(&self.webhooks, &info, objects, &desired).await {
+                Ok(converted) => converted,
+                Err(e) if cached && by_webhook => {
+                    self.converted_before(&current, &desired).ok_or(e)?
+                }
+                Err(e) => return Err(e),
+            };
             for o in &mut objects {
                 info.decode(&rt.version, o);
             }
+            if by_webhook {
+                self.remember_converted(&current, &desired, &objects);
+            }
         }
         Ok(objects.into_iter().map(|o| present(rt, o)).collect())
+    }
+
+    fn remember_converted(&self, keys: &[(String, String)], desired: &str, objects: &[Value]) {
+        let mut cache = self.converted.lock().unwrap_or_else(|e| e.into_inner());
+        for ((uid, rv), obj) in keys.iter().zip(objects) {
+            cache.insert((uid.clone(), desired.to_owned()), (rv.clone(), obj.clone()));
+        }
+    }
+
+    /// Every object as converted to `desired` at its current resourceVersion, if all were.
+    fn converted_before(&self, keys: &[(String, String)], desired: &str) -> Option<Vec<Value>> {
+        let cache = self.converted.lock().unwrap_or_else(|e| e.into_inner());
+        keys.iter()
+            .map(|(uid, rv)| {
+                cache
+                    .get(&(uid.clone(), desired.to_owned()))
+                    .filter(|(at, _)| at == rv)
+                    .map(|(_, obj)| obj.clone())
+            })
+            .collect()
     }
 
     /// One object as `rt`'s version serves it (see [`Sim::served_all`]).

@@ -76,7 +76,7 @@ impl Sim {
                 meta["remainingItemCount"] = json!(remaining);
             }
         }
-        let items = self.served_all(rt, items).await?;
+        let items = self.served_from_cache(rt, items).await?;
         Ok(json!({
             "apiVersion": rt.api_version(),
             "kind": format!("{}List", rt.kind),

@@ -17,7 +17,9 @@ fn pod_ip(name: &str) -> String {
     format!("10.244.{}.{}", (h >> 8) % 250 + 1, h % 250 + 2)
 }
 
-fn running_status(pod: &Value, node: &Value) -> Value {
+/// The pod as its kubelet reports it once its containers run: Running, IPs, container
+/// statuses, every condition True.
+pub fn running_status(pod: &Value, node: &Value) -> Value {
     let t = now();
     let mut out = pod.clone();
     let host_ip = node

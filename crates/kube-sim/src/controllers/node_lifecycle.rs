@@ -37,7 +37,11 @@ pub fn spawn_node_lifecycle(sim: Arc<Sim>, timings: NodeTimings, taint_eviction:
         let mut last_taint: HashMap<String, Instant> = HashMap::new();
         while sleep_or_stop(&sim, TICK).await {
             let nodes = list(&sim, "", "nodes");
-            let failed = failed_set(&sim, &nodes);
+            // Nodes whose kubelets run elsewhere (`kube-sim nodes`, the harness's simulated
+            // kubelets) heartbeat through their Lease: one not renewed for the grace is down.
+            let stale = stale_leases(&sim, timings.grace);
+            let mut failed = failed_set(&sim, &nodes);
+            failed.extend(stale.iter().cloned());
             failed_since.retain(|n, _| failed.contains(n));
             for n in &failed {
                 failed_since.entry(n.clone()).or_insert_with(Instant::now);
@@ -50,9 +54,10 @@ pub fn spawn_node_lifecycle(sim: Arc<Sim>, timings: NodeTimings, taint_eviction:
             for node in nodes {
                 let name = s(&node, "/metadata/name").to_string();
                 let zone = s(&node, "/metadata/labels/topology.kubernetes.io~1zone").to_string();
-                let down = failed_since
-                    .get(&name)
-                    .is_some_and(|t| t.elapsed() >= timings.grace);
+                let down = stale.contains(&name)
+                    || failed_since
+                        .get(&name)
+                        .is_some_and(|t| t.elapsed() >= timings.grace);
                 let unknown = condition(&node, "Ready") == Some("Unknown");
                 let has_taint = node_taints(&node)
                     .iter()
@@ -82,6 +87,29 @@ pub fn spawn_node_lifecycle(sim: Arc<Sim>, timings: NodeTimings, taint_eviction:
             }
         }
     });
+}
+
+/// Nodes whose Lease in `kube-node-lease` has not been renewed for `grace`.
+fn stale_leases(sim: &Sim, grace: Duration) -> std::collections::HashSet<String> {
+    let leases = sim
+        .store
+        .list(
+            &StorageKey::new("coordination.k8s.io", "leases"),
+            Some("kube-node-lease"),
+        )
+        .0;
+    let now = chrono::Utc::now();
+    leases
+        .iter()
+        .filter(|l| {
+            chrono::DateTime::parse_from_rfc3339(s(l, "/spec/renewTime")).is_ok_and(|t| {
+                (now - t.with_timezone(&chrono::Utc))
+                    .to_std()
+                    .is_ok_and(|age| age >= grace)
+            })
+        })
+        .map(|l| s(l, "/metadata/name").to_string())
+        .collect()
 }
 
 /// Ready and NotReady node counts per zone (`""` for nodes without a zone label).
