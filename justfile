@@ -21,6 +21,11 @@ e2e *ARGS:
     cargo test -p ballast-e2e {{ARGS}}
     cargo test -p kubectl-pvc --test kubectl_plugin {{ARGS}}
 
+# The end-to-end scenarios on a real control plane from E2E_K8S_BINARIES (or target/k8s).
+e2e-real *ARGS:
+    cargo build -p kube-sim --bin kube-sim
+    ./target/debug/kube-sim control-plane --binaries "${E2E_K8S_BINARIES:-target/k8s}" -- cargo nextest run --test-threads 6 -p ballast-e2e -p kubectl-pvc {{ARGS}}
+
 # What CI runs.
 ci:
     bash .ci/run

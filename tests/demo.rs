@@ -1,6 +1,7 @@
-//! The demo end to end: `ballast-demo --no-wait` played in-process on kube-sim, its narration
-//! captured; every step must show its real evidence, and the whole tour must stay well under
-//! the two minutes CI allows it.
+//! The demo end to end: `ballast-demo --no-wait` played in-process on kube-sim — and, on the
+//! real-control-plane pass (`E2E_K8S_BINARIES` names the Kubernetes binaries), with
+//! `--control-plane` on a control plane of its own — its narration captured; every step must
+//! show its real evidence, and the whole tour must stay well under the two minutes CI allows it.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ async fn demo_tour_runs_unattended_and_shows_each_steps_evidence() {
     let mut out = Vec::new();
     let opts = Options {
         no_wait: true,
+        control_plane: kube_sim::control_plane::ControlPlaneConfig::from_env().map(|c| c.binaries),
         ..Options::default()
     };
     let result = tokio::time::timeout(BUDGET, ballast_demo::run(opts, &mut out)).await;
@@ -182,10 +184,14 @@ async fn every_services_metrics_pass_promtool() {
     use std::io::Write;
     use std::process::{Command, Stdio};
     if Command::new("promtool").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: promtool is not installed (Debian package `prometheus`)");
+        ballast_e2e::record_skip(
+            "any",
+            "promtool is not installed (Debian package `prometheus`)",
+        );
         return;
     }
-    let cluster = ballast_demo::cluster::Cluster::start(None)
+    let binaries = kube_sim::control_plane::ControlPlaneConfig::from_env().map(|c| c.binaries);
+    let cluster = ballast_demo::cluster::Cluster::start(None, binaries.as_deref())
         .await
         .unwrap_or_else(|e| panic!("the demo cluster failed: {}", ballast_demo::chain(&e)));
     // traffic for the admission families (they appear with their first sample): a PVC through

@@ -1,41 +1,58 @@
-//! eviction-guard end to end on kube-sim, with real admission over TLS: five worker nodes with a
-//! pod each; three fail at once; their pods are protected from the taint-based eviction (the
-//! simulated controller, like Kubernetes', gives up after five refused attempts), from
-//! `kubectl drain`-style evictions and from deletes, while a pod on a healthy node is deleted as
-//! usual; an authorised operator disables protection over gRPC, the drain's eviction goes through
-//! and the guard itself completes the taint evictions it refused (rate-limited), leaving pods that
-//! tolerate the taint forever; a second replica starts in the stored mode and follows changes
-//! made through the first; back in AUTO, the nodes recover and protection ends by itself;
-//! `/metrics` tells the story. Two more scenarios release refused evictions when the storm ends
-//! with one node still dead, and across a restart of the guard.
+//! eviction-guard end to end, with real admission over TLS: five worker nodes with a pod each;
+//! three fail at once; their pods are protected from the taint-based eviction (the taint
+//! eviction controller gives up after five refused attempts), from `kubectl drain`-style
+//! evictions and from deletes, while a pod on a healthy node is deleted as usual; an authorised
+//! operator disables protection over gRPC, the drain's eviction goes through and the guard itself
+//! completes the taint evictions it refused (rate-limited), leaving pods that tolerate the taint
+//! forever; a second replica starts in the stored mode and follows changes made through the
+//! first; back in AUTO, the nodes recover and protection ends by itself; `/metrics` tells the
+//! story. Two more scenarios release refused evictions when the storm ends with one node still
+//! dead, and across a restart of the guard.
 //!
-//! Failing nodes needs the simulator, so these scenarios run on kube-sim only.
+//! Runs on kube-sim and on a real control plane, where the real node lifecycle controller taints
+//! the failed nodes and the real taint eviction controller is the one refused. A pod whose
+//! deletion was allowed on a failed node is gone at once on kube-sim but stays Terminating on a
+//! real cluster until a kubelet confirms it, so the scenarios check that its deletion was
+//! requested. Each guard counts only the scenario's nodes and its webhooks review only the
+//! scenario's namespace.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ballast_control::{ClientOptions, ControlClient, Mode};
-use ballast_e2e::{SimConfig, TestEnv, wait_for};
+use ballast_e2e::{SimConfig, TestEnv, WebhookHost, wait_for};
 use eviction_guard::webhook_config::validating_webhook_configuration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// Longest wait for any condition; each is expected within a few seconds.
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for any condition: a few seconds on kube-sim; on a real control plane a node
+/// grace, the tolerations and the node controller's rate limit come on top.
+const TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to watch for attempts that must not come: many times the controller's pause.
 const QUIET: Duration = Duration::from_millis(1500);
 /// Release rate in the scenarios: fast, yet slow enough to see two nodes released apart.
 const RELEASE_NODES_PER_SECOND: f64 = 1.0;
+/// NotReady worker nodes that start protection, as shipped.
+const DEFAULT_THRESHOLD: usize = 3;
+/// How long a storm takes to end once under the threshold: well over the second it takes the
+/// scenario's kubelets to report back (they heartbeat every second), far under the shipped
+/// minute.
+const STORM_SETTLE: Duration = Duration::from_secs(3);
+/// The settle period of the partition-heal scenarios: longer than the spread of their nodes'
+/// returns (3s) plus the time a return takes to be seen (a heartbeat, the node controller's
+/// look), as the shipped minute is for a real partition.
+const HEAL_SETTLE: Duration = Duration::from_secs(10);
 
 /// The simulated cluster of every storm scenario: five nodes, kubelets, and the taint eviction
-/// controller with a 1s default toleration and 100ms between its five attempts.
+/// controller with a 1s default toleration and 100ms between its five attempts (on a real
+/// control plane: its own controllers and default toleration).
 fn storm_cluster() -> SimConfig {
     SimConfig::default()
         .nodes(5)
@@ -100,23 +117,48 @@ async fn released_events(client: &kube::Client, ns: &str) -> Vec<String> {
     names
 }
 
-/// Waits until each of `names` is gone; returns when each went, in order of `names`.
-async fn wait_until_gone(pods: &Api<Pod>, names: &[&str]) -> Vec<Instant> {
+/// Waits until the deletion of each of `names` was requested (`deletionTimestamp` set, or gone:
+/// kube-sim deletes at once, a real pod on a dead node stays Terminating until its kubelet
+/// confirms); returns when each was seen so, in order of `names`.
+async fn wait_until_deleted(pods: &Api<Pod>, names: &[&str]) -> Vec<Instant> {
     let start = Instant::now();
-    let mut gone: Vec<Option<Instant>> = vec![None; names.len()];
-    while gone.iter().any(Option::is_none) {
+    let mut deleted: Vec<Option<Instant>> = vec![None; names.len()];
+    while deleted.iter().any(Option::is_none) {
         assert!(
             start.elapsed() < TIMEOUT,
-            "timed out after {TIMEOUT:?} waiting for {names:?} to be gone"
+            "timed out after {TIMEOUT:?} waiting for the deletion of {names:?}"
         );
         for (i, name) in names.iter().enumerate() {
-            if gone[i].is_none() && matches!(pods.get_opt(name).await, Ok(None)) {
-                gone[i] = Some(Instant::now());
+            if deleted[i].is_some() {
+                continue;
+            }
+            let requested = match pods.get_opt(name).await {
+                Ok(None) => true,
+                Ok(Some(p)) => p.metadata.deletion_timestamp.is_some(),
+                Err(_) => false,
+            };
+            if requested {
+                deleted[i] = Some(Instant::now());
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    gone.into_iter().flatten().collect()
+    deleted.into_iter().flatten().collect()
+}
+
+/// Asserts that each of `names` is there and nobody asked to delete it.
+async fn assert_kept(pods: &Api<Pod>, names: &[&str], why: &str) {
+    for name in names {
+        let pod = pods
+            .get_opt(name)
+            .await
+            .expect("pods readable")
+            .unwrap_or_else(|| panic!("{name} is gone, but stays: {why}"));
+        assert!(
+            pod.metadata.deletion_timestamp.is_none(),
+            "{name} is being deleted, but stays: {why}"
+        );
+    }
 }
 
 /// A pod bound to `node`. `tolerate_forever`: it tolerates the unreachable taint without a
@@ -135,6 +177,40 @@ fn pod(ns: &str, name: &str, node: &str, tolerate_forever: bool) -> Pod {
     .expect("valid pod")
 }
 
+/// Creates a pod `web-i` on each node `i` (tolerating the taint forever when `i` is in
+/// `tolerating`) and `patient` (tolerating it forever) on node `patient_on`, and waits until
+/// every one is Running.
+async fn pods_on_every_node(env: &TestEnv, patient_on: usize, tolerating: &[usize]) -> Api<Pod> {
+    let ns = env.namespace.as_str();
+    let pods: Api<Pod> = env.api();
+    for i in 1..=env.nodes().len() {
+        let p = pod(
+            ns,
+            &format!("web-{i}"),
+            &env.node(i),
+            tolerating.contains(&i),
+        );
+        pods.create(&PostParams::default(), &p)
+            .await
+            .expect("pod created");
+    }
+    pods.create(
+        &PostParams::default(),
+        &pod(ns, "patient", &env.node(patient_on), true),
+    )
+    .await
+    .expect("pod created");
+    wait_for("every pod Running", TIMEOUT, || async {
+        let list = pods.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .then_some(())
+    })
+    .await;
+    pods
+}
+
 fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> (u16, String) {
     match result {
         Err(kube::Error::Api(s)) => (s.code, s.message),
@@ -142,6 +218,7 @@ fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> (u16, String)
     }
 }
 
+/// A guard's HTTP endpoints, as an operator reaches them.
 struct Guard {
     http: reqwest::Client,
     admin: String,
@@ -173,10 +250,183 @@ impl Guard {
     }
 }
 
+/// The scenario's guard configuration: in-process, webhook over TLS where the API server reaches
+/// it, counting only the scenario's nodes as workers.
+fn guard_config(
+    env: &TestEnv,
+    host: &WebhookHost,
+    tls: (std::path::PathBuf, std::path::PathBuf),
+) -> eviction_guard::Config {
+    let mut config = eviction_guard::Config::loopback(env.client.clone());
+    config.webhook_addr = host.bind_addr(0);
+    config.tls = Some(tls);
+    config.namespace = env.namespace.clone();
+    config.worker_selector = env.node_selector().parse().expect("a node selector");
+    config.storm.settle = STORM_SETTLE;
+    config.release.nodes_per_second = RELEASE_NODES_PER_SECOND;
+    config
+}
+
+/// The guard's webhook configuration as shipped, calling `host:port`, reviewing only the
+/// scenario's namespace.
+fn webhook_configuration(
+    env: &TestEnv,
+    host: &WebhookHost,
+    port: u16,
+    ca_pem: &str,
+) -> ValidatingWebhookConfiguration {
+    env.scoped(validating_webhook_configuration(
+        &format!("eviction-guard-{}", env.namespace),
+        WebhookClientConfig {
+            url: Some(host.url(port, "/validate")),
+            ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+            service: None,
+        },
+        &["kube-system"],
+    ))
+}
+
+/// A guard of the storm scenarios: in-process, webhook over TLS, registered in the cluster.
+struct StormGuard {
+    running: eviction_guard::Running,
+    shutdown: CancellationToken,
+    config: eviction_guard::Config,
+    host: WebhookHost,
+    cert: ballast_runtime::tls::GeneratedCert,
+    _dir: tempfile::TempDir,
+}
+
+impl StormGuard {
+    /// Starts a guard for the scenario, serving at `host`, protecting from `threshold` NotReady
+    /// nodes on; `cert` reuses a serving certificate (a restart).
+    async fn start(
+        env: &TestEnv,
+        host: &WebhookHost,
+        threshold: usize,
+        cert: Option<ballast_runtime::tls::GeneratedCert>,
+    ) -> anyhow::Result<StormGuard> {
+        Self::start_settling(env, host, threshold, cert, STORM_SETTLE).await
+    }
+
+    /// [`StormGuard::start`] with a storm settle period of `settle`.
+    async fn start_settling(
+        env: &TestEnv,
+        host: &WebhookHost,
+        threshold: usize,
+        cert: Option<ballast_runtime::tls::GeneratedCert>,
+        settle: Duration,
+    ) -> anyhow::Result<StormGuard> {
+        ballast_runtime::tls::install_crypto_provider();
+        let dir = tempfile::tempdir()?;
+        let cert = match cert {
+            Some(c) => c,
+            None => ballast_runtime::tls::generate(&host.cert_names())?,
+        };
+        let mut config = guard_config(env, host, cert.write_to(dir.path())?);
+        config.storm.threshold = threshold;
+        config.storm.settle = settle;
+        let shutdown = CancellationToken::new();
+        let running = eviction_guard::start(config.clone(), shutdown.clone()).await?;
+        let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(env.client.clone());
+        let wanted = webhook_configuration(env, host, running.webhook_addr.port(), &cert.ca_pem);
+        let name = format!("eviction-guard-{}", env.namespace);
+        match webhooks.get_opt(&name).await? {
+            // a restart: point the API server at the new port
+            Some(_) => {
+                webhooks
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&wanted))
+                    .await?;
+            }
+            None => {
+                webhooks.create(&PostParams::default(), &wanted).await?;
+            }
+        }
+        wait_for("the guard to be ready", TIMEOUT, || async {
+            running.readiness.is_ready().then_some(())
+        })
+        .await;
+        Ok(StormGuard {
+            running,
+            shutdown,
+            config,
+            host: host.clone(),
+            cert,
+            _dir: dir,
+        })
+    }
+
+    /// Its callbacks and metrics over HTTP, trusting its CA.
+    fn endpoints(&self) -> anyhow::Result<Guard> {
+        Ok(Guard {
+            http: reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(self.cert.ca_pem.as_bytes())?)
+                .build()?,
+            admin: format!("http://{}", self.running.admin_addr),
+            callbacks: self.host.url(self.running.webhook_addr.port(), ""),
+        })
+    }
+
+    /// Stops it and starts it again with the same certificate and settings (a new process:
+    /// nothing remembered but what it saved in the cluster).
+    async fn restart(self, env: &TestEnv) -> anyhow::Result<StormGuard> {
+        let (host, config) = (self.host.clone(), self.config.clone());
+        let cert = self.stop().await?;
+        let dir = tempfile::tempdir()?;
+        let mut config = eviction_guard::Config {
+            tls: Some(cert.write_to(dir.path())?),
+            ..config
+        };
+        config.webhook_addr = host.bind_addr(0);
+        let shutdown = CancellationToken::new();
+        let running = eviction_guard::start(config.clone(), shutdown.clone()).await?;
+        let wanted = webhook_configuration(env, &host, running.webhook_addr.port(), &cert.ca_pem);
+        Api::<ValidatingWebhookConfiguration>::all(env.client.clone())
+            .patch(
+                &format!("eviction-guard-{}", env.namespace),
+                &PatchParams::default(),
+                &Patch::Merge(&wanted),
+            )
+            .await?;
+        wait_for("the restarted guard to be ready", TIMEOUT, || async {
+            running.readiness.is_ready().then_some(())
+        })
+        .await;
+        Ok(StormGuard {
+            running,
+            shutdown,
+            config,
+            host,
+            cert,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<ballast_runtime::tls::GeneratedCert> {
+        self.shutdown.cancel();
+        self.running.wait().await?;
+        Ok(self.cert)
+    }
+}
+
+/// The scenario's nodes that are NotReady in the API.
+async fn notready_nodes(env: &TestEnv) -> Option<usize> {
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let list = nodes
+        .list(&ListParams::default().labels(&env.node_selector()))
+        .await
+        .ok()?;
+    Some(
+        list.items
+            .iter()
+            .filter(|n| !eviction_guard::storm::NodeState::from_node(n).ready)
+            .count(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> anyhow::Result<()> {
     let env = TestEnv::start(storm_cluster()).await;
-    let Some(sim) = env.sim_or_skip("the eviction-guard storm scenario fails nodes") else {
+    let Some(host) = env.webhook_host_or_skip("the eviction-guard storm scenario") else {
         env.shutdown().await;
         return Ok(());
     };
@@ -184,89 +434,30 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     let ns = env.namespace.as_str();
 
     // the guard, in-process, serving its webhook over TLS with its own CA
-    let dir = tempfile::tempdir()?;
-    let cert = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"])?;
-    let (cert_path, key_path) = cert.write_to(dir.path())?;
-    let mut config = eviction_guard::Config::loopback(client.clone());
-    config.tls = Some((cert_path, key_path));
-    config.namespace = ns.to_owned();
-    config.release.nodes_per_second = RELEASE_NODES_PER_SECOND;
-    let shutdown = CancellationToken::new();
-    let running = eviction_guard::start(config.clone(), shutdown.clone()).await?;
-    let guard = Guard {
-        http: reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(cert.ca_pem.as_bytes())?)
-            .build()?,
-        admin: format!("http://{}", running.admin_addr),
-        callbacks: format!("https://127.0.0.1:{}", running.webhook_addr.port()),
-    };
-    let webhook = validating_webhook_configuration(
-        &format!("eviction-guard-{ns}"),
-        WebhookClientConfig {
-            url: Some(format!(
-                "https://127.0.0.1:{}/validate",
-                running.webhook_addr.port()
-            )),
-            ca_bundle: Some(ByteString(cert.ca_pem.clone().into_bytes())),
-            service: None,
-        },
-        &["kube-system"],
-    );
-    Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .create(&PostParams::default(), &webhook)
-        .await?;
-    wait_for("the guard to be ready", TIMEOUT, || async {
-        running.readiness.is_ready().then_some(())
-    })
-    .await;
+    let storm_guard = StormGuard::start(&env, &host, DEFAULT_THRESHOLD, None).await?;
+    let running = &storm_guard.running;
+    let shutdown = storm_guard.shutdown.clone();
+    let guard = storm_guard.endpoints()?;
     let status = guard.status().await;
     assert_eq!(status["intercepting"], false);
     assert_eq!(status["reason"], "all 5 worker nodes Ready");
 
-    // a pod on each node, running
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    // kube clients retry a 429 by themselves (15 times, ~5 minutes): what a drain should do,
-    // but here we want to see the first answer
-    let mut no_retry = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(sim.kubeconfig_path())?,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await?;
-    no_retry.default_retry = false;
-    let drain: Api<Pod> = Api::namespaced(kube::Client::try_from(no_retry)?, ns);
-    for i in 1..=5 {
-        let p = pod(ns, &format!("web-{i}"), &format!("node-{i}"), i == 1);
-        pods.create(&PostParams::default(), &p).await?;
-    }
-    // and one on a failing node that tolerates the taint forever: it stays throughout
-    pods.create(&PostParams::default(), &pod(ns, "patient", "node-2", true))
-        .await?;
-    wait_for("every pod Running", TIMEOUT, || async {
-        let list = pods.list(&Default::default()).await.ok()?;
-        list.items
-            .iter()
-            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .then_some(())
-    })
-    .await;
+    // a pod on each node, running (web-1 tolerates the taint forever: a drain evicts it), and
+    // one on a failing node that tolerates the taint forever: it stays throughout. The harness's clients do not retry a 429 by themselves (kube's
+    // default client would, 15 times over ~5 minutes: what a drain should do, but here we want
+    // to see the first answer), so `pods` serves as the drain too.
+    let pods = pods_on_every_node(&env, 2, &[1]).await;
     let statuses_refused_before = guard
         .metric("eviction_intercepted_total", &[("operation", "status")])
         .await;
 
-    // three nodes fail at once
+    // three nodes fail at once, one in each zone
     let heartbeats_stopped = Instant::now();
-    for n in ["node-1", "node-2", "node-3"] {
-        sim.fail_node(n);
+    for i in 1..=3 {
+        env.fail_node(&env.node(i));
     }
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
     let all_notready = wait_for("three nodes NotReady in the API", TIMEOUT, || async {
-        let list = nodes.list(&Default::default()).await.ok()?;
-        let notready = list
-            .items
-            .iter()
-            .filter(|n| !eviction_guard::storm::NodeState::from_node(n).ready)
-            .count();
-        (notready == 3).then(Instant::now)
+        (notready_nodes(&env).await? == 3).then(Instant::now)
     })
     .await;
     let status = wait_for("the guard to intercept", TIMEOUT, || async {
@@ -277,8 +468,9 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     let reaction = all_notready.elapsed();
     eprintln!(
         "storm detected {reaction:?} after the third node was NotReady in the API \
-         ({:?} after heartbeats stopped; the simulated grace is 300ms)",
-        heartbeats_stopped.elapsed()
+         ({:?} after heartbeats stopped; the node grace here is {:?})",
+        heartbeats_stopped.elapsed(),
+        env.node_grace()
     );
     assert!(
         reaction < Duration::from_secs(1),
@@ -286,13 +478,17 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     );
     assert_eq!(
         status["notReadyNodes"],
-        json!(["node-1", "node-2", "node-3"])
+        json!([env.node(1), env.node(2), env.node(3)])
     );
     assert_eq!(status["reason"], "3 of 5 worker nodes NotReady within 5m");
 
-    // the simulated taint-based eviction of web-2 and web-3 is refused at its first step, the
+    // the taint-based eviction of web-2 and web-3 is refused at its first step, the
     // DisruptionTarget status update, five times each; then the controller gives up
     wait_for_the_controller_to_give_up(&running.guard, &pods, &["web-2", "web-3"]).await;
+    eprintln!(
+        "the taint eviction controller gave up {:?} after heartbeats stopped",
+        heartbeats_stopped.elapsed()
+    );
     assert!(
         guard
             .metric("eviction_intercepted_total", &[("operation", "status")])
@@ -318,7 +514,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     }
 
     // a drain's eviction: 429, retryable, with a retry hint, the reason and how to lift protection
-    let refused = drain.evict("web-1", &EvictParams::default()).await;
+    let refused = pods.evict("web-1", &EvictParams::default()).await;
     if let Err(kube::Error::Api(status)) = &refused {
         assert_eq!(
             status.details.as_ref().map(|d| d.retry_after_seconds),
@@ -336,7 +532,8 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     );
     assert!(
         message.contains(&format!(
-            "eviction-guard refused eviction of pod {ns}/web-1: node node-1 is NotReady"
+            "eviction-guard refused eviction of pod {ns}/web-1: node {} is NotReady",
+            env.node(1)
         )),
         "{message}"
     );
@@ -348,19 +545,29 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     let (code, message) = api_error(pods.delete("web-2", &DeleteParams::default()).await);
     assert_eq!(code, 403, "{message}");
     assert!(message.contains("refused deletion of pod"), "{message}");
-    // a pod on a healthy node is deleted as usual
+    // a pod on a healthy node is deleted as usual (its kubelet confirms it)
     pods.delete("web-4", &DeleteParams::default()).await?;
     wait_for("web-4 gone", TIMEOUT, || async {
         pods.get_opt("web-4").await.ok()?.is_none().then_some(())
     })
     .await;
+    // Only the user's delete of web-2 was refused. Counted now: once the nodes recover, their
+    // kubelets finish the deletions they find, and a kubelet that reports before the guard has
+    // seen its node Ready is refused too.
+    assert_eq!(
+        guard
+            .metric("eviction_intercepted_total", &[("operation", "delete")])
+            .await,
+        1.0,
+        "the user's delete of web-2"
+    );
 
     // the operator disables protection over gRPC; a stranger may not
     let control = format!("http://{}", running.grpc_addr);
-    sim.add_token("stranger-token", "stranger", &[]);
+    let (_, stranger_token) = env.service_account_token("stranger", &[]).await;
     let stranger = ControlClient::start(
         ClientOptions::new(&control)
-            .token("stranger-token")
+            .token(stranger_token.clone())
             .watch(false),
         &shutdown,
     )?;
@@ -376,7 +583,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
     );
     assert!(status.message().starts_with("forbidden"), "{status:?}");
     // nor through the seed's callback: no token 401, a token without the grant 403
-    for (token, code) in [(None, 401), (Some("stranger-token"), 403)] {
+    for (token, code) in [(None, 401), (Some(stranger_token.as_str()), 403)] {
         let mut req = guard
             .http
             .post(format!("{}/callback/disable-interception", guard.callbacks));
@@ -389,62 +596,83 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
         assert_eq!(body["status"], "error", "{body}");
     }
     assert_eq!(guard.status().await["mode"], "auto");
-    sim.add_token("oncall-token", "oncall", &["ops"]);
-    sim.allow("ops", "update", "control.ballast.dev", "interception");
+    let (oncall_user, oncall_token) = env.service_account_token("oncall", &[]).await;
+    env.allow(
+        &oncall_user,
+        "update",
+        "control.ballast.dev",
+        "interception",
+    )
+    .await;
     let oncall = ControlClient::start(
         ClientOptions::new(&control)
-            .token("oncall-token")
+            .token(oncall_token)
             .watch(false),
         &shutdown,
     )?;
     let state = oncall.set_mode(Mode::Disabled, "drain rack 4").await?;
     assert_eq!(state.mode, Mode::Disabled);
     assert!(!state.protecting);
-    assert_eq!(state.mode_changed_by, "oncall");
+    assert_eq!(state.mode_changed_by, oncall_user);
     let stored = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get("eviction-guard-mode")
         .await?
         .data
         .context("mode ConfigMap has data")?;
     assert_eq!(stored["mode"], "disabled");
-    assert_eq!(stored["changedBy"], "oncall");
+    assert_eq!(stored["changedBy"], oncall_user);
     assert_eq!(stored["reason"], "drain rack 4");
     // a second replica (or a restart) starts in the stored mode
-    let replica = eviction_guard::start(config, shutdown.clone()).await?;
+    let replica = eviction_guard::start(storm_guard.config.clone(), shutdown.clone()).await?;
     wait_for("the second replica to be ready", TIMEOUT, || async {
         replica.readiness.is_ready().then_some(())
     })
     .await;
     assert_eq!(replica.guard.mode().mode, Mode::Disabled);
-    assert_eq!(replica.guard.mode().changed_by, "oncall");
+    assert_eq!(replica.guard.mode().changed_by, oncall_user);
     assert!(!replica.guard.snapshot().protection.protecting);
 
-    drain.evict("web-1", &EvictParams::default()).await?;
+    pods.evict("web-1", &EvictParams::default()).await?;
     // the controller gave up on web-2 and web-3: the guard completes their eviction, one node
     // at a time at the release rate
-    let gone = wait_until_gone(&pods, &["web-1", "web-2", "web-3"]).await;
-    let apart = if gone[1] > gone[2] {
-        gone[1] - gone[2]
+    let deleted = wait_until_deleted(&pods, &["web-1", "web-2", "web-3"]).await;
+    let apart = if deleted[1] > deleted[2] {
+        deleted[1] - deleted[2]
     } else {
-        gone[2] - gone[1]
+        deleted[2] - deleted[1]
     };
     assert!(
         apart >= Duration::from_millis(800),
         "the second node's pods wait for the rate limit ({RELEASE_NODES_PER_SECOND} node/s): {apart:?}"
     );
     wait_for("the release Events of web-2 and web-3", TIMEOUT, || async {
-        (released_events(&client, ns).await == ["web-2", "web-3"]).then_some(())
+        (released_events(&client, ns).await.len() >= 2).then_some(())
     })
     .await;
-    assert!(
-        pods.get_opt("patient").await?.is_some(),
-        "a pod tolerating the taint forever stays"
-    );
+    assert_eq!(released_events(&client, ns).await, ["web-2", "web-3"]);
+    assert_kept(&pods, &["patient"], "it tolerates the taint forever").await;
     assert!(guard.metric("eviction_guard_released_total", &[]).await >= 2.0);
 
     // back to AUTO: the storm is still on; the nodes recover and protection ends by itself
     let state = oncall.set_mode(Mode::Auto, "drain done").await?;
     assert!(state.protecting, "{}", state.reason);
+    assert_eq!(
+        state.protected_nodes,
+        [env.node(1), env.node(2), env.node(3)],
+        "the protected nodes, as the status callback lists them"
+    );
+    // setting the mode it already has changes nothing, and is not counted as a change
+    let auto_changes = guard
+        .metric("eviction_guard_mode_changes_total", &[("mode", "auto")])
+        .await;
+    let again = oncall.set_mode(Mode::Auto, "still auto").await?;
+    assert_eq!(again.mode, Mode::Auto);
+    assert_eq!(
+        guard
+            .metric("eviction_guard_mode_changes_total", &[("mode", "auto")])
+            .await,
+        auto_changes
+    );
     wait_for(
         "the other replica to follow the mode change",
         TIMEOUT,
@@ -454,15 +682,15 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
         },
     )
     .await;
-    for n in ["node-1", "node-2", "node-3"] {
-        sim.restore_node(n);
+    for i in 1..=3 {
+        env.restore_node(&env.node(i));
     }
     let status = wait_for("protection to end", TIMEOUT, || async {
         let s = guard.status().await;
         (s["intercepting"] == false).then_some(s)
     })
     .await;
-    // it ends as soon as fewer than three remain NotReady
+    // it ends once fewer than three have stayed NotReady for the settle period
     let left = status["notReadyNodes"].as_array().map_or(0, Vec::len);
     assert!(left < 3, "{status}");
     let status = wait_for("every node Ready again", TIMEOUT, || async {
@@ -488,13 +716,6 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
             .await,
         1.0
     );
-    assert_eq!(
-        guard
-            .metric("eviction_intercepted_total", &[("operation", "delete")])
-            .await,
-        1.0,
-        "the user's delete of web-2"
-    );
     assert!(
         guard
             .metric("eviction_allowed_total", &[("operation", "delete")])
@@ -512,8 +733,7 @@ async fn storm_protects_pods_on_failed_nodes_until_disabled_or_recovered() -> an
             >= 2.0
     );
 
-    shutdown.cancel();
-    running.wait().await?;
+    storm_guard.stop().await?;
     replica.wait().await?;
     env.shutdown().await;
     Ok(())
@@ -529,6 +749,7 @@ async fn grpc_tls_serves_the_control_api_with_the_webhook_certificate() -> anyho
     let mut config = eviction_guard::Config::loopback(env.client.clone());
     config.tls = Some((cert_path, key_path));
     config.namespace = env.namespace.clone();
+    config.worker_selector = env.node_selector().parse().expect("a node selector");
     config.grpc_tls = true;
     let shutdown = CancellationToken::new();
     let running = eviction_guard::start(config, shutdown.clone()).await?;
@@ -547,6 +768,7 @@ async fn grpc_tls_serves_the_control_api_with_the_webhook_certificate() -> anyho
     .await;
     assert_eq!(status.mode, Mode::Auto);
     assert!(!status.protecting);
+    assert_eq!(status.reason, "all 3 worker nodes Ready");
 
     // ...and a plaintext client, as with `grpcurl -plaintext`, gets nothing.
     let plain = ControlClient::start(
@@ -555,6 +777,7 @@ async fn grpc_tls_serves_the_control_api_with_the_webhook_certificate() -> anyho
     )?;
     assert!(plain.get_status().await.is_err());
     shutdown.cancel();
+    running.wait().await?;
     env.shutdown().await;
     Ok(())
 }
@@ -565,16 +788,12 @@ async fn grpc_tls_serves_the_control_api_with_the_webhook_certificate() -> anyho
 async fn a_failing_node_watch_shows_in_status_and_metrics_until_it_recovers() -> anyhow::Result<()>
 {
     let env = TestEnv::start(SimConfig::default().nodes(3)).await;
-    let Some(sim) = env.sim_or_skip("withholding the guard's access to nodes needs the simulator")
-    else {
-        env.shutdown().await;
-        return Ok(());
-    };
     let user = format!("system:serviceaccount:{}:eviction-guard", env.namespace);
-    let client = sim.client_as(&user, &["system:serviceaccounts"]).await;
-    sim.allow(&user, "*", "", "configmaps");
+    let client = env.client_as(&user, &["system:serviceaccounts"]).await;
+    env.allow(&user, "*", "", "configmaps").await;
     let mut config = eviction_guard::Config::loopback(client);
     config.namespace = env.namespace.clone();
+    config.worker_selector = env.node_selector().parse().expect("a node selector");
     let shutdown = CancellationToken::new();
     let running = eviction_guard::start(config, shutdown.clone()).await?;
     let guard = Guard {
@@ -602,8 +821,8 @@ async fn a_failing_node_watch_shows_in_status_and_metrics_until_it_recovers() ->
             >= 1.0
     );
 
-    sim.allow(&user, "list", "", "nodes");
-    sim.allow(&user, "watch", "", "nodes");
+    env.allow(&user, "list", "", "nodes").await;
+    env.allow(&user, "watch", "", "nodes").await;
     // the watch retries with backoff (under a minute even after many failures)
     let status = wait_for(
         "the node watch to recover",
@@ -628,154 +847,80 @@ async fn a_failing_node_watch_shows_in_status_and_metrics_until_it_recovers() ->
         1.0
     );
     shutdown.cancel();
+    running.wait().await?;
     env.shutdown().await;
     Ok(())
 }
 
-/// A guard of the storm scenarios: in-process, webhook over TLS, registered in the cluster.
-struct StormGuard {
-    running: eviction_guard::Running,
-    shutdown: CancellationToken,
-    cert: ballast_runtime::tls::GeneratedCert,
-    _dir: tempfile::TempDir,
-}
-
-fn webhook_configuration(ns: &str, port: u16, ca_pem: &str) -> ValidatingWebhookConfiguration {
-    validating_webhook_configuration(
-        &format!("eviction-guard-{ns}"),
-        WebhookClientConfig {
-            url: Some(format!("https://127.0.0.1:{port}/validate")),
-            ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
-            service: None,
-        },
-        &["kube-system"],
-    )
-}
-
-impl StormGuard {
-    /// Starts a guard for namespace `ns`; `cert` reuses a serving certificate (a restart).
-    async fn start(
-        client: &kube::Client,
-        ns: &str,
-        cert: Option<ballast_runtime::tls::GeneratedCert>,
-    ) -> anyhow::Result<StormGuard> {
-        let dir = tempfile::tempdir()?;
-        let cert = match cert {
-            Some(c) => c,
-            None => ballast_runtime::tls::generate(&["127.0.0.1", "localhost"])?,
-        };
-        let (cert_path, key_path) = cert.write_to(dir.path())?;
-        let mut config = eviction_guard::Config::loopback(client.clone());
-        config.tls = Some((cert_path, key_path));
-        config.namespace = ns.to_owned();
-        config.release.nodes_per_second = RELEASE_NODES_PER_SECOND;
-        let shutdown = CancellationToken::new();
-        let running = eviction_guard::start(config, shutdown.clone()).await?;
-        let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        let wanted = webhook_configuration(ns, running.webhook_addr.port(), &cert.ca_pem);
-        let name = format!("eviction-guard-{ns}");
-        match webhooks.get_opt(&name).await? {
-            // a restart: point the API server at the new port
-            Some(_) => {
-                webhooks
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&wanted))
-                    .await?;
-            }
-            None => {
-                webhooks.create(&PostParams::default(), &wanted).await?;
-            }
-        }
-        wait_for("the guard to be ready", TIMEOUT, || async {
-            running.readiness.is_ready().then_some(())
-        })
-        .await;
-        Ok(StormGuard {
-            running,
-            shutdown,
-            cert,
-            _dir: dir,
-        })
-    }
-
-    async fn stop(self) -> anyhow::Result<ballast_runtime::tls::GeneratedCert> {
-        self.shutdown.cancel();
-        self.running.wait().await?;
-        Ok(self.cert)
-    }
-}
-
-/// A pod on each of the five nodes and one tolerating the taint forever on node-3; the nodes
-/// `failing` (node-1, node-2, ...) fail and the controller gives up on their pods. Returns the
-/// pod API.
+/// A pod on each of the five nodes and one tolerating the taint forever on node 3; the nodes
+/// `failing` fail and the controller gives up on their pods. Returns the pod API.
 async fn storm_with_refused_evictions(
     env: &TestEnv,
-    sim: &ballast_e2e::KubeSim,
     guard: &StormGuard,
-    failing: usize,
+    failing: &[usize],
 ) -> Api<Pod> {
-    let ns = env.namespace.as_str();
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    for i in 1..=5 {
-        let p = pod(ns, &format!("web-{i}"), &format!("node-{i}"), false);
-        pods.create(&PostParams::default(), &p)
-            .await
-            .expect("pod created");
+    let pods = pods_on_every_node(env, 3, &[]).await;
+    let started = Instant::now();
+    for &i in failing {
+        env.fail_node(&env.node(i));
     }
-    pods.create(&PostParams::default(), &pod(ns, "patient", "node-3", true))
-        .await
-        .expect("pod created");
-    wait_for("every pod Running", TIMEOUT, || async {
-        let list = pods.list(&Default::default()).await.ok()?;
-        list.items
-            .iter()
-            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .then_some(())
-    })
-    .await;
-    for i in 1..=failing {
-        sim.fail_node(&format!("node-{i}"));
-    }
-    let names: Vec<String> = (1..=failing).map(|i| format!("web-{i}")).collect();
+    let names: Vec<String> = failing.iter().map(|i| format!("web-{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     wait_for_the_controller_to_give_up(&guard.running.guard, &pods, &names).await;
+    eprintln!(
+        "the taint eviction controller gave up on {names:?} {:?} after the nodes failed",
+        started.elapsed()
+    );
     assert!(guard.running.guard.snapshot().protection.protecting);
     pods
 }
 
-/// The storm ends with node-3 still dead: protection lifts by itself, the guard completes the
-/// refused eviction on node-3; the pods of the recovered nodes and the tolerating pod stay.
+/// The storm ends with node 3 still dead: protection lifts by itself once the two other nodes'
+/// return has held for the settle period, and the guard completes the refused eviction on node 3;
+/// the pods of the recovered nodes (their kubelets report a moment apart) and the tolerating pod
+/// stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storm_ending_with_a_node_still_dead_releases_its_refused_evictions() -> anyhow::Result<()>
 {
     let env = TestEnv::start(storm_cluster()).await;
-    let Some(sim) = env.sim_or_skip("the eviction-guard storm scenario fails nodes") else {
+    let Some(host) = env.webhook_host_or_skip("the eviction-guard storm scenario") else {
         env.shutdown().await;
         return Ok(());
     };
     let ns = env.namespace.clone();
-    let guard = StormGuard::start(&env.client, &ns, None).await?;
-    let pods = storm_with_refused_evictions(&env, sim, &guard, 3).await;
+    let guard = StormGuard::start(&env, &host, DEFAULT_THRESHOLD, None).await?;
+    // one failed node per zone
+    let pods = storm_with_refused_evictions(&env, &guard, &[1, 2, 3]).await;
 
-    sim.restore_node("node-1");
-    sim.restore_node("node-2");
+    let restored = Instant::now();
+    env.restore_node(&env.node(1));
+    env.restore_node(&env.node(2));
     wait_for("protection to end", TIMEOUT, || async {
         let p = guard.running.guard.snapshot().protection.clone();
         (!p.protecting && p.notready.len() == 1).then_some(())
     })
     .await;
-    wait_until_gone(&pods, &["web-3"]).await;
-    // The Event follows the DELETE: it may land a moment after the pod is gone.
+    eprintln!(
+        "protection ended {:?} after two nodes were restored",
+        restored.elapsed()
+    );
+    wait_until_deleted(&pods, &["web-3"]).await;
+    // The Event follows the DELETE: it may land a moment after.
     wait_for("the release Event of web-3", TIMEOUT, || async {
-        (released_events(&env.client, &ns).await == ["web-3"]).then_some(())
+        released_events(&env.client, &ns)
+            .await
+            .contains(&"web-3".to_owned())
+            .then_some(())
     })
     .await;
     tokio::time::sleep(QUIET).await;
-    for name in ["web-1", "web-2", "patient", "web-4", "web-5"] {
-        assert!(
-            pods.get_opt(name).await?.is_some(),
-            "{name} stays: its node recovered, it tolerates the taint, or its node is healthy"
-        );
-    }
+    assert_kept(
+        &pods,
+        &["web-1", "web-2", "patient", "web-4", "web-5"],
+        "its node recovered, it tolerates the taint, or its node is healthy",
+    )
+    .await;
+    assert_eq!(released_events(&env.client, &ns).await, ["web-3"]);
     guard.stop().await?;
     env.shutdown().await;
     Ok(())
@@ -786,16 +931,19 @@ async fn storm_ending_with_a_node_still_dead_releases_its_refused_evictions() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refused_evictions_are_released_after_a_guard_restart() -> anyhow::Result<()> {
     let env = TestEnv::start(storm_cluster()).await;
-    let Some(sim) = env.sim_or_skip("the eviction-guard storm scenario fails nodes") else {
+    let Some(host) = env.webhook_host_or_skip("the eviction-guard storm scenario") else {
         env.shutdown().await;
         return Ok(());
     };
     let ns = env.namespace.clone();
-    let guard = StormGuard::start(&env.client, &ns, None).await?;
-    let pods = storm_with_refused_evictions(&env, sim, &guard, 4).await;
+    // A threshold of two: node 1 can recover while protection stays on, with one failed node
+    // per zone (a real node lifecycle controller taints the second failed node of a zone only
+    // after its rate limit's interval, 10s by default).
+    let guard = StormGuard::start(&env, &host, 2, None).await?;
+    let pods = storm_with_refused_evictions(&env, &guard, &[1, 2, 3]).await;
 
     let cert = guard.stop().await?;
-    let guard = StormGuard::start(&env.client, &ns, Some(cert)).await?;
+    let guard = StormGuard::start(&env, &host, 2, Some(cert)).await?;
     assert_eq!(
         guard.running.guard.refusals(),
         0,
@@ -811,36 +959,176 @@ async fn refused_evictions_are_released_after_a_guard_restart() -> anyhow::Resul
             .then_some(())
     })
     .await;
-    // node-1 recovers while three nodes keep protection on: its pod stays
-    sim.restore_node("node-1");
-    wait_for("node-1 Ready", TIMEOUT, || async {
+    // node 1 recovers while two nodes keep protection on: its pod stays
+    let node1 = env.node(1);
+    env.restore_node(&node1);
+    wait_for("node 1 Ready", TIMEOUT, || async {
         let snap = guard.running.guard.snapshot();
         snap.workers
-            .get("node-1")
+            .get(&node1)
             .is_some_and(|n| n.ready)
             .then_some(())
     })
     .await;
     assert!(guard.running.guard.snapshot().protection.protecting);
-    sim.add_token("oncall-token", "oncall", &["ops"]);
-    sim.allow("ops", "update", "control.ballast.dev", "interception");
+    let (oncall_user, oncall_token) = env.service_account_token("oncall", &[]).await;
+    env.allow(
+        &oncall_user,
+        "update",
+        "control.ballast.dev",
+        "interception",
+    )
+    .await;
     let oncall = ControlClient::start(
         ClientOptions::new(format!("http://{}", guard.running.grpc_addr))
-            .token("oncall-token")
+            .token(oncall_token)
             .watch(false),
         &guard.shutdown,
     )?;
+    let disabled = Instant::now();
     let state = oncall.set_mode(Mode::Disabled, "nodes are gone").await?;
     assert!(!state.protecting);
-    wait_until_gone(&pods, &["web-2", "web-3", "web-4"]).await;
-    assert_eq!(
-        released_events(&env.client, &ns).await,
-        ["web-2", "web-3", "web-4"]
+    wait_until_deleted(&pods, &["web-2", "web-3"]).await;
+    eprintln!(
+        "refused evictions released {:?} after SetMode DISABLED",
+        disabled.elapsed()
     );
+    wait_for("the release Events", TIMEOUT, || async {
+        (released_events(&env.client, &ns).await.len() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(released_events(&env.client, &ns).await, ["web-2", "web-3"]);
     tokio::time::sleep(QUIET).await;
-    for name in ["web-1", "patient", "web-5"] {
-        assert!(pods.get_opt(name).await?.is_some(), "{name} stays");
+    assert_kept(
+        &pods,
+        &["web-1", "patient", "web-4", "web-5"],
+        "its node recovered, it tolerates the taint, or its node is healthy",
+    )
+    .await;
+    guard.stop().await?;
+    env.shutdown().await;
+    Ok(())
+}
+
+/// The nodes of `nodes` returned one by one, `apart` from each other, as a healing partition's
+/// kubelets do.
+async fn heal(env: &TestEnv, nodes: &[usize], apart: Duration) {
+    for (k, &i) in nodes.iter().enumerate() {
+        if k > 0 {
+            tokio::time::sleep(apart).await;
+        }
+        env.restore_node(&env.node(i));
     }
+}
+
+/// Waits until the scenario's guard has ended protection and then for `QUIET` more.
+async fn wait_for_protection_to_end(guard: &StormGuard) {
+    wait_for("protection to end", TIMEOUT, || async {
+        (!guard.running.guard.snapshot().protection.protecting).then_some(())
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+}
+
+/// A partition heals over seconds: three of five nodes fail, the taint eviction controller
+/// gives up on their pods, then the nodes come back 1.5s apart. The first return does not end
+/// the storm (the nodes still down stay protected), the guard is restarted in the middle of the
+/// healing, and nothing is deleted: every node of the storm came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_healing_over_seconds_deletes_no_pod_even_across_a_guard_restart()
+-> anyhow::Result<()> {
+    let env = TestEnv::start(storm_cluster()).await;
+    let Some(host) = env.webhook_host_or_skip("the eviction-guard storm scenario") else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    let ns = env.namespace.clone();
+    let guard =
+        StormGuard::start_settling(&env, &host, DEFAULT_THRESHOLD, None, HEAL_SETTLE).await?;
+    let pods = storm_with_refused_evictions(&env, &guard, &[1, 2, 3]).await;
+
+    let healing = Instant::now();
+    env.restore_node(&env.node(1));
+    // the first return does not end the storm: the two nodes still down stay protected
+    wait_for("node 1 seen Ready by the guard", TIMEOUT, || async {
+        let snap = guard.running.guard.snapshot();
+        snap.workers
+            .get(&env.node(1))
+            .is_some_and(|n| n.ready)
+            .then_some(())
+    })
+    .await;
+    let p = guard.running.guard.snapshot().protection.clone();
+    assert!(p.protecting, "{}", p.reason);
+    assert!(p.reason.starts_with("storm ending: 2 of 5"), "{}", p.reason);
+    // A restarted guard sees two NotReady nodes, no storm; what it must still release, and
+    // when, it reads from what the previous leader saved.
+    let guard = guard.restart(&env).await?;
+    heal(&env, &[2, 3], Duration::from_millis(1500)).await;
+    wait_for_protection_to_end(&guard).await;
+    // a release would come once the settle period is over, at one node a second: wait for it
+    // and for the time of three
+    let settled = HEAL_SETTLE.saturating_sub(healing.elapsed()) + Duration::from_secs(3);
+    tokio::time::sleep(settled).await;
+    assert_kept(
+        &pods,
+        &["web-1", "web-2", "web-3", "web-4", "web-5", "patient"],
+        "every node of the storm came back",
+    )
+    .await;
+    assert!(released_events(&env.client, &ns).await.is_empty());
+    guard.stop().await?;
+    env.shutdown().await;
+    Ok(())
+}
+
+/// The same partition, but node 3 stays dead: once the storm is over (the settle period after
+/// the count fell under three), only node 3's refused eviction is completed — by a guard
+/// restarted while the storm was ending, which carries on from what the previous one saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_still_dead_after_the_settle_period_is_released_across_a_guard_restart()
+-> anyhow::Result<()> {
+    let env = TestEnv::start(storm_cluster()).await;
+    let Some(host) = env.webhook_host_or_skip("the eviction-guard storm scenario") else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    let ns = env.namespace.clone();
+    let guard =
+        StormGuard::start_settling(&env, &host, DEFAULT_THRESHOLD, None, HEAL_SETTLE).await?;
+    let pods = storm_with_refused_evictions(&env, &guard, &[1, 2, 3]).await;
+
+    let healing = Instant::now();
+    heal(&env, &[1, 2], Duration::from_millis(1500)).await;
+    wait_for("the storm ending", TIMEOUT, || async {
+        let p = guard.running.guard.snapshot().protection.clone();
+        (p.protecting && p.notready.len() == 1).then_some(())
+    })
+    .await;
+    let guard = guard.restart(&env).await?;
+    let deleted = wait_until_deleted(&pods, &["web-3"]).await;
+    let after = deleted[0].duration_since(healing);
+    eprintln!("web-3 released {after:?} after the healing began");
+    // The settle period runs from node 1's Ready transition, a time in whole seconds.
+    assert!(
+        after >= HEAL_SETTLE - Duration::from_secs(1),
+        "released {after:?} after the first return, before the settle period ({HEAL_SETTLE:?})"
+    );
+    wait_for("the release Event of web-3", TIMEOUT, || async {
+        released_events(&env.client, &ns)
+            .await
+            .contains(&"web-3".to_owned())
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    assert_kept(
+        &pods,
+        &["web-1", "web-2", "patient", "web-4", "web-5"],
+        "its node came back, it tolerates the taint, or its node is healthy",
+    )
+    .await;
+    assert_eq!(released_events(&env.client, &ns).await, ["web-3"]);
     guard.stop().await?;
     env.shutdown().await;
     Ok(())

@@ -1,7 +1,8 @@
 //! The service images: `scripts/image` and the Dockerfile describe the same images, kustomize and
 //! deploy/ reference the tags the script writes, and the eviction-guard image — built with
-//! buildah, run with podman against kube-sim — serves readiness and a real AdmissionReview over
-//! TLS, as uid 65532 on a read-only root, with its kubeconfig and certificates mounted.
+//! buildah, run with podman against the test cluster (kube-sim, or the real control plane) —
+//! serves readiness and a real AdmissionReview over TLS, as uid 65532 on a read-only root, with
+//! its kubeconfig and certificates mounted.
 //!
 //! The image scenario needs buildah and podman (Debian: `apt-get install buildah podman runc`)
 //! and skips with a message without them.
@@ -253,9 +254,9 @@ fn world_readable(path: &Path, mode: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_guard_image_answers_admission_over_tls_as_65532_on_a_read_only_root() {
     if !installed("buildah") || !installed("podman") {
-        eprintln!(
-            "SKIPPED: the image scenario needs buildah and podman \
-             (Debian: apt-get install buildah podman runc)"
+        ballast_e2e::record_skip(
+            "any",
+            "the image scenario needs buildah and podman (Debian: apt-get install buildah podman runc)",
         );
         return;
     }
@@ -341,18 +342,18 @@ async fn eviction_guard_image_answers_admission_over_tls_as_65532_on_a_read_only
     );
 
     let env = TestEnv::start(SimConfig::default().nodes(3)).await;
-    let Some(sim) = env.sim_or_skip("the image scenario mounts kube-sim's kubeconfig") else {
-        env.shutdown().await;
-        return;
-    };
 
-    // kubeconfig and serving certificate, mounted read-only. The API server is named
+    // kubeconfig and serving certificate, mounted read-only. The API server (kube-sim, or the
+    // suite's control plane, both on loopback with `localhost` in their certificates) is named
     // `localhost`, so the static binary resolves a name through the container's /etc/hosts.
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = std::fs::read_to_string(sim.kubeconfig_path())
-        .expect("kube-sim kubeconfig")
+    let kubeconfig = std::fs::read_to_string(&env.kubeconfig)
+        .expect("the cluster's kubeconfig")
         .replace("https://127.0.0.1:", "https://localhost:");
-    assert!(kubeconfig.contains("https://localhost:"), "{kubeconfig}");
+    assert!(
+        kubeconfig.contains("https://localhost:") || !env.on_sim(),
+        "{kubeconfig}"
+    );
     let kubeconfig_path = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig_path, kubeconfig).expect("kubeconfig written");
     world_readable(&kubeconfig_path, 0o644);
@@ -405,7 +406,7 @@ async fn eviction_guard_image_answers_admission_over_tls_as_65532_on_a_read_only
         ],
     );
 
-    // ready: the guard reached kube-sim by name and synced its caches
+    // ready: the guard reached the API server by name and synced its caches
     let http = reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(cert.ca_pem.as_bytes()).expect("CA certificate"),

@@ -50,12 +50,16 @@ mod watch_cache;
 #[path = "kube_sim/webhook_client.rs"]
 mod webhook_client;
 
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for any condition: a few seconds on kube-sim, up to a node grace plus the
+/// controllers' periods on a real control plane.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A ConfigMap labelled as the scenario's own (`e2e.ballast.dev/own=yes`).
 fn cm(name: &str) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.into()),
+            labels: Some([("e2e.ballast.dev/own".to_string(), "yes".to_string())].into()),
             ..Default::default()
         },
         data: Some([("k".to_string(), "v".to_string())].into()),
@@ -92,8 +96,15 @@ async fn watch_resumes_from_a_resource_version_without_gaps_or_duplicates() {
     cms.replace("a", &pp, &a2).await.unwrap();
     cms.delete("b", &DeleteParams::default()).await.unwrap();
 
+    // The scenario's own ConfigMaps only: a real cluster adds kube-root-ca.crt to every new
+    // namespace, possibly after `a`.
     let stream = cms
-        .watch(&WatchParams::default().timeout(5), &from)
+        .watch(
+            &WatchParams::default()
+                .labels("e2e.ballast.dev/own=yes")
+                .timeout(5),
+            &from,
+        )
         .await
         .unwrap();
     let events: Vec<(String, String, u64)> = stream
@@ -143,14 +154,10 @@ async fn watch_resumes_from_a_resource_version_without_gaps_or_duplicates() {
 }
 
 #[tokio::test]
-async fn watch_from_a_compacted_version_is_410_gone_and_bookmarks_arrive() {
-    let env = TestEnv::start(
-        SimConfig::default()
-            .watch_history(5)
-            .bookmark_interval(Duration::from_millis(200)),
-    )
-    .await;
-    if env.sim_or_skip("forcing compaction").is_none() {
+async fn watch_from_a_compacted_version_is_410_gone() {
+    let env = TestEnv::start(SimConfig::default().watch_history(5)).await;
+    if env.sim_only().is_none() {
+        env.shutdown().await;
         return;
     }
     let cms: Api<ConfigMap> = env.api();
@@ -176,22 +183,52 @@ async fn watch_from_a_compacted_version_is_410_gone_and_bookmarks_arrive() {
         Some(Err(kube::Error::Api(e))) => assert_eq!(e.code, 410),
         other => panic!("expected 410 Gone, got {other:?}"),
     }
-    let now = cms
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_streaming_list_sends_the_objects_then_a_bookmark_marking_the_end() {
+    let env = TestEnv::start(SimConfig::default()).await;
+    let cms: Api<ConfigMap> = env.api();
+    for name in ["a", "b"] {
+        cms.create(&PostParams::default(), &cm(name)).await.unwrap();
+    }
+    let now: u64 = cms
         .list(&ListParams::default())
         .await
         .unwrap()
         .metadata
         .resource_version
-        .unwrap();
-    let mut stream = cms
-        .watch(&WatchParams::default().timeout(5), &now)
-        .await
         .unwrap()
-        .boxed();
-    match stream.next().await {
-        Some(Ok(WatchEvent::Bookmark(b))) => assert_eq!(b.metadata.resource_version, now),
-        other => panic!("expected a bookmark, got {other:?}"),
-    }
+        .parse()
+        .unwrap();
+    // What kube-runtime's watcher does with streaming lists: ?sendInitialEvents=true
+    // &resourceVersionMatch=NotOlderThan; the initial state as ADDED events, then a bookmark
+    // annotated k8s.io/initial-events-end at a version no older than the one asked for.
+    let wp = WatchParams::streaming_lists()
+        .labels("e2e.ballast.dev/own=yes")
+        .timeout(10);
+    let mut stream = cms.watch(&wp, "0").await.unwrap().boxed();
+    let mut added = Vec::new();
+    let bookmark = loop {
+        match stream.next().await {
+            Some(Ok(WatchEvent::Added(o))) => added.push(o.name_any()),
+            Some(Ok(WatchEvent::Bookmark(b))) => break b,
+            other => panic!("expected ADDED events then a bookmark, got {other:?}"),
+        }
+    };
+    added.sort();
+    assert_eq!(added, ["a", "b"]);
+    assert_eq!(
+        bookmark
+            .metadata
+            .annotations
+            .get("k8s.io/initial-events-end")
+            .map(String::as_str),
+        Some("true")
+    );
+    let at: u64 = bookmark.metadata.resource_version.parse().unwrap();
+    assert!(at >= now, "bookmark at {at}, list at {now}");
     env.shutdown().await;
 }
 
@@ -526,9 +563,11 @@ async fn kube_runtime_reflector_and_controller_run_unchanged() {
     for n in ["one", "two", "three"] {
         cms.create(&pp, &cm(n)).await.unwrap();
     }
+    // Only the scenario's own ConfigMaps: every namespace of a real cluster also holds
+    // kube-root-ca.crt.
+    let mine = watcher::Config::default().labels("e2e.ballast.dev/own=yes");
     let (reader, writer) = reflector::store::<ConfigMap>();
-    let stream =
-        reflector(writer, watcher(cms.clone(), watcher::Config::default())).applied_objects();
+    let stream = reflector(writer, watcher(cms.clone(), mine.clone())).applied_objects();
     let reflector_task = tokio::spawn(async move {
         futures::pin_mut!(stream);
         while stream.try_next().await.is_ok() {}
@@ -566,7 +605,7 @@ async fn kube_runtime_reflector_and_controller_run_unchanged() {
     }
     let ctx = Arc::new(cms.clone());
     let controller = tokio::spawn(
-        Controller::new(cms.clone(), watcher::Config::default())
+        Controller::new(cms.clone(), mine)
             .run(reconcile, error_policy, ctx)
             .for_each(|_| async {}),
     );
@@ -574,7 +613,10 @@ async fn kube_runtime_reflector_and_controller_run_unchanged() {
         "the controller to reconcile every ConfigMap",
         TIMEOUT,
         || async {
-            let list = cms.list(&ListParams::default()).await.ok()?;
+            let list = cms
+                .list(&ListParams::default().labels("e2e.ballast.dev/own=yes"))
+                .await
+                .ok()?;
             list.items
                 .iter()
                 .all(|c| {
@@ -601,9 +643,6 @@ async fn scheduler_kubelet_node_failure_and_taint_eviction_behave_like_a_cluster
             .taint_eviction(true),
     )
     .await;
-    let Some(sim) = env.sim_or_skip("failing a node") else {
-        return;
-    };
     let pods: Api<Pod> = env.api();
     let nodes: Api<Node> = Api::all(env.client.clone());
     let pp = PostParams::default();
@@ -632,7 +671,7 @@ async fn scheduler_kubelet_node_failure_and_taint_eviction_behave_like_a_cluster
     .await;
     // Put the patient on the same node so both see the failure.
     let patient_node = pods.get("patient").await.unwrap().spec.unwrap().node_name;
-    sim.fail_node(&node);
+    env.fail_node(&node);
     let failed =
         wait_for(
             "the node Ready=Unknown with the unreachable taint",
@@ -661,10 +700,16 @@ async fn scheduler_kubelet_node_failure_and_taint_eviction_behave_like_a_cluster
             .iter()
             .any(|t| t.effect == "NoSchedule")
     );
+    // Deleted by the taint eviction once its default toleration runs out: gone at once on
+    // kube-sim; Terminating on a real cluster, where only the node's kubelet can confirm it.
     wait_for(
-        "pod short deleted by taint eviction after its 2s toleration",
+        "pod short deleted by taint eviction after its default toleration",
         TIMEOUT,
-        || async { pods.get_opt("short").await.unwrap().is_none().then_some(()) },
+        || async {
+            let p = pods.get_opt("short").await.unwrap();
+            p.is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+                .then_some(())
+        },
     )
     .await;
     if patient_node.as_deref() == Some(node.as_str()) {
@@ -684,7 +729,7 @@ async fn scheduler_kubelet_node_failure_and_taint_eviction_behave_like_a_cluster
     } else {
         assert!(pods.get_opt("patient").await.unwrap().is_some());
     }
-    sim.restore_node(&node);
+    env.restore_node(&node);
     wait_for("the node Ready again without taints", TIMEOUT, || async {
         let n = nodes.get(&node).await.ok()?;
         let ready = n
@@ -705,6 +750,10 @@ async fn scheduler_kubelet_node_failure_and_taint_eviction_behave_like_a_cluster
         pods.get_opt("patient").await.unwrap().is_some(),
         "a pod tolerating forever stays"
     );
+    wait_for("the evicted pod's deletion finished", TIMEOUT, || async {
+        pods.get_opt("short").await.unwrap().is_none().then_some(())
+    })
+    .await;
     env.shutdown().await;
 }
 
@@ -758,9 +807,6 @@ async fn pv_binder_binds_a_pre_bound_volume_and_claim() {
 #[tokio::test]
 async fn pv_binder_leaves_a_claim_naming_a_volume_of_another_class_unbound() {
     let env = TestEnv::start(SimConfig::default().pv_binder(true)).await;
-    if env.sim_or_skip("the simulated PV binder").is_none() {
-        return;
-    }
     let pvs: Api<PersistentVolume> = Api::all(env.client.clone());
     let pvcs: Api<PersistentVolumeClaim> = env.api();
     let pv_name = format!("pv-fast-{}", env.namespace);
@@ -812,15 +858,13 @@ async fn pv_binder_leaves_a_claim_naming_a_volume_of_another_class_unbound() {
 }
 
 #[tokio::test]
-async fn token_and_access_reviews_answer_as_configured() {
+async fn token_and_access_reviews_answer_for_service_accounts_and_their_grants() {
     let env = TestEnv::start(SimConfig::default()).await;
-    let Some(sim) = env.sim_or_skip("configuring review answers") else {
-        return;
-    };
-    sim.add_token("oncall-token", "oncall", &["ops"]);
-    sim.allow("ops", "update", "control.ballast.dev", "interception");
+    let (oncall, token) = env.service_account_token("oncall", &[]).await;
+    env.allow(&oncall, "update", "control.ballast.dev", "interception")
+        .await;
     let tr: Api<k8s_openapi::api::authentication::v1::TokenReview> = Api::all(env.client.clone());
-    let review = serde_json::from_value(json!({"spec": {"token": "oncall-token"}})).unwrap();
+    let review = serde_json::from_value(json!({"spec": {"token": token}})).unwrap();
     let out = tr
         .create(&PostParams::default(), &review)
         .await
@@ -829,12 +873,25 @@ async fn token_and_access_reviews_answer_as_configured() {
         .unwrap();
     assert_eq!(out.authenticated, Some(true));
     let user = out.user.unwrap();
-    assert_eq!(user.username.as_deref(), Some("oncall"));
-    assert!(user.groups.unwrap().contains(&"ops".to_string()));
+    assert_eq!(user.username.as_deref(), Some(oncall.as_str()));
+    let groups = user.groups.unwrap();
+    assert!(
+        groups.contains(&"system:serviceaccounts".to_string())
+            && groups.contains(&format!("system:serviceaccounts:{}", env.namespace)),
+        "{groups:?}"
+    );
+    let forged = serde_json::from_value(json!({"spec": {"token": "not-a-token"}})).unwrap();
+    let out = tr
+        .create(&PostParams::default(), &forged)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_ne!(out.authenticated, Some(true));
     let sar: Api<k8s_openapi::api::authorization::v1::SubjectAccessReview> =
         Api::all(env.client.clone());
     let ask = |verb: &str| {
-        serde_json::from_value(json!({"spec": {"user": "oncall", "groups": ["ops"],
+        serde_json::from_value(json!({"spec": {"user": oncall, "groups": groups,
             "resourceAttributes": {"verb": verb, "group": "control.ballast.dev", "resource": "interception"}}}))
         .unwrap()
     };
@@ -848,8 +905,8 @@ async fn token_and_access_reviews_answer_as_configured() {
         .await
         .unwrap();
     assert!(!no.status.unwrap().allowed);
-    // The same identity, acting on the simulator itself, is held to the same rules.
-    let stranger = sim.client_as("stranger", &[]).await;
+    // An identity with no grant, acting on the cluster itself, is held to the same rules.
+    let stranger = env.client_as("stranger", &[]).await;
     let (code, _, message) = api_error(
         Api::<Pod>::namespaced(stranger, &env.namespace)
             .list(&ListParams::default())
@@ -881,14 +938,12 @@ async fn kubectl_gets_creates_applies_patches_deletes_and_watches() {
     let Some(out) = kubectl(&kc, &["get", "nodes"]) else {
         return;
     };
-    if env.on_sim() {
-        assert!(out.status.success(), "{}", text(&out));
-        assert!(
-            text(&out).contains("node-1") && text(&out).contains("Ready"),
-            "{}",
-            text(&out)
-        );
-    }
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&env.node(1)) && text(&out).contains("Ready"),
+        "{}",
+        text(&out)
+    );
     let manifest = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: {ns}\n  labels: {{app: web}}\nspec:\n  containers:\n  - name: app\n    image: registry.example/web:1.0\n"
     );
@@ -1069,12 +1124,6 @@ async fn scheduler_selects_a_node_for_wait_for_first_consumer_claims_and_waits_f
             .pv_binder(true),
     )
     .await;
-    if env
-        .sim_or_skip("a WaitForFirstConsumer class of a fake provisioner")
-        .is_none()
-    {
-        return;
-    }
     let class_name = format!("wffc-{}", env.namespace);
     let class: StorageClass = serde_json::from_value(json!({
         "metadata": {"name": class_name}, "provisioner": "e2e.ballast.dev/fake",

@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::serde::de::DeserializeOwned;
@@ -303,6 +303,7 @@ fn check_typed(o: &Object) -> Result<(), String> {
         ("policy/v1", "PodDisruptionBudget") => strict::<PodDisruptionBudget>(v),
         ("networking.k8s.io/v1", "NetworkPolicy") => strict::<NetworkPolicy>(v),
         ("storage.k8s.io/v1", "StorageClass") => strict::<StorageClass>(v),
+        ("storage.k8s.io/v1", "CSIDriver") => strict::<CSIDriver>(v),
         ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
             strict::<ValidatingWebhookConfiguration>(v)
         }
@@ -372,6 +373,7 @@ fn expected_kinds(name: &str) -> &'static [&'static str] {
             "DaemonSet",
             "PodDisruptionBudget",
             "StorageClass",
+            "CSIDriver",
         ],
         "provisioner-nfs" => &[
             "Deployment",
@@ -633,7 +635,9 @@ fn named_grants(r: &Render, account: &str) -> BTreeMap<Grant, Vec<String>> {
     let mut out = BTreeMap::new();
     let mut add = |g: &str, res: &str, verbs: &[&str], name: String| {
         for v in verbs {
-            out.insert(grant(g, res, v), vec![name.clone()]);
+            out.entry(grant(g, res, v))
+                .or_insert_with(Vec::new)
+                .push(name.clone());
         }
     };
     let lease = ["get", "update"];
@@ -647,6 +651,8 @@ fn named_grants(r: &Render, account: &str) -> BTreeMap<Grant, Vec<String>> {
                 configured(r, &cmd, "MODE_CONFIGMAP"),
             );
             let release = eviction_guard::release::ReleaseConfig::default();
+            // the release leader's plan, a ConfigMap named like its Lease
+            add("", "configmaps", &lease, release.lease_name.clone());
             add("coordination.k8s.io", "leases", &lease, release.lease_name);
         }
         // LEASE_NAME when the manifest sets it, else the name the service picks by default
@@ -752,10 +758,11 @@ fn rbac_grants_exactly_what_each_service_declares() {
             "provisioner-nfs" => {
                 vec![(provisioner::CONTROLLER_RBAC, "provisioner", NAMESPACE, None)]
             }
-            // The controller and the node agents, each with its own ServiceAccount.
+            // The controller (with its capacity objects) and the node agents, each with its own
+            // ServiceAccount.
             "provisioner-hostpath" => vec![
                 (
-                    provisioner::CONTROLLER_RBAC,
+                    provisioner::HOSTPATH_CONTROLLER_RBAC,
                     "provisioner",
                     HOSTPATH_NAMESPACE,
                     None,
@@ -1571,10 +1578,52 @@ fn storage_classes_name_the_provisioners_the_code_serves() {
         );
     }
 
+    // The hostPath provisioner's name is a CSIDriver's, which turns on the scheduler's
+    // capacity check for its classes: nothing attached, nothing mounted through CSI. Controller
+    // and agents are called by that name.
+    let r = find(renders, "provisioner-hostpath");
+    let driver: CSIDriver = r.one("CSIDriver");
+    assert_eq!(
+        driver.metadata.name.as_deref(),
+        Some(provisioner::objects::PROVISIONER_HOSTPATH)
+    );
+    assert_eq!(
+        provisioner::args::csi_driver_name(provisioner::objects::PROVISIONER_HOSTPATH).as_deref(),
+        Ok(provisioner::objects::PROVISIONER_HOSTPATH),
+        "the default name is a valid CSIDriver name"
+    );
+    let spec = driver.spec;
+    assert_eq!(
+        (
+            spec.storage_capacity,
+            spec.attach_required,
+            spec.pod_info_on_mount,
+            spec.volume_lifecycle_modes.as_deref()
+        ),
+        (
+            Some(true),
+            Some(false),
+            Some(false),
+            Some(&["Persistent".to_owned()][..])
+        )
+    );
+    for (workload, spec) in pod_specs(r) {
+        let name = spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "HOSTPATH_PROVISIONER_NAME")
+            .and_then(|e| e.value.clone());
+        assert_eq!(
+            name.as_deref(),
+            Some(provisioner::objects::PROVISIONER_HOSTPATH),
+            "{workload}"
+        );
+    }
+
     // The hostPath agents: one per node, never the controller, their node name from the
     // downward API, the base path mounted at the same path as on the host; the controller
     // Deployment writes that same base path into PVs and mounts nothing of the host.
-    let r = find(renders, "provisioner-hostpath");
     let ds: DaemonSet = r.one("DaemonSet");
     let spec = ds.spec.and_then(|s| s.template.spec).expect("pod spec");
     let c = &spec.containers[0];
@@ -1856,9 +1905,7 @@ fn the_uninstall_selector_takes_everything_but_the_shared_namespace_and_crds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rendered_manifests_apply_with_kubectl() {
     let Some(renders) = renders() else { return };
-    let sim = ballast_e2e::KubeSim::start(ballast_e2e::SimConfig::default())
-        .await
-        .expect("kube-sim starts");
+    let sim = ballast_e2e::PrivateCluster::start().await;
     let kubeconfig = sim.kubeconfig_path().to_path_buf();
     // The cert-manager variants need cert-manager's CRDs, which a bare API server lacks.
     for r in renders.iter().filter(|r| !r.is_cert_manager()) {
@@ -2050,13 +2097,11 @@ const TEST_OWNED: &[&str] = &[
 async fn apply_as_shipped(
     service: &str,
     cmd: &clap::Command,
-) -> Option<(ballast_e2e::KubeSim, tempfile::TempDir, Vec<String>)> {
+) -> Option<(ballast_e2e::PrivateCluster, tempfile::TempDir, Vec<String>)> {
     let renders = renders()?;
     ballast_runtime::tls::install_crypto_provider();
     let r = find(renders, service);
-    let sim = ballast_e2e::KubeSim::start(ballast_e2e::SimConfig::default())
-        .await
-        .expect("kube-sim starts");
+    let sim = ballast_e2e::PrivateCluster::start().await;
     let file = repo().join(r.deploy_file());
     let out = ballast_e2e::kubectl(
         sim.kubeconfig_path(),
@@ -2435,6 +2480,22 @@ fn check_overlay(base: &Render, r: &Render, prefix: &str) {
                 .any(|svc| *dns == format!("{svc}.{ns}.svc")),
             "{at}: WEBHOOK_SERVICE_DNS={dns} names no webhook Service of the render"
         );
+    }
+    // The hostPath provisioner is called by its CSIDriver's name, renamed or not.
+    if r.component() == "provisioner-hostpath" {
+        let driver = format!("{prefix}{}", provisioner::objects::PROVISIONER_HOSTPATH);
+        assert!(exists("CSIDriver", &driver), "{at}");
+        let sc: StorageClass = r.one("StorageClass");
+        assert_eq!(sc.provisioner, driver, "{at}");
+        for (_, spec) in &templates {
+            let var = spec.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "HOSTPATH_PROVISIONER_NAME")
+                .and_then(|e| e.value.clone());
+            assert_eq!(var.as_ref(), Some(&driver), "{at}");
+        }
     }
     if r.component() == "eviction-guard" {
         let svc = format!("{prefix}eviction-guard");

@@ -1,78 +1,67 @@
-//! podmanager end to end on kube-sim (scheduler and kubelets on), the seed's walkthrough:
-//! the sample gives 3 pods with owner references and `kubectl get podmanager` shows 3/3; scale
-//! to 5 through the scale subresource and to 2 with `kubectl scale`; an image change replaces
-//! the pods one at a time; a pod deleted by hand comes back under its name; events show in
-//! `kubectl describe`; `/metrics` counts reconciles; deleting the PodManager removes its pods
-//! and releases the finalizer. And with two operator replicas only the leader reconciles, and
-//! the other takes over when it stops. And v2 through the operator's conversion webhook: a v1
-//! object read and edited as v2 (a template change rolls the pods), the v2-only fields kept on
-//! v1, the server's 422 for an invalid template, and the server's 500 once the webhook is down
-//! (that scenario also runs with E2E_KUBECONFIG when E2E_WEBHOOK_HOST names this host).
+//! podmanager end to end, on kube-sim and on a real control plane (each scenario with nodes of
+//! its own, the scheduler and kubelets running its pods), the seed's walkthrough: the sample
+//! gives 3 pods with owner references and `kubectl get podmanager` shows 3/3; scale to 5 through
+//! the scale subresource and to 2 with `kubectl scale`; an image change replaces the pods one at
+//! a time; a pod deleted by hand comes back under its name; events show in `kubectl describe`;
+//! `/metrics` counts reconciles; deleting the PodManager removes its pods and releases the
+//! finalizer. And with two operator replicas only the leader reconciles, and the other takes
+//! over when it stops. With eviction-guard as the source of node health, a failed node's pods
+//! are kept (the guard refuses their taint eviction) and replaced elsewhere, and the surplus
+//! goes once the node returns. And v2 through the operator's conversion webhook: a v1 object
+//! read and edited as v2 (a template change rolls the pods), the v2-only fields kept on v1, the
+//! server's 422 for an invalid template, and the server's 500 once the webhook is down.
 //!
-//! The operator runs in-process through `podmanager::start`. `kubectl` steps run when
+//! The operator runs in-process through `podmanager::start`, watching only the scenario's
+//! namespace. The PodManager CRD's name and group are fixed, so on a real cluster one scenario
+//! at a time holds it ([`CrdHold`], lock `podmanager-crd`): it creates the CRD when the cluster
+//! has none and deletes it at the end; a CRD the suite did not make (a user's) is used as it is,
+//! and the conversion scenario, which would point its webhook elsewhere, skips. Scenarios that
+//! serve a webhook skip on a real cluster without `E2E_WEBHOOK_HOST`. `kubectl` steps run when
 //! `kubectl` is on PATH; otherwise the same change is made through the API.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ballast_e2e::wait_for;
+use ballast_e2e::harness::crd::CrdHold;
+use ballast_e2e::{SimConfig, TestEnv, WebhookHost, wait_for};
 use ballast_runtime::leader::LeaseConfig;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt, ResourceExt};
-use kube_sim::{KubeSim, SimConfig};
 use podmanager::{Config, PodManager};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// Longest wait for any condition; each is expected within a few seconds.
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for any condition; each is expected within seconds (a real control plane's
+/// controllers take a few).
+const TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a settled PodManager is watched for spurious reconciles.
 const QUIET_WINDOW: Duration = Duration::from_millis(700);
 const SAMPLE: &str = include_str!("../crates/podmanager/config/samples/apps_v1_podmanager.yaml");
+/// The cluster lock held while a scenario uses the PodManager CRD.
+const CRD_LOCK: &str = "podmanager-crd";
 
-async fn start_sim() -> KubeSim {
-    ballast_runtime::telemetry::init();
-    KubeSim::start(SimConfig::default().nodes(3).scheduler(true).kubelet(true))
-        .await
-        .expect("kube-sim starts")
+/// The scenario's cluster for the operator: its nodes, the scheduler and kubelets.
+fn cluster(nodes: usize) -> SimConfig {
+    SimConfig::default()
+        .nodes(nodes)
+        .scheduler(true)
+        .kubelet(true)
 }
 
-/// Installs the CRD and creates `ns`; returns once PodManagers can be listed there.
-async fn prepare(client: &kube::Client, ns: &str) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    match crds
-        .create(&PostParams::default(), &PodManager::crd())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("failed to create the CRD: {e}"),
-    }
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace");
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("create namespace");
-    let pms: Api<PodManager> = Api::namespaced(client.clone(), ns);
-    wait_for("the PodManager API to be served", TIMEOUT, || async {
-        pms.list(&ListParams::default()).await.ok()
-    })
-    .await;
-}
-
-fn config(client: &kube::Client, ns: &str, identity: &str, elect: bool) -> Config {
+fn config(env: &TestEnv, identity: &str, elect: bool) -> Config {
     Config {
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        kube: ballast_runtime::KubeAccess::Client(client.clone()),
-        watch_namespace: Some(ns.into()),
+        kube: ballast_runtime::KubeAccess::Client(env.client.clone()),
+        watch_namespace: Some(env.namespace.clone()),
         leader_election: elect.then(|| LeaseConfig {
-            namespace: ns.into(),
+            namespace: env.namespace.clone(),
             name: "podmanager".into(),
             identity: identity.into(),
             lease_duration: Duration::from_secs(3),
@@ -91,10 +80,36 @@ async fn start_operator(config: Config, shutdown: &CancellationToken) -> podmana
         .expect("operator starts")
 }
 
-fn sample(ns: &str) -> PodManager {
-    let mut pm: PodManager = serde_yaml::from_str(SAMPLE).expect("sample parses");
-    pm.metadata.namespace = Some(ns.into());
-    pm
+fn sample() -> PodManager {
+    serde_yaml::from_str(SAMPLE).expect("sample parses")
+}
+
+/// Deletes PodManager `name` and waits until it and its pods are gone: the operator, still
+/// running, deletes the pods and releases its finalizer.
+async fn delete_and_wait(pms: &Api<PodManager>, pods: &Api<Pod>, name: &str) {
+    pms.delete(name, &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("failed to delete PodManager {name}: {e}"));
+    wait_for(
+        &format!("PodManager {name} and its pods gone"),
+        TIMEOUT,
+        || async {
+            let left = pods
+                .list(&ListParams::default().labels(&format!("podmanager={name}")))
+                .await
+                .ok()?;
+            let pm_gone = pms.get_opt(name).await.ok()?.is_none();
+            (left.items.is_empty() && pm_gone).then_some(())
+        },
+    )
+    .await;
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Pod name -> (image, ready), for pods not terminating.
@@ -113,11 +128,7 @@ async fn pods_of(pods: &Api<Pod>, pm: &str) -> BTreeMap<String, (String, bool)> 
                 .and_then(|s| s.containers.first())
                 .and_then(|c| c.image.clone())
                 .unwrap_or_default();
-            let ready = p
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let ready = pod_ready(&p);
             (p.name_any(), (image, ready))
         })
         .collect()
@@ -149,12 +160,15 @@ async fn wait_settled(pms: &Api<PodManager>, pods: &Api<Pod>, expected: &[String
     .await;
 }
 
-/// Runs kubectl against the simulator (async: the simulator serves on this test's runtime).
-/// `None` when kubectl is not installed.
-async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Option<String> {
+/// Runs kubectl (async: kube-sim serves on this test's runtime) with discovery cached in
+/// `cache` (the scenario's own: kubectl's shared cache could still list the API versions of a
+/// PodManager CRD another scenario replaced). `None` when kubectl is not installed.
+async fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Option<String> {
     let out = tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
         .args(args)
         .output()
         .await
@@ -181,14 +195,18 @@ fn reconciles(text: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
-    let sim = start_sim().await;
-    let client = sim.client();
-    let ns = "podmanager-e2e";
-    prepare(&client, ns).await;
+    ballast_runtime::telemetry::init();
+    let env = TestEnv::start(cluster(3)).await;
+    let crd = CrdHold::take(&env, PodManager::crd(), CRD_LOCK, false)
+        .await
+        .expect("v1 works with any PodManager CRD");
+    let client = env.client.clone();
+    let ns = env.namespace.clone();
+    let cache = tempfile::tempdir().expect("a kubectl cache directory");
     let shutdown = CancellationToken::new();
-    let op = start_operator(config(&client, ns, "pm-solo", false), &shutdown).await;
+    let op = start_operator(config(&env, "pm-solo", false), &shutdown).await;
     let before = reconciles(&metrics_text(op.admin_addr).await);
     let readyz = format!("http://{}/readyz", op.admin_addr);
     wait_for("/readyz 200 once node health is known", TIMEOUT, || async {
@@ -197,13 +215,13 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     })
     .await;
 
-    let pms: Api<PodManager> = Api::namespaced(client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pms.create(&PostParams::default(), &sample(ns))
+    let pms: Api<PodManager> = env.api();
+    let pods: Api<Pod> = env.api();
+    pms.create(&PostParams::default(), &sample())
         .await
         .expect("create the sample");
 
-    // 3 pods with controller owner references and the seed's labels.
+    // 3 pods with controller owner references and the seed's labels, on the scenario's nodes.
     wait_settled(&pms, &pods, &names(3), "nginx:1.21").await;
     let pm = pms.get("my-pod-manager").await.expect("get pm");
     assert!(
@@ -228,6 +246,12 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
         );
         assert_eq!(owner.uid, pm.uid().unwrap_or_default());
         assert_eq!(pod.labels()["podmanager-uid"], owner.uid);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        assert!(
+            node.as_ref().is_some_and(|n| env.nodes().contains(n)),
+            "{} runs on one of the scenario's nodes: {node:?}",
+            pod.name_any()
+        );
     }
     let ready = pm
         .status
@@ -238,7 +262,13 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
         (ready.status.as_str(), ready.message.as_str()),
         ("True", "3/3 pods ready")
     );
-    if let Some(out) = kubectl(sim.kubeconfig_path(), &["get", "podmanager", "-n", ns]).await {
+    if let Some(out) = kubectl(
+        &env.kubeconfig,
+        cache.path(),
+        &["get", "podmanager", "-n", &ns],
+    )
+    .await
+    {
         let row: Vec<&str> = out
             .lines()
             .find(|l| l.starts_with("my-pod-manager"))
@@ -274,12 +304,13 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
 
     // Scale to 2: the highest ordinals go.
     let scaled_by_kubectl = kubectl(
-        sim.kubeconfig_path(),
+        &env.kubeconfig,
+        cache.path(),
         &[
             "scale",
             "podmanager/my-pod-manager",
             "-n",
-            ns,
+            &ns,
             "--replicas=2",
         ],
     )
@@ -339,7 +370,7 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     wait_settled(&pms, &pods, &names(2), "nginx:1.22").await;
 
     // Events, as `kubectl describe` shows them.
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let events: Api<Event> = env.api();
     let notes: Vec<(String, String)> = wait_for("events for the PodManager", TIMEOUT, || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         let notes: Vec<(String, String)> = list
@@ -350,7 +381,7 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
             .collect();
         notes
             .iter()
-            .any(|(r, n)| r == "SuccessfulDelete" && n.contains("image rollout"))
+            .any(|(r, n)| r == "SuccessfulDelete" && n.contains("pod template changed"))
             .then_some(notes)
     })
     .await;
@@ -371,8 +402,9 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     // `kubectl describe` shows the conditions, and in its Events section (core/v1 events, the
     // same store as events.k8s.io/v1) what the operator did.
     if let Some(out) = kubectl(
-        sim.kubeconfig_path(),
-        &["describe", "podmanager", "my-pod-manager", "-n", ns],
+        &env.kubeconfig,
+        cache.path(),
+        &["describe", "podmanager", "my-pod-manager", "-n", &ns],
     )
     .await
     {
@@ -388,12 +420,13 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
         );
     }
     if let Some(out) = kubectl(
-        sim.kubeconfig_path(),
+        &env.kubeconfig,
+        cache.path(),
         &[
             "get",
             "events.v1.events.k8s.io",
             "-n",
-            ns,
+            &ns,
             "-o",
             "custom-columns=REASON:.reason,NOTE:.note",
         ],
@@ -402,7 +435,7 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     {
         assert!(
             out.contains("Created pod my-pod-manager-0 with image nginx:1.21")
-                && out.contains("Deleted pod my-pod-manager-1 (image rollout)"),
+                && out.contains("Deleted pod my-pod-manager-1 (pod template changed)"),
             "kubectl get events shows creates and deletes:\n{out}"
         );
     }
@@ -415,32 +448,24 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     );
 
     // Delete the PodManager: pods gone, finalizer released, object gone.
-    pms.delete("my-pod-manager", &DeleteParams::default())
-        .await
-        .expect("delete the PodManager");
-    wait_for("pods and PodManager gone", TIMEOUT, || async {
-        let left = pods_of(&pods, "my-pod-manager").await;
-        let pm_gone =
-            matches!(pms.get("my-pod-manager").await, Err(kube::Error::Api(s)) if s.code == 404);
-        (left.is_empty() && pm_gone).then_some(())
-    })
-    .await;
+    delete_and_wait(&pms, &pods, "my-pod-manager").await;
 
     shutdown.cancel();
     op.wait().await.expect("operator stops cleanly");
-    sim.shutdown().await;
+    crd.release(&client).await;
+    env.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over() {
-    let sim = start_sim().await;
-    let client = sim.client();
-    let ns = "podmanager-e2e-leader";
-    prepare(&client, ns).await;
+    let env = TestEnv::start(cluster(3)).await;
+    let crd = CrdHold::take(&env, PodManager::crd(), CRD_LOCK, false)
+        .await
+        .expect("v1 works with any PodManager CRD");
     let stop_a = CancellationToken::new();
     let stop_b = CancellationToken::new();
-    let a = start_operator(config(&client, ns, "pm-a", true), &stop_a).await;
-    let b = start_operator(config(&client, ns, "pm-b", true), &stop_b).await;
+    let a = start_operator(config(&env, "pm-a", true), &stop_a).await;
+    let b = start_operator(config(&env, "pm-b", true), &stop_b).await;
     wait_for("a leader", TIMEOUT, || async {
         (a.is_leader() || b.is_leader()).then_some(())
     })
@@ -451,9 +476,9 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
         (b, a, stop_b, stop_a)
     };
 
-    let pms: Api<PodManager> = Api::namespaced(client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pms.create(&PostParams::default(), &sample(ns))
+    let pms: Api<PodManager> = env.api();
+    let pods: Api<Pod> = env.api();
+    pms.create(&PostParams::default(), &sample())
         .await
         .expect("create the sample");
     wait_settled(&pms, &pods, &names(3), "nginx:1.21").await;
@@ -482,19 +507,25 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
     wait_settled(&pms, &pods, &names(4), "nginx:1.21").await;
     assert!(follower.reconcile_count() > 0, "the new leader reconciled");
 
+    delete_and_wait(&pms, &pods, "my-pod-manager").await;
     stop_follower.cancel();
     follower.wait().await.expect("new leader stops cleanly");
-    sim.shutdown().await;
+    crd.release(&env.client).await;
+    env.shutdown().await;
 }
 
-/// Node name -> pod names of the PodManager on it.
+/// Node name -> pod names of the PodManager on it, for pods not terminating.
 async fn placement(pods: &Api<Pod>) -> BTreeMap<String, Vec<String>> {
     let list = pods
         .list(&ListParams::default().labels("podmanager=my-pod-manager"))
         .await
         .expect("list pods");
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for p in list.items {
+    for p in list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         let node = p
             .spec
             .as_ref()
@@ -505,51 +536,98 @@ async fn placement(pods: &Api<Pod>) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-fn control_nodes(nodes: &[&str], not_ready: &[&str]) -> ballast_control::NodeHealthSnapshot {
-    ballast_control::NodeHealthSnapshot::synced(nodes.iter().map(|n| ballast_control::NodeHealth {
-        name: (*n).to_string(),
-        ready: !not_ready.contains(n),
-        ..ballast_control::NodeHealth::default()
-    }))
+/// eviction-guard in-process for the scenario: its webhook registered for the scenario's
+/// namespace, a single NotReady node of the scenario's enough for a storm, and its control
+/// service (node health and protection) on loopback for the operator.
+struct GuardService {
+    running: eviction_guard::Running,
+    shutdown: CancellationToken,
+    _certs: tempfile::TempDir,
 }
 
-/// With node health from the control service: while protection is on, the pod on the failed
-/// node is kept (not deleted) and replaced by an extra pod elsewhere; when the node returns and
-/// protection ends, the surplus goes. The control service is the control crate's in-memory
-/// test double standing in for eviction-guard, served over real gRPC.
-#[tokio::test]
-async fn pods_on_a_failed_node_are_replaced_elsewhere_while_protected_then_surplus_removed() {
-    let sim = start_sim().await;
-    let client = sim.client();
-    let ns = "podmanager-e2e-protect";
-    prepare(&client, ns).await;
-    let shutdown = CancellationToken::new();
+impl GuardService {
+    async fn start(env: &TestEnv, host: &WebhookHost) -> GuardService {
+        let certs = tempfile::tempdir().expect("tempdir");
+        let cert = ballast_runtime::tls::generate(&host.cert_names()).expect("a certificate");
+        let tls = cert.write_to(certs.path()).expect("certificate files");
+        let mut config = eviction_guard::Config::loopback(env.client.clone());
+        config.webhook_addr = host.bind_addr(0);
+        config.tls = Some(tls);
+        config.namespace = env.namespace.clone();
+        config.worker_selector = env.node_selector().parse().expect("a node selector");
+        config.storm.threshold = 1;
+        let shutdown = CancellationToken::new();
+        let running = eviction_guard::start(config, shutdown.clone())
+            .await
+            .expect("the guard starts");
+        let configuration = env.scoped(
+            eviction_guard::webhook_config::validating_webhook_configuration(
+                &format!("eviction-guard-{}", env.namespace),
+                WebhookClientConfig {
+                    url: Some(host.url(running.webhook_addr.port(), "/validate")),
+                    ca_bundle: Some(k8s_openapi::ByteString(cert.ca_pem.clone().into_bytes())),
+                    service: None,
+                },
+                &["kube-system"],
+            ),
+        );
+        Api::<ValidatingWebhookConfiguration>::all(env.client.clone())
+            .create(&PostParams::default(), &configuration)
+            .await
+            .expect("the guard's webhook configuration registered");
+        wait_for("the guard to be ready", TIMEOUT, || async {
+            running.readiness.is_ready().then_some(())
+        })
+        .await;
+        GuardService {
+            running,
+            shutdown,
+            _certs: certs,
+        }
+    }
 
-    let all = ["node-1", "node-2", "node-3"];
-    let state = std::sync::Arc::new(ballast_control::MemoryState::new(
-        ballast_control::InterceptionState {
-            synced: true,
-            ..ballast_control::InterceptionState::default()
-        },
-    ));
-    state.set_nodes(control_nodes(&all, &[]));
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.running.grpc_addr)
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.wait().await.expect("the guard stops cleanly");
+    }
+}
+
+/// Whether node `name` is NotReady (Ready condition not True) as the API server stores it.
+async fn node_not_ready(nodes: &Api<Node>, name: &str) -> bool {
+    nodes
+        .get(name)
         .await
-        .expect("bind grpc");
-    let endpoint = format!("http://{}", grpc.local_addr().expect("grpc addr"));
-    tokio::spawn(ballast_control::serve(
-        grpc,
-        state.clone(),
-        ballast_control::ServerOptions::new(std::sync::Arc::new(ballast_control::AllowAll)),
-        shutdown.clone(),
-    ));
-    let mut cfg = config(&client, ns, "pm-protect", false);
-    cfg.control_endpoint = Some(endpoint);
+        .is_ok_and(|n| !ballast_runtime::node::is_ready(&n))
+}
+
+/// With node health from eviction-guard (threshold 1: one failed node is a storm here): the
+/// failed node's pods are kept, since the guard refuses their taint eviction, and not deleted
+/// by the operator, which replaces them with extra pods on the other nodes; when the node
+/// returns and protection ends, the surplus goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_a_failed_node_are_replaced_elsewhere_while_protected_then_surplus_removed() {
+    let env = TestEnv::start(cluster(3).taint_eviction(true)).await;
+    let Some(host) = env.webhook_host_or_skip("eviction-guard's webhook served in-process") else {
+        env.shutdown().await;
+        return;
+    };
+    let crd = CrdHold::take(&env, PodManager::crd(), CRD_LOCK, false)
+        .await
+        .expect("v1 works with any PodManager CRD");
+    let guard = GuardService::start(&env, &host).await;
+    let shutdown = CancellationToken::new();
+    let mut cfg = config(&env, "pm-protect", false);
+    cfg.control_endpoint = Some(guard.endpoint());
     let op = start_operator(cfg, &shutdown).await;
 
-    let pms: Api<PodManager> = Api::namespaced(client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pms.create(&PostParams::default(), &sample(ns))
+    let pms: Api<PodManager> = env.api();
+    let pods: Api<Pod> = env.api();
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    pms.create(&PostParams::default(), &sample())
         .await
         .expect("create the sample");
     wait_settled(&pms, &pods, &names(3), "nginx:1.21").await;
@@ -559,28 +637,54 @@ async fn pods_on_a_failed_node_are_replaced_elsewhere_while_protected_then_surpl
         .find(|(node, _)| !node.is_empty())
         .map(|(n, p)| (n.clone(), p.clone()))
         .expect("a node with pods");
+    let mut stranded_uids = Vec::new();
+    for name in &stranded {
+        let pod = pods.get(name).await.expect("a stranded pod");
+        stranded_uids.push(pod.uid().expect("a uid"));
+    }
 
-    // The node fails and the guard turns protection on.
-    sim.fail_node(&dead_node);
-    state.set_nodes(control_nodes(&all, &[dead_node.as_str()]));
-    state.update_status(|s| {
-        s.protecting = true;
-        s.notready_nodes = vec![dead_node.clone()];
-    });
-    let after = wait_for("replacements on other nodes", TIMEOUT, || async {
+    // The node fails: NotReady after the node grace, the guard turns protection on, the taint
+    // eviction controller tries to evict its pods once their toleration expires and is refused.
+    env.fail_node(&dead_node);
+    wait_for(
+        &format!("{dead_node} NotReady"),
+        env.node_grace() + TIMEOUT,
+        || async { node_not_ready(&nodes, &dead_node).await.then_some(()) },
+    )
+    .await;
+    let guard_state = &guard.running.guard;
+    wait_for(
+        "the taint eviction of the failed node's pods refused",
+        TIMEOUT,
+        || async {
+            stranded_uids
+                .iter()
+                .all(|uid| guard_state.refusal(uid).is_some())
+                .then_some(())
+        },
+    )
+    .await;
+    let (now, status) = wait_for("replacements on other nodes", TIMEOUT, || async {
         let now = pods_of(&pods, "my-pod-manager").await;
-        let ready_elsewhere = now.values().filter(|(_, r)| *r).count();
+        let placed = placement(&pods).await;
+        let elsewhere: Vec<&String> = placed
+            .iter()
+            .filter(|(node, _)| **node != dead_node)
+            .flat_map(|(_, p)| p)
+            .collect();
+        let elsewhere_ready = elsewhere
+            .iter()
+            .all(|p| now.get(*p).is_some_and(|(_, ready)| *ready));
         let pm = pms.get("my-pod-manager").await.ok()?;
         let status = pm.status?;
-        (now.len() == 3 + stranded.len() && ready_elsewhere >= 3 && status.ready_replicas == 3)
+        (elsewhere.len() == 3 && elsewhere_ready && status.ready_replicas == 3)
             .then_some((now, status))
     })
     .await;
-    let (now, status) = after;
     for pod in &stranded {
         assert!(
             now.contains_key(pod),
-            "{pod} on the failed node was kept: {now:?}"
+            "{pod} on the failed node was kept, not deleted: {now:?}"
         );
     }
     assert!(
@@ -596,20 +700,9 @@ async fn pods_on_a_failed_node_are_replaced_elsewhere_while_protected_then_surpl
         (degraded.status.as_str(), degraded.reason.as_str()),
         ("True", "PodsOnNotReadyNodes")
     );
-    let placed = placement(&pods).await;
-    assert_eq!(
-        placed.get(&dead_node),
-        Some(&stranded),
-        "no new pod went to the failed node"
-    );
 
     // The node returns and protection ends: back to exactly 3 pods, all ready.
-    sim.restore_node(&dead_node);
-    state.set_nodes(control_nodes(&all, &[]));
-    state.update_status(|s| {
-        s.protecting = false;
-        s.notready_nodes.clear();
-    });
+    env.restore_node(&dead_node);
     wait_for(
         "surplus removed after the node returns",
         TIMEOUT,
@@ -630,26 +723,26 @@ async fn pods_on_a_failed_node_are_replaced_elsewhere_while_protected_then_surpl
     )
     .await;
 
+    delete_and_wait(&pms, &pods, "my-pod-manager").await;
     shutdown.cancel();
     op.wait().await.expect("operator stops cleanly");
-    sim.shutdown().await;
+    guard.stop().await;
+    crd.release(&env.client).await;
+    env.shutdown().await;
 }
 
-/// Names the address the API server calls in-process webhooks at (real-cluster runs only).
-const E2E_WEBHOOK_HOST: &str = "E2E_WEBHOOK_HOST";
-
-/// A free TCP port on `host` (bound then released: the webhook's URL must be known before the
-/// operator binds it, since the self-signed bootstrap patches the CRD first).
-async fn free_port(host: &str) -> u16 {
-    let l = tokio::net::TcpListener::bind((host, 0))
+/// A free TCP port on the webhook host (bound then released: the webhook's URL must be known
+/// before the operator binds it, since the self-signed bootstrap patches the CRD first).
+async fn free_port(host: &WebhookHost) -> u16 {
+    let l = tokio::net::TcpListener::bind(host.bind_addr(0))
         .await
         .expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
 
 /// The published multi-version CRD, its conversion webhook pointed at `url` (a URL instead of
-/// the Service, so the API server reaches an operator running here), created or replaced.
-async fn install_multi_version_crd(client: &kube::Client, url: &str) {
+/// the Service, so the API server reaches an operator running here).
+fn multi_version_crd(url: &str) -> CustomResourceDefinition {
     let mut crd = podmanager::crd::crd().expect("the CRD renders");
     let webhook = crd
         .spec
@@ -659,18 +752,7 @@ async fn install_multi_version_crd(client: &kube::Client, url: &str) {
         .expect("conversion webhook");
     webhook.client_config =
         Some(serde_json::from_value(json!({"url": url})).expect("client config"));
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    match crds.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            let current = crds.get(podmanager::crd::CRD_NAME).await.expect("get CRD");
-            crd.metadata.resource_version = current.metadata.resource_version;
-            crds.replace(podmanager::crd::CRD_NAME, &PostParams::default(), &crd)
-                .await
-                .expect("replace CRD");
-        }
-        Err(e) => panic!("failed to create the CRD: {e}"),
-    }
+    crd
 }
 
 /// One pod as the conversion scenario checks it: uid, first container's env, labels, ready.
@@ -700,11 +782,7 @@ async fn pod_details(pods: &Api<Pod>, pm: &str) -> BTreeMap<String, PodDetail> {
                 .into_iter()
                 .map(|e| (e.name, e.value.unwrap_or_default()))
                 .collect();
-            let ready = p
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let ready = pod_ready(&p);
             (
                 p.name_any(),
                 (
@@ -718,40 +796,38 @@ async fn pod_details(pods: &Api<Pod>, pm: &str) -> BTreeMap<String, PodDetail> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_objects_read_and_edit_as_v2_through_the_operators_conversion_webhook() {
     use podmanager::crd::v2;
-    let env =
-        ballast_e2e::TestEnv::start(SimConfig::default().nodes(2).scheduler(true).kubelet(true))
-            .await;
-    let host = match (env.on_sim(), std::env::var(E2E_WEBHOOK_HOST)) {
-        (true, _) => "127.0.0.1".to_string(),
-        (false, Ok(h)) if !h.is_empty() => h,
-        (false, _) => {
-            eprintln!(
-                "SKIPPED: conversion webhook: set {E2E_WEBHOOK_HOST} to an address of this host the API server can reach"
-            );
-            env.shutdown().await;
-            return;
-        }
+    let env = TestEnv::start(cluster(2)).await;
+    let Some(host) = env.webhook_host_or_skip("the PodManager conversion webhook") else {
+        env.shutdown().await;
+        return;
     };
     let client = env.client.clone();
     let ns = env.namespace.clone();
     let port = free_port(&host).await;
-    let url = format!("https://{host}:{port}/convert");
-    install_multi_version_crd(&client, &url).await;
+    let url = host.url(port, podmanager::crd::CONVERSION_PATH);
+    let Some(crd) = CrdHold::take(&env, multi_version_crd(&url), CRD_LOCK, true).await else {
+        env.skip(
+            "the PodManager conversion webhook: the cluster has a PodManager CRD of its own, \
+             whose conversion webhook this scenario would have to point at itself",
+        );
+        env.shutdown().await;
+        return;
+    };
 
     // The operator with its webhook, certificate from the self-signed bootstrap (which injects
     // the CA into the CRD).
     let certs = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config(&client, &ns, "pm-convert", false);
+    let mut cfg = config(&env, "pm-convert", false);
     cfg.webhook = Some(podmanager::webhook::WebhookConfig {
-        addr: format!("{host}:{port}").parse().expect("webhook addr"),
+        addr: host.bind_addr(port),
         tls: Some((certs.path().join("tls.crt"), certs.path().join("tls.key"))),
         self_signed: Some(podmanager::webhook::SelfSigned {
             secret: "podmanager-tls".into(),
             namespace: ns.clone(),
-            service_dns: host.clone(),
+            service_dns: host.host.clone(),
             crd: podmanager::crd::CRD_NAME.into(),
         }),
     });
@@ -771,9 +847,9 @@ async fn v1_objects_read_and_edit_as_v2_through_the_operators_conversion_webhook
         "the bootstrap injects the CA into the CRD"
     );
 
-    let v1s: Api<PodManager> = Api::namespaced(client.clone(), &ns);
-    let v2s: Api<v2::PodManager> = Api::namespaced(client.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let v1s: Api<PodManager> = env.api();
+    let v2s: Api<v2::PodManager> = env.api();
+    let pods: Api<Pod> = env.api();
     wait_for("v2 PodManagers to be served", TIMEOUT, || async {
         v2s.list(&ListParams::default()).await.ok()
     })
@@ -884,7 +960,7 @@ async fn v1_objects_read_and_edit_as_v2_through_the_operators_conversion_webhook
          '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'"
     );
 
-    // Delete: the pods go, then the PodManager.
+    // Delete: the pods go, then the PodManager (its finalizer released by the operator).
     v2s.delete("shop", &DeleteParams::default())
         .await
         .expect("delete");
@@ -918,8 +994,14 @@ async fn v1_objects_read_and_edit_as_v2_through_the_operators_conversion_webhook
     );
     assert!(status.message.starts_with(&prefix), "{}", status.message);
     assert_eq!(v1s.get("lone").await.expect("v1 read").spec.replicas, 3);
+    // No operator put a finalizer on it: it goes at once.
     v1s.delete("lone", &DeleteParams::default())
         .await
         .expect("delete lone");
+    wait_for("lone gone", TIMEOUT, || async {
+        v1s.get_opt("lone").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    crd.release(&client).await;
     env.shutdown().await;
 }

@@ -1,6 +1,13 @@
-//! pvc-timing end to end on kube-sim: the webhook (real TLS, registered like in a cluster) and
-//! the leader-elected controller run in-process; the user story is checked the way a user would,
-//! through the API, the seed's own `kubectl` command and `/metrics`.
+//! pvc-timing end to end, on kube-sim and on a real control plane: the webhook (real TLS,
+//! registered like in a cluster, reviewing only the scenario's namespace) and the leader-elected
+//! controller run in-process; claims are bound the way a cluster binds them, by the PV
+//! controller (the real one, or kube-sim's) to a volume made for them; the user story is checked
+//! the way a user would, through the API, the seed's own `kubectl` command and `/metrics`.
+//!
+//! The controller watches the claims of every namespace and keeps its counts in the process's
+//! metrics, so on a real cluster two scenarios' controllers would count each other's claims:
+//! scenarios running one hold the cluster lock `pvc-timing-controller`, one at a time. Scenarios
+//! serving a webhook skip on a real cluster without `E2E_WEBHOOK_HOST`.
 
 use std::time::Duration;
 
@@ -11,7 +18,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -20,8 +27,14 @@ use pvc_timing::{Config, ControllerConfig, KubeAccess, WebhookConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// Generous for a loaded machine; the simulator answers in milliseconds.
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// Generous for a loaded machine; the simulator answers in milliseconds, a real PV controller
+/// within seconds (its periodic resync, 15s by default, when a write of its conflicted).
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a new claim is watched for a write by the controller while it is Pending: its
+/// watch delivers the claim within milliseconds.
+const PENDING_QUIET: Duration = Duration::from_secs(2);
+/// The cluster lock held by scenarios that run a pvc-timing controller.
+const CONTROLLER_LOCK: &str = "pvc-timing-controller";
 
 fn claim(name: &str, storage_class: &str) -> PersistentVolumeClaim {
     serde_json::from_value(json!({
@@ -37,8 +50,15 @@ fn claim(name: &str, storage_class: &str) -> PersistentVolumeClaim {
     .expect("a valid claim")
 }
 
-fn webhook_configuration(name: &str, url: String, ca_pem: &str) -> MutatingWebhookConfiguration {
-    MutatingWebhookConfiguration {
+/// The pvc-timing webhook configuration `name` (it contains the namespace's name) calling `url`,
+/// reviewing only the scenario's namespace.
+fn webhook_configuration(
+    env: &TestEnv,
+    name: &str,
+    url: String,
+    ca_pem: &str,
+) -> MutatingWebhookConfiguration {
+    env.scoped(MutatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             ..ObjectMeta::default()
@@ -66,7 +86,7 @@ fn webhook_configuration(name: &str, url: String, ca_pem: &str) -> MutatingWebho
             timeout_seconds: Some(5),
             ..MutatingWebhook::default()
         }]),
-    }
+    })
 }
 
 async fn transitions(metrics_url: &str, phase: &str) -> f64 {
@@ -88,8 +108,8 @@ async fn metrics_text(metrics_url: &str) -> String {
         .expect("/metrics text")
 }
 
-/// A StorageClass (cluster-scoped, so only on the simulator): metric labels name only classes
-/// that exist.
+/// A StorageClass of the scenario (`name` contains the namespace's name): metric labels name
+/// only classes that exist. No provisioner: its claims bind to volumes made for them.
 async fn create_storage_class(env: &TestEnv, name: &str) {
     let class: StorageClass = serde_json::from_value(json!({
         "metadata": {"name": name},
@@ -107,14 +127,41 @@ fn timing_of(pvc: &PersistentVolumeClaim) -> Option<PvcTiming> {
     PvcTiming::parse(pvc.annotations().get("pvc-timing")?).ok()
 }
 
+/// A volume made for claim `claim` (which exists) of the scenario, pre-bound to it as a
+/// provisioner makes one (claimRef with the claim's uid, so the PV controller takes the claim up
+/// at once rather than at its next periodic sync): the PV controller binds the two, writing the
+/// claim's spec, then its status through `/status`.
+async fn provide_volume(env: &TestEnv, claim: &str, class: &str) {
+    let uid = env
+        .api::<PersistentVolumeClaim>()
+        .get(claim)
+        .await
+        .expect("the claim exists")
+        .uid()
+        .expect("a uid");
+    let volume: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": format!("{claim}-{}", env.namespace)},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
+                 "claimRef": {"namespace": env.namespace, "name": claim, "uid": uid},
+                 "hostPath": {"path": format!("/tmp/pvc-timing-e2e/{claim}")}}
+    }))
+    .expect("a valid volume");
+    Api::<PersistentVolume>::all(env.client.clone())
+        .create(&PostParams::default(), &volume)
+        .await
+        .expect("volume created");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_webhook() {
     ballast_runtime::tls::install_crypto_provider();
-    let env = TestEnv::start(SimConfig::default()).await;
+    let env = TestEnv::start(SimConfig::default().pv_binder(true)).await;
     let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
         env.shutdown().await;
         return;
     };
+    let lock = env.lock(CONTROLLER_LOCK).await;
     let ns = env.namespace.clone();
     let storage_class = format!("e2e-{ns}");
 
@@ -152,6 +199,7 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
         .create(
             &PostParams::default(),
             &webhook_configuration(
+                &env,
                 &format!("pvc-timing-{ns}"),
                 host.url(port, "/mutate"),
                 &generated.ca_pem,
@@ -196,17 +244,32 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
         assert_eq!(transitions(&metrics_url, "Pending").await, pending_before);
     }
 
-    // A new claim records Pending at its creation time; the controller counts it once stored.
+    // A new claim records Pending at its creation time. The controller does not write to it
+    // while it is Pending (the PV controller is working on it): it counts Pending once the
+    // claim is Bound.
     create_storage_class(&env, &storage_class).await;
     let pvcs: Api<PersistentVolumeClaim> = env.api();
     let created = pvcs
         .create(&PostParams::default(), &claim("data", &storage_class))
         .await
         .expect("claim created");
-    wait_for("the creation to be counted", TIMEOUT, || async {
-        (transitions(&metrics_url, "Pending").await >= pending_before + 1.0).then_some(())
-    })
-    .await;
+    tokio::time::sleep(PENDING_QUIET).await;
+    let pending = pvcs.get("data").await.expect("the claim");
+    let managers: Vec<String> = pending
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|f| f.manager.clone())
+        .collect();
+    assert!(
+        !managers
+            .iter()
+            .any(|m| m == pvc_timing::controller::FIELD_MANAGER)
+            && !pending.annotations().contains_key(COUNTED),
+        "no write by the controller to a Pending claim: {managers:?}"
+    );
+    assert_eq!(transitions(&metrics_url, "Pending").await, pending_before);
     let timing = timing_of(&created).expect("a pvc-timing annotation on the created claim");
     assert_eq!(timing.current_phase, "Pending");
     assert_eq!(timing.timings.len(), 1);
@@ -225,14 +288,9 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
         timing.timings[0]
     );
 
-    // Bound through the status subresource, as the PV controller does.
-    pvcs.patch_status(
-        "data",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
-    )
-    .await
-    .expect("status set Bound");
+    // A volume for it appears; the PV controller binds the claim through the status
+    // subresource.
+    provide_volume(&env, "data", &storage_class).await;
 
     // The controller adds webhook-trigger once; the webhook records Bound on that update.
     let bound = wait_for(
@@ -249,6 +307,14 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
     let timing = timing_of(&bound).unwrap();
     let phases: Vec<&str> = timing.timings.iter().map(|t| t.phase.as_str()).collect();
     assert_eq!(phases, ["Pending", "Bound"]);
+    wait_for(
+        "Pending counted once the claim left it",
+        TIMEOUT,
+        || async {
+            (transitions(&metrics_url, "Pending").await >= pending_before + 1.0).then_some(())
+        },
+    )
+    .await;
     let trigger: i64 = bound.annotations()["webhook-trigger"]
         .parse()
         .expect("webhook-trigger is unix seconds");
@@ -323,6 +389,9 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
         .expect("claim created while the webhook is down");
     assert!(!after.annotations().contains_key("pvc-timing"));
 
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
     env.shutdown().await;
 }
 
@@ -352,17 +421,18 @@ async fn replica(env: &TestEnv, identity: &str) -> (pvc_timing::Running, Cancell
     (running, shutdown)
 }
 
-async fn bind_and_wait_for_trigger(pvcs: &Api<PersistentVolumeClaim>, name: &str) -> String {
-    pvcs.create(&PostParams::default(), &claim(name, "standard"))
+/// Creates claim `name` of `class` and a volume for it; returns the trigger the controller
+/// adds once the PV controller has bound them.
+async fn bind_and_wait_for_trigger(
+    env: &TestEnv,
+    pvcs: &Api<PersistentVolumeClaim>,
+    name: &str,
+    class: &str,
+) -> String {
+    pvcs.create(&PostParams::default(), &claim(name, class))
         .await
         .expect("claim created");
-    pvcs.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
-    )
-    .await
-    .expect("status set Bound");
+    provide_volume(env, name, class).await;
     wait_for(&format!("webhook-trigger on {name}"), TIMEOUT, || async {
         pvcs.get(name)
             .await
@@ -376,7 +446,10 @@ async fn bind_and_wait_for_trigger(pvcs: &Api<PersistentVolumeClaim>, name: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_replica_takes_over_the_triggers_when_the_leader_stops() {
-    let env = TestEnv::start(SimConfig::default()).await;
+    let env = TestEnv::start(SimConfig::default().pv_binder(true)).await;
+    let lock = env.lock(CONTROLLER_LOCK).await;
+    let class = format!("standby-{}", env.namespace);
+    create_storage_class(&env, &class).await;
     let (first, stop_first) = replica(&env, "replica-a").await;
     let (second, stop_second) = replica(&env, "replica-b").await;
     let leases: Api<Lease> = env.api();
@@ -392,7 +465,7 @@ async fn a_standby_replica_takes_over_the_triggers_when_the_leader_stops() {
     let leader = wait_for("one replica to hold the Lease", TIMEOUT, holder).await;
 
     let pvcs: Api<PersistentVolumeClaim> = env.api();
-    let trigger = bind_and_wait_for_trigger(&pvcs, "first").await;
+    let trigger = bind_and_wait_for_trigger(&env, &pvcs, "first", &class).await;
     assert!(trigger.parse::<i64>().is_ok(), "unix seconds: {trigger}");
 
     // Stop the leader: it releases the Lease and the standby takes over.
@@ -408,7 +481,7 @@ async fn a_standby_replica_takes_over_the_triggers_when_the_leader_stops() {
     })
     .await;
     assert_ne!(successor, leader);
-    bind_and_wait_for_trigger(&pvcs, "second").await;
+    bind_and_wait_for_trigger(&env, &pvcs, "second", &class).await;
 
     // The first claim's trigger was written once and never rewritten.
     let first_claim = pvcs.get("first").await.unwrap();
@@ -419,6 +492,9 @@ async fn a_standby_replica_takes_over_the_triggers_when_the_leader_stops() {
         .wait()
         .await
         .expect("the successor stops cleanly");
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
     env.shutdown().await;
 }
 
@@ -443,7 +519,7 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
     let configuration = format!("pvc-timing-self-signed-{ns}");
     let port = free_port(&host);
     // As applied from the kustomize base: no caBundle yet.
-    let mut unsigned = webhook_configuration(&configuration, host.url(port, "/mutate"), "");
+    let mut unsigned = webhook_configuration(&env, &configuration, host.url(port, "/mutate"), "");
     if let Some(webhooks) = unsigned.webhooks.as_mut() {
         webhooks[0].client_config.ca_bundle = None;
     }
@@ -484,7 +560,7 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
     };
     let first_dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
-    let _first = start(first_dir.path().to_path_buf(), port, shutdown.clone()).await;
+    let first = start(first_dir.path().to_path_buf(), port, shutdown.clone()).await;
 
     // The Secret holds the CA, and the webhook configuration now trusts it.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = env.api();
@@ -527,7 +603,7 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
 
     // A second replica (or a restart) serves the same certificate instead of minting another.
     let second_dir = tempfile::tempdir().unwrap();
-    let _second = start(
+    let second = start(
         second_dir.path().to_path_buf(),
         free_port(&host),
         shutdown.clone(),
@@ -538,6 +614,12 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
         std::fs::read(first_dir.path().join("tls.crt")).unwrap()
     );
     shutdown.cancel();
+    first.wait().await.expect("the first replica stops cleanly");
+    second
+        .wait()
+        .await
+        .expect("the second replica stops cleanly");
+    env.shutdown().await;
 }
 
 /// The annotation where the controller marks how many history entries it counted.
@@ -552,16 +634,16 @@ struct WebhookService {
     _certs: tempfile::TempDir,
 }
 
-async fn start_webhook(env: &TestEnv) -> WebhookService {
+async fn start_webhook(env: &TestEnv, host: &WebhookHost) -> WebhookService {
     ballast_runtime::tls::install_crypto_provider();
     let certs = tempfile::tempdir().unwrap();
-    let generated = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"]).unwrap();
+    let generated = ballast_runtime::tls::generate(&host.cert_names()).unwrap();
     let (cert, key) = generated.write_to(certs.path()).unwrap();
     let stop = CancellationToken::new();
     let running = pvc_timing::start(
         Config {
             webhook: Some(WebhookConfig {
-                addr: "127.0.0.1:0".parse().unwrap(),
+                addr: host.bind_addr(0),
                 tls: Some((cert, key)),
                 self_signed: None,
             }),
@@ -575,20 +657,12 @@ async fn start_webhook(env: &TestEnv) -> WebhookService {
     .await
     .expect("the pvc-timing webhook starts");
     let port = running.webhook_addr.unwrap().port();
-    // Callers run on kube-sim only (they skip elsewhere), so the webhook is on loopback.
-    let mut configuration = webhook_configuration(
+    let configuration = webhook_configuration(
+        env,
         &format!("pvc-timing-{}", env.namespace),
-        WebhookHost::loopback().url(port, "/mutate"),
+        host.url(port, "/mutate"),
         &generated.ca_pem,
     );
-    if let Some(webhooks) = configuration.webhooks.as_mut() {
-        webhooks[0].namespace_selector = Some(
-            serde_json::from_value(
-                json!({"matchLabels": {"kubernetes.io/metadata.name": env.namespace}}),
-            )
-            .unwrap(),
-        );
-    }
     Api::<MutatingWebhookConfiguration>::all(env.client.clone())
         .create(&PostParams::default(), &configuration)
         .await
@@ -665,16 +739,15 @@ async fn histogram(metrics_url: &str, series: &str, storage_class: &str) -> Opti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_trigger_while_pending_does_not_backdate_bound_and_the_bind_is_timed_exactly() {
     let env = TestEnv::start(SimConfig::default().pv_binder(true)).await;
-    if env
-        .sim_or_skip("an in-process webhook on loopback")
-        .is_none()
-    {
+    let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
+        env.shutdown().await;
         return;
-    }
+    };
+    let lock = env.lock(CONTROLLER_LOCK).await;
     let ns = env.namespace.clone();
     let class = format!("manual-{ns}");
     create_storage_class(&env, &class).await;
-    let webhook = start_webhook(&env).await;
+    let webhook = start_webhook(&env, &host).await;
     let (controller, stop_controller) = replica(&env, "manual-0").await;
     let pvcs: Api<PersistentVolumeClaim> = env.api();
     let created = pvcs
@@ -709,17 +782,7 @@ async fn a_manual_trigger_while_pending_does_not_backdate_bound_and_the_bind_is_
 
     // Later, a volume appears and the PV controller binds the claim through /status.
     let bind_from = next_second().await;
-    let volume: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(json!({
-        "metadata": {"name": format!("pv-{ns}")},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
-                 "hostPath": {"path": "/tmp/pvc-timing-e2e"}}
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(env.client.clone())
-        .create(&PostParams::default(), &volume)
-        .await
-        .expect("volume created");
+    provide_volume(&env, "data", &class).await;
     let bound = wait_for(
         "the claim bound and triggered by the controller",
         TIMEOUT,
@@ -767,15 +830,21 @@ async fn a_manual_trigger_while_pending_does_not_backdate_bound_and_the_bind_is_
         .await
         .expect("the controller stops cleanly");
     webhook.stop().await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
     env.shutdown().await;
 }
 
 /// A validating webhook refusing PVC status writes that set `Lost` (as a policy engine might).
-async fn start_lost_guard(env: &TestEnv) -> (CancellationToken, tempfile::TempDir) {
+async fn start_lost_guard(
+    env: &TestEnv,
+    host: &WebhookHost,
+) -> (CancellationToken, tempfile::TempDir) {
     use axum::Json;
     use base64::Engine;
     let dir = tempfile::tempdir().unwrap();
-    let certs = ballast_runtime::tls::generate(&["127.0.0.1", "localhost"]).unwrap();
+    let certs = ballast_runtime::tls::generate(&host.cert_names()).unwrap();
     let (cert, key) = certs.write_to(dir.path()).unwrap();
     let tls = ballast_runtime::tls::ReloadingTls::load(&cert, &key).unwrap();
     let review = |Json(body): Json<Value>| async move {
@@ -792,7 +861,9 @@ async fn start_lost_guard(env: &TestEnv) -> (CancellationToken, tempfile::TempDi
         )
     };
     let router = axum::Router::new().route("/validate", axum::routing::post(review));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(host.bind_addr(0))
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     let stop = CancellationToken::new();
     tokio::spawn(ballast_runtime::http::serve(
@@ -805,7 +876,7 @@ async fn start_lost_guard(env: &TestEnv) -> (CancellationToken, tempfile::TempDi
         serde_json::from_value(json!({
             "metadata": {"name": format!("lost-guard-{}", env.namespace)},
             "webhooks": [{"name": "lost-guard.e2e.ballast.dev",
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}/validate"),
+                "clientConfig": {"url": host.url(port, "/validate"),
                                  "caBundle": base64::engine::general_purpose::STANDARD.encode(&certs.ca_pem)},
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.namespace}},
                 "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
@@ -825,21 +896,21 @@ async fn start_lost_guard(env: &TestEnv) -> (CancellationToken, tempfile::TempDi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_write_the_api_server_refuses_moves_no_counter() {
-    let env = TestEnv::start(SimConfig::default()).await;
-    if env
-        .sim_or_skip("an in-process webhook on loopback")
-        .is_none()
-    {
+    let env = TestEnv::start(SimConfig::default().pv_binder(true)).await;
+    let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
+        env.shutdown().await;
         return;
-    }
-    let webhook = start_webhook(&env).await;
-    let (guard, _guard_certs) = start_lost_guard(&env).await;
+    };
+    let lock = env.lock(CONTROLLER_LOCK).await;
+    let class = format!("refused-{}", env.namespace);
+    create_storage_class(&env, &class).await;
+    let webhook = start_webhook(&env, &host).await;
+    let (guard, _guard_certs) = start_lost_guard(&env, &host).await;
     let (controller, stop_controller) = replica(&env, "refused-0").await;
     let pvcs: Api<PersistentVolumeClaim> = env.api();
-    pvcs.create(&PostParams::default(), &claim("data", "standard"))
+    pvcs.create(&PostParams::default(), &claim("data", &class))
         .await
         .expect("claim created");
-    counted(&pvcs, "data", 1).await;
     let lost_before = transitions(&webhook.metrics_url, "Lost").await;
 
     // pvc-timing's webhook sees the request and patches it; a later webhook refuses it.
@@ -857,14 +928,9 @@ async fn a_status_write_the_api_server_refuses_moves_no_counter() {
         "{err}"
     );
 
-    // A write that is stored follows; once it is counted, the refused one was not.
-    pvcs.patch_status(
-        "data",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
-    )
-    .await
-    .expect("status set Bound");
+    // A write that is stored follows (the PV controller binds the claim to a volume made for
+    // it); once it is counted, the refused one was not.
+    provide_volume(&env, "data", &class).await;
     let pvc = counted(&pvcs, "data", 2).await;
     assert_eq!(phases(&pvc), ["Pending", "Bound"]);
     assert_eq!(transitions(&webhook.metrics_url, "Lost").await, lost_before);
@@ -876,25 +942,29 @@ async fn a_status_write_the_api_server_refuses_moves_no_counter() {
         .expect("the controller stops cleanly");
     guard.cancel();
     webhook.stop().await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
     env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_status_phase_on_create_and_update_is_ignored() {
-    let env = TestEnv::start(SimConfig::default()).await;
-    if env
-        .sim_or_skip("an in-process webhook on loopback")
-        .is_none()
-    {
+    let env = TestEnv::start(SimConfig::default().pv_binder(true)).await;
+    let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
+        env.shutdown().await;
         return;
-    }
-    let webhook = start_webhook(&env).await;
+    };
+    let lock = env.lock(CONTROLLER_LOCK).await;
+    let class = format!("forged-{}", env.namespace);
+    create_storage_class(&env, &class).await;
+    let webhook = start_webhook(&env, &host).await;
     let (controller, stop_controller) = replica(&env, "forged-0").await;
     let pvcs: Api<PersistentVolumeClaim> = env.api();
 
     // A client sends a status with its create and its update: the API server resets it, and
     // so does the history.
-    let mut forged = claim("data", "standard");
+    let mut forged = claim("data", &class);
     forged.status = Some(serde_json::from_value(json!({"phase": "Bound"})).unwrap());
     let created = pvcs
         .create(&PostParams::default(), &forged)
@@ -927,14 +997,9 @@ async fn a_forged_status_phase_on_create_and_update_is_ignored() {
         assert_eq!(phases(&odd), ["Pending"]);
     }
 
-    // A real binding afterwards is recorded and counted; nothing forged was.
-    pvcs.patch_status(
-        "data",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
-    )
-    .await
-    .expect("status set Bound");
+    // A real binding afterwards (the PV controller's, to a volume made for the claim) is
+    // recorded and counted; nothing forged was.
+    provide_volume(&env, "data", &class).await;
     let pvc = counted(&pvcs, "data", 2).await;
     assert_eq!(phases(&pvc), ["Pending", "Bound"]);
     let text = metrics_text(&webhook.metrics_url).await;
@@ -954,36 +1019,32 @@ async fn a_forged_status_phase_on_create_and_update_is_ignored() {
         .await
         .expect("the controller stops cleanly");
     webhook.stop().await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
     env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_restart_counts_no_claim_twice() {
-    let env = TestEnv::start(SimConfig::default()).await;
-    if env
-        .sim_or_skip("an in-process webhook on loopback")
-        .is_none()
-    {
+    let env = TestEnv::start(SimConfig::default().pv_binder(true)).await;
+    let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
+        env.shutdown().await;
         return;
-    }
+    };
+    let lock = env.lock(CONTROLLER_LOCK).await;
     let class = format!("restart-{}", env.namespace);
     create_storage_class(&env, &class).await;
-    let webhook = start_webhook(&env).await;
+    let webhook = start_webhook(&env, &host).await;
     let pvcs: Api<PersistentVolumeClaim> = env.api();
     let bind = |name: &'static str| {
         let pvcs = pvcs.clone();
-        let class = class.clone();
+        let (env, class) = (&env, class.clone());
         async move {
             pvcs.create(&PostParams::default(), &claim(name, &class))
                 .await
                 .expect("claim created");
-            pvcs.patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"phase": "Bound"}})),
-            )
-            .await
-            .expect("status set Bound");
+            provide_volume(env, name, &class).await;
         }
     };
 
@@ -1038,5 +1099,112 @@ async fn a_controller_restart_counts_no_claim_twice() {
         .await
         .expect("the second controller stops cleanly");
     webhook.stop().await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    env.shutdown().await;
+}
+
+/// Claims bound while pvc-timing was down: once it is back, each gets a history saying what is
+/// known — Pending since its creation, Bound by the time it was first seen, marked not observed
+/// — its transitions are counted, and nothing is observed in the time-to-bound histogram (the
+/// first sighting, minutes after the binding, is no measurement of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_bound_while_pvc_timing_was_down_add_nothing_to_the_time_to_bound_histogram() {
+    let env = TestEnv::start(SimConfig::default().pv_binder(true)).await;
+    let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
+        env.shutdown().await;
+        return;
+    };
+    let lock = env.lock(CONTROLLER_LOCK).await;
+    let class = format!("backfill-{}", env.namespace);
+    create_storage_class(&env, &class).await;
+    // pvc-timing is down: claims are created and bound with no webhook and no controller
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    for name in ["early-1", "early-2"] {
+        pvcs.create(&PostParams::default(), &claim(name, &class))
+            .await
+            .expect("claim created");
+        provide_volume(&env, name, &class).await;
+    }
+    for name in ["early-1", "early-2"] {
+        wait_for(&format!("{name} Bound"), TIMEOUT, || async {
+            let pvc = pvcs.get(name).await.ok()?;
+            (pvc.status?.phase.as_deref() == Some("Bound")).then_some(())
+        })
+        .await;
+    }
+    let bound_before = unix_now();
+    next_second().await;
+
+    // pvc-timing comes back
+    let webhook = start_webhook(&env, &host).await;
+    let (controller, stop_controller) = replica(&env, "backfill-0").await;
+    let bound_after_restart = transitions(&webhook.metrics_url, "Bound").await;
+    for name in ["early-1", "early-2"] {
+        let pvc = counted(&pvcs, name, 2).await;
+        let timing = timing_of(&pvc).expect("a history on a claim found Bound");
+        assert_eq!(phases(&pvc), ["Pending", "Bound"]);
+        let created = pvc
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .unwrap()
+            .0
+            .as_second();
+        assert_eq!(
+            parse_time(&timing.timings[0].time).map(|t| t.timestamp()),
+            Some(created),
+            "{name}: Pending since its creation"
+        );
+        let bound = &timing.timings[1];
+        assert_eq!(bound.observed, Some(false), "{name}: {timing:?}");
+        assert!(
+            parse_time(&bound.time).unwrap().timestamp() > bound_before,
+            "{name}: dated when first seen, not a bind time"
+        );
+        assert!(pvc.annotations().contains_key("webhook-trigger"));
+    }
+    wait_for("both binds counted as transitions", TIMEOUT, || async {
+        (transitions(&webhook.metrics_url, "Bound").await >= bound_after_restart + 2.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        histogram(
+            &webhook.metrics_url,
+            "pvc_time_to_bound_seconds_count",
+            &class
+        )
+        .await
+        .unwrap_or(0.0),
+        0.0,
+        "nothing observed for binds pvc-timing did not witness"
+    );
+
+    // a claim bound while it runs is timed as usual
+    bind_and_wait_for_trigger(&env, &pvcs, "later", &class).await;
+    counted(&pvcs, "later", 2).await;
+    let observed = wait_for("the witnessed bind observed", TIMEOUT, || async {
+        histogram(
+            &webhook.metrics_url,
+            "pvc_time_to_bound_seconds_count",
+            &class,
+        )
+        .await
+        .filter(|c| *c >= 1.0)
+    })
+    .await;
+    assert_eq!(observed, 1.0);
+
+    stop_controller.cancel();
+    controller
+        .wait()
+        .await
+        .expect("the controller stops cleanly");
+    webhook.stop().await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
     env.shutdown().await;
 }

@@ -4,12 +4,13 @@
 //! by someone, the Secret rotated, the configuration recreated as shipped), and the documented
 //! break-glass patch lets deletions through when no guard answers.
 //!
-//! Failing nodes needs the simulator, so this scenario runs on kube-sim only.
+//! Runs on kube-sim and on a real control plane (the API server calls the guard at
+//! `E2E_WEBHOOK_HOST`); the guard counts only the scenario's nodes and its configuration reviews
+//! only the scenario's namespace.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use ballast_e2e::{SimConfig, TestEnv, wait_for};
+use ballast_e2e::{SimConfig, TestEnv, WebhookHost, wait_for};
 use eviction_guard::webhook_config::{
     DELETIONS_WEBHOOK, STATUS_WEBHOOK, validating_webhook_configuration,
 };
@@ -17,20 +18,27 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for any condition: a node grace comes first on a real control plane.
+const TIMEOUT: Duration = Duration::from_secs(60);
 const SECRET: &str = "eviction-guard-tls";
 
+/// A pod bound to `node`, tolerating the node lifecycle's NoExecute taints forever: the deletes
+/// this scenario makes are the only ones (the taint eviction controller of a real cluster
+/// leaves it alone).
 fn pod(ns: &str, name: &str, node: &str) -> Pod {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns},
-        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx"}]}
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx"}],
+                 "tolerations": [
+                     {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+                     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}]}
     }))
     .expect("valid pod")
 }
@@ -57,16 +65,23 @@ async fn state(api: &Api<ValidatingWebhookConfiguration>, name: &str) -> (String
     (policy, bundles)
 }
 
-fn shipped(name: &str, port: u16) -> ValidatingWebhookConfiguration {
-    validating_webhook_configuration(
+/// The configuration as `kubectl apply -k` creates it, calling `host:port`, narrowed to the
+/// scenario's namespace.
+fn shipped(
+    env: &TestEnv,
+    name: &str,
+    host: &WebhookHost,
+    port: u16,
+) -> ValidatingWebhookConfiguration {
+    env.scoped(validating_webhook_configuration(
         name,
         WebhookClientConfig {
-            url: Some(format!("https://127.0.0.1:{port}/validate")),
+            url: Some(host.url(port, "/validate")),
             ca_bundle: None,
             service: None,
         },
         &["kube-system"],
-    )
+    ))
 }
 
 /// The break-glass command of kustomize/README.md, as a patch body:
@@ -83,7 +98,7 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
             .node_grace(Duration::from_millis(300)),
     )
     .await;
-    let Some(sim) = env.sim_or_skip("the install scenario fails nodes") else {
+    let Some(host) = env.webhook_host_or_skip("the eviction-guard install scenario") else {
         env.shutdown().await;
         return;
     };
@@ -93,29 +108,30 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
     for i in 1..=5 {
         pods.create(
             &PostParams::default(),
-            &pod(ns, &format!("web-{i}"), &format!("node-{i}")),
+            &pod(ns, &format!("web-{i}"), &env.node(i)),
         )
         .await
         .expect("pod created");
     }
-    for n in ["node-1", "node-2", "node-3"] {
-        sim.fail_node(n);
+    for i in 1..=3 {
+        env.fail_node(&env.node(i));
     }
 
     // `kubectl apply -k` has created the configuration; no guard answers at its address yet
-    let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+    let port = std::net::TcpListener::bind(host.bind_addr(0))
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let name = format!("eviction-guard-{ns}");
     let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     webhooks
-        .create(&PostParams::default(), &shipped(&name, port))
+        .create(&PostParams::default(), &shipped(&env, &name, &host, port))
         .await
         .expect("configuration created");
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let scenario_nodes = ListParams::default().labels(&env.node_selector());
     wait_for("three nodes NotReady", TIMEOUT, || async {
-        let list = nodes.list(&Default::default()).await.ok()?;
+        let list = nodes.list(&scenario_nodes).await.ok()?;
         let notready = list
             .items
             .iter()
@@ -133,12 +149,13 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
     // the guard starts as the self-signed manifest configures it
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut config = eviction_guard::Config::loopback(client.clone());
-    config.webhook_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    config.webhook_addr = host.bind_addr(port);
+    config.worker_selector = env.node_selector().parse().expect("a node selector");
     config.tls = Some(ballast_runtime::tls::cert_paths(dir.path(), None, None));
     config.namespace = ns.to_owned();
     config.self_signed.self_signed_secret = Some(SECRET.to_owned());
     config.self_signed.webhook_configuration = Some(name.clone());
-    config.self_signed.webhook_service_dns = Some("127.0.0.1".to_owned());
+    config.self_signed.webhook_service_dns = Some(host.host.clone());
     let shutdown = CancellationToken::new();
     let running = eviction_guard::start(config, shutdown.clone())
         .await
@@ -215,7 +232,7 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
     assert!(removed.elapsed() < Duration::from_secs(5));
 
     // the Secret is rotated: the new CA is injected and the new certificate served
-    let rotated = ballast_runtime::tls::generate(&["127.0.0.1"]).expect("a certificate");
+    let rotated = ballast_runtime::tls::generate(&host.cert_names()).expect("a certificate");
     let mut secret = secrets.get(SECRET).await.expect("the Secret");
     let data = secret.data.get_or_insert_with(Default::default);
     data.insert(
@@ -258,7 +275,7 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
         .await
         .expect("configuration deleted");
     webhooks
-        .create(&PostParams::default(), &shipped(&name, port))
+        .create(&PostParams::default(), &shipped(&env, &name, &host, port))
         .await
         .expect("configuration recreated");
     wait_for(

@@ -1,11 +1,12 @@
 //! Bounded by input: the API server refuses a PodManager asking for more pods than the schema's
 //! maximum (v1 as v2: 500), so no reconcile is ever asked for an unbounded number of pods.
-//! Runs on a real cluster too.
+//! Runs on kube-sim and on a real cluster. The PodManager CRD's name is fixed, so on a real
+//! cluster the scenario holds it under the cluster lock `podmanager-crd` (as the podmanager
+//! scenarios do): it creates the CRD when the cluster has none and deletes it at the end, and
+//! uses a CRD the suite did not make as it is.
 
-use std::time::Duration;
-
+use ballast_e2e::harness::crd::CrdHold;
 use ballast_e2e::{SimConfig, TestEnv, wait_for};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, CustomResourceExt};
 use podmanager::crd::{PodManager, PodManagerSpec};
@@ -13,17 +14,11 @@ use podmanager::crd::{PodManager, PodManagerSpec};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_podmanager_past_the_replica_maximum_is_refused_by_the_api_server() {
     let env = TestEnv::start(SimConfig::default()).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
-    match crds
-        .create(&PostParams::default(), &PodManager::crd())
+    let crd = CrdHold::take(&env, PodManager::crd(), "podmanager-crd", false)
         .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("failed to create the CRD: {e}"),
-    }
+        .expect("a v1-only scenario uses any PodManager CRD");
     let pms: Api<PodManager> = Api::namespaced(env.client.clone(), &env.namespace);
-    wait_for("the PodManager API", Duration::from_secs(20), || async {
+    wait_for("the PodManager API", super::TIMEOUT, || async {
         pms.list(&ListParams::default()).await.ok()
     })
     .await;
@@ -54,5 +49,10 @@ async fn a_podmanager_past_the_replica_maximum_is_refused_by_the_api_server() {
     pms.delete("largest", &DeleteParams::default())
         .await
         .expect("deleted");
+    wait_for("largest gone", super::TIMEOUT, || async {
+        pms.get_opt("largest").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    crd.release(&env.client).await;
     env.shutdown().await;
 }

@@ -611,19 +611,22 @@ async fn the_eviction_guards_match_conditions_keep_kubelet_and_unrelated_updates
     config.webhook_addr = host.bind_addr(0);
     config.tls = Some((cert_path, key_path));
     config.namespace = ns.clone();
+    config.worker_selector = env.node_selector().parse().unwrap();
     let shutdown = CancellationToken::new();
     let running = eviction_guard::start(config, shutdown.clone())
         .await
         .expect("the guard starts");
     let admin = running.admin_addr.to_string();
-    let configuration = eviction_guard::webhook_config::validating_webhook_configuration(
-        &format!("eviction-guard-{ns}"),
-        WebhookClientConfig {
-            url: Some(host.url(running.webhook_addr.port(), "/validate")),
-            ca_bundle: Some(k8s_openapi::ByteString(cert.ca_pem.clone().into_bytes())),
-            service: None,
-        },
-        &["kube-system"],
+    let configuration = env.scoped(
+        eviction_guard::webhook_config::validating_webhook_configuration(
+            &format!("eviction-guard-{ns}"),
+            WebhookClientConfig {
+                url: Some(host.url(running.webhook_addr.port(), "/validate")),
+                ca_bundle: Some(k8s_openapi::ByteString(cert.ca_pem.clone().into_bytes())),
+                service: None,
+            },
+            &["kube-system"],
+        ),
     );
     let configurations = Api::<ValidatingWebhookConfiguration>::all(env.client.clone());
     configurations
@@ -634,7 +637,7 @@ async fn the_eviction_guards_match_conditions_keep_kubelet_and_unrelated_updates
     let pods: Api<Pod> = env.api();
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "web-1", "labels": {"app": "web"}},
-        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "nginx"}]},
+        "spec": {"nodeName": env.node(1), "containers": [{"name": "app", "image": "nginx"}]},
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
@@ -659,13 +662,16 @@ async fn the_eviction_guards_match_conditions_keep_kubelet_and_unrelated_updates
     .await
     .expect("label update allowed");
     // The kubelet's own status update: not sent, even marking the pod unready.
-    if let Some(sim) = env.sim_or_skip("a request as the kubelet of node-1") {
-        let kubelet = sim.client_as("system:node:node-1", &["system:nodes"]).await;
-        Api::<Pod>::namespaced(kubelet, &ns)
-            .patch_status("web-1", &pp, &not_ready)
-            .await
-            .expect("the kubelet's status update allowed");
-    }
+    let kubelet = env
+        .client_as(
+            &format!("system:node:{}", env.node(1)),
+            &["system:nodes", "system:authenticated"],
+        )
+        .await;
+    Api::<Pod>::namespaced(kubelet, &ns)
+        .patch_status("web-1", &pp, &not_ready)
+        .await
+        .expect("the kubelet's status update allowed");
     assert_eq!(
         guard_reviews(&admin, "UPDATE").await,
         before,

@@ -1,11 +1,15 @@
 //! End to end: `kubectl pvc ...` run through kubectl's own plugin lookup, with this package's
-//! freshly built binary first on PATH, against kube-sim (or the cluster `E2E_KUBECONFIG` names,
-//! through the shared `ballast-e2e` harness).
+//! freshly built binary first on PATH, on both backends of the shared `ballast-e2e` harness:
+//! kube-sim, and a real control plane (the cluster `E2E_KUBECONFIG` names, with the harness's
+//! simulated nodes running the pods). Each test has its own namespace; the volumes and classes it
+//! makes carry the namespace's name, and the harness removes them. The namespace-scoped user is
+//! a service account with a token of its own, as `kubectl create token` mints it.
 //!
 //! It lives in this package rather than in the `tests/` crate because only a package's own
 //! tests get `CARGO_BIN_EXE_kubectl-pvc`, which makes cargo build the binary and names exactly
 //! that build; locating it from another crate would test whatever stale binary lies in target/.
-//! Run it with `cargo test -p kubectl-pvc --test kubectl_plugin`.
+//! Run it with `cargo test -p kubectl-pvc --test kubectl_plugin`; on a real control plane,
+//! `kube-sim control-plane --binaries DIR -- cargo nextest run -p kubectl-pvc --test kubectl_plugin`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,11 +17,11 @@ use std::time::Duration;
 use ballast_e2e::{SimConfig, TestEnv, wait_for};
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
-/// Generous for a loaded 2-core machine; each wait normally ends within a second.
-const WAIT: Duration = Duration::from_secs(30);
+/// Generous for a loaded 2-core machine; each wait normally ends within a few seconds.
+const WAIT: Duration = Duration::from_secs(60);
 
 struct Run {
     code: i32,
@@ -110,6 +114,17 @@ async fn create_claim(
         .expect("claim created")
 }
 
+/// Writes to `out` a kubeconfig for the cluster of `admin` (its server and CA) that
+/// authenticates with `token` alone, as a user given a token would write one.
+fn write_kubeconfig_for_token(admin: &Path, token: &str, out: &Path) {
+    let mut kc = kube::config::Kubeconfig::read_from(admin).expect("the cluster's kubeconfig");
+    for named in &mut kc.auth_infos {
+        named.auth_info = Some(obj(json!({ "token": token })));
+    }
+    let yaml = serde_yaml::to_string(&kc).expect("a kubeconfig serializes");
+    std::fs::write(out, yaml).expect("kubeconfig written");
+}
+
 /// A pre-bound hostPath volume, claim `data` on it, and pod `web-0` mounting it, running.
 /// Returns the volume's name and the pod's node.
 async fn mounted_claim(env: &TestEnv) -> (String, String) {
@@ -153,29 +168,14 @@ async fn mounted_claim(env: &TestEnv) -> (String, String) {
     (pv, node)
 }
 
-/// Removes what a test created outside its namespace; kube-sim goes away by itself.
-async fn finish(env: TestEnv, volume: Option<&str>) {
-    if !env.on_sim() {
-        let dp = DeleteParams::default();
-        if let Some(pv) = volume {
-            let _ = Api::<PersistentVolume>::all(env.client.clone())
-                .delete(pv, &dp)
-                .await;
-        }
-        let classes = Api::<StorageClass>::all(env.client.clone());
-        for mode in ["immediate", "waitforfirstconsumer"] {
-            let _ = classes
-                .delete(&format!("{}-{mode}", env.namespace), &dp)
-                .await;
-        }
-    }
-    env.shutdown().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_of_a_bound_and_mounted_claim_prints_every_phase_succeeded_and_exits_0() {
     let env = start().await;
-    let (pv, node) = mounted_claim(&env).await;
+    let (_, node) = mounted_claim(&env).await;
+    assert!(
+        env.nodes().contains(&node),
+        "{node} is one of the test's nodes"
+    );
 
     let run = kubectl_pvc(&env.kubeconfig, &["inspect", "data", "-n", &env.namespace]).await;
     assert_eq!(
@@ -196,7 +196,7 @@ Mount       success
 "
         )
     );
-    finish(env, Some(&pv)).await;
+    env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +243,7 @@ Mount       n/a       no pod uses this claim
 "
         )
     );
-    finish(env, None).await;
+    env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +277,7 @@ async fn inspect_of_a_claim_waiting_for_its_first_consumer_is_pending_not_failed
     assert_eq!(report["phases"][1]["status"], "pending");
     assert_eq!(report["phases"][1]["detail"], "waiting for Provision");
     assert_eq!(report["phases"][3]["status"], "n/a");
-    finish(env, None).await;
+    env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,7 +333,7 @@ async fn ls_lists_the_namespace_claims_and_ls_p_only_those_the_pod_mounts() {
         .find(|l| l.starts_with(ns) && l.contains(" later "))
         .unwrap_or_else(|| panic!("claim later listed across namespaces:\n{}", run.stdout));
     assert!(later.ends_with("<none>"), "{later}");
-    finish(env, Some(&pv)).await;
+    env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,30 +357,24 @@ async fn inspect_of_a_missing_claim_prints_kubectl_not_found_and_exits_1() {
         run.stderr,
         "Error from server (NotFound): pods \"ghost\" not found\n"
     );
-    finish(env, None).await;
+    env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_user_who_cannot_read_volumes_still_gets_a_verdict_from_the_pods() {
     let env = start().await;
-    let Some(sim) = env.sim_or_skip("acting as a namespace-scoped user") else {
-        return finish(env, None).await;
-    };
     let (pv, _) = mounted_claim(&env).await;
-    // A developer who may read claims, pods and events, and nothing cluster-scoped.
-    sim.add_token("dev-token", "dev", &["developers"]);
+    // A developer (a service account with a token of its own, as `kubectl create token` mints
+    // it) who may read claims, pods and events, and nothing cluster-scoped.
+    let (dev, token) = env.service_account_token("dev", &[]).await;
     for resource in ["persistentvolumeclaims", "pods", "events"] {
         for verb in ["get", "list"] {
-            sim.allow("dev", verb, "", resource);
+            env.allow(&dev, verb, "", resource).await;
         }
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = dir.path().join("dev.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        kube_sim::kubeconfig::render(&sim.url(), sim.ca_pem(), "dev", "dev-token"),
-    )
-    .expect("kubeconfig written");
+    write_kubeconfig_for_token(&env.kubeconfig, &token, &kubeconfig);
 
     let run = kubectl_pvc(
         &kubeconfig,
@@ -411,5 +405,5 @@ async fn a_namespace_user_who_cannot_read_volumes_still_gets_a_verdict_from_the_
         "{}",
         evidence(2)
     );
-    finish(env, Some(&pv)).await;
+    env.shutdown().await;
 }
