@@ -67,6 +67,8 @@ pub struct InterceptionState {
     pub window: Duration,
     /// The NotReady worker nodes, sorted by name.
     pub notready_nodes: Vec<String>,
+    /// The NotReady worker nodes whose pods are protected now, sorted by name.
+    pub protected_nodes: Vec<String>,
     /// Who set the mode last, and why, and when.
     pub mode_changed_by: String,
     pub mode_reason: String,

@@ -84,6 +84,7 @@ impl From<&InterceptionState> for pb::InterceptionStatus {
             // Only durations beyond ~292 billion years fail; those are sent as unset.
             window: prost_types::Duration::try_from(s.window).ok(),
             notready_nodes: s.notready_nodes.clone(),
+            protected_nodes: s.protected_nodes.clone(),
             mode_changed_by: s.mode_changed_by.clone(),
             mode_reason: s.mode_reason.clone(),
             mode_changed_at: timestamp_to_pb(s.mode_changed_at),
@@ -104,6 +105,7 @@ impl TryFrom<pb::InterceptionStatus> for InterceptionState {
             threshold: s.threshold,
             window: duration_from_pb("window", s.window)?,
             notready_nodes: s.notready_nodes,
+            protected_nodes: s.protected_nodes,
             mode_changed_by: s.mode_changed_by,
             mode_reason: s.mode_reason,
             mode_changed_at: timestamp_from_pb("mode_changed_at", s.mode_changed_at)?,
@@ -151,6 +153,7 @@ mod tests {
             threshold: 3,
             window: Duration::from_secs(300),
             notready_nodes: vec!["node-1".into(), "node-2".into(), "node-7".into()],
+            protected_nodes: vec!["node-1".into(), "node-2".into()],
             mode_changed_by: "system:serviceaccount:ops:oncall".into(),
             mode_reason: "rack 4 maintenance".into(),
             mode_changed_at: DateTime::from_timestamp(1_700_000_100, 0),

@@ -1,5 +1,6 @@
 //! The validating webhook's I/O: read the latest snapshot, look the pod up for an eviction (the
-//! one GET the guard makes; evictions are rare), call [`rules::review`], count, audit, answer.
+//! one GET the guard makes; evictions are rare), call [`rules::review`], count, audit (through
+//! [`crate::audit`], off the review's path), answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use ballast_runtime::admission::{
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
+use crate::audit::Refused;
 use crate::guard::{Guard, error_chain};
 use crate::metrics;
 use crate::release::{NODE_CONTROLLER, Refusal, RefusedStep};
@@ -169,19 +171,25 @@ impl Handler for Webhook {
                     metrics::intercepted(op);
                     self.remember(&req, op, &node);
                 }
-                tracing::warn!(
-                    target: "audit",
-                    user = %user,
-                    operation = op.label(),
-                    namespace = %namespace,
-                    name = %req.name,
-                    node = %node,
-                    code,
-                    dry_run = req.dry_run,
-                    reason = %snapshot.protection.reason,
-                    "refused {} of pod {namespace}/{}",
-                    op.label(),
-                    req.name
+                let version = match op {
+                    rules::Operation::Delete => req.old_object.as_ref(),
+                    _ => req.object.as_ref(),
+                }
+                .and_then(|o| o.metadata.resource_version.clone())
+                .unwrap_or_default();
+                self.guard.audit().refused(
+                    Refused {
+                        user,
+                        operation: op.label(),
+                        namespace,
+                        name: req.name.clone(),
+                        node: node.clone(),
+                        code,
+                        dry_run: req.dry_run,
+                        version,
+                        reason: snapshot.protection.reason.clone(),
+                    },
+                    chrono::Utc::now(),
                 );
                 if code == EVICTION_DENY_CODE {
                     deny_retryable(&req, message)

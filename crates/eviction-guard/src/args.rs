@@ -19,6 +19,10 @@ use crate::storm::{DEFAULT_WORKER_SELECTOR, Selector, StormConfig};
 /// once, and serves the Ballast control API.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "eviction-guard", version, about)]
+#[command(mut_arg("lease_name", |a| a.help(
+    "Name of the Lease of the leader that releases refused evictions, and of its ConfigMap \
+     (default: eviction-guard-release)"
+)))]
 pub struct Args {
     /// Run outside the cluster: current kubeconfig, plain-HTTP webhook, no authentication on
     /// the control API and callbacks, servers on 127.0.0.1 unless --bind-address says otherwise.
@@ -70,6 +74,14 @@ pub struct Args {
     #[arg(long, env = "NODE_NOTREADY_PER_ZONE", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value_t = false, value_parser = boolean)]
     pub per_zone: bool,
+    /// How long fewer than the threshold of worker nodes must have been NotReady before a storm
+    /// is over (protection holds meanwhile for the nodes still NotReady, and only then are
+    /// refused evictions of nodes that stayed dead released): a healing partition's kubelets
+    /// come back over seconds, not in one instant. Default: a node monitor grace period (50s)
+    /// plus a kubelet status interval (10s).
+    #[arg(long, env = "STORM_SETTLE", default_value = "60s",
+          value_parser = humantime::parse_duration)]
+    pub storm_settle: Duration,
     /// Label selector choosing the worker nodes (`key`, `!key`, `key=value`, `key!=value`).
     #[arg(long, env = "WORKER_SELECTOR", default_value = DEFAULT_WORKER_SELECTOR)]
     pub worker_selector: Selector,
@@ -270,6 +282,7 @@ impl Args {
             window,
             min_notready_fraction,
             per_zone,
+            storm_settle,
             worker_selector,
             exempt_users,
             exempt_groups,
@@ -324,6 +337,7 @@ impl Args {
                 window,
                 min_fraction: min_notready_fraction,
                 per_zone,
+                settle: storm_settle,
             },
             worker_selector,
             policy: Policy {

@@ -11,6 +11,7 @@ use ballast_control::{
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::watch;
 
+use crate::audit::{self, Audit};
 use crate::metrics;
 use crate::mode::{ModeRecord, ModeStore};
 use crate::release::{Refusal, Refusals};
@@ -50,11 +51,15 @@ pub struct Guard {
     snapshot: watch::Sender<Arc<Snapshot>>,
     status: watch::Sender<InterceptionState>,
     nodes: watch::Sender<NodeHealthSnapshot>,
+    /// The refusals' audit trail, and its lines until the writer task takes them.
+    audit: Arc<Audit>,
+    audit_lines: Mutex<Option<tokio::sync::mpsc::Receiver<audit::Line>>>,
 }
 
 impl Guard {
     /// `store` persists mode changes (None keeps them in memory: tests of the webhook alone).
     pub fn new(cfg: StormConfig, store: Option<ModeStore>) -> Arc<Self> {
+        let (audit, audit_lines) = Audit::new();
         let guard = Guard {
             cfg,
             inner: Mutex::new(Inner {
@@ -70,6 +75,8 @@ impl Guard {
             snapshot: watch::Sender::new(Arc::new(Snapshot::default())),
             status: watch::Sender::new(InterceptionState::default()),
             nodes: watch::Sender::new(NodeHealthSnapshot::default()),
+            audit: Arc::new(audit),
+            audit_lines: Mutex::new(Some(audit_lines)),
         };
         guard.recompute(&mut guard.lock());
         Arc::new(guard)
@@ -94,6 +101,35 @@ impl Guard {
 
     pub fn mode(&self) -> ModeRecord {
         self.lock().mode.clone()
+    }
+
+    /// The refusals' audit trail.
+    pub fn audit(&self) -> &Arc<Audit> {
+        &self.audit
+    }
+
+    /// Writes the audit trail until `shutdown` (the first caller only; later ones return).
+    pub async fn write_audit(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let lines = self
+            .audit_lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(lines) = lines {
+            audit::run(self.audit.clone(), lines, shutdown).await;
+        }
+    }
+
+    /// Evaluates again with no node change: an ending storm's settle period may be over.
+    pub fn reevaluate(&self) {
+        let mut inner = self.lock();
+        self.recompute(&mut inner);
+    }
+
+    /// When the protection changes by itself unless nodes change first: the end of an ending
+    /// storm's settle period.
+    pub fn next_change(&self) -> Option<DateTime<Utc>> {
+        self.lock().protection.next_change(self.cfg.settle)
     }
 
     /// Replaces every worker node (after a full list) and marks the cache synced.
@@ -221,7 +257,10 @@ impl Guard {
                 other => ControlError::Unavailable(error_chain(&other)),
             })?;
         }
-        metrics::mode_changed(change.mode);
+        // setting the mode it already has changes nothing and is not counted
+        if previous.mode != change.mode {
+            metrics::mode_changed(change.mode);
+        }
         let (was, now) = {
             let mut inner = self.lock();
             let was = inner.protection.protecting;
@@ -296,6 +335,7 @@ impl Guard {
             threshold: u32::try_from(self.cfg.threshold).unwrap_or(u32::MAX),
             window: self.cfg.window,
             notready_nodes: p.notready.iter().cloned().collect(),
+            protected_nodes: p.protected.iter().cloned().collect(),
             mode_changed_by: inner.mode.changed_by.clone(),
             mode_reason: inner.mode.reason.clone(),
             mode_changed_at: inner.mode.changed_at,

@@ -15,6 +15,7 @@
 
 pub mod admission;
 pub mod args;
+pub mod audit;
 pub mod callback;
 mod error;
 pub mod guard;
@@ -185,6 +186,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             svc.shutdown(),
         )),
     );
+    let audit_guard = guard.clone();
+    let audit_stop = svc.shutdown();
+    svc.spawn("the audit writer", async move {
+        audit_guard.write_audit(audit_stop).await;
+        Ok::<(), Error>(())
+    });
+    svc.spawn(
+        "the storm's settle timer",
+        ok(monitor::settle_timer(guard.clone(), svc.shutdown())),
+    );
     svc.spawn(
         "the mode watch",
         ok(monitor::watch_mode(
@@ -215,6 +226,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             client.clone(),
             guard.clone(),
             release.clone(),
+            namespace.clone(),
             leading,
             svc.shutdown(),
         );

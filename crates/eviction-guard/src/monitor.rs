@@ -83,6 +83,34 @@ pub async fn watch_nodes(
     }
 }
 
+/// Shortest wait of [`settle_timer`].
+const SETTLE_TIMER_FLOOR: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Re-evaluates the protection when an ending storm's settle period runs out (nothing else
+/// changes then), until `shutdown`.
+pub async fn settle_timer(guard: Arc<Guard>, shutdown: CancellationToken) {
+    let mut snapshots = guard.subscribe();
+    loop {
+        // never a busy loop, whatever the clock does
+        let wait = guard.next_change().map(|at| {
+            (at - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .max(SETTLE_TIMER_FLOOR)
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = snapshots.changed() => if changed.is_err() { return },
+            () = async {
+                match wait {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => guard.reevaluate(),
+        }
+    }
+}
+
 /// A Node as the guard watches it: only what a decision reads (name, labels, taints,
 /// conditions) and what the watch needs (resourceVersion, uid) is decoded; the rest of the
 /// object (the image list, managed fields, annotations, addresses, node info: most of a

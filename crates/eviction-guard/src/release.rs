@@ -6,19 +6,25 @@
 //! `DeletionByTaintManager`) through `/status`, then DELETE with a uid precondition.
 //!
 //! What to release is derived from the cluster (pods on such nodes whose toleration has expired),
-//! so a restarted or newly elected guard reaches the same answer, but only on nodes this replica
-//! has seen protected since they went NotReady ([`track_protected`]): a lone failed node's
-//! evictions stay the controller's business. The refusals this replica saw ([`Refusals`]) let it
-//! act at once instead of first giving the controller [`CONTROLLER_SETTLE`] to finish. The decision ([`node_verdict`], [`pod_verdict`]) is
-//! pure; [`crate::releaser::run`] does the calls, leader only, rate-limited per node.
+//! but only on the nodes of the [`Plan`]: those protected during a storm, each in the NotReady
+//! spell it was protected in. A lone failed node's evictions stay the controller's business,
+//! and a node that was Ready at any moment since — a partition heals over seconds, node by
+//! node — keeps its pods. When a storm ends by itself the plan waits out its settle period
+//! first (see [`crate::storm`]); when an operator sets DISABLED it acts at once. The plan is kept
+//! by every replica and saved by the release leader in a ConfigMap of its own, so a restarted or
+//! newly elected leader carries on with it. The refusals this replica saw ([`Refusals`]) let it
+//! act at once instead of first giving the controller [`CONTROLLER_SETTLE`] to finish. The
+//! decisions ([`Plan::node_verdict`], [`pod_verdict`]) are pure; [`crate::releaser::run`] does
+//! the calls, leader only, rate-limited per node, re-reading each node before each pod.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
+use serde::{Deserialize, Serialize};
 
-use crate::storm::{NodeState, OUT_OF_SERVICE_TAINT, Snapshot};
+use crate::storm::{Mode, NodeState, OUT_OF_SERVICE_TAINT, Snapshot};
 
 /// The identity the taint eviction controller acts as (`kube-controller-manager`).
 pub const NODE_CONTROLLER: &str = "system:serviceaccount:kube-system:node-controller";
@@ -179,6 +185,11 @@ pub enum Keep {
     Protected,
     /// The node came back.
     NodeReady,
+    /// Its pods were never protected in its current NotReady spell: a lone failure, or the node
+    /// was Ready at some moment since it was protected.
+    NotInPlan,
+    /// The storm's settle period is not over yet.
+    NotYet,
     /// An operator declared it dead: Kubernetes removes its pods itself.
     OutOfService,
     /// No `unreachable` / `not-ready` NoExecute taint (yet, or any more).
@@ -200,32 +211,115 @@ pub struct EvictionTaint {
     pub added: Option<DateTime<Utc>>,
 }
 
-/// Whether the pods of `node` may be released now (pure).
-pub fn node_verdict(node: &Node, protected: bool) -> Result<EvictionTaint, Keep> {
-    let taints = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default();
-    if taints.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT) {
-        return Err(Keep::OutOfService);
+/// What the release may still act on: the nodes protected during a storm, each with the
+/// moment its NotReady spell began, and the earliest moment to act.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Node name → when the NotReady spell it was protected in began (its `Ready` condition's
+    /// transition time; the epoch when it reports none).
+    pub nodes: BTreeMap<String, DateTime<Utc>>,
+    /// Nothing is released before this: the end of a storm's settle period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// A NotReady spell's start, as the plan keys it.
+fn spell(n: &NodeState) -> DateTime<Utc> {
+    n.since.unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+impl Plan {
+    /// Follows a snapshot (pure): adds the protected nodes with their spell; drops the nodes
+    /// Ready again, gone, or NotReady in a later spell (so Ready in between); while a storm
+    /// ends by itself, nothing may happen before its settle period is over; an operator's
+    /// DISABLED lets it act at once. Whether anything changed.
+    pub fn track(&mut self, snapshot: &Snapshot, settle: Duration) -> bool {
+        if !snapshot.synced {
+            return false;
+        }
+        let before = self.clone();
+        let p = &snapshot.protection;
+        for name in &p.protected {
+            if let Some(n) = snapshot.workers.get(name) {
+                self.nodes.insert(name.clone(), spell(n));
+            }
+        }
+        self.nodes.retain(|name, since| {
+            snapshot
+                .workers
+                .get(name)
+                .is_some_and(|n| !n.ready && spell(n) == *since)
+        });
+        let settle = chrono::Duration::from_std(settle).ok();
+        if p.mode == Mode::Disabled || self.nodes.is_empty() {
+            self.not_before = None;
+        } else if let Some(end) = p
+            .ending
+            .values()
+            .max()
+            .and_then(|fell| fell.checked_add_signed(settle?))
+        {
+            self.not_before = Some(self.not_before.map_or(end, |known| known.max(end)));
+        }
+        *self != before
     }
-    if NodeState::from_node(node).ready {
-        return Err(Keep::NodeReady);
+
+    /// Adds what a previous leader saved: its nodes not known here, and its wait if longer.
+    pub fn adopt(&mut self, saved: Plan) {
+        for (name, since) in saved.nodes {
+            self.nodes.entry(name).or_insert(since);
+        }
+        self.not_before = match (self.not_before, saved.not_before) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
-    if protected {
-        return Err(Keep::Protected);
+
+    /// Whether the pods of `node`, as just read from the API, may be released at `now` (pure):
+    /// it must be in the plan, still NotReady in the same spell, not protected, past the
+    /// settle period, and tainted NoExecute by the node lifecycle controller.
+    pub fn node_verdict(
+        &self,
+        node: &Node,
+        protected: bool,
+        now: DateTime<Utc>,
+    ) -> Result<EvictionTaint, Keep> {
+        let state = NodeState::from_node(node);
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default();
+        if taints.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT) {
+            return Err(Keep::OutOfService);
+        }
+        if state.ready {
+            return Err(Keep::NodeReady);
+        }
+        if protected {
+            return Err(Keep::Protected);
+        }
+        if self.nodes.get(&state.name) != Some(&spell(&state)) {
+            return Err(Keep::NotInPlan);
+        }
+        if self.not_before.is_some_and(|t| now < t) {
+            return Err(Keep::NotYet);
+        }
+        taints
+            .iter()
+            .find(|t| t.effect == "NoExecute" && EVICTION_TAINTS.contains(&t.key.as_str()))
+            .map(|t| EvictionTaint {
+                key: t.key.clone(),
+                added: t.time_added.as_ref().and_then(|at| {
+                    DateTime::from_timestamp(
+                        at.0.as_second(),
+                        at.0.subsec_nanosecond().max(0) as u32,
+                    )
+                }),
+            })
+            .ok_or(Keep::NotTainted)
     }
-    taints
-        .iter()
-        .find(|t| t.effect == "NoExecute" && EVICTION_TAINTS.contains(&t.key.as_str()))
-        .map(|t| EvictionTaint {
-            key: t.key.clone(),
-            added: t.time_added.as_ref().and_then(|at| {
-                DateTime::from_timestamp(at.0.as_second(), at.0.subsec_nanosecond().max(0) as u32)
-            }),
-        })
-        .ok_or(Keep::NotTainted)
 }
 
 fn tolerates(t: &Toleration, key: &str) -> bool {
@@ -278,16 +372,6 @@ pub fn pod_verdict(
         return Err(Keep::Settling);
     }
     Ok(())
-}
-
-/// Keeps the set of nodes whose pods were protected at some point of their current NotReady
-/// spell: adds the protected ones, drops those Ready again or gone (pure).
-pub fn track_protected(seen: &mut BTreeSet<String>, snapshot: &Snapshot) {
-    if !snapshot.synced {
-        return;
-    }
-    seen.extend(snapshot.protection.protected.iter().cloned());
-    seen.retain(|n| snapshot.workers.get(n).is_some_and(|w| !w.ready));
 }
 
 #[cfg(test)]

@@ -1,16 +1,17 @@
-//! The release's calls: [`run`] follows the guard's snapshots while this replica leads and
-//! carries out what [`crate::release`] decides — `DisruptionTarget` through `/status`, then
-//! DELETE with a uid precondition — rate-limited per node, with an `EvictionReleased` event.
+//! The release's calls: [`run`] follows the guard's snapshots into the [`Plan`] on every replica
+//! and, while this replica leads, carries out what [`crate::release`] decides — `DisruptionTarget`
+//! through `/status`, then DELETE with a uid precondition — rate-limited per node, re-reading the
+//! node before each pod, with an `EvictionReleased` event. The leader saves the plan in a
+//! ConfigMap named like its Lease, and a new leader starts from it.
 
-use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use governor::{Quota, RateLimiter};
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource};
 use serde_json::json;
@@ -20,20 +21,23 @@ use tokio_util::sync::CancellationToken;
 use crate::guard::{Guard, error_chain};
 use crate::metrics;
 use crate::release::{
-    DISRUPTION_MESSAGE, DISRUPTION_REASON, EVENT_REASON, EvictionTaint, Keep, ReleaseConfig,
-    node_verdict, pod_verdict, track_protected,
+    DISRUPTION_MESSAGE, DISRUPTION_REASON, EVENT_REASON, EvictionTaint, Keep, Plan, ReleaseConfig,
+    pod_verdict,
 };
 
 /// How often the release pass runs besides on every protection change.
 const RESYNC: Duration = Duration::from_secs(10);
-/// The next pass's delay while pods wait out [`CONTROLLER_SETTLE`].
+/// The next pass's delay while pods wait out [`crate::release::CONTROLLER_SETTLE`].
 const SETTLE_RECHECK: Duration = Duration::from_secs(1);
+/// The ConfigMap key holding the saved plan.
+const PLAN_KEY: &str = "plan";
 
-/// Runs the release while this replica leads, until `shutdown`.
+/// Runs the release until `shutdown`: tracks the plan always, acts while this replica leads.
 pub async fn run(
     client: kube::Client,
     guard: Arc<Guard>,
     cfg: ReleaseConfig,
+    namespace: String,
     mut leading: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
@@ -49,22 +53,51 @@ pub async fn run(
             instance: Some(cfg.identity.clone()),
         },
     );
+    let store = PlanStore {
+        api: Api::namespaced(client.clone(), &namespace),
+        name: cfg.lease_name.clone(),
+    };
+    let settle = guard.config().settle;
     let mut snapshots = guard.subscribe();
-    let mut seen_protected = BTreeSet::new();
+    let mut plan = Plan::default();
+    // What the store holds as far as this leader knows; None: not read since leading.
+    let mut saved: Option<Plan> = None;
     loop {
-        track_protected(&mut seen_protected, &guard.snapshot());
+        plan.track(&guard.snapshot(), settle);
         let leads = *leading.borrow();
-        let settling = leads
-            && pass(
-                &client,
-                &guard,
-                &seen_protected,
-                &limiter,
-                &recorder,
-                &shutdown,
-            )
-            .await;
-        let next = if settling { SETTLE_RECHECK } else { RESYNC };
+        let mut next = RESYNC;
+        if leads {
+            if saved.is_none() {
+                match store.load().await {
+                    Ok(stored) => {
+                        if stored != Plan::default() {
+                            tracing::info!(nodes = ?stored.nodes.keys().collect::<Vec<_>>(), not_before = ?stored.not_before, "release: carrying on with the saved plan");
+                        }
+                        plan.adopt(stored.clone());
+                        plan.track(&guard.snapshot(), settle);
+                        saved = Some(stored);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "release: failed to read the saved plan; retrying")
+                    }
+                }
+            }
+            if let Some(stored) = saved.as_mut() {
+                if *stored != plan {
+                    match store.save(&plan).await {
+                        Ok(()) => *stored = plan.clone(),
+                        Err(e) => {
+                            tracing::warn!(error = %error_chain(&e), "release: failed to save the plan; retrying")
+                        }
+                    }
+                }
+                next = pass(&client, &guard, &plan, &limiter, &recorder, &shutdown).await;
+            } else {
+                next = SETTLE_RECHECK;
+            }
+        } else {
+            saved = None;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = snapshots.changed() => if r.is_err() { return },
@@ -74,50 +107,94 @@ pub async fn run(
     }
 }
 
+/// The plan, saved by the leader in a ConfigMap of the guard's namespace.
+struct PlanStore {
+    api: Api<ConfigMap>,
+    name: String,
+}
+
+impl PlanStore {
+    async fn load(&self) -> Result<Plan, kube::Error> {
+        let Some(cm) = self.api.get_opt(&self.name).await? else {
+            return Ok(Plan::default());
+        };
+        let text = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(PLAN_KEY))
+            .cloned()
+            .unwrap_or_default();
+        if text.is_empty() {
+            return Ok(Plan::default());
+        }
+        Ok(serde_json::from_str(&text).unwrap_or_else(|e| {
+            tracing::warn!(configmap = %self.name, error = %e, "release: the saved plan is unreadable; starting a new one");
+            Plan::default()
+        }))
+    }
+
+    async fn save(&self, plan: &Plan) -> Result<(), kube::Error> {
+        let text = serde_json::to_string(plan).map_err(kube::Error::SerdeError)?;
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": self.name, "labels": {
+                "app.kubernetes.io/name": "eviction-guard",
+                "app.kubernetes.io/component": "release"}},
+            "data": {PLAN_KEY: text},
+        }))
+        .map_err(kube::Error::SerdeError)?;
+        match self.api.get_opt(&self.name).await? {
+            None => self.api.create(&PostParams::default(), &cm).await.map(drop),
+            Some(current) => {
+                let mut next = cm;
+                next.metadata.resource_version = current.metadata.resource_version;
+                self.api
+                    .replace(&self.name, &PostParams::default(), &next)
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+}
+
 type Limiter = governor::DefaultDirectRateLimiter;
 
-/// One pass over the NotReady worker nodes whose pods are not protected; whether pods are
-/// waiting out [`CONTROLLER_SETTLE`].
+/// One pass over the plan's nodes whose pods are not protected; returns when to pass again.
 async fn pass(
     client: &kube::Client,
     guard: &Arc<Guard>,
-    seen_protected: &BTreeSet<String>,
+    plan: &Plan,
     limiter: &Limiter,
     recorder: &Recorder,
     shutdown: &CancellationToken,
-) -> bool {
+) -> Duration {
     let snapshot = guard.snapshot();
     if !snapshot.synced {
-        return false;
+        return SETTLE_RECHECK;
     }
-    let mut settling = false;
+    let mut next = RESYNC;
+    if let Some(wait) = plan
+        .not_before
+        .and_then(|t| (t - Utc::now()).to_std().ok())
+        .filter(|w| !w.is_zero() && !plan.nodes.is_empty())
+    {
+        // nothing before the storm has settled; look again then
+        return wait.min(RESYNC);
+    }
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    for health in snapshot
-        .workers
-        .values()
-        .filter(|n| !n.ready && seen_protected.contains(&n.name))
-    {
-        let protected = guard.snapshot().protection.protected.contains(&health.name);
-        if protected {
+    for name in plan.nodes.keys() {
+        let protected = |g: &Guard| g.snapshot().protection.protected.contains(name);
+        if protected(guard) {
             continue;
         }
-        let node = match nodes.get_opt(&health.name).await {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(node = %health.name, error = %error_chain(&e), "release: failed to read node");
-                continue;
-            }
-        };
-        let Ok(taint) = node_verdict(&node, false) else {
+        let Some((_, taint)) = read_verdict(&nodes, name, plan, false).await else {
             continue;
         };
-        let lp = ListParams::default().fields(&format!("spec.nodeName={}", health.name));
+        let lp = ListParams::default().fields(&format!("spec.nodeName={name}"));
         let list = match pods.list(&lp).await {
             Ok(l) => l.items,
             Err(e) => {
-                tracing::warn!(node = %health.name, error = %error_chain(&e), "release: failed to list pods");
+                tracing::warn!(node = %name, error = %error_chain(&e), "release: failed to list pods");
                 continue;
             }
         };
@@ -125,9 +202,9 @@ async fn pass(
         for p in list {
             let uid = p.metadata.uid.as_deref().unwrap_or_default();
             let remembered = guard.refusal(uid).is_some();
-            match pod_verdict(&p, &health.name, &taint, remembered, Utc::now()) {
+            match pod_verdict(&p, name, &taint, remembered, Utc::now()) {
                 Ok(()) => due.push(p),
-                Err(Keep::Settling) => settling = true,
+                Err(Keep::Settling) => next = SETTLE_RECHECK,
                 Err(_) => {}
             }
         }
@@ -135,28 +212,47 @@ async fn pass(
             continue;
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return false,
+            _ = shutdown.cancelled() => return next,
             _ = limiter.until_ready() => {}
         }
-        // protection may have come back while waiting for the rate limit
-        let snapshot = guard.snapshot();
-        if snapshot.protection.protected.contains(&health.name) {
-            continue;
-        }
         for pod in due {
-            release_pod(
-                client,
-                guard,
-                recorder,
-                &pod,
-                &health.name,
-                &taint,
-                &snapshot.protection.reason,
-            )
-            .await;
+            // The node again, right before each pod: one that came back, even for a moment,
+            // or is protected again keeps the rest of its pods.
+            let Some((node, taint)) = read_verdict(&nodes, name, plan, protected(guard)).await
+            else {
+                break;
+            };
+            let why = guard.snapshot().protection.reason.clone();
+            release_pod(client, guard, recorder, &pod, &node, &taint, &why).await;
         }
     }
-    settling
+    next
+}
+
+/// `name` read from the API and judged by the plan: Some when its pods may be released now.
+async fn read_verdict(
+    nodes: &Api<Node>,
+    name: &str,
+    plan: &Plan,
+    protected: bool,
+) -> Option<(String, EvictionTaint)> {
+    let node = match nodes.get_opt(name).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(node = %name, error = %error_chain(&e), "release: failed to read node");
+            return None;
+        }
+    };
+    match plan.node_verdict(&node, protected, Utc::now()) {
+        Ok(taint) => Some((name.to_owned(), taint)),
+        Err(keep) => {
+            if matches!(keep, Keep::NodeReady | Keep::NotInPlan | Keep::Protected) {
+                tracing::info!(node = %name, why = ?keep, "release: node keeps its pods");
+            }
+            None
+        }
+    }
 }
 
 async fn release_pod(

@@ -1,12 +1,19 @@
 //! Storm detection, pure: from the health of the worker nodes and the mode, decide whether pods
 //! on NotReady nodes are protected, and say why in a sentence.
 //!
-//! A storm is at least `threshold` worker nodes that became NotReady within `window` of each
-//! other and are still NotReady. The rule is read from the nodes' own `Ready` transition times,
-//! not from when the guard happened to see them, so a guard restarted in the middle of an
+//! A storm **starts** when at least `threshold` worker nodes became NotReady within `window` of
+//! each other and are still NotReady. The rule is read from the nodes' own `Ready` transition
+//! times, not from when the guard happened to see them, so a guard restarted in the middle of an
 //! outage reaches the same answer. Once on, protection stays on while at least `threshold`
-//! worker nodes are still NotReady (a long outage does not fall out of the window), and ends by
-//! itself when fewer remain.
+//! worker nodes are still NotReady (a long outage does not fall out of the window).
+//!
+//! A storm **ends** only once fewer than `threshold` worker nodes have been NotReady for a
+//! whole `settle` period: a partition heals over seconds (each kubelet reports on its own
+//! schedule), so one node's return does not end it, and the nodes still NotReady stay protected
+//! meanwhile. The moment the count fell under the threshold is read from the returned nodes'
+//! `Ready` transitions too. A guard started while a storm ends sees no storm (fewer than
+//! `threshold` NotReady); the release leader keeps what it must still release, and when, in a
+//! ConfigMap of its own (see [`crate::release`]), so nothing is released early either way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -155,7 +162,14 @@ pub struct StormConfig {
     pub min_fraction: Option<f64>,
     /// Count per `topology.kubernetes.io/zone` instead of over the whole cluster.
     pub per_zone: bool,
+    /// How long the NotReady count must stay under the threshold before a storm is over.
+    pub settle: Duration,
 }
+
+/// Default `settle`: a node monitor grace period (50s: how long a returning kubelet can take to
+/// be seen Ready again) plus a kubelet's status interval (10s), so the kubelets of a healing
+/// partition have all reported before the storm is judged over.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(60);
 
 impl Default for StormConfig {
     fn default() -> Self {
@@ -164,6 +178,7 @@ impl Default for StormConfig {
             window: Duration::from_secs(300),
             min_fraction: None,
             per_zone: false,
+            settle: DEFAULT_SETTLE,
         }
     }
 }
@@ -186,6 +201,38 @@ pub struct Protection {
     /// Groups in storm (zone names, or "" for the whole cluster) and when each storm began;
     /// tracked whatever the mode so that going back to AUTO picks up the real state.
     pub storms: BTreeMap<String, DateTime<Utc>>,
+    /// Groups of `storms` whose NotReady count is under the threshold, and since when: each
+    /// ends once that has lasted [`StormConfig::settle`].
+    pub ending: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl Protection {
+    /// When the next evaluation must happen even if no node changes: the earliest end of an
+    /// ending storm.
+    pub fn next_change(&self, settle: Duration) -> Option<DateTime<Utc>> {
+        let settle = chrono::Duration::from_std(settle).ok()?;
+        self.ending
+            .values()
+            .min()
+            .and_then(|since| since.checked_add_signed(settle))
+    }
+}
+
+/// When the NotReady count of a group fell under `threshold`, read from its returned nodes:
+/// with `notready` still down, the count went under the threshold at the
+/// `threshold - notready`-th most recent `Ready` transition among the nodes that came back
+/// after `since` (None when not enough did).
+fn fell_under(
+    returned: &mut [DateTime<Utc>],
+    notready: usize,
+    threshold: usize,
+) -> Option<DateTime<Utc>> {
+    let needed = threshold.max(1).checked_sub(notready)?;
+    if needed == 0 || returned.len() < needed {
+        return None;
+    }
+    returned.sort_unstable_by(|a, b| b.cmp(a));
+    Some(returned[needed - 1])
 }
 
 /// The earliest moment `threshold` of these NotReady transitions fell within `window` of each
@@ -210,6 +257,8 @@ struct GroupOutcome {
     workers: usize,
     notready: usize,
     storm_since: Option<DateTime<Utc>>,
+    /// Under the threshold since then, while the storm settles.
+    ending_since: Option<DateTime<Utc>>,
     within_window: bool,
 }
 
@@ -245,12 +294,30 @@ pub fn evaluate(
             .min_fraction
             .is_none_or(|f| notready as f64 >= f * nodes.len() as f64);
         let trigger = storm_trigger(&mut sinces, cfg.threshold, cfg.window);
-        let storm_since = if notready < cfg.threshold.max(1) || !fraction_ok {
-            None
+        // Ready transitions of the nodes that came back after `after`.
+        let returned = |after: Option<DateTime<Utc>>| -> Vec<DateTime<Utc>> {
+            nodes
+                .iter()
+                .filter(|n| n.ready)
+                .filter_map(|n| n.since)
+                .filter(|s| after.is_none_or(|a| *s > a) && *s <= now)
+                .collect()
+        };
+        let (storm_since, ending_since) = if notready >= cfg.threshold.max(1) && fraction_ok {
+            (prev.storms.get(group).copied().or(trigger), None)
         } else if let Some(began) = prev.storms.get(group) {
-            Some(*began)
+            // under the threshold now: the storm ends once that has lasted `settle`
+            let fell = prev.ending.get(group).copied().unwrap_or_else(|| {
+                fell_under(&mut returned(Some(*began)), notready, cfg.threshold).unwrap_or(now)
+            });
+            (Some(*began), Some(fell))
         } else {
-            trigger
+            (None, None)
+        };
+        let settled = |fell: DateTime<Utc>| (now - fell).to_std().is_ok_and(|d| d >= cfg.settle);
+        let (storm_since, ending_since) = match ending_since {
+            Some(fell) if settled(fell) => (None, None),
+            other => (storm_since, other),
         };
         outcomes.insert(
             group.clone(),
@@ -258,6 +325,7 @@ pub fn evaluate(
                 workers: nodes.len(),
                 notready,
                 storm_since,
+                ending_since,
                 within_window: trigger.is_some(),
             },
         );
@@ -266,6 +334,10 @@ pub fn evaluate(
     let storms: BTreeMap<String, DateTime<Utc>> = outcomes
         .iter()
         .filter_map(|(g, o)| o.storm_since.map(|s| (g.clone(), s)))
+        .collect();
+    let ending: BTreeMap<String, DateTime<Utc>> = outcomes
+        .iter()
+        .filter_map(|(g, o)| o.ending_since.map(|s| (g.clone(), s)))
         .collect();
     let notready: BTreeSet<String> = workers
         .iter()
@@ -313,7 +385,18 @@ pub fn evaluate(
                 } else {
                     String::new()
                 };
-                if o.within_window {
+                if let Some(fell) = o.ending_since {
+                    let settle = humantime::format_duration(cfg.settle);
+                    format!(
+                        "storm ending: {} of {} worker nodes{scope} NotReady, under the threshold \
+                         of {} since {}; pods on those still NotReady stay protected until it \
+                         has held for {settle}",
+                        o.notready,
+                        o.workers,
+                        cfg.threshold,
+                        fell.format("%H:%M:%SZ")
+                    )
+                } else if o.within_window {
                     format!(
                         "{} of {} worker nodes{scope} NotReady within {window}",
                         o.notready, o.workers
@@ -348,6 +431,7 @@ pub fn evaluate(
         notready,
         workers: total,
         storms,
+        ending,
     }
 }
 

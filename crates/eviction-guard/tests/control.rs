@@ -42,7 +42,12 @@ async fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 
 #[tokio::test]
 async fn control_clients_see_the_storm_change_the_mode_and_follow_recovery() {
-    let guard = Guard::new(StormConfig::default(), None);
+    // no settle period: the storm is over as soon as fewer than three nodes are NotReady
+    let cfg = StormConfig {
+        settle: Duration::ZERO,
+        ..StormConfig::default()
+    };
+    let guard = Guard::new(cfg, None);
     guard.replace_workers([
         node("node-1", false),
         node("node-2", false),

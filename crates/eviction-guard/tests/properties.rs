@@ -63,13 +63,20 @@ fn storm_config() -> impl Strategy<Value = StormConfig> {
         prop_oneof![Just(0u64), 1u64..1_500, Just(u64::MAX / 4)],
         prop::option::of(0.0f64..=1.0),
         any::<bool>(),
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::from_secs(u64::MAX / 4))
+        ],
     )
-        .prop_map(|(threshold, window, min_fraction, per_zone)| StormConfig {
-            threshold,
-            window: Duration::from_secs(window),
-            min_fraction,
-            per_zone,
-        })
+        .prop_map(
+            |(threshold, window, min_fraction, per_zone, settle)| StormConfig {
+                threshold,
+                window: Duration::from_secs(window),
+                min_fraction,
+                per_zone,
+                settle,
+            },
+        )
 }
 
 fn mode() -> impl Strategy<Value = Mode> {
@@ -163,13 +170,19 @@ proptest! {
         // Pods on Ready or out-of-service nodes are never protected.
         prop_assert!(out.protected.is_subset(&candidates), "protected {:?}", out.protected);
 
-        // A group is in storm iff it was and still holds, or a storm starts in it now.
+        // A group is in storm iff it was and still holds, or a storm starts in it now; a storm
+        // that no longer holds ends only once that has lasted the settle period (here either
+        // none, or longer than any test).
         let groups: BTreeSet<String> = workers.iter().map(|n| group(&cfg, n)).collect();
         let expected_storms: BTreeSet<String> = groups
             .iter()
             .filter(|g| {
-                storm_holds(&cfg, &workers, g)
-                    && (prev.storms.contains_key(*g) || storm_starts(&cfg, &workers, g))
+                let was = prev.storms.contains_key(*g);
+                if storm_holds(&cfg, &workers, g) {
+                    was || storm_starts(&cfg, &workers, g)
+                } else {
+                    was && !cfg.settle.is_zero()
+                }
             })
             .cloned()
             .collect();
@@ -201,8 +214,9 @@ proptest! {
                     .map(|n| n.name.clone())
                     .collect();
                 prop_assert_eq!(&out.protected, &in_storm);
-                // A single failed node is ordinary: never a storm with a threshold above one.
-                if notready.len() < cfg.threshold.max(1) {
+                // A single failed node is ordinary: never a storm with a threshold above one
+                // (unless one is ending).
+                if notready.len() < cfg.threshold.max(1) && prev.storms.is_empty() {
                     prop_assert!(!out.protecting);
                 }
             }

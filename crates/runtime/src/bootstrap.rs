@@ -30,8 +30,10 @@ pub struct SelfSignedArgs {
     /// the service's namespace, and inject its CA into the webhook configuration.
     #[arg(long, env = "SELF_SIGNED_SECRET")]
     pub self_signed_secret: Option<String>,
-    /// The webhook configuration (validating or mutating, as the service serves) whose caBundle
-    /// is set in self-signed mode.
+    /// The webhook configuration (validating or mutating, as the service serves) this service
+    /// keeps fit to call it: its caBundle set to the serving CA in self-signed mode, and webhooks
+    /// shipped failing closed switched from `failurePolicy: Ignore` to `Fail` while a ready
+    /// replica serves them (back to `Ignore` when they have no CA to trust).
     #[arg(long, env = "WEBHOOK_CONFIGURATION")]
     pub webhook_configuration: Option<String>,
     /// DNS name of the webhook Service, e.g. eviction-guard.ballast-system.svc.

@@ -31,6 +31,19 @@ fn pod(node: &str, tolerations: serde_json::Value) -> Pod {
     .unwrap()
 }
 
+/// The plan with node-1 in the NotReady spell `node` reports (since 10:00:00), free to act.
+fn planned() -> Plan {
+    Plan {
+        nodes: BTreeMap::from([("node-1".to_string(), t("2026-11-28T10:00:00Z"))]),
+        not_before: None,
+    }
+}
+
+/// `planned()`'s verdict on `node` at 11:00.
+fn node_verdict(node: &Node, protected: bool) -> Result<EvictionTaint, Keep> {
+    planned().node_verdict(node, protected, t("2026-11-28T11:00:00Z"))
+}
+
 fn default_tolerations(secs: i64) -> serde_json::Value {
     json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs},
            {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs}])
@@ -163,18 +176,20 @@ fn refusals_are_remembered_per_pod_uid_and_counted() {
     assert!(r.is_empty());
 }
 
-#[test]
-fn only_nodes_seen_protected_during_their_outage_are_tracked_until_they_recover() {
-    use crate::storm::Protection;
-    let health = |name: &str, ready: bool| NodeState {
+fn health(name: &str, ready: bool, since: &str) -> NodeState {
+    NodeState {
         name: name.into(),
         ready,
-        since: None,
+        since: Some(t(since)),
         reason: String::new(),
         zone: None,
         out_of_service: false,
-    };
-    let snapshot = |protected: &[&str], workers: &[(&str, bool)]| Snapshot {
+    }
+}
+
+fn snapshot(protected: &[&str], workers: &[NodeState]) -> Snapshot {
+    use crate::storm::Protection;
+    Snapshot {
         synced: true,
         protection: Protection {
             protected: protected.iter().map(|s| s.to_string()).collect(),
@@ -182,23 +197,133 @@ fn only_nodes_seen_protected_during_their_outage_are_tracked_until_they_recover(
         },
         workers: workers
             .iter()
-            .map(|(n, r)| (n.to_string(), health(n, *r)))
+            .map(|n| (n.name.clone(), n.clone()))
             .collect(),
+    }
+}
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+#[test]
+fn the_plan_keeps_nodes_protected_in_their_notready_spell_until_they_recover() {
+    let mut plan = Plan::default();
+    let down = |n: &str| health(n, false, "2026-11-28T10:00:00Z");
+    assert!(!plan.track(
+        &snapshot(&[], &[down("a"), health("b", true, "2026-11-28T09:00:00Z")]),
+        SETTLE
+    ));
+    assert!(
+        plan.nodes.is_empty(),
+        "a lone NotReady node is not protected"
+    );
+    assert!(plan.track(&snapshot(&["a", "c"], &[down("a"), down("c")]), SETTLE));
+    // protection lifts: still planned while NotReady in the same spell
+    assert!(!plan.track(&snapshot(&[], &[down("a"), down("c")]), SETTLE));
+    assert_eq!(plan.nodes.keys().collect::<Vec<_>>(), ["a", "c"]);
+    // c was Ready for a moment the guard did not see: NotReady again, but in a later spell
+    let c_again = health("c", false, "2026-11-28T10:05:00Z");
+    assert!(plan.track(&snapshot(&[], &[down("a"), c_again.clone()]), SETTLE));
+    assert_eq!(plan.nodes.keys().collect::<Vec<_>>(), ["a"]);
+    // a is deleted
+    assert!(plan.track(&snapshot(&[], &[c_again]), SETTLE));
+    assert_eq!(plan, Plan::default());
+    // not synced: nothing to learn
+    let mut unsynced = snapshot(&["x"], &[down("x")]);
+    unsynced.synced = false;
+    assert!(!plan.track(&unsynced, SETTLE));
+}
+
+#[test]
+fn an_ending_storm_holds_the_release_until_its_settle_period_is_over_and_disabled_does_not() {
+    use crate::storm::Protection;
+    let down = |n: &str| health(n, false, "2026-11-28T10:00:00Z");
+    let mut plan = Plan::default();
+    plan.track(&snapshot(&["a", "b"], &[down("a"), down("b")]), SETTLE);
+    assert_eq!(plan.not_before, None, "protected: nothing to wait for yet");
+    let mut ending = snapshot(
+        &["a"],
+        &[down("a"), health("b", true, "2026-11-28T10:10:00Z")],
+    );
+    ending.protection.ending = BTreeMap::from([(String::new(), t("2026-11-28T10:10:00Z"))]);
+    plan.track(&ending, SETTLE);
+    assert_eq!(plan.not_before, Some(t("2026-11-28T10:11:00Z")));
+    assert_eq!(plan.nodes.keys().collect::<Vec<_>>(), ["a"], "b came back");
+    // the storm over: still waits until then
+    plan.track(&snapshot(&[], &[down("a")]), SETTLE);
+    let a = serde_json::from_value::<Node>(json!({
+        "metadata": {"name": "a"},
+        "spec": {"taints": unreachable()},
+        "status": {"conditions": [{"type": "Ready", "status": "Unknown",
+            "lastTransitionTime": "2026-11-28T10:00:00Z"}]}
+    }))
+    .unwrap();
+    assert_eq!(
+        plan.node_verdict(&a, false, t("2026-11-28T10:10:59Z"))
+            .map(|_| ()),
+        Err(Keep::NotYet)
+    );
+    assert!(
+        plan.node_verdict(&a, false, t("2026-11-28T10:11:00Z"))
+            .is_ok()
+    );
+    // an operator's DISABLED: at once
+    let mut disabled = snapshot(&[], &[down("a")]);
+    disabled.protection = Protection {
+        mode: Mode::Disabled,
+        ..disabled.protection
     };
-    let mut seen = BTreeSet::new();
-    track_protected(&mut seen, &snapshot(&[], &[("a", false), ("b", true)]));
-    assert!(seen.is_empty(), "a lone NotReady node is not protected");
-    track_protected(
-        &mut seen,
-        &snapshot(&["a", "c"], &[("a", false), ("b", true), ("c", false)]),
+    plan.track(&disabled, SETTLE);
+    assert_eq!(plan.not_before, None);
+}
+
+#[test]
+fn a_node_is_released_only_in_the_spell_it_was_protected_in() {
+    let n = node("Unknown", unreachable());
+    assert!(node_verdict(&n, false).is_ok());
+    let later = Plan {
+        nodes: BTreeMap::from([("node-1".to_string(), t("2026-11-28T09:00:00Z"))]),
+        not_before: None,
+    };
+    assert_eq!(
+        later
+            .node_verdict(&n, false, t("2026-11-28T11:00:00Z"))
+            .map(|_| ()),
+        Err(Keep::NotInPlan),
+        "NotReady again since 10:00: it was Ready after 09:00"
     );
-    // protection lifts: still tracked while NotReady
-    track_protected(
-        &mut seen,
-        &snapshot(&[], &[("a", false), ("b", true), ("c", false)]),
+    assert_eq!(
+        Plan::default()
+            .node_verdict(&n, false, t("2026-11-28T11:00:00Z"))
+            .map(|_| ()),
+        Err(Keep::NotInPlan),
+        "never protected: the controller's business"
     );
-    assert_eq!(seen, BTreeSet::from(["a".to_string(), "c".to_string()]));
-    // c recovers, a is deleted
-    track_protected(&mut seen, &snapshot(&[], &[("b", true), ("c", true)]));
-    assert!(seen.is_empty());
+}
+
+#[test]
+fn a_new_leader_adopts_the_saved_plan_and_the_longer_wait() {
+    let mut mine = Plan {
+        nodes: BTreeMap::from([("a".to_string(), t("2026-11-28T10:00:00Z"))]),
+        not_before: Some(t("2026-11-28T10:01:00Z")),
+    };
+    let saved = Plan {
+        nodes: BTreeMap::from([
+            ("a".to_string(), t("2026-11-28T09:00:00Z")),
+            ("b".to_string(), t("2026-11-28T10:00:00Z")),
+        ]),
+        not_before: Some(t("2026-11-28T10:02:00Z")),
+    };
+    let text = serde_json::to_string(&saved).unwrap();
+    assert_eq!(
+        text,
+        r#"{"nodes":{"a":"2026-11-28T09:00:00Z","b":"2026-11-28T10:00:00Z"},"notBefore":"2026-11-28T10:02:00Z"}"#
+    );
+    mine.adopt(serde_json::from_str(&text).unwrap());
+    assert_eq!(
+        mine.nodes["a"],
+        t("2026-11-28T10:00:00Z"),
+        "what this replica saw wins"
+    );
+    assert_eq!(mine.nodes["b"], t("2026-11-28T10:00:00Z"));
+    assert_eq!(mine.not_before, Some(t("2026-11-28T10:02:00Z")));
 }

@@ -273,8 +273,12 @@ fn allows_exempt_users_and_groups() {
 #[test]
 fn allows_eviction_of_single_failed_node_pods_without_storm() {
     let snap = snapshot_with(Mode::Auto, |nodes| {
-        nodes[1].ready = true;
-        nodes[2].ready = true;
+        // Ready for an hour: no storm ending either
+        let long_ago = Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap();
+        for n in &mut nodes[1..3] {
+            n.ready = true;
+            n.since = Some(long_ago);
+        }
     });
     assert!(!snap.protection.protecting);
     let v = review(

@@ -244,8 +244,15 @@ fn storm_lasting_longer_than_the_window_keeps_protection_on() {
     assert!(!fresh.protecting);
 }
 
+fn back(name: &str, at: DateTime<Utc>) -> NodeState {
+    NodeState {
+        since: Some(at),
+        ..ready(name)
+    }
+}
+
 #[test]
-fn protection_ends_by_itself_when_fewer_than_threshold_remain_notready() {
+fn protection_ends_by_itself_once_fewer_than_threshold_stay_notready_for_the_settle_period() {
     let cfg = StormConfig::default();
     let on = evaluate(
         &cfg,
@@ -255,21 +262,71 @@ fn protection_ends_by_itself_when_fewer_than_threshold_remain_notready() {
         &Protection::default(),
     );
     assert!(on.protecting);
+    // node-2 back at 20:00: the count is under the threshold from then
     let mut nodes = cluster(10, &[0, 1, 2]);
-    nodes[2] = ready("node-2");
-    let off = evaluate(&cfg, Mode::Auto, &nodes, t(20, 0), &on);
+    nodes[2] = back("node-2", t(20, 0));
+    let ending = evaluate(&cfg, Mode::Auto, &nodes, t(20, 1), &on);
+    assert!(ending.protecting, "one return does not end a storm");
+    assert_eq!(names(&ending.protected), ["node-0", "node-1"]);
+    assert_eq!(ending.ending.get(""), Some(&t(20, 0)));
+    assert_eq!(ending.next_change(cfg.settle), Some(t(21, 0)));
+    assert_eq!(
+        ending.reason,
+        "storm ending: 2 of 10 worker nodes NotReady, under the threshold of 3 since 09:20:00Z; \
+         pods on those still NotReady stay protected until it has held for 1m"
+    );
+    let still = evaluate(&cfg, Mode::Auto, &nodes, t(20, 59), &ending);
+    assert!(still.protecting);
+    let off = evaluate(&cfg, Mode::Auto, &nodes, t(21, 0), &still);
     assert!(!off.protecting);
     assert!(off.protected.is_empty());
-    assert!(off.storms.is_empty());
+    assert!(off.storms.is_empty() && off.ending.is_empty());
+    assert_eq!(off.next_change(cfg.settle), None);
     assert_eq!(
         off.since,
-        Some(t(20, 0)),
+        Some(t(21, 0)),
         "since says when protection turned off"
     );
     assert_eq!(
         off.reason,
         "2 of 10 worker nodes NotReady: no storm (threshold 3 within 5m)"
     );
+}
+
+#[test]
+fn a_partition_healing_over_seconds_ends_the_storm_a_settle_period_after_the_count_fell() {
+    let cfg = StormConfig::default();
+    let on = evaluate(
+        &cfg,
+        Mode::Auto,
+        &cluster(5, &[0, 0, 0]),
+        t(5, 0),
+        &Protection::default(),
+    );
+    // the kubelets come back 0, 2 and 3 seconds apart; the guard sees the second one late
+    let mut nodes = cluster(5, &[0, 0, 0]);
+    nodes[0] = back("node-0", t(10, 0));
+    nodes[1] = back("node-1", t(10, 2));
+    let seen = evaluate(&cfg, Mode::Auto, &nodes, t(10, 5), &on);
+    assert!(seen.protecting);
+    assert_eq!(names(&seen.protected), ["node-2"]);
+    assert_eq!(
+        seen.ending.get(""),
+        Some(&t(10, 0)),
+        "read from the first return, the node's own Ready time"
+    );
+    nodes[2] = back("node-2", t(10, 3));
+    let all_back = evaluate(&cfg, Mode::Auto, &nodes, t(10, 6), &seen);
+    assert!(all_back.protected.is_empty(), "nobody left to protect");
+    assert_eq!(all_back.ending.get(""), Some(&t(10, 0)));
+    // failing again before the storm is over: still the same storm
+    nodes[0] = down("node-0", t(10, 30));
+    nodes[1] = down("node-1", t(10, 31));
+    nodes[2] = down("node-2", t(10, 32));
+    let again = evaluate(&cfg, Mode::Auto, &nodes, t(10, 33), &all_back);
+    assert!(again.protecting);
+    assert!(again.ending.is_empty());
+    assert_eq!(again.storms.get(""), on.storms.get(""));
 }
 
 #[test]
