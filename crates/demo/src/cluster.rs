@@ -1,6 +1,7 @@
-//! The demo's cluster: kube-sim with five worker nodes, and the four Ballast services started
-//! in-process through their library `start` functions, webhooks over TLS registered in the
-//! simulator exactly as a cluster would call them.
+//! The demo's cluster: kube-sim or a real control plane with five worker nodes (see
+//! [`crate::backend`]), and the four Ballast services started in-process through their library
+//! `start` functions, webhooks over TLS registered in the API server exactly as a cluster would
+//! call them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,29 +16,25 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PostParams;
 use kube::{Api, CustomResourceExt};
-use kube_sim::{KubeSim, SimConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::backend::{Backend, NODES};
 use crate::error::{Error, Result};
 
 /// The services' own namespace (excluded from the webhooks, like in a cluster).
 pub const SYSTEM_NAMESPACE: &str = "ballast-system";
 /// Where the tour's claims, pods and PodManager live.
 pub const DEMO_NAMESPACE: &str = "demo";
-/// Simulated worker nodes: enough that three failing is a storm and two stay healthy.
-pub const NODES: usize = 5;
 /// The node whose hostPath agent runs in this process.
 pub const AGENT_NODE: &str = "node-1";
+/// How long fewer than three nodes must stay NotReady before the storm is over: short for the
+/// tour (60s as shipped, long enough for a healing partition's kubelets to all report).
+pub const STORM_SETTLE: Duration = Duration::from_secs(5);
 /// NFS server name written into the PVs; the export itself is a local temporary directory.
 pub const NFS_SERVER: &str = "nfs.demo.ballast.dev";
 /// The exported path on that server, as PVs name it.
 pub const NFS_EXPORT: &str = "/exports/ballast";
-/// Short so a failed node is NotReady within a second (40s in Kubernetes).
-const NODE_GRACE: Duration = Duration::from_secs(1);
-/// Short default toleration of the unreachable taint (300s in Kubernetes), so the taint-based
-/// eviction is attempted within the tour.
-const TOLERATION_SECONDS: u64 = 2;
 /// Provisioner resync; watches drive it, this only bounds a missed event.
 const PROVISIONER_RESYNC: Duration = Duration::from_secs(2);
 /// How long shutdown may take before the demo stops waiting for a service.
@@ -62,7 +59,7 @@ pub struct Addresses {
 
 /// A running demo cluster. [`Cluster::stop`] shuts every part down.
 pub struct Cluster {
-    pub sim: KubeSim,
+    pub backend: Backend,
     pub client: kube::Client,
     /// The same admin identity without kube-rs's automatic retry of 429/503/504, so a refused
     /// eviction is seen as the API server answered it (kube 5 would retry it for minutes).
@@ -111,7 +108,7 @@ async fn no_retry_client(path: &Path) -> Result<kube::Client> {
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .map_err(|e| Error::Unexpected {
-            what: "the simulator's kubeconfig",
+            what: "the cluster's kubeconfig",
             detail: e.to_string(),
         })?;
     config.default_retry = false;
@@ -156,22 +153,15 @@ where
 }
 
 impl Cluster {
-    /// Starts the simulator and every service; returns once all are listening and registered.
-    pub async fn start(kubeconfig: Option<PathBuf>) -> Result<Cluster> {
+    /// Starts kube-sim — or, with `binaries`, the real control plane from them — and every
+    /// service; returns once all are listening and registered.
+    pub async fn start(kubeconfig: Option<PathBuf>, binaries: Option<&Path>) -> Result<Cluster> {
         ballast_runtime::tls::install_crypto_provider();
-        let mut sim_config = SimConfig::default()
-            .nodes(NODES)
-            .scheduler(true)
-            .kubelet(true)
-            .taint_eviction(true)
-            .pv_binder(true)
-            .node_grace(NODE_GRACE)
-            .default_toleration_seconds(TOLERATION_SECONDS);
-        if let Some(path) = kubeconfig {
-            sim_config = sim_config.kubeconfig_path(path);
-        }
-        let sim = KubeSim::start(sim_config).await.map_err(Error::Sim)?;
-        let client = sim.client();
+        let backend = match binaries {
+            Some(dir) => Backend::control_plane(dir, kubeconfig).await?,
+            None => Backend::sim(kubeconfig).await?,
+        };
+        let client = backend.client();
 
         for ns in [SYSTEM_NAMESPACE, DEMO_NAMESPACE] {
             let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))
@@ -206,6 +196,7 @@ impl Cluster {
         let mut guard_config = eviction_guard::Config::loopback(client.clone());
         guard_config.tls = Some((cert.clone(), key.clone()));
         guard_config.namespace = SYSTEM_NAMESPACE.to_owned();
+        guard_config.storm.settle = STORM_SETTLE;
         let guard = eviction_guard::start(guard_config, shutdown.clone())
             .await
             .map_err(Error::Guard)?;
@@ -321,11 +312,11 @@ impl Cluster {
         .await
         .map_err(Error::PodManager)?;
 
-        let no_retry_client = no_retry_client(sim.kubeconfig_path()).await?;
+        let no_retry_client = no_retry_client(backend.kubeconfig_path()).await?;
         stop_on_error.disarm();
         let addrs = Addresses {
-            api: sim.url(),
-            kubeconfig: sim.kubeconfig_path().to_path_buf(),
+            api: backend.url(),
+            kubeconfig: backend.kubeconfig_path().to_path_buf(),
             grpc: guard.grpc_addr,
             guard_webhook: guard.webhook_addr,
             guard_admin: guard.admin_addr,
@@ -335,7 +326,7 @@ impl Cluster {
             podmanager_admin: podmanager.admin_addr,
         };
         Ok(Cluster {
-            sim,
+            backend,
             client,
             no_retry_client,
             addrs,
@@ -364,12 +355,12 @@ impl Cluster {
         &self.addrs.kubeconfig
     }
 
-    /// Stops every service, then the simulator; a service that does not stop in time is left
+    /// Stops every service, then the cluster; a service that does not stop in time is left
     /// behind with a warning (the process is about to end anyway).
     pub async fn stop(self) {
         self.shutdown.cancel();
         let Cluster {
-            sim,
+            backend,
             guard,
             pvc_timing,
             provisioner,
@@ -398,7 +389,7 @@ impl Cluster {
         if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
             tracing::warn!("services did not stop within {STOP_TIMEOUT:?}");
         }
-        sim.shutdown().await;
+        backend.stop().await;
     }
 }
 

@@ -5,6 +5,16 @@ use std::time::Duration;
 pub enum Error {
     #[error("failed to start kube-sim")]
     Sim(#[source] kube_sim::Error),
+    #[error("failed to start the control plane")]
+    ControlPlane(#[source] kube_sim::control_plane::Error),
+    #[error("failed to run the simulated kubelets")]
+    Kubelets(#[source] kube_sim::kubelets::Error),
+    #[error("failed to write {path}")]
+    WriteFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to generate the webhooks' serving certificate")]
     Certs(#[source] ballast_runtime::Error),
     #[error("failed to create a temporary directory for {what}")]

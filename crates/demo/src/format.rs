@@ -97,6 +97,9 @@ pub fn grpcurl_fields(state: &InterceptionState) -> Vec<(&'static str, Value)> {
     if state.synced {
         m.push(("synced", json!(true)));
     }
+    if !state.protected_nodes.is_empty() {
+        m.push(("protectedNodes", json!(state.protected_nodes)));
+    }
     m
 }
 

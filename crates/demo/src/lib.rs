@@ -2,14 +2,16 @@
 //!
 //! In: a few flags. Out: the tour on the writer it is given, and a [`Summary`] of the evidence
 //! each step collected. It starts kube-sim (a Kubernetes API simulator, see `crates/kube-sim`)
-//! with five worker nodes, then eviction-guard, pvc-timing, the provisioner and podmanager
-//! in-process through their library `start` functions, their webhooks over real TLS registered
-//! in the simulator. Everything printed is read back from the running system: annotations,
+//! — or, with `--control-plane DIR`, a real control plane from the Kubernetes binaries in DIR,
+//! its nodes simulated kubelets — with five worker nodes, then eviction-guard, pvc-timing, the
+//! provisioner and podmanager in-process through their library `start` functions, their webhooks
+//! over real TLS registered in the API server. Everything printed is read back from the running system: annotations,
 //! tables, denial messages, gRPC answers and metrics.
 //!
 //! The steps live in [`tour`]; [`cluster`] starts and stops the pieces; [`format`] holds the
 //! pure text helpers.
 
+pub mod backend;
 pub mod cluster;
 mod error;
 pub mod format;
@@ -25,7 +27,8 @@ use clap::Parser;
 pub use error::{Error, Result, chain};
 pub use tour::Summary;
 
-/// Plays the Ballast tour on a simulated cluster, then stays up for you to explore it.
+/// Plays the Ballast tour on a simulated cluster (or a real control plane), then stays up for
+/// you to explore it.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ballast-demo", version)]
 pub struct Options {
@@ -38,9 +41,15 @@ pub struct Options {
     #[arg(long, env = "DEMO_STEP_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub step_timeout: Duration,
 
-    /// Write the simulator's kubeconfig here (default: a temporary file, removed on exit).
+    /// Write the cluster's kubeconfig here (default: a temporary file, removed on exit).
     #[arg(long, env = "DEMO_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+
+    /// Play the tour on a real control plane instead of kube-sim: a directory with etcd,
+    /// kube-apiserver, kube-controller-manager and kube-scheduler (any Kubernetes server
+    /// release); the worker nodes are simulated kubelets.
+    #[arg(long, env = "DEMO_CONTROL_PLANE")]
+    pub control_plane: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -49,6 +58,7 @@ impl Default for Options {
             no_wait: false,
             step_timeout: Duration::from_secs(30),
             kubeconfig: None,
+            control_plane: None,
         }
     }
 }
@@ -60,12 +70,14 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> Result<Summary>
         no_wait,
         step_timeout,
         kubeconfig,
+        control_plane,
     } = opts;
     tour::play(
         tour::Settings {
             no_wait,
             step_timeout,
             kubeconfig,
+            control_plane,
         },
         out,
     )

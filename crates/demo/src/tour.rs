@@ -28,8 +28,8 @@ const STEPS: usize = 6;
 const SAMPLE: &str = include_str!("../../podmanager/config/samples/apps_v1_podmanager.yaml");
 /// The nodes that fail in step 4: three of five is a storm at the default threshold of 3.
 const FAILING: [&str; 3] = ["node-1", "node-2", "node-3"];
-/// The taint-eviction controller's default toleration in the simulator (see `cluster`).
-const TOLERATION: Duration = Duration::from_secs(2);
+/// The default toleration of the unreachable taint on the demo's cluster (see `backend`).
+const TOLERATION: Duration = Duration::from_secs(crate::backend::TOLERATION_SECONDS);
 /// Refused taint-eviction attempts to see before calling the eviction refused: one per pod on
 /// the three failed nodes at least.
 const TAINT_REFUSALS: f64 = 3.0;
@@ -40,6 +40,8 @@ pub struct Settings {
     pub no_wait: bool,
     pub step_timeout: Duration,
     pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes binaries to run the tour on instead of kube-sim.
+    pub control_plane: Option<PathBuf>,
 }
 
 /// A claim as step 1 left it.
@@ -293,10 +295,16 @@ pub async fn play(settings: Settings, out: &mut (dyn std::io::Write + Send)) -> 
         no_wait,
         step_timeout,
         kubeconfig,
+        control_plane,
     } = settings;
     let mut n = Narrator::new(out, STEPS, step_timeout);
-    n.section("Ballast demo: starting a simulated cluster and the four services")?;
-    n.say("kube-sim is a Kubernetes API simulator (a test double, not a Kubernetes): five worker nodes, a scheduler, kubelets, node heartbeats and taint-based eviction.")?;
+    if control_plane.is_some() {
+        n.section("Ballast demo: starting a Kubernetes control plane and the four services")?;
+        n.say("etcd, kube-apiserver, kube-controller-manager and kube-scheduler from the given binaries; five worker nodes whose kubelets are simulated (heartbeats, pod status), so nodes can fail on cue.")?;
+    } else {
+        n.section("Ballast demo: starting a simulated cluster and the four services")?;
+        n.say("kube-sim is a Kubernetes API simulator (a test double, not a Kubernetes): five worker nodes, a scheduler, kubelets, node heartbeats and taint-based eviction.")?;
+    }
     // Interactive runs stop cleanly on Ctrl-C at any point; unattended ones leave signals alone.
     let signals = if no_wait {
         CancellationToken::new()
@@ -305,7 +313,7 @@ pub async fn play(settings: Settings, out: &mut (dyn std::io::Write + Send)) -> 
     };
     n.say("A `$` line is the command you would type for what the demo does at that point through the same API or library code; what follows it is the real answer.")?;
     let cluster = tokio::select! {
-        started = Cluster::start(kubeconfig) => started?,
+        started = Cluster::start(kubeconfig, control_plane.as_deref()) => started?,
         () = signals.cancelled() => return Err(Error::Interrupted),
     };
     let stop = CancellationToken::new();
@@ -331,7 +339,7 @@ async fn tour(
     let mut started = String::new();
     started.push_str(&format!(
         "{:<16}{}  (kubeconfig {})\n",
-        "kube-sim",
+        cluster.backend.name(),
         a.api,
         a.kubeconfig.display()
     ));
@@ -352,7 +360,7 @@ async fn tour(
         "podmanager", a.podmanager_admin
     ));
     n.block(&started)?;
-    n.say("webhooks are registered in the simulator with their https://127.0.0.1 URLs and the demo CA as caBundle.")?;
+    n.say("webhooks are registered in the API server with their https://127.0.0.1 URLs and the demo CA as caBundle.")?;
     let http = reqwest::Client::builder()
         .timeout(CONTROL_TIMEOUT)
         .build()

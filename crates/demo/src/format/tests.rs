@@ -13,6 +13,7 @@ fn state() -> InterceptionState {
         threshold: 3,
         window: Duration::from_secs(300),
         notready_nodes: vec!["node-1".into(), "node-2".into(), "node-3".into()],
+        protected_nodes: vec!["node-1".into(), "node-2".into(), "node-3".into()],
         mode_changed_by: String::new(),
         mode_reason: String::new(),
         mode_changed_at: None,
@@ -33,7 +34,8 @@ fn grpcurl_json_uses_proto_json_names_and_leaves_defaults_out() {
             "threshold": 3,
             "window": "300s",
             "notreadyNodes": ["node-1", "node-2", "node-3"],
-            "synced": true
+            "synced": true,
+            "protectedNodes": ["node-1", "node-2", "node-3"]
         })
     );
 }
@@ -43,6 +45,7 @@ fn grpcurl_json_of_a_quiet_cluster_omits_protecting_and_nodes() {
     let mut s = state();
     s.protecting = false;
     s.notready_nodes.clear();
+    s.protected_nodes.clear();
     s.mode = Mode::Disabled;
     s.mode_changed_by = "oncall".into();
     let json = grpcurl_json(&s);
@@ -101,7 +104,7 @@ fn grpcurl_rendering_keeps_proto_field_order_and_indents_lists() {
     let text = render_json_object(&grpcurl_fields(&state()));
     assert_eq!(
         text,
-        "{\n  \"mode\": \"MODE_AUTO\",\n  \"protecting\": true,\n  \"reason\": \"3 of 5 worker nodes NotReady within 5m\",\n  \"since\": \"2026-11-23T10:40:01Z\",\n  \"threshold\": 3,\n  \"window\": \"300s\",\n  \"notreadyNodes\": [\n    \"node-1\",\n    \"node-2\",\n    \"node-3\"\n  ],\n  \"synced\": true\n}"
+        "{\n  \"mode\": \"MODE_AUTO\",\n  \"protecting\": true,\n  \"reason\": \"3 of 5 worker nodes NotReady within 5m\",\n  \"since\": \"2026-11-23T10:40:01Z\",\n  \"threshold\": 3,\n  \"window\": \"300s\",\n  \"notreadyNodes\": [\n    \"node-1\",\n    \"node-2\",\n    \"node-3\"\n  ],\n  \"synced\": true,\n  \"protectedNodes\": [\n    \"node-1\",\n    \"node-2\",\n    \"node-3\"\n  ]\n}"
     );
     let parsed: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(parsed, grpcurl_json(&state()));

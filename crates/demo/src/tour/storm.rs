@@ -10,7 +10,7 @@ impl Tour<'_, '_> {
             4,
             "Three of five worker nodes fail",
             "node-1..3 stop heartbeating; eviction-guard sees a storm and turns protection on; the \
-             simulated taint-based eviction of their pods is refused; a drain's eviction of a pod on a \
+             taint-based eviction of their pods is refused; a drain's eviction of a pod on a \
              failed node gets 429, while a pod on a healthy node is evicted normally.",
             "a network partition or control-plane hiccup that makes many nodes NotReady at once does not \
              empty them: their pods stay until the nodes return or an operator lifts protection.",
@@ -31,10 +31,11 @@ impl Tour<'_, '_> {
             .await?;
 
         for node in FAILING {
-            self.c.sim.fail_node(node);
+            self.c.backend.fail_node(node)?;
         }
         self.n.say(&format!(
-            "kube-sim: heartbeats of {} stopped",
+            "{}: heartbeats of {} stopped",
+            self.c.backend.kubelets(),
             FAILING.join(", ")
         ))?;
         let nodes = self.nodes();
@@ -294,15 +295,17 @@ impl Tour<'_, '_> {
         self.n.step(
             6,
             "Recovery",
-            "node-1..3 heartbeat again; protection ends by itself; the guard's counters on /metrics.",
-            "protection needs no operator to end it, and every refusal and allowance is counted \
-             under the seed's metric names.",
+            "node-1..3 heartbeat again; protection ends by itself once fewer than three nodes have \
+             stayed NotReady for the settle period; the guard's counters on /metrics.",
+            "protection needs no operator to end it, a healing partition is not judged on its first \
+             node back, and every refusal and allowance is counted under the seed's metric names.",
         )?;
         for node in FAILING {
-            self.c.sim.restore_node(node);
+            self.c.backend.restore_node(node)?;
         }
         self.n.say(&format!(
-            "kube-sim: heartbeats of {} resumed",
+            "{}: heartbeats of {} resumed",
+            self.c.backend.kubelets(),
             FAILING.join(", ")
         ))?;
         let control = &self.control;
@@ -313,7 +316,11 @@ impl Tour<'_, '_> {
                 (!s.protecting).then_some(s)
             })
             .await?;
-        self.n.say("eviction-guard: protection OFF")?;
+        self.n.say(&format!(
+            "eviction-guard: protection OFF, the storm under the threshold for its settle period \
+             ({}s here, 60s as shipped)",
+            crate::cluster::STORM_SETTLE.as_secs()
+        ))?;
         self.n.block(&format!("reason: {}", state.reason))?;
         let nodes = self.nodes();
         self.n
