@@ -7,6 +7,12 @@
 //!   `pvc-timing` history the API server holds, each entry once. How many entries are counted
 //!   is kept on the claim (`ballast.dev/pvc-timing-counted`), written with a resourceVersion
 //!   precondition before the counters move, so restarts and leader changes never count twice.
+//!   An observer never slows what it observes: nothing is written to a claim while it is
+//!   Pending — the PV controller (and an external provisioner) are working on it, and a write
+//!   between their read and their write makes theirs fail and wait for a resync — so a claim's
+//!   entries are counted once it has left Pending (with the trigger when it is Bound). A time
+//!   pvc-timing did not witness (`"observed":false`: bound while it was down) is counted as a
+//!   transition and never observed in the time-to-bound histogram.
 //!
 //! Runs only while it holds the Lease when leader election is on (see
 //! `ballast_runtime::Service::run_while_leading`).
@@ -90,6 +96,12 @@ pub fn needs_trigger(pvc: &PersistentVolumeClaim, excluded_namespaces: &[String]
     }
 }
 
+/// Whether the claim is still Pending (no phase yet reads as Pending).
+fn pending(pvc: &PersistentVolumeClaim) -> bool {
+    crate::timing::normalise_phase(pvc.status.as_ref().and_then(|s| s.phase.as_deref()))
+        == crate::timing::PENDING
+}
+
 /// What the controller does for one claim.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
@@ -109,13 +121,14 @@ impl Plan {
     }
 }
 
-/// Decides, from the claim as stored, what to trigger and what to count.
+/// Decides, from the claim as stored, what to trigger and what to count: nothing while it is
+/// Pending.
 pub fn plan(pvc: &PersistentVolumeClaim, excluded_namespaces: &[String]) -> Plan {
     let mut plan = Plan {
         trigger: needs_trigger(pvc, excluded_namespaces),
         ..Plan::default()
     };
-    if excluded(pvc, excluded_namespaces) {
+    if excluded(pvc, excluded_namespaces) || pending(pvc) {
         return plan;
     }
     let Some(history) = history(pvc) else {

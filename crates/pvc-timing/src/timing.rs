@@ -3,6 +3,12 @@
 //!
 //! The value keeps the seed's shape byte for byte (compact JSON, fields in this order):
 //! `{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:04Z"}]}`
+//!
+//! One addition, only where it applies: a phase the webhook did not witness — a claim that was
+//! bound while pvc-timing was down, first seen already Bound — is recorded as what is known: the
+//! claim was Pending from its creation, and Bound at the latest when first seen, marked
+//! `"observed":false` (`{"phase":"Bound","time":"…","observed":false}`). Its time is an upper
+//! bound, not a measurement: it is never used as one.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -33,6 +39,25 @@ pub struct PhaseTiming {
     pub phase: String,
     /// RFC 3339; we write UTC seconds (`2026-11-23T08:59:01Z`) and keep older values verbatim.
     pub time: String,
+    /// `Some(false)`: not witnessed, `time` is only when it was first seen (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<bool>,
+}
+
+impl PhaseTiming {
+    /// An entry witnessed at `at`.
+    pub fn at(phase: &str, at: DateTime<Utc>) -> Self {
+        Self {
+            phase: phase.to_owned(),
+            time: format_time(at),
+            observed: None,
+        }
+    }
+
+    /// Whether the claim was seen entering this phase (not only found in it).
+    pub fn witnessed(&self) -> bool {
+        self.observed != Some(false)
+    }
 }
 
 /// The whole annotation value.
@@ -48,10 +73,7 @@ impl PvcTiming {
     pub fn start(phase: &str, at: DateTime<Utc>) -> Self {
         Self {
             current_phase: phase.to_owned(),
-            timings: vec![PhaseTiming {
-                phase: phase.to_owned(),
-                time: format_time(at),
-            }],
+            timings: vec![PhaseTiming::at(phase, at)],
         }
     }
 
@@ -69,11 +91,12 @@ impl PvcTiming {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// When the claim first entered `phase`, if the history says so.
+    /// When the claim first entered `phase`, if the history says so and it was witnessed.
     pub fn first_time_in(&self, phase: &str) -> Option<DateTime<Utc>> {
         self.timings
             .iter()
             .find(|t| t.phase == phase)
+            .filter(|t| t.witnessed())
             .and_then(|t| parse_time(&t.time))
     }
 
@@ -203,22 +226,21 @@ pub fn fold(obs: &Observation<'_>) -> Outcome {
     let timing = match &base {
         None => {
             appended = Some(obs.phase.to_owned());
-            let at = if obs.creating {
-                obs.created_at.unwrap_or(obs.now)
+            if obs.creating {
+                PvcTiming::start(obs.phase, obs.created_at.unwrap_or(obs.now))
             } else {
-                earliest(obs.now, obs.earlier_sightings, obs.created_at)
-            };
-            PvcTiming::start(obs.phase, at)
+                found_in(obs)
+            }
         }
         Some(previous) if previous.current_phase != obs.phase => {
             appended = Some(obs.phase.to_owned());
             let floor = previous.timings.last().and_then(|t| parse_time(&t.time));
             let mut next = previous.clone();
             next.current_phase = obs.phase.to_owned();
-            next.timings.push(PhaseTiming {
-                phase: obs.phase.to_owned(),
-                time: format_time(earliest(obs.now, obs.earlier_sightings, floor)),
-            });
+            next.timings.push(PhaseTiming::at(
+                obs.phase,
+                earliest(obs.now, obs.earlier_sightings, floor),
+            ));
             next
         }
         // A claim being created has no earlier sightings: its history starts at creation, also
@@ -238,6 +260,29 @@ pub fn fold(obs: &Observation<'_>) -> Outcome {
         previous: base,
         appended,
         repair,
+    }
+}
+
+/// The history of a claim first seen after its creation, without a usable one (created while
+/// pvc-timing was down, or its history lost): Pending since creation is known (every claim
+/// starts so); a later phase it is found in was not witnessed, and is recorded as such at the
+/// earliest moment it was seen.
+fn found_in(obs: &Observation<'_>) -> PvcTiming {
+    let seen = earliest(obs.now, obs.earlier_sightings, obs.created_at);
+    if obs.phase == PENDING {
+        return PvcTiming::start(PENDING, obs.created_at.unwrap_or(seen));
+    }
+    let mut timings = Vec::new();
+    if let Some(created) = obs.created_at {
+        timings.push(PhaseTiming::at(PENDING, created));
+    }
+    timings.push(PhaseTiming {
+        observed: Some(false),
+        ..PhaseTiming::at(obs.phase, seen)
+    });
+    PvcTiming {
+        current_phase: obs.phase.to_owned(),
+        timings,
     }
 }
 

@@ -13,7 +13,6 @@ use proptest::prelude::*;
 use pvc_timing::admission::mutate;
 use pvc_timing::timing::{
     ANNOTATION, KNOWN_PHASES, Observation, PhaseTiming, PvcTiming, TRIGGER_ANNOTATION, fold,
-    format_time,
 };
 use serde_json::{Value, json};
 
@@ -67,14 +66,7 @@ fn history() -> impl Strategy<Value = PvcTiming> {
             .into_iter()
             .map(|(phase, step)| {
                 t += step;
-                PhaseTiming {
-                    phase: if phase.is_empty() {
-                        "Pending".into()
-                    } else {
-                        phase
-                    },
-                    time: format_time(at(t)),
-                }
+                PhaseTiming::at(if phase.is_empty() { "Pending" } else { &phase }, at(t))
             })
             .collect();
         PvcTiming {

@@ -803,6 +803,21 @@ fn pending_claim_timing_counts_the_wait_so_far() {
 }
 
 #[test]
+fn a_bind_pvc_timing_did_not_witness_shows_no_duration() {
+    let mut set = bound_csi("data", "ebs.csi.aws.com", vec![], vec![]);
+    set.claim = annotate(
+        set.claim,
+        TIMING_ANNOTATION,
+        r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T10:00:00Z","observed":false}]}"#,
+    );
+    let report = derive(&set);
+    assert!(
+        report.phases.iter().all(|p| p.took.is_none()),
+        "an hour from creation to first sighting is not how long binding took"
+    );
+}
+
+#[test]
 fn corrupt_pvc_timing_annotation_is_ignored() {
     let mut set = bound_csi("data", "ebs.csi.aws.com", vec![], vec![]);
     set.claim = annotate(set.claim, TIMING_ANNOTATION, "{not json");

@@ -12,6 +12,10 @@ struct TimingAnnotation {
 struct TimingEntry {
     phase: String,
     time: String,
+    /// `false` for a phase pvc-timing found the claim in without seeing it enter (its time is
+    /// only when it was first seen): not a measurement.
+    #[serde(default)]
+    observed: Option<bool>,
 }
 
 /// Durations from the `pvc-timing` annotation; none when it is absent or unreadable.
@@ -33,12 +37,21 @@ impl Timing {
             parsed
                 .timings
                 .iter()
-                .filter(|t| t.phase == phase)
-                .find_map(|t| t.time.parse::<Timestamp>().ok())
+                .find(|t| t.phase == phase)
+                .filter(|t| t.observed != Some(false))
+                .and_then(|t| t.time.parse::<Timestamp>().ok())
         };
         let (Some(created), bound) = (first("Pending"), first("Bound")) else {
             return Timing::default();
         };
+        let bound_unobserved = parsed
+            .timings
+            .iter()
+            .any(|t| t.phase == "Bound" && t.observed == Some(false));
+        if bound_unobserved {
+            // bound while pvc-timing was away: how long it took is not known
+            return Timing::default();
+        }
         let span = |from: Timestamp, to: Timestamp, finished: bool| {
             Some(Took {
                 seconds: to.as_second().saturating_sub(from.as_second()).max(0),

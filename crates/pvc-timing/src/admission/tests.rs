@@ -67,12 +67,21 @@ fn create_adds_the_annotations_map_with_pending_at_creation() {
 #[test]
 fn every_fixture_gets_the_expected_patch() {
     // Captured without this webhook, so none carries a history: claims that predate the webhook
-    // start from their current phase, written at the time of the request.
-    let pending_now = r#"{"currentPhase":"Pending","timings":[{"phase":"Pending","time":"2026-11-23T09:01:06Z"}]}"#;
-    let bound_now =
-        r#"{"currentPhase":"Bound","timings":[{"phase":"Bound","time":"2026-11-23T09:01:06Z"}]}"#;
+    // were Pending since their creation (known); one found Bound was not seen binding, so its
+    // Bound is marked not observed, at the time of the request.
+    let pending_since = |created: &str| {
+        format!(
+            r#"{{"currentPhase":"Pending","timings":[{{"phase":"Pending","time":"{created}"}}]}}"#
+        )
+    };
+    let bound_unobserved = |created: &str| {
+        format!(
+            r#"{{"currentPhase":"Bound","timings":[{{"phase":"Pending","time":"{created}"}},{{"phase":"Bound","time":"2026-11-23T09:01:06Z","observed":false}}]}}"#
+        )
+    };
+    let (static_created, dynamic_created) = ("2026-11-23T08:59:01Z", "2026-11-23T09:01:05Z");
     let add_key =
-        |v: &str| json!([{"op": "add", "path": "/metadata/annotations/pvc-timing", "value": v}]);
+        |v: String| json!([{"op": "add", "path": "/metadata/annotations/pvc-timing", "value": v}]);
     let cases = [
         (
             "pvc-create",
@@ -81,27 +90,27 @@ fn every_fixture_gets_the_expected_patch() {
         ),
         (
             "pvc-update-binder-static-bind",
-            add_key(pending_now),
+            add_key(pending_since(static_created)),
             Some("Pending"),
         ),
         (
             "pvc-status-update-binder-bound",
-            add_key(bound_now),
+            add_key(bound_unobserved(static_created)),
             Some("Bound"),
         ),
         (
             "pvc-update-binder-external-provisioner-annotation",
-            add_key(pending_now),
+            add_key(pending_since(dynamic_created)),
             Some("Pending"),
         ),
         (
             "pvc-update-binder-dynamic-bind",
-            add_key(pending_now),
+            add_key(pending_since(dynamic_created)),
             Some("Pending"),
         ),
         (
             "pvc-status-update-binder-bound-dynamic",
-            add_key(bound_now),
+            add_key(bound_unobserved(dynamic_created)),
             Some("Bound"),
         ),
     ];
@@ -323,7 +332,7 @@ fn a_corrupt_annotation_is_repaired_with_a_warning_and_the_claim_allowed() {
     assert_eq!(
         patch,
         json!([{"op": "replace", "path": "/metadata/annotations/pvc-timing",
-                "value": r#"{"currentPhase":"Pending","timings":[{"phase":"Pending","time":"2026-11-23T08:59:06Z"}]}"#}])
+                "value": r#"{"currentPhase":"Pending","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"}]}"#}])
     );
     let warnings = response.warnings.unwrap_or_default();
     assert!(

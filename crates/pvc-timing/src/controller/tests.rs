@@ -197,24 +197,51 @@ fn stored(phase: &str, annotations: &[(&str, &str)]) -> PersistentVolumeClaim {
 }
 
 #[test]
-fn a_new_history_entry_is_counted_once_and_marked() {
+fn a_pending_claim_is_never_written_to() {
+    // the PV controller is working on it: a write now would make its next write conflict
     let pending = stored("Pending", &[(ANNOTATION, PENDING_ONLY)]);
-    let first = plan(&pending, &[]);
+    assert!(plan(&pending, &[]).is_empty());
+    let mut no_phase = pending.clone();
+    no_phase.status = None;
+    assert!(plan(&no_phase, &[]).is_empty());
+}
+
+#[test]
+fn a_new_history_entry_is_counted_once_and_marked() {
+    // bound before the controller looked: Pending and Bound counted at once
+    let bound = stored("Bound", &[(ANNOTATION, BOUND_AT_13)]);
+    let first = plan(&bound, &[]);
     assert_eq!(
         first,
         Plan {
-            trigger: false,
-            counted: Some(1),
-            transitions: vec!["Pending"],
-            time_to_bound: None,
+            trigger: true,
+            counted: Some(2),
+            transitions: vec!["Pending", "Bound"],
+            time_to_bound: Some(13.0),
         }
     );
     // Once the mark is stored (by this replica, or one before a restart), nothing is left.
     let marked = stored(
-        "Pending",
-        &[(ANNOTATION, PENDING_ONLY), (COUNTED_ANNOTATION, "1")],
+        "Bound",
+        &[
+            (ANNOTATION, BOUND_AT_13),
+            (COUNTED_ANNOTATION, "2"),
+            (TRIGGER_ANNOTATION, "1795424354"),
+        ],
     );
     assert!(plan(&marked, &[]).is_empty());
+}
+
+#[test]
+fn a_bind_not_witnessed_is_counted_but_never_observed() {
+    let found = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T10:00:00Z","observed":false}]}"#;
+    let plan = plan(&stored("Bound", &[(ANNOTATION, found)]), &[]);
+    assert_eq!(plan.transitions, ["Pending", "Bound"]);
+    assert_eq!(plan.counted, Some(2));
+    assert_eq!(
+        plan.time_to_bound, None,
+        "an hour from creation to first sighting is not a time to bind"
+    );
 }
 
 #[test]
@@ -264,8 +291,14 @@ fn a_manual_trigger_from_before_the_binding_does_not_stop_the_controllers_own() 
 #[test]
 fn a_history_started_again_is_marked_without_counting() {
     let restarted = stored(
-        "Pending",
-        &[(ANNOTATION, PENDING_ONLY), (COUNTED_ANNOTATION, "3")],
+        "Lost",
+        &[
+            (
+                ANNOTATION,
+                r#"{"currentPhase":"Lost","timings":[{"phase":"Lost","time":"2026-11-23T09:00:00Z"}]}"#,
+            ),
+            (COUNTED_ANNOTATION, "3"),
+        ],
     );
     let plan = plan(&restarted, &[]);
     assert_eq!(plan.counted, Some(1));
@@ -291,7 +324,13 @@ fn a_second_bound_spell_is_counted_but_not_observed_again() {
 
 #[tokio::test]
 async fn reconcile_writes_the_mark_under_a_resource_version_precondition() {
-    let pending = stored("Pending", &[(ANNOTATION, PENDING_ONLY)]);
+    let pending = stored(
+        "Lost",
+        &[(
+            ANNOTATION,
+            r#"{"currentPhase":"Lost","timings":[{"phase":"Lost","time":"2026-11-23T09:00:00Z"}]}"#,
+        )],
+    );
     let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
         "message": "the object has been modified", "reason": "Conflict", "code": 409});
     let (client, seen) = api(409, status);

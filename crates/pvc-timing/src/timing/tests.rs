@@ -27,14 +27,8 @@ fn renders_the_seed_shape_exactly() {
     let timing = PvcTiming {
         current_phase: "Bound".into(),
         timings: vec![
-            PhaseTiming {
-                phase: "Pending".into(),
-                time: format_time(at(0)),
-            },
-            PhaseTiming {
-                phase: "Bound".into(),
-                time: format_time(at(3)),
-            },
+            PhaseTiming::at("Pending", at(0)),
+            PhaseTiming::at("Bound", at(3)),
         ],
     };
     assert_eq!(timing.render(), BOUND_AT_3);
@@ -221,7 +215,7 @@ fn corrupt_or_foreign_values_restart_from_the_current_phase_and_say_why() {
         let out = fold(&obs("Bound", Some(value), 5));
         assert_eq!(
             out.value,
-            r#"{"currentPhase":"Bound","timings":[{"phase":"Bound","time":"2026-11-23T08:59:06Z"}]}"#,
+            r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:06Z","observed":false}]}"#,
             "{name}"
         );
         assert!(out.changed, "{name}");
@@ -263,14 +257,26 @@ fn an_update_that_drops_the_annotation_keeps_the_stored_history() {
 }
 
 #[test]
-fn a_claim_never_seen_before_starts_from_its_current_phase_without_a_repair() {
+fn a_claim_first_seen_bound_records_pending_since_creation_and_a_bound_not_observed() {
     let out = fold(&obs("Bound", None, 3));
     assert_eq!(
         out.value,
-        r#"{"currentPhase":"Bound","timings":[{"phase":"Bound","time":"2026-11-23T08:59:04Z"}]}"#
+        r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"},{"phase":"Bound","time":"2026-11-23T08:59:04Z","observed":false}]}"#
     );
     assert_eq!(out.repair, None);
     assert_eq!(out.previous, None);
+    assert_eq!(
+        out.timing.first_time_in("Bound"),
+        None,
+        "a time not witnessed is not a measurement"
+    );
+    assert_eq!(out.timing.first_time_in("Pending"), Some(at(0)));
+    // folding it again keeps it as it is
+    let again = fold(&obs("Bound", Some(&out.value), 9));
+    assert!(!again.changed);
+    // a claim first seen still Pending was Pending since its creation
+    let pending = fold(&obs("Pending", None, 3));
+    assert_eq!(pending.value, PENDING_AT_0);
 }
 
 #[test]
