@@ -291,8 +291,9 @@ pub fn plan(pm: &PodManager, pods: &[Pod], health: &ClusterHealth) -> Plan {
     out
 }
 
-/// One step of an image rollout when the pod count is right: delete one outdated pod if every
-/// other pod is ready and nothing else is in flight. Returns why it waits, if it does.
+/// One step of a rollout (the pod template changed: the image, or with v2 anything of it) when
+/// the pod count is right: delete one outdated pod if every other pod is ready and nothing else
+/// is in flight. Returns why it waits, if it does.
 fn rollout_step(
     usable: &[&View],
     terminating: &[&View],

@@ -235,8 +235,9 @@ async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
             }
             Err(err) => {
                 ctx.metrics.pod_operation("create", false);
-                let msg = format!("failed to create pod {pod_name}: {err}");
-                tracing::warn!(namespace = %ns, name = %name, pod = %pod_name, error = %err, "failed to create pod");
+                let reason = ballast_runtime::error::kube_error(&err);
+                let msg = format!("failed to create pod {pod_name}: {reason}");
+                tracing::warn!(namespace = %ns, name = %name, pod = %pod_name, error = %reason, "failed to create pod");
                 let pod_ref = PodRef {
                     name: pod_name,
                     uid: None,
@@ -353,8 +354,9 @@ async fn delete_owned_pod(
         Ok(false) => Ok(()),
         Err(err) => {
             ctx.metrics.pod_operation("delete", false);
-            tracing::warn!(namespace = %ns, name = %name, pod = %pod_name, error = %err, "failed to delete pod");
-            let msg = format!("failed to delete pod {pod_name}: {err}");
+            let reason = ballast_runtime::error::kube_error(&err);
+            tracing::warn!(namespace = %ns, name = %name, pod = %pod_name, error = %reason, "failed to delete pod");
+            let msg = format!("failed to delete pod {pod_name}: {reason}");
             publish(
                 ctx,
                 pm,
@@ -390,7 +392,7 @@ async fn delete_pod(pods: &Api<Pod>, name: &str, uid: Option<String>) -> Result<
 fn delete_reason_text(reason: DeleteReason) -> &'static str {
     match reason {
         DeleteReason::ScaleDown => "scale down",
-        DeleteReason::Rollout => "image rollout",
+        DeleteReason::Rollout => "pod template changed",
         DeleteReason::Finished => "pod finished",
         DeleteReason::UnexpectedName => "name is not <podmanager>-<ordinal>",
     }

@@ -62,6 +62,18 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A kube client error in words an operator reads: the API server's own message with its code
+/// and reason (kube's `Display` of an API error appends the whole `Status` as debug output),
+/// or the error and its sources.
+pub fn kube_error(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(s) if !s.message.is_empty() => {
+            format!("{} ({} {})", s.message, s.code, s.reason)
+        }
+        other => chain(other),
+    }
+}
+
 /// The error and its sources, joined with ": ", for one log line.
 pub fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
@@ -72,4 +84,23 @@ pub fn chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_error_reads_as_the_servers_message_code_and_reason() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "pods \"web-0\" is forbidden: exceeded quota: pods"}))
+        .unwrap();
+        let text = kube_error(&kube::Error::Api(Box::new(status)));
+        assert_eq!(
+            text,
+            "pods \"web-0\" is forbidden: exceeded quota: pods (403 Forbidden)"
+        );
+        assert!(!text.contains("Status {"));
+    }
 }
