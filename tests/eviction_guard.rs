@@ -264,6 +264,9 @@ fn guard_config(
     config.worker_selector = env.node_selector().parse().expect("a node selector");
     config.storm.settle = STORM_SETTLE;
     config.release.nodes_per_second = RELEASE_NODES_PER_SECOND;
+    // a standby takes the release over within seconds of a leader that died
+    config.release.lease_duration = Duration::from_secs(4);
+    config.release.renew_every = Duration::from_millis(500);
     config
 }
 
@@ -1130,6 +1133,276 @@ async fn a_node_still_dead_after_the_settle_period_is_released_across_a_guard_re
     .await;
     assert_eq!(released_events(&env.client, &ns).await, ["web-3"]);
     guard.stop().await?;
+    env.shutdown().await;
+    Ok(())
+}
+
+/// How long the API server is down in the restart fault.
+const API_SERVER_OUTAGE: Duration = Duration::from_secs(10);
+/// The node watch must be back this soon after the API server.
+const WATCH_BACK_WITHIN: Duration = Duration::from_secs(20);
+
+/// What the API server sends when the node controller deletes `pod` on `node`: the captured
+/// taint-eviction DELETE, renamed.
+fn taint_eviction_delete(ns: &str, pod: &str, node: &str) -> Value {
+    let mut review: Value = serde_json::from_str(include_str!(
+        "../crates/eviction-guard/tests/data/pod-delete-node-controller-taint-eviction.json"
+    ))
+    .expect("the captured review");
+    let request = &mut review["request"];
+    request["name"] = json!(pod);
+    request["namespace"] = json!(ns);
+    request["oldObject"]["metadata"]["name"] = json!(pod);
+    request["oldObject"]["metadata"]["namespace"] = json!(ns);
+    request["oldObject"]["spec"]["nodeName"] = json!(node);
+    review
+}
+
+/// Fault: the API server killed (SIGKILL) during a storm and back after 10s. Meanwhile the guard
+/// refuses from its last known state (a review posted to it as the API server would); once the
+/// API server is back its node watch resumes within seconds; protection holds throughout, and
+/// when the storm ends with node 3 still dead its refused eviction is released once — not
+/// twice, not by the watch's relist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_server_restart_during_a_storm_keeps_protection_and_releases_once()
+-> anyhow::Result<()> {
+    use kube_sim::control_plane::Component;
+    let Some(mut env) = TestEnv::start_private(storm_cluster()).await else {
+        return Ok(());
+    };
+    let ns = env.namespace.clone();
+    let host = WebhookHost::loopback();
+    let guard = StormGuard::start(&env, &host, DEFAULT_THRESHOLD, None).await?;
+    let pods = storm_with_refused_evictions(&env, &guard, &[1, 2, 3]).await;
+    let g = guard.running.guard.clone();
+    let errors_before = g.node_watch().errors;
+
+    let cp = env.control_plane().expect("a control plane of its own");
+    cp.kill(Component::ApiServer);
+    let down = Instant::now();
+    // No API server, no admission calls: the review the API server would send, posted to the
+    // guard directly, is refused from what it last saw.
+    let review = taint_eviction_delete(&ns, "web-2", &env.node(2));
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(
+            guard.cert.ca_pem.as_bytes(),
+        )?)
+        .build()?;
+    let url = host.url(guard.running.webhook_addr.port(), "/validate");
+    let answer: Value = wait_for("an answer from the guard", TIMEOUT, || async {
+        http.post(&url)
+            .json(&review)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert_eq!(answer["response"]["status"]["code"], 403, "{answer}");
+    assert!(g.snapshot().protection.protecting);
+    tokio::time::sleep(API_SERVER_OUTAGE.saturating_sub(down.elapsed())).await;
+    let cp = env.control_plane().expect("a control plane of its own");
+    cp.start_component(Component::ApiServer).await?;
+    let back = Instant::now();
+    let watch = wait_for("the node watch back", TIMEOUT, || async {
+        let w = g.node_watch();
+        (w.healthy && w.errors > errors_before).then_some(w)
+    })
+    .await;
+    let took = back.elapsed();
+    eprintln!(
+        "API server down {:?}; node watch healthy {took:?} after it was back ({} watch errors meanwhile)",
+        back.duration_since(down),
+        watch.errors - errors_before
+    );
+    assert!(
+        took < WATCH_BACK_WITHIN,
+        "the node watch took {took:?} to come back"
+    );
+    assert!(g.snapshot().protection.protecting, "protection held");
+    assert_kept(
+        &pods,
+        &["web-1", "web-2", "web-3"],
+        "protected throughout the outage",
+    )
+    .await;
+
+    // the storm ends with node 3 still dead: its eviction is released, once
+    env.restore_node(&env.node(1));
+    env.restore_node(&env.node(2));
+    wait_until_deleted(&pods, &["web-3"]).await;
+    wait_for("the release Event of web-3", TIMEOUT, || async {
+        released_events(&env.client, &ns)
+            .await
+            .contains(&"web-3".to_owned())
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(QUIET * 2).await;
+    assert_eq!(released_events(&env.client, &ns).await, ["web-3"]);
+    let events: Api<Event> = env.api();
+    let released: Vec<Event> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("EvictionReleased"))
+        .collect();
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(released[0].count.unwrap_or(1), 1, "released once");
+    let endpoints = guard.endpoints()?;
+    assert_eq!(
+        endpoints.metric("eviction_guard_released_total", &[]).await,
+        1.0
+    );
+    guard.stop().await?;
+    env.shutdown().await;
+    Ok(())
+}
+
+/// Fault: the release leader killed (no drain, its Lease not released) in the middle of a
+/// node's pods. The standby takes over once the Lease expires and completes the rest: every
+/// refused eviction is released, each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_leader_killed_mid_node_is_taken_over_and_releases_each_pod_once()
+-> anyhow::Result<()> {
+    const CROWD: usize = 12;
+    let env = TestEnv::start(storm_cluster()).await;
+    let Some(host) = env.webhook_host_or_skip("the eviction-guard storm scenario") else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    let ns = env.namespace.clone();
+    let first = StormGuard::start(&env, &host, DEFAULT_THRESHOLD, None).await?;
+    // a second replica: same namespace, Lease and webhook certificate, its own identity
+    let mut config = first.config.clone();
+    config.release.identity = "guard-b".into();
+    let shutdown_b = CancellationToken::new();
+    let second = eviction_guard::start(config, shutdown_b.clone()).await?;
+    wait_for("the second replica to be ready", TIMEOUT, || async {
+        second.readiness.is_ready().then_some(())
+    })
+    .await;
+
+    // a crowd of pods on node 3, one pod on each other node
+    let pods = pods_on_every_node(&env, 4, &[]).await;
+    let crowd: Vec<String> = (1..=CROWD).map(|i| format!("crowd-{i}")).collect();
+    for name in &crowd {
+        pods.create(&PostParams::default(), &pod(&ns, name, &env.node(3), false))
+            .await?;
+    }
+    wait_for("the crowd Running", TIMEOUT, || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        (list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count()
+            == CROWD + 6)
+            .then_some(())
+    })
+    .await;
+    for i in [1, 2, 3] {
+        env.fail_node(&env.node(i));
+    }
+    let mut victims: Vec<&str> = vec!["web-1", "web-2", "web-3"];
+    victims.extend(crowd.iter().map(String::as_str));
+    // every replica reviews: whichever the API server called recorded the refusals
+    wait_for(
+        "the controller to give up on every victim",
+        TIMEOUT,
+        || async {
+            let mut all = true;
+            for name in &victims {
+                let uid = pods.get(name).await.ok()?.metadata.uid?;
+                let counted = [&first.running.guard, &second.guard]
+                    .iter()
+                    .filter_map(|g| g.refusal(&uid))
+                    .map(|r| r.count)
+                    .sum::<u32>();
+                all &= counted >= 5;
+            }
+            all.then_some(())
+        },
+    )
+    .await;
+
+    // the leader releases; it is killed once it has released the first of node 3's crowd
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = env.api();
+    let (oncall_user, oncall_token) = env.service_account_token("oncall", &[]).await;
+    env.allow(
+        &oncall_user,
+        "update",
+        "control.ballast.dev",
+        "interception",
+    )
+    .await;
+    let oncall = ControlClient::start(
+        ClientOptions::new(format!("http://{}", first.running.grpc_addr))
+            .token(oncall_token)
+            .watch(false),
+        &first.shutdown,
+    )?;
+    oncall.set_mode(Mode::Disabled, "release them").await?;
+    wait_for("one of the crowd released", TIMEOUT, || async {
+        released_events(&env.client, &ns)
+            .await
+            .iter()
+            .any(|n| n.starts_with("crowd-"))
+            .then_some(())
+    })
+    .await;
+    let holder = leases
+        .get("eviction-guard-release")
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    let killed_at = Instant::now();
+    let survivor = if holder == "guard-b" {
+        second.abort();
+        eprintln!("killed the leader guard-b");
+        first.running
+    } else {
+        let StormGuard { running, .. } = first;
+        running.abort();
+        eprintln!("killed the leader {holder}");
+        second
+    };
+    let before = released_events(&env.client, &ns).await.len();
+    eprintln!("{before} of {} released before the kill", victims.len());
+    wait_until_deleted(&pods, &victims).await;
+    eprintln!(
+        "the standby released the rest {:?} after the kill",
+        killed_at.elapsed()
+    );
+    tokio::time::sleep(QUIET).await;
+    // each once: one EvictionReleased Event per pod, none repeated
+    let events: Api<Event> = env.api();
+    let released: Vec<Event> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("EvictionReleased"))
+        .collect();
+    let mut names: Vec<String> = released
+        .iter()
+        .filter_map(|e| e.involved_object.name.clone())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = victims.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(names, want, "one release Event per victim, none twice");
+    assert!(
+        released.iter().all(|e| e.count.unwrap_or(1) == 1),
+        "{released:?}"
+    );
+    assert_kept(&pods, &["web-4", "web-5", "patient"], "on healthy nodes").await;
+    survivor.abort();
     env.shutdown().await;
     Ok(())
 }

@@ -111,8 +111,10 @@ pub struct TestEnv {
 /// A real cluster's part of a [`TestEnv`].
 struct Real {
     kubelets: Option<Kubelets>,
-    /// The suite's own control plane (`E2E_BACKEND=control-plane`).
+    /// The suite's own control plane (`E2E_BACKEND=control-plane`), or one of the scenario's.
     owned: bool,
+    /// The scenario's own control plane ([`TestEnv::start_private`]).
+    private: Option<kube_sim::control_plane::ControlPlane>,
 }
 
 fn random_suffix() -> String {
@@ -171,6 +173,7 @@ impl TestEnv {
                     real: Some(Real {
                         kubelets: None,
                         owned,
+                        private: None,
                     }),
                     nodes: Vec::new(),
                     cfg: cfg.clone(),
@@ -195,6 +198,57 @@ impl TestEnv {
                 }
             }
         };
+        env.prepare(labels).await;
+        env
+    }
+
+    /// A scenario with a control plane of its own — etcd, kube-apiserver,
+    /// kube-controller-manager and kube-scheduler from `E2E_K8S_BINARIES` — for the fault
+    /// scenarios, which stop, stall and restart its components ([`TestEnv::control_plane`]);
+    /// `None` after recording the skip when no binaries are given (kube-sim cannot do that).
+    pub async fn start_private(cfg: SimConfig) -> Option<TestEnv> {
+        let Some(config) = kube_sim::control_plane::ControlPlaneConfig::from_env() else {
+            record_skip(
+                "kube-sim",
+                "needs a control plane of its own to stop and restart (set E2E_K8S_BINARIES)",
+            );
+            return None;
+        };
+        let cp = kube_sim::control_plane::ControlPlane::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("failed to start a control plane: {e}"));
+        let namespace = format!("e2e-{}", random_suffix());
+        let mut labels = serde_json::Map::new();
+        labels.insert("ballast.dev/e2e".into(), json!("true"));
+        labels.insert(SCENARIO_LABEL.into(), json!(namespace));
+        let mut env = TestEnv {
+            client: cp.client(),
+            namespace,
+            kubeconfig: cp.kubeconfig_path().to_path_buf(),
+            sim: None,
+            real: Some(Real {
+                kubelets: None,
+                owned: true,
+                private: Some(cp),
+            }),
+            nodes: Vec::new(),
+            cfg,
+            grants: AtomicUsize::new(0),
+            cleaned: false,
+        };
+        env.prepare(labels).await;
+        Some(env)
+    }
+
+    /// The scenario's own control plane (see [`TestEnv::start_private`]).
+    pub fn control_plane(&mut self) -> Option<&mut kube_sim::control_plane::ControlPlane> {
+        self.real.as_mut().and_then(|r| r.private.as_mut())
+    }
+
+    /// Creates the scenario's namespace and starts its nodes.
+    async fn prepare(&mut self, labels: serde_json::Map<String, serde_json::Value>) {
+        let env = self;
+        let namespace = env.namespace.clone();
         let mut annotations = serde_json::Map::new();
         if env.real.as_ref().is_some_and(|r| r.owned) {
             // The suite's control plane runs the PodNodeSelector admission plugin: pods the
@@ -213,7 +267,6 @@ impl TestEnv {
             .await
             .unwrap_or_else(|e| panic!("failed to create namespace {namespace}: {e}"));
         env.start_nodes().await;
-        env
     }
 
     /// The scenario's nodes: the simulator's, labelled; or simulated kubelets on a real cluster.
@@ -385,8 +438,11 @@ impl TestEnv {
 
     /// How long after its heartbeats stop a node goes NotReady here, at most.
     pub fn node_grace(&self) -> Duration {
-        match self.real {
+        match &self.real {
             None => self.cfg.grace() + kube_sim::controllers::TICK,
+            Some(Real {
+                private: Some(cp), ..
+            }) => cp.config().node_monitor_grace + cp.config().node_monitor_period,
             Some(_) => std::env::var(E2E_NODE_GRACE)
                 .ok()
                 .and_then(|v| humantime::parse_duration(&v).ok())
@@ -411,8 +467,11 @@ impl TestEnv {
 
     /// tolerationSeconds the API server gives pods for the not-ready/unreachable taints.
     pub fn default_toleration_seconds(&self) -> u64 {
-        match self.real {
+        match &self.real {
             None => self.cfg.toleration_seconds(),
+            Some(Real {
+                private: Some(cp), ..
+            }) => cp.config().default_toleration_seconds,
             Some(_) => std::env::var(E2E_DEFAULT_TOLERATION_SECONDS)
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -592,6 +651,14 @@ impl TestEnv {
             sim.shutdown().await;
             return;
         }
+        if let Some(cp) = self.real.as_mut().and_then(|r| r.private.take()) {
+            // A control plane of its own: everything goes with it.
+            if let Some(kubelets) = self.real.as_mut().and_then(|r| r.kubelets.take()) {
+                kubelets.stop().await;
+            }
+            let _ = tokio::task::spawn_blocking(move || cp.stop()).await;
+            return;
+        }
         // The namespace goes while the scenario's kubelets still run, so they finish its pods
         // as a cluster's would; then the kubelets stop and their nodes go with the rest.
         harness::cleanup::sweep_namespace(&self.client, &self.namespace).await;
@@ -613,7 +680,9 @@ impl Drop for TestEnv {
     /// A scenario that failed or panicked before [`TestEnv::shutdown`] still cleans up on a real
     /// cluster, from a thread of its own (the test's runtime may be unwinding).
     fn drop(&mut self) {
-        if self.cleaned || self.real.is_none() {
+        let private = self.real.as_ref().is_some_and(|r| r.private.is_some());
+        if self.cleaned || self.real.is_none() || private {
+            // a control plane of its own is killed when it is dropped
             return;
         }
         if let Some(k) = self.real.as_mut().and_then(|r| r.kubelets.take()) {

@@ -32,7 +32,8 @@ pub async fn watch_nodes(
     shutdown: CancellationToken,
 ) {
     let api: Api<WatchedNode> = Api::all(client);
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let stream = watcher::watcher(api, watcher::Config::default())
+        .backoff(ballast_runtime::watch::backoff());
     futures::pin_mut!(stream);
     let mut initial: Vec<NodeState> = Vec::new();
     loop {
@@ -197,7 +198,8 @@ pub async fn watch_mode(
     shutdown: CancellationToken,
 ) {
     let cfg = watcher::Config::default().fields(&format!("metadata.name={}", store.name()));
-    let stream = watcher::watcher(store.api().clone(), cfg).default_backoff();
+    let stream =
+        watcher::watcher(store.api().clone(), cfg).backoff(ballast_runtime::watch::backoff());
     futures::pin_mut!(stream);
     let mut initial: Option<ModeRecord> = None;
     let record_of = |cm: &ConfigMap| {

@@ -146,7 +146,7 @@ impl Kubelets {
         let stop = CancellationToken::new();
         let (node_store, node_writer) = reflector::store::<Node>();
         let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
+            .backoff(ballast_runtime::watch::backoff())
             .reflect(node_writer)
             .touched_objects()
             .for_each(|_| async {});
@@ -155,7 +155,7 @@ impl Kubelets {
             Api::<Pod>::all(client),
             watcher::Config::default().fields("spec.nodeName!="),
         )
-        .default_backoff()
+        .backoff(ballast_runtime::watch::backoff())
         .reflect(pod_writer)
         .touched_objects()
         .for_each(|_| async {});

@@ -113,7 +113,7 @@ pub fn watch_nodes(
     let task = tokio::spawn(async move {
         let api: Api<Node> = Api::all(client);
         let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
+            .backoff(ballast_runtime::watch::backoff())
             .boxed();
         let mut nodes: BTreeMap<String, bool> = BTreeMap::new();
         let mut initial: BTreeMap<String, bool> = BTreeMap::new();

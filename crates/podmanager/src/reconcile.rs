@@ -61,7 +61,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>, stop: Ca
     // Our own status writes change neither generation nor finalizers nor deletion: filtered
     // out here, so writing status never triggers another reconcile.
     let trigger = watcher(pms, watcher::Config::default())
-        .default_backoff()
+        .backoff(ballast_runtime::watch::backoff())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, Default::default());

@@ -23,6 +23,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod watch;
 pub mod workers;
 
 pub use error::{Error, Result, chain};

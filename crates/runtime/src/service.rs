@@ -241,6 +241,16 @@ where
         self.shutdown.cancel();
     }
 
+    /// Ends every task at once, as a crash (SIGKILL) would: nothing drains, no Lease is
+    /// released — another replica takes over only once it expires. For fault tests.
+    pub fn abort(mut self) {
+        self.tasks.abort_all();
+        for election in self.elections.drain(..) {
+            election.task.abort();
+        }
+        tracing::warn!(service = self.name, "aborted");
+    }
+
     /// Waits until every task has stopped, then releases the service's Leases. The first
     /// task to fail (error or panic) stops the others, and its error is returned.
     pub async fn wait(mut self) -> std::result::Result<(), E> {
