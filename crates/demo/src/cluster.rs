@@ -412,7 +412,7 @@ mod tests {
         assert_eq!(
             names,
             [
-                ("hostpath", "ballast.dev/hostpath"),
+                ("hostpath", "hostpath.ballast.dev"),
                 ("nfs", "ballast.dev/nfs")
             ]
         );

@@ -12,7 +12,10 @@
 //! - scheduler (`system:kube-scheduler`, [`scheduler`]): binds pending pods to Ready nodes whose taints they
 //!   tolerate and whose labels match their nodeSelector (no affinity, no resources); a pod waits
 //!   until its claims are Bound, and for WaitForFirstConsumer claims the scheduler first writes
-//!   `volume.kubernetes.io/selected-node` on them (volume topology is not checked);
+//!   `volume.kubernetes.io/selected-node` on them, choosing only nodes its class's
+//!   `allowedTopologies` admit and, for a provisioner with a CSIDriver asking for capacity
+//!   checks, nodes a CSIStorageCapacity says have room (a bound volume's node affinity is not
+//!   checked);
 //! - kubelets (`system:node:<node>`, [`kubelet`]): pods on Ready nodes go Running and Ready;
 //! - PV controller (`persistent-volume-binder`) and PVC/PV protection, see [`pv`].
 //!

@@ -208,6 +208,25 @@ const BUILTINS: &[Builtin] = &[
         &[],
         &[],
     ),
+    // Read by the scheduler's storage capacity check (see controllers::scheduler).
+    b(
+        "storage.k8s.io",
+        "v1",
+        "csidrivers",
+        "CSIDriver",
+        false,
+        &[],
+        &[],
+    ),
+    b(
+        "storage.k8s.io",
+        "v1",
+        "csistoragecapacities",
+        "CSIStorageCapacity",
+        true,
+        &[],
+        &[],
+    ),
     b(
         "coordination.k8s.io",
         "v1",

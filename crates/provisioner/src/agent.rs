@@ -30,9 +30,10 @@ use crate::controller::log_error;
 use crate::error::{Error, Result, kube, status_code};
 use crate::informer::{self, Change};
 use crate::objects::{
-    ANN_DIRECTORY, ANN_PROVISIONED_BY, LABEL_NODE, PROVISIONER_HOSTPATH, annotation, claim_ref,
-    node_label, phase_of_volume, reclaim_policy,
+    ANN_DIRECTORY, ANN_PROVISIONED_BY, LABEL_NODE, annotation, claim_ref, node_label,
+    phase_of_volume, reclaim_policy,
 };
+use crate::plan::{Backend, Provisioners};
 use crate::queue::{Key, Queue, Work};
 use crate::{capacity, paths, storage};
 
@@ -60,9 +61,12 @@ pub struct Known {
     pub policy: String,
 }
 
-/// A hostPath volume of ours with a directory, as the agent remembers it.
-pub fn known(pv: &PersistentVolume) -> Option<Known> {
-    if annotation(&pv.metadata, ANN_PROVISIONED_BY) != Some(PROVISIONER_HOSTPATH) {
+/// A hostPath volume of ours (provisioned by one of our hostPath names) with a directory, as
+/// the agent remembers it.
+pub fn known(pv: &PersistentVolume, names: &Provisioners) -> Option<Known> {
+    let ours = annotation(&pv.metadata, ANN_PROVISIONED_BY)
+        .is_some_and(|p| names.backend(p) == Some(Backend::HostPath));
+    if !ours {
         return None;
     }
     let directory = annotation(&pv.metadata, ANN_DIRECTORY)
@@ -77,10 +81,10 @@ pub fn known(pv: &PersistentVolume) -> Option<Known> {
 }
 
 /// Whether a volume's directory should exist: ours, and neither terminating nor released.
-pub fn wants_directory(pv: &PersistentVolume) -> Option<Known> {
+pub fn wants_directory(pv: &PersistentVolume, names: &Provisioners) -> Option<Known> {
     let live = pv.metadata.deletion_timestamp.is_none()
         && !matches!(phase_of_volume(pv), "Released" | "Failed");
-    known(pv).filter(|_| live)
+    known(pv, names).filter(|_| live)
 }
 
 /// What to do with a gone volume's directory, on the live API's word.
@@ -118,6 +122,9 @@ struct Agent {
     base: PathBuf,
     namespace: String,
     identity: String,
+    names: Arc<Provisioners>,
+    /// How long a report stays valid; renewed every quarter of it.
+    report_lifetime: Duration,
     volumes: Store<PersistentVolume>,
     /// Volumes that left the watch, by directory, waiting for the live API's word.
     gone: Arc<Mutex<BTreeMap<String, Known>>>,
@@ -135,6 +142,10 @@ pub struct Setup {
     /// Its name in the report.
     pub identity: String,
     pub resync: Duration,
+    /// The names whose volumes are ours.
+    pub provisioners: Arc<Provisioners>,
+    /// How long its report stays valid.
+    pub report_lifetime: Duration,
 }
 
 /// Starts the agent of `config.node_name`: its watch, and its loop, as tasks of `svc`.
@@ -144,6 +155,8 @@ pub fn spawn(setup: Setup, config: AgentConfig, svc: &mut Service<Error>) {
         namespace,
         identity,
         resync,
+        provisioners,
+        report_lifetime,
     } = setup;
     svc.readiness().register(READY);
     let readiness = svc.readiness().clone();
@@ -154,6 +167,7 @@ pub fn spawn(setup: Setup, config: AgentConfig, svc: &mut Service<Error>) {
     // Every volume of this node seen, to notice those a relist no longer shows.
     let mut seen: HashMap<String, Known> = HashMap::new();
     let mut relisted: HashSet<String> = HashSet::new();
+    let names = provisioners.clone();
     let volumes = informer::watch(
         Api::all(client.clone()),
         WatchConfig::default().labels(&selector),
@@ -167,7 +181,7 @@ pub fn spawn(setup: Setup, config: AgentConfig, svc: &mut Service<Error>) {
             };
             match c {
                 Change::Listed(pv) | Change::Applied(pv) => {
-                    if let Some(k) = known(pv) {
+                    if let Some(k) = known(pv, &names) {
                         relisted.insert(k.volume.clone());
                         seen.insert(k.volume.clone(), k);
                     }
@@ -177,7 +191,7 @@ pub fn spawn(setup: Setup, config: AgentConfig, svc: &mut Service<Error>) {
                 }
                 Change::Deleted(pv) => {
                     let name = pv.metadata.name.clone().unwrap_or_default();
-                    if let Some(k) = seen.remove(&name).or_else(|| known(pv)) {
+                    if let Some(k) = seen.remove(&name).or_else(|| known(pv, &names)) {
                         left(k);
                     }
                     q.push(Key::Volume(name));
@@ -205,6 +219,8 @@ pub fn spawn(setup: Setup, config: AgentConfig, svc: &mut Service<Error>) {
         base: config.hostpath_base,
         namespace,
         identity,
+        names: provisioners,
+        report_lifetime,
         volumes,
         gone,
         waiting: Mutex::default(),
@@ -233,6 +249,7 @@ async fn run(
     tracing::info!(node = %agent.node, "agent cache synced; serving this node's volumes");
     queue.push_all();
     let mut next_resync = tokio::time::Instant::now();
+    let renew = capacity::renew_every(agent.report_lifetime);
     loop {
         let full = match queue.take() {
             Work::All => true,
@@ -256,14 +273,16 @@ async fn run(
             next_resync = tokio::time::Instant::now() + resync;
         }
         agent.settle_gone(resyncing).await;
-        if let Err(e) = agent.report().await {
+        if let Err(e) = agent.report(renew).await {
             log_error(&e, &format!("capacity report of node {}", agent.node));
         }
+        // The report is renewed (and free space looked at) every `renew` whatever else happens.
+        let next_report = tokio::time::Instant::now() + renew;
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
             _ = queue.wait() => {}
-            _ = tokio::time::sleep_until(next_resync) => {}
+            _ = tokio::time::sleep_until(next_resync.min(next_report)) => {}
         }
     }
 }
@@ -271,7 +290,7 @@ async fn run(
 impl Agent {
     /// Creates the directory of a volume placed on this node, if missing.
     fn ensure(&self, pv: &PersistentVolume) {
-        let Some(k) = wants_directory(pv) else {
+        let Some(k) = wants_directory(pv, &self.names) else {
             return;
         };
         match storage::ensure(&self.base, &k.directory) {
@@ -434,17 +453,25 @@ impl Agent {
         }
     }
 
-    /// Writes this node's capacity report when free space moved by a few percent, or to renew.
-    async fn report(&self) -> Result<()> {
+    /// Writes this node's capacity report when free space moved by a few percent, or to renew
+    /// (`renew` after the last write).
+    async fn report(&self, renew: Duration) -> Result<()> {
         let free = storage::free_bytes(&self.base)?;
         let now = Timestamp::now();
         let last = *self.last_report.lock().unwrap_or_else(|e| e.into_inner());
-        if !capacity::worth_writing(last, free, now) {
+        if !capacity::worth_writing(last, free, now, renew) {
             return Ok(());
         }
         let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
         let name = capacity::name(&self.node);
-        let mut desired = capacity::report(&self.namespace, &self.node, &self.identity, free, now);
+        let mut desired = capacity::report(
+            &self.namespace,
+            &self.node,
+            &self.identity,
+            free,
+            now,
+            self.report_lifetime,
+        );
         let pp = PostParams {
             field_manager: Some(crate::FIELD_MANAGER.into()),
             ..Default::default()
@@ -480,7 +507,7 @@ mod tests {
     fn pv(phase: &str, policy: &str) -> PersistentVolume {
         serde_json::from_value(json!({
             "metadata": {"name": "pvc-1", "annotations": {
-                ANN_PROVISIONED_BY: PROVISIONER_HOSTPATH,
+                ANN_PROVISIONED_BY: crate::objects::PROVISIONER_HOSTPATH,
                 ANN_DIRECTORY: "pvc-1_ns_data"}},
             "spec": {"persistentVolumeReclaimPolicy": policy,
                      "claimRef": {"namespace": "ns", "name": "data", "uid": "u1"}},
@@ -489,23 +516,41 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn directories_are_wanted_for_our_live_volumes_only() {
-        assert!(wants_directory(&pv("Bound", "Delete")).is_some());
-        assert!(wants_directory(&pv("Pending", "Delete")).is_some());
-        assert!(wants_directory(&pv("Released", "Delete")).is_none());
-        let mut nfs = pv("Bound", "Delete");
-        nfs.metadata
+    fn provisioned_by(name: &str) -> PersistentVolume {
+        let mut v = pv("Bound", "Delete");
+        v.metadata
             .annotations
             .as_mut()
             .unwrap()
-            .insert(ANN_PROVISIONED_BY.into(), "ballast.dev/nfs".into());
-        assert!(wants_directory(&nfs).is_none());
+            .insert(ANN_PROVISIONED_BY.into(), name.into());
+        v
+    }
+
+    #[test]
+    fn directories_are_wanted_for_our_live_volumes_only() {
+        let names = Provisioners::default();
+        assert!(wants_directory(&pv("Bound", "Delete"), &names).is_some());
+        assert!(wants_directory(&pv("Pending", "Delete"), &names).is_some());
+        assert!(wants_directory(&pv("Released", "Delete"), &names).is_none());
+        let nfs = provisioned_by("ballast.dev/nfs");
+        assert!(wants_directory(&nfs, &names).is_none());
+        let legacy = provisioned_by(crate::objects::LEGACY_PROVISIONER_HOSTPATH);
+        assert!(
+            wants_directory(&legacy, &names).is_some(),
+            "volumes made under the old name keep their directories"
+        );
+        let other = Provisioners::new("hostpath.other.example", "other.example/nfs");
+        assert!(
+            wants_directory(&pv("Bound", "Delete"), &other).is_none(),
+            "another instance's volume on this node is not this agent's"
+        );
+        assert!(wants_directory(&provisioned_by("hostpath.other.example"), &other).is_some());
     }
 
     #[test]
     fn a_directory_goes_only_when_volume_and_claim_are_gone_and_the_policy_says_delete() {
-        let k = known(&pv("Released", "Delete")).unwrap();
+        let names = Provisioners::default();
+        let k = known(&pv("Released", "Delete"), &names).unwrap();
         assert_eq!(k.directory, "pvc-1_ns_data");
         assert_eq!(
             verdict(&k, true, None),
@@ -521,7 +566,7 @@ mod tests {
             "a new claim of the same name is another claim"
         );
         assert_eq!(verdict(&k, false, None), Verdict::Remove);
-        let retained = known(&pv("Released", "Retain")).unwrap();
+        let retained = known(&pv("Released", "Retain"), &names).unwrap();
         assert_eq!(
             verdict(&retained, false, None),
             Verdict::Keep("the reclaim policy keeps the data")

@@ -3,7 +3,9 @@
 //! `POD_NAMESPACE`, `POD_NAME`, `LEADER_ELECT`, `LEASE_NAME` (`PROVISIONER_LEASE_NAME` stays an
 //! alias), `LEASE_DURATION`, `ADMIN_PORT`, `BIND_ADDRESS`; booleans take `true/false/1/0`. The
 //! controller Deployment runs with the defaults plus its backend (`PROVISIONER_HOSTPATH=true` or
-//! `NFS_SERVER`); the agent DaemonSet with `PROVISIONER_CONTROLLER=false` and `NODE_NAME`.
+//! `NFS_SERVER`); the agent DaemonSet with `PROVISIONER_CONTROLLER=false` and `NODE_NAME`. A
+//! second instance in the same cluster sets `HOSTPATH_PROVISIONER_NAME` / `NFS_PROVISIONER_NAME`
+//! (as nfs-subdir-external-provisioner's `PROVISIONER_NAME`) on its controller and agents.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -12,7 +14,45 @@ use std::time::Duration;
 use ballast_runtime::flags::{LeaderArgs, PodArgs, boolean};
 use clap::{ArgAction, Parser};
 
-use crate::{AgentConfig, Config, ControllerConfig, DEFAULT_LEASE_NAME, KubeAccess, NfsConfig};
+use crate::objects::{PROVISIONER_HOSTPATH, PROVISIONER_NFS};
+use crate::plan::Provisioners;
+use crate::{
+    AgentConfig, Config, ControllerConfig, DEFAULT_LEASE_NAME, KubeAccess, NfsConfig, Options,
+    capacity,
+};
+
+/// Longest CSIDriver name the API server accepts.
+const MAX_DRIVER_NAME: usize = 63;
+
+/// A hostPath provisioner name: one a CSIDriver can carry (a lowercase DNS subdomain of at most
+/// 63 characters), since that CSIDriver is what makes the scheduler read our capacity.
+pub fn csi_driver_name(name: &str) -> Result<String, String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > MAX_DRIVER_NAME || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "{name:?} cannot name a CSIDriver: use a lowercase DNS subdomain of at most \
+             {MAX_DRIVER_NAME} characters, such as {PROVISIONER_HOSTPATH:?}"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// An NFS provisioner name: what a StorageClass's `provisioner` may hold (`example.com/nfs`).
+pub fn provisioner_name(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 316
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+    ok.then(|| name.to_owned())
+        .ok_or_else(|| format!("{name:?} is not a provisioner name such as {PROVISIONER_NFS:?}"))
+}
 
 /// hostPath and NFS dynamic provisioning. The controller (every volume write) runs under leader
 /// election; with --node-name the process is the hostPath agent of that node.
@@ -26,6 +66,18 @@ pub struct Args {
     /// The controller serves the hostPath class (placing volumes on nodes whose agents report).
     #[arg(long, env = "PROVISIONER_HOSTPATH", default_value_t = false, action = ArgAction::Set, value_parser = boolean)]
     pub hostpath: bool,
+
+    /// The hostPath provisioner's name (controller and agents alike): StorageClasses with this
+    /// `provisioner` are served, and a CSIDriver of this name with `storageCapacity: true` makes
+    /// the scheduler read the capacity the controller publishes. A lowercase DNS subdomain of at
+    /// most 63 characters. The default also serves classes of the earlier name
+    /// `ballast.dev/hostpath`; another name does not.
+    #[arg(long, env = "HOSTPATH_PROVISIONER_NAME", default_value = PROVISIONER_HOSTPATH, value_parser = csi_driver_name)]
+    pub hostpath_provisioner_name: String,
+
+    /// The NFS provisioner's name: StorageClasses with this `provisioner` are served.
+    #[arg(long, env = "NFS_PROVISIONER_NAME", default_value = PROVISIONER_NFS, value_parser = provisioner_name)]
+    pub nfs_provisioner_name: String,
 
     /// This node's name (downward API `spec.nodeName`): makes the process the node's hostPath
     /// agent, creating and deleting directories under --hostpath-base for volumes placed here.
@@ -99,11 +151,18 @@ pub struct Args {
 }
 
 impl Args {
-    /// The service configuration these flags describe.
+    /// The service configuration these flags describe (with [`Args::into_parts`]'s options).
     pub fn into_config(self) -> Config {
+        self.into_parts().0
+    }
+
+    /// The service configuration and options these flags describe.
+    pub fn into_parts(self) -> (Config, Options) {
         let Args {
             controller,
             hostpath,
+            hostpath_provisioner_name,
+            nfs_provisioner_name,
             node_name,
             hostpath_base,
             nfs_server,
@@ -137,7 +196,11 @@ impl Args {
                 },
                 export_path: nfs_path,
             });
-        Config {
+        let options = Options {
+            provisioners: Provisioners::new(&hostpath_provisioner_name, &nfs_provisioner_name),
+            report_lifetime: capacity::default_lifetime(),
+        };
+        let config = Config {
             controller: controller.then(|| ControllerConfig {
                 lease: leader.lease(&pod, DEFAULT_LEASE_NAME, "provisioner"),
                 hostpath: hostpath.then(|| hostpath_base.clone()),
@@ -156,7 +219,8 @@ impl Args {
             kube: KubeAccess::from(kube),
             identity,
             resync,
-        }
+        };
+        (config, options)
     }
 }
 
@@ -289,6 +353,69 @@ mod tests {
         assert_eq!(
             env("PROVISIONER_LEASE_NAME").as_deref(),
             Some("provisioner_lease_name")
+        );
+    }
+
+    #[test]
+    fn provisioner_names_are_configurable_and_the_hostpath_one_must_name_a_csidriver() {
+        use crate::plan::Backend;
+        let (_, o) = Args::parse_from(["provisioner"]).into_parts();
+        assert_eq!(o.provisioners, Provisioners::default());
+        assert_eq!(
+            o.provisioners.name(Backend::HostPath),
+            "hostpath.ballast.dev"
+        );
+        assert_eq!(
+            o.provisioners.backend("ballast.dev/hostpath"),
+            Some(Backend::HostPath),
+            "the earlier name is still served by default"
+        );
+        assert_eq!(o.report_lifetime, Duration::from_secs(40));
+        let (_, o) = Args::parse_from([
+            "provisioner",
+            "--hostpath-provisioner-name=hostpath.team-b.example",
+            "--nfs-provisioner-name=team-b.example/nfs",
+        ])
+        .into_parts();
+        assert_eq!(
+            o.provisioners.name(Backend::HostPath),
+            "hostpath.team-b.example"
+        );
+        assert_eq!(o.provisioners.name(Backend::Nfs), "team-b.example/nfs");
+        assert_eq!(o.provisioners.backend("ballast.dev/hostpath"), None);
+        assert_eq!(o.provisioners.backend("ballast.dev/nfs"), None);
+        for bad in [
+            "ballast.dev/hostpath",
+            "Hostpath.example",
+            "-a.example",
+            &"a".repeat(64),
+            "",
+        ] {
+            assert!(
+                Args::try_parse_from([
+                    "provisioner",
+                    &format!("--hostpath-provisioner-name={bad}")
+                ])
+                .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(Args::try_parse_from(["provisioner", "--nfs-provisioner-name=a b"]).is_err());
+        use clap::CommandFactory;
+        let cmd = Args::command();
+        let env = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            env("hostpath_provisioner_name").as_deref(),
+            Some("HOSTPATH_PROVISIONER_NAME")
+        );
+        assert_eq!(
+            env("nfs_provisioner_name").as_deref(),
+            Some("NFS_PROVISIONER_NAME")
         );
     }
 

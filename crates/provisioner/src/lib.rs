@@ -7,9 +7,14 @@
 //!   to reschedule, the binding-problem annotation, Events. For NFS it also creates and removes
 //!   the directories in the export it mounts. In: claims, volumes, classes, Nodes, the agents'
 //!   capacity reports, node health from the control service (optional).
+//!   For hostPath it publishes the agents' reports as CSIStorageCapacity objects, so that the
+//!   scheduler places pods only on nodes with a live agent.
 //! - the **node agent** (a DaemonSet, with `--node-name`) creates, archives and removes the
 //!   hostPath directories on its own node and reports the node's free space in a Lease of its
 //!   own. In: only the volumes labelled for its node; the live API before removing data.
+//!
+//! Both answer to provisioner names of their own ([`Options`]), so two instances can run in one
+//! cluster.
 //!
 //! Rooms: `objects` (names and field accessors), `plan` (the pure decisions: claim, volume,
 //! placement), `controller` and `agent` (the I/O of each role), `events` (the event writer),
@@ -51,7 +56,8 @@ pub const FIELD_MANAGER: &str = "ballast-provisioner";
 type Rbac = &'static [(&'static str, &'static str, &'static [&'static str])];
 
 /// The controller's Kubernetes API calls, for least-privilege RBAC: (group, resource, verbs).
-/// Leases only in its own namespace (its election, the agents' reports).
+/// Leases only in its own namespace (its election, the agents' reports). A controller serving
+/// hostPath needs [`HOSTPATH_CONTROLLER_RBAC`].
 pub const CONTROLLER_RBAC: Rbac = &[
     (
         "",
@@ -75,6 +81,26 @@ pub const CONTROLLER_RBAC: Rbac = &[
         "leases",
         &["get", "list", "watch", "create", "update"],
     ),
+];
+
+/// What a controller serving hostPath adds to [`CONTROLLER_RBAC`]: its CSIStorageCapacity
+/// objects, in its own namespace only (it watches its own by label and writes them without
+/// reading one by name).
+pub const CAPACITY_RBAC: Rbac = &[(
+    "storage.k8s.io",
+    "csistoragecapacities",
+    &["list", "watch", "create", "update", "delete"],
+)];
+
+/// A controller serving hostPath: [`CONTROLLER_RBAC`] and [`CAPACITY_RBAC`].
+pub const HOSTPATH_CONTROLLER_RBAC: Rbac = &[
+    CONTROLLER_RBAC[0],
+    CONTROLLER_RBAC[1],
+    CONTROLLER_RBAC[2],
+    CONTROLLER_RBAC[3],
+    CONTROLLER_RBAC[4],
+    CONTROLLER_RBAC[5],
+    CAPACITY_RBAC[0],
 ];
 
 /// A node agent's Kubernetes API calls: read volumes (its node's, by label) and claims (the
@@ -117,6 +143,26 @@ pub struct ControllerConfig {
     pub nfs: Option<NfsConfig>,
 }
 
+/// What sets an instance apart, beyond [`Config`]: the provisioner names it serves and how
+/// long its agents' reports live. [`Options::default`] is what the flags default to.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The provisioner names served (`--hostpath-provisioner-name`, `--nfs-provisioner-name`).
+    pub provisioners: plan::Provisioners,
+    /// How long an agent's capacity report stays valid ([`capacity::LEASE_SECONDS`]); it is
+    /// renewed every quarter of it. The controller reads each report's own duration.
+    pub report_lifetime: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            provisioners: plan::Provisioners::default(),
+            report_lifetime: capacity::default_lifetime(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Run the controller; `None` for an agent only.
@@ -150,14 +196,34 @@ impl Running {
     }
 }
 
-/// Runs until `shutdown` is cancelled and every task has finished.
+/// Runs until `shutdown` is cancelled and every task has finished, with the default
+/// [`Options`].
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
-    start(config, shutdown).await?.wait().await
+    run_with(config, Options::default(), shutdown).await
+}
+
+/// [`run`] with `options`.
+pub async fn run_with(config: Config, options: Options, shutdown: CancellationToken) -> Result<()> {
+    start_with(config, options, shutdown).await?.wait().await
 }
 
 /// Builds the client, binds the admin listener (port 0 picks a free one), starts the roles
-/// configured and returns at once with the bound address.
+/// configured and returns at once with the bound address; with the default [`Options`].
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    start_with(config, Options::default(), shutdown).await
+}
+
+/// [`start`] with `options`.
+pub async fn start_with(
+    config: Config,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<Running> {
+    let Options {
+        provisioners,
+        report_lifetime,
+    } = options;
+    let provisioners = Arc::new(provisioners);
     let Config {
         controller,
         agent,
@@ -179,6 +245,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             namespace: namespace.clone(),
             identity: identity.clone(),
             resync,
+            provisioners: provisioners.clone(),
+            report_lifetime,
         };
         agent::spawn(setup, agent, &mut svc);
     }
@@ -193,6 +261,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 control_endpoint,
                 control_client,
                 resync,
+                provisioners,
             },
         )?;
     }
@@ -216,6 +285,7 @@ struct Controller {
     control_endpoint: Option<String>,
     control_client: ballast_control::ControlClientArgs,
     resync: Duration,
+    provisioners: Arc<plan::Provisioners>,
 }
 
 /// Starts the controller: its watches run on every replica (a new leader starts with warm
@@ -232,6 +302,7 @@ fn start_controller(
         control_endpoint,
         control_client,
         resync,
+        provisioners,
     } = setup;
     svc.readiness().register(controller::READY);
     if c.hostpath.is_none() && c.nfs.is_none() {
@@ -258,19 +329,23 @@ fn start_controller(
         }
     };
     let queue = Arc::new(queue::Queue::default());
-    let w = controller::watch(&client, &namespace, &queue, svc);
+    let backends = controller::Backends {
+        hostpath: c.hostpath,
+        nfs: c.nfs,
+    };
+    let w = controller::watch(&client, &namespace, &backends, &provisioners, &queue, svc);
     let ctx = controller::Ctx {
         events: events::Events::new(client.clone(), &identity),
         client,
-        backends: controller::Backends {
-            hostpath: c.hostpath,
-            nfs: c.nfs,
-        },
+        namespace,
+        backends,
+        provisioners,
         claims: w.claims,
         volumes: w.volumes,
         classes: w.classes,
         nodes: w.nodes,
         reports: w.reports,
+        capacities: w.capacities,
         health: control.as_ref().map(|c| c.node_health()),
         leading,
         warned: Default::default(),
@@ -284,4 +359,22 @@ fn start_controller(
         controller::run(ctx, queue, readiness, resync, shutdown).await
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostpath_controller_needs_exactly_the_controllers_rights_and_its_capacity_objects() {
+        let mut want: Vec<_> = CONTROLLER_RBAC.to_vec();
+        want.extend_from_slice(CAPACITY_RBAC);
+        assert_eq!(HOSTPATH_CONTROLLER_RBAC, want.as_slice());
+        assert!(
+            CAPACITY_RBAC
+                .iter()
+                .all(|(_, _, verbs)| !verbs.contains(&"get") && !verbs.contains(&"patch")),
+            "capacity objects are read from the watch and written whole"
+        );
+    }
 }

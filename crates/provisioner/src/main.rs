@@ -10,6 +10,7 @@ async fn run() -> anyhow::Result<()> {
     ballast_runtime::telemetry::init();
     let args = provisioner::Args::parse();
     let shutdown = ballast_runtime::shutdown::on_signals_after(args.shutdown.drain);
-    provisioner::run(args.into_config(), shutdown).await?;
+    let (config, options) = args.into_parts();
+    provisioner::run_with(config, options, shutdown).await?;
     Ok(())
 }

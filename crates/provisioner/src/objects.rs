@@ -6,7 +6,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::quantity::to_bytes;
 
-pub const PROVISIONER_HOSTPATH: &str = "ballast.dev/hostpath";
+/// The hostPath provisioner's default name (`--hostpath-provisioner-name`): a DNS subdomain, so
+/// that a CSIDriver of that name can opt the scheduler into reading our capacity objects (a
+/// CSIDriver name cannot hold the `/` of [`LEGACY_PROVISIONER_HOSTPATH`]).
+pub const PROVISIONER_HOSTPATH: &str = "hostpath.ballast.dev";
+/// The hostPath provisioner's earlier name: still served by an instance of the default name, for
+/// the StorageClasses that name it (a class's `provisioner` cannot be changed).
+pub const LEGACY_PROVISIONER_HOSTPATH: &str = "ballast.dev/hostpath";
+/// The NFS provisioner's default name (`--nfs-provisioner-name`).
 pub const PROVISIONER_NFS: &str = "ballast.dev/nfs";
 /// Set by the scheduler on a WaitForFirstConsumer claim once it has picked a node.
 pub const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";

@@ -94,10 +94,7 @@ pub fn build(
             labels,
             annotations: Some(
                 [
-                    (
-                        ANN_PROVISIONED_BY.to_owned(),
-                        p.backend.provisioner().to_owned(),
-                    ),
+                    (ANN_PROVISIONED_BY.to_owned(), p.provisioner.clone()),
                     (ANN_DIRECTORY.to_owned(), p.directory.clone()),
                 ]
                 .into_iter()

@@ -1,6 +1,7 @@
 //! The reconcile loop's work: the claims and volumes whose objects changed (one reconcile per
-//! object, so the cost of a burst of N claims is linear in N), or everything at once (startup,
-//! resync, a StorageClass or node-facts change, leadership or node health changing).
+//! object, so the cost of a burst of N claims is linear in N), the capacity objects (a report
+//! written or expired), or everything at once (startup, resync, a StorageClass or node-facts
+//! change, leadership or node health changing).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -10,8 +11,13 @@ use tokio::sync::Notify;
 /// One object to reconcile.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
-    Claim { namespace: String, name: String },
+    Claim {
+        namespace: String,
+        name: String,
+    },
     Volume(String),
+    /// The CSIStorageCapacity objects published from the agents' reports.
+    Capacities,
 }
 
 /// What the loop does next.

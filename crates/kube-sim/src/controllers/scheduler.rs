@@ -1,5 +1,8 @@
 //! The scheduler (`system:kube-scheduler`): binds pending pods to Ready nodes whose taints they
-//! tolerate and whose labels match their nodeSelector.
+//! tolerate and whose labels match their nodeSelector. For WaitForFirstConsumer claims still to
+//! be provisioned it picks only nodes that kube-scheduler's VolumeBinding plugin would let
+//! through: in the class's `allowedTopologies`, and with enough storage capacity when the
+//! class's provisioner has a CSIDriver with `storageCapacity: true` ([`provision_fits`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +45,80 @@ pub fn pick_node(pod: &Value, nodes: &[Value], pods: &[Value]) -> Option<String>
             (count, name.to_string())
         })
         .map(|n| s(n, "/metadata/name").to_string())
+}
+
+/// Whether a volume for `claim` may be provisioned for `node`, as kube-scheduler's VolumeBinding
+/// plugin decides it (`checkVolumeProvisions`, `hasEnoughCapacity`): the node satisfies the
+/// class's `allowedTopologies`; and when a CSIDriver named like the class's provisioner has
+/// `storageCapacity: true` (any provisioner, CSI or not: only the name is looked up), some
+/// CSIStorageCapacity of the class, in any namespace, has a `maximumVolumeSize` (else a
+/// `capacity`) of at least the request and a `nodeTopology` selecting the node. A claim without
+/// a storage request, or whose class is not found, is not checked here.
+pub fn provision_fits(
+    claim: &Value,
+    classes: &[Value],
+    drivers: &[Value],
+    capacities: &[Value],
+    node: &Value,
+) -> bool {
+    let class_name = s(claim, "/spec/storageClassName");
+    let Some(class) = classes
+        .iter()
+        .find(|c| s(c, "/metadata/name") == class_name)
+    else {
+        return true;
+    };
+    let labels = crate::selectors::labels_of(node);
+    let terms = class
+        .get("allowedTopologies")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let in_topology = terms.is_empty()
+        || terms.iter().any(|term| {
+            term.get("matchLabelExpressions")
+                .and_then(Value::as_array)
+                .is_some_and(|exprs| {
+                    exprs.iter().all(|e| {
+                        let values = e.get("values").and_then(Value::as_array);
+                        labels.get(s(e, "/key")).is_some_and(|l| {
+                            values.is_some_and(|vs| vs.iter().any(|v| v.as_str() == Some(l)))
+                        })
+                    })
+                })
+        });
+    if !in_topology {
+        return false;
+    }
+    let Some(request) = claim
+        .pointer("/spec/resources/requests/storage")
+        .and_then(Value::as_str)
+        .and_then(super::pv::quantity_bytes)
+    else {
+        return true;
+    };
+    let provisioner = s(class, "/provisioner");
+    let tracked = drivers.iter().any(|d| {
+        s(d, "/metadata/name") == provisioner
+            && d.pointer("/spec/storageCapacity") == Some(&json!(true))
+    });
+    if !tracked {
+        return true;
+    }
+    capacities.iter().any(|c| {
+        let limit = c
+            .get("maximumVolumeSize")
+            .or_else(|| c.get("capacity"))
+            .and_then(Value::as_str)
+            .and_then(super::pv::quantity_bytes);
+        // A capacity without a topology is available nowhere.
+        let reaches = c
+            .get("nodeTopology")
+            .filter(|t| !t.is_null())
+            .and_then(|t| crate::selectors::LabelSelector::from_json(Some(t)).ok())
+            .is_some_and(|sel| sel.matches_labels(&labels));
+        s(c, "/storageClassName") == class_name && limit.is_some_and(|l| l >= request) && reaches
+    })
 }
 
 /// Set on a WaitForFirstConsumer claim by the scheduler once it picked a node for its pod.
@@ -134,6 +211,8 @@ pub fn spawn_scheduler(sim: Arc<Sim>) {
             let nodes = list(&sim, "", "nodes");
             let pvcs = list(&sim, "", "persistentvolumeclaims");
             let classes = list(&sim, "storage.k8s.io", "storageclasses");
+            let drivers = list(&sim, "storage.k8s.io", "csidrivers");
+            let capacities = list(&sim, "storage.k8s.io", "csistoragecapacities");
             for pod in &pods {
                 if !waits_for_scheduling(pod) {
                     continue;
@@ -150,7 +229,26 @@ pub fn spawn_scheduler(sim: Arc<Sim>) {
                         continue;
                     }
                     VolumePlan::Select(claims) => {
-                        let Some(node) = pick_node(pod, &nodes, &pods) else {
+                        let to_provision: Vec<&Value> = pvcs
+                            .iter()
+                            .filter(|c| {
+                                s(c, "/metadata/namespace") == ns
+                                    && claims.iter().any(|n| n == s(c, "/metadata/name"))
+                            })
+                            .collect();
+                        let fitting: Vec<Value> = nodes
+                            .iter()
+                            .filter(|n| {
+                                to_provision
+                                    .iter()
+                                    .all(|c| provision_fits(c, &classes, &drivers, &capacities, n))
+                            })
+                            .cloned()
+                            .collect();
+                        let Some(node) = pick_node(pod, &fitting, &pods) else {
+                            if reported.insert(uid, ()).is_none() {
+                                tracing::info!(namespace = %ns, name = %name, "pod unschedulable: no node fits its claims' storage");
+                            }
                             continue;
                         };
                         for claim in claims {
@@ -294,6 +392,81 @@ mod tests {
             volume_plan(&json!({"spec": {}}), &[], &classes),
             VolumePlan::Ready(None)
         );
+    }
+
+    #[test]
+    fn claims_to_provision_go_only_where_capacity_is_published_for_tracked_drivers() {
+        let node = |name: &str, zone: &str| {
+            json!({"metadata": {"name": name, "labels": {
+                "kubernetes.io/hostname": name, "topology.kubernetes.io/zone": zone}}})
+        };
+        let (n1, n2) = (node("node-1", "a"), node("node-2", "b"));
+        let claim = |class: &str, request: &str| {
+            json!({"spec": {"storageClassName": class,
+                            "resources": {"requests": {"storage": request}}}})
+        };
+        let classes = [
+            json!({"metadata": {"name": "local"}, "provisioner": "hostpath.example.com"}),
+            json!({"metadata": {"name": "other"}, "provisioner": "other.example.com"}),
+            json!({"metadata": {"name": "zoned"}, "provisioner": "other.example.com",
+                   "allowedTopologies": [{"matchLabelExpressions": [
+                       {"key": "topology.kubernetes.io/zone", "values": ["b"]}]}]}),
+        ];
+        let driver = |capacity: bool| {
+            [json!({"metadata": {"name": "hostpath.example.com"},
+                    "spec": {"storageCapacity": capacity}})]
+        };
+        let capacity = |class: &str, host: &str, bytes: &str| {
+            json!({"metadata": {"namespace": "anywhere", "name": format!("{class}-{host}")},
+                   "storageClassName": class, "capacity": bytes,
+                   "nodeTopology": {"matchLabels": {"kubernetes.io/hostname": host}}})
+        };
+        let caps = [
+            capacity("local", "node-1", "1Gi"),
+            capacity("other", "node-2", "0"),
+        ];
+        let fits = |c: &Value, drivers: &[Value], n: &Value| {
+            provision_fits(c, &classes, drivers, &caps, n)
+        };
+        let small = claim("local", "512Mi");
+        assert!(fits(&small, &driver(true), &n1));
+        assert!(
+            !fits(&small, &driver(true), &n2),
+            "no capacity object selects node-2"
+        );
+        assert!(
+            !fits(&claim("local", "2Gi"), &driver(true), &n1),
+            "not enough"
+        );
+        assert!(
+            fits(&small, &driver(false), &n2),
+            "storageCapacity off: not checked"
+        );
+        assert!(fits(&small, &[], &n2), "no CSIDriver: not checked");
+        assert!(
+            fits(&claim("other", "1Gi"), &driver(true), &n1),
+            "another provisioner"
+        );
+        assert!(
+            !fits(&claim("zoned", "1Gi"), &[], &n1),
+            "outside allowedTopologies"
+        );
+        assert!(fits(&claim("zoned", "1Gi"), &[], &n2));
+        let mut bounded = caps[0].clone();
+        bounded["maximumVolumeSize"] = json!("256Mi");
+        assert!(
+            !provision_fits(&small, &classes, &driver(true), &[bounded], &n1),
+            "maximumVolumeSize wins over capacity"
+        );
+        let mut nowhere = caps[0].clone();
+        nowhere.as_object_mut().unwrap().remove("nodeTopology");
+        assert!(!provision_fits(
+            &small,
+            &classes,
+            &driver(true),
+            &[nowhere],
+            &n1
+        ));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use crate::controller::{Ctx, log_error};
 use crate::error::{Error, Result, chain, kube, status_code};
 use crate::objects::{
-    ANN_BINDING_PROBLEM, ANN_SELECTED_NODE, annotation, claim_class, claim_key, key, reference,
-    refers_to,
+    ANN_BINDING_PROBLEM, ANN_SELECTED_NODE, annotation, claim_class, claim_key, key, named_volume,
+    phase_of_claim, reference, refers_to,
 };
 use crate::plan::{Backend, ClaimAction, Provision, World, claim_backend, decide_claim};
 use crate::pv::{self, Source};
@@ -24,11 +24,15 @@ pub fn patch_params() -> PatchParams {
     }
 }
 
-pub async fn reconcile(ctx: &Ctx, claim: &PersistentVolumeClaim, world: World) {
-    let world = &world;
-    if !ctx.serves(claim_backend(claim, world)) {
+pub async fn reconcile(ctx: &Ctx, claim: &PersistentVolumeClaim, mut world: World) {
+    if !ctx.serves(claim_backend(claim, &world)) {
         return;
     }
+    if let Err(e) = named_volume_from_api(ctx, claim, &mut world).await {
+        log_error(&e, &claim_key(claim));
+        return;
+    }
+    let world = &world;
     let action = decide_claim(claim, world);
     let provisioning = matches!(
         action,
@@ -37,6 +41,33 @@ pub async fn reconcile(ctx: &Ctx, claim: &PersistentVolumeClaim, world: World) {
     if let Err(e) = apply(ctx, claim, world, action).await {
         failed(ctx, claim, provisioning, &e).await;
     }
+}
+
+/// The volume an unbound claim names, read from the API when the cache lacks it: the cache
+/// holds our own volumes only, and a static volume (maybe of another class) must be judged, not
+/// taken for a missing one and created.
+async fn named_volume_from_api(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+    world: &mut World,
+) -> Result<()> {
+    let Some(name) = named_volume(claim) else {
+        return Ok(());
+    };
+    let unsettled = phase_of_claim(claim) != "Bound" && claim.metadata.deletion_timestamp.is_none();
+    let cached = world
+        .volumes
+        .iter()
+        .any(|v| v.metadata.name.as_deref() == Some(name));
+    if !unsettled || cached {
+        return Ok(());
+    }
+    let live = Api::<PersistentVolume>::all(ctx.client.clone())
+        .get_opt(name)
+        .await
+        .map_err(kube(format!("read PersistentVolume {name}")))?;
+    world.volumes.extend(live.map(std::sync::Arc::new));
+    Ok(())
 }
 
 async fn failed(ctx: &Ctx, claim: &PersistentVolumeClaim, provisioning: bool, e: &Error) {
@@ -117,6 +148,8 @@ async fn patch_claim(
 /// The selected node cannot take the volume: say why, and remove `selected-node` so the
 /// scheduler picks again (as the external-provisioner's ProvisioningReschedule does). The
 /// removal carries the resourceVersion read, so a node the scheduler selected meanwhile stays.
+/// The fallback only: the capacity objects keep the scheduler off such nodes, unless its
+/// choice came before the node's agent fell silent or the CSIDriver is not installed.
 async fn reschedule(
     ctx: &Ctx,
     claim: &PersistentVolumeClaim,
@@ -187,7 +220,7 @@ async fn provision(
     match api.create(&post, &desired).await {
         Ok(_) => {
             metrics::provisioned(&p.class, started.elapsed());
-            tracing::info!(claim = %key, volume = %p.volume, directory = %p.directory, node = ?p.node, "created volume pre-bound to its claim");
+            tracing::info!(claim = %key, volume = %p.volume, directory = %p.directory, node = p.node.as_deref(), "created volume pre-bound to its claim");
             ctx.events
                 .normal(
                     &reference(claim),

@@ -1,9 +1,14 @@
-//! The controller: one elected instance makes every API write for volumes. It watches claims,
-//! volumes, classes, Nodes and the agents' capacity reports, asks `plan` what each object
-//! needs, and applies it: PVs created pre-bound (NFS directories first), PVs of Released
-//! volumes deleted, `selected-node` removed to reschedule, the binding-problem annotation, and
-//! events. Never a claim's spec or status (the PV controller binds), never a Node, never a
-//! directory on a node (the agents' job).
+//! The controller: one elected instance makes every API write for volumes. It watches claims
+//! and volumes of its own provisioners, classes, Nodes and the agents' capacity reports, asks
+//! `plan` what each object needs, and applies it: PVs created pre-bound (NFS directories
+//! first), PVs of Released volumes deleted, `selected-node` removed to reschedule, the
+//! binding-problem annotation, events, and (hostPath) the CSIStorageCapacity objects that keep
+//! the scheduler off nodes without a live agent. Never a claim's spec or status (the PV
+//! controller binds), never a Node, never a directory on a node (the agents' job).
+//!
+//! What it caches: claims of the classes it serves and volumes provisioned by its names, so a
+//! hostPath controller does not hold a cluster's NFS claims. A claim naming a volume not in the
+//! cache (a static volume, maybe of another class) has that volume read from the API.
 //!
 //! Crash safety, the rules:
 //! - a provisioned PV is named `pvc-<claim uid>` (or the claim's `volumeName`), so a retry after a
@@ -16,28 +21,31 @@
 //!   removes unknown directories that are empty and unchanged for a minute (a fresh one may
 //!   belong to a claim not yet in this cache); a non-empty one is kept and logged.
 
+mod capacities;
 mod claims;
 mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Config as WatchConfig;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
-use crate::informer::{self, Change};
-use crate::objects::{claim_ref, named_volume};
-use crate::plan::{self, Backend, World, placement};
+use crate::informer::{self, Change, Filter};
+use crate::objects::{ANN_PROVISIONED_BY, annotation, claim_class, claim_ref, named_volume};
+use crate::plan::{self, Backend, Provisioners, World, placement};
 use crate::queue::{self, Key, Queue};
 use crate::{Error, NfsConfig, Result, capacity};
 use ballast_runtime::Service;
@@ -49,6 +57,10 @@ const WORKERS: usize = 16;
 /// At startup, wait this long for the control service's first node-health snapshot before
 /// deciding on the Nodes' own Ready condition alone.
 const CONTROL_FIRST_SNAPSHOT: Duration = Duration::from_secs(5);
+
+/// Looked again this long after a report's expiry: its renewal, written just in time, has
+/// reached the cache by then, and the expiry is not judged a moment early.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(200);
 
 /// The controller's readiness check: ready once its caches have synced (leading or not).
 pub const READY: &str = "controller";
@@ -63,16 +75,31 @@ pub struct Backends {
     pub nfs: Option<NfsConfig>,
 }
 
+impl Backends {
+    /// Whether `backend` is served here.
+    pub fn serves(&self, backend: Backend) -> bool {
+        match backend {
+            Backend::HostPath => self.hostpath.is_some(),
+            Backend::Nfs => self.nfs.is_some(),
+        }
+    }
+}
+
 pub struct Ctx {
     pub client: kube::Client,
+    /// The controller's own namespace: the agents' reports, our capacity objects.
+    pub namespace: String,
     pub events: Events,
     pub backends: Backends,
+    pub provisioners: Arc<Provisioners>,
     pub claims: Store<PersistentVolumeClaim>,
     pub volumes: Store<PersistentVolume>,
     pub classes: Store<StorageClass>,
     pub nodes: Store<Node>,
     /// The node agents' capacity reports.
     pub reports: Store<Lease>,
+    /// Our CSIStorageCapacity objects, when serving hostPath.
+    pub capacities: Option<Capacities>,
     pub health: Option<Health>,
     pub leading: watch::Receiver<bool>,
     /// Unknown directories holding data, warned about once each.
@@ -80,7 +107,7 @@ pub struct Ctx {
 }
 
 /// What every decision shares: the classes and the node facts.
-struct Shared {
+pub struct Shared {
     classes: Vec<Arc<StorageClass>>,
     nodes: plan::Nodes,
 }
@@ -98,7 +125,7 @@ impl Ctx {
                 &self.nodes.state(),
                 &self.reports.state(),
                 ready.as_ref(),
-                k8s_openapi::jiff::Timestamp::now(),
+                Timestamp::now(),
             ),
         }
     }
@@ -119,6 +146,7 @@ impl Ctx {
                 .collect(),
             classes: shared.classes.clone(),
             nodes: shared.nodes.clone(),
+            provisioners: self.provisioners.clone(),
         }
     }
 
@@ -133,17 +161,14 @@ impl Ctx {
             volumes: Vec::new(),
             classes: shared.classes.clone(),
             nodes: shared.nodes.clone(),
+            provisioners: self.provisioners.clone(),
         }
     }
 
     /// Whether this controller serves a backend, so an NFS controller and a hostPath
     /// controller, each with its own Lease, never act on the same claims.
     pub fn serves(&self, backend: Option<Backend>) -> bool {
-        match backend {
-            Some(Backend::HostPath) => self.backends.hostpath.is_some(),
-            Some(Backend::Nfs) => self.backends.nfs.is_some(),
-            None => false,
-        }
+        backend.is_some_and(|b| self.backends.serves(b))
     }
 }
 
@@ -154,23 +179,106 @@ pub struct Watches {
     pub classes: Store<StorageClass>,
     pub nodes: Store<Node>,
     pub reports: Store<Lease>,
+    pub capacities: Option<Capacities>,
+}
+
+/// The cache of our capacity objects, and whether it has been listed: until then nothing is
+/// published (a write made on an empty cache could not delete stale objects). The controller
+/// does not wait for it to provision: a capacity watch that fails (its RBAC missing after an
+/// upgrade of the binary alone) stops the publishing, not the provisioning.
+#[derive(Clone)]
+pub struct Capacities {
+    pub store: Store<CSIStorageCapacity>,
+    pub listed: Arc<AtomicBool>,
+}
+
+/// The provisioner names of the backends `backends` serves.
+fn served_names(backends: &Backends, provisioners: &Provisioners) -> HashSet<String> {
+    [Backend::HostPath, Backend::Nfs]
+        .into_iter()
+        .filter(|b| backends.serves(*b))
+        .flat_map(|b| provisioners.names(b).iter().cloned())
+        .collect()
 }
 
 /// Starts the controller's watches as tasks of `svc`; `namespace` holds the agents' capacity
-/// reports.
+/// reports and our capacity objects.
 pub fn watch(
     client: &kube::Client,
     namespace: &str,
+    backends: &Backends,
+    provisioners: &Provisioners,
     queue: &Arc<Queue>,
     svc: &mut Service<Error>,
 ) -> Watches {
     let all = WatchConfig::default();
+    let served = Arc::new(served_names(backends, provisioners));
+    // A class of ours appearing may make claims cached before it ours: the claim watch lists
+    // again (claims are kept by their class, and a class name may be reused).
+    let new_class = Arc::new(Notify::new());
+    // The claim watch starts once the classes are listed (it keeps claims by their class).
+    let (classes_listed, mut classes_ready) = watch::channel(false);
     let q = queue.clone();
-    let claims = informer::watch(
+    let (ours, relist) = (served.clone(), new_class.clone());
+    // Our classes as last listed, and as being listed again.
+    let mut known: HashSet<String> = HashSet::new();
+    let mut listing: HashSet<String> = HashSet::new();
+    let classes = informer::watch(
+        Api::all(client.clone()),
+        all.clone(),
+        svc,
+        "the StorageClass watch",
+        {
+            move |c: Change<'_, StorageClass>| {
+                let name = |sc: &StorageClass| sc.metadata.name.clone().unwrap_or_default();
+                match c {
+                    Change::Listed(sc) => {
+                        if ours.contains(&sc.provisioner) {
+                            listing.insert(name(sc));
+                        }
+                    }
+                    Change::Applied(sc) => {
+                        if ours.contains(&sc.provisioner) && known.insert(name(sc)) {
+                            relist.notify_one();
+                        }
+                        q.push_all();
+                    }
+                    Change::Deleted(sc) => {
+                        known.remove(&name(sc));
+                        q.push_all();
+                    }
+                    Change::Synced => {
+                        // A watch listing again may bring classes it missed meanwhile.
+                        let relisted = *classes_listed.borrow();
+                        if relisted && !known.is_superset(&listing) {
+                            relist.notify_one();
+                        }
+                        known = std::mem::take(&mut listing);
+                        classes_listed.send_replace(true);
+                        q.push_all();
+                    }
+                }
+            }
+        },
+    );
+    let q = queue.clone();
+    let (ours, class_cache) = (served.clone(), classes.clone());
+    let claims = informer::watch_filtered(
         Api::all(client.clone()),
         all.clone(),
         svc,
         "the claim watch",
+        Filter {
+            keep: Box::new(move |c: &PersistentVolumeClaim| {
+                class_cache
+                    .get(&ObjectRef::new(claim_class(c)))
+                    .is_some_and(|sc| ours.contains(&sc.provisioner))
+            }),
+            relist: Some(new_class),
+            after: Some(Box::pin(async move {
+                let _ = classes_ready.wait_for(|listed| *listed).await;
+            })),
+        },
         {
             move |c: Change<'_, PersistentVolumeClaim>| match c {
                 Change::Applied(o) | Change::Deleted(o) => q.push(claim_key(o)),
@@ -180,11 +288,18 @@ pub fn watch(
         },
     );
     let q = queue.clone();
-    let volumes = informer::watch(
+    let ours = served.clone();
+    let volumes = informer::watch_filtered(
         Api::all(client.clone()),
         all.clone(),
         svc,
         "the volume watch",
+        Filter {
+            keep: Box::new(move |v: &PersistentVolume| {
+                annotation(&v.metadata, ANN_PROVISIONED_BY).is_some_and(|p| ours.contains(p))
+            }),
+            ..Filter::all()
+        },
         {
             move |c: Change<'_, PersistentVolume>| match c {
                 Change::Applied(v) | Change::Deleted(v) => {
@@ -198,20 +313,6 @@ pub fn watch(
                 }
                 Change::Listed(_) => {}
                 Change::Synced => q.push_all(),
-            }
-        },
-    );
-    let q = queue.clone();
-    let classes = informer::watch(
-        Api::all(client.clone()),
-        all.clone(),
-        svc,
-        "the StorageClass watch",
-        {
-            move |c: Change<'_, StorageClass>| {
-                if !matches!(c, Change::Listed(_)) {
-                    q.push_all();
-                }
             }
         },
     );
@@ -237,24 +338,65 @@ pub fn watch(
         }
     });
     let q = queue.clone();
+    let mut reported: HashMap<String, capacity::Seen> = HashMap::new();
     let reports = informer::watch(
         Api::namespaced(client.clone(), namespace),
         WatchConfig::default().labels(&format!("{}=true", capacity::LABEL_REPORT)),
         svc,
         "the capacity report watch",
-        // Reports are written only when free space moves by a few percent, or to renew.
-        move |c: Change<'_, Lease>| {
-            if !matches!(c, Change::Listed(_)) {
+        // Agents renew their reports every few seconds: only news for placement (a node's
+        // first report, one back from expiry, free space moved) makes a full pass; every
+        // write refreshes the capacity objects, which change only on such news too.
+        move |c: Change<'_, Lease>| match c {
+            Change::Listed(l) | Change::Applied(l) => {
+                let node = annotation(&l.metadata, capacity::ANN_NODE).unwrap_or("");
+                let before = reported.get(node).copied();
+                if let Some((node, now_seen, news)) = capacity::news(before, l, Timestamp::now()) {
+                    reported.insert(node, now_seen);
+                    if news && matches!(c, Change::Applied(_)) {
+                        q.push_all();
+                    }
+                }
+                q.push(Key::Capacities);
+            }
+            Change::Deleted(l) => {
+                if let Some(node) = annotation(&l.metadata, capacity::ANN_NODE) {
+                    reported.remove(node);
+                }
                 q.push_all();
             }
+            Change::Synced => q.push_all(),
         },
     );
+    let capacities = backends.hostpath.is_some().then(|| {
+        let q = queue.clone();
+        let listed = Arc::new(AtomicBool::new(false));
+        let driver = provisioners.name(Backend::HostPath);
+        let done = listed.clone();
+        let store = informer::watch(
+            Api::namespaced(client.clone(), namespace),
+            WatchConfig::default().labels(&plan::capacity::selector(driver)),
+            svc,
+            "the CSIStorageCapacity watch",
+            // Our own writes come back here too; a sync that finds nothing to do writes nothing.
+            move |c: Change<'_, CSIStorageCapacity>| match c {
+                Change::Listed(_) => {}
+                Change::Synced => {
+                    done.store(true, Ordering::Release);
+                    q.push(Key::Capacities);
+                }
+                Change::Applied(_) | Change::Deleted(_) => q.push(Key::Capacities),
+            },
+        );
+        Capacities { store, listed }
+    });
     Watches {
         claims,
         volumes,
         classes,
         nodes,
         reports,
+        capacities,
     }
 }
 
@@ -324,6 +466,9 @@ pub async fn run(
             // Not leading: nothing to do but keep the queue from growing.
             queue.take();
         }
+        // Nothing is written when an agent falls silent: look again when the first fresh
+        // report expires, to withdraw its node's capacity objects.
+        let expiry = next_expiry(&ctx);
         let health_changed = async {
             let alive = match health.as_mut() {
                 Some(h) => h.changed().await.is_ok(),
@@ -343,7 +488,24 @@ pub async fn run(
             }
             _ = health_changed => queue.push_all(),
             _ = tokio::time::sleep_until(next_resync) => queue.push_all(),
+            _ = sleep_until_some(expiry) => queue.push(Key::Capacities),
         }
+    }
+}
+
+/// When the first fresh capacity report expires (plus [`EXPIRY_MARGIN`]), if one will.
+fn next_expiry(ctx: &Ctx) -> Option<tokio::time::Instant> {
+    let now = Timestamp::now();
+    let reports = ctx.reports.state();
+    let at = capacity::next_expiry(reports.iter().map(|r| &**r), now)?;
+    let wait = Duration::try_from(at.duration_since(now)).unwrap_or_default();
+    Some(tokio::time::Instant::now() + wait + EXPIRY_MARGIN)
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -368,6 +530,7 @@ async fn one(ctx: &Ctx, key: Key, shared: &Shared) {
                 volumes::reconcile(ctx, &pv, ctx.world_for_volume(&pv, shared)).await;
             }
         }
+        Key::Capacities => capacities::sync(ctx, shared).await,
     }
 }
 
@@ -387,11 +550,13 @@ async fn pass(ctx: &Ctx) {
             volumes::reconcile(ctx, pv, ctx.world_for_volume(pv, &shared))
         })
         .await;
+    capacities::sync(ctx, &shared).await;
     let world = World {
         claims,
         volumes,
         classes: shared.classes,
         nodes: shared.nodes,
+        provisioners: ctx.provisioners.clone(),
     };
     if let Some(nfs) = &ctx.backends.nfs {
         volumes::sweep(ctx, &nfs.mount, &world);

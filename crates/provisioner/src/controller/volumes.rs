@@ -90,7 +90,7 @@ async fn apply(ctx: &Ctx, pv: &PersistentVolume, action: VolumeAction) -> Result
         (Backend::Nfs, true) => "archived",
         (Backend::Nfs, false) => "removed",
     };
-    tracing::info!(volume = %name, directory = ?directory, fate, "reclaimed volume");
+    tracing::info!(volume = %name, directory = directory.as_deref(), fate, "reclaimed volume");
     Ok(())
 }
 

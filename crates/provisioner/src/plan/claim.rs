@@ -16,6 +16,8 @@ pub struct Provision {
     pub volume: String,
     pub directory: String,
     pub backend: Backend,
+    /// The class's provisioner name, recorded in the volume's `provisioned-by`.
+    pub provisioner: String,
     pub class: String,
     /// Only for hostPath: the node the directory is on (its agent creates it).
     pub node: Option<String>,
@@ -38,12 +40,19 @@ pub enum ClaimAction {
         message: String,
     },
     /// The selected node cannot take the volume: `ProvisioningFailed` and remove
-    /// `selected-node` (while it still names `node`) so the scheduler picks again.
+    /// `selected-node` (while it still names `node`) so the scheduler picks again; the message
+    /// says why, and ends with [`RESCHEDULE`].
     Reschedule {
         node: String,
         message: String,
     },
 }
+
+/// How the message of a [`ClaimAction::Reschedule`] ends: what happens next, and why the
+/// scheduler may have chosen such a node at all.
+pub const RESCHEDULE: &str = "removing volume.kubernetes.io/selected-node so that the scheduler \
+    picks another node (its capacity information for this node was stale, or the provisioner's \
+    CSIDriver with storageCapacity is not installed)";
 
 /// A WaitForFirstConsumer class: neither bind nor provision before the scheduler has picked a
 /// node (`selected-node`), or the volume could end up where the pod cannot run.
@@ -98,7 +107,7 @@ pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> ClaimAction {
             if phase_of_claim(c) == "Lost" {
                 return Nothing("claim is Lost: its volume is gone");
             }
-            return provision(c, world, backend, vn, request);
+            return provision(c, world, (&sc.provisioner, backend), vn, request);
         };
         if refers_to(pv, c) {
             return settled("the PV controller binds the claim to its volume");
@@ -167,13 +176,19 @@ pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> ClaimAction {
             message: "claim has no uid yet".into(),
         };
     }
-    provision(c, world, backend, &format!("pvc-{}", uid(c)), request)
+    provision(
+        c,
+        world,
+        (&sc.provisioner, backend),
+        &format!("pvc-{}", uid(c)),
+        request,
+    )
 }
 
 fn provision(
     c: &PersistentVolumeClaim,
     world: &World,
-    backend: Backend,
+    (provisioner, backend): (&str, Backend),
     volume: &str,
     request: u64,
 ) -> ClaimAction {
@@ -190,6 +205,7 @@ fn provision(
         volume: volume.to_owned(),
         directory,
         backend,
+        provisioner: provisioner.to_owned(),
         class: claim_class(c).to_owned(),
         node: None,
         capacity: request,
@@ -205,7 +221,7 @@ fn provision(
         Err(message) => match selected_node(c) {
             Some(node) => ClaimAction::Reschedule {
                 node: node.to_owned(),
-                message,
+                message: format!("{message}; {RESCHEDULE}"),
             },
             None => ClaimAction::Fail { message },
         },

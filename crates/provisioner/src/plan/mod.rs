@@ -10,8 +10,9 @@
 //! Released.
 //!
 //! Rooms: [`claim`] decides what a claim needs, [`placement`] where a hostPath volume goes (the
-//! one free-space decision), [`volume`] what becomes of a volume, [`orphans`] which directories
-//! belong to nobody.
+//! one free-space decision), [`capacity`] which CSIStorageCapacity objects tell the scheduler
+//! the same, [`volume`] what becomes of a volume, [`orphans`] which directories belong to
+//! nobody.
 
 pub mod claim;
 pub mod placement;
@@ -24,14 +25,17 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 
 use crate::objects::{
-    ANN_PROVISIONED_BY, PROVISIONER_HOSTPATH, PROVISIONER_NFS, annotation, claim_class, key,
-    named_volume, uid, volume_class,
+    ANN_PROVISIONED_BY, LEGACY_PROVISIONER_HOSTPATH, PROVISIONER_HOSTPATH, PROVISIONER_NFS,
+    annotation, claim_class, key, named_volume, uid, volume_class,
 };
 use crate::paths;
 
-pub use claim::{ClaimAction, Provision, decide_claim};
+pub use capacity::{CapacityWrite, capacity_writes, desired_capacities};
+pub use claim::{ClaimAction, Provision, RESCHEDULE, decide_claim};
 pub use placement::{NodeFacts, Nodes};
 pub use volume::{VolumeAction, decide_volume};
+
+pub mod capacity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -39,19 +43,62 @@ pub enum Backend {
     Nfs,
 }
 
-impl Backend {
-    pub fn from_provisioner(name: &str) -> Option<Self> {
-        match name {
-            PROVISIONER_HOSTPATH => Some(Self::HostPath),
-            PROVISIONER_NFS => Some(Self::Nfs),
-            _ => None,
+/// The provisioner names an instance answers to: it serves the StorageClasses naming one of
+/// them and recognises the volumes annotated `provisioned-by` one of them. The first name of a
+/// backend is the instance's own (`--hostpath-provisioner-name`, `--nfs-provisioner-name`),
+/// the hostPath one also the name of the CSIDriver the scheduler reads capacity for; the rest
+/// are older names still served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioners {
+    hostpath: Vec<String>,
+    nfs: Vec<String>,
+}
+
+impl Provisioners {
+    /// An instance called `hostpath` and `nfs`. The default hostPath name also serves the
+    /// legacy `ballast.dev/hostpath` (classes made before the rename, whose `provisioner`
+    /// cannot change); an instance of another name does not, so that two instances in one
+    /// cluster never serve the same class.
+    pub fn new(hostpath: &str, nfs: &str) -> Self {
+        let mut names = vec![hostpath.to_owned()];
+        if hostpath == PROVISIONER_HOSTPATH {
+            names.push(LEGACY_PROVISIONER_HOSTPATH.to_owned());
+        }
+        Self {
+            hostpath: names,
+            nfs: vec![nfs.to_owned()],
         }
     }
-    pub fn provisioner(self) -> &'static str {
-        match self {
-            Self::HostPath => PROVISIONER_HOSTPATH,
-            Self::Nfs => PROVISIONER_NFS,
+
+    /// The backend a provisioner name (a class's, or a volume's `provisioned-by`) stands for.
+    pub fn backend(&self, name: &str) -> Option<Backend> {
+        if self.hostpath.iter().any(|n| n == name) {
+            Some(Backend::HostPath)
+        } else if self.nfs.iter().any(|n| n == name) {
+            Some(Backend::Nfs)
+        } else {
+            None
         }
+    }
+
+    /// The backend's own name (for hostPath: the CSIDriver's name too).
+    pub fn name(&self, backend: Backend) -> &str {
+        &self.names(backend)[0]
+    }
+
+    /// Every name served for the backend, its own first.
+    pub fn names(&self, backend: Backend) -> &[String] {
+        match backend {
+            Backend::HostPath => &self.hostpath,
+            Backend::Nfs => &self.nfs,
+        }
+    }
+}
+
+impl Default for Provisioners {
+    /// The shipped names.
+    fn default() -> Self {
+        Self::new(PROVISIONER_HOSTPATH, PROVISIONER_NFS)
     }
 }
 
@@ -62,6 +109,8 @@ pub struct World {
     pub volumes: Vec<Arc<PersistentVolume>>,
     pub classes: Vec<Arc<StorageClass>>,
     pub nodes: Nodes,
+    /// The names this instance serves.
+    pub provisioners: Arc<Provisioners>,
 }
 
 impl World {
@@ -71,7 +120,7 @@ impl World {
             .classes
             .iter()
             .find(|s| s.metadata.name.as_deref() == Some(name))?;
-        Some((sc, Backend::from_provisioner(&sc.provisioner)?))
+        Some((sc, self.provisioners.backend(&sc.provisioner)?))
     }
 }
 
@@ -83,7 +132,7 @@ pub fn claim_backend(c: &PersistentVolumeClaim, world: &World) -> Option<Backend
 /// The backend of a PV: the one that provisioned it, else the one serving its class.
 pub fn volume_backend(v: &PersistentVolume, world: &World) -> Option<Backend> {
     annotation(&v.metadata, ANN_PROVISIONED_BY)
-        .and_then(Backend::from_provisioner)
+        .and_then(|p| world.provisioners.backend(p))
         .or_else(|| world.our_class(volume_class(v)).map(|(_, b)| b))
 }
 

@@ -148,17 +148,26 @@ mod tests {
             node("c", "Unknown"),
             node("d", "True"),
         ];
+        let life = capacity::default_lifetime();
         let reports = vec![
-            Arc::new(capacity::report("ns", "a", "agent-a", 1024, ago(10))),
-            Arc::new(capacity::report("ns", "c", "agent-c", 1024, ago(10))),
+            Arc::new(capacity::report("ns", "a", "agent-a", 1024, ago(10), life)),
+            Arc::new(capacity::report("ns", "c", "agent-c", 1024, ago(10), life)),
             Arc::new(capacity::report(
                 "ns",
                 "d",
                 "agent-d",
                 1024,
                 ago(i64::from(capacity::LEASE_SECONDS) + 1),
+                life,
             )),
-            Arc::new(capacity::report("ns", "gone", "agent-x", 1024, ago(10))),
+            Arc::new(capacity::report(
+                "ns",
+                "gone",
+                "agent-x",
+                1024,
+                ago(10),
+                life,
+            )),
         ];
         let control: BTreeMap<String, bool> = [("a".to_owned(), false)].into_iter().collect();
         let facts = node_facts(&nodes, &reports, Some(&control), now);

@@ -112,7 +112,8 @@ impl VolB {
         self
     }
     fn ours(mut self, backend: Backend, directory: &str) -> Self {
-        self.0["metadata"]["annotations"][ANN_PROVISIONED_BY] = json!(backend.provisioner());
+        self.0["metadata"]["annotations"][ANN_PROVISIONED_BY] =
+            json!(Provisioners::default().name(backend));
         self.0["metadata"]["annotations"][ANN_DIRECTORY] = json!(directory);
         self
     }
@@ -147,6 +148,7 @@ fn world(volumes: Vec<Arc<PersistentVolume>>) -> World {
         ]
         .into_iter()
         .collect(),
+        provisioners: Arc::default(),
     }
 }
 
@@ -155,6 +157,7 @@ fn provision_nfs(volume: &str, claim: &str, capacity: u64) -> ClaimAction {
         volume: volume.into(),
         directory: format!("{volume}_ns_{claim}"),
         backend: Backend::Nfs,
+        provisioner: PROVISIONER_NFS.into(),
         class: "nfs".into(),
         node: None,
         capacity,
@@ -400,10 +403,10 @@ fn hostpath_is_never_placed_on_a_notready_selected_node() {
         plan,
         ClaimAction::Reschedule {
             node: "node-2".into(),
-            message:
+            message: format!(
                 "cannot provision on the selected node: node \"node-2\" is NotReady; hostPath \
-                      volumes are never placed on a NotReady node"
-                    .into()
+                 volumes are never placed on a NotReady node; {RESCHEDULE}"
+            )
         }
     );
 }
@@ -419,9 +422,11 @@ fn hostpath_is_never_placed_on_a_node_short_of_space_and_the_event_says_so() {
     assert_eq!(node, "node-2");
     assert_eq!(
         message,
-        "cannot provision on the selected node: node \"node-2\" has only 512Mi free under the \
-         hostPath base directory but the claim requests 1Gi (free space is checked before placing \
-         a hostPath volume)"
+        format!(
+            "cannot provision on the selected node: node \"node-2\" has only 512Mi free under \
+             the hostPath base directory but the claim requests 1Gi (free space is checked \
+             before placing a hostPath volume); {RESCHEDULE}"
+        )
     );
 }
 
@@ -584,7 +589,7 @@ fn volume_in_use_or_not_ours_is_left_alone() {
         .build();
     assert_eq!(
         decide_volume(&manual, &w),
-        VolumeAction::Nothing("not provisioned by ballast")
+        VolumeAction::Nothing("not provisioned by this provisioner")
     );
     // Released per the PV controller, but our cache still sees the claim holding it: wait.
     let racing = mk_pv("pvc-1", "nfs", "1Gi")
@@ -684,5 +689,76 @@ fn a_hostpath_volume_without_its_node_label_gets_it_first() {
     assert_eq!(
         decide_volume(&nfs, &world(vec![])),
         VolumeAction::Nothing("volume is not Released")
+    );
+}
+
+#[test]
+fn the_default_name_also_serves_legacy_classes_and_records_the_class_name() {
+    let mut w = world(vec![]);
+    w.classes.push(mk_class("old", LEGACY_PROVISIONER_HOSTPATH));
+    let claim = mk_claim("c", "old", "1Gi")
+        .annotated(ANN_STORAGE_PROVISIONER, LEGACY_PROVISIONER_HOSTPATH)
+        .node("node-1")
+        .build();
+    let ClaimAction::Provision(p) = decide_claim(&claim, &w) else {
+        panic!("a legacy class is served by the default name")
+    };
+    assert_eq!(
+        (p.backend, p.provisioner.as_str()),
+        (Backend::HostPath, LEGACY_PROVISIONER_HOSTPATH),
+        "the volume says which name served it"
+    );
+    let claim = mk_claim("c", "hostpath", "1Gi").node("node-1").build();
+    let ClaimAction::Provision(p) = decide_claim(&claim, &w) else {
+        panic!("the default name is served")
+    };
+    assert_eq!(p.provisioner, PROVISIONER_HOSTPATH);
+}
+
+#[test]
+fn an_instance_of_its_own_names_serves_only_its_own_classes() {
+    let mut w = world(vec![]);
+    w.provisioners = Arc::new(Provisioners::new(
+        "hostpath.team-a.example",
+        "team-a.example/nfs",
+    ));
+    w.classes = vec![
+        mk_class("hostpath", PROVISIONER_HOSTPATH),
+        mk_class("old", LEGACY_PROVISIONER_HOSTPATH),
+        mk_class("nfs", PROVISIONER_NFS),
+        mk_class("mine", "hostpath.team-a.example"),
+        mk_class("my-nfs", "team-a.example/nfs"),
+    ];
+    for class in ["hostpath", "old", "nfs"] {
+        assert_eq!(
+            decide_claim(&mk_claim("c", class, "1Gi").node("node-1").build(), &w),
+            ClaimAction::Nothing("storage class is not served by this provisioner"),
+            "{class}"
+        );
+    }
+    let claim = mk_claim("c", "mine", "1Gi")
+        .annotated(ANN_STORAGE_PROVISIONER, "hostpath.team-a.example")
+        .node("node-1")
+        .build();
+    assert_eq!(
+        node_of(&decide_claim(&claim, &w)).as_deref(),
+        Some("node-1")
+    );
+    let claim = mk_claim("c", "my-nfs", "1Gi")
+        .annotated(ANN_STORAGE_PROVISIONER, "team-a.example/nfs")
+        .build();
+    assert!(matches!(
+        decide_claim(&claim, &w),
+        ClaimAction::Provision(_)
+    ));
+    // Volumes of the default instance are not this one's to reclaim.
+    let theirs = mk_pv("pvc-1", "nfs", "1Gi")
+        .claimed_by("gone", "uid-gone")
+        .released()
+        .ours(Backend::Nfs, "pvc-1_ns_gone")
+        .build();
+    assert_eq!(
+        decide_volume(&theirs, &w),
+        VolumeAction::Nothing("not provisioned by this provisioner")
     );
 }

@@ -31,9 +31,9 @@ pub enum VolumeAction {
 pub fn decide_volume(v: &PersistentVolume, world: &World) -> VolumeAction {
     use VolumeAction::*;
     let Some(backend) =
-        annotation(&v.metadata, ANN_PROVISIONED_BY).and_then(Backend::from_provisioner)
+        annotation(&v.metadata, ANN_PROVISIONED_BY).and_then(|p| world.provisioners.backend(p))
     else {
-        return Nothing("not provisioned by ballast");
+        return Nothing("not provisioned by this provisioner");
     };
     if v.metadata.deletion_timestamp.is_some() {
         return Nothing("volume is terminating");
