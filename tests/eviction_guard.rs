@@ -319,6 +319,20 @@ impl StormGuard {
         cert: Option<ballast_runtime::tls::GeneratedCert>,
         settle: Duration,
     ) -> anyhow::Result<StormGuard> {
+        Self::start_with(env, host, cert, |config| {
+            config.storm.threshold = threshold;
+            config.storm.settle = settle;
+        })
+        .await
+    }
+
+    /// [`StormGuard::start`] with the scenario's settings changed by `adjust`.
+    async fn start_with(
+        env: &TestEnv,
+        host: &WebhookHost,
+        cert: Option<ballast_runtime::tls::GeneratedCert>,
+        adjust: impl FnOnce(&mut eviction_guard::Config),
+    ) -> anyhow::Result<StormGuard> {
         ballast_runtime::tls::install_crypto_provider();
         let dir = tempfile::tempdir()?;
         let cert = match cert {
@@ -326,8 +340,7 @@ impl StormGuard {
             None => ballast_runtime::tls::generate(&host.cert_names())?,
         };
         let mut config = guard_config(env, host, cert.write_to(dir.path())?);
-        config.storm.threshold = threshold;
-        config.storm.settle = settle;
+        adjust(&mut config);
         let shutdown = CancellationToken::new();
         let running = eviction_guard::start(config.clone(), shutdown.clone()).await?;
         let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(env.client.clone());
@@ -1403,6 +1416,88 @@ async fn a_release_leader_killed_mid_node_is_taken_over_and_releases_each_pod_on
     );
     assert_kept(&pods, &["web-4", "web-5", "patient"], "on healthy nodes").await;
     survivor.abort();
+    env.shutdown().await;
+    Ok(())
+}
+
+/// The resourceVersion of a list of the scenario's nodes now: a watch from there sees every
+/// later change.
+async fn nodes_version(env: &TestEnv) -> String {
+    Api::<Node>::all(env.client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .expect("nodes listed")
+        .metadata
+        .resource_version
+        .expect("a list resourceVersion")
+}
+
+/// Fault: the guard's node watch expires (`410 Expired` on resuming: etcd compacted behind a
+/// restarted API server) while it cannot see the cluster, and three nodes fail meanwhile. Back,
+/// it lists the nodes again and protects them: a drain's eviction there is refused. The storm
+/// it missed the start of is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_that_failed_while_the_guards_watch_expired_are_protected_once_it_lists_again()
+-> anyhow::Result<()> {
+    use ballast_e2e::harness::proxy::{FaultProxy, assert_resume_expired};
+    let Some(mut env) = TestEnv::start_expirable(storm_cluster()).await else {
+        return Ok(());
+    };
+    let Some(host) = env.webhook_host_or_skip("the eviction-guard storm scenario") else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    let Some((proxy, client)) = FaultProxy::in_front_of(&env, "the guard's watch expiry").await
+    else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    let guard = StormGuard::start_with(&env, &host, None, |config| {
+        config.kube = eviction_guard::KubeAccess::Client(client);
+    })
+    .await?;
+    let g = guard.running.guard.clone();
+    // the failing nodes' pods tolerate the taint: nothing but a drain would evict them
+    let pods = pods_on_every_node(&env, 4, &[1, 2, 3]).await;
+    let seen = nodes_version(&env).await;
+    let errors_before = g.node_watch().errors;
+
+    proxy.cut();
+    for i in [1, 2, 3] {
+        env.fail_node(&env.node(i));
+    }
+    wait_for("three nodes NotReady", TIMEOUT, || async {
+        (notready_nodes(&env).await? == 3).then_some(())
+    })
+    .await;
+    env.expire_watches().await;
+    assert_resume_expired(&Api::<Node>::all(env.client.clone()), &seen).await;
+    assert!(
+        !g.snapshot().protection.protecting,
+        "blind, the guard has not seen the storm yet"
+    );
+    let restored = Instant::now();
+    proxy.restore();
+    wait_for("protection", TIMEOUT, || async {
+        g.snapshot().protection.protecting.then_some(())
+    })
+    .await;
+    eprintln!(
+        "protecting {:?} after the guard could see the cluster again ({} node watch errors)",
+        restored.elapsed(),
+        g.node_watch().errors - errors_before
+    );
+    assert!(g.node_watch().healthy);
+    let (code, message) = api_error(pods.evict("web-2", &EvictParams::default()).await);
+    assert_eq!(code, 429, "{message}");
+    assert_kept(
+        &pods,
+        &["web-1", "web-2", "web-3", "web-4", "web-5", "patient"],
+        "a storm",
+    )
+    .await;
+    guard.stop().await?;
+    drop(proxy);
     env.shutdown().await;
     Ok(())
 }

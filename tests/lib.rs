@@ -48,6 +48,8 @@ pub mod harness {
     pub mod crd;
     #[path = "lock.rs"]
     pub mod lock;
+    #[path = "proxy.rs"]
+    pub mod proxy;
 }
 
 /// Environment variable naming a real cluster's kubeconfig; unset means kube-sim.
@@ -208,8 +210,13 @@ impl TestEnv {
     /// `None` after recording the skip when no binaries are given (kube-sim cannot do that).
     pub async fn start_private(cfg: SimConfig) -> Option<TestEnv> {
         let Some(config) = kube_sim::control_plane::ControlPlaneConfig::from_env() else {
+            let backend = match std::env::var(E2E_BACKEND) {
+                Ok(b) if b == "control-plane" => "control-plane",
+                _ if std::env::var_os(E2E_KUBECONFIG).is_some() => "cluster",
+                _ => "kube-sim",
+            };
             record_skip(
-                "kube-sim",
+                backend,
                 "needs a control plane of its own to stop and restart (set E2E_K8S_BINARIES)",
             );
             return None;
@@ -243,6 +250,57 @@ impl TestEnv {
     /// The scenario's own control plane (see [`TestEnv::start_private`]).
     pub fn control_plane(&mut self) -> Option<&mut kube_sim::control_plane::ControlPlane> {
         self.real.as_mut().and_then(|r| r.private.as_mut())
+    }
+
+    /// A scenario whose watches [`TestEnv::expire_watches`] can expire: kube-sim, or on a real
+    /// backend a control plane of its own ([`TestEnv::start_private`]; `None` after recording
+    /// the skip without binaries).
+    pub async fn start_expirable(cfg: SimConfig) -> Option<TestEnv> {
+        if std::env::var_os(E2E_KUBECONFIG).is_none() {
+            return Some(TestEnv::start(cfg).await);
+        }
+        TestEnv::start_private(cfg).await
+    }
+
+    /// Makes every watch of the cluster unresumable, as a long outage does: etcd compacted to
+    /// its current revision and the API server restarted, so its watch cache begins there and a
+    /// watch resumed from an older resourceVersion is answered `410 Expired` (the client must
+    /// list again); on kube-sim, its watch history dropped. Returns the revision watches may
+    /// resume from. Needs [`TestEnv::start_expirable`].
+    pub async fn expire_watches(&mut self) -> i64 {
+        use kube_sim::control_plane::Component;
+        if let Some(sim) = &self.sim {
+            return i64::try_from(sim.expire_watches()).expect("a resourceVersion fits i64");
+        }
+        let cp = self.control_plane().expect("a control plane of its own");
+        let etcd = cp.etcd_url();
+        let http = reqwest::Client::new();
+        // etcd's JSON gateway: any range read answers with the store's current revision
+        let range: serde_json::Value = http
+            .post(format!("{etcd}/v3/kv/range"))
+            .json(&json!({"key": "AA==", "limit": 1}))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("etcd answers a range read")
+            .json()
+            .await
+            .expect("etcd's range answer is JSON");
+        let revision: i64 = range["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("no revision in etcd's answer {range}"));
+        http.post(format!("{etcd}/v3/kv/compaction"))
+            .json(&json!({"revision": revision.to_string(), "physical": true}))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("etcd compacts");
+        cp.kill(Component::ApiServer);
+        cp.start_component(Component::ApiServer)
+            .await
+            .unwrap_or_else(|e| panic!("the API server did not come back: {e}"));
+        revision
     }
 
     /// Creates the scenario's namespace and starts its nodes.
@@ -680,6 +738,7 @@ impl Drop for TestEnv {
     /// A scenario that failed or panicked before [`TestEnv::shutdown`] still cleans up on a real
     /// cluster, from a thread of its own (the test's runtime may be unwinding).
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(kubectl_cache());
         let private = self.real.as_ref().is_some_and(|r| r.private.is_some());
         if self.cleaned || self.real.is_none() || private {
             // a control plane of its own is killed when it is dropped

@@ -397,10 +397,20 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
 
 /// One controller replica, holding (or waiting for) the shared Lease; no webhook.
 async fn replica(env: &TestEnv, identity: &str) -> (pvc_timing::Running, CancellationToken) {
+    // Short terms keep the hand-over quick; shutdown releases the Lease anyway.
+    replica_with(env, env.client.clone(), identity, Duration::from_secs(3)).await
+}
+
+/// [`replica`] talking to the API server through `client`, with a Lease of `lease_duration`.
+async fn replica_with(
+    env: &TestEnv,
+    client: kube::Client,
+    identity: &str,
+    lease_duration: Duration,
+) -> (pvc_timing::Running, CancellationToken) {
     let mut lease =
         ballast_runtime::leader::LeaseConfig::new(&env.namespace, "pvc-timing", identity);
-    // Short terms keep the hand-over quick; shutdown releases the Lease anyway.
-    lease.lease_duration = Duration::from_secs(3);
+    lease.lease_duration = lease_duration;
     lease.renew_every = Duration::from_millis(200);
     let shutdown = CancellationToken::new();
     let running = pvc_timing::start(
@@ -411,7 +421,7 @@ async fn replica(env: &TestEnv, identity: &str) -> (pvc_timing::Running, Cancell
                 excluded_namespaces: vec![],
             }),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
-            kube: KubeAccess::Client(env.client.clone()),
+            kube: KubeAccess::Client(client),
             clock: std::sync::Arc::new(pvc_timing::SystemClock),
         },
         shutdown.clone(),
@@ -1206,5 +1216,113 @@ async fn claims_bound_while_pvc_timing_was_down_add_nothing_to_the_time_to_bound
     if let Some(lock) = lock {
         lock.release().await;
     }
+    env.shutdown().await;
+}
+
+/// Fault: the controller's watch of claims expires (`410 Expired` on resuming: etcd compacted
+/// behind a restarted API server) while it cannot see the cluster, and a claim binds meanwhile.
+/// Back, the controller lists again and the claim gets its trigger and its history, once; the
+/// claim bound before the fault is not triggered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_bound_while_the_controllers_watch_expired_still_gets_its_trigger_once() {
+    use ballast_e2e::harness::proxy::{FaultProxy, assert_resume_expired};
+    let Some(mut env) = TestEnv::start_expirable(SimConfig::default().pv_binder(true)).await else {
+        return;
+    };
+    let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
+        env.shutdown().await;
+        return;
+    };
+    let Some((proxy, client)) =
+        FaultProxy::in_front_of(&env, "the controller's watch expiry").await
+    else {
+        env.shutdown().await;
+        return;
+    };
+    let class = format!("expiry-{}", env.namespace);
+    create_storage_class(&env, &class).await;
+    let webhook = start_webhook(&env, &host).await;
+    // A Lease that outlives the fault: the controller keeps leading, so what brings the claim
+    // back is its watch's relist, not a new term's fresh start.
+    let (controller, stop) = replica_with(&env, client, "expiry", Duration::from_secs(120)).await;
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    let before = bind_and_wait_for_trigger(&env, &pvcs, "before", &class).await;
+    let seen = Api::<PersistentVolumeClaim>::all(env.client.clone())
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .expect("claims listed")
+        .metadata
+        .resource_version
+        .expect("a list resourceVersion");
+
+    proxy.cut();
+    pvcs.create(&PostParams::default(), &claim("during", &class))
+        .await
+        .expect("claim created");
+    provide_volume(&env, "during", &class).await;
+    wait_for("the claim Bound", TIMEOUT, || async {
+        let pvc = pvcs.get("during").await.ok()?;
+        (pvc.status?.phase.as_deref() == Some("Bound")).then_some(())
+    })
+    .await;
+    env.expire_watches().await;
+    assert_resume_expired(
+        &Api::<PersistentVolumeClaim>::all(env.client.clone()),
+        &seen,
+    )
+    .await;
+    let restored = std::time::Instant::now();
+    proxy.restore();
+
+    let trigger = wait_for(
+        "the trigger of the claim bound meanwhile",
+        TIMEOUT,
+        || async {
+            pvcs.get("during")
+                .await
+                .ok()?
+                .annotations()
+                .get("webhook-trigger")
+                .cloned()
+        },
+    )
+    .await;
+    eprintln!(
+        "trigger written {:?} after the controller could see the cluster again",
+        restored.elapsed()
+    );
+    assert!(!trigger.is_empty());
+    let during = counted(&pvcs, "during", 2).await;
+    assert_eq!(phases(&during), ["Pending", "Bound"]);
+    // the webhook saw the binding: its history entry is an observed one
+    let bound = timing_of(&during)
+        .and_then(|t| t.timings.into_iter().find(|e| e.phase == "Bound"))
+        .expect("a Bound entry");
+    assert!(bound.witnessed(), "{bound:?}");
+    tokio::time::sleep(PENDING_QUIET).await;
+    assert_eq!(
+        pvcs.get("before")
+            .await
+            .unwrap()
+            .annotations()
+            .get("webhook-trigger"),
+        Some(&before),
+        "the claim bound before the fault was not triggered again"
+    );
+    let count = histogram(
+        &webhook.metrics_url,
+        "pvc_time_to_bound_seconds_count",
+        &class,
+    )
+    .await;
+    assert_eq!(count, Some(2.0), "each claim observed once");
+
+    stop.cancel();
+    controller
+        .wait()
+        .await
+        .expect("the controller stops cleanly");
+    webhook.stop().await;
+    drop(proxy);
     env.shutdown().await;
 }

@@ -92,6 +92,9 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     pub guard: Arc<Guard>,
     pub readiness: Readiness,
+    /// Whether this replica leads the release (always true without election; None with the
+    /// release off).
+    pub leading: Option<watch::Receiver<bool>>,
     tasks: Tasks<Error>,
 }
 
@@ -212,6 +215,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         )),
     );
     svc.serve_admin(admin_listener);
+    let mut release_leading = None;
     if release.enabled {
         // The release keeps track of protected nodes while following too, so it runs on every
         // replica and acts only while this one leads.
@@ -228,6 +232,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             let (always, leading) = watch::channel(true);
             (leading, Some(always))
         };
+        release_leading = Some(leading.clone());
         let work = releaser::run(
             client.clone(),
             guard.clone(),
@@ -283,6 +288,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         grpc_addr,
         guard,
         readiness,
+        leading: release_leading,
         tasks: svc.into_tasks(),
     })
 }

@@ -407,6 +407,15 @@ impl KubeSim {
             .insert(name.to_string());
     }
 
+    /// Makes every watch unresumable from before now, as etcd compacted behind a restarted API
+    /// server does: open watches go on; a client whose watch broke gets `410 Gone` on resuming
+    /// and must list again. Returns the resourceVersion from which watches resume.
+    pub fn expire_watches(&self) -> u64 {
+        let rv = self.sim.store.compact();
+        tracing::info!(resource_version = rv, "watch history compacted");
+        rv
+    }
+
     /// Resumes a node's heartbeats: it goes Ready again and its taints are removed.
     pub fn restore_node(&self, name: &str) {
         tracing::info!(node = %name, "heartbeats resumed");

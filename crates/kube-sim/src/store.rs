@@ -375,6 +375,19 @@ impl Store {
         )
     }
 
+    /// Drops every resource type's history, as etcd compacted to its current revision behind a
+    /// freshly started watch cache: watches already open go on, but none can resume from a
+    /// version before now (`410 Gone`). Returns that revision.
+    pub fn compact(&self) -> u64 {
+        let mut inner = self.write();
+        let rv = inner.rv;
+        for cacher in inner.cachers.values_mut() {
+            cacher.history.clear();
+            cacher.compacted = rv;
+        }
+        rv
+    }
+
     /// Starts a watch on every change of one resource type after `from_rv` (its events with
     /// rv > from_rv are replayed from its history, then live ones follow with no gap). `None`
     /// starts at "now". `410 Gone` only when events of this type after `from_rv` were dropped.

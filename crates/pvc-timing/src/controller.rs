@@ -228,6 +228,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let api: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
     let stopped = stop.clone();
     let controller = Controller::new(api, watcher::Config::default())
+        .trigger_backoff(ballast_runtime::watch::backoff())
         .graceful_shutdown_on(async move { stopped.cancelled().await });
     let store = controller.store();
     tokio::spawn(async move {

@@ -8,6 +8,9 @@
 //!   comparing the holder's `renewTime` with the local wall clock (clocks of nodes differ);
 //! - every API call has a timeout, so a hung connection cannot keep a stale leader leading;
 //! - writes carry the resourceVersion read, so two candidates never both win.
+//!
+//! `leader_election_master_status{name="<namespace>/<lease>"}` (controller-runtime's name) is 1
+//! while this replica leads.
 
 use std::time::{Duration, Instant};
 
@@ -181,16 +184,25 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
+    let status = metrics::gauge!(
+        "leader_election_master_status",
+        "name" => format!("{}/{}", cfg.namespace, cfg.name)
+    );
+    status.set(0.0);
     let handle = tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
         let mut last_renewal: Option<Instant> = None;
         let mut observed: Option<Observed> = None;
         loop {
-            // Bounded: a round that hangs counts as a failed renewal.
+            // Bounded: a round that hangs counts as a failed renewal. A renewal counts from
+            // when the round began, not when its answer came: a follower may have seen the
+            // write as soon as the API server made it, and a slow answer must not stretch
+            // the leadership past what the follower allows.
+            let began = Instant::now();
             let round =
                 tokio::time::timeout(cfg.call_timeout(), try_lead(&api, &cfg, &mut observed));
             match round.await {
-                Ok(Ok(true)) => last_renewal = Some(Instant::now()),
+                Ok(Ok(true)) => last_renewal = Some(began),
                 Ok(Ok(false)) => last_renewal = None,
                 Ok(Err(err)) => tracing::warn!(
                     lease = %format!("{}/{}", cfg.namespace, cfg.name),
@@ -214,6 +226,7 @@ pub fn spawn(
                     tracing::info!(lease = %format!("{}/{}", cfg.namespace, cfg.name), identity = %cfg.identity, "stopped leading");
                 }
                 *current = leading;
+                status.set(f64::from(u8::from(leading)));
                 true
             });
             tokio::select! {
@@ -232,6 +245,7 @@ pub fn spawn(
             }
         }
         tx.send_replace(false);
+        status.set(0.0);
     });
     (rx, handle)
 }

@@ -67,6 +67,10 @@ fn describe_runtime() {
         "admission_malformed_total",
         "Requests to an admission webhook that were not a readable AdmissionReview, by webhook and error."
     );
+    metrics::describe_gauge!(
+        "leader_election_master_status",
+        "1 while this replica leads the election of the Lease `name` (namespace/name), else 0."
+    );
 }
 
 /// Reads one sample from Prometheus text output: the value of `name` whose label set contains

@@ -133,6 +133,26 @@ fn a_burst_of_one_kind_neither_compacts_nor_overflows_another_kinds_watch() {
 }
 
 #[test]
+fn compacting_expires_every_older_version_but_keeps_open_watches_going() {
+    let store = Store::default();
+    let before = store.current_rv();
+    store.create(&key(), cm("a", "1")).unwrap();
+    let mut live = store.watch(&key(), None).unwrap().live;
+    let now = store.compact();
+    assert_eq!(now, store.current_rv());
+    for from in [before, now - 1] {
+        let err = store.watch(&key(), Some(from)).err().unwrap();
+        assert!(matches!(err, StoreError::Gone { .. }), "{err:?}");
+    }
+    // A type that was never written has no history to lose; from now on resumes work.
+    assert!(store.watch(&pods(), Some(before)).is_ok());
+    let b = store.create(&key(), cm("b", "1")).unwrap();
+    let replay = store.watch(&key(), Some(now)).unwrap().replay;
+    assert_eq!(replay.len(), 1);
+    assert_eq!(live.try_recv().unwrap().rv, object_rv(&b).unwrap());
+}
+
+#[test]
 fn a_watch_replays_only_its_own_kind() {
     let store = Store::default();
     let from = store.current_rv();
