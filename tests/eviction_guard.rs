@@ -1501,3 +1501,181 @@ async fn nodes_that_failed_while_the_guards_watch_expired_are_protected_once_it_
     env.shutdown().await;
     Ok(())
 }
+
+/// Samples whether each of two replicas leads the release, every few milliseconds, until
+/// stopped: (time since start, first leads, second leads).
+struct LeadershipSamples {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Vec<(Duration, bool, bool)>>,
+}
+
+impl LeadershipSamples {
+    fn start(first: &eviction_guard::Running, second: &eviction_guard::Running) -> Self {
+        let a = first.leading.clone().expect("release on");
+        let b = second.leading.clone().expect("release on");
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut samples = Vec::new();
+            while !until.is_cancelled() {
+                samples.push((start.elapsed(), *a.borrow(), *b.borrow()));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            samples
+        });
+        LeadershipSamples { stop, task }
+    }
+
+    async fn finish(self) -> Vec<(Duration, bool, bool)> {
+        self.stop.cancel();
+        self.task.await.expect("the sampler ends")
+    }
+}
+
+/// Fault: the API server answers one guard replica slowly (every byte back held 1s, then 2s),
+/// the other at once. Its webhook still answers within its deadline from what it knows (a
+/// drain's eviction during the storm it saw late is refused in well under a second), it stays
+/// ready, it keeps leading the release while a renewal fits its call timeout (1s slow), and once
+/// it does not (2s slow) it stops leading before the other replica takes over: at no sampled
+/// moment do both lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_api_server_keeps_the_guards_deadlines_and_the_leader_steps_down_before_a_takeover()
+-> anyhow::Result<()> {
+    use ballast_e2e::harness::proxy::FaultProxy;
+    // renew deadline 6s, each call bounded by 3s: a renewal (a read and a write) fits at 1s
+    // per answer, not at 2s
+    const LEASE: Duration = Duration::from_secs(9);
+    let env = TestEnv::start(storm_cluster()).await;
+    let Some(host) = env.webhook_host_or_skip("the eviction-guard storm scenario") else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    let Some((proxy, client)) = FaultProxy::in_front_of(&env, "the slow API server").await else {
+        env.shutdown().await;
+        return Ok(());
+    };
+    // the slow replica serves the webhook and leads first
+    let slow = StormGuard::start_with(&env, &host, None, |config| {
+        config.kube = eviction_guard::KubeAccess::Client(client);
+        config.release.lease_duration = LEASE;
+        config.release.identity = "slow".into();
+    })
+    .await?;
+    let slow_leads = slow.running.leading.clone().expect("release on");
+    wait_for("the slow replica to lead", TIMEOUT, || async {
+        slow_leads.borrow().then_some(())
+    })
+    .await;
+    let mut config = slow.config.clone();
+    config.kube = eviction_guard::KubeAccess::Client(env.client.clone());
+    config.release.identity = "prompt".into();
+    let shutdown_prompt = CancellationToken::new();
+    let prompt = eviction_guard::start(config, shutdown_prompt.clone()).await?;
+    wait_for("the prompt replica to be ready", TIMEOUT, || async {
+        prompt.readiness.is_ready().then_some(())
+    })
+    .await;
+    let pods = pods_on_every_node(&env, 4, &[1, 2, 3]).await;
+
+    // 1s slow: a renewal still fits; the leader keeps leading through a whole renew deadline
+    proxy.delay(Duration::from_secs(1));
+    let samples = LeadershipSamples::start(&slow.running, &prompt);
+    tokio::time::sleep(LEASE * 2 / 3 + Duration::from_secs(1)).await;
+    let calm = samples.finish().await;
+    assert!(
+        calm.iter().all(|&(_, a, b)| a && !b),
+        "the slow replica kept leading: {:?}",
+        calm.iter().find(|&&(_, a, b)| !a || b)
+    );
+
+    // 2s slow: a storm, seen late, still protects; answers come from the guard's own state
+    proxy.delay(Duration::from_secs(2));
+    let samples = LeadershipSamples::start(&slow.running, &prompt);
+    for i in [1, 2, 3] {
+        env.fail_node(&env.node(i));
+    }
+    let g = slow.running.guard.clone();
+    let readiness = slow.running.readiness.clone();
+    wait_for("the slow replica to protect", TIMEOUT, || async {
+        assert!(readiness.is_ready(), "the slow replica stays ready");
+        g.snapshot().protection.protecting.then_some(())
+    })
+    .await;
+    // a deletion carries its pod: answered from the guard's own state at once
+    let asked = Instant::now();
+    let (code, message) = api_error(pods.delete("web-3", &DeleteParams::default()).await);
+    let deletion = asked.elapsed();
+    assert_eq!(code, 403, "{message}");
+    // an eviction names its pod only: one read through the slow API server, bounded
+    let asked = Instant::now();
+    let (code, message) = api_error(pods.evict("web-2", &EvictParams::default()).await);
+    let eviction = asked.elapsed();
+    assert_eq!(code, 429, "{message}");
+    eprintln!(
+        "with the guard's API server 2s slow: a deletion refused in {deletion:?}, a drain's \
+         eviction in {eviction:?}"
+    );
+    assert!(
+        deletion < Duration::from_secs(1),
+        "the deletion was judged from the guard's own state: {deletion:?}"
+    );
+    let deadline = Duration::from_secs(eviction_guard::webhook_config::TIMEOUT_SECONDS as u64);
+    assert!(
+        eviction < deadline,
+        "the eviction was answered within the webhook's {deadline:?}: {eviction:?}"
+    );
+    wait_for("the prompt replica to take over", TIMEOUT, || async {
+        prompt
+            .leading
+            .as_ref()
+            .is_some_and(|l| *l.borrow())
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let slowed = samples.finish().await;
+    let stepped_down = slowed
+        .iter()
+        .find(|&&(_, a, _)| !a)
+        .map(|&(t, _, _)| t)
+        .expect("the slow replica stopped leading");
+    let took_over = slowed
+        .iter()
+        .find(|&&(_, _, b)| b)
+        .map(|&(t, _, _)| t)
+        .expect("the prompt replica took over");
+    eprintln!(
+        "2s slow: the leader stepped down {stepped_down:?} after, the other took over \
+         {took_over:?} after ({:?} without a leader)",
+        took_over.saturating_sub(stepped_down)
+    );
+    assert!(
+        slowed.iter().all(|&(_, a, b)| !(a && b)),
+        "two leaders at once: {:?}",
+        slowed.iter().find(|&&(_, a, b)| a && b)
+    );
+    assert!(stepped_down < took_over);
+    // and the replica that stepped down let its record expire rather than keep renewing it
+    // (a slow API server applies writes whose answers come too late)
+    assert!(
+        took_over - stepped_down < LEASE + Duration::from_secs(3),
+        "no leader for {:?}",
+        took_over - stepped_down
+    );
+    assert!(readiness.is_ready(), "the slow replica stays ready");
+    assert_kept(
+        &pods,
+        &["web-1", "web-2", "web-3", "web-4", "web-5", "patient"],
+        "a storm",
+    )
+    .await;
+
+    shutdown_prompt.cancel();
+    prompt.wait().await?;
+    proxy.restore();
+    slow.stop().await?;
+    drop(proxy);
+    env.shutdown().await;
+    Ok(())
+}

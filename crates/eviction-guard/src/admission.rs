@@ -38,8 +38,14 @@ fn deny_retryable(req: &AdmissionRequest<DynamicObject>, message: String) -> Adm
     response
 }
 
-/// The eviction pod lookup must finish well inside the API server's webhook timeout (10s).
+/// The eviction pod lookup (an eviction names its pod, nothing more) must finish well inside
+/// the webhook timeout of the shipped configuration, with time to answer: a slow API server
+/// makes the answer a retryable refusal, never a timed-out call.
 const POD_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+const _: () = assert!(
+    POD_LOOKUP_TIMEOUT.as_secs() + 2 <= crate::webhook_config::TIMEOUT_SECONDS as u64,
+    "the pod lookup must leave the webhook time to answer"
+);
 
 /// The `/validate` handler.
 pub struct Webhook {

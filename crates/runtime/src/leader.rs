@@ -117,9 +117,15 @@ impl Observed {
 }
 
 /// Decides from the Lease as read and when its record last changed, by the local clock (pure).
+/// `stepped_down`: this process led and stopped because its renewals failed; a record still
+/// naming it is then not its to renew — a follower may have started counting it out, and
+/// renewing (a slow API server applies writes whose answers come too late) would keep the
+/// lease from anyone while nobody leads — so it waits for that record to expire like any other.
+/// A process that never led renews a record with its name (its own restart).
 pub fn decide(
     lease: Option<&Lease>,
     identity: &str,
+    stepped_down: bool,
     observed: Option<&Observed>,
     now: Instant,
 ) -> Step {
@@ -127,7 +133,7 @@ pub fn decide(
         return Step::Create;
     };
     let record = Record::of(lease);
-    if record.holder == identity {
+    if record.holder == identity && !stepped_down {
         return Step::Renew;
     }
     if record.holder.is_empty() {
@@ -193,16 +199,22 @@ pub fn spawn(
         let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
         let mut last_renewal: Option<Instant> = None;
         let mut observed: Option<Observed> = None;
+        let mut stepped_down = false;
         loop {
             // Bounded: a round that hangs counts as a failed renewal. A renewal counts from
             // when the round began, not when its answer came: a follower may have seen the
             // write as soon as the API server made it, and a slow answer must not stretch
             // the leadership past what the follower allows.
             let began = Instant::now();
-            let round =
-                tokio::time::timeout(cfg.call_timeout(), try_lead(&api, &cfg, &mut observed));
+            let round = tokio::time::timeout(
+                cfg.call_timeout(),
+                try_lead(&api, &cfg, stepped_down, &mut observed),
+            );
             match round.await {
-                Ok(Ok(true)) => last_renewal = Some(began),
+                Ok(Ok(true)) => {
+                    last_renewal = Some(began);
+                    stepped_down = false;
+                }
                 Ok(Ok(false)) => last_renewal = None,
                 Ok(Err(err)) => tracing::warn!(
                     lease = %format!("{}/{}", cfg.namespace, cfg.name),
@@ -223,6 +235,7 @@ pub fn spawn(
                 if leading {
                     tracing::info!(lease = %format!("{}/{}", cfg.namespace, cfg.name), identity = %cfg.identity, "became leader");
                 } else {
+                    stepped_down = true;
                     tracing::info!(lease = %format!("{}/{}", cfg.namespace, cfg.name), identity = %cfg.identity, "stopped leading");
                 }
                 *current = leading;
@@ -254,11 +267,18 @@ pub fn spawn(
 async fn try_lead(
     api: &Api<Lease>,
     cfg: &LeaseConfig,
+    stepped_down: bool,
     observed: &mut Option<Observed>,
 ) -> Result<bool, kube::Error> {
     let current = api.get_opt(&cfg.name).await?;
     let local = Instant::now();
-    let step = decide(current.as_ref(), &cfg.identity, observed.as_ref(), local);
+    let step = decide(
+        current.as_ref(),
+        &cfg.identity,
+        stepped_down,
+        observed.as_ref(),
+        local,
+    );
     *observed = current
         .as_ref()
         .map(|lease| Observed::update(observed.take(), lease, local));
@@ -346,13 +366,16 @@ mod tests {
 
     #[test]
     fn creates_a_missing_lease() {
-        assert_eq!(decide(None, "a", None, Instant::now()), Step::Create);
+        assert_eq!(decide(None, "a", false, None, Instant::now()), Step::Create);
     }
 
     #[test]
     fn renews_its_own_lease_even_when_expired() {
         let l = lease(Some("a"), 100, 15);
-        assert_eq!(decide(Some(&l), "a", None, Instant::now()), Step::Renew);
+        assert_eq!(
+            decide(Some(&l), "a", false, None, Instant::now()),
+            Step::Renew
+        );
     }
 
     #[test]
@@ -360,7 +383,7 @@ mod tests {
         let now = Instant::now();
         let l = lease(Some("b"), 3, 15);
         assert_eq!(
-            decide(Some(&l), "a", Some(&seen(&l, 3, now)), now),
+            decide(Some(&l), "a", false, Some(&seen(&l, 3, now)), now),
             Step::Follow { holder: "b".into() }
         );
     }
@@ -370,11 +393,14 @@ mod tests {
         let now = Instant::now();
         let stale = lease(Some("b"), 0, 15);
         assert_eq!(
-            decide(Some(&stale), "a", Some(&seen(&stale, 16, now)), now),
+            decide(Some(&stale), "a", false, Some(&seen(&stale, 16, now)), now),
             Step::Acquire
         );
         let released = lease(None, 0, 1);
-        assert_eq!(decide(Some(&released), "a", None, now), Step::Acquire);
+        assert_eq!(
+            decide(Some(&released), "a", false, None, now),
+            Step::Acquire
+        );
     }
 
     #[test]
@@ -383,11 +409,17 @@ mod tests {
         // renewed just now. Judged by our own observation, the lease is live.
         let now = Instant::now();
         let renewed_by_slow_clock = lease(Some("b"), 20, 15);
-        let first_sight = decide(Some(&renewed_by_slow_clock), "a", None, now);
+        let first_sight = decide(Some(&renewed_by_slow_clock), "a", false, None, now);
         assert_eq!(first_sight, Step::Follow { holder: "b".into() });
         let observed = seen(&renewed_by_slow_clock, 14, now);
         assert_eq!(
-            decide(Some(&renewed_by_slow_clock), "a", Some(&observed), now),
+            decide(
+                Some(&renewed_by_slow_clock),
+                "a",
+                false,
+                Some(&observed),
+                now
+            ),
             Step::Follow { holder: "b".into() }
         );
     }
@@ -400,7 +432,7 @@ mod tests {
         let dead = lease(Some("b"), -20, 15);
         let observed = seen(&dead, 16, now);
         assert_eq!(
-            decide(Some(&dead), "a", Some(&observed), now),
+            decide(Some(&dead), "a", false, Some(&observed), now),
             Step::Acquire
         );
     }
@@ -416,6 +448,24 @@ mod tests {
         renewed.spec.as_mut().unwrap().renew_time = Some(MicroTime(Timestamp::now()));
         let changed = Observed::update(Some(first), &renewed, now);
         assert_eq!(changed.at, now);
+    }
+
+    #[test]
+    fn a_replica_that_stepped_down_waits_for_its_own_record_to_expire() {
+        let now = Instant::now();
+        let ours = lease(Some("a"), 0, 15);
+        // still live by our own observation: we follow our old record, not renew it
+        assert_eq!(
+            decide(Some(&ours), "a", true, Some(&seen(&ours, 5, now)), now),
+            Step::Follow { holder: "a".into() }
+        );
+        // unchanged for its duration: taken over, like anyone's
+        assert_eq!(
+            decide(Some(&ours), "a", true, Some(&seen(&ours, 16, now)), now),
+            Step::Acquire
+        );
+        // a process that never led renews a record naming it at once (its own restart)
+        assert_eq!(decide(Some(&ours), "a", false, None, now), Step::Renew);
     }
 
     #[test]
