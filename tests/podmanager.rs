@@ -1005,3 +1005,103 @@ async fn v1_objects_read_and_edit_as_v2_through_the_operators_conversion_webhook
     crd.release(&client).await;
     env.shutdown().await;
 }
+
+/// Fault: the leader killed (no drain, its Lease not released) in the middle of a template
+/// roll. The standby takes over once the Lease expires and finishes the roll; sampled every
+/// 50ms throughout, the PodManager never has more pods than its replicas, terminating ones
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_rollout_is_taken_over_and_never_runs_more_pods_than_replicas() {
+    const REPLICAS: usize = 5;
+    let env = TestEnv::start(cluster(3)).await;
+    let crd = CrdHold::take(&env, PodManager::crd(), CRD_LOCK, false)
+        .await
+        .expect("v1 works with any PodManager CRD");
+    let stop_a = CancellationToken::new();
+    let a = start_operator(config(&env, "pm-a", true), &stop_a).await;
+    wait_for("pm-a to lead", TIMEOUT, || async {
+        a.is_leader().then_some(())
+    })
+    .await;
+    let stop_b = CancellationToken::new();
+    let b = start_operator(config(&env, "pm-b", true), &stop_b).await;
+    let pms: Api<PodManager> = env.api();
+    let pods: Api<Pod> = env.api();
+    let mut pm = sample();
+    pm.spec.replicas = REPLICAS as i32;
+    pms.create(&PostParams::default(), &pm)
+        .await
+        .expect("create the PodManager");
+    wait_settled(&pms, &pods, &names(REPLICAS), "nginx:1.21").await;
+
+    // every pod of the PodManager, terminating ones included, every 50ms
+    let sampling = CancellationToken::new();
+    let sampler = {
+        let (pods, until) = (pods.clone(), sampling.clone());
+        tokio::spawn(async move {
+            let mut most = 0usize;
+            while !until.is_cancelled() {
+                if let Ok(list) = pods
+                    .list_metadata(&ListParams::default().labels("podmanager=my-pod-manager"))
+                    .await
+                {
+                    most = most.max(list.items.len());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            most
+        })
+    };
+    pms.patch(
+        "my-pod-manager",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "nginx:1.22"}})),
+    )
+    .await
+    .expect("change the image");
+    wait_for("the roll under way", TIMEOUT, || async {
+        let now = pods_of(&pods, "my-pod-manager").await;
+        now.values()
+            .any(|(image, ready)| image == "nginx:1.22" && *ready)
+            .then_some(())
+    })
+    .await;
+    let rolled_at_kill = pods_of(&pods, "my-pod-manager")
+        .await
+        .values()
+        .filter(|(image, _)| image == "nginx:1.22")
+        .count();
+    a.abort();
+    let killed = Instant::now();
+    wait_for("pm-b to take over", TIMEOUT, || async {
+        b.is_leader().then_some(())
+    })
+    .await;
+    let took_over = killed.elapsed();
+    // the Lease (3s) expires 3s after the last renewal the standby saw, at most one renewal
+    // period (300ms) before the kill
+    assert!(
+        took_over >= Duration::from_millis(2500),
+        "the standby led {took_over:?} after the kill, before the Lease could expire"
+    );
+    wait_settled(&pms, &pods, &names(REPLICAS), "nginx:1.22").await;
+    eprintln!(
+        "{rolled_at_kill}/{REPLICAS} pods rolled when the leader was killed; the standby led \
+         {took_over:?} after (Lease 3s) and finished the roll {:?} after",
+        killed.elapsed()
+    );
+    sampling.cancel();
+    let most = sampler.await.expect("the sampler ends");
+    assert!(most <= REPLICAS, "{most} pods at once, replicas {REPLICAS}");
+    assert!(
+        rolled_at_kill < REPLICAS,
+        "the leader was killed mid-roll ({rolled_at_kill} rolled)"
+    );
+    assert!(b.reconcile_count() > 0, "the standby finished the roll");
+
+    delete_and_wait(&pms, &pods, "my-pod-manager").await;
+    stop_b.cancel();
+    b.wait().await.expect("pm-b stops cleanly");
+    crd.release(&env.client).await;
+    env.shutdown().await;
+}

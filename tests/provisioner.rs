@@ -907,41 +907,51 @@ async fn class_mismatch_stays_unbound_with_a_warning_event() {
 #[tokio::test]
 async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan_directory() {
     const CLAIMS: usize = 50;
-    // The PV controller keeps binding while the provisioner crashes and restarts; volumes named
-    // after their claim's uid and created pre-bound keep each claim to one volume.
+    // The leader is killed mid-burst (no drain, its Lease not released) and a standby takes over
+    // once the Lease expires, while the PV controller keeps binding; volumes named after their
+    // claim's uid and created pre-bound keep each claim to one volume.
     let env = Env::start().await;
     let ns = env.ns.clone();
-    let first_stop = CancellationToken::new();
     let started = Instant::now();
-    let first = env.provisioner("p1", &first_stop).await;
-    for i in 0..CLAIMS {
-        env.create_claim(&format!("c{i:02}"), &env.nfs_class, json!({}))
-            .await;
-    }
-    wait_for("some claims bound before the crash", TIMEOUT, || async {
-        let list = env.claims().list(&ListParams::default()).await.ok()?;
-        let bound = list
-            .items
-            .iter()
-            .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
-            .count();
-        (bound >= CLAIMS / 2).then_some(())
-    })
-    .await;
-    // A crash of the work, not a graceful stop: dropping `Running` aborts the watches and the
-    // reconcile loop wherever they are (between a mkdir and a PV create, or mid-bind); the
-    // election, stopped with it, hands the Lease over at once.
-    drop(first);
-    first_stop.cancel();
-    let bound_at_crash = env
-        .claims()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
-        .count();
+    let first = env.provisioner("p1", &CancellationToken::new()).await;
+    // The standby: the same controller, no agent (node 1 has p1's).
+    let shutdown = CancellationToken::new();
+    let mut standby = env.config("p2", "provisioner");
+    standby.agent = None;
+    let second = env.start_one(standby, &shutdown).await;
+    // the burst goes on while the leader dies
+    let burst = async {
+        for i in 0..CLAIMS {
+            env.create_claim(&format!("c{i:02}"), &env.nfs_class, json!({}))
+                .await;
+        }
+    };
+    let bound_count = || async {
+        env.claims()
+            .list(&ListParams::default())
+            .await
+            .map(|list| {
+                list.items
+                    .iter()
+                    .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+                    .count()
+            })
+            .ok()
+    };
+    let kill = async {
+        wait_for("some claims bound before the crash", TIMEOUT, || async {
+            bound_count().await.filter(|&n| n >= 5)
+        })
+        .await;
+        // A crash of the whole process, not a graceful stop: its watches and reconcile loop
+        // end wherever they are (between a mkdir and a PV create, or mid-bind) and its Lease
+        // stays.
+        first.abort();
+        let killed = jiff::Timestamp::now();
+        let provisioned = env.our_volumes().await.len();
+        (killed, provisioned, bound_count().await.unwrap_or(0))
+    };
+    let ((), (killed, provisioned_at_crash, bound_at_crash)) = tokio::join!(burst, kill);
 
     // What a crash between mkdir and PV create leaves for a claim deleted while we were down.
     let stale = format!("pvc-0badc0de-0000-4000-8000-000000000000_{ns}_deleted-meanwhile");
@@ -952,8 +962,32 @@ async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan
         .set_modified(std::time::SystemTime::now() - Duration::from_secs(120))
         .unwrap();
 
-    let shutdown = CancellationToken::new();
-    let second = env.provisioner("p2", &shutdown).await;
+    assert!(
+        provisioned_at_crash < CLAIMS,
+        "the leader was killed mid-burst ({provisioned_at_crash} volumes made)"
+    );
+    // The standby acts only once the Lease has expired: 2s after the last renewal it saw, which
+    // was at most one renewal period (300ms) before the kill.
+    let by_standby = wait_for("the standby's first volume", TIMEOUT, || async {
+        env.events()
+            .await
+            .iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("ProvisioningSucceeded")
+                    && e.reporting_instance.as_deref() == Some("p2")
+            })
+            .filter_map(|e| e.event_time.as_ref().map(|t| t.0))
+            .min()
+    })
+    .await;
+    let took_over = killed.duration_until(by_standby);
+    eprintln!(
+        "the standby provisioned its first volume {took_over:?} after the leader was killed (Lease 2s)"
+    );
+    assert!(
+        took_over >= jiff::SignedDuration::from_millis(1500),
+        "the standby acted {took_over:?} after the kill, before the Lease could expire"
+    );
     for i in 0..CLAIMS {
         env.bound(&format!("c{i:02}")).await;
     }
@@ -998,7 +1032,8 @@ async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan
         "exactly one directory per volume, no orphan"
     );
     eprintln!(
-        "claims bound at the crash: {bound_at_crash}/{CLAIMS}; all bound after {all_bound:?}"
+        "claims bound at the crash: {bound_at_crash}/{CLAIMS} ({provisioned_at_crash} volumes); \
+         all bound after {all_bound:?}"
     );
     env.report_other_warnings().await;
 
