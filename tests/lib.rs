@@ -252,6 +252,12 @@ impl TestEnv {
         self.real.as_mut().and_then(|r| r.private.as_mut())
     }
 
+    /// [`TestEnv::control_plane`] to look at or signal (SIGSTOP/SIGCONT) while the scenario
+    /// goes on using the cluster.
+    pub fn control_plane_ref(&self) -> Option<&kube_sim::control_plane::ControlPlane> {
+        self.real.as_ref().and_then(|r| r.private.as_ref())
+    }
+
     /// A scenario whose watches [`TestEnv::expire_watches`] can expire: kube-sim, or on a real
     /// backend a control plane of its own ([`TestEnv::start_private`]; `None` after recording
     /// the skip without binaries).

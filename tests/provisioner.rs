@@ -87,7 +87,16 @@ impl Env {
     /// CSIDriver (kustomize/provisioner-hostpath) and the StorageClasses
     /// (crates/provisioner/manifests), plus `nfs-retain`.
     async fn start_with(cfg: SimConfig) -> Env {
-        let env = TestEnv::start(cfg).await;
+        Env::install(TestEnv::start(cfg).await).await
+    }
+
+    /// [`Env::start_with`] on a control plane of the scenario's own (see
+    /// [`TestEnv::start_private`]); `None` after recording the skip without one.
+    async fn start_private(cfg: SimConfig) -> Option<Env> {
+        Some(Env::install(TestEnv::start_private(cfg).await?).await)
+    }
+
+    async fn install(env: TestEnv) -> Env {
         let ns = env.namespace.clone();
         let hostpath_name = format!("hostpath.{ns}.ballast.dev");
         let nfs_name = format!("{ns}.ballast.dev/nfs");
@@ -1935,6 +1944,157 @@ async fn an_agent_stopped_for_longer_than_its_report_lifetime_gets_no_new_volume
         let failures = env.failures(name).await;
         assert!(failures.is_empty(), "{name}: {failures:?}");
     }
+
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+    env.finish().await;
+}
+
+/// Fault: etcd stalled (SIGSTOP) for 20s in the middle of a burst of 500 claims, then resumed
+/// (SIGCONT). Every claim ends Bound to a volume of its own, one directory each, none left over;
+/// no volume is made twice although writes hung and the controller lost its Lease meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_stalled_for_20s_mid_burst_of_500_claims_leaves_each_bound_once_and_no_orphan() {
+    use futures::StreamExt;
+    use kube_sim::control_plane::Component;
+    use rustix::process::Signal;
+    const CLAIMS: usize = 500;
+    const STALL: Duration = Duration::from_secs(20);
+    let Some(env) = Env::start_private(SimConfig::default().nodes(2).pv_binder(true)).await else {
+        return;
+    };
+    let ns = env.ns.clone();
+    let shutdown = CancellationToken::new();
+    let mut config = env.config("p1", "provisioner");
+    config.agent = None;
+    config.controller.as_mut().unwrap().hostpath = None;
+    let running = env.start_one(config, &shutdown).await;
+    let started = Instant::now();
+
+    // The burst: 20 creates at a time, each retried until the API server takes it (a user's
+    // script would); one that timed out but was stored answers AlreadyExists.
+    let created = std::sync::atomic::AtomicUsize::new(0);
+    let create = |i: usize| {
+        let (env, created) = (&env, &created);
+        async move {
+            let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+                "metadata": {"name": format!("c{i:03}"), "namespace": env.ns},
+                "spec": {"storageClassName": env.nfs_class, "accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Mi"}}},
+            }))
+            .unwrap();
+            loop {
+                match env.claims().create(&PostParams::default(), &claim).await {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(s)) if s.code == 409 => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+            created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let burst = futures::stream::iter(0..CLAIMS)
+        .map(create)
+        .buffer_unordered(20)
+        .collect::<Vec<()>>();
+    let stall = async {
+        wait_for("a fifth of the burst created", TIMEOUT, || async {
+            (created.load(std::sync::atomic::Ordering::Relaxed) >= CLAIMS / 5).then_some(())
+        })
+        .await;
+        let cp = env
+            .env
+            .control_plane_ref()
+            .expect("a control plane of its own");
+        assert!(cp.signal(Component::Etcd, Signal::STOP), "etcd stalled");
+        let stalled = Instant::now();
+        // the fault is real: a write waits on etcd
+        let write = tokio::time::timeout(
+            Duration::from_secs(2),
+            env.claims().create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "probe", "namespace": ns},
+                    "spec": {"storageClassName": "none", "accessModes": ["ReadWriteOnce"],
+                             "resources": {"requests": {"storage": "1Mi"}}},
+                }))
+                .unwrap(),
+            ),
+        )
+        .await;
+        assert!(
+            write.is_err(),
+            "a write waited on the stalled etcd: {write:?}"
+        );
+        let at_stall = created.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(STALL.saturating_sub(stalled.elapsed())).await;
+        let cp = env
+            .env
+            .control_plane_ref()
+            .expect("a control plane of its own");
+        assert!(cp.signal(Component::Etcd, Signal::CONT), "etcd resumed");
+        at_stall
+    };
+    let (_, at_stall) = tokio::join!(burst, stall);
+    let resumed = Instant::now();
+    // the probe may or may not have been stored; it is no claim of the burst
+    let _ = env
+        .claims()
+        .delete("probe", &kube::api::DeleteParams::default())
+        .await;
+
+    let bound = |c: &PersistentVolumeClaim| {
+        c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+    };
+    wait_for("every claim Bound", Duration::from_secs(300), || async {
+        let list = env.claims().list(&ListParams::default()).await.ok()?;
+        (list.items.iter().filter(|c| bound(c)).count() == CLAIMS).then_some(())
+    })
+    .await;
+    eprintln!(
+        "{at_stall} of {CLAIMS} claims created when etcd stalled for {STALL:?}; all bound \
+         {:?} after it resumed ({:?} in all)",
+        resumed.elapsed(),
+        started.elapsed()
+    );
+    // a last sweep after the last bind before counting directories
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let claims = env
+        .claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let volumes = env.our_volumes().await;
+    assert_eq!(claims.len(), CLAIMS);
+    assert_eq!(volumes.len(), CLAIMS, "one PV per claim, no duplicate");
+    let mut expected_dirs = BTreeSet::new();
+    for c in &claims {
+        let uid = c.metadata.uid.clone().unwrap();
+        let name = c.metadata.name.clone().unwrap();
+        let volume = c.spec.as_ref().unwrap().volume_name.clone().unwrap();
+        assert_eq!(
+            volume,
+            format!("pvc-{uid}"),
+            "claim {name} bound to its own volume"
+        );
+        expected_dirs.insert(format!("{volume}_{ns}_{name}"));
+    }
+    assert_eq!(
+        dirs(env.export.path()),
+        expected_dirs,
+        "exactly one directory per volume, no orphan"
+    );
+    let events = env.events().await;
+    let succeeded: i32 = events
+        .iter()
+        .filter(|e| {
+            reporter(e) == provisioner::events::COMPONENT
+                && e.reason.as_deref() == Some("ProvisioningSucceeded")
+        })
+        .map(|e| e.count.unwrap_or(1))
+        .sum();
+    assert_eq!(succeeded, CLAIMS as i32, "each claim provisioned once");
 
     shutdown.cancel();
     running.wait().await.expect("clean shutdown");
