@@ -517,6 +517,44 @@ fn free_port(host: &WebhookHost) -> u16 {
         .port()
 }
 
+/// The webhook in self-signed mode, keeping Secret `pvc-timing-serving-cert` and
+/// `configuration`'s caBundle, serving from `cert_dir` on `port`.
+async fn start_self_signed(
+    env: &TestEnv,
+    host: &WebhookHost,
+    configuration: &str,
+    cert_dir: std::path::PathBuf,
+    port: u16,
+    shutdown: CancellationToken,
+) -> pvc_timing::Running {
+    pvc_timing::start(
+        Config {
+            webhook: Some(WebhookConfig {
+                addr: host.bind_addr(port),
+                tls: Some(ballast_runtime::tls::cert_paths(&cert_dir, None, None)),
+                self_signed: Some(pvc_timing::SelfSigned {
+                    args: ballast_runtime::bootstrap::SelfSignedArgs {
+                        self_signed_secret: Some(SELF_SIGNED_SECRET.into()),
+                        webhook_configuration: Some(configuration.to_owned()),
+                        webhook_service_dns: Some(host.host.clone()),
+                    },
+                    namespace: env.namespace.clone(),
+                }),
+            }),
+            controller: None,
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            kube: KubeAccess::Client(env.client.clone()),
+            clock: std::sync::Arc::new(pvc_timing::SystemClock),
+        },
+        shutdown,
+    )
+    .await
+    .expect("pvc-timing starts in self-signed mode")
+}
+
+/// The Secret of the self-signed scenarios.
+const SELF_SIGNED_SECRET: &str = "pvc-timing-serving-cert";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca() {
     ballast_runtime::tls::install_crypto_provider();
@@ -540,33 +578,7 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
         .expect("webhook configuration registered");
 
     let start = |cert_dir: std::path::PathBuf, port: u16, shutdown: CancellationToken| {
-        let client = env.client.clone();
-        let (ns, configuration, host) = (ns.clone(), configuration.clone(), host.clone());
-        async move {
-            pvc_timing::start(
-                Config {
-                    webhook: Some(WebhookConfig {
-                        addr: host.bind_addr(port),
-                        tls: Some(ballast_runtime::tls::cert_paths(&cert_dir, None, None)),
-                        self_signed: Some(pvc_timing::SelfSigned {
-                            args: ballast_runtime::bootstrap::SelfSignedArgs {
-                                self_signed_secret: Some("pvc-timing-serving-cert".into()),
-                                webhook_configuration: Some(configuration),
-                                webhook_service_dns: Some(host.host.clone()),
-                            },
-                            namespace: ns,
-                        }),
-                    }),
-                    controller: None,
-                    admin_addr: "127.0.0.1:0".parse().unwrap(),
-                    kube: KubeAccess::Client(client),
-                    clock: std::sync::Arc::new(pvc_timing::SystemClock),
-                },
-                shutdown,
-            )
-            .await
-            .expect("pvc-timing starts in self-signed mode")
-        }
+        start_self_signed(&env, &host, &configuration, cert_dir, port, shutdown)
     };
     let first_dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
@@ -1324,5 +1336,220 @@ async fn a_claim_bound_while_the_controllers_watch_expired_still_gets_its_trigge
         .expect("the controller stops cleanly");
     webhook.stop().await;
     drop(proxy);
+    env.shutdown().await;
+}
+
+/// What the load generator of the rotation scenario saw.
+#[derive(Debug)]
+struct Load {
+    answered: u64,
+    /// Calls the API server failed (the webhook unreachable with failurePolicy Fail, or any
+    /// other error), with the first few messages.
+    failed: u64,
+    errors: Vec<String>,
+    /// Claims admitted without the webhook's annotation: a call that failed under
+    /// failurePolicy Ignore, silently.
+    unmutated: u64,
+    last_ok: std::time::Instant,
+    longest_gap: Duration,
+}
+
+impl Load {
+    fn record(&mut self, result: Result<PersistentVolumeClaim, kube::Error>) {
+        let now = std::time::Instant::now();
+        match result {
+            Ok(pvc) if timing_of(&pvc).is_some() => {
+                self.answered += 1;
+                self.longest_gap = self.longest_gap.max(now - self.last_ok);
+                self.last_ok = now;
+            }
+            Ok(_) => self.unmutated += 1,
+            Err(e) => {
+                self.failed += 1;
+                if self.errors.len() < 5 {
+                    self.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// The CA bundle of the scenario's webhook configuration.
+async fn ca_bundle(configurations: &Api<MutatingWebhookConfiguration>, name: &str) -> Vec<u8> {
+    configurations
+        .get(name)
+        .await
+        .ok()
+        .and_then(|c| c.webhooks?.into_iter().next()?.client_config.ca_bundle)
+        .map(|b| b.0)
+        .unwrap_or_default()
+}
+
+/// Fault: the webhook's certificate rotated while the API server calls it without pause — the
+/// self-signed Secret replaced by one of a new CA, then (cert-manager's way) by a new leaf of
+/// the same CA. The new CA is trusted alongside the old one before it is served, the old kept a
+/// while after: no admission call fails or goes through unmutated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificates_rotated_under_load_fail_no_admission_call() {
+    use ballast_runtime::tls::Authority;
+    use k8s_openapi::api::core::v1::Secret;
+    const WORKERS: usize = 16;
+    ballast_runtime::tls::install_crypto_provider();
+    let env = TestEnv::start(SimConfig::default()).await;
+    let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
+        env.shutdown().await;
+        return;
+    };
+    let configuration = format!("pvc-timing-rotation-{}", env.namespace);
+    let port = free_port(&host);
+    // as applied from the kustomize base: no caBundle yet
+    let mut unsigned = webhook_configuration(&env, &configuration, host.url(port, "/mutate"), "");
+    if let Some(webhooks) = unsigned.webhooks.as_mut() {
+        webhooks[0].client_config.ca_bundle = None;
+    }
+    let configurations = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
+    configurations
+        .create(&PostParams::default(), &unsigned)
+        .await
+        .expect("webhook configuration registered");
+    let cert_dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let webhook = start_self_signed(
+        &env,
+        &host,
+        &configuration,
+        cert_dir.path().to_path_buf(),
+        port,
+        shutdown.clone(),
+    )
+    .await;
+    let claims: Api<PersistentVolumeClaim> = env.api();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    wait_for("the webhook called over TLS", TIMEOUT, || async {
+        let pvc = claims
+            .create(&dry_run, &claim("probe", "standard"))
+            .await
+            .ok()?;
+        timing_of(&pvc).map(|_| ())
+    })
+    .await;
+
+    // The load: dry-run creates (admitted, never stored), WORKERS at a time, without pause.
+    let load = std::sync::Arc::new(std::sync::Mutex::new(Load {
+        answered: 0,
+        failed: 0,
+        errors: Vec::new(),
+        unmutated: 0,
+        last_ok: std::time::Instant::now(),
+        longest_gap: Duration::ZERO,
+    }));
+    let stop_load = CancellationToken::new();
+    let began = std::time::Instant::now();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let (claims, load, stop, dry_run) = (
+                claims.clone(),
+                load.clone(),
+                stop_load.clone(),
+                dry_run.clone(),
+            );
+            tokio::spawn(async move {
+                let pvc = claim(&format!("load-{i}"), "standard");
+                while !stop.is_cancelled() {
+                    let result = claims.create(&dry_run, &pvc).await;
+                    load.lock().unwrap().record(result);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let secrets: Api<Secret> = env.api();
+    let put = |cert: ballast_runtime::tls::GeneratedCert| {
+        let secrets = secrets.clone();
+        async move {
+            use base64::Engine;
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            secrets
+                .patch(
+                    SELF_SIGNED_SECRET,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": {
+                        "ca.crt": b64(&cert.ca_pem),
+                        "tls.crt": b64(&cert.cert_pem),
+                        "tls.key": b64(&cert.key_pem),
+                    }})),
+                )
+                .await
+                .expect("the Secret replaced");
+        }
+    };
+    let served = |cert_pem: String| {
+        let path = cert_dir.path().join("tls.crt");
+        async move {
+            wait_for("the new certificate served", TIMEOUT, || async {
+                (std::fs::read_to_string(&path).ok()? == cert_pem).then_some(())
+            })
+            .await;
+        }
+    };
+
+    // 1. a new CA: the Secret replaced (what deleting it to have it regenerated also does)
+    let authority = Authority::generate().unwrap();
+    let names = host.cert_names();
+    let renewed = authority.issue(&names).unwrap();
+    let first_ca = String::from_utf8(ca_bundle(&configurations, &configuration).await).unwrap();
+    let replaced = std::time::Instant::now();
+    put(renewed.clone()).await;
+    served(renewed.cert_pem.clone()).await;
+    let switched = replaced.elapsed();
+    // served only once trusted, and the old CA still trusted: a replica that has not switched
+    // yet (another pod behind the Service) is not cut off
+    let bundle = String::from_utf8(ca_bundle(&configurations, &configuration).await).unwrap();
+    assert!(
+        bundle.contains(renewed.ca_pem.trim_end()) && bundle.contains(first_ca.trim_end()),
+        "both CAs trusted when the new certificate is first served"
+    );
+    wait_for("the old CA dropped from the bundle", TIMEOUT, || async {
+        (ca_bundle(&configurations, &configuration).await == renewed.ca_pem.as_bytes())
+            .then_some(())
+    })
+    .await;
+    let settled = replaced.elapsed();
+
+    // 2. cert-manager's renewal: a new leaf of the same CA
+    let leaf = authority.issue(&names).unwrap();
+    put(leaf.clone()).await;
+    served(leaf.cert_pem.clone()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    stop_load.cancel();
+    for w in workers {
+        w.await.expect("a load worker ends");
+    }
+    let took = began.elapsed();
+    let load = std::sync::Arc::try_unwrap(load)
+        .expect("the workers have ended")
+        .into_inner()
+        .unwrap();
+    eprintln!(
+        "{} admission calls in {took:?} ({:.0}/s, {WORKERS} at a time): {} failed, {} unmutated, \
+         longest gap between answers {:?}; the new CA was served {switched:?} after the Secret \
+         changed and alone in the bundle {settled:?} after",
+        load.answered + load.failed + load.unmutated,
+        load.answered as f64 / took.as_secs_f64(),
+        load.failed,
+        load.unmutated,
+        load.longest_gap,
+    );
+    assert_eq!(load.failed, 0, "failed calls: {:?}", load.errors);
+    assert_eq!(load.unmutated, 0, "calls that failed silently (Ignore)");
+    assert!(load.answered > 0);
+
+    shutdown.cancel();
+    webhook.wait().await.expect("the webhook stops cleanly");
     env.shutdown().await;
 }

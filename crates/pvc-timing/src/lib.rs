@@ -126,10 +126,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let mut webhook_addr = None;
     if let Some(mut webhook) = webhook {
+        let mut keep_registered = None;
         if let (Some(self_signed), Some(client), Some((cert, _))) =
             (&webhook.self_signed, &client, &webhook.tls)
         {
             let cert_dir = cert.parent().unwrap_or_else(|| std::path::Path::new("."));
+            keep_registered = registration(self_signed, cert_dir);
             let paths = ballast_runtime::bootstrap::prepare(
                 &self_signed.args,
                 client,
@@ -161,6 +163,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         );
         tracing::info!(%addr, tls = tls.is_some(), path = admission::PATH, "serving the pvc-timing webhook");
         svc.readiness().set(WEBHOOK_READY, true);
+        if let (Some(mut registration), Some(client)) = (keep_registered, &client) {
+            // Self-signed: follow the Secret (a new certificate or CA) and keep the caBundle.
+            registration.tls = tls.clone();
+            registration.readiness = svc.readiness().clone();
+            let (client, stop) = (client.clone(), svc.shutdown());
+            svc.spawn("the webhook registration", async move {
+                ballast_runtime::registration::run(registration, client, stop).await;
+                Ok::<(), Error>(())
+            });
+        }
         svc.serve("the webhook", listener, router, tls);
     }
 
@@ -183,6 +195,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         webhook_addr,
         admin_addr,
         tasks: svc.into_tasks(),
+    })
+}
+
+/// Self-signed mode: the registration that keeps serving the Secret's certificate and the
+/// webhook configuration's caBundle in step with it (none without a Secret, a configuration
+/// and a service name).
+fn registration(
+    self_signed: &SelfSigned,
+    cert_dir: &std::path::Path,
+) -> Option<ballast_runtime::registration::Registration> {
+    use ballast_runtime::registration::{RECONCILE_INTERVAL, Registration, SelfSigned as Own};
+    let args = &self_signed.args;
+    Some(Registration {
+        kind: ballast_runtime::bootstrap::WebhookKind::Mutating,
+        configuration: args.webhook_configuration.clone()?,
+        // the webhook ships failing open (a claim must never wait on timing)
+        fail_closed: Vec::new(),
+        self_signed: Some(Own {
+            namespace: self_signed.namespace.clone(),
+            secret: args.self_signed_secret.clone()?,
+            dns_name: args.webhook_service_dns.clone()?,
+            cert_dir: cert_dir.to_path_buf(),
+        }),
+        tls: None,
+        readiness: ballast_runtime::admin::Readiness::default(),
+        interval: RECONCILE_INTERVAL,
     })
 }
 

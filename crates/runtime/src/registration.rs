@@ -31,6 +31,10 @@ pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(3);
 /// How often readiness is looked at between passes, so a replica that turns ready switches the
 /// policy at once.
 const READINESS_POLL: Duration = Duration::from_millis(200);
+/// Self-signed: how long a new CA must have been in every webhook's `caBundle` before the
+/// service serves a certificate it signed (the API server's webhook client follows a
+/// configuration change within about a second).
+pub const CA_PROPAGATION: Duration = Duration::from_secs(5);
 
 /// What the configuration should look like.
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +106,86 @@ pub fn plan(webhooks: &[Value], wanted: &Wanted<'_>) -> Vec<Value> {
     ops
 }
 
+/// Where a self-signed replica is in a change of CA (the Secret replaced, or deleted and
+/// regenerated): the new CA is trusted alongside the served one first, served only once the API
+/// server has had time to trust it, and the old one kept a while after, for replicas that
+/// switch later — so no admission call fails on an unknown authority.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// When this replica first saw every webhook trust the Secret's new CA.
+    pub trusted_since: Option<std::time::Instant>,
+    /// The CA served before the last switch, trusted until the instant given.
+    pub previous: Option<(String, std::time::Instant)>,
+}
+
+/// What a pass does about the certificate (pure): whether to serve the Secret's certificate
+/// now, and the CA bundle every webhook must carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertStep {
+    pub switch: bool,
+    pub bundle: String,
+}
+
+/// PEM certificates, one after the other, each ending in a newline.
+fn join_pem(first: &str, second: &str) -> String {
+    format!("{}\n{}\n", first.trim_end(), second.trim_end())
+}
+
+/// Decides the certificate step of a pass. `served_ca`: the CA of the certificate served now
+/// (None before the first); `secret`: the Secret's CA and whether its leaf differs from the
+/// served one; `trusted`: whether every webhook's bundle already holds the Secret's CA;
+/// `overlap`: how long the previous CA stays trusted after the switch.
+pub fn cert_step(
+    served_ca: Option<&str>,
+    secret_ca: &str,
+    new_leaf: bool,
+    trusted: bool,
+    rotation: &mut Rotation,
+    now: std::time::Instant,
+    overlap: Duration,
+) -> CertStep {
+    let previous = rotation
+        .previous
+        .take()
+        .filter(|(ca, until)| now < *until && ca.trim_end() != secret_ca.trim_end());
+    match served_ca {
+        // a new CA: trusted first, served after CA_PROPAGATION of being trusted
+        Some(old) if old.trim_end() != secret_ca.trim_end() => {
+            if trusted {
+                let since = *rotation.trusted_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= CA_PROPAGATION {
+                    rotation.trusted_since = None;
+                    rotation.previous = Some((old.to_owned(), now + overlap));
+                    return CertStep {
+                        switch: true,
+                        bundle: join_pem(secret_ca, old),
+                    };
+                }
+            } else {
+                rotation.trusted_since = None;
+            }
+            rotation.previous = previous;
+            CertStep {
+                switch: false,
+                bundle: join_pem(secret_ca, old),
+            }
+        }
+        // the same CA (a new leaf is served at once), or nothing served yet
+        _ => {
+            rotation.trusted_since = None;
+            let bundle = match &previous {
+                Some((old, _)) => join_pem(secret_ca, old),
+                None => format!("{}\n", secret_ca.trim_end()),
+            };
+            rotation.previous = previous;
+            CertStep {
+                switch: new_leaf || served_ca.is_none(),
+                bundle,
+            }
+        }
+    }
+}
+
 /// Self-signed mode: where the certificate lives and where it is served from.
 #[derive(Clone, Debug)]
 pub struct SelfSigned {
@@ -168,12 +252,15 @@ impl Registration {
         self.readiness.is_ready() && !crate::shutdown::terminating()
     }
 
-    /// Self-signed: the Secret's certificate (regenerated if the Secret is gone), written and
-    /// loaded when it differs from `served`.
+    /// Self-signed: the CA bundle the webhooks must carry for the Secret's certificate
+    /// (regenerated if the Secret is gone), serving it — files written, TLS reloaded — when
+    /// [`cert_step`] says so. `None` outside self-signed mode.
     async fn sync_certificate(
         &self,
         client: &kube::Client,
+        webhooks: &[Value],
         served: &mut Option<GeneratedCert>,
+        rotation: &mut Rotation,
     ) -> Result<Option<String>, String> {
         let Some(s) = &self.self_signed else {
             return Ok(None);
@@ -181,23 +268,39 @@ impl Registration {
         let cert = bootstrap::ensure_certificate(client, &s.namespace, &s.secret, &[&s.dns_name])
             .await
             .map_err(|e| chain(&e))?;
-        let changed = served
+        let new_leaf = served
             .as_ref()
-            .is_none_or(|old| old.cert_pem != cert.cert_pem || old.key_pem != cert.key_pem);
-        if changed {
+            .is_some_and(|old| old.cert_pem != cert.cert_pem || old.key_pem != cert.key_pem);
+        let new_ca = cert.ca_pem.trim_end();
+        let trusted = !webhooks.is_empty()
+            && webhooks
+                .iter()
+                .all(|w| ca_of(w).is_some_and(|ca| String::from_utf8_lossy(&ca).contains(new_ca)));
+        let step = cert_step(
+            served.as_ref().map(|c| c.ca_pem.as_str()),
+            &cert.ca_pem,
+            new_leaf,
+            trusted,
+            rotation,
+            std::time::Instant::now(),
+            self.interval * 2 + CA_PROPAGATION,
+        );
+        let secret = format!("{}/{}", s.namespace, s.secret);
+        if step.switch {
             cert.write_to(&s.cert_dir).map_err(|e| chain(&e))?;
             if let Some(tls) = &self.tls
                 && tls.reload().map_err(|e| chain(&e))?
             {
-                tracing::info!(
-                    secret = %format!("{}/{}", s.namespace, s.secret),
-                    "serving certificate changed in the Secret; now serving the new one"
-                );
+                tracing::info!(%secret, "serving certificate changed in the Secret; now serving the new one");
             }
+            *served = Some(cert);
+        } else if new_leaf && !trusted {
+            tracing::info!(
+                %secret,
+                "the Secret holds a certificate of a new CA; trusting it alongside the current one before serving it"
+            );
         }
-        let ca = cert.ca_pem.clone();
-        *served = Some(cert);
-        Ok(Some(ca))
+        Ok(Some(step.bundle))
     }
 
     /// One pass; `Ok(true)` when the configuration was patched.
@@ -205,15 +308,24 @@ impl Registration {
         &self,
         client: &kube::Client,
         served: &mut Option<GeneratedCert>,
+        rotation: &mut Rotation,
         seen: &mut Seen,
     ) -> Result<bool, String> {
-        let ca = self.sync_certificate(client, served).await?;
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(self.kind));
-        let Some(config) = api
+        let config = api
             .get_opt(&self.configuration)
             .await
-            .map_err(|e| chain(&e))?
-        else {
+            .map_err(|e| chain(&e))?;
+        let webhooks = config
+            .as_ref()
+            .and_then(|c| c.data.get("webhooks"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let ca = self
+            .sync_certificate(client, &webhooks, served, rotation)
+            .await?;
+        if config.is_none() {
             if !seen.missing {
                 tracing::warn!(
                     webhook_configuration = %self.configuration,
@@ -222,14 +334,8 @@ impl Registration {
             }
             seen.missing = true;
             return Ok(false);
-        };
+        }
         seen.missing = false;
-        let webhooks = config
-            .data
-            .get("webhooks")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
         let fail_closed: Vec<&str> = self.fail_closed.iter().map(String::as_str).collect();
         let wanted = Wanted {
             ca_pem: ca.as_deref(),
@@ -288,6 +394,7 @@ impl Registration {
 /// `shutdown`. Failures are logged and retried on the next pass.
 pub async fn run(registration: Registration, client: kube::Client, shutdown: CancellationToken) {
     let mut served: Option<GeneratedCert> = None;
+    let mut rotation = Rotation::default();
     let mut seen = Seen::default();
     let mut was_ready = false;
     let mut next = tokio::time::Instant::now();
@@ -296,7 +403,10 @@ pub async fn run(registration: Registration, client: kube::Client, shutdown: Can
         if tokio::time::Instant::now() >= next || ready != was_ready {
             was_ready = ready;
             next = tokio::time::Instant::now() + registration.interval;
-            match registration.pass(&client, &mut served, &mut seen).await {
+            match registration
+                .pass(&client, &mut served, &mut rotation, &mut seen)
+                .await
+            {
                 Ok(_) => seen.failing = None,
                 Err(error) => {
                     if seen.failing.as_deref() != Some(error.as_str()) {
@@ -320,6 +430,122 @@ pub async fn run(registration: Registration, client: kube::Client, shutdown: Can
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const OLD: &str = "-----BEGIN CERTIFICATE-----\nOLD\n-----END CERTIFICATE-----\n";
+    const NEW: &str = "-----BEGIN CERTIFICATE-----\nNEW\n-----END CERTIFICATE-----\n";
+    const OVERLAP: Duration = Duration::from_secs(11);
+
+    #[test]
+    fn a_new_ca_is_trusted_alongside_the_old_and_served_only_once_trusted_for_a_while() {
+        let t0 = std::time::Instant::now();
+        let mut r = Rotation::default();
+        let both = format!("{NEW}{OLD}");
+        // the Secret changed: trust both, keep serving the old
+        let step = cert_step(Some(OLD), NEW, true, false, &mut r, t0, OVERLAP);
+        assert_eq!((step.switch, step.bundle.as_str()), (false, both.as_str()));
+        // trusted now, but not for long enough
+        let t1 = t0 + Duration::from_secs(3);
+        let step = cert_step(Some(OLD), NEW, true, true, &mut r, t1, OVERLAP);
+        assert!(!step.switch);
+        let step = cert_step(
+            Some(OLD),
+            NEW,
+            true,
+            true,
+            &mut r,
+            t1 + Duration::from_secs(4),
+            OVERLAP,
+        );
+        assert!(!step.switch, "4s trusted < CA_PROPAGATION");
+        let t2 = t1 + CA_PROPAGATION;
+        let step = cert_step(Some(OLD), NEW, true, true, &mut r, t2, OVERLAP);
+        assert_eq!((step.switch, step.bundle.as_str()), (true, both.as_str()));
+    }
+
+    #[test]
+    fn the_old_ca_stays_trusted_for_the_overlap_after_the_switch_then_goes() {
+        let t0 = std::time::Instant::now();
+        let mut r = Rotation {
+            trusted_since: Some(t0),
+            previous: None,
+        };
+        let step = cert_step(
+            Some(OLD),
+            NEW,
+            true,
+            true,
+            &mut r,
+            t0 + CA_PROPAGATION,
+            OVERLAP,
+        );
+        assert!(step.switch);
+        let after = t0 + CA_PROPAGATION;
+        // serving the new one now
+        let step = cert_step(
+            Some(NEW),
+            NEW,
+            false,
+            true,
+            &mut r,
+            after + OVERLAP / 2,
+            OVERLAP,
+        );
+        assert_eq!(
+            (step.switch, step.bundle),
+            (false, format!("{NEW}{OLD}")),
+            "the old CA is kept for replicas that switch later"
+        );
+        let step = cert_step(
+            Some(NEW),
+            NEW,
+            false,
+            true,
+            &mut r,
+            after + OVERLAP,
+            OVERLAP,
+        );
+        assert_eq!((step.switch, step.bundle.as_str()), (false, NEW));
+        assert_eq!(r, Rotation::default());
+    }
+
+    #[test]
+    fn a_trust_lost_meanwhile_starts_the_wait_again() {
+        let t0 = std::time::Instant::now();
+        let mut r = Rotation::default();
+        cert_step(Some(OLD), NEW, true, true, &mut r, t0, OVERLAP);
+        // someone put the old bundle back: the new CA is not trusted any more
+        cert_step(
+            Some(OLD),
+            NEW,
+            true,
+            false,
+            &mut r,
+            t0 + Duration::from_secs(3),
+            OVERLAP,
+        );
+        let step = cert_step(
+            Some(OLD),
+            NEW,
+            true,
+            true,
+            &mut r,
+            t0 + CA_PROPAGATION,
+            OVERLAP,
+        );
+        assert!(!step.switch, "trusted again only just now");
+    }
+
+    #[test]
+    fn a_new_leaf_of_the_same_ca_or_the_first_certificate_is_served_at_once() {
+        let now = std::time::Instant::now();
+        let mut r = Rotation::default();
+        let step = cert_step(Some(NEW), NEW, true, true, &mut r, now, OVERLAP);
+        assert_eq!((step.switch, step.bundle.as_str()), (true, NEW));
+        let step = cert_step(None, NEW, false, false, &mut r, now, OVERLAP);
+        assert_eq!((step.switch, step.bundle.as_str()), (true, NEW));
+        let step = cert_step(Some(NEW), NEW, false, true, &mut r, now, OVERLAP);
+        assert!(!step.switch, "nothing new");
+    }
 
     const DELETIONS: &str = "deletions.example";
 

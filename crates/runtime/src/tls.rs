@@ -251,41 +251,70 @@ impl fmt::Debug for GeneratedCert {
     }
 }
 
+/// A certificate authority that issues serving certificates: a fresh one per self-signed
+/// bootstrap, and in tests a CA whose leaf is rotated (as cert-manager does).
+pub struct Authority {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_pem: String,
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authority").finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// A new CA (`CN=ballast-ca`).
+    pub fn generate() -> Result<Self> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(Error::CertGen)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let mut ca_name = DistinguishedName::new();
+        ca_name.push(DnType::CommonName, "ballast-ca");
+        ca_params.distinguished_name = ca_name;
+        let ca_key = KeyPair::generate().map_err(Error::CertGen)?;
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(Error::CertGen)?;
+        Ok(Authority {
+            ca_pem: ca_cert.pem(),
+            issuer: Issuer::new(ca_params, ca_key),
+        })
+    }
+
+    /// A new serving certificate for `names` (DNS names or IP addresses), with a key of its own.
+    pub fn issue(&self, names: &[&str]) -> Result<GeneratedCert> {
+        use rcgen::{
+            CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
+        };
+        let mut leaf_params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .map_err(Error::CertGen)?;
+        let mut leaf_name = DistinguishedName::new();
+        leaf_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("ballast"),
+        );
+        leaf_params.distinguished_name = leaf_name;
+        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_key = KeyPair::generate().map_err(Error::CertGen)?;
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &self.issuer)
+            .map_err(Error::CertGen)?;
+        Ok(GeneratedCert {
+            ca_pem: self.ca_pem.clone(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+        })
+    }
+}
+
 /// Generates a fresh CA and a serving certificate for `names` (DNS names or IP addresses).
 pub fn generate(names: &[&str]) -> Result<GeneratedCert> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-        IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(Error::CertGen)?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let mut ca_name = DistinguishedName::new();
-    ca_name.push(DnType::CommonName, "ballast-ca");
-    ca_params.distinguished_name = ca_name;
-    let ca_key = KeyPair::generate().map_err(Error::CertGen)?;
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(Error::CertGen)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let mut leaf_params =
-        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-            .map_err(Error::CertGen)?;
-    let mut leaf_name = DistinguishedName::new();
-    leaf_name.push(
-        DnType::CommonName,
-        names.first().copied().unwrap_or("ballast"),
-    );
-    leaf_params.distinguished_name = leaf_name;
-    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = KeyPair::generate().map_err(Error::CertGen)?;
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &issuer)
-        .map_err(Error::CertGen)?;
-    Ok(GeneratedCert {
-        ca_pem: ca_cert.pem(),
-        cert_pem: leaf.pem(),
-        key_pem: leaf_key.serialize_pem(),
-    })
+    Authority::generate()?.issue(names)
 }
 
 impl GeneratedCert {
