@@ -231,7 +231,8 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
     eprintln!("removed caBundle restored after {:?}", removed.elapsed());
     assert!(removed.elapsed() < Duration::from_secs(5));
 
-    // the Secret is rotated: the new CA is injected and the new certificate served
+    // the Secret is rotated: the new CA is trusted alongside the old one within a pass, served
+    // once trusted, and the old one dropped a while after
     let rotated = ballast_runtime::tls::generate(&host.cert_names()).expect("a certificate");
     let mut secret = secrets.get(SECRET).await.expect("the Secret");
     let data = secret.data.get_or_insert_with(Default::default);
@@ -253,16 +254,29 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
         .await
         .expect("Secret rotated");
     let new_ca = rotated.ca_pem.into_bytes();
-    wait_for("the rotated CA to be injected", TIMEOUT, || async {
+    let contains = |bundle: &[u8], ca: &[u8]| {
+        String::from_utf8_lossy(bundle).contains(String::from_utf8_lossy(ca).trim_end())
+    };
+    wait_for("the rotated CA trusted beside the old", TIMEOUT, || async {
+        let (policy, bundles) = state(&webhooks, &name).await;
+        (policy == "Fail"
+            && bundles
+                .iter()
+                .all(|b| contains(b, &new_ca) && contains(b, &ca)))
+        .then_some(())
+    })
+    .await;
+    let trusted = rotation.elapsed();
+    assert!(trusted < Duration::from_secs(5), "{trusted:?}");
+    wait_for("the old CA dropped", TIMEOUT, || async {
         let (policy, bundles) = state(&webhooks, &name).await;
         (policy == "Fail" && bundles.iter().all(|b| *b == new_ca)).then_some(())
     })
     .await;
     eprintln!(
-        "rotated Secret's CA injected after {:?}",
+        "rotated Secret's CA trusted beside the old after {trusted:?}, alone after {:?}",
         rotation.elapsed()
     );
-    assert!(rotation.elapsed() < Duration::from_secs(5));
     let (code, message) = refused(pods.delete("web-3", &DeleteParams::default()).await);
     assert!(
         code == 403 && message.contains("denied the request"),
