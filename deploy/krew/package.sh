@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the kubectl-pvc release archives and writes the krew manifest (deploy/krew/pvc.yaml)
 # with each archive's URL and sha256. Run it for every release; upload the archives under
-# target/krew/ to BASE_URL/VERSION/.
+# target/krew/ to BASE_URL/VERSION/. `scripts/image --oci-archive target/krew kubectl-pvc`
+# builds the linux archive of this machine the same way (`just krew`: that, then `manifest`).
 #
 # Usage: deploy/krew/package.sh build [RUST_TARGET...]  archive each target (default: all four
 #                                                       below) into $ARCHIVES
@@ -67,11 +68,14 @@ if [ "$mode" != manifest ]; then
     read -r os arch < <(platform "$target")
     $build --release --locked -p kubectl-pvc --target "$target"
     stage=$(mktemp -d)
-    cp "target/$target/release/kubectl-pvc" "$stage/"
-    cp LICENSE "$stage/"
+    install -m 0755 "target/$target/release/kubectl-pvc" "$stage/kubectl-pvc"
+    install -m 0644 LICENSE "$stage/LICENSE"
+    install -m 0755 deploy/krew/kubectl_complete-pvc "$stage/kubectl_complete-pvc"
     archive="kubectl-pvc-$os-$arch.tar.gz"
-    # Fixed owner, order and times so the same binary always gives the same sha256.
-    tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -cf - LICENSE kubectl-pvc \
+    # Fixed owner, order, modes and times so the same binary always gives the same sha256
+    # (scripts/image writes the linux archive of this machine the same way).
+    tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" \
+      -cf - LICENSE kubectl-pvc kubectl_complete-pvc \
       | gzip -n -9 > "$out/$archive"
     rm -rf "$stage"
     echo "archived $out/$archive"
@@ -123,8 +127,17 @@ spec:
       kubectl pvc ls -n shop -o wide       # claims with status, class, capacity, age
       kubectl pvc ls -p web-0 -n shop      # the claims one pod mounts
 
+      kubectl pvc timing data -n shop      # the claim's phase history as a timeline
+      kubectl pvc timing -A                # time to Bound per storage class
+
     Exit code 0 means every phase succeeded, 3 that one is still pending, 4 that
     one failed, so scripts can wait on a claim.
+  caveats: |
+    Shell completion of claim names, pods and namespaces (kubectl 1.26+, with
+    \`kubectl completion bash|zsh|fish\` set up): link the completion helper
+    next to the plugin,
+
+      ln -sf kubectl-pvc "\${KREW_ROOT:-\$HOME/.krew}/bin/kubectl_complete-pvc"
   platforms:
 $platforms
 MANIFEST

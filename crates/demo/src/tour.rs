@@ -75,6 +75,8 @@ pub struct Summary {
     /// `kubectl pvc inspect` table and exit code.
     pub inspect_table: String,
     pub inspect_exit_code: u8,
+    /// `kubectl pvc timing data` and `kubectl pvc timing` of the demo namespace.
+    pub timing_tables: String,
     /// Every distinct PodManager line seen while scaling 3 → 5 → 2.
     pub scaling: Vec<PodManagerRow>,
     /// The guard's reason sentence when protection turned on.
@@ -396,7 +398,7 @@ async fn tour(
         control,
     };
     let claims = t.claims_step().await?;
-    let (inspect_table, inspect_exit_code) = t.inspect_step().await?;
+    let (inspect_table, inspect_exit_code, timing_tables) = t.inspect_step().await?;
     let scaling = t.podmanager_step().await?;
     let storm = t.storm_step().await?;
     let grpc_status = t.grpc_step().await?;
@@ -406,6 +408,7 @@ async fn tour(
         claims,
         inspect_table,
         inspect_exit_code,
+        timing_tables,
         scaling,
         protection_reason: storm.reason,
         protected_pods: storm.protected,
@@ -455,6 +458,7 @@ async fn explore(
         "kubectl --kubeconfig {kc} get pods -A\n\
          kubectl --kubeconfig {kc} get podmanager -n {DEMO_NAMESPACE}\n\
          kubectl --kubeconfig {kc} pvc inspect data -n {DEMO_NAMESPACE}   # kubectl-pvc on PATH: cargo install --path crates/kubectl-pvc\n\
+         kubectl --kubeconfig {kc} pvc timing -A\n\
          grpcurl -plaintext {grpc} list\n\
          grpcurl -plaintext {grpc} ballast.control.v1.ControlService/GetStatus\n\
          curl -s http://{admin}/metrics",

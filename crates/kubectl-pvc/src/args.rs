@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  every phase succeeded or does not apply (inspect); the listing was printed (ls)
-  1  the command failed: claim or pod not found, API or kubeconfig error
+  0  every phase succeeded or does not apply (inspect); the listing or figures were printed
+     (ls, timing)
+  1  the command failed: claim or pod not found, API or kubeconfig error, no pvc-timing
+     annotation to read (timing)
   2  invalid command line
   3  inspect: nothing failed, but a phase is still pending
   4  inspect: a phase failed or partly failed";
@@ -25,7 +27,7 @@ pub struct Args {
     #[arg(short = 'n', long, global = true, env = "KUBECTL_PVC_NAMESPACE")]
     pub namespace: Option<String>,
 
-    /// List claims across all namespaces (ls only).
+    /// Across all namespaces (ls, timing).
     #[arg(short = 'A', long, global = true, env = "KUBECTL_PVC_ALL_NAMESPACES")]
     pub all_namespaces: bool,
 
@@ -55,6 +57,13 @@ pub enum Command {
         /// List only the claims this pod mounts, in the order of its volumes.
         #[arg(short = 'p', long, env = "KUBECTL_PVC_POD")]
         pod: Option<String>,
+    },
+    /// Time from creation to Bound, from the `pvc-timing` annotations: for one claim its phase
+    /// history as a timeline; without a name, the distribution per storage class of the
+    /// namespace's claims (-A: every namespace's), as percentiles and a histogram.
+    Timing {
+        /// Name of one PersistentVolumeClaim (omit for the distribution).
+        name: Option<String>,
     },
 }
 

@@ -14,6 +14,20 @@ pub enum Error {
     },
     #[error("a resource cannot be retrieved by name across all namespaces")]
     NameAcrossNamespaces,
+    /// `timing` found nothing to read: pvc-timing is not installed, or has not seen the claims.
+    #[error(
+        "{what} has no {readable}pvc-timing annotation: pvc-timing, the webhook that records \
+         each claim's phase history, is not installed in this cluster or has not seen {them} \
+         yet (install it from Ballast's kustomize/pvc-timing; `kubectl pvc inspect` works \
+         without it)"
+    )]
+    NoTiming {
+        /// `persistentvolumeclaim demo/data`, `none of the 3 claims in namespace demo`.
+        what: String,
+        /// `readable ` when an annotation is there but does not parse.
+        readable: &'static str,
+        them: &'static str,
+    },
     #[error("failed to write the output as {format}")]
     Encode {
         format: &'static str,

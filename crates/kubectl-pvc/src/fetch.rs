@@ -123,18 +123,36 @@ pub async fn inspect(client: &Client, namespace: &str, name: &str) -> Result<Obj
     })
 }
 
-/// Claims of one namespace, or of all when `namespace` is `None`.
-pub async fn claims(client: &Client, namespace: Option<&str>) -> Result<Vec<ClaimRow>> {
+/// The claim objects of one namespace, or of all when `namespace` is `None` (one request).
+pub async fn claim_objects(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Result<Vec<PersistentVolumeClaim>> {
     let api: Api<PersistentVolumeClaim> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let list = api
-        .list(&ListParams::default())
+    api.list(&ListParams::default())
         .await
-        .map_err(Error::api("persistentvolumeclaims"))?;
+        .map(|l| l.items)
+        .map_err(Error::api("persistentvolumeclaims"))
+}
+
+/// One claim (one request).
+pub async fn claim(client: &Client, namespace: &str, name: &str) -> Result<PersistentVolumeClaim> {
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .map_err(Error::api(format!(
+            "persistentvolumeclaim {namespace}/{name}"
+        )))
+}
+
+/// Claims of one namespace, or of all when `namespace` is `None`.
+pub async fn claims(client: &Client, namespace: Option<&str>) -> Result<Vec<ClaimRow>> {
+    let items = claim_objects(client, namespace).await?;
     let now = Timestamp::now();
-    Ok(list.items.iter().map(|c| ClaimRow::of(c, now)).collect())
+    Ok(items.iter().map(|c| ClaimRow::of(c, now)).collect())
 }
 
 /// The claims one pod mounts, in the order of its volumes (two requests).

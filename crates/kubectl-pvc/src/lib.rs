@@ -2,14 +2,18 @@
 //!
 //! In: the command line and a kubeconfig; from the API, the claim, its PersistentVolume,
 //! StorageClass, CSIDriver, VolumeAttachments, the pods of its namespace and the events about
-//! them. Out: the seed's tables (or json/yaml) on stdout, kubectl-style errors on stderr, and an
-//! exit code that says whether every phase succeeded (see `--help`).
+//! them; for `timing`, the claims' `pvc-timing` annotations. Out: the seed's tables (or
+//! json/yaml) on stdout, kubectl-style errors on stderr, and an exit code that says whether every
+//! phase succeeded (see `--help`). Invoked as `kubectl_complete-pvc` (or with `__complete`), it
+//! answers kubectl's shell completion instead ([`complete`]).
 
 pub mod args;
+pub mod complete;
 pub mod error;
 pub mod fetch;
 pub mod phases;
 pub mod render;
+pub mod timing;
 
 use std::io::Write;
 
@@ -80,6 +84,51 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send)) -> Result<Outcome> {
             let text = match output {
                 Output::Table | Output::Wide => render::claims(&rows, wide, all_namespaces),
                 Output::Json | Output::Yaml => encode(&rows, output)?,
+            };
+            (text, Outcome::Succeeded)
+        }
+        Command::Timing { name: Some(name) } => {
+            if all_namespaces {
+                return Err(Error::NameAcrossNamespaces);
+            }
+            let claim = fetch::claim(&client, &namespace, &name).await?;
+            let now = k8s_openapi::jiff::Timestamp::now();
+            let report =
+                timing::ClaimTiming::of(&claim, now).map_err(|missing| Error::NoTiming {
+                    what: format!("persistentvolumeclaim {namespace}/{name}"),
+                    readable: match missing {
+                        timing::Missing::Absent => "",
+                        timing::Missing::Unreadable(_) => "readable ",
+                    },
+                    them: "it",
+                })?;
+            let text = match output {
+                Output::Table | Output::Wide => render::claim_timing(&report),
+                Output::Json | Output::Yaml => encode(&report, output)?,
+            };
+            (text, Outcome::Succeeded)
+        }
+        Command::Timing { name: None } => {
+            let scope = (!all_namespaces).then_some(namespace.as_str());
+            let claims = fetch::claim_objects(&client, scope).await?;
+            let report = timing::Distribution::of(&claims, scope);
+            if !claims.is_empty() && !report.has_timing() {
+                let place = scope.map_or_else(
+                    || "in the cluster".to_owned(),
+                    |ns| format!("in namespace {ns}"),
+                );
+                return Err(Error::NoTiming {
+                    what: match claims.len() {
+                        1 => format!("the one claim {place}"),
+                        n => format!("none of the {n} claims {place}"),
+                    },
+                    readable: "",
+                    them: if claims.len() == 1 { "it" } else { "them" },
+                });
+            }
+            let text = match output {
+                Output::Table | Output::Wide => render::distribution(&report),
+                Output::Json | Output::Yaml => encode(&report, output)?,
             };
             (text, Outcome::Succeeded)
         }

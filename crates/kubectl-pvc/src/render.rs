@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::phases::{Inspection, Took};
+use crate::timing::{Bar, ClaimTiming, ClassFigures, Distribution};
 
 /// Shown where a value is absent, as kubectl's custom columns do.
 const NONE: &str = "<none>";
@@ -226,6 +227,184 @@ pub fn claims(rows: &[ClaimRow], wide: bool, all_namespaces: bool) -> String {
         lines.push(line);
     }
     table(&columns, &lines)
+}
+
+/// Cells of a claim's timeline bar: its whole life, creation to now.
+const TIMELINE_WIDTH: usize = 30;
+/// Cells of the longest histogram bar.
+const BAR_WIDTH: usize = 40;
+/// What a phase pvc-timing did not see begin shows instead of a time.
+const NOT_OBSERVED: &str = "not observed";
+
+fn class_name(class: Option<&str>) -> &str {
+    class.unwrap_or(NONE)
+}
+
+/// The cells `[from, to)` seconds after creation take in a bar of `width` cells spanning `age`.
+fn span_bar(from: i64, to: i64, age: i64, width: usize) -> String {
+    let age = age.max(1) as f64;
+    let cell = |s: i64| ((s.clamp(0, age as i64) as f64) * width as f64 / age) as usize;
+    let start = cell(from).min(width.saturating_sub(1));
+    let end = (((to.clamp(0, age as i64) as f64) * width as f64 / age).ceil() as usize)
+        .clamp(start + 1, width);
+    let mut bar = " ".repeat(start);
+    bar.push_str(&"█".repeat(end - start));
+    bar.push_str(&" ".repeat(width - end));
+    format!("|{bar}|")
+}
+
+/// `timing NAME`: a line saying where the claim stands, then its phases in order with when
+/// each began, how long after creation, how long it lasted, and a bar to scale.
+pub fn claim_timing(t: &ClaimTiming) -> String {
+    let class = class_name(t.storage_class.as_deref());
+    let verdict = match (t.bound, t.seconds_to_bound) {
+        (_, Some(s)) => format!("Bound {} after creation", human_duration(s)),
+        ("notObserved", _) => {
+            format!("time to Bound {NOT_OBSERVED}: bound while pvc-timing was not watching")
+        }
+        _ => format!(
+            "not Bound yet, {} since creation",
+            human_duration(t.age_seconds)
+        ),
+    };
+    let mut out = format!(
+        "persistentvolumeclaim {}/{} (class {class}) is {} now; {verdict}\n",
+        t.namespace, t.name, t.phase
+    );
+    let mut rows = vec![row([
+        "PHASE",
+        "ENTERED",
+        "AFTER CREATION",
+        "LASTED",
+        "TIMELINE",
+    ])];
+    for r in &t.timeline {
+        let entered = match (&r.entered, &r.first_seen) {
+            (Some(at), _) => at.clone(),
+            (None, Some(seen)) => format!("{NOT_OBSERVED} (first seen {seen})"),
+            (None, None) => NOT_OBSERVED.to_owned(),
+        };
+        let after = r
+            .after_creation_seconds
+            .map_or_else(|| "-".to_owned(), human_duration);
+        let lasted = match r.lasted_seconds {
+            Some(s) if r.current => format!("{} so far", human_duration(s)),
+            Some(s) => human_duration(s),
+            None if r.current => "-".to_owned(),
+            None => NOT_OBSERVED.to_owned(),
+        };
+        let bar = match (r.after_creation_seconds, r.lasted_seconds) {
+            (Some(from), Some(lasted)) => {
+                span_bar(from, from + lasted, t.age_seconds, TIMELINE_WIDTH)
+            }
+            // when it began or ended was not seen: nothing to draw to scale
+            _ => String::new(),
+        };
+        rows.push(vec![r.phase.clone(), entered, after, lasted, bar]);
+    }
+    out.push_str(&table(&[col(0, 3); 5], &rows));
+    out
+}
+
+/// A bucket bound as Prometheus users write it: `5s`, `2m`, `1h`.
+fn bound_label(seconds: i64) -> String {
+    match seconds {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `≤ 5s`, `≤ 1m`, `> 1h`: the label of a histogram bar, after the one before it.
+fn bar_label(bar: &Bar, previous: Option<i64>) -> String {
+    match (bar.le_seconds, previous) {
+        (Some(le), _) => format!("≤ {}", bound_label(le)),
+        (None, Some(last)) => format!("> {}", bound_label(last)),
+        (None, None) => "all".to_owned(),
+    }
+}
+
+fn class_histogram(c: &ClassFigures) -> String {
+    let mut out = format!(
+        "{}: {} claim{} measured\n",
+        class_name(c.storage_class.as_deref()),
+        c.measured,
+        if c.measured == 1 { "" } else { "s" }
+    );
+    let busy: Vec<usize> = (0..c.bars.len()).filter(|i| c.bars[*i].count > 0).collect();
+    if let (Some(first), Some(last)) = (busy.first(), busy.last()) {
+        let most = c.bars.iter().map(|b| b.count).max().unwrap_or(1).max(1);
+        for i in *first..=*last {
+            let bar = &c.bars[i];
+            let previous = i.checked_sub(1).and_then(|p| c.bars[p].le_seconds);
+            let cells = match bar.count {
+                0 => 0,
+                n => (n * BAR_WIDTH).div_ceil(most).max(1),
+            };
+            let line = format!(
+                "  {:<6} {:<BAR_WIDTH$} {}",
+                bar_label(bar, previous),
+                "█".repeat(cells),
+                bar.count
+            );
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    let mut also = Vec::new();
+    if c.pending > 0 {
+        also.push(format!("{} not Bound yet", c.pending));
+    }
+    if c.not_observed > 0 {
+        also.push(format!(
+            "{} bound while pvc-timing was not watching ({NOT_OBSERVED}, not counted)",
+            c.not_observed
+        ));
+    }
+    if c.without_timing > 0 {
+        also.push(format!(
+            "{} without a pvc-timing annotation",
+            c.without_timing
+        ));
+    }
+    if !also.is_empty() {
+        out.push_str(&format!("  also: {}\n", also.join(", ")));
+    }
+    out
+}
+
+/// `timing` without a name: percentiles per storage class, then each class's histogram.
+pub fn distribution(d: &Distribution) -> String {
+    let place = d.namespace.as_deref().map_or_else(
+        || "all namespaces".to_owned(),
+        |ns| format!("namespace {ns}"),
+    );
+    if d.claims.is_empty() {
+        return format!("No claims in {place}.\n");
+    }
+    let mut out =
+        format!("Time from creation to Bound, {place} (from the pvc-timing annotations)\n");
+    let mut rows = vec![row([
+        "CLASS", "CLAIMS", "MEASURED", "P50", "P90", "P99", "MAX",
+    ])];
+    let secs = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), human_duration);
+    for c in &d.classes {
+        rows.push(vec![
+            class_name(c.storage_class.as_deref()).to_owned(),
+            c.claims.to_string(),
+            c.measured.to_string(),
+            secs(c.p50_seconds),
+            secs(c.p90_seconds),
+            secs(c.p99_seconds),
+            secs(c.max_seconds),
+        ]);
+    }
+    out.push_str(&table(&[col(0, 3); 7], &rows));
+    for c in &d.classes {
+        out.push('\n');
+        out.push_str(&class_histogram(c));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -407,3 +407,359 @@ async fn a_namespace_user_who_cannot_read_volumes_still_gets_a_verdict_from_the_
     );
     env.shutdown().await;
 }
+
+/// A directory holding `kubectl_complete-pvc`, a symlink to this package's binary, as a user
+/// makes it next to a krew-installed plugin; and the PATH with it and the binary's directory
+/// first.
+fn completion_path() -> (tempfile::TempDir, std::ffi::OsString) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_kubectl-pvc"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::os::unix::fs::symlink(bin, dir.path().join("kubectl_complete-pvc"))
+        .expect("helper symlinked");
+    let path = std::env::join_paths(
+        [
+            dir.path().to_path_buf(),
+            bin.parent().expect("a directory").to_path_buf(),
+        ]
+        .into_iter()
+        .chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )),
+    )
+    .expect("PATH entries are joinable");
+    (dir, path)
+}
+
+/// What kubectl's completion machinery (the `__complete` command every shell script of
+/// `kubectl completion` calls) offers for `kubectl pvc WORDS`, the last word being completed.
+async fn kubectl_complete(kubeconfig: &Path, words: &[&str]) -> (Vec<String>, String) {
+    let (_dir, path) = completion_path();
+    let out = tokio::process::Command::new("kubectl")
+        .arg("__complete")
+        .arg("pvc")
+        .args(words)
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await
+        .expect("kubectl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    (lines, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn kubectl_installed() -> bool {
+    std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Writes `value` as the claim's `pvc-timing` annotation, as pvc-timing's webhook keeps it.
+async fn annotate_timing(env: &TestEnv, name: &str, value: &str) {
+    env.api::<PersistentVolumeClaim>()
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"pvc-timing": value}}})),
+        )
+        .await
+        .expect("annotation written");
+}
+
+/// The seed's shape: Pending at `created`, Bound `after` seconds later (or not observed).
+fn timing_value(created: &str, after: Option<i64>, observed: bool) -> String {
+    let start: k8s_openapi::jiff::Timestamp = created.parse().expect("RFC 3339");
+    match after {
+        None => format!(
+            r#"{{"currentPhase":"Pending","timings":[{{"phase":"Pending","time":"{created}"}}]}}"#
+        ),
+        Some(s) => {
+            let bound = start
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(s))
+                .expect("in range");
+            let unobserved = if observed { "" } else { r#","observed":false"# };
+            format!(
+                r#"{{"currentPhase":"Bound","timings":[{{"phase":"Pending","time":"{created}"}},{{"phase":"Bound","time":"{bound}"{unobserved}}}]}}"#
+            )
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timing_shows_a_claims_phase_history_and_the_time_to_bound_per_class() {
+    let env = start().await;
+    let (_, _) = mounted_claim(&env).await;
+    let class = storage_class(&env, "ballast.dev/hostpath", "WaitForFirstConsumer").await;
+    for name in ["later", "restored", "quick"] {
+        create_claim(&env, name, &class, None).await;
+    }
+    let created = |c: &PersistentVolumeClaim| {
+        c.metadata
+            .creation_timestamp
+            .as_ref()
+            .expect("created")
+            .0
+            .to_string()
+    };
+    let claims = env.api::<PersistentVolumeClaim>();
+    let data = claims.get("data").await.expect("claim data");
+    annotate_timing(&env, "data", &timing_value(&created(&data), Some(3), true)).await;
+    let later = claims.get("later").await.expect("claim later");
+    annotate_timing(&env, "later", &timing_value(&created(&later), None, true)).await;
+    let restored = claims.get("restored").await.expect("claim restored");
+    annotate_timing(
+        &env,
+        "restored",
+        &timing_value(&created(&restored), Some(3600), false),
+    )
+    .await;
+    let quick = claims.get("quick").await.expect("claim quick");
+    annotate_timing(
+        &env,
+        "quick",
+        &timing_value(&created(&quick), Some(40), true),
+    )
+    .await;
+    let ns = env.namespace.as_str();
+
+    let run = kubectl_pvc(&env.kubeconfig, &["timing", "data", "-n", ns]).await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("persistentvolumeclaim {ns}/data (class ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[0].ends_with("is Bound now; Bound 3s after creation"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[2].starts_with(&format!("Pending   {}", created(&data))),
+        "{}",
+        run.stdout
+    );
+    assert!(lines[3].starts_with("Bound     "), "{}", run.stdout);
+    assert!(lines[3].contains(" so far "), "{}", run.stdout);
+
+    let run = kubectl_pvc(
+        &env.kubeconfig,
+        &["timing", "restored", "-n", ns, "-o", "json"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json output");
+    assert_eq!(report["bound"], "notObserved");
+    assert_eq!(report["secondsToBound"], serde_json::Value::Null);
+    assert_eq!(report["timeline"][1]["observed"], false);
+    assert_eq!(report["timeline"][1]["entered"], serde_json::Value::Null);
+
+    // The namespace, per class: `data` (3s) in the mounted claim's class; 40s measured in the
+    // other, where one claim is Pending and one was bound unobserved.
+    let run = kubectl_pvc(&env.kubeconfig, &["timing", "-n", ns]).await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert!(
+        run.stdout.starts_with(&format!(
+            "Time from creation to Bound, namespace {ns} (from the pvc-timing annotations)\n"
+        )),
+        "{}",
+        run.stdout
+    );
+    let row = |class: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{class} ")))
+            .unwrap_or_else(|| panic!("a row for {class}:\n{}", run.stdout))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row(&class),
+        [class.as_str(), "3", "1", "40s", "40s", "40s", "40s"],
+        "{}",
+        run.stdout
+    );
+    let immediate = format!("{ns}-immediate");
+    assert_eq!(
+        row(&immediate),
+        [immediate.as_str(), "1", "1", "3s", "3s", "3s", "3s"],
+        "{}",
+        run.stdout
+    );
+    let bar = "█".repeat(40);
+    assert!(
+        run.stdout.contains(&format!("  ≤ 5s   {bar} 1\n")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!("  ≤ 1m   {bar} 1\n")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(
+            "  also: 1 not Bound yet, 1 bound while pvc-timing was not watching (not observed, not counted)\n"
+        ),
+        "{}",
+        run.stdout
+    );
+
+    // -A -o json for scripts: every claim of this namespace, with its figure.
+    let run = kubectl_pvc(&env.kubeconfig, &["timing", "-A", "-o", "json"]).await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json output");
+    assert_eq!(report["namespace"], serde_json::Value::Null);
+    let mine: Vec<(String, serde_json::Value)> = report["claims"]
+        .as_array()
+        .expect("claims")
+        .iter()
+        .filter(|c| c["namespace"] == ns)
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["secondsToBound"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mine,
+        [
+            ("data".to_owned(), json!(3)),
+            ("later".to_owned(), serde_json::Value::Null),
+            ("quick".to_owned(), json!(40)),
+            ("restored".to_owned(), serde_json::Value::Null),
+        ]
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timing_on_claims_pvc_timing_never_saw_says_pvc_timing_is_missing_and_exits_1() {
+    let env = start().await;
+    let class = storage_class(&env, "ballast.dev/hostpath", "WaitForFirstConsumer").await;
+    create_claim(&env, "plain", &class, None).await;
+    create_claim(&env, "other", &class, None).await;
+    let ns = env.namespace.as_str();
+
+    let run = kubectl_pvc(&env.kubeconfig, &["timing", "plain", "-n", ns]).await;
+    assert_eq!(run.code, 1, "stdout: {}", run.stdout);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error: persistentvolumeclaim {ns}/plain has no pvc-timing annotation: pvc-timing, \
+             the webhook that records each claim's phase history, is not installed in this \
+             cluster or has not seen it yet"
+        )),
+        "{}",
+        run.stderr
+    );
+    let run = kubectl_pvc(&env.kubeconfig, &["timing", "-n", ns]).await;
+    assert_eq!(run.code, 1, "stdout: {}", run.stdout);
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error: none of the 2 claims in namespace {ns} has no pvc-timing annotation: "
+        )),
+        "{}",
+        run.stderr
+    );
+    // A namespace without claims is no error.
+    let run = kubectl_pvc(&env.kubeconfig, &["timing", "-n", &format!("{ns}-empty")]).await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_eq!(run.stdout, format!("No claims in namespace {ns}-empty.\n"));
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_completes_claim_names_pods_and_namespaces_through_kubectl_complete_pvc() {
+    if !kubectl_installed() {
+        ballast_e2e::record_skip(
+            "any",
+            "kubectl is not installed: no plugin completion to test",
+        );
+        return;
+    }
+    let env = start().await;
+    let (_, _) = mounted_claim(&env).await;
+    let class = storage_class(&env, "ballast.dev/hostpath", "WaitForFirstConsumer").await;
+    create_claim(&env, "logs", &class, None).await;
+    let ns = env.namespace.as_str();
+    let kc = env.kubeconfig.as_path();
+
+    let (claims, stderr) = kubectl_complete(kc, &["inspect", "-n", ns, ""]).await;
+    assert_eq!(claims, ["data", "logs", ":4"], "{stderr}");
+    let (claims, _) = kubectl_complete(kc, &["timing", "--namespace", ns, "l"]).await;
+    assert_eq!(claims, ["logs", ":4"]);
+    let (pods, _) = kubectl_complete(kc, &["ls", "-n", ns, "-p", ""]).await;
+    assert_eq!(pods, ["web-0", ":4"]);
+    let (namespaces, _) = kubectl_complete(kc, &["inspect", "-n", &ns[..ns.len() - 2]]).await;
+    assert!(namespaces.contains(&ns.to_owned()), "{namespaces:?}");
+    assert_eq!(namespaces.last().map(String::as_str), Some(":4"));
+    let (subcommands, _) = kubectl_complete(kc, &[""]).await;
+    assert_eq!(subcommands, ["help", "inspect", "ls", "timing", ":4"]);
+
+    // The shells, through the scripts `kubectl completion SHELL` prints: bash (with the
+    // bash-completion package) and fish; zsh's script calls the same `kubectl __complete`.
+    let (_dir, path) = completion_path();
+    let line = format!("kubectl pvc inspect -n {ns} ");
+    let bash_setup = "/usr/share/bash-completion/bash_completion";
+    if Path::new(bash_setup).is_file() {
+        let script = format!(
+            "source {bash_setup}\nsource <(kubectl completion bash)\n\
+             COMP_WORDS=(kubectl pvc inspect -n {ns} '')\nCOMP_CWORD=5\n\
+             COMP_LINE='{line}'\nCOMP_POINT=${{#COMP_LINE}}\n\
+             __start_kubectl kubectl '' {ns}\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n"
+        );
+        let out = tokio::process::Command::new("bash")
+            .args(["-c", &script])
+            .env("PATH", &path)
+            .env("KUBECONFIG", kc)
+            .output()
+            .await
+            .expect("bash runs");
+        let words: Vec<&str> = std::str::from_utf8(&out.stdout)
+            .expect("utf-8")
+            .lines()
+            .collect();
+        assert_eq!(
+            words,
+            ["data", "logs"],
+            "bash: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        ballast_e2e::record_skip(
+            "any",
+            "bash completion: the bash-completion package is not installed",
+        );
+    }
+    match tokio::process::Command::new("fish")
+        .args([
+            "-c",
+            &format!("kubectl completion fish | source; complete -C '{line}'"),
+        ])
+        .env("PATH", &path)
+        .env("KUBECONFIG", kc)
+        .output()
+        .await
+    {
+        Ok(out) => {
+            let words: Vec<&str> = std::str::from_utf8(&out.stdout)
+                .expect("utf-8")
+                .lines()
+                .map(|l| l.split('\t').next().unwrap_or_default())
+                .collect();
+            assert_eq!(
+                words,
+                ["data", "logs"],
+                "fish: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => ballast_e2e::record_skip("any", "fish completion: fish is not installed"),
+    }
+    env.shutdown().await;
+}

@@ -1,5 +1,5 @@
 //! Steps 1 and 2: claims bound and timed by pvc-timing and the provisioner, then read back
-//! with kubectl-pvc.
+//! with kubectl-pvc (`inspect`, `timing`).
 
 use super::*;
 
@@ -175,12 +175,13 @@ impl Tour<'_, '_> {
     }
 
     /// Step 2.
-    pub(super) async fn inspect_step(&mut self) -> Result<(String, u8)> {
+    pub(super) async fn inspect_step(&mut self) -> Result<(String, u8, String)> {
         self.n.step(
             2,
-            "kubectl pvc inspect",
+            "kubectl pvc inspect and kubectl pvc timing",
             "the kubectl-pvc plugin's view of claim `data` once a pod mounts it: \
-             Provision / Bind / Attach / Mount, each with its status and evidence.",
+             Provision / Bind / Attach / Mount, each with its status and evidence; then the \
+             claims' phase history and time to Bound from their pvc-timing annotations.",
             "the plugin reads only what the cluster records (PV, class, events, pod state); \
              its exit code tells scripts whether every phase succeeded.",
         )?;
@@ -227,7 +228,39 @@ impl Tour<'_, '_> {
             _ => "see kubectl pvc --help",
         };
         self.n.say(&format!("exit code {code}: {meaning}"))?;
+
+        self.n.say(
+            "and the pvc-timing history read back: one claim's phases as a timeline, then the \
+             time to Bound of every claim of the namespace, per storage class:",
+        )?;
+        let mut timing = String::new();
+        for words in [
+            vec!["timing", "data", "-n", DEMO_NAMESPACE],
+            vec!["timing", "-n", DEMO_NAMESPACE],
+        ] {
+            let text = self.kubectl_pvc(&words, &kubeconfig).await?;
+            self.n
+                .command(&format!("kubectl pvc {}", words.join(" ")))?;
+            self.n.block(&text)?;
+            timing.push_str(&text);
+        }
         self.n.step_done()?;
-        Ok((table, code))
+        Ok((table, code, timing))
+    }
+
+    /// Runs `kubectl pvc WORDS --kubeconfig KUBECONFIG` in-process and returns its output.
+    async fn kubectl_pvc(&self, words: &[&str], kubeconfig: &str) -> Result<String> {
+        let argv = std::iter::once("kubectl-pvc")
+            .chain(words.iter().copied())
+            .chain(["--kubeconfig", kubeconfig]);
+        let args = kubectl_pvc::Args::try_parse_from(argv).map_err(|e| Error::Unexpected {
+            what: "the kubectl pvc command line",
+            detail: e.to_string(),
+        })?;
+        let mut out = Vec::new();
+        kubectl_pvc::run(args, &mut out)
+            .await
+            .map_err(Error::KubectlPvc)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 }
