@@ -67,6 +67,22 @@ crds:
 render:
     ./scripts/render
 
+# Rewrite the Grafana dashboards (kustomize/*/monitoring/*.json) from tests/dashboards.rs (a
+# test fails when they are stale).
+dashboards:
+    DASHBOARDS_WRITE=1 cargo test -p ballast-e2e --test manifests dashboard_files_equal_a_fresh_generation
+
+# Install what the dashboards' schema check needs (Grafana's published types and TypeScript)
+# into target/grafana-schema, as CI does.
+grafana-schema:
+    npm install --prefix target/grafana-schema --no-audit --no-fund typescript@5.9.3 @grafana/schema@13.2.3
+
+# The krew archive of kubectl-pvc (static build, with its completion helper) and the krew
+# manifest with that archive's sha256.
+krew:
+    ./scripts/image --oci-archive target/krew kubectl-pvc
+    ARCHIVES=target/krew deploy/krew/package.sh manifest
+
 # Install one component into the current cluster, e.g. `just deploy eviction-guard`.
 deploy COMPONENT:
     kubectl apply -k kustomize/{{COMPONENT}}

@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 
 use ballast_demo::{Options, Summary};
 
+#[path = "dashboards.rs"]
+#[allow(dead_code)]
+mod dashboards;
+
 /// CI runs the demo on 2 busy cores; the tour itself takes a few seconds.
 const BUDGET: Duration = Duration::from_secs(90);
 
@@ -99,6 +103,33 @@ async fn demo_tour_runs_unattended_and_shows_each_steps_evidence() {
         &text,
         "exit code 0: every phase succeeded or does not apply",
     );
+    // ... and kubectl pvc timing: claim data's timeline, then both classes measured.
+    assert_shows(&text, "$ kubectl pvc timing data -n demo");
+    assert_shows(&text, "$ kubectl pvc timing -n demo");
+    let timing = &summary.timing_tables;
+    assert!(
+        timing.contains("persistentvolumeclaim demo/data (class hostpath) is Bound now; Bound "),
+        "{timing}"
+    );
+    assert!(
+        timing.contains(
+            "Time from creation to Bound, namespace demo (from the pvc-timing annotations)"
+        ),
+        "{timing}"
+    );
+    for class in ["hostpath", "nfs"] {
+        let row: Vec<&str> = timing
+            .lines()
+            .find(|l| l.starts_with(&format!("{class} ")))
+            .unwrap_or_else(|| panic!("a row for {class}:\n{timing}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(row[1..3], ["1", "1"], "one claim, measured: {timing}");
+        assert!(
+            timing.contains(&format!("{class}: 1 claim measured\n")),
+            "{timing}"
+        );
+    }
 
     // 3. The PodManager settled at 3, then 5, then 2.
     let settled: Vec<(i32, i32, i32)> = summary
@@ -282,5 +313,213 @@ async fn every_services_metrics_pass_promtool() {
         );
         eprintln!("{service}: promtool check metrics: clean");
     }
+    cluster.stop().await;
+}
+
+/// Metrics a dashboard reads that a service exports only from their first event on (errors the
+/// scenario below cannot cause): for these, the service's metrics module must declare the name.
+const FIRST_EVENT_ONLY: &[(&str, &str)] = &[
+    ("pvc-timing", "pvc_timing_webhook_errors_total"),
+    ("pvc-timing", "pvc_timing_controller_errors_total"),
+];
+
+/// Series names and families in Prometheus text output.
+fn exported_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| match line.strip_prefix("# TYPE ") {
+            Some(rest) => rest.split_whitespace().next(),
+            None if line.starts_with('#') => None,
+            None => line.split(['{', ' ']).next(),
+        })
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every metric a shipped Grafana dashboard queries is one the service really exports: the
+/// demo cluster's services, after traffic that moves each family (claims bound on both classes
+/// and one deleted, one claim the provisioner cannot place, a claim carrying a copied history,
+/// a PodManager, pods created and deleted through the guard), scraped on /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_names_a_metric_its_service_exports() {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    use kube::api::{DeleteParams, PostParams};
+    ballast_runtime::tls::install_crypto_provider();
+    let binaries = kube_sim::control_plane::ControlPlaneConfig::from_env().map(|c| c.binaries);
+    let cluster = ballast_demo::cluster::Cluster::start(None, binaries.as_deref())
+        .await
+        .unwrap_or_else(|e| panic!("the demo cluster failed: {}", ballast_demo::chain(&e)));
+    let ns = ballast_demo::cluster::DEMO_NAMESPACE;
+    let claims: kube::Api<PersistentVolumeClaim> =
+        kube::Api::namespaced(cluster.client.clone(), ns);
+    let claim = |name: &str, class: &str, node: Option<&str>, annotations: serde_json::Value| {
+        let mut annotations = annotations;
+        if let Some(node) = node {
+            annotations["volume.kubernetes.io/selected-node"] = serde_json::json!(node);
+        }
+        serde_json::from_value::<PersistentVolumeClaim>(serde_json::json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Mi"}}}
+        }))
+        .expect("a claim")
+    };
+    let copied = r#"{"currentPhase":"Bound","timings":[{"phase":"Pending","time":"2020-01-01T00:00:00Z"},{"phase":"Bound","time":"2020-01-01T00:00:03Z"}]}"#;
+    for c in [
+        claim("dash-nfs", "nfs", None, serde_json::json!({})),
+        claim(
+            "dash-copied",
+            "nfs",
+            None,
+            serde_json::json!({ "pvc-timing": copied }),
+        ),
+        claim(
+            "dash-hostpath",
+            "hostpath",
+            Some(ballast_demo::cluster::AGENT_NODE),
+            serde_json::json!({}),
+        ),
+        // no agent runs on node-5: provisioning there fails
+        claim(
+            "dash-nowhere",
+            "hostpath",
+            Some("node-5"),
+            serde_json::json!({}),
+        ),
+    ] {
+        claims
+            .create(&PostParams::default(), &c)
+            .await
+            .expect("claim created");
+    }
+    ballast_e2e::wait_for(
+        "claims dash-nfs, dash-copied and dash-hostpath Bound",
+        std::time::Duration::from_secs(60),
+        || {
+            let claims = claims.clone();
+            async move {
+                for name in ["dash-nfs", "dash-copied", "dash-hostpath"] {
+                    if claims.get(name).await.ok()?.status?.phase? != "Bound" {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+    claims
+        .delete("dash-nfs", &DeleteParams::default())
+        .await
+        .expect("claim deleted");
+    let pms: kube::Api<podmanager::PodManager> = kube::Api::namespaced(cluster.client.clone(), ns);
+    let pm: podmanager::PodManager = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps.mycompany.com/v1", "kind": "PodManager",
+        "metadata": {"name": "dash"}, "spec": {"replicas": 1, "image": "nginx:1.21"}
+    }))
+    .expect("a PodManager");
+    pms.create(&PostParams::default(), &pm)
+        .await
+        .expect("PodManager created");
+    let pods: kube::Api<Pod> = kube::Api::namespaced(cluster.client.clone(), ns);
+    let pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "dash"},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}}))
+    .expect("valid pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("pod created");
+    pods.delete("dash", &DeleteParams::default())
+        .await
+        .expect("pod deleted");
+
+    let http = reqwest::Client::new();
+    let scrape = |service: &'static str| {
+        let addr = cluster
+            .admin_endpoints()
+            .into_iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, a)| a)
+            .expect("a service of the demo");
+        let http = http.clone();
+        async move {
+            http.get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .unwrap_or_else(|e| panic!("{service}: /metrics: {e}"))
+                .text()
+                .await
+                .unwrap_or_else(|e| panic!("{service}: /metrics body: {e}"))
+        }
+    };
+    let service_of = |component: &str| match component {
+        "provisioner-hostpath" | "provisioner-nfs" => "provisioner",
+        "eviction-guard" => "eviction-guard",
+        "pvc-timing" => "pvc-timing",
+        "podmanager" => "podmanager",
+        other => panic!("a dashboard for {other}, which the demo does not run"),
+    };
+    // every family moves within seconds of the traffic above; wait for the slowest (the
+    // controller's deletion and the failed placement)
+    let wanted: Vec<(&'static str, String)> = dashboards::all()
+        .iter()
+        .flat_map(|d| {
+            let text = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(d.path()),
+            )
+            .expect("the dashboard file");
+            let model: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            let service = service_of(d.component);
+            dashboards::expressions(&model)
+                .iter()
+                .flat_map(|e| dashboards::metric_names(e))
+                .map(|m| (service, m))
+                .collect::<Vec<_>>()
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(wanted.len() > 20, "{wanted:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let missing = loop {
+        let mut missing = Vec::new();
+        for service in ["eviction-guard", "pvc-timing", "provisioner", "podmanager"] {
+            let names = exported_names(&scrape(service).await);
+            missing.extend(
+                wanted
+                    .iter()
+                    .filter(|(s, m)| {
+                        *s == service
+                            && !names.contains(m)
+                            && !FIRST_EVENT_ONLY.contains(&(service, m.as_str()))
+                    })
+                    .cloned(),
+            );
+        }
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        missing.is_empty(),
+        "dashboard queries name metrics their service does not export: {missing:?}"
+    );
+    for (service, name) in FIRST_EVENT_ONLY {
+        let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../crates/{service}/src/metrics.rs"));
+        let code = std::fs::read_to_string(&module).expect("the metrics module");
+        assert!(
+            code.contains(&format!("\"{name}\"")),
+            "{service} no longer declares {name}"
+        );
+        eprintln!("{service}: {name} is declared; it appears on /metrics with its first error");
+    }
+    eprintln!(
+        "{} metric names of the dashboards found on the services' /metrics",
+        wanted.len()
+    );
     cluster.stop().await;
 }
