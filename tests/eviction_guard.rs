@@ -1440,7 +1440,7 @@ async fn nodes_version(env: &TestEnv) -> String {
 async fn nodes_that_failed_while_the_guards_watch_expired_are_protected_once_it_lists_again()
 -> anyhow::Result<()> {
     use ballast_e2e::harness::proxy::{FaultProxy, assert_resume_expired};
-    let Some(mut env) = TestEnv::start_expirable(storm_cluster()).await else {
+    let Some(mut env) = TestEnv::start_isolated(storm_cluster()).await else {
         return Ok(());
     };
     let Some(host) = env.webhook_host_or_skip("the eviction-guard storm scenario") else {

@@ -258,10 +258,11 @@ impl TestEnv {
         self.real.as_ref().and_then(|r| r.private.as_ref())
     }
 
-    /// A scenario whose watches [`TestEnv::expire_watches`] can expire: kube-sim, or on a real
-    /// backend a control plane of its own ([`TestEnv::start_private`]; `None` after recording
-    /// the skip without binaries).
-    pub async fn start_expirable(cfg: SimConfig) -> Option<TestEnv> {
+    /// A scenario with a cluster of its own: kube-sim, or on a real backend a control plane of
+    /// its own ([`TestEnv::start_private`]; `None` after recording the skip without binaries) —
+    /// for faults that hit the whole cluster ([`TestEnv::expire_watches`]) and for counting in
+    /// the control plane's own logs.
+    pub async fn start_isolated(cfg: SimConfig) -> Option<TestEnv> {
         if std::env::var_os(E2E_KUBECONFIG).is_none() {
             return Some(TestEnv::start(cfg).await);
         }
@@ -272,7 +273,7 @@ impl TestEnv {
     /// its current revision and the API server restarted, so its watch cache begins there and a
     /// watch resumed from an older resourceVersion is answered `410 Expired` (the client must
     /// list again); on kube-sim, its watch history dropped. Returns the revision watches may
-    /// resume from. Needs [`TestEnv::start_expirable`].
+    /// resume from. Needs [`TestEnv::start_isolated`].
     pub async fn expire_watches(&mut self) -> i64 {
         use kube_sim::control_plane::Component;
         if let Some(sim) = &self.sim {

@@ -1238,7 +1238,7 @@ async fn claims_bound_while_pvc_timing_was_down_add_nothing_to_the_time_to_bound
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_bound_while_the_controllers_watch_expired_still_gets_its_trigger_once() {
     use ballast_e2e::harness::proxy::{FaultProxy, assert_resume_expired};
-    let Some(mut env) = TestEnv::start_expirable(SimConfig::default().pv_binder(true)).await else {
+    let Some(mut env) = TestEnv::start_isolated(SimConfig::default().pv_binder(true)).await else {
         return;
     };
     let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
@@ -1551,5 +1551,160 @@ async fn certificates_rotated_under_load_fail_no_admission_call() {
 
     shutdown.cancel();
     webhook.wait().await.expect("the webhook stops cleanly");
+    env.shutdown().await;
+}
+
+/// Claims of a bulk run, all at once.
+const BULK_CLAIMS: usize = 1000;
+
+/// 1,000 claims created 32 at a time with pvc-timing (webhook and controller) and the NFS
+/// provisioner running: every claim Bound, timed and triggered, and nothing of ours in the PV
+/// controller's way — no `ProvisioningFailed` on any claim, and (on a real control plane, whose
+/// controller manager log is the scenario's own) no update conflict the PV controller met.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_claims_with_pvc_timing_and_the_provisioner_meet_no_conflict() {
+    use futures::StreamExt;
+    let Some(env) = TestEnv::start_isolated(SimConfig::default().pv_binder(true)).await else {
+        return;
+    };
+    let Some(host) = env.webhook_host_or_skip("the pvc-timing webhook served in-process") else {
+        env.shutdown().await;
+        return;
+    };
+    let ns = env.namespace.clone();
+    // the NFS provisioner under a name of the scenario's own, its class Immediate
+    let nfs_name = format!("{ns}.ballast.dev/nfs");
+    let class = format!("bulk-{ns}");
+    let sc: StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": class},
+        "provisioner": nfs_name,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate"
+    }))
+    .unwrap();
+    Api::<StorageClass>::all(env.client.clone())
+        .create(&PostParams::default(), &sc)
+        .await
+        .expect("StorageClass created");
+    let export = tempfile::tempdir().unwrap();
+    let stop_provisioner = CancellationToken::new();
+    let provisioner = provisioner::start_with(
+        provisioner::Config {
+            controller: Some(provisioner::ControllerConfig {
+                lease: None,
+                hostpath: None,
+                nfs: Some(provisioner::NfsConfig {
+                    server: "nfs.example.internal".into(),
+                    export_path: "/srv/nfs".into(),
+                    mount: export.path().to_path_buf(),
+                }),
+            }),
+            agent: None,
+            namespace: ns.clone(),
+            control_endpoint: None,
+            control_client: Default::default(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            kube: KubeAccess::Client(env.client.clone()),
+            identity: "bulk".into(),
+            resync: Duration::from_secs(30),
+        },
+        provisioner::Options {
+            provisioners: provisioner::plan::Provisioners::new(
+                &format!("hostpath.{ns}.ballast.dev"),
+                &nfs_name,
+            ),
+            ..provisioner::Options::default()
+        },
+        stop_provisioner.clone(),
+    )
+    .await
+    .expect("the provisioner starts");
+    let webhook = start_webhook(&env, &host).await;
+    let (controller, stop_controller) = replica(&env, "bulk").await;
+
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    let started = std::time::Instant::now();
+    futures::stream::iter(0..BULK_CLAIMS)
+        .map(|i| {
+            let (pvcs, class) = (pvcs.clone(), class.clone());
+            async move {
+                pvcs.create(&PostParams::default(), &claim(&format!("c{i:04}"), &class))
+                    .await
+                    .expect("claim created");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let created = started.elapsed();
+    wait_for(
+        "every claim Bound and triggered",
+        Duration::from_secs(300),
+        || async {
+            let list = pvcs.list(&kube::api::ListParams::default()).await.ok()?;
+            let done = list
+                .items
+                .iter()
+                .filter(|c| c.annotations().contains_key("webhook-trigger"))
+                .count();
+            (done == BULK_CLAIMS).then_some(())
+        },
+    )
+    .await;
+    let done = started.elapsed();
+
+    let events: Vec<k8s_openapi::api::core::v1::Event> = env
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("events listed")
+        .items;
+    let failed: Vec<String> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("ProvisioningFailed"))
+        .map(|e| format!("{:?}: {:?}", e.involved_object.name, e.message))
+        .collect();
+    let conflicts = env.control_plane_ref().map(|cp| {
+        let log = std::fs::read_to_string(cp.log_dir().join("kube-controller-manager.log"))
+            .unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("the object has been modified") && l.contains(&ns))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    });
+    let bound = histogram(
+        &webhook.metrics_url,
+        "pvc_time_to_bound_seconds_count",
+        &class,
+    )
+    .await;
+    eprintln!(
+        "{BULK_CLAIMS} claims created in {created:?}, all Bound and triggered after {done:?}: \
+         {} ProvisioningFailed, {} update conflicts in the controller manager's log, \
+         time to bound observed {bound:?} times",
+        failed.len(),
+        conflicts
+            .as_ref()
+            .map_or("(not counted on kube-sim)".to_owned(), |c| c
+                .len()
+                .to_string()),
+    );
+    assert!(failed.is_empty(), "ProvisioningFailed: {failed:?}");
+    if let Some(conflicts) = conflicts {
+        assert!(conflicts.is_empty(), "conflicts: {conflicts:#?}");
+    }
+    assert_eq!(bound, Some(BULK_CLAIMS as f64), "each claim timed once");
+
+    stop_controller.cancel();
+    controller
+        .wait()
+        .await
+        .expect("the controller stops cleanly");
+    webhook.stop().await;
+    stop_provisioner.cancel();
+    provisioner
+        .wait()
+        .await
+        .expect("the provisioner stops cleanly");
     env.shutdown().await;
 }
