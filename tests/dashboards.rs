@@ -365,12 +365,18 @@ fn pvc_timing() -> Dashboard {
 
 fn provisioner(component: &'static str, uid: &'static str, title: &'static str) -> Dashboard {
     let class = format!(r#"class=~"$class",{NS}"#);
-    Dashboard {
+    let hostpath = component == "provisioner-hostpath";
+    let mut d = Dashboard {
         component,
         uid,
         title,
-        description: "Volumes the provisioner created and deleted, its failures by reason, and \
-                      how long provisioning takes.",
+        description: if hostpath {
+            "Volumes the provisioner created and deleted, its failures by reason, how long \
+             provisioning takes, and each node's free space as its agent reports it."
+        } else {
+            "Volumes the provisioner created and deleted, its failures by reason, and how \
+             long provisioning takes."
+        },
         namespace_from: "provisioner_build_info",
         panels: vec![
             series(
@@ -433,7 +439,42 @@ fn provisioner(component: &'static str, uid: &'static str, title: &'static str) 
                 )],
             ),
         ],
+    };
+    if hostpath {
+        d.panels.extend(hostpath_nodes());
     }
+    d
+}
+
+/// The hostPath nodes' free space, from the agents' capacity reports as the controller reads
+/// them (every controller replica reads them: `max` over replicas).
+fn hostpath_nodes() -> [Panel; 2] {
+    [
+        series(
+            "Free space by node",
+            "Free bytes under the hostPath base directory, from each node agent's capacity \
+             report while it is fresh (placement reads the same figure). A gap: the report \
+             expired or was deleted (agent stopped, node removed), and the node takes no new \
+             hostPath volumes.",
+            "bytes",
+            vec![q(
+                format!("max by (node) (provisioner_hostpath_free_bytes{{{NS}}})"),
+                "{{node}}",
+            )],
+        ),
+        series(
+            "Capacity report age by node",
+            "Seconds since each node agent last renewed its report: agents renew every 10s, \
+             and a report not renewed for 40s expires.",
+            "s",
+            vec![q(
+                format!(
+                    "time() - max by (node) (provisioner_hostpath_report_renewed_timestamp_seconds{{{NS}}})"
+                ),
+                "{{node}}",
+            )],
+        ),
+    ]
 }
 
 fn podmanager() -> Dashboard {
@@ -441,10 +482,42 @@ fn podmanager() -> Dashboard {
         component: "podmanager",
         uid: "ballast-podmanager",
         title: "Ballast / podmanager",
-        description: "PodManager reconciles, their outcome and duration, and the pods the \
-                      operator created and deleted.",
+        description: "Desired against ready replicas, PodManager reconciles, their outcome \
+                      and duration, the pods the operator created and deleted, and the \
+                      conversion webhook's calls.",
         namespace_from: "podmanager_build_info",
         panels: vec![
+            series(
+                "Desired, current and ready replicas",
+                "Totals over every PodManager (spec.replicas, status.currentReplicas, \
+                 status.readyReplicas), from the leader's cache; `kubectl get podmanagers -A` \
+                 shows them per PodManager.",
+                "short",
+                vec![
+                    q(
+                        format!("sum(podmanager_replicas_desired{{{NS}}})"),
+                        "desired",
+                    ),
+                    q(
+                        format!("sum(podmanager_replicas_current{{{NS}}})"),
+                        "current",
+                    ),
+                    q(format!("sum(podmanager_replicas_ready{{{NS}}})"), "ready"),
+                ],
+            ),
+            series(
+                "PodManagers",
+                "PodManagers reconciled, and those whose status shows fewer ready pods than \
+                 spec.replicas.",
+                "short",
+                vec![
+                    q(format!("sum(podmanager_podmanagers{{{NS}}})"), "all"),
+                    q(
+                        format!("sum(podmanager_podmanagers_unready{{{NS}}})"),
+                        "short of ready pods",
+                    ),
+                ],
+            ),
             Panel {
                 kind: Kind::TimeSeries {
                     unit: "reqps",
@@ -483,6 +556,19 @@ fn podmanager() -> Dashboard {
                         "sum by (operation, result) (increase(podmanager_pod_operations_total{{{NS}}}[$__rate_interval]))"
                     ),
                     "{{operation}} {{result}}",
+                )],
+            ),
+            series(
+                "Conversion webhook requests",
+                "ConversionReviews the API server sent (reads and writes of PodManagers in a \
+                 version other than v1, the stored one), by the objects' version, the version \
+                 asked for and result; a failure fails the API request that needed it.",
+                "reqps",
+                vec![q(
+                    format!(
+                        "sum by (from, to, result) (rate(podmanager_conversion_requests_total{{{NS}}}[$__rate_interval]))"
+                    ),
+                    "{{from}} to {{to}} {{result}}",
                 )],
             ),
         ],

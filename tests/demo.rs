@@ -339,7 +339,9 @@ fn exported_names(text: &str) -> std::collections::BTreeSet<String> {
 /// Every metric a shipped Grafana dashboard queries is one the service really exports: the
 /// demo cluster's services, after traffic that moves each family (claims bound on both classes
 /// and one deleted, one claim the provisioner cannot place, a claim carrying a copied history,
-/// a PodManager, pods created and deleted through the guard), scraped on /metrics.
+/// a PodManager, pods created and deleted through the guard, node-1's agent reporting its free
+/// space; podmanager's conversion counter is exported at 0, as the demo serves no conversion
+/// webhook), scraped on /metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_names_a_metric_its_service_exports() {
     use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -506,6 +508,29 @@ async fn every_dashboard_query_names_a_metric_its_service_exports() {
     assert!(
         missing.is_empty(),
         "dashboard queries name metrics their service does not export: {missing:?}"
+    );
+    // And the per-node free space is the agent's live report, not a placeholder: node-1's
+    // agent runs in the demo (every demo cluster's node-1 reports real free space, so this
+    // holds whatever else shares the process's recorder).
+    let free = ballast_e2e::wait_for(
+        "provisioner_hostpath_free_bytes of the demo's agent node",
+        Duration::from_secs(30),
+        || {
+            let text = scrape("provisioner");
+            async move {
+                ballast_runtime::metrics::sample(
+                    &text.await,
+                    "provisioner_hostpath_free_bytes",
+                    &[("node", ballast_demo::cluster::AGENT_NODE)],
+                )
+                .filter(|bytes| bytes.is_finite() && *bytes > 0.0)
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "provisioner: {} reports {free} free bytes",
+        ballast_demo::cluster::AGENT_NODE
     );
     for (service, name) in FIRST_EVENT_ONLY {
         let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -147,6 +147,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         webhook,
     } = config;
     let mut svc = Service::new("podmanager", env!("CARGO_PKG_VERSION"), &shutdown);
+    // Every family described and every counter at 0 before anything is served.
+    let metrics = metrics::Metrics::new();
     let client = svc.client(&kube).await?;
 
     let webhook_addr = match webhook {
@@ -188,7 +190,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             },
         ),
         client: client.clone(),
-        metrics: metrics::Metrics::new(),
+        metrics,
         health,
         reconciles: reconciles.clone(),
     });

@@ -58,11 +58,24 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>, stop: Ca
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
     };
     let (reader, writer) = reflector::store();
+    let (cache, gauges) = (reader.clone(), ctx.metrics.clone());
     // Our own status writes change neither generation nor finalizers nor deletion: filtered
     // out here, so writing status never triggers another reconcile.
     let trigger = watcher(pms, watcher::Config::default())
         .backoff(ballast_runtime::watch::backoff())
         .reflect(writer)
+        // Every change (status writes included) has reached the cache here: the replica gauges
+        // are recomputed from it, once the (re)list is complete.
+        .inspect(move |event| {
+            if let Ok(
+                watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
+            ) = event
+            {
+                gauges.replicas(&crate::metrics::totals(
+                    cache.state().iter().map(|pm| &**pm),
+                ));
+            }
+        })
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, Default::default());
     let health_changes =
@@ -71,9 +84,11 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>, stop: Ca
         .owns(pods, watcher::Config::default().labels(LABEL_NAME))
         .reconcile_all_on(health_changes)
         .graceful_shutdown_on(stop.cancelled_owned())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()))
         .await;
+    // No longer leading: the new leader counts these PodManagers.
+    ctx.metrics.replicas(&crate::metrics::Totals::default());
 }
 
 /// Predicate: generation, finalizers and whether deletion has started.

@@ -20,6 +20,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::metrics::Conversion;
 
 /// Path of the conversion endpoint (the CRD's clientConfig names it).
 pub use crate::crd::CONVERSION_PATH as PATH;
@@ -60,6 +61,7 @@ async fn convert(body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "conversion request is not JSON");
+            Conversion::MALFORMED.count(1);
             return (
                 StatusCode::BAD_REQUEST,
                 format!("the body is not a ConversionReview: {e}"),
@@ -70,6 +72,7 @@ async fn convert(body: Bytes) -> Response {
     if review.get("kind").and_then(Value::as_str) != Some("ConversionReview")
         || review.get("request").is_none_or(|r| !r.is_object())
     {
+        Conversion::MALFORMED.count(1);
         return (
             StatusCode::BAD_REQUEST,
             "the body is not a ConversionReview with a request",
@@ -77,6 +80,7 @@ async fn convert(body: Bytes) -> Response {
             .into_response();
     }
     let answer = crate::convert::review(&review);
+    Conversion::of(&review, &answer).count(1);
     let desired = review
         .pointer("/request/desiredAPIVersion")
         .and_then(Value::as_str)
@@ -190,8 +194,17 @@ mod tests {
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// The conversion counter's value for these labels now.
+    fn conversions(from: &str, to: &str, result: &str) -> f64 {
+        let text = ballast_runtime::metrics::prometheus().render();
+        let labels = [("from", from), ("to", to), ("result", result)];
+        let name = crate::metrics::CONVERSION_REQUESTS_TOTAL;
+        ballast_runtime::metrics::sample(&text, name, &labels).unwrap_or(0.0)
+    }
+
     #[tokio::test]
     async fn a_conversion_review_is_answered_with_the_converted_objects() {
+        let before = conversions("v1", "v2", "success");
         let review = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
             "request": {"uid": "u-1", "desiredAPIVersion": "apps.mycompany.com/v2", "objects": [
                 {"apiVersion": "apps.mycompany.com/v1", "kind": "PodManager",
@@ -205,10 +218,12 @@ mod tests {
             out["response"]["convertedObjects"][0]["spec"]["template"]["spec"]["containers"][0]["image"],
             "nginx"
         );
+        assert_eq!(conversions("v1", "v2", "success"), before + 1.0, "counted");
     }
 
     #[tokio::test]
     async fn anything_else_is_a_400_saying_why() {
+        let before = conversions("unknown", "unknown", "malformed");
         let (status, body) = answer("not json").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(
@@ -218,6 +233,11 @@ mod tests {
         let (status, body) = answer(r#"{"kind": "AdmissionReview", "request": {}}"#).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body, "the body is not a ConversionReview with a request");
+        assert_eq!(
+            conversions("unknown", "unknown", "malformed"),
+            before + 2.0,
+            "both counted as malformed"
+        );
     }
 
     #[test]

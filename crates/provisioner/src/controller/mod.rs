@@ -453,18 +453,27 @@ pub async fn run(
     let mut health = ctx.health.clone();
     queue.push_all();
     let mut next_resync = tokio::time::Instant::now() + resync;
+    let mut free_space = crate::metrics::FreeSpace::default();
     loop {
+        let work = queue.take();
+        // Every replica shows the free space it reads (a report written or expired queues
+        // the capacities; a report deleted, a full pass).
+        let reports_moved = match &work {
+            queue::Work::All => true,
+            queue::Work::Keys(keys) => keys.contains(&Key::Capacities),
+        };
+        if ctx.backends.hostpath.is_some() && reports_moved {
+            free_space.update(&ctx.reports.state(), Timestamp::now());
+        }
+        // Taken either way, so the queue does not grow while this replica is not leading.
         if *leading.borrow() {
-            match queue.take() {
+            match work {
                 queue::Work::All => {
                     pass(&ctx).await;
                     next_resync = tokio::time::Instant::now() + resync;
                 }
                 queue::Work::Keys(keys) => some(&ctx, keys).await,
             }
-        } else {
-            // Not leading: nothing to do but keep the queue from growing.
-            queue.take();
         }
         // Nothing is written when an agent falls silent: look again when the first fresh
         // report expires, to withdraw its node's capacity objects.
