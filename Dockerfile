@@ -31,8 +31,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     test -n "${SERVICE}" || { echo "set --build-arg SERVICE=<service>" >&2; exit 1; } \
     && triple="$(uname -m)-unknown-linux-gnu" \
     && RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
-       cargo build --release --locked --target "$triple" -p "${SERVICE}" --bin "${SERVICE}" \
-    && scripts/image rootfs "${SERVICE}" "target/$triple/release/${SERVICE}" /rootfs
+       cargo build --profile dist --locked --target "$triple" -p "${SERVICE}" --bin "${SERVICE}" \
+    && scripts/image rootfs "${SERVICE}" "target/$triple/dist/${SERVICE}" /rootfs
 
 # Empty root: the binary, CA certificates, passwd/group with the non-root user 65532,
 # nsswitch.conf, /tmp.

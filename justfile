@@ -43,21 +43,21 @@ demo *ARGS:
 fuzz *ARGS:
     ./scripts/fuzz {{ARGS}}
 
-# The benchmark suite: release binaries run as black boxes, results into BENCHMARKS.md (about
+# The benchmark suite: binaries of the `dist` profile (what ships) run as black boxes, results into BENCHMARKS.md (about
 # 15 min on 2 cores). `just bench --quick` for a look, `just bench --area memory` for one area.
 bench *ARGS:
-    cargo build --release -p kube-sim -p eviction-guard -p pvc-timing -p provisioner -p podmanager -p kubectl-pvc --bins
-    cargo run --release -p ballast-bench -- {{ARGS}}
+    cargo build --profile dist -p kube-sim -p eviction-guard -p pvc-timing -p provisioner -p podmanager -p kubectl-pvc --bins
+    cargo run --profile dist -p ballast-bench -- {{ARGS}}
 
-# eviction-guard admission latency in-process over TLS and HTTP/2 (release build).
+# eviction-guard admission latency in-process over TLS and HTTP/2 (dist profile).
 bench-admission-inproc *ARGS:
-    cargo run --release -p eviction-guard --example admission_bench -- {{ARGS}}
+    cargo run --profile dist -p eviction-guard --example admission_bench -- {{ARGS}}
 
 # Provisioner benchmark: CLAIMS NFS claims at once on kube-sim, last create to last Bound, and
 # the provisioner's RSS (run as its own process).
 bench-provisioner CLAIMS="10000":
-    cargo build --release -p provisioner --bin provisioner --example provision_bench
-    ./target/release/examples/provision_bench {{CLAIMS}} ./target/release/provisioner
+    cargo build --profile dist -p provisioner --bin provisioner --example provision_bench
+    ./target/dist/examples/provision_bench {{CLAIMS}} ./target/dist/provisioner
 
 # Print the PodManager CRD (deploy/crds/podmanager.yaml holds this output).
 crds:

@@ -66,9 +66,9 @@ mkdir -p "$out"
 if [ "$mode" != manifest ]; then
   for target in "${targets[@]}"; do
     read -r os arch < <(platform "$target")
-    $build --release --locked -p kubectl-pvc --target "$target"
+    $build --profile dist --locked -p kubectl-pvc --target "$target"
     stage=$(mktemp -d)
-    install -m 0755 "target/$target/release/kubectl-pvc" "$stage/kubectl-pvc"
+    install -m 0755 "target/$target/dist/kubectl-pvc" "$stage/kubectl-pvc"
     install -m 0644 LICENSE "$stage/LICENSE"
     install -m 0755 deploy/krew/kubectl_complete-pvc "$stage/kubectl_complete-pvc"
     archive="kubectl-pvc-$os-$arch.tar.gz"
