@@ -923,6 +923,14 @@ async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan
     let ns = env.ns.clone();
     let started = Instant::now();
     let first = env.provisioner("p1", &CancellationToken::new()).await;
+    // p1 leads before the standby starts (which one wins a race for a new Lease is up to the
+    // API server's timing).
+    let leases: Api<Lease> = env.env.api();
+    wait_for("p1 holds the Lease", TIMEOUT, || async {
+        let lease = leases.get_opt("provisioner").await.ok()??;
+        (lease.spec?.holder_identity? == "p1").then_some(())
+    })
+    .await;
     // The standby: the same controller, no agent (node 1 has p1's).
     let shutdown = CancellationToken::new();
     let mut standby = env.config("p2", "provisioner");
@@ -999,7 +1007,8 @@ async fn crash_halfway_through_fifty_claims_binds_each_once_and_leaves_no_orphan
     let by_leader = provisioned_by(&env.events().await, "p1").into_iter().max();
     assert!(
         by_leader.is_some_and(|last| last < by_standby),
-        "the leader's last volume ({by_leader:?}) came before the standby's first ({by_standby})"
+        "the leader's last volume ({by_leader:?}) came before the standby's first ({by_standby}); \
+         {provisioned_at_crash} volumes at the crash"
     );
     for i in 0..CLAIMS {
         env.bound(&format!("c{i:02}")).await;
