@@ -959,6 +959,22 @@ async fn refused_evictions_are_released_after_a_guard_restart() -> anyhow::Resul
     let pods = storm_with_refused_evictions(&env, &guard, &[1, 2, 3]).await;
 
     let cert = guard.stop().await?;
+    // As if the old leader had died between web-2's release Event and its DELETE: the Event is
+    // there under its fixed name; the new leader deletes the pod and writes no second one.
+    let web2 = pods.get("web-2").await?;
+    let web2_uid = web2.metadata.uid.clone().unwrap_or_default();
+    let predecessor: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": eviction_guard::release::release_event_name("web-2", &web2_uid)},
+        "eventTime": jiff::Timestamp::now(),
+        "action": "DeletePod", "reason": "EvictionReleased", "type": "Normal",
+        "note": "written by the predecessor",
+        "reportingController": "eviction-guard", "reportingInstance": "predecessor",
+        "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": "web-2",
+                      "uid": web2_uid},
+    }))?;
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client.clone(), &ns)
+        .create(&PostParams::default(), &predecessor)
+        .await?;
     let guard = StormGuard::start(&env, &host, 2, Some(cert)).await?;
     assert_eq!(
         guard.running.guard.refusals(),
@@ -1015,6 +1031,22 @@ async fn refused_evictions_are_released_after_a_guard_restart() -> anyhow::Resul
     .await;
     assert_eq!(released_events(&env.client, &ns).await, ["web-2", "web-3"]);
     tokio::time::sleep(QUIET).await;
+    let web2_events: Vec<Event> = Api::<Event>::namespaced(env.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("EvictionReleased")
+                && e.involved_object.name.as_deref() == Some("web-2")
+        })
+        .collect();
+    assert_eq!(web2_events.len(), 1, "{web2_events:?}");
+    assert_eq!(
+        web2_events[0].reporting_instance.as_deref(),
+        Some("predecessor"),
+        "the predecessor's Event stands"
+    );
     assert_kept(
         &pods,
         &["web-1", "patient", "web-4", "web-5"],

@@ -38,6 +38,22 @@ pub const DISRUPTION_REASON: &str = "DeletionByTaintManager";
 pub const DISRUPTION_MESSAGE: &str = "Taint manager: deleting due to NoExecute taint";
 /// Event reason on every released pod.
 pub const EVENT_REASON: &str = "EvictionReleased";
+/// The name of the one `EvictionReleased` Event of pod `name` (uid `uid`): the same whichever
+/// replica writes it, so a leader taking over from one that died between the Event and the
+/// DELETE finds it there (409) instead of writing a second one. A valid object name for any pod
+/// name (at most 253 characters, the pod's name cut to fit).
+pub fn release_event_name(name: &str, uid: &str) -> String {
+    const MAX: usize = 253;
+    let suffix = format!(".released.{uid}");
+    let keep = MAX.saturating_sub(suffix.len());
+    let mut cut = keep.min(name.len());
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // a cut may leave a '.' or '-' last, which an object name may not end a segment with
+    let head = name[..cut].trim_end_matches(['.', '-']);
+    format!("{head}{suffix}")
+}
 /// For a pod this replica has no refusal on record for (after a restart), how long after its
 /// toleration expired the controller is given to finish by itself first.
 pub const CONTROLLER_SETTLE: Duration = Duration::from_secs(5);

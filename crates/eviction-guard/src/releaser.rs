@@ -11,8 +11,9 @@ use std::time::Duration;
 use chrono::Utc;
 use governor::{Quota, RateLimiter};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource};
 use serde_json::json;
 use tokio::sync::watch;
@@ -22,7 +23,7 @@ use crate::guard::{Guard, error_chain};
 use crate::metrics;
 use crate::release::{
     DISRUPTION_MESSAGE, DISRUPTION_REASON, EVENT_REASON, EvictionTaint, Keep, Plan, ReleaseConfig,
-    pod_verdict,
+    pod_verdict, release_event_name,
 };
 
 /// How often the release pass runs besides on every protection change.
@@ -46,13 +47,10 @@ pub async fn run(
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::MIN);
     let limiter = RateLimiter::direct(quota);
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "eviction-guard".into(),
-            instance: Some(cfg.identity.clone()),
-        },
-    );
+    let recorder = Recorder {
+        client: client.clone(),
+        instance: cfg.identity.clone(),
+    };
     let store = PlanStore {
         api: Api::namespaced(client.clone(), &namespace),
         name: cfg.lease_name.clone(),
@@ -157,6 +155,43 @@ impl PlanStore {
 }
 
 type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Writes the release's Events (events.k8s.io/v1, reported by `eviction-guard` and this
+/// replica's identity).
+struct Recorder {
+    client: kube::Client,
+    instance: String,
+}
+
+impl Recorder {
+    /// Creates pod `pod`'s `EvictionReleased` Event under its fixed name; 409 when it exists.
+    async fn released(&self, pod: &ObjectReference, note: String) -> Result<(), kube::Error> {
+        let ns = pod.namespace.clone().unwrap_or_default();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(release_event_name(
+                    pod.name.as_deref().unwrap_or_default(),
+                    pod.uid.as_deref().unwrap_or_default(),
+                )),
+                namespace: Some(ns.clone()),
+                ..ObjectMeta::default()
+            },
+            action: Some("DeletePod".into()),
+            reason: Some(EVENT_REASON.into()),
+            note: Some(note),
+            type_: Some("Normal".into()),
+            event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            regarding: Some(pod.clone()),
+            reporting_controller: Some("eviction-guard".into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        };
+        Api::<Event>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), &event)
+            .await
+            .map(drop)
+    }
+}
 
 /// One pass over the plan's nodes whose pods are not protected; returns when to pass again.
 async fn pass(
@@ -290,6 +325,27 @@ async fn release_pod(
             return;
         }
     }
+    // The Event before the DELETE, named after the pod's uid: a leader that dies between the
+    // two leaves the pod to its successor, whose create then finds the Event written.
+    let note = format!(
+        "eviction-guard is completing the taint-based eviction it had held back: node {node} is \
+         still NotReady and tainted {} NoExecute, the pod's toleration expired, and its pods are \
+         no longer protected ({why_lifted})",
+        taint.key
+    );
+    let reference = ObjectReference {
+        uid: Some(uid.clone()),
+        ..pod.object_ref(&())
+    };
+    match recorder.released(&reference, note).await {
+        Ok(()) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            tracing::info!(namespace = %ns, name = %name, "release: event already recorded (a previous attempt or leader)");
+        }
+        Err(e) => {
+            tracing::warn!(namespace = %ns, name = %name, error = %error_chain(&e), "release: failed to record event");
+        }
+    }
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
             uid: Some(uid.clone()),
@@ -334,24 +390,4 @@ async fn release_pod(
         protection = %why_lifted,
         "released refused eviction of pod {ns}/{name}: DisruptionTarget set and pod deleted"
     );
-    let note = format!(
-        "eviction-guard completed the taint-based eviction it had held back: node {node} is still \
-         NotReady and tainted {} NoExecute, the pod's toleration expired, and its pods are no \
-         longer protected ({why_lifted})",
-        taint.key
-    );
-    let event = Event {
-        type_: EventType::Normal,
-        reason: EVENT_REASON.into(),
-        note: Some(note),
-        action: "DeletePod".into(),
-        secondary: None,
-    };
-    let reference = ObjectReference {
-        uid: Some(uid),
-        ..pod.object_ref(&())
-    };
-    if let Err(e) = recorder.publish(&event, &reference).await {
-        tracing::warn!(namespace = %ns, name = %name, error = %error_chain(&e), "release: failed to record event");
-    }
 }

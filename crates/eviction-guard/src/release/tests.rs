@@ -327,3 +327,35 @@ fn a_new_leader_adopts_the_saved_plan_and_the_longer_wait() {
     assert_eq!(mine.nodes["b"], t("2026-11-28T10:00:00Z"));
     assert_eq!(mine.not_before, Some(t("2026-11-28T10:02:00Z")));
 }
+
+#[test]
+fn the_release_event_name_is_fixed_per_pod_and_a_valid_object_name() {
+    let uid = "0b8c6b0e-1c7f-4f3e-9a55-2d4f7e1a9c31";
+    assert_eq!(
+        release_event_name("web-1", uid),
+        format!("web-1.released.{uid}")
+    );
+    assert_eq!(
+        release_event_name("web-1", uid),
+        release_event_name("web-1", uid)
+    );
+    assert_ne!(
+        release_event_name("web-1", uid),
+        release_event_name("web-1", "5d0e8f7a-0000-4000-8000-000000000000")
+    );
+    // the longest pod name, and one whose cut would end in '-' or '.'
+    for name in [
+        "a".repeat(253),
+        format!("{}-{}", "a".repeat(202), "b".repeat(50)),
+    ] {
+        let event = release_event_name(&name, uid);
+        assert!(event.len() <= 253, "{} characters", event.len());
+        assert!(event.ends_with(uid));
+        assert!(
+            event
+                .split('.')
+                .all(|seg| !seg.is_empty() && !seg.starts_with('-') && !seg.ends_with('-')),
+            "{event}"
+        );
+    }
+}
