@@ -20,6 +20,7 @@ WORKDIR /src
 # The registry and target/ are BuildKit cache mounts: after a code change only the workspace's
 # own crates recompile; dependencies come from the cache.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo .cargo
 COPY crates crates
 COPY tests tests
 COPY proto proto

@@ -16,9 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Result};
 
-/// The annotation kubectl apply keeps on objects: a full copy of each, not needed here.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// What a watch saw.
 pub enum Change<'a, K> {
     /// Listed while (re)starting: the pass after [`Change::Synced`] covers it.
@@ -100,14 +97,6 @@ where
     store
 }
 
-fn lean<K: kube::Resource>(o: &mut K) {
-    let meta = o.meta_mut();
-    meta.managed_fields = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove(LAST_APPLIED);
-    }
-}
-
 async fn drive<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -141,7 +130,7 @@ where
     loop {
         let stream = watcher(api.clone(), config.clone())
             .backoff(ballast_runtime::watch::backoff())
-            .modify(lean::<K>);
+            .modify(ballast_runtime::watch::lean::<K>);
         let mut stream = std::pin::pin!(stream);
         loop {
             let relisting = async {

@@ -25,8 +25,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -223,14 +223,26 @@ impl Context {
     }
 }
 
+/// Claims reconciled at once. Unbounded, a backfill (every Bound claim of the cluster seen at
+/// start) opens one API connection per claim, each with its own TLS buffers, and the process
+/// keeps that memory long after; a few in flight already keep the API server busy.
+const MAX_IN_FLIGHT: u16 = 16;
+
 /// Runs the controller until `stop` (the scaffold runs it only while this replica leads).
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let api: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
     let stopped = stop.clone();
-    let controller = Controller::new(api, watcher::Config::default())
-        .trigger_backoff(ballast_runtime::watch::backoff())
+    // The cache keeps claims lean (no managed fields, no last-applied copy): what a reconcile
+    // reads is all there, at a fraction of the memory.
+    let (store, writer) = reflector::store();
+    let claims = watcher(api, watcher::Config::default())
+        .backoff(ballast_runtime::watch::backoff())
+        .modify(ballast_runtime::watch::lean::<PersistentVolumeClaim>)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(claims, store.clone())
+        .with_config(controller::Config::default().concurrency(MAX_IN_FLIGHT))
         .graceful_shutdown_on(async move { stopped.cancelled().await });
-    let store = controller.store();
     tokio::spawn(async move {
         if store.wait_until_ready().await.is_ok() {
             tracing::info!(claims = store.len(), "PVC cache synced");

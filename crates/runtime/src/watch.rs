@@ -31,9 +31,41 @@ pub fn backoff() -> ResetTimerBackoff<ExponentialBackoff> {
     ResetTimerBackoff::new(ExponentialBackoff::from(builder), RESET_AFTER)
 }
 
+/// The annotation `kubectl apply` keeps a copy of the whole object in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What a cache need not keep of an object (for `WatchStreamExt::modify`): its managed fields
+/// and kubectl's last-applied copy, together often more than the rest of a claim or volume.
+pub fn lean<K: kube::Resource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lean_object_keeps_everything_but_managed_fields_and_the_last_applied_copy() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let mut cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "n", "resourceVersion": "7",
+                "annotations": {LAST_APPLIED: "{}", "keep": "me"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
+            "data": {"k": "v"},
+        }))
+        .unwrap();
+        lean(&mut cm);
+        assert_eq!(cm.metadata.managed_fields, None);
+        let annotations = cm.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations.len(), 1);
+        assert_eq!(annotations["keep"], "me");
+        assert_eq!(cm.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(cm.data.unwrap()["k"], "v");
+    }
 
     #[test]
     fn retries_start_soon_and_never_wait_past_the_maximum() {
