@@ -100,6 +100,62 @@ pub fn claim(name: &str, class: &str) -> Value {
     })
 }
 
+/// A volume for static provisioning, reserved for claim `namespace/claim` (`claimRef` without a
+/// uid, as an administrator writes one).
+pub fn static_volume(name: &str, class: &str, namespace: &str, claim: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
+                 "claimRef": {"namespace": namespace, "name": claim},
+                 "hostPath": {"path": format!("/srv/volumes/{name}")}},
+    })
+}
+
+/// A claim of `class` naming volume `volume`, shaped like one `kubectl apply` created and the
+/// PV controller bound on a real cluster: the last-applied copy and the managed fields of
+/// kubectl and kube-controller-manager (kube-sim keeps what a client sends and adds none).
+pub fn static_claim(name: &str, class: &str, volume: &str) -> Value {
+    let t = "2026-11-28T10:00:00Z";
+    let applied = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"annotations": {}, "labels": {"app": "bench"}, "name": name,
+                     "namespace": "bench"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                 "storageClassName": class, "volumeName": volume},
+    });
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "labels": {"app": "bench"},
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": format!("{applied}\n"),
+            },
+            "managedFields": [
+                {"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "v1",
+                 "time": t, "fieldsType": "FieldsV1", "fieldsV1": {
+                     "f:metadata": {"f:annotations": {".": {},
+                         "f:kubectl.kubernetes.io/last-applied-configuration": {}},
+                         "f:labels": {".": {}, "f:app": {}}},
+                     "f:spec": {"f:accessModes": {}, "f:resources": {"f:requests": {".": {},
+                         "f:storage": {}}}, "f:storageClassName": {}, "f:volumeMode": {},
+                         "f:volumeName": {}}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                 "time": t, "fieldsType": "FieldsV1", "fieldsV1": {
+                     "f:metadata": {"f:annotations": {"f:pv.kubernetes.io/bind-completed": {}}}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                 "time": t, "fieldsType": "FieldsV1", "subresource": "status", "fieldsV1": {
+                     "f:status": {"f:accessModes": {}, "f:capacity": {".": {}, "f:storage": {}},
+                         "f:phase": {}}}},
+            ],
+        },
+        "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Gi"}}, "volumeName": volume},
+    })
+}
+
 /// A pod mounting claim `claim`.
 pub fn pod_with_claim(name: &str, claim: &str) -> Value {
     json!({
@@ -137,5 +193,16 @@ mod tests {
             n["metadata"]["labels"]["topology.kubernetes.io/zone"],
             "zone-b"
         );
+    }
+
+    #[test]
+    fn a_static_claim_names_the_volume_reserved_for_it() {
+        let c = static_claim("c00001", "manual", "pv-00001");
+        let v = static_volume("pv-00001", "manual", "bench", "c00001");
+        assert_eq!(c["spec"]["volumeName"], v["metadata"]["name"]);
+        assert_eq!(v["spec"]["claimRef"]["name"], c["metadata"]["name"]);
+        assert_eq!(c["spec"]["storageClassName"], v["spec"]["storageClassName"]);
+        let size = serde_json::to_vec(&c).unwrap().len();
+        assert!((1_500..4_000).contains(&size), "{size} bytes");
     }
 }

@@ -52,6 +52,8 @@ enum Area {
     Storm,
     Controllers,
     Kubectl,
+    /// pvc-timing's memory after a backfill of Bound claims and their deletion.
+    PvcTiming,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +111,7 @@ async fn suite(
             Area::Storm,
             Area::Memory,
             Area::Controllers,
+            Area::PvcTiming,
             Area::Kubectl,
         ]
     } else {
@@ -124,6 +127,7 @@ async fn suite(
             Area::Storm => ballast_bench::areas::storm::run(&env, &plan).await,
             Area::Controllers => ballast_bench::areas::controllers::run(&env, &plan).await,
             Area::Kubectl => ballast_bench::areas::kubectl::run(&env, &plan).await,
+            Area::PvcTiming => ballast_bench::areas::backfill::run(&env, &plan).await,
         };
         let mut section = match result {
             Ok(s) => s,

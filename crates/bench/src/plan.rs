@@ -23,6 +23,12 @@ pub struct Plan {
     pub kubectl_objects: usize,
     /// Longest wait for a controller run to converge.
     pub converge_limit: Duration,
+    /// Bound claims pvc-timing finds when it starts (the backfill), then deleted.
+    pub backfill_claims: usize,
+    /// The environments the backfill runs in: a label and the variables set.
+    pub backfill_variants: Vec<(&'static str, Vec<(&'static str, &'static str)>)>,
+    /// How long pvc-timing is left idle after the deletions before a last reading (zero: none).
+    pub backfill_linger: Duration,
 }
 
 impl Plan {
@@ -42,6 +48,9 @@ impl Plan {
             guard_nodes: vec![1000, 5000],
             kubectl_objects: 5000,
             converge_limit: Duration::from_secs(120),
+            backfill_claims: 1000,
+            backfill_variants: vec![("default", vec![])],
+            backfill_linger: Duration::from_secs(30),
         }
     }
 
@@ -57,6 +66,7 @@ impl Plan {
             guard_nodes: vec![200],
             kubectl_objects: 200,
             converge_limit: Duration::from_secs(60),
+            backfill_claims: 200,
             ..Plan::full()
         }
     }

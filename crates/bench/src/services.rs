@@ -96,7 +96,20 @@ pub async fn pvc_timing(
     cert: &Cert,
     cores: Cores,
 ) -> anyhow::Result<Service> {
-    let (webhook_port, admin_port) = (free_port()?, free_port()?);
+    pvc_timing_on(env, name, kubeconfig, cert, cores, free_port()?).await
+}
+
+/// [`pvc_timing`] with its webhook on `webhook_port` (registered before the service starts,
+/// so its controller's first writes already pass through its webhook).
+pub async fn pvc_timing_on(
+    env: &Env,
+    name: &str,
+    kubeconfig: &Path,
+    cert: &Cert,
+    cores: Cores,
+    webhook_port: u16,
+) -> anyhow::Result<Service> {
+    let admin_port = free_port()?;
     let mut args = s(&["--bind-address", "127.0.0.1"]);
     args.extend([
         "--webhook-port".into(),

@@ -34,7 +34,7 @@ const NAMESPACE: &str = "bench";
 const NFS_PROVISIONER: &str = "ballast.dev/nfs";
 
 /// Counts objects satisfying `done` from a watch; the count only goes up once all are seen.
-fn count_done<K>(
+pub(crate) fn count_done<K>(
     api: Api<K>,
     done: fn(&K) -> bool,
 ) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>)
@@ -65,7 +65,7 @@ where
 
 /// Waits until `count` reaches `n`; the time it did, or None past `limit`. Samples the peak
 /// RSS of `pids` meanwhile.
-async fn wait_count(count: &AtomicUsize, n: usize, limit: Duration) -> Option<Instant> {
+pub(crate) async fn wait_count(count: &AtomicUsize, n: usize, limit: Duration) -> Option<Instant> {
     let started = Instant::now();
     loop {
         if count.load(Ordering::Relaxed) >= n {
@@ -78,11 +78,11 @@ async fn wait_count(count: &AtomicUsize, n: usize, limit: Duration) -> Option<In
     }
 }
 
-fn claim_bound(c: &PersistentVolumeClaim) -> bool {
+pub(crate) fn claim_bound(c: &PersistentVolumeClaim) -> bool {
     c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
 }
 
-fn claim_timed(c: &PersistentVolumeClaim) -> bool {
+pub(crate) fn claim_timed(c: &PersistentVolumeClaim) -> bool {
     let ann = c.metadata.annotations.as_ref();
     let timing = ann.and_then(|a| a.get("pvc-timing"));
     let bound = timing
@@ -132,7 +132,7 @@ struct MemRow {
 }
 
 /// Registers pvc-timing's webhook with the simulator, as its manifests do (fail open).
-async fn register_pvc_timing(sim: &Sim, cert: &Cert, port: u16) -> anyhow::Result<()> {
+pub(crate) async fn register_pvc_timing(sim: &Sim, cert: &Cert, port: u16) -> anyhow::Result<()> {
     use base64::Engine;
     let ca = base64::engine::general_purpose::STANDARD.encode(&cert.ca_pem);
     let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
