@@ -161,7 +161,22 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts the four components and waits until the API server is ready and the controller
     /// manager has published `kube-root-ca.crt`.
-    pub async fn start(mut config: ControlPlaneConfig) -> Result<ControlPlane> {
+    pub async fn start(config: ControlPlaneConfig) -> Result<ControlPlane> {
+        // A port found free can be taken by another process before the component binds it
+        // (tests start control planes side by side): start again on other ports.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(config.clone()).await {
+                Err(e) if attempt < START_ATTEMPTS && e.is_port_taken() => {
+                    tracing::warn!(attempt, error = %e, "a control plane port was taken; starting again on other ports");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(mut config: ControlPlaneConfig) -> Result<ControlPlane> {
         ballast_runtime::tls::install_crypto_provider();
         // Absolute, so the environment handed to commands holds wherever they run.
         if let Ok(abs) = std::fs::canonicalize(&config.binaries) {
@@ -584,6 +599,16 @@ fn write(path: &Path, body: &str) -> Result<()> {
     })
 }
 
+/// How often [`ControlPlane::start`] tries when a port it picked was taken meanwhile.
+const START_ATTEMPTS: u32 = 3;
+
+impl Error {
+    /// Whether a component failed because a port picked for it was taken meanwhile.
+    fn is_port_taken(&self) -> bool {
+        matches!(self, Error::NotReady { tail, .. } if tail.contains("address already in use"))
+    }
+}
+
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind(("127.0.0.1", 0)).map_err(Error::Port)?;
     Ok(l.local_addr().map_err(Error::Port)?.port())
@@ -617,6 +642,27 @@ fn tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_component_that_found_its_port_taken_is_started_again() {
+        let not_ready = |tail: &str| Error::NotReady {
+            component: "kube-apiserver",
+            timeout: Duration::from_secs(90),
+            log: PathBuf::from("kube-apiserver.log"),
+            tail: tail.into(),
+        };
+        assert!(not_ready(
+            r#"E1207 run.go:72] "command failed" err="failed to create listener: failed to listen on 127.0.0.1:37155: listen tcp 127.0.0.1:37155: bind: address already in use""#
+        ).is_port_taken());
+        assert!(!not_ready("etcdserver: request timed out").is_port_taken());
+        assert!(
+            !Error::Missing {
+                binary: "etcd".into(),
+                dir: PathBuf::new()
+            }
+            .is_port_taken()
+        );
+    }
 
     #[test]
     fn a_missing_binary_is_named_with_the_variable_that_fixes_it() {
