@@ -322,6 +322,9 @@ async fn start_webhook(host: &WebhookHost) -> Webhook {
     }
 }
 
+/// Registers `hook` for this test's namespace: mutating pod creates, validating pod deletes and
+/// evictions. Returns once the API server calls both configurations' webhooks (a real one sees
+/// a new configuration a moment after it is stored).
 async fn register(env: &TestEnv, hook: &Webhook, failure_policy: &str) {
     let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": env.namespace}});
     let client_config = json!({"url": hook.url, "caBundle": hook.ca_bundle});
@@ -329,7 +332,8 @@ async fn register(env: &TestEnv, hook: &Webhook, failure_policy: &str) {
         "metadata": {"name": format!("mutate-{}", env.namespace)},
         "webhooks": [{"name": "mutate.e2e.ballast.dev", "clientConfig": client_config, "namespaceSelector": selector,
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
-            "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": failure_policy, "timeoutSeconds": 5}]
+            "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": failure_policy, "timeoutSeconds": 5},
+            env.webhook_probe("mutating")]
     }))
     .unwrap();
     let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
@@ -337,7 +341,8 @@ async fn register(env: &TestEnv, hook: &Webhook, failure_policy: &str) {
         "webhooks": [{"name": "guard.e2e.ballast.dev", "clientConfig": client_config, "namespaceSelector": selector,
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"], "resources": ["pods"]},
                       {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/eviction"]}],
-            "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": failure_policy, "timeoutSeconds": 5}]
+            "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": failure_policy, "timeoutSeconds": 5},
+            env.webhook_probe("validating")]
     }))
     .unwrap();
     let pp = PostParams::default();
@@ -349,6 +354,8 @@ async fn register(env: &TestEnv, hook: &Webhook, failure_policy: &str) {
         .create(&pp, &validating)
         .await
         .unwrap();
+    env.wait_for_webhook_probe("mutating", true).await;
+    env.wait_for_webhook_probe("validating", true).await;
 }
 
 #[tokio::test]
@@ -465,6 +472,16 @@ async fn an_unreachable_webhook_fails_closed_or_open_by_failure_policy() {
     )
     .await
     .unwrap();
+    // A real API server fails open a moment after the patch is stored: until then a dry run
+    // (nothing stored) is still refused.
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    wait_for("the API server to fail open", TIMEOUT, || async {
+        pods.create(&dry_run, &pod("p", &[])).await.ok().map(drop)
+    })
+    .await;
     let created = pods
         .create(&PostParams::default(), &pod("p", &[]))
         .await

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -77,6 +77,13 @@ const POLL: Duration = Duration::from_millis(50);
 /// How often simulated kubelets of a real cluster renew their Leases: the node grace of the
 /// suite's control plane is 6s.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Name of the probe webhook a scenario adds to the webhook configurations it registers
+/// ([`TestEnv::webhook_probe`]).
+pub const WEBHOOK_PROBE: &str = "probe.e2e.ballast.dev";
+/// Label of the dry-run ConfigMaps that probe whether a webhook configuration is in effect.
+pub const WEBHOOK_PROBE_LABEL: &str = "e2e.ballast.dev/webhook-probe";
+/// Longest wait for the API server to put a webhook configuration in effect (or out of it).
+const WEBHOOK_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The only scenarios that may skip on a real cluster, each because it tests kube-sim itself
 /// (the simulator's internals, not API behaviour), with the reason.
@@ -466,6 +473,69 @@ impl TestEnv {
         T: serde::Serialize + serde::de::DeserializeOwned,
     {
         scoped_to(config, &self.namespace)
+    }
+
+    /// A webhook to add to a Mutating- or ValidatingWebhookConfiguration the scenario registers,
+    /// to tell when the API server has it in effect: a real one calls the webhooks of a
+    /// configuration created, changed or deleted a moment after it is stored (its informer),
+    /// kube-sim at once. The probe reviews only creates of this namespace's ConfigMaps labelled
+    /// [`WEBHOOK_PROBE_LABEL`]`=token` (`token` tells the scenario's configurations apart), and
+    /// fails closed calling an address where nothing listens: the scenario's own webhooks never
+    /// see a probe. See [`TestEnv::wait_for_webhook_probe`].
+    pub fn webhook_probe(&self, token: &str) -> serde_json::Value {
+        json!({
+            "name": WEBHOOK_PROBE,
+            "clientConfig": {"url": "https://127.0.0.1:1/webhook-probe"},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}},
+            "objectSelector": {"matchLabels": {WEBHOOK_PROBE_LABEL: token}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                       "resources": ["configmaps"]}],
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 1,
+        })
+    }
+
+    /// Whether the API server has the configuration holding [`TestEnv::webhook_probe`]`(token)`
+    /// in effect: a dry-run create (nothing is stored) of a ConfigMap labelled `token` is
+    /// refused for the probe's failed call. `None` when the answer tells neither.
+    pub async fn webhook_probe_in_effect(&self, token: &str) -> Option<bool> {
+        let probe: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "webhook-probe", "labels": {WEBHOOK_PROBE_LABEL: token}}
+        }))
+        .expect("a ConfigMap");
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let failed_call = format!("failed calling webhook \"{WEBHOOK_PROBE}\"");
+        match self.api::<ConfigMap>().create(&dry_run, &probe).await {
+            Ok(_) => Some(false),
+            Err(kube::Error::Api(s)) if s.code == 500 && s.message.contains(&failed_call) => {
+                Some(true)
+            }
+            Err(kube::Error::Api(s)) => panic!(
+                "a dry-run create of webhook probe {token} was refused by something else: {} {}",
+                s.code, s.message
+            ),
+            Err(_) => None,
+        }
+    }
+
+    /// Waits until the API server has the configuration holding
+    /// [`TestEnv::webhook_probe`]`(token)` in effect (`in_effect`), or no longer (after its
+    /// deletion).
+    pub async fn wait_for_webhook_probe(&self, token: &str, in_effect: bool) {
+        let what = if in_effect {
+            format!("the API server to call the webhooks of the configuration probed by {token}")
+        } else {
+            format!("the API server to stop calling the webhooks probed by {token}")
+        };
+        wait_for(&what, WEBHOOK_PROBE_TIMEOUT, || async {
+            (self.webhook_probe_in_effect(token).await? == in_effect).then_some(())
+        })
+        .await
     }
 
     /// Cuts node `name` off: its heartbeats stop, so the node controller marks it NotReady after

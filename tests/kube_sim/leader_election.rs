@@ -6,6 +6,7 @@
 //! validating webhook for Lease updates whose endpoint does not answer (nothing listens there),
 //! so every renewal is refused with a webhook call error. Runs on a real cluster too.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use ballast_e2e::{SimConfig, TestEnv, wait_for};
@@ -15,6 +16,8 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+use super::TIMEOUT;
 
 const LEASE: Duration = Duration::from_secs(3);
 const RENEW: Duration = Duration::from_millis(200);
@@ -49,22 +52,41 @@ async fn a_leader_whose_renewals_fail_stops_before_its_lease_could_expire() {
             "rules": [{"apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"],
                        "operations": ["UPDATE"], "resources": ["leases"]}],
             "sideEffects": "None", "admissionReviewVersions": ["v1"],
-            "failurePolicy": "Fail", "timeoutSeconds": 1}]
+            "failurePolicy": "Fail", "timeoutSeconds": 1},
+            env.webhook_probe("block-leases")]
     }))
     .unwrap();
     let webhooks = Api::<ValidatingWebhookConfiguration>::all(env.client.clone());
+    // Renewals fail from when the API server has the configuration in effect (a real one a
+    // moment after it is stored): after the last probe that found it not yet in effect was
+    // sent (`not_yet`), by the time one finds it in effect (`blocked`).
+    let not_yet = Cell::new(Instant::now());
     webhooks
         .create(&PostParams::default(), &config)
         .await
         .expect("blocking webhook registered");
-    let blocked = Instant::now();
+    wait_for(
+        "the API server to call the blocking webhook",
+        TIMEOUT,
+        || async {
+            let sent = Instant::now();
+            let in_effect = env.webhook_probe_in_effect("block-leases").await?;
+            if !in_effect {
+                not_yet.set(sent);
+            }
+            in_effect.then_some(())
+        },
+    )
+    .await;
+    let (not_yet, blocked) = (not_yet.get(), Instant::now());
 
     // The leader steps down within its renew deadline (plus one call timeout and a round),
-    // before the lease duration: no one else may take over before then.
+    // before the lease duration: no one else may take over before then. Bounds from above are
+    // checked on the time since `not_yet`, bounds from below on the time since `blocked`.
     let bound = lease(&ns, "a").renew_deadline() + RENEW;
-    let stepped_down = loop {
+    let (least, most) = loop {
         if !*a.borrow() {
-            break blocked.elapsed();
+            break (blocked.elapsed(), not_yet.elapsed());
         }
         assert!(
             !*b.borrow(),
@@ -72,19 +94,19 @@ async fn a_leader_whose_renewals_fail_stops_before_its_lease_could_expire() {
             blocked.elapsed()
         );
         assert!(
-            blocked.elapsed() < bound + Duration::from_secs(1),
+            not_yet.elapsed() < bound + Duration::from_secs(1),
             "a still leads {:?} after its renewals started failing",
-            blocked.elapsed()
+            not_yet.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(
-        stepped_down >= Duration::from_millis(500),
-        "a stepped down after {stepped_down:?}: too soon to be the renew deadline"
+        least >= Duration::from_millis(500),
+        "a stepped down after {least:?}: too soon to be the renew deadline"
     );
     assert!(
-        stepped_down < LEASE,
-        "a stepped down after {stepped_down:?}, when its lease could already have expired"
+        most < LEASE,
+        "a stepped down after {most:?}, when its lease could already have expired"
     );
     // b cannot write the lease either, so it must not lead.
     tokio::time::sleep(RENEW * 3).await;

@@ -90,72 +90,34 @@ fn patch_response(patch: Value) -> Value {
            "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string())})
 }
 
-/// The label of the dry-run ConfigMaps that probe whether the API server calls the webhook.
-const MARKER: &str = "e2e.ballast.dev/webhook-marker";
-
 /// Registers `hook` as a mutating webhook for `rules` in this test's namespace, and returns once
-/// the API server calls it (a real one sees a new configuration a moment after it is stored).
+/// the API server has the configuration in effect (a real one a moment after it is stored).
 async fn register_mutating(env: &TestEnv, hook: &Webhook, rules: Value, failure_policy: &str) {
-    let webhook = |name: &str, rules: Value, object_selector: Value| {
-        json!({"name": name,
-            "clientConfig": {"url": hook.url, "caBundle": hook.ca_bundle},
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.namespace}},
-            "objectSelector": object_selector,
-            "rules": rules, "sideEffects": "None", "admissionReviewVersions": ["v1"],
-            "failurePolicy": failure_policy, "timeoutSeconds": 5})
-    };
-    let marker_rules = json!([{"apiGroups": [""], "apiVersions": ["v1"],
-                               "operations": ["CREATE"], "resources": ["configmaps"]}]);
     let config: MutatingWebhookConfiguration = object(json!({
         "metadata": {"name": format!("strict-{}", env.namespace)},
         "webhooks": [
-            webhook("strict.e2e.ballast.dev", rules, json!({})),
-            webhook("marker.strict.e2e.ballast.dev", marker_rules,
-                    json!({"matchLabels": {MARKER: "probe"}})),
+            {"name": "strict.e2e.ballast.dev",
+             "clientConfig": {"url": hook.url, "caBundle": hook.ca_bundle},
+             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.namespace}},
+             "rules": rules, "sideEffects": "None", "admissionReviewVersions": ["v1"],
+             "failurePolicy": failure_policy, "timeoutSeconds": 5},
+            env.webhook_probe("strict"),
         ]
     }));
     Api::<MutatingWebhookConfiguration>::all(env.client.clone())
         .create(&PostParams::default(), &config)
         .await
         .unwrap();
-    wait_for(
-        "the API server to call the new webhook",
-        TIMEOUT,
-        || async { probe_reaches(env, hook).await.then_some(()) },
-    )
-    .await;
+    env.wait_for_webhook_probe("strict", true).await;
 }
 
-/// Deletes the configuration and returns once the API server no longer calls the webhook.
-async fn unregister_mutating(env: &TestEnv, hook: &Webhook) {
+/// Deletes the configuration and returns once the API server no longer has it in effect.
+async fn unregister_mutating(env: &TestEnv) {
     Api::<MutatingWebhookConfiguration>::all(env.client.clone())
         .delete(&format!("strict-{}", env.namespace), &Default::default())
         .await
         .unwrap();
-    wait_for(
-        "the API server to stop calling the webhook",
-        TIMEOUT,
-        || async { (!probe_reaches(env, hook).await).then_some(()) },
-    )
-    .await;
-}
-
-/// Whether a dry-run create of a marker ConfigMap reached `hook`; the probe's reviews are taken
-/// out of `hook.seen` so scenarios count only their own.
-async fn probe_reaches(env: &TestEnv, hook: &Webhook) -> bool {
-    let probe: ConfigMap = object(json!({
-        "metadata": {"name": "webhook-probe", "labels": {MARKER: "probe"}}
-    }));
-    let dry_run = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    // Refusals count as reached too: the answer only matters for whether the call was made.
-    let _ = env.api::<ConfigMap>().create(&dry_run, &probe).await;
-    let mut seen = hook.seen.lock().unwrap();
-    let before = seen.len();
-    seen.retain(|review| review["request"]["object"]["metadata"]["labels"][MARKER] != "probe");
-    seen.len() != before
+    env.wait_for_webhook_probe("strict", false).await;
 }
 
 fn causes(body: &Value) -> Vec<(String, String)> {
@@ -376,7 +338,7 @@ async fn status_writes_keep_labels_and_annotations_and_reset_only_the_spec() {
     let seen = hook.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "one status write reviewed");
     assert_eq!(seen[0]["request"]["subResource"], "status");
-    unregister_mutating(&env, &hook).await;
+    unregister_mutating(&env).await;
     hook.stop.cancel();
     env.shutdown().await;
 }
@@ -436,14 +398,14 @@ async fn json_patches_adding_under_a_missing_parent_are_refused() {
             .unwrap_err();
         assert_eq!(status_body(err), f["body"], "failurePolicy {policy}");
         assert!(secrets.get_opt("s1").await.unwrap().is_none());
-        unregister_mutating(&env, &hook).await;
+        unregister_mutating(&env).await;
     }
     // The same webhook patch applies to an object that has labels.
     register_mutating(&env, &hook, rules, "Fail").await;
     let labelled: Secret = object(json!({"metadata": {"name": "s2", "labels": {"a": "b"}}}));
     let out = secrets.create(&pp, &labelled).await.unwrap();
     assert_eq!(out.labels()["mutated"], "yes");
-    unregister_mutating(&env, &hook).await;
+    unregister_mutating(&env).await;
     hook.stop.cancel();
     env.shutdown().await;
 }

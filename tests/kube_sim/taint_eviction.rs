@@ -135,7 +135,8 @@ async fn refused_taint_evictions_stop_after_five_attempts_until_the_node_taints_
             "clientConfig": {"url": hook.url, "caBundle": hook.ca_bundle},
             "namespaceSelector": env.namespace_selector(),
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"], "resources": ["pods"]}],
-            "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": "Fail", "timeoutSeconds": 5}]
+            "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": "Fail", "timeoutSeconds": 5},
+            env.webhook_probe("refuse")]
     }))
     .unwrap();
     let configs: Api<ValidatingWebhookConfiguration> = Api::all(env.client.clone());
@@ -143,6 +144,7 @@ async fn refused_taint_evictions_stop_after_five_attempts_until_the_node_taints_
         .create(&PostParams::default(), &config)
         .await
         .unwrap();
+    env.wait_for_webhook_probe("refuse", true).await;
 
     // two pods bound to the node: one tolerating everything forever
     let node_name = env.node(1);
@@ -267,6 +269,8 @@ async fn refused_taint_evictions_stop_after_five_attempts_until_the_node_taints_
         .delete(&format!("refuse-{ns}"), &DeleteParams::default())
         .await
         .unwrap();
+    // the stopped webhook fails closed until the API server has the deletion in effect
+    env.wait_for_webhook_probe("refuse", false).await;
     pods.delete("tolerant", &DeleteParams::default())
         .await
         .unwrap();
