@@ -84,6 +84,30 @@ fn shipped(
     ))
 }
 
+/// Waits until a dry-run delete of pod `name` (nothing is deleted) gets an answer `wanted` takes
+/// (`Err((code, message))` for a refusal): a real API server calls the webhooks of a changed
+/// configuration a moment after it is stored.
+async fn wait_for_dry_run_delete(
+    pods: &Api<Pod>,
+    name: &str,
+    what: &str,
+    wanted: impl Fn(&Result<(), (u16, String)>) -> bool,
+) {
+    let dry_run = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
+    };
+    wait_for(what, TIMEOUT, || async {
+        let answer = match pods.delete(name, &dry_run).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) => Err((s.code, s.message)),
+            Err(_) => return None,
+        };
+        wanted(&answer).then_some(())
+    })
+    .await;
+}
+
 /// The break-glass command of kustomize/README.md, as a patch body:
 /// `kubectl patch validatingwebhookconfiguration eviction-guard --type=json -p '<this>'`.
 const BREAK_GLASS: &str =
@@ -202,6 +226,13 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
         Ok(either) => panic!("expected the guard to refuse, got {either:?}"),
         Err(e) => panic!("expected an API error, got {e}"),
     };
+    wait_for_dry_run_delete(
+        &pods,
+        "web-2",
+        "the API server to call the guard",
+        |r| matches!(r, Err((_, message)) if message.contains("denied the request")),
+    )
+    .await;
     let (code, message) = refused(pods.delete("web-2", &DeleteParams::default()).await);
     assert_eq!(code, 403, "{message}");
     assert!(
@@ -305,6 +336,13 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
     // every guard gone: deletions fail closed until the break-glass patch
     shutdown.cancel();
     running.wait().await.expect("guard stops cleanly");
+    wait_for_dry_run_delete(
+        &pods,
+        "web-3",
+        "the API server to fail closed with the recreated configuration",
+        |r| matches!(r, Err((_, message)) if message.contains("failed calling webhook")),
+    )
+    .await;
     let (code, message) = refused(pods.delete("web-3", &DeleteParams::default()).await);
     assert_eq!(code, 500, "no guard to call: {message}");
     assert!(message.contains("failed calling webhook"), "{message}");
@@ -316,6 +354,13 @@ async fn installing_and_renewing_the_guard_never_blocks_deletions() {
         )
         .await
         .expect("break-glass patch");
+    wait_for_dry_run_delete(
+        &pods,
+        "web-3",
+        "the API server to apply the break-glass patch",
+        Result::is_ok,
+    )
+    .await;
     let after = pods.delete("web-3", &DeleteParams::default()).await;
     assert!(after.is_ok(), "after break-glass: {after:?}");
     // nothing left behind for other scenarios
