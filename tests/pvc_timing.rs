@@ -127,6 +127,26 @@ fn timing_of(pvc: &PersistentVolumeClaim) -> Option<PvcTiming> {
     PvcTiming::parse(pvc.annotations().get("pvc-timing")?).ok()
 }
 
+/// Waits until the API server calls the pvc-timing webhook over TLS (a real one calls a
+/// configuration created or changed a moment after it is stored) and returns a claim it
+/// annotated: a dry-run create, so nothing is stored and the process-wide counters other
+/// scenarios assert on do not move.
+async fn wait_until_called(env: &TestEnv, what: &str) -> PersistentVolumeClaim {
+    let claims: Api<PersistentVolumeClaim> = env.api();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    wait_for(what, TIMEOUT, || async {
+        let pvc = claims
+            .create(&dry_run, &claim("probe", "standard"))
+            .await
+            .ok()?;
+        timing_of(&pvc).map(|_| pvc)
+    })
+    .await
+}
+
 /// A volume made for claim `claim` (which exists) of the scenario, pre-bound to it as a
 /// provisioner makes one (claimRef with the claim's uid, so the PV controller takes the claim up
 /// at once rather than at its next periodic sync): the PV controller binds the two, writing the
@@ -207,6 +227,7 @@ async fn claim_history_shows_pending_then_bound_and_creation_survives_a_stopped_
         )
         .await
         .expect("webhook configuration registered");
+    wait_until_called(&env, "the API server to call the webhook").await;
 
     // The controller takes the Lease.
     let leases: Api<Lease> = env.api();
@@ -609,17 +630,9 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
         "the served certificate is the one in the Secret"
     );
 
-    // The API server reaches the webhook over TLS with that CA: a new claim gets its history.
-    // A dry run, so the process-wide counters other scenarios assert on do not move.
-    let claims: Api<PersistentVolumeClaim> = env.api();
-    let dry_run = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let created = claims
-        .create(&dry_run, &claim("self-signed", "standard"))
-        .await
-        .expect("claim created");
+    // The API server reaches the webhook over TLS with that CA (a real one a moment after the
+    // caBundle is stored): a new claim gets its history.
+    let created = wait_until_called(&env, "the webhook called over TLS with the injected CA").await;
     let timing = timing_of(&created).expect("the webhook annotated the claim");
     assert_eq!(timing.current_phase, "Pending");
 
@@ -689,6 +702,7 @@ async fn start_webhook(env: &TestEnv, host: &WebhookHost) -> WebhookService {
         .create(&PostParams::default(), &configuration)
         .await
         .expect("webhook configuration registered");
+    wait_until_called(env, "the API server to call the webhook").await;
     let metrics_url = format!("http://{}/metrics", running.admin_addr);
     WebhookService {
         running,
@@ -904,7 +918,8 @@ async fn start_lost_guard(
                 "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
                            "resources": ["persistentvolumeclaims/status"]}],
                 "sideEffects": "None", "admissionReviewVersions": ["v1"],
-                "failurePolicy": "Fail", "timeoutSeconds": 5}]
+                "failurePolicy": "Fail", "timeoutSeconds": 5},
+                env.webhook_probe("lost-guard")]
         }))
         .unwrap();
     Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(
@@ -913,6 +928,7 @@ async fn start_lost_guard(
     .create(&PostParams::default(), &configuration)
     .await
     .expect("validating webhook registered");
+    env.wait_for_webhook_probe("lost-guard", true).await;
     (stop, dir)
 }
 
@@ -1423,19 +1439,12 @@ async fn certificates_rotated_under_load_fail_no_admission_call() {
         shutdown.clone(),
     )
     .await;
+    wait_until_called(&env, "the webhook called over TLS").await;
     let claims: Api<PersistentVolumeClaim> = env.api();
     let dry_run = PostParams {
         dry_run: true,
         ..PostParams::default()
     };
-    wait_for("the webhook called over TLS", TIMEOUT, || async {
-        let pvc = claims
-            .create(&dry_run, &claim("probe", "standard"))
-            .await
-            .ok()?;
-        timing_of(&pvc).map(|_| ())
-    })
-    .await;
 
     // The load: dry-run creates (admitted, never stored), WORKERS at a time, without pause.
     let load = std::sync::Arc::new(std::sync::Mutex::new(Load {
