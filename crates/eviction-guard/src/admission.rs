@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ballast_runtime::admission::{
-    AdmissionRequest, AdmissionResponse, DynamicObject, Handler, deny,
-};
+use ballast_runtime::admission::{Answer, Handler};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
@@ -15,7 +13,9 @@ use crate::audit::Refused;
 use crate::guard::{Guard, error_chain};
 use crate::metrics;
 use crate::release::{NODE_CONTROLLER, Refusal, RefusedStep};
-use crate::rules::{self, EVICTION_DENY_CODE, Intent, PodFacts, Policy, Verdict};
+use crate::rules::{
+    self, EVICTION_DENY_CODE, Intent, PodFacts, PodRequest, PodView, Policy, Verdict,
+};
 
 /// Name of the webhook in the runtime's admission metrics.
 pub const WEBHOOK_NAME: &str = "eviction-guard";
@@ -25,17 +25,8 @@ pub const WEBHOOK_NAME: &str = "eviction-guard";
 pub const RETRY_AFTER_SECONDS: u32 = 10;
 
 /// A retryable refusal (429) with its retry hint.
-fn deny_retryable(req: &AdmissionRequest<DynamicObject>, message: String) -> AdmissionResponse {
-    let mut response = deny(req, EVICTION_DENY_CODE, "TooManyRequests", message);
-    response.result.details = Some(kube::core::response::StatusDetails {
-        name: String::new(),
-        group: String::new(),
-        kind: String::new(),
-        uid: String::new(),
-        causes: Vec::new(),
-        retry_after_seconds: RETRY_AFTER_SECONDS,
-    });
-    response
+fn deny_retryable(message: String) -> Answer {
+    Answer::deny(EVICTION_DENY_CODE, "TooManyRequests", message).retry_after(RETRY_AFTER_SECONDS)
 }
 
 /// The eviction pod lookup (an eviction names its pod, nothing more) must finish well inside
@@ -75,20 +66,9 @@ impl Webhook {
             Err(_) => Err(format!("no answer within {POD_LOOKUP_TIMEOUT:?}")),
         }
     }
-}
 
-fn marks_disruption_target(pod: Option<&DynamicObject>) -> bool {
-    pod.and_then(|p| p.data.pointer("/status/conditions"))
-        .and_then(serde_json::Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "DisruptionTarget" && c["status"] == "True")
-        })
-}
-
-impl Webhook {
     /// Keeps the node controller's refused evictions on record for their release.
-    fn remember(&self, req: &AdmissionRequest<DynamicObject>, op: rules::Operation, node: &str) {
+    fn remember(&self, req: &PodRequest<'_>, op: rules::Operation, node: &str) {
         if req.user_info.username.as_deref() != Some(NODE_CONTROLLER) {
             return;
         }
@@ -100,13 +80,13 @@ impl Webhook {
             }
             _ => return,
         };
-        let Some(uid) = pod.and_then(|p| p.metadata.uid.clone()) else {
+        let Some(uid) = pod.and_then(|p| p.metadata.uid.as_deref()) else {
             return;
         };
         self.guard.record_refusal(Refusal {
-            uid,
-            namespace: req.namespace.clone().unwrap_or_default(),
-            name: req.name.clone(),
+            uid: uid.to_owned(),
+            namespace: req.namespace().to_owned(),
+            name: req.name.clone().into_owned(),
             node: node.to_owned(),
             at: chrono::Utc::now(),
             step,
@@ -115,18 +95,24 @@ impl Webhook {
     }
 }
 
+fn marks_disruption_target(pod: Option<&PodView<'_>>) -> bool {
+    pod.is_some_and(|p| p.status.conditions.disruption_target == Some(true))
+}
+
 impl Handler for Webhook {
-    async fn review(&self, req: AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    type Object<'a> = PodView<'a>;
+
+    async fn review<'r, 'a: 'r>(&'r self, req: &'r PodRequest<'a>) -> Answer {
         let snapshot = self.guard.snapshot();
-        let namespace = req.namespace.clone().unwrap_or_default();
-        let user = req.user_info.username.clone().unwrap_or_default();
+        let namespace = req.namespace();
+        let user = req.user_info.name();
 
         let mut evicted = None;
-        let needs_pod = rules::classify(&req, &self.policy) == Intent::Eviction
+        let needs_pod = rules::classify(req, &self.policy) == Intent::Eviction
             && !snapshot.protection.protected.is_empty()
-            && !rules::is_exempt(&req, &self.policy);
+            && !rules::is_exempt(req, &self.policy);
         if needs_pod {
-            match self.lookup(&namespace, &req.name).await {
+            match self.lookup(namespace, &req.name).await {
                 Ok(pod) => evicted = pod,
                 Err(error) => {
                     // Protection is on and we cannot tell where the pod runs: refuse as
@@ -143,19 +129,19 @@ impl Handler for Webhook {
                         operation = "eviction",
                         namespace = %namespace,
                         name = %req.name,
-                        dry_run = req.dry_run,
+                        dry_run = req.is_dry_run(),
                         error = %error,
                         "refused eviction: pod lookup failed"
                     );
-                    return deny_retryable(&req, message);
+                    return deny_retryable(message);
                 }
             }
         }
 
-        match rules::review(&req, evicted.as_ref(), &snapshot, &self.policy) {
-            Verdict::Allow { op: None, .. } => AdmissionResponse::from(&req),
+        match rules::review(req, evicted.as_ref(), &snapshot, &self.policy) {
+            Verdict::Allow { op: None, .. } => Answer::allow(),
             Verdict::Allow { op: Some(op), why } => {
-                if !req.dry_run {
+                if !req.is_dry_run() {
                     metrics::allowed(op);
                 }
                 tracing::debug!(
@@ -165,7 +151,7 @@ impl Handler for Webhook {
                     why = ?why,
                     "allowed"
                 );
-                AdmissionResponse::from(&req)
+                Answer::allow()
             }
             Verdict::Deny {
                 op,
@@ -173,34 +159,34 @@ impl Handler for Webhook {
                 node,
                 message,
             } => {
-                if !req.dry_run {
+                if !req.is_dry_run() {
                     metrics::intercepted(op);
-                    self.remember(&req, op, &node);
+                    self.remember(req, op, &node);
                 }
                 let version = match op {
                     rules::Operation::Delete => req.old_object.as_ref(),
                     _ => req.object.as_ref(),
                 }
-                .and_then(|o| o.metadata.resource_version.clone())
+                .and_then(|o| o.metadata.resource_version.as_deref())
                 .unwrap_or_default();
                 self.guard.audit().refused(
                     Refused {
-                        user,
+                        user: user.to_owned(),
                         operation: op.label(),
-                        namespace,
-                        name: req.name.clone(),
-                        node: node.clone(),
+                        namespace: namespace.to_owned(),
+                        name: req.name.clone().into_owned(),
+                        node,
                         code,
-                        dry_run: req.dry_run,
-                        version,
+                        dry_run: req.is_dry_run(),
+                        version: version.to_owned(),
                         reason: snapshot.protection.reason.clone(),
                     },
                     chrono::Utc::now(),
                 );
                 if code == EVICTION_DENY_CODE {
-                    deny_retryable(&req, message)
+                    deny_retryable(message)
                 } else {
-                    deny(&req, code, "Forbidden", message)
+                    Answer::deny(code, "Forbidden", message)
                 }
             }
         }

@@ -7,12 +7,12 @@
 //! `DisruptionTarget` (can be turned off). Never refused: exempt users and groups, unscheduled
 //! pods, pods whose node object is gone, pods on out-of-service nodes and on Ready nodes.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
+use ballast_runtime::admission::{Operation as AdmissionOp, Request, null_as_default};
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, Operation as AdmissionOp};
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::storm::Snapshot;
 
@@ -101,37 +101,20 @@ pub struct PodFacts {
 }
 
 impl PodFacts {
-    /// From a pod as JSON (admission objects); missing or odd fields read as absent.
-    pub fn from_json(v: &Value) -> Self {
-        let conditions = v
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let cond = |ty: &str| {
-            conditions
-                .iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
-                .and_then(|c| c.get("status").and_then(Value::as_str))
-        };
+    /// From a pod in a review.
+    pub fn from_view(pod: &PodView<'_>) -> Self {
         PodFacts {
-            node: v
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
+            node: pod
+                .spec
+                .node_name
+                .as_deref()
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned),
-            deletion_timestamp: v
-                .pointer("/metadata/deletionTimestamp")
-                .is_some_and(|t| !t.is_null()),
-            deletion_grace: v
-                .pointer("/metadata/deletionGracePeriodSeconds")
-                .and_then(Value::as_i64),
-            ready: cond("Ready").map(|s| s == "True"),
-            phase: v
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            disruption_target: cond("DisruptionTarget") == Some("True"),
+            deletion_timestamp: pod.metadata.deletion_timestamp.is_some(),
+            deletion_grace: pod.metadata.deletion_grace_period_seconds,
+            ready: pod.status.conditions.ready,
+            phase: pod.status.phase.as_deref().map(str::to_owned),
+            disruption_target: pod.status.conditions.disruption_target == Some(true),
         }
     }
 
@@ -163,15 +146,99 @@ impl PodFacts {
     }
 }
 
-fn facts(obj: Option<&DynamicObject>) -> Option<PodFacts> {
-    obj.map(|o| {
-        let mut f = PodFacts::from_json(&o.data);
-        // metadata is parsed into DynamicObject.metadata, not data
-        f.deletion_timestamp = o.metadata.deletion_timestamp.is_some();
-        f.deletion_grace = o.metadata.deletion_grace_period_seconds;
-        f
-    })
+fn facts(obj: Option<&PodView<'_>>) -> Option<PodFacts> {
+    obj.map(PodFacts::from_view)
 }
+
+/// What the guard reads of a pod in a review (`object`, `oldObject`); every other field is
+/// skipped unread.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct PodView<'a> {
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    pub metadata: PodMetaView<'a>,
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    pub spec: PodSpecView<'a>,
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    pub status: PodStatusView<'a>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetaView<'a> {
+    #[serde(borrow, default)]
+    pub uid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub resource_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub deletion_timestamp: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub deletion_grace_period_seconds: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpecView<'a> {
+    #[serde(borrow, default)]
+    pub node_name: Option<Cow<'a, str>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct PodStatusView<'a> {
+    #[serde(borrow, default)]
+    pub phase: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "conditions")]
+    pub conditions: Conditions,
+}
+
+/// The two pod conditions the guard reads, as the first condition of each type says: Some(true)
+/// for status True, Some(false) for False or Unknown, None when absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Conditions {
+    pub ready: Option<bool>,
+    pub disruption_target: Option<bool>,
+}
+
+/// Folds `status.conditions` into [`Conditions`] as it is read, keeping no list.
+fn conditions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Conditions, D::Error> {
+    #[derive(Deserialize)]
+    struct Condition<'a> {
+        #[serde(borrow, default, rename = "type")]
+        type_: Cow<'a, str>,
+        #[serde(borrow, default)]
+        status: Cow<'a, str>,
+    }
+    struct Fold;
+    impl<'de> serde::de::Visitor<'de> for Fold {
+        type Value = Conditions;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of pod conditions")
+        }
+        fn visit_unit<E>(self) -> Result<Conditions, E> {
+            Ok(Conditions::default())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Conditions, A::Error> {
+            let mut out = Conditions::default();
+            while let Some(c) = seq.next_element::<Condition<'de>>()? {
+                let slot = match c.type_.as_ref() {
+                    "Ready" => &mut out.ready,
+                    "DisruptionTarget" => &mut out.disruption_target,
+                    _ => continue,
+                };
+                if slot.is_none() {
+                    *slot = Some(c.status == "True");
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Fold)
+}
+
+/// A review request as the guard decodes it.
+pub type PodRequest<'a> = Request<'a, PodView<'a>>;
 
 /// What a request asks, as far as the guard cares.
 #[derive(Clone, Debug, PartialEq)]
@@ -185,12 +252,11 @@ pub enum Intent {
 }
 
 /// Classify a request (pure, no lookups).
-pub fn classify(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Intent {
+pub fn classify(req: &PodRequest<'_>, policy: &Policy) -> Intent {
     if !req.resource.group.is_empty() || req.resource.resource != "pods" {
         return Intent::Ignored;
     }
-    let sub = req.sub_resource.as_deref().unwrap_or("");
-    match (&req.operation, sub) {
+    match (&req.operation, req.sub_resource()) {
         (AdmissionOp::Create, "eviction") => Intent::Eviction,
         (AdmissionOp::Delete, "") => {
             Intent::Guarded(Operation::Delete, facts(req.old_object.as_ref()))
@@ -276,22 +342,18 @@ impl Verdict {
 }
 
 /// Whether the caller is exempt.
-pub fn is_exempt(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> bool {
+pub fn is_exempt(req: &PodRequest<'_>, policy: &Policy) -> bool {
     let user = &req.user_info;
     user.username
-        .as_ref()
+        .as_deref()
         .is_some_and(|u| policy.exempt_users.contains(u))
-        || user
-            .groups
-            .iter()
-            .flatten()
-            .any(|g| policy.exempt_groups.contains(g))
+        || user.groups().any(|g| policy.exempt_groups.contains(g))
 }
 
 /// Decide. `evicted_pod` is the pod looked up for an eviction (None when not found or not an
 /// eviction). Dry-run requests get the same verdict; the caller keeps them out of the counters.
 pub fn review(
-    req: &AdmissionRequest<DynamicObject>,
+    req: &PodRequest<'_>,
     evicted_pod: Option<&PodFacts>,
     snapshot: &Snapshot,
     policy: &Policy,
@@ -346,7 +408,7 @@ pub fn review(
         "eviction-guard refused {} of pod {}/{}: node {} is NotReady ({}) since {}, and pods on \
          NotReady nodes are protected (mode {}: {}; protection on since {}); {}; {}",
         op.noun(),
-        req.namespace.as_deref().unwrap_or(""),
+        req.namespace(),
         req.name,
         node_name,
         node.reason,

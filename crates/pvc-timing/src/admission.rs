@@ -5,14 +5,14 @@
 //! [`mutate`] is the pure decision over the decoded request; [`Webhook`] adds the clock, logs
 //! and metrics.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use ballast_runtime::admission::{
-    AdmissionRequest, AdmissionResponse, DynamicObject, Handler, Operation,
-};
+use ballast_runtime::admission::{Answer, Handler, Operation, Request, null_as_default};
 use chrono::{DateTime, Utc};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::metrics as m;
@@ -47,6 +47,95 @@ impl Clock for FixedClock {
         self.0
     }
 }
+
+/// What the webhook reads of a claim in a review (`object`, `oldObject`); every other field is
+/// skipped unread.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct ClaimView<'a> {
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    pub metadata: ClaimMetaView<'a>,
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    pub status: ClaimStatusView<'a>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimMetaView<'a> {
+    #[serde(borrow, default)]
+    pub uid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub creation_timestamp: Option<Cow<'a, str>>,
+    /// None when the claim has no annotations at all.
+    #[serde(borrow, default, deserialize_with = "annotations")]
+    pub annotations: Option<Annotations<'a>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct ClaimStatusView<'a> {
+    #[serde(borrow, default)]
+    pub phase: Option<Cow<'a, str>>,
+}
+
+/// The two annotations the webhook reads; the others are skipped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Annotations<'a> {
+    pub timing: Option<Cow<'a, str>>,
+    pub trigger: Option<Cow<'a, str>>,
+}
+
+/// Reads `metadata.annotations`, keeping only [`ANNOTATION`] and [`TRIGGER_ANNOTATION`].
+fn annotations<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Annotations<'de>>, D::Error> {
+    struct Pick;
+    impl<'de> serde::de::Visitor<'de> for Pick {
+        type Value = Option<Annotations<'de>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of annotations")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Annotations::default();
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                let slot = match key.as_ref() {
+                    ANNOTATION => &mut out.timing,
+                    TRIGGER_ANNOTATION => &mut out.trigger,
+                    _ => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        continue;
+                    }
+                };
+                *slot = Some(map.next_value::<Cow<'de, str>>()?);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_any(Pick)
+}
+
+impl ClaimView<'_> {
+    fn annotation(&self) -> Option<&str> {
+        self.metadata.annotations.as_ref()?.timing.as_deref()
+    }
+
+    fn trigger(&self) -> Option<&str> {
+        self.metadata.annotations.as_ref()?.trigger.as_deref()
+    }
+
+    /// `creationTimestamp`, to the second as the API server stores it.
+    fn created_at(&self) -> Option<DateTime<Utc>> {
+        let t = DateTime::parse_from_rfc3339(self.metadata.creation_timestamp.as_deref()?).ok()?;
+        DateTime::<Utc>::from_timestamp(t.timestamp(), 0)
+    }
+}
+
+/// A review request as the webhook decodes it.
+pub type ClaimRequest<'a> = Request<'a, ClaimView<'a>>;
 
 /// Why a request was let through untouched.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,7 +180,7 @@ pub struct Mutation {
 /// `seen` is this replica's own earlier sighting of the object's current phase (see
 /// [`Sightings`]).
 pub fn mutate(
-    req: &AdmissionRequest<DynamicObject>,
+    req: &ClaimRequest<'_>,
     now: DateTime<Utc>,
     seen: Option<DateTime<Utc>>,
 ) -> Result<Option<Mutation>, MutateError> {
@@ -111,7 +200,7 @@ pub fn mutate(
         .object
         .as_ref()
         .ok_or(MutateError::MissingObject(operation))?;
-    let on_status = req.sub_resource.as_deref() == Some("status");
+    let on_status = req.sub_resource() == "status";
     let old = req.old_object.as_ref().filter(|_| !creating);
 
     let stored_phase = match (creating, old) {
@@ -127,42 +216,25 @@ pub fn mutate(
     let Some(phase) = timing::known_phase(phase) else {
         return Ok(None);
     };
-    let annotations = object.metadata.annotations.as_ref();
-    let created_at = object
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0));
-    let trigger_of = |o: &DynamicObject| {
-        o.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(TRIGGER_ANNOTATION))
-            .cloned()
-    };
-    let incoming = annotations
-        .and_then(|a| a.get(ANNOTATION))
+    let created_at = object.created_at();
+    let incoming = object
+        .annotation()
         .and_then(|v| timing::PvcTiming::parse(v).ok());
     // Only to date a Bound entry still missing (a /status change the server discarded); a
     // trigger never moves a recorded time.
     let bound_missing = incoming.is_none_or(|t| t.current_phase != BOUND);
     let trigger = (phase == BOUND && !on_status && stored_phase == BOUND && bound_missing)
-        .then(|| trigger_of(object))
+        .then(|| object.trigger())
         .flatten()
-        .filter(|t| old.and_then(trigger_of).as_ref() != Some(t))
+        .filter(|t| old.and_then(ClaimView::trigger) != Some(*t))
         .and_then(|v| v.trim().parse::<i64>().ok())
         .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0));
     let earlier_sightings: Vec<DateTime<Utc>> = trigger.into_iter().chain(seen).collect();
 
     let outcome = timing::fold(&Observation {
         phase,
-        annotation: annotations
-            .and_then(|a| a.get(ANNOTATION))
-            .map(String::as_str),
-        stored: old
-            .and_then(|old| old.metadata.annotations.as_ref())
-            .and_then(|a| a.get(ANNOTATION))
-            .map(String::as_str),
+        annotation: object.annotation(),
+        stored: old.and_then(ClaimView::annotation),
         creating,
         created_at,
         earlier_sightings: &earlier_sightings,
@@ -175,19 +247,14 @@ pub fn mutate(
     Ok(Some(Mutation { patch, outcome }))
 }
 
-fn phase_of(object: &DynamicObject) -> Option<&str> {
-    object
-        .data
-        .get("status")
-        .and_then(|s| s.get("phase"))
-        .and_then(Value::as_str)
+fn phase_of<'a>(object: &'a ClaimView<'_>) -> Option<&'a str> {
+    object.status.phase.as_deref()
 }
 
 /// Sets `metadata.annotations[pvc-timing]`, creating the map when the object has none (a JSON
 /// patch `add` into a missing parent fails).
-fn annotation_patch(object: &DynamicObject, value: &str) -> Patch {
-    let annotations = object.metadata.annotations.as_ref();
-    let op = match annotations {
+fn annotation_patch(object: &ClaimView<'_>, value: &str) -> Patch {
+    let op = match &object.metadata.annotations {
         None => PatchOperation::Add(AddOperation {
             path: PointerBuf::from_tokens(["metadata", "annotations"]),
             value: serde_json::json!({ ANNOTATION: value }),
@@ -195,7 +262,7 @@ fn annotation_patch(object: &DynamicObject, value: &str) -> Patch {
         Some(map) => {
             let path = PointerBuf::from_tokens(["metadata", "annotations", ANNOTATION]);
             let value = Value::String(value.to_owned());
-            if map.contains_key(ANNOTATION) {
+            if map.timing.is_some() {
                 PatchOperation::Replace(ReplaceOperation { path, value })
             } else {
                 PatchOperation::Add(AddOperation { path, value })
@@ -285,21 +352,21 @@ impl Webhook {
     }
 
     /// The uid and normalised phase of the admitted object, when it has a uid.
-    fn claim_phase(req: &AdmissionRequest<DynamicObject>) -> Option<(String, String)> {
+    fn claim_phase<'r>(req: &'r ClaimRequest<'_>) -> Option<(&'r str, &'r str)> {
         let object = req.object.as_ref()?;
-        let uid = object.metadata.uid.clone()?;
-        Some((uid, timing::normalise_phase(phase_of(object)).to_owned()))
+        let uid = object.metadata.uid.as_deref()?;
+        Some((uid, timing::normalise_phase(phase_of(object))))
     }
 
-    fn note_sighting(&self, req: &AdmissionRequest<DynamicObject>, mutation: &Mutation) {
-        if req.dry_run {
+    fn note_sighting(&self, req: &ClaimRequest<'_>, mutation: &Mutation) {
+        if req.is_dry_run() {
             return;
         }
         let Some((uid, phase)) = Self::claim_phase(req) else {
             return;
         };
-        let on_status = req.sub_resource.as_deref() == Some("status");
-        let appended = mutation.outcome.appended.as_deref() == Some(phase.as_str());
+        let on_status = req.sub_resource() == "status";
+        let appended = mutation.outcome.appended.as_deref() == Some(phase);
         let stored = mutation
             .outcome
             .previous
@@ -313,42 +380,38 @@ impl Webhook {
                 .last()
                 .and_then(|t| timing::parse_time(&t.time))
             {
-                self.sightings.remember(&uid, &phase, at);
+                self.sightings.remember(uid, phase, at);
             }
         } else if appended || stored {
             // Written through the main resource, or seen stored: no longer needed.
-            self.sightings.forget(&uid, &phase);
+            self.sightings.forget(uid, phase);
         }
     }
 
     /// Answers one request (synchronous: nothing here waits on I/O).
-    pub fn answer(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        let response = AdmissionResponse::from(req);
-        let claim = format!(
-            "{}/{}",
-            req.namespace.as_deref().unwrap_or_default(),
-            req.name
-        );
-        let seen = Self::claim_phase(req).and_then(|(uid, phase)| self.sightings.get(&uid, &phase));
+    pub fn answer(&self, req: &ClaimRequest<'_>) -> Answer {
+        let response = Answer::allow();
+        let claim = Claim(req);
+        let seen = Self::claim_phase(req).and_then(|(uid, phase)| self.sightings.get(uid, phase));
         let mutation = match mutate(req, self.clock.now(), seen) {
             Ok(Some(mutation)) => mutation,
             Ok(None) => return response,
             Err(err) => {
-                tracing::warn!(claim, error = %err, "let a request through unchanged");
+                tracing::warn!(%claim, error = %err, "let a request through unchanged");
                 metrics::counter!(m::WEBHOOK_ERRORS, "reason" => err.metric_label()).increment(1);
-                return with_warning(response, err.to_string());
+                return response.with_warnings([err.to_string()]);
             }
         };
         self.note_sighting(req, &mutation);
         let mut warnings = Vec::new();
         if let Some(repair) = &mutation.outcome.repair {
             tracing::warn!(
-                claim,
+                %claim,
                 repair = repair.label(),
                 reason = repair.reason(),
                 "repaired the pvc-timing annotation"
             );
-            if !req.dry_run {
+            if !req.is_dry_run() {
                 metrics::counter!(m::ANNOTATION_REPAIRS, "kind" => repair.label()).increment(1);
             }
             warnings.push(format!(
@@ -359,50 +422,47 @@ impl Webhook {
         }
         if let Some(phase) = &mutation.outcome.appended {
             tracing::info!(
-                claim,
+                %claim,
                 phase,
-                subresource = req.sub_resource.as_deref().unwrap_or_default(),
-                dry_run = req.dry_run,
+                subresource = req.sub_resource(),
+                dry_run = req.is_dry_run(),
                 "recording a new phase"
             );
         }
         let Some(patch) = mutation.patch else {
-            return with_warnings(response, warnings);
+            return response.with_warnings(warnings);
         };
         tracing::debug!(
-            claim,
+            %claim,
             annotation = mutation.outcome.value,
             "patching pvc-timing"
         );
-        match response.clone().with_patch(patch) {
-            Ok(patched) => with_warnings(patched, warnings),
+        match response.clone().with_patch(&patch) {
+            Ok(patched) => patched.with_warnings(warnings),
             Err(err) => {
-                tracing::warn!(claim, error = %err, "failed to encode the patch; letting the request through unchanged");
+                tracing::warn!(%claim, error = %err, "failed to encode the patch; letting the request through unchanged");
                 metrics::counter!(m::WEBHOOK_ERRORS, "reason" => "encode_patch").increment(1);
-                with_warning(response, format!("failed to record PVC timing: {err}"))
+                response.with_warnings([format!("failed to record PVC timing: {err}")])
             }
         }
     }
 }
 
+/// `namespace/name` of the claim under review, for logs; formatted only when a line is written.
+struct Claim<'r, 'a>(&'r ClaimRequest<'a>);
+
+impl std::fmt::Display for Claim<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0.namespace(), self.0.name)
+    }
+}
+
 impl Handler for Webhook {
-    async fn review(&self, req: AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        self.answer(&req)
-    }
-}
+    type Object<'a> = ClaimView<'a>;
 
-fn with_warning(response: AdmissionResponse, warning: String) -> AdmissionResponse {
-    with_warnings(response, vec![warning])
-}
-
-fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
-    if !warnings.is_empty() {
-        response
-            .warnings
-            .get_or_insert_with(Vec::new)
-            .extend(warnings);
+    async fn review<'r, 'a: 'r>(&'r self, req: &'r ClaimRequest<'a>) -> Answer {
+        self.answer(req)
     }
-    response
 }
 
 #[cfg(test)]

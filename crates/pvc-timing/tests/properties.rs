@@ -7,7 +7,7 @@
 //! `PROPTEST_CASES` raises the budget (`scripts/fuzz` runs 10^6 per target); without it each
 //! target runs a small one so the normal test run stays fast.
 
-use ballast_runtime::admission::decode;
+use ballast_runtime::admission::decode_value;
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use pvc_timing::admission::mutate;
@@ -257,7 +257,7 @@ proptest! {
     #[test]
     fn the_webhook_is_idempotent_on_real_requests_with_any_annotations(case in case()) {
         let mut review = review_of(&case);
-        let req = decode(&serde_json::to_vec(&review).unwrap()).unwrap();
+        let req = decode_value(review.clone()).unwrap();
         let Some(first) = mutate(&req, at(case.now), case.seen.map(at)).unwrap() else {
             // Not a claim phase: nothing recorded, nothing to repeat.
             return Ok(());
@@ -274,7 +274,7 @@ proptest! {
         let stored = review["request"]["object"]["metadata"]["annotations"][ANNOTATION].clone();
         prop_assert_eq!(stored, json!(first.outcome.value));
 
-        let req = decode(&serde_json::to_vec(&review).unwrap()).unwrap();
+        let req = decode_value(review.clone()).unwrap();
         let again = mutate(&req, at(case.now + case.later), case.seen.map(at))
             .unwrap()
             .expect("the same claim phase again");

@@ -188,6 +188,19 @@ async fn a_body_that_is_not_an_admission_review_gets_a_clear_400() {
     assert_eq!(response.status(), 400);
     let text = response.text().await.unwrap();
     assert!(
+        text.contains(r#"expected kind AdmissionReview in admission.k8s.io/v1, got kind "Pod""#),
+        "{text}"
+    );
+    let response = served
+        .client
+        .post(served.url("/mutate"))
+        .body("{\"kind\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(
         text.contains("failed to decode the AdmissionReview"),
         "{text}"
     );

@@ -10,9 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ballast_runtime::admission::{
-    AdmissionRequest, AdmissionResponse, DynamicObject, Handler, MAX_BODY_BYTES, route,
-};
+use ballast_runtime::admission::{Answer, Handler, MAX_BODY_BYTES, Request, route};
 use ballast_runtime::http::{Limits, serve_with};
 use ballast_runtime::tls::{ReloadingTls, generate, install_crypto_provider};
 use bytes::Bytes;
@@ -43,8 +41,11 @@ const REVIEW: &str = include_str!("data/pod-delete-user.json");
 struct AllowAll;
 
 impl Handler for AllowAll {
-    async fn review(&self, req: AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        AdmissionResponse::from(&req)
+    /// The whole object, as a handler reading everything would: the memory bound must hold.
+    type Object<'a> = serde_json::Value;
+
+    async fn review<'r, 'a: 'r>(&'r self, _: &'r Request<'a, serde_json::Value>) -> Answer {
+        Answer::allow()
     }
 }
 

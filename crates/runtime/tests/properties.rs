@@ -4,8 +4,9 @@
 //! `PROPTEST_CASES` raises the budget (`scripts/fuzz` runs 10^6 per target); without it each
 //! target runs a small one so the normal test run stays fast.
 
-use ballast_runtime::admission::{AdmissionResponse, DecodeError, decode, encode};
+use ballast_runtime::admission::{Answer, DecodeError, decode, encode};
 use proptest::prelude::*;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 const POD_DELETE: &str = include_str!("data/pod-delete-user.json");
@@ -96,17 +97,28 @@ fn pointer() -> impl Strategy<Value = &'static str> {
     ])
 }
 
-/// Whatever `decode` answers, it is a request the rest of the pipeline can use or a typed error.
+/// Whatever `decode` answers, it is a request the rest of the pipeline can use or a typed error,
+/// whether the objects are skipped or decoded whole.
 fn check(body: &[u8]) -> Result<(), TestCaseError> {
-    match decode(body) {
+    check_as::<IgnoredAny>(body)?;
+    check_as::<Value>(body)
+}
+
+fn check_as<'a, O: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<(), TestCaseError> {
+    match decode::<O>(body) {
         Ok(req) => {
             prop_assert!(!req.uid.is_empty(), "accepted a request with an empty uid");
             // An accepted request can always be answered, and the answer names its uid.
-            let encoded = encode(AdmissionResponse::from(&req))
+            let answer = Answer::deny(403, "Forbidden", "no \"quotes\" \u{1} lost");
+            let encoded = encode(&req, &answer)
                 .map_err(|e| TestCaseError::fail(format!("failed to encode an answer: {e}")))?;
             let answer: Value = serde_json::from_slice(&encoded)
                 .map_err(|e| TestCaseError::fail(format!("answer is not JSON: {e}")))?;
             prop_assert_eq!(&answer["response"]["uid"], &json!(req.uid));
+            prop_assert_eq!(
+                &answer["response"]["status"]["message"],
+                &json!("no \"quotes\" \u{1} lost")
+            );
             prop_assert_eq!(&answer["kind"], &json!("AdmissionReview"));
         }
         Err(err) => {
@@ -165,7 +177,7 @@ proptest! {
         check(&body)?;
         // A strict prefix of the envelope is unbalanced JSON: refused as such.
         let prefix = &original[..cut.index(original.len())];
-        let refused = matches!(decode(prefix), Err(DecodeError::Json(_)));
+        let refused = matches!(decode::<IgnoredAny>(prefix), Err(DecodeError::Json(_)));
         prop_assert!(refused, "a strict prefix of a review was not refused as invalid JSON");
     }
 
@@ -179,7 +191,8 @@ proptest! {
         review["apiVersion"] = json!(api_version);
         let accepted = kind == "AdmissionReview"
             && matches!(api_version.as_str(), "admission.k8s.io/v1" | "admission.k8s.io/v1beta1");
-        let result = decode(&serde_json::to_vec(&review).unwrap());
+        let body = serde_json::to_vec(&review).unwrap();
+        let result = decode::<IgnoredAny>(&body);
         if accepted {
             prop_assert!(result.is_ok());
         } else {
@@ -200,5 +213,12 @@ fn deeply_nested_json_is_refused_without_exhausting_the_stack() {
     body.push_str(&"[".repeat(depth));
     body.push_str(&"]".repeat(depth));
     body.push_str("}}");
-    assert!(matches!(decode(body.as_bytes()), Err(DecodeError::Json(_))));
+    assert!(matches!(
+        decode::<IgnoredAny>(body.as_bytes()),
+        Err(DecodeError::Json(_))
+    ));
+    assert!(matches!(
+        decode::<Value>(body.as_bytes()),
+        Err(DecodeError::Json(_))
+    ));
 }

@@ -1,9 +1,9 @@
 use super::*;
 use crate::storm::{Mode, NodeState, Protection, StormConfig, evaluate};
+use ballast_runtime::admission::decode;
 use chrono::{TimeZone, Utc};
-use kube::core::admission::AdmissionReview;
 
-fn fixture(name: &str) -> AdmissionRequest<DynamicObject> {
+fn fixture(name: &str) -> PodRequest<'static> {
     let text = match name {
         "delete-taint" => {
             include_str!("../../tests/data/pod-delete-node-controller-taint-eviction.json")
@@ -21,8 +21,7 @@ fn fixture(name: &str) -> AdmissionRequest<DynamicObject> {
         "create-dry-run" => include_str!("../../tests/data/pod-create-dry-run.json"),
         other => panic!("no fixture {other}"),
     };
-    let review: AdmissionReview<DynamicObject> = serde_json::from_str(text).expect("fixture");
-    review.try_into().expect("fixture has a request")
+    decode(text.as_bytes()).expect("fixture")
 }
 
 fn node(name: &str, ready: bool) -> NodeState {
@@ -321,7 +320,7 @@ fn allows_eviction_of_pod_that_was_not_found_and_unscheduled_pod_delete() {
 #[test]
 fn dry_run_delete_gets_the_same_decision() {
     let mut req = fixture("delete-taint");
-    req.dry_run = true;
+    req.dry_run = Some(true);
     assert_eq!(
         review(&req, None, &storm(), &Policy::default()),
         review(&fixture("delete-taint"), None, &storm(), &Policy::default())

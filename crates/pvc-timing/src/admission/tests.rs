@@ -1,5 +1,5 @@
 use super::*;
-use ballast_runtime::admission::decode;
+use ballast_runtime::admission::{decode, decode_value, encode};
 use chrono::TimeZone;
 use serde_json::json;
 
@@ -27,8 +27,8 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
-fn request(review: &Value) -> AdmissionRequest<DynamicObject> {
-    decode(&serde_json::to_vec(review).unwrap()).unwrap()
+fn request(review: &Value) -> ClaimRequest<'static> {
+    decode_value(review.clone()).unwrap()
 }
 
 /// Seconds after the fixtures' claim `data-1` was created (2026-11-23T08:59:01Z).
@@ -302,7 +302,7 @@ fn delete_is_let_through_without_a_patch() {
     review["request"]["object"] = Value::Null;
     assert_eq!(mutate(&request(&review), at(1), None).unwrap(), None);
     let response = Webhook::new(Arc::new(SystemClock)).answer(&request(&review));
-    assert!(response.allowed);
+    assert!(response.allowed());
     assert_eq!(response.patch, None);
 }
 
@@ -311,9 +311,9 @@ fn a_request_for_another_kind_is_allowed_with_a_warning() {
     let mut review = fixture("pvc-create");
     review["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
     let response = Webhook::new(Arc::new(FixedClock(at(1)))).answer(&request(&review));
-    assert!(response.allowed);
+    assert!(response.allowed());
     assert_eq!(response.patch, None);
-    let warnings = response.warnings.unwrap_or_default();
+    let warnings = response.warnings;
     assert!(
         warnings
             .iter()
@@ -327,14 +327,14 @@ fn a_corrupt_annotation_is_repaired_with_a_warning_and_the_claim_allowed() {
     let mut review = fixture("pvc-update-binder-static-bind");
     annotate(&mut review, ANNOTATION, "{broken", &["object", "oldObject"]);
     let response = Webhook::new(Arc::new(FixedClock(at(5)))).answer(&request(&review));
-    assert!(response.allowed);
+    assert!(response.allowed());
     let patch: Value = serde_json::from_slice(response.patch.as_ref().unwrap()).unwrap();
     assert_eq!(
         patch,
         json!([{"op": "replace", "path": "/metadata/annotations/pvc-timing",
                 "value": r#"{"currentPhase":"Pending","timings":[{"phase":"Pending","time":"2026-11-23T08:59:01Z"}]}"#}])
     );
-    let warnings = response.warnings.unwrap_or_default();
+    let warnings = response.warnings;
     assert!(
         warnings.iter().any(|w| w.contains("repaired (restarted)")),
         "{warnings:?}"
@@ -344,10 +344,15 @@ fn a_corrupt_annotation_is_repaired_with_a_warning_and_the_claim_allowed() {
 #[test]
 fn the_answer_carries_a_json_patch_the_api_server_can_apply() {
     let review = fixture("pvc-create");
-    let req = request(&review);
+    let body = serde_json::to_vec(&review).unwrap();
+    let req = decode(&body).unwrap();
     let response = Webhook::new(Arc::new(FixedClock(at(1)))).answer(&req);
-    assert!(response.allowed);
-    assert_eq!(response.uid, "11ecb804-b28c-4398-b7d9-4efce09cf77e");
+    assert!(response.allowed());
+    let answer: Value = serde_json::from_slice(&encode(&req, &response).unwrap()).unwrap();
+    assert_eq!(
+        answer["response"]["uid"],
+        "11ecb804-b28c-4398-b7d9-4efce09cf77e"
+    );
     let patch: Patch = serde_json::from_slice(response.patch.as_ref().unwrap()).unwrap();
     let mut object = review["request"]["object"].clone();
     json_patch::patch(&mut object, &patch).unwrap();
@@ -373,7 +378,7 @@ fn trigger_update(trigger_at: DateTime<Utc>) -> Value {
     review
 }
 
-fn recorded(response: &AdmissionResponse) -> Value {
+fn recorded(response: &Answer) -> Value {
     let patch: Value = serde_json::from_slice(response.patch.as_ref().expect("a patch")).unwrap();
     patch[0]["value"].clone()
 }

@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Router;
@@ -13,13 +14,32 @@ const PVC_CREATE: &str = include_str!("../../tests/data/pvc-create.json");
 struct DenyDeletes;
 
 impl Handler for DenyDeletes {
-    async fn review(&self, req: AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    type Object<'a> = serde::de::IgnoredAny;
+
+    async fn review<'r, 'a: 'r>(&'r self, req: &'r Request<'a, IgnoredAny>) -> Answer {
         if req.operation == Operation::Delete {
-            deny(&req, 403, "Forbidden", format!("no deleting {}", req.name))
+            Answer::deny(403, "Forbidden", format!("no deleting {}", req.name))
         } else {
-            AdmissionResponse::from(&req)
+            Answer::allow()
         }
     }
+}
+
+use serde::de::IgnoredAny;
+
+/// A view of the fields a handler might read, to see them decoded and the rest skipped.
+#[derive(Debug, serde::Deserialize)]
+struct Meta<'a> {
+    #[serde(borrow)]
+    metadata: MetaFields<'a>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct MetaFields<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    uid: Option<Cow<'a, str>>,
 }
 
 async fn start() -> (String, CancellationToken) {
@@ -33,23 +53,32 @@ async fn start() -> (String, CancellationToken) {
 
 #[test]
 fn decodes_a_real_api_server_request() {
-    let req = decode(POD_DELETE.as_bytes()).unwrap();
+    let req = decode::<Meta>(POD_DELETE.as_bytes()).unwrap();
     assert_eq!(req.operation, Operation::Delete);
     assert_eq!(req.name, "user-deleted");
-    assert!(req.old_object.is_some());
+    assert_eq!(req.api_version, "admission.k8s.io/v1");
+    let old = req.old_object.as_ref().expect("oldObject");
+    assert_eq!(old.metadata.name, "user-deleted");
+    assert!(old.metadata.uid.is_some());
+    assert!(req.object.is_none());
     assert!(!req.uid.is_empty());
+    assert_eq!(req.user_info.name(), "admin");
+    assert!(
+        matches!(req.uid, Cow::Borrowed(_)),
+        "strings are borrowed from the body"
+    );
 }
 
 #[test]
 fn names_what_is_wrong_with_a_body() {
     let truncated = &POD_DELETE[..POD_DELETE.len() / 2];
     assert!(matches!(
-        decode(truncated.as_bytes()),
+        decode::<IgnoredAny>(truncated.as_bytes()),
         Err(DecodeError::Json(_))
     ));
 
     let wrong_kind = POD_DELETE.replacen("\"AdmissionReview\"", "\"Pod\"", 1);
-    let err = decode(wrong_kind.as_bytes()).unwrap_err();
+    let err = decode::<IgnoredAny>(wrong_kind.as_bytes()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "expected kind AdmissionReview in admission.k8s.io/v1, got kind \"Pod\" in \"admission.k8s.io/v1\""
@@ -57,14 +86,17 @@ fn names_what_is_wrong_with_a_body() {
 
     let no_request = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
     assert!(matches!(
-        decode(no_request.as_bytes()),
+        decode::<IgnoredAny>(no_request.as_bytes()),
         Err(DecodeError::MissingRequest)
     ));
 
     let mut value: serde_json::Value = serde_json::from_str(PVC_CREATE).unwrap();
     value["request"]["uid"] = "".into();
     let empty_uid = serde_json::to_vec(&value).unwrap();
-    assert!(matches!(decode(&empty_uid), Err(DecodeError::MissingUid)));
+    assert!(matches!(
+        decode::<IgnoredAny>(&empty_uid),
+        Err(DecodeError::MissingUid)
+    ));
 }
 
 #[tokio::test]
@@ -80,9 +112,10 @@ async fn answers_with_the_request_uid_and_the_handler_verdict() {
         .json()
         .await
         .unwrap();
-    let uid = decode(POD_DELETE.as_bytes()).unwrap().uid;
+    let uid = decode::<IgnoredAny>(POD_DELETE.as_bytes()).unwrap().uid;
     assert_eq!(answer["kind"], "AdmissionReview");
-    assert_eq!(answer["response"]["uid"], uid.as_str());
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["response"]["uid"], uid.as_ref());
     assert_eq!(answer["response"]["allowed"], false);
     assert_eq!(answer["response"]["status"]["code"], 403);
     assert_eq!(
@@ -100,6 +133,7 @@ async fn answers_with_the_request_uid_and_the_handler_verdict() {
         .await
         .unwrap();
     assert_eq!(allowed["response"]["allowed"], true);
+    assert!(allowed["response"].get("status").is_none());
     shutdown.cancel();
 }
 
@@ -149,13 +183,16 @@ async fn malformed_and_oversized_bodies_get_clear_errors_and_the_server_keeps_se
 
 #[test]
 fn encodes_the_patch_as_base64_like_the_api_server_expects() {
-    let req = decode(PVC_CREATE.as_bytes()).unwrap();
+    let req = decode::<IgnoredAny>(PVC_CREATE.as_bytes()).unwrap();
     let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
         {"op": "add", "path": "/metadata/annotations/x", "value": "y"}
     ]))
     .unwrap();
-    let response = AdmissionResponse::from(&req).with_patch(patch).unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&encode(response).unwrap()).unwrap();
+    let answer = Answer::allow()
+        .with_patch(&patch)
+        .unwrap()
+        .with_warnings(["careful".to_owned()]);
+    let body: serde_json::Value = serde_json::from_slice(&encode(&req, &answer).unwrap()).unwrap();
     let encoded = body["response"]["patch"]
         .as_str()
         .expect("patch is a string");
@@ -168,5 +205,43 @@ fn encodes_the_patch_as_base64_like_the_api_server_expects() {
         r#"[{"op":"add","path":"/metadata/annotations/x","value":"y"}]"#
     );
     assert_eq!(body["response"]["patchType"], "JSONPatch");
-    assert_eq!(body["response"]["uid"], req.uid.as_str());
+    assert_eq!(body["response"]["uid"], req.uid.as_ref());
+    assert_eq!(body["response"]["allowed"], true);
+    assert_eq!(body["response"]["warnings"], serde_json::json!(["careful"]));
+}
+
+#[test]
+fn a_refusal_is_encoded_as_the_api_server_reads_a_status() {
+    let mut review: serde_json::Value = serde_json::from_str(POD_DELETE).unwrap();
+    review["apiVersion"] = "admission.k8s.io/v1beta1".into();
+    let req = decode_value::<IgnoredAny>(review).unwrap();
+    let answer = Answer::deny(429, "TooManyRequests", "wait \"a\" while").retry_after(10);
+    let body: serde_json::Value = serde_json::from_slice(&encode(&req, &answer).unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1beta1",
+            "kind": "AdmissionReview",
+            "response": {
+                "uid": req.uid.as_ref(),
+                "allowed": false,
+                "status": {"metadata": {}, "status": "Failure", "message": "wait \"a\" while",
+                           "reason": "TooManyRequests", "code": 429,
+                           "details": {"retryAfterSeconds": 10}}
+            }
+        })
+    );
+}
+
+#[test]
+fn null_fields_of_a_view_read_as_their_default() {
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    struct View {
+        #[serde(default, deserialize_with = "null_as_default")]
+        names: Vec<String>,
+    }
+    let v: View = serde_json::from_str(r#"{"names": null}"#).unwrap();
+    assert_eq!(v, View::default());
+    let v: View = serde_json::from_str(r#"{"names": ["a"]}"#).unwrap();
+    assert_eq!(v.names, ["a"]);
 }
