@@ -237,35 +237,27 @@ async fn from_cluster(req: &Request) -> Option<Vec<String>> {
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let params = ListParams::default();
     let names = match req.want {
-        Want::Namespace => Api::<Namespace>::all(client)
-            .list_metadata(&params)
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .filter_map(|o| o.metadata.name)
-            .collect(),
-        Want::Pod => Api::<Pod>::namespaced(client, &namespace)
-            .list_metadata(&params)
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .filter_map(|o| o.metadata.name)
-            .collect(),
-        Want::Claim => Api::<PersistentVolumeClaim>::namespaced(client, &namespace)
-            .list_metadata(&params)
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .filter_map(|o| o.metadata.name)
-            .collect(),
+        Want::Namespace => names(Api::<Namespace>::all(client)).await?,
+        Want::Pod => names(Api::<Pod>::namespaced(client, &namespace)).await?,
+        Want::Claim => names(Api::<PersistentVolumeClaim>::namespaced(client, &namespace)).await?,
         _ => Vec::new(),
     };
     Some(names)
+}
+
+/// The names of every object `api` lists (metadata only); None when the list fails.
+async fn names<K>(api: Api<K>) -> Option<Vec<String>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let list = api.list_metadata(&ListParams::default()).await.ok()?;
+    Some(
+        list.items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect(),
+    )
 }
 
 /// The helper's whole output: one candidate a line, then `:<directive>`.
