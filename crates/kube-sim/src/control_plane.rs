@@ -56,6 +56,13 @@ pub enum Error {
         log: PathBuf,
         tail: String,
     },
+    #[error("{component} exited ({status}) while starting; the end of its log ({log}):\n{tail}")]
+    Exited {
+        component: &'static str,
+        status: std::process::ExitStatus,
+        log: PathBuf,
+        tail: String,
+    },
     #[error("failed to build a client for the control plane")]
     Client(#[source] crate::Error),
 }
@@ -345,7 +352,15 @@ impl ControlPlane {
                 tracing::info!(component = component.binary(), after = ?start.elapsed(), "control plane component ready");
                 return Ok(());
             }
-            if exited.is_some() || start.elapsed() >= START_TIMEOUT {
+            if let Some(status) = exited {
+                return Err(Error::Exited {
+                    component: component.binary(),
+                    status,
+                    log: log.to_path_buf(),
+                    tail: tail(log, 30),
+                });
+            }
+            if start.elapsed() >= START_TIMEOUT {
                 return Err(Error::NotReady {
                     component: component.binary(),
                     timeout: START_TIMEOUT,
@@ -605,7 +620,12 @@ const START_ATTEMPTS: u32 = 3;
 impl Error {
     /// Whether a component failed because a port picked for it was taken meanwhile.
     fn is_port_taken(&self) -> bool {
-        matches!(self, Error::NotReady { tail, .. } if tail.contains("address already in use"))
+        match self {
+            Error::NotReady { tail, .. } | Error::Exited { tail, .. } => {
+                tail.contains("address already in use")
+            }
+            _ => false,
+        }
     }
 }
 
@@ -655,6 +675,20 @@ mod tests {
             r#"E1207 run.go:72] "command failed" err="failed to create listener: failed to listen on 127.0.0.1:37155: listen tcp 127.0.0.1:37155: bind: address already in use""#
         ).is_port_taken());
         assert!(!not_ready("etcdserver: request timed out").is_port_taken());
+        use std::os::unix::process::ExitStatusExt;
+        let exited = Error::Exited {
+            component: "etcd",
+            status: std::process::ExitStatus::from_raw(1 << 8),
+            log: PathBuf::from("etcd.log"),
+            tail: "listen tcp 127.0.0.1:2379: bind: address already in use".into(),
+        };
+        assert!(exited.is_port_taken());
+        assert!(
+            exited
+                .to_string()
+                .starts_with("etcd exited (exit status: 1) while starting"),
+            "{exited}"
+        );
         assert!(
             !Error::Missing {
                 binary: "etcd".into(),
