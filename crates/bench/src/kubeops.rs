@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -36,30 +35,22 @@ where
     Ok(())
 }
 
-/// Writes `n` events (updates of one ConfigMap) so that resourceVersions older than now leave
-/// the simulator's watch history (10 000 events): a watch resuming from one gets 410 Expired
-/// and its client must relist.
-pub async fn push_history(client: &Client, n: usize) -> anyhow::Result<()> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "bench-history"}}))?;
-    match api.create(&PostParams::default(), &cm).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
+/// Writes `n` events (annotation updates of the object `name` of `api`'s kind) so that
+/// resourceVersions older than now leave that kind's watch history in the simulator (10 000
+/// events, one history per resource type, as a real API server's watch cache keeps): a watch of
+/// that kind resuming from one gets 410 Expired and its client must relist.
+pub async fn push_history<K>(api: &Api<K>, name: &str, n: usize) -> anyhow::Result<()>
+where
+    K: Clone + DeserializeOwned + Debug,
+{
     futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let patch = json!({"data": {"n": i.to_string()}});
-                api.patch(
-                    "bench-history",
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
-                anyhow::Ok(())
-            }
+        .map(|i| async move {
+            let patch =
+                json!({"metadata": {"annotations": {"bench.ballast.dev/history": i.to_string()}}});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("failed to update {name}"))?;
+            anyhow::Ok(())
         })
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<()>>()

@@ -1,6 +1,8 @@
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    // big buffers (list pages) mapped on their own, never pinned in the heap
+    ballast_runtime::malloc::tune();
     // a few workers, not one per CPU: the service waits on I/O (WORKER_THREADS)
     ballast_runtime::workers::runtime()?.block_on(run())
 }

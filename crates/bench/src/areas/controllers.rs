@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::areas::memory::{relist, relist_cells};
+use crate::areas::memory::{HISTORY_PUSH, relist, relist_cells};
 use crate::fixtures;
 use crate::kubeops::{self, create_all};
 use crate::plan::Plan;
@@ -241,7 +241,8 @@ async fn claims_run(
         }
         let steady = settle(&s.proc, Duration::from_secs(10)).await?;
         let r = if done.is_some() {
-            relist(&sim, proxy, &s.proc, n as u64 * 500).await?
+            let push = kubeops::push_history(&claims, "c00000", HISTORY_PUSH);
+            relist(proxy, &s.proc, push, n as u64 * 500).await?
         } else {
             None
         };
@@ -318,7 +319,12 @@ async fn podmanager_run(
     let after = pm.proc.stats()?;
     let steady = settle(&pm.proc, Duration::from_secs(10)).await?;
     let r = if done.is_some() {
-        relist(&sim, &proxy, &pm.proc, n as u64 * 4 * 500).await?
+        // the pods are most of what it lists
+        let pods: Api<Pod> = Api::namespaced(sim.client.clone(), NAMESPACE);
+        let first = pods.list(&ListParams::default().limit(1)).await?;
+        let name = first.items.first().and_then(|p| p.metadata.name.clone());
+        let push = kubeops::push_history(&pods, name.as_deref().unwrap_or_default(), HISTORY_PUSH);
+        relist(&proxy, &pm.proc, push, n as u64 * 4 * 500).await?
     } else {
         None
     };

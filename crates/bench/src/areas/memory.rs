@@ -19,7 +19,7 @@ use crate::stats::fmt_mb;
 /// How long RSS may take to settle after start or a load.
 const SETTLE: Duration = Duration::from_secs(20);
 /// Writes pushed through the simulator before a relist: more than its 10 000-event history.
-const HISTORY_PUSH: usize = 10_100;
+pub const HISTORY_PUSH: usize = 10_100;
 /// How long a relist may take.
 const RELIST_LIMIT: Duration = Duration::from_secs(120);
 
@@ -33,19 +33,20 @@ pub struct Relist {
     pub took: Duration,
 }
 
-/// Makes `proc` (connected through `proxy`) relist: history pushed past its resourceVersion,
-/// every connection cut; waits until it has read at least `min_bytes` again and its RSS
+/// Makes `proc` (connected through `proxy`) relist: every connection cut while `push_history`
+/// (a [`kubeops::push_history`] of the kind whose list is measured) moves that kind's history
+/// past its resourceVersion; waits until it has read at least `min_bytes` again and its RSS
 /// settled. None when it read less (no relist seen) within the limit.
 pub async fn relist(
-    sim: &Sim,
     proxy: &Proxy,
     proc: &Proc,
+    push_history: impl Future<Output = anyhow::Result<()>>,
     min_bytes: u64,
 ) -> anyhow::Result<Option<Relist>> {
     // The API server looks down while the history moves on: a bookmark cannot bring the
     // service's resourceVersion up to date, so its watch must start again with a list.
     proxy.pause();
-    kubeops::push_history(&sim.client, HISTORY_PUSH).await?;
+    push_history.await?;
     proc.reset_peak()?;
     let before = proxy.bytes();
     let started = Instant::now();
@@ -234,7 +235,9 @@ async fn guard_with_nodes(
     let g = services::guard(env, &format!("eviction-guard-{n}"), &kc, cert, cores).await?;
     let steady = settle(&g.proc, SETTLE).await?;
     let r = if relisting {
-        relist(&sim, &proxy, &g.proc, node_bytes * n as u64 / 2).await?
+        let nodes = Api::<Node>::all(sim.client.clone());
+        let push = kubeops::push_history(&nodes, "worker-1", HISTORY_PUSH);
+        relist(&proxy, &g.proc, push, node_bytes * n as u64 / 2).await?
     } else {
         None
     };
