@@ -35,16 +35,20 @@ where
     Ok(())
 }
 
-/// Writes `n` events (annotation updates of the object `name` of `api`'s kind) so that
+/// Writes `n` events (annotation updates of the objects `names` of `api`'s kind, in turn) so that
 /// resourceVersions older than now leave that kind's watch history in the simulator (10 000
 /// events, one history per resource type, as a real API server's watch cache keeps): a watch of
-/// that kind resuming from one gets 410 Expired and its client must relist.
-pub async fn push_history<K>(api: &Api<K>, name: &str, n: usize) -> anyhow::Result<()>
+/// that kind resuming from one gets 410 Expired and its client must relist. Give at least
+/// [`IN_FLIGHT`] names: like a real API server, the simulator gives up on a patch of an object
+/// that others keep changing after a few attempts (409 Conflict).
+pub async fn push_history<K>(api: &Api<K>, names: &[String], n: usize) -> anyhow::Result<()>
 where
     K: Clone + DeserializeOwned + Debug,
 {
+    anyhow::ensure!(!names.is_empty(), "no object to write the history with");
     futures::stream::iter(0..n)
         .map(|i| async move {
+            let name = &names[i % names.len()];
             let patch =
                 json!({"metadata": {"annotations": {"bench.ballast.dev/history": i.to_string()}}});
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))

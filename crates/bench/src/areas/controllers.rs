@@ -241,7 +241,8 @@ async fn claims_run(
         }
         let steady = settle(&s.proc, Duration::from_secs(10)).await?;
         let r = if done.is_some() {
-            let push = kubeops::push_history(&claims, "c00000", HISTORY_PUSH);
+            let names: Vec<String> = (0..n).map(|i| format!("c{i:05}")).collect();
+            let push = kubeops::push_history(&claims, &names, HISTORY_PUSH);
             relist(proxy, &s.proc, push, n as u64 * 500).await?
         } else {
             None
@@ -321,9 +322,13 @@ async fn podmanager_run(
     let r = if done.is_some() {
         // the pods are most of what it lists
         let pods: Api<Pod> = Api::namespaced(sim.client.clone(), NAMESPACE);
-        let first = pods.list(&ListParams::default().limit(1)).await?;
-        let name = first.items.first().and_then(|p| p.metadata.name.clone());
-        let push = kubeops::push_history(&pods, name.as_deref().unwrap_or_default(), HISTORY_PUSH);
+        let some = pods.list(&ListParams::default().limit(256)).await?;
+        let names: Vec<String> = some
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        let push = kubeops::push_history(&pods, &names, HISTORY_PUSH);
         relist(&proxy, &pm.proc, push, n as u64 * 4 * 500).await?
     } else {
         None

@@ -236,7 +236,8 @@ async fn guard_with_nodes(
     let steady = settle(&g.proc, SETTLE).await?;
     let r = if relisting {
         let nodes = Api::<Node>::all(sim.client.clone());
-        let push = kubeops::push_history(&nodes, "worker-1", HISTORY_PUSH);
+        let names: Vec<String> = (1..=n).map(|i| format!("worker-{i}")).collect();
+        let push = kubeops::push_history(&nodes, &names, HISTORY_PUSH);
         relist(&proxy, &g.proc, push, node_bytes * n as u64 / 2).await?
     } else {
         None
