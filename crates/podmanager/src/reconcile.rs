@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -81,6 +81,10 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>, stop: Ca
     let health_changes =
         tokio_stream::wrappers::WatchStream::from_changes(ctx.health.clone()).map(|_| ());
     Controller::for_stream(trigger, reader)
+        .with_config(
+            controller::Config::default()
+                .concurrency(ballast_runtime::kubeclient::RECONCILES_IN_FLIGHT),
+        )
         .owns(pods, watcher::Config::default().labels(LABEL_NAME))
         .reconcile_all_on(health_changes)
         .graceful_shutdown_on(stop.cancelled_owned())

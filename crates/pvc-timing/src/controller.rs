@@ -223,11 +223,6 @@ impl Context {
     }
 }
 
-/// Claims reconciled at once. Unbounded, a backfill (every Bound claim of the cluster seen at
-/// start) opens one API connection per claim, each with its own TLS buffers, and the process
-/// keeps that memory long after; a few in flight already keep the API server busy.
-const MAX_IN_FLIGHT: u16 = 16;
-
 /// Runs the controller until `stop` (the scaffold runs it only while this replica leads).
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let api: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
@@ -241,7 +236,10 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         .reflect(writer)
         .applied_objects();
     let controller = Controller::for_stream(claims, store.clone())
-        .with_config(controller::Config::default().concurrency(MAX_IN_FLIGHT))
+        .with_config(
+            controller::Config::default()
+                .concurrency(ballast_runtime::kubeclient::RECONCILES_IN_FLIGHT),
+        )
         .graceful_shutdown_on(async move { stopped.cancelled().await });
     tokio::spawn(async move {
         if store.wait_until_ready().await.is_ok() {

@@ -8,6 +8,14 @@ use kube::{Client, Config};
 
 use crate::error::{Error, Result};
 
+/// Reconciles a controller runs at once. The Kubernetes client speaks HTTP/1.1 to the API server:
+/// every request in flight is a connection of its own, with its TLS state and buffers. Unbounded,
+/// a controller that sees thousands of objects at start (a backfill, a relist) opens thousands of
+/// connections and the process keeps their memory long after (pvc-timing: 1,189 sockets and
+/// 84 MB after a 1,000-claim backfill; podmanager: 119 MB with 1,000 PodManagers); a few in
+/// flight already keep the API server busy.
+pub const RECONCILES_IN_FLIGHT: u16 = 16;
+
 /// A client from an explicit kubeconfig file, or else inferred (KUBECONFIG, ~/.kube/config,
 /// in-cluster), using `context` when given.
 pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client> {

@@ -23,8 +23,6 @@ use crate::sim::Sim;
 use crate::stats::{fmt_duration, fmt_mb};
 
 const NAMESPACE: &str = "bench";
-/// pvc-timing's reconciles in flight (its controller's `MAX_IN_FLIGHT`).
-const PVC_TIMING_IN_FLIGHT: usize = 16;
 /// Static provisioning: volumes an administrator made, no StorageClass object.
 const CLASS: &str = "manual";
 /// RSS is steady when it stayed within 1 % over this long.
@@ -307,7 +305,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
             / 1000.0,
         kubeops::IN_FLIGHT,
         plan.backfill_linger,
-        PVC_TIMING_IN_FLIGHT,
+        ballast_runtime::kubeclient::RECONCILES_IN_FLIGHT,
     ));
     sec.table(&t);
     Ok(sec)
