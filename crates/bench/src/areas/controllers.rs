@@ -218,10 +218,12 @@ async fn claims_run(
         .collect::<Result<_, _>>()?;
     let sim_before = sim.stats()?;
     let started = Instant::now();
+    let names: Vec<String> = (0..n).map(|i| format!("c{i:05}")).collect();
     create_all(
         &claims,
-        (0..n)
-            .map(|i| fixtures::claim(&format!("c{i:05}"), "nfs"))
+        names
+            .iter()
+            .map(|name| fixtures::claim(name, "nfs"))
             .collect(),
     )
     .await?;
@@ -241,7 +243,6 @@ async fn claims_run(
         }
         let steady = settle(&s.proc, Duration::from_secs(10)).await?;
         let r = if done.is_some() {
-            let names: Vec<String> = (0..n).map(|i| format!("c{i:05}")).collect();
             let push = kubeops::push_history(&claims, &names, HISTORY_PUSH);
             relist(proxy, &s.proc, push, n as u64 * 500).await?
         } else {

@@ -225,18 +225,16 @@ async fn guard_with_nodes(
 ) -> anyhow::Result<(ProcStats, Option<Relist>, u64)> {
     let sim = Sim::start(env, &format!("guard-sim-{n}"), &["--nodes", "0"]).await?;
     services::namespace(&sim.client, services::SYSTEM_NAMESPACE).await?;
-    let nodes = (1..=n)
-        .map(|i| fixtures::node(&format!("worker-{i}"), i))
-        .collect();
-    kubeops::create_all(&Api::<Node>::all(sim.client.clone()), nodes).await?;
+    let nodes = Api::<Node>::all(sim.client.clone());
+    let names: Vec<String> = (1..=n).map(|i| format!("worker-{i}")).collect();
+    let objects = (1..=n).zip(&names).map(|(i, name)| fixtures::node(name, i));
+    kubeops::create_all(&nodes, objects.collect()).await?;
     let node_bytes = serde_json::to_vec(&fixtures::node("node-1", 1))?.len() as u64;
     let proxy = Proxy::start(sim.port).await?;
     let kc = sim.kubeconfig_via(proxy.port, &env.work.join(format!("guard-{n}.kubeconfig")))?;
     let g = services::guard(env, &format!("eviction-guard-{n}"), &kc, cert, cores).await?;
     let steady = settle(&g.proc, SETTLE).await?;
     let r = if relisting {
-        let nodes = Api::<Node>::all(sim.client.clone());
-        let names: Vec<String> = (1..=n).map(|i| format!("worker-{i}")).collect();
         let push = kubeops::push_history(&nodes, &names, HISTORY_PUSH);
         relist(&proxy, &g.proc, push, node_bytes * n as u64 / 2).await?
     } else {
