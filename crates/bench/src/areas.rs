@@ -5,4 +5,5 @@ pub mod backfill;
 pub mod controllers;
 pub mod kubectl;
 pub mod memory;
+pub mod real;
 pub mod storm;

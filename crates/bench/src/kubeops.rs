@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -74,13 +75,48 @@ pub async fn install_podmanager_crd(client: &Client, podmanager: &Path) -> anyho
     let mut crd: Value = serde_yaml::from_slice(&out.stdout)?;
     crd["spec"]["conversion"] = json!({"strategy": "None"});
     let crd: CustomResourceDefinition = serde_json::from_value(crd)?;
+    let name = crd.metadata.name.clone().unwrap_or_default();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     match api.create(&PostParams::default(), &crd).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
-    // Served once established.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Served once established (a real API server takes a moment to say so).
+    let established = |c: &CustomResourceDefinition| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            })
+    };
+    let started = std::time::Instant::now();
+    while !established(&api.get(&name).await?) {
+        anyhow::ensure!(
+            started.elapsed() < SETUP_TIMEOUT,
+            "the CRD {name} was not established in {SETUP_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// How long a new CRD may take to be established, or a namespace to get its ServiceAccount.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until namespace `ns` has its `default` ServiceAccount: a real API server refuses pods
+/// in a namespace until the controller manager has made it.
+pub async fn wait_default_service_account(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let started = std::time::Instant::now();
+    while api.get_opt("default").await?.is_none() {
+        anyhow::ensure!(
+            started.elapsed() < SETUP_TIMEOUT,
+            "namespace {ns} has no default ServiceAccount after {SETUP_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! and memory from `/proc`, and writes one markdown section per area into BENCHMARKS.md.
 
 pub mod areas;
+pub mod cluster;
 pub mod fixtures;
 pub mod kubeops;
 pub mod load;

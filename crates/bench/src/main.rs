@@ -30,6 +30,10 @@ struct Cli {
     /// Directory of the release binaries (default: this binary's directory).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) for
+    /// the control-plane area.
+    #[arg(long, env = "E2E_K8S_BINARIES", default_value = "target/k8s")]
+    k8s_binaries: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -54,6 +58,8 @@ enum Area {
     Kubectl,
     /// pvc-timing's memory after a backfill of Bound claims and their deletion.
     PvcTiming,
+    /// The controllers on a real control plane (needs `--k8s-binaries`).
+    ControlPlane,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,14 +112,24 @@ async fn suite(
     let areas = if cli.areas.is_empty() && plan.smoke {
         vec![Area::Admission]
     } else if cli.areas.is_empty() {
-        vec![
+        let mut all = vec![
             Area::Admission,
             Area::Storm,
             Area::Memory,
             Area::Controllers,
             Area::PvcTiming,
             Area::Kubectl,
-        ]
+        ];
+        if cli.k8s_binaries.join("kube-apiserver").is_file() {
+            all.push(Area::ControlPlane);
+        } else {
+            eprintln!(
+                "ballast-bench: no Kubernetes binaries in {} (--k8s-binaries or E2E_K8S_BINARIES); \
+                 the control-plane area is left out",
+                cli.k8s_binaries.display()
+            );
+        }
+        all
     } else {
         cli.areas
     };
@@ -128,6 +144,9 @@ async fn suite(
             Area::Controllers => ballast_bench::areas::controllers::run(&env, &plan).await,
             Area::Kubectl => ballast_bench::areas::kubectl::run(&env, &plan).await,
             Area::PvcTiming => ballast_bench::areas::backfill::run(&env, &plan).await,
+            Area::ControlPlane => {
+                ballast_bench::areas::real::run(&env, &plan, &cli.k8s_binaries).await
+            }
         };
         let mut section = match result {
             Ok(s) => s,

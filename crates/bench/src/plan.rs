@@ -29,6 +29,12 @@ pub struct Plan {
     pub backfill_variants: Vec<(&'static str, Vec<(&'static str, &'static str)>)>,
     /// How long pvc-timing is left idle after the deletions before a last reading (zero: none).
     pub backfill_linger: Duration,
+    /// Claims of each run on the real control plane.
+    pub real_claims: usize,
+    /// Longest wait for a run on the real control plane to converge.
+    pub real_limit: Duration,
+    /// Client QPS of the real controller manager and scheduler (burst twice that).
+    pub real_kube_api_qps: u32,
 }
 
 impl Plan {
@@ -51,6 +57,9 @@ impl Plan {
             backfill_claims: 1000,
             backfill_variants: vec![("default", vec![])],
             backfill_linger: Duration::from_secs(30),
+            real_claims: 10000,
+            real_limit: Duration::from_secs(900),
+            real_kube_api_qps: 200,
         }
     }
 
@@ -67,6 +76,8 @@ impl Plan {
             kubectl_objects: 200,
             converge_limit: Duration::from_secs(60),
             backfill_claims: 200,
+            real_claims: 200,
+            real_limit: Duration::from_secs(180),
             ..Plan::full()
         }
     }

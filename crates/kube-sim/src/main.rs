@@ -74,6 +74,10 @@ struct ControlPlaneArgs {
     /// How long after its last heartbeat a node goes NotReady.
     #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
     node_monitor_grace: std::time::Duration,
+    /// Client QPS of the controller manager and the scheduler (burst twice that). Kubernetes
+    /// defaults to 20 and 50, which throttle the PV controller in bulk; clusters raise them.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    kube_api_qps: u32,
     /// Copy the components' logs here when stopping (for a failed CI run).
     #[arg(long)]
     keep_logs: Option<PathBuf>,
@@ -191,12 +195,14 @@ async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         binaries,
         kubeconfig,
         node_monitor_grace,
+        kube_api_qps,
         keep_logs,
         command,
     } = args;
     let signals = ballast_runtime::shutdown::on_signals();
     let mut config = kube_sim::control_plane::ControlPlaneConfig::new(binaries);
     config.node_monitor_grace = node_monitor_grace;
+    config.kube_api_qps = kube_api_qps;
     let cp = kube_sim::control_plane::ControlPlane::start(config)
         .await
         .context("failed to start the control plane")?;

@@ -108,7 +108,7 @@ pub async fn backfill(
     // One port for both processes, registered once: while neither listens, the webhook
     // fails open and the claims are stored without a history, as before an install.
     let webhook_port = free_port()?;
-    register_pvc_timing(&sim, &cert, webhook_port).await?;
+    register_pvc_timing(&sim.client, &cert, webhook_port).await?;
 
     // Idle: the same binary and flags on the empty cluster.
     let idle_proc = services::pvc_timing_on(

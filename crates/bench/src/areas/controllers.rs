@@ -29,7 +29,7 @@ use crate::services::{self, Cert, Service};
 use crate::sim::{Proxy, Sim};
 use crate::stats::{fmt_duration, fmt_mb};
 
-const NAMESPACE: &str = "bench";
+pub(crate) const NAMESPACE: &str = "bench";
 /// The provisioner's NFS provisioner name (its StorageClass `nfs`).
 const NFS_PROVISIONER: &str = "ballast.dev/nfs";
 
@@ -91,17 +91,18 @@ pub(crate) fn claim_timed(c: &PersistentVolumeClaim) -> bool {
     bound && ann.is_some_and(|a| a.contains_key("webhook-trigger"))
 }
 
-fn pm_converged(pm: &DynamicObject) -> bool {
+pub(crate) fn pm_converged(pm: &DynamicObject) -> bool {
     pm.data["status"]["readyReplicas"] == json!(3)
         && pm.data["status"]["currentReplicas"] == json!(3)
 }
 
-async fn storage_setup(sim: &Sim) -> anyhow::Result<()> {
-    services::namespace(&sim.client, services::SYSTEM_NAMESPACE).await?;
-    services::namespace(&sim.client, NAMESPACE).await?;
+/// The namespaces and the `nfs` StorageClass of the provisioner's NFS backend.
+pub(crate) async fn storage_setup(client: &kube::Client) -> anyhow::Result<()> {
+    services::namespace(client, services::SYSTEM_NAMESPACE).await?;
+    services::namespace(client, NAMESPACE).await?;
     let class: StorageClass = serde_json::from_value(json!({
         "metadata": {"name": "nfs"}, "provisioner": NFS_PROVISIONER, "reclaimPolicy": "Delete"}))?;
-    Api::<StorageClass>::all(sim.client.clone())
+    Api::<StorageClass>::all(client.clone())
         .create(&PostParams::default(), &class)
         .await?;
     Ok(())
@@ -117,7 +118,7 @@ struct Run {
     sim_after: ProcStats,
 }
 
-fn cpu_cell(before: ProcStats, after: ProcStats) -> String {
+pub(crate) fn cpu_cell(before: ProcStats, after: ProcStats) -> String {
     format!(
         "{:.1} s",
         (after.cpu.saturating_sub(before.cpu)).as_secs_f64()
@@ -131,8 +132,12 @@ struct MemRow {
     relist: [String; 3],
 }
 
-/// Registers pvc-timing's webhook with the simulator, as its manifests do (fail open).
-pub(crate) async fn register_pvc_timing(sim: &Sim, cert: &Cert, port: u16) -> anyhow::Result<()> {
+/// Registers pvc-timing's webhook with the API server, as its manifests do (fail open).
+pub(crate) async fn register_pvc_timing(
+    client: &kube::Client,
+    cert: &Cert,
+    port: u16,
+) -> anyhow::Result<()> {
     use base64::Engine;
     let ca = base64::engine::general_purpose::STANDARD.encode(&cert.ca_pem);
     let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
@@ -152,7 +157,7 @@ pub(crate) async fn register_pvc_timing(sim: &Sim, cert: &Cert, port: u16) -> an
                        "scope": "Namespaced"}],
         }],
     }))?;
-    Api::<MutatingWebhookConfiguration>::all(sim.client.clone())
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
         .create(&PostParams::default(), &mwc)
         .await?;
     Ok(())
@@ -173,7 +178,7 @@ async fn claims_run(
         &["--nodes", "1", "--pv-binder"],
     )
     .await?;
-    storage_setup(&sim).await?;
+    storage_setup(&sim.client).await?;
     // One proxy per service, so a relist's bytes are its own.
     let proxy = Proxy::start(sim.port).await?;
     let kc = sim.kubeconfig_via(proxy.port, &env.work.join(format!("{tag}-{n}.kubeconfig")))?;
@@ -204,7 +209,7 @@ async fn claims_run(
             Cores::Any,
         )
         .await?;
-        register_pvc_timing(&sim, &cert, t.webhook_port).await?;
+        register_pvc_timing(&sim.client, &cert, t.webhook_port).await?;
         ours.push(t);
     }
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(sim.client.clone(), NAMESPACE);

@@ -1,0 +1,451 @@
+//! Controllers on a real control plane (etcd, kube-apiserver, kube-controller-manager and
+//! kube-scheduler from a directory of Kubernetes binaries; simulated kubelets for the pods):
+//! claims to Bound through the real PV controller, pvc-timing on every claim, PodManagers
+//! converged through the real scheduler. Each run gives our latency apart from the control
+//! plane's, and the CPU and peak memory of every process, ours and theirs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+
+use crate::areas::controllers::{
+    NAMESPACE, claim_timed, count_done, cpu_cell, pm_converged, register_pvc_timing, storage_setup,
+    wait_count,
+};
+use crate::cluster::{self, RealCluster};
+use crate::fixtures;
+use crate::kubeops::{self, create_all};
+use crate::plan::Plan;
+use crate::procs::{Cores, Env, Proc, ProcStats};
+use crate::report::{Section, Table};
+use crate::services::{self, Cert, Service};
+use crate::stats::{Summary, fmt_duration, fmt_mb, summarize};
+
+/// The annotations with which the PV controller hands a claim to an external provisioner.
+const HAND_OVER: [&str; 2] = [
+    "volume.kubernetes.io/storage-provisioner",
+    "volume.beta.kubernetes.io/storage-provisioner",
+];
+/// Pods a simulated node takes (its `pods` allocatable is 110).
+const PODS_PER_NODE: usize = 100;
+
+/// One claim's milestones, as the benchmark's own watches saw them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Marks {
+    pub seen: Option<Instant>,
+    /// The PV controller handed the claim to an external provisioner (ours).
+    pub handed_over: Option<Instant>,
+    /// A PersistentVolume naming the claim exists (ours made it).
+    pub volume: Option<Instant>,
+    pub bound: Option<Instant>,
+}
+
+/// The stretches of the claims that went the whole way: created → handed over (the PV
+/// controller), handed over → PV created (ours), PV created → Bound (the PV controller).
+pub fn stretches(marks: &[Marks]) -> [Vec<Duration>; 3] {
+    let mut out: [Vec<Duration>; 3] = Default::default();
+    for m in marks {
+        let (Some(s), Some(h), Some(v), Some(b)) = (m.seen, m.handed_over, m.volume, m.bound)
+        else {
+            continue;
+        };
+        out[0].push(h.saturating_duration_since(s));
+        out[1].push(v.saturating_duration_since(h));
+        out[2].push(b.saturating_duration_since(v));
+    }
+    out
+}
+
+/// What a watch of claims and volumes saw, and how many claims are Bound.
+struct Timeline {
+    marks: Arc<Mutex<HashMap<String, Marks>>>,
+    bound: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+enum Seen {
+    Claim(Box<PersistentVolumeClaim>),
+    Volume(Box<PersistentVolume>),
+}
+
+/// Watches the claims of [`NAMESPACE`] and every volume, marking each claim's milestones.
+fn timeline(client: &Client) -> Timeline {
+    let marks: Arc<Mutex<HashMap<String, Marks>>> = Arc::default();
+    let bound = Arc::new(AtomicUsize::new(0));
+    let claims = watcher(
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), NAMESPACE),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .map_ok(|c| Seen::Claim(Box::new(c)));
+    let volumes = watcher(
+        Api::<PersistentVolume>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .map_ok(|v| Seen::Volume(Box::new(v)));
+    let (m, b) = (marks.clone(), bound.clone());
+    let task = tokio::spawn(async move {
+        let _ = futures::stream::select(claims, volumes)
+            .try_for_each(|seen| {
+                let now = Instant::now();
+                let mut marks = m.lock().unwrap_or_else(|e| e.into_inner());
+                match seen {
+                    Seen::Claim(c) => {
+                        let name = c.metadata.name.clone().unwrap_or_default();
+                        let e = marks.entry(name).or_default();
+                        e.seen.get_or_insert(now);
+                        let ann = c.metadata.annotations.as_ref();
+                        if HAND_OVER
+                            .iter()
+                            .any(|k| ann.is_some_and(|a| a.contains_key(*k)))
+                        {
+                            e.handed_over.get_or_insert(now);
+                        }
+                        if crate::areas::controllers::claim_bound(&c) && e.bound.is_none() {
+                            e.bound = Some(now);
+                            b.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Seen::Volume(v) => {
+                        let claim = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+                        if let Some(r) = claim.filter(|r| r.namespace.as_deref() == Some(NAMESPACE))
+                        {
+                            let name = r.name.clone().unwrap_or_default();
+                            marks.entry(name).or_default().volume.get_or_insert(now);
+                        }
+                    }
+                }
+                futures::future::ready(Ok(()))
+            })
+            .await;
+    });
+    Timeline { marks, bound, task }
+}
+
+/// CPU and memory of one process over a run.
+struct Spent {
+    name: String,
+    before: ProcStats,
+    after: ProcStats,
+}
+
+/// One run's figures.
+struct RealRun {
+    what: String,
+    created_in: Duration,
+    lag: Option<Duration>,
+    /// Per claim stretch (claim runs only).
+    stretches: Option<[Summary; 3]>,
+    spent: Vec<Spent>,
+}
+
+/// Reads every process now: ours, the kubelets if any, the control plane's components.
+fn read_all(ours: &[&Proc], cluster: &RealCluster) -> anyhow::Result<Vec<(String, ProcStats)>> {
+    let mut out = Vec::new();
+    for p in ours {
+        out.push((short(&p.name).to_owned(), p.stats()?));
+    }
+    out.extend(cluster.stats()?);
+    Ok(out)
+}
+
+fn spent(before: Vec<(String, ProcStats)>, after: Vec<(String, ProcStats)>) -> Vec<Spent> {
+    before
+        .into_iter()
+        .zip(after)
+        .map(|((name, before), (_, after))| Spent {
+            name,
+            before,
+            after,
+        })
+        .collect()
+}
+
+/// `n` NFS claims to Bound through the real PV controller and the provisioner; with `timing`,
+/// pvc-timing too and the wait is for its annotations on every claim.
+async fn claims_run(
+    env: &Env,
+    plan: &Plan,
+    binaries: &Path,
+    n: usize,
+    timing: bool,
+) -> anyhow::Result<RealRun> {
+    let tag = if timing { "timing" } else { "claims" };
+    let cluster = RealCluster::start(
+        env,
+        &format!("cp-{tag}-{n}"),
+        binaries,
+        plan.real_kube_api_qps,
+    )
+    .await?;
+    storage_setup(&cluster.client).await?;
+    let export = env.work.join(format!("cp-{tag}-export-{n}"));
+    std::fs::create_dir_all(&export)?;
+    let mut ours: Vec<Service> = vec![
+        services::provisioner(
+            env,
+            &format!("provisioner-cp-{tag}-{n}"),
+            &cluster.kubeconfig,
+            &export,
+            Cores::Any,
+        )
+        .await?,
+    ];
+    if timing {
+        let cert = Cert::generate(&env.work.join(format!("cp-{tag}-cert-{n}")))?;
+        let t = services::pvc_timing(
+            env,
+            &format!("pvc-timing-cp-{n}"),
+            &cluster.kubeconfig,
+            &cert,
+            Cores::Any,
+        )
+        .await?;
+        register_pvc_timing(&cluster.client, &cert, t.webhook_port).await?;
+        ours.push(t);
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let line = timeline(&cluster.client);
+    let (timed, timed_watch) = count_done(claims.clone(), claim_timed);
+    let procs: Vec<&Proc> = ours.iter().map(|s| &s.proc).collect();
+    let before = read_all(&procs, &cluster)?;
+    let started = Instant::now();
+    let names: Vec<String> = (0..n).map(|i| format!("c{i:05}")).collect();
+    create_all(
+        &claims,
+        names
+            .iter()
+            .map(|name| fixtures::claim(name, "nfs"))
+            .collect(),
+    )
+    .await?;
+    let created = Instant::now();
+    let done = if timing {
+        wait_count(&timed, n, plan.real_limit).await
+    } else {
+        wait_count(&line.bound, n, plan.real_limit).await
+    };
+    let after = read_all(&procs, &cluster)?;
+    line.task.abort();
+    timed_watch.abort();
+    let marks: Vec<Marks> = line
+        .marks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .copied()
+        .collect();
+    let [a, b, c] = stretches(&marks);
+    drop(procs);
+    for s in ours {
+        s.proc.stop().await;
+    }
+    cluster.stop().await;
+    Ok(RealRun {
+        what: if timing {
+            format!(
+                "{n} claims → Bound, `pvc-timing` and `webhook-trigger` on each (provisioner, pvc-timing)"
+            )
+        } else {
+            format!("{n} NFS claims → Bound (provisioner)")
+        },
+        created_in: created - started,
+        lag: done.map(|d| d - created),
+        stretches: Some([summarize(a), summarize(b), summarize(c)]),
+        spent: spent(before, after),
+    })
+}
+
+/// `n` PodManagers of 3 pods to converged, through the real scheduler and simulated kubelets.
+async fn podmanager_run(
+    env: &Env,
+    plan: &Plan,
+    binaries: &Path,
+    n: usize,
+) -> anyhow::Result<RealRun> {
+    let cluster =
+        RealCluster::start(env, "cp-podmanager", binaries, plan.real_kube_api_qps).await?;
+    let client = &cluster.client;
+    services::namespace(client, services::SYSTEM_NAMESPACE).await?;
+    services::namespace(client, NAMESPACE).await?;
+    kubeops::wait_default_service_account(client, NAMESPACE).await?;
+    kubeops::install_podmanager_crd(client, &env.bin("podmanager")).await?;
+    let nodes = (n * 3).div_ceil(PODS_PER_NODE).max(3);
+    let kubelets = cluster::kubelets(env, &cluster.kubeconfig, nodes).await?;
+    let pm = services::podmanager(env, "podmanager-cp", &cluster.kubeconfig, Cores::Any).await?;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apps.mycompany.com", "v1", "PodManager"),
+        "podmanagers",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &ar);
+    let (count, watch) = count_done(api.clone(), pm_converged);
+    let before = read_all(&[&pm.proc, &kubelets], &cluster)?;
+    let started = Instant::now();
+    futures::stream::iter((0..n).map(|i| fixtures::podmanager(&format!("pm{i:04}"), 3)))
+        .map(|o| {
+            let api = api.clone();
+            async move {
+                let obj: DynamicObject = serde_json::from_value(o)?;
+                api.create(&PostParams::default(), &obj).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(kubeops::IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let created = Instant::now();
+    let done = wait_count(&count, n, plan.real_limit).await;
+    let after = read_all(&[&pm.proc, &kubelets], &cluster)?;
+    watch.abort();
+    pm.proc.stop().await;
+    kubelets.stop().await;
+    cluster.stop().await;
+    Ok(RealRun {
+        what: format!("{n} PodManagers × 3 → all Ready (podmanager; {nodes} simulated nodes)"),
+        created_in: created - started,
+        lag: done.map(|d| d - created),
+        stretches: None,
+        spent: spent(before, after),
+    })
+}
+
+pub async fn run(env: &Env, plan: &Plan, binaries: &Path) -> anyhow::Result<Section> {
+    let runs = vec![
+        claims_run(env, plan, binaries, plan.real_claims, false).await?,
+        claims_run(env, plan, binaries, plan.real_claims, true).await?,
+        podmanager_run(env, plan, binaries, plan.podmanagers).await?,
+    ];
+    let qps = plan.real_kube_api_qps;
+    let mut sec = Section::new("control-plane", "Controllers on a real control plane");
+    sec.para(&format!(
+        "The services' release binaries against a real control plane started by `kube-sim \
+         control-plane` from the Kubernetes binaries in `{}` (etcd, kube-apiserver, \
+         kube-controller-manager, kube-scheduler; no kubelet: `kube-sim nodes` simulates them for \
+         the pods), a fresh one for each run, everything unpinned on this machine. The controller \
+         manager and the scheduler run with `--kube-api-qps={qps} --kube-api-burst={}` (Kubernetes \
+         defaults to 20/30 and 50/100; production clusters raise them). Objects are created {} at \
+         a time; \"last create → done\" is the lag from the last create's answer until a watch sees \
+         every object done.",
+        binaries.display(),
+        qps * 2,
+        kubeops::IN_FLIGHT,
+    ));
+    let mut t = Table::new(["run", "created in", "last create → done"]);
+    for r in &runs {
+        t.row([
+            r.what.clone(),
+            fmt_duration(r.created_in),
+            r.lag
+                .map_or(format!("not done in {:?}", plan.real_limit), fmt_duration),
+        ]);
+    }
+    sec.table(&t);
+    sec.para(
+        "Each claim's way, from the benchmark's own watches of the claims and the volumes (the \
+         same API server's watch delay on both ends): created → handed over is the PV \
+         controller's (it annotates the claim `volume.kubernetes.io/storage-provisioner`), handed \
+         over → PV created is the provisioner's, PV created → Bound the PV controller's again.",
+    );
+    let mut w = Table::new(["run", "stretch", "whose", "p50", "p99", "max", "claims"]);
+    for r in &runs {
+        let Some(s) = &r.stretches else { continue };
+        let names = [
+            ("created → handed over", "PV controller"),
+            ("handed over → PV created", "provisioner"),
+            ("PV created → Bound", "PV controller"),
+        ];
+        for ((stretch, whose), s) in names.iter().zip(s) {
+            w.row([
+                r.what.clone(),
+                (*stretch).to_owned(),
+                (*whose).to_owned(),
+                fmt_duration(s.p50),
+                fmt_duration(s.p99),
+                fmt_duration(s.max),
+                s.count.to_string(),
+            ]);
+        }
+    }
+    sec.table(&w);
+    sec.para(
+        "Who spent what during each run (from the first create until done): CPU is user + system \
+         time (`/proc/<pid>/stat`), the share is of all the processes listed; peak is the \
+         process's RSS high-water mark (`VmHWM`) since it started.",
+    );
+    let mut p = Table::new(["run", "process", "CPU", "share", "RSS after", "RSS peak"]);
+    for r in &runs {
+        let total: f64 = r
+            .spent
+            .iter()
+            .map(|s| s.after.cpu.saturating_sub(s.before.cpu).as_secs_f64())
+            .sum();
+        for s in &r.spent {
+            let cpu = s.after.cpu.saturating_sub(s.before.cpu).as_secs_f64();
+            p.row([
+                r.what.clone(),
+                s.name.clone(),
+                cpu_cell(s.before, s.after),
+                format!("{:.0} %", 100.0 * cpu / total.max(f64::EPSILON)),
+                fmt_mb(s.after.rss_kib),
+                fmt_mb(s.after.hwm_kib),
+            ]);
+        }
+    }
+    sec.table(&p);
+    Ok(sec)
+}
+
+fn short(name: &str) -> &str {
+    ["provisioner", "pvc-timing", "podmanager", "kubelets"]
+        .into_iter()
+        .find(|s| name.starts_with(s))
+        .unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claims_way_splits_into_whose_stretch_it_was() {
+        let t0 = Instant::now();
+        let at = |ms: u64| Some(t0 + Duration::from_millis(ms));
+        let marks = [
+            Marks {
+                seen: at(0),
+                handed_over: at(100),
+                volume: at(130),
+                bound: at(400),
+            },
+            // Not bound yet: left out of every stretch.
+            Marks {
+                seen: at(0),
+                handed_over: at(50),
+                volume: at(60),
+                bound: None,
+            },
+        ];
+        let [a, b, c] = stretches(&marks);
+        assert_eq!(a, [Duration::from_millis(100)]);
+        assert_eq!(b, [Duration::from_millis(30)]);
+        assert_eq!(c, [Duration::from_millis(270)]);
+    }
+
+    #[test]
+    fn process_names_lose_their_run_suffix() {
+        assert_eq!(short("provisioner-cp-claims-200"), "provisioner");
+        assert_eq!(short("pvc-timing-cp-200"), "pvc-timing");
+        assert_eq!(short("kube-apiserver"), "kube-apiserver");
+    }
+}
