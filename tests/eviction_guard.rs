@@ -100,16 +100,23 @@ async fn wait_for_the_controller_to_give_up(
     }
 }
 
-/// Names of the pods with an `EvictionReleased` event in the namespace.
-async fn released_events(client: &kube::Client, ns: &str) -> Vec<String> {
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let mut names: Vec<String> = events
+/// The `EvictionReleased` Events of the namespace (none when they cannot be listed).
+async fn release_events(client: &kube::Client, ns: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
         .map(|l| l.items)
         .unwrap_or_default()
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("EvictionReleased"))
+        .collect()
+}
+
+/// Names of the pods with an `EvictionReleased` event in the namespace.
+async fn released_events(client: &kube::Client, ns: &str) -> Vec<String> {
+    let mut names: Vec<String> = release_events(client, ns)
+        .await
+        .into_iter()
         .filter_map(|e| e.involved_object.name)
         .collect();
     names.sort();
@@ -1031,15 +1038,10 @@ async fn refused_evictions_are_released_after_a_guard_restart() -> anyhow::Resul
     .await;
     assert_eq!(released_events(&env.client, &ns).await, ["web-2", "web-3"]);
     tokio::time::sleep(QUIET).await;
-    let web2_events: Vec<Event> = Api::<Event>::namespaced(env.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?
-        .items
+    let web2_events: Vec<Event> = release_events(&env.client, &ns)
+        .await
         .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some("EvictionReleased")
-                && e.involved_object.name.as_deref() == Some("web-2")
-        })
+        .filter(|e| e.involved_object.name.as_deref() == Some("web-2"))
         .collect();
     assert_eq!(web2_events.len(), 1, "{web2_events:?}");
     assert_eq!(
@@ -1288,14 +1290,7 @@ async fn an_api_server_restart_during_a_storm_keeps_protection_and_releases_once
     .await;
     tokio::time::sleep(QUIET * 2).await;
     assert_eq!(released_events(&env.client, &ns).await, ["web-3"]);
-    let events: Api<Event> = env.api();
-    let released: Vec<Event> = events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("EvictionReleased"))
-        .collect();
+    let released = release_events(&env.client, &ns).await;
     assert_eq!(released.len(), 1, "{released:?}");
     assert_eq!(released[0].count.unwrap_or(1), 1, "released once");
     let endpoints = guard.endpoints()?;
@@ -1426,14 +1421,7 @@ async fn a_release_leader_killed_mid_node_is_taken_over_and_releases_each_pod_on
     );
     tokio::time::sleep(QUIET).await;
     // each once: one EvictionReleased Event per pod, none repeated
-    let events: Api<Event> = env.api();
-    let released: Vec<Event> = events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("EvictionReleased"))
-        .collect();
+    let released = release_events(&env.client, &ns).await;
     let mut names: Vec<String> = released
         .iter()
         .filter_map(|e| e.involved_object.name.clone())

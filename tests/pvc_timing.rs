@@ -587,16 +587,7 @@ async fn self_signed_mode_keeps_its_certificate_in_a_secret_and_injects_the_ca()
     let ns = env.namespace.clone();
     let configuration = format!("pvc-timing-self-signed-{ns}");
     let port = free_port(&host);
-    // As applied from the kustomize base: no caBundle yet.
-    let mut unsigned = webhook_configuration(&env, &configuration, host.url(port, "/mutate"), "");
-    if let Some(webhooks) = unsigned.webhooks.as_mut() {
-        webhooks[0].client_config.ca_bundle = None;
-    }
-    let configurations = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
-    configurations
-        .create(&PostParams::default(), &unsigned)
-        .await
-        .expect("webhook configuration registered");
+    let configurations = register_unsigned(&env, &configuration, host.url(port, "/mutate")).await;
 
     let start = |cert_dir: std::path::PathBuf, port: u16, shutdown: CancellationToken| {
         start_self_signed(&env, &host, &configuration, cert_dir, port, shutdown)
@@ -1391,6 +1382,25 @@ impl Load {
 }
 
 /// The CA bundle of the scenario's webhook configuration.
+/// Registers webhook configuration `name` for `url` as applied from the kustomize base: no
+/// caBundle yet (self-signed mode injects it).
+async fn register_unsigned(
+    env: &TestEnv,
+    name: &str,
+    url: String,
+) -> Api<MutatingWebhookConfiguration> {
+    let mut unsigned = webhook_configuration(env, name, url, "");
+    if let Some(webhooks) = unsigned.webhooks.as_mut() {
+        webhooks[0].client_config.ca_bundle = None;
+    }
+    let configurations = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
+    configurations
+        .create(&PostParams::default(), &unsigned)
+        .await
+        .expect("webhook configuration registered");
+    configurations
+}
+
 async fn ca_bundle(configurations: &Api<MutatingWebhookConfiguration>, name: &str) -> Vec<u8> {
     configurations
         .get(name)
@@ -1418,16 +1428,7 @@ async fn certificates_rotated_under_load_fail_no_admission_call() {
     };
     let configuration = format!("pvc-timing-rotation-{}", env.namespace);
     let port = free_port(&host);
-    // as applied from the kustomize base: no caBundle yet
-    let mut unsigned = webhook_configuration(&env, &configuration, host.url(port, "/mutate"), "");
-    if let Some(webhooks) = unsigned.webhooks.as_mut() {
-        webhooks[0].client_config.ca_bundle = None;
-    }
-    let configurations = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
-    configurations
-        .create(&PostParams::default(), &unsigned)
-        .await
-        .expect("webhook configuration registered");
+    let configurations = register_unsigned(&env, &configuration, host.url(port, "/mutate")).await;
     let cert_dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let webhook = start_self_signed(
