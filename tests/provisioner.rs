@@ -1945,7 +1945,10 @@ async fn an_agent_stopped_for_longer_than_its_report_lifetime_gets_no_new_volume
         assert!(claims.len() < 40, "placement never prefers node 2");
         let name = format!("now-{}", claims.len());
         let claim = env.create_claim(&name, &immediate, json!({})).await;
-        let choice = provisioner::plan::placement::place(&claim, &alive, 1 << 20);
+        // Placement reads the claim as the controller caches it.
+        let cached: provisioner::objects::CachedClaim =
+            serde_json::from_value(serde_json::to_value(&claim).unwrap()).unwrap();
+        let choice = provisioner::plan::placement::place(&cached, &alive, 1 << 20);
         if choice.as_deref() == Ok(node2.as_str()) {
             would_have_gone_to_node2 += 1;
         }

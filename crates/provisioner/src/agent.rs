@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use ballast_runtime::Service;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
@@ -30,8 +29,8 @@ use crate::controller::log_error;
 use crate::error::{Error, Result, kube, status_code};
 use crate::informer::{self, Change};
 use crate::objects::{
-    ANN_DIRECTORY, ANN_PROVISIONED_BY, LABEL_NODE, annotation, claim_ref, node_label,
-    phase_of_volume, reclaim_policy,
+    CachedClaim, CachedVolume, LABEL_NODE, claim_ref, directory, node_label, phase_of_volume,
+    provisioned_by, reclaim_policy,
 };
 use crate::plan::{Backend, Provisioners};
 use crate::queue::{Key, Queue, Work};
@@ -63,13 +62,12 @@ pub struct Known {
 
 /// A hostPath volume of ours (provisioned by one of our hostPath names) with a directory, as
 /// the agent remembers it.
-pub fn known(pv: &PersistentVolume, names: &Provisioners) -> Option<Known> {
-    let ours = annotation(&pv.metadata, ANN_PROVISIONED_BY)
-        .is_some_and(|p| names.backend(p) == Some(Backend::HostPath));
+pub fn known(pv: &CachedVolume, names: &Provisioners) -> Option<Known> {
+    let ours = provisioned_by(pv).is_some_and(|p| names.backend(p) == Some(Backend::HostPath));
     if !ours {
         return None;
     }
-    let directory = annotation(&pv.metadata, ANN_DIRECTORY)
+    let directory = directory(pv)
         .filter(|d| paths::parse_dir_name(d).is_some())?
         .to_owned();
     Some(Known {
@@ -81,7 +79,7 @@ pub fn known(pv: &PersistentVolume, names: &Provisioners) -> Option<Known> {
 }
 
 /// Whether a volume's directory should exist: ours, and neither terminating nor released.
-pub fn wants_directory(pv: &PersistentVolume, names: &Provisioners) -> Option<Known> {
+pub fn wants_directory(pv: &CachedVolume, names: &Provisioners) -> Option<Known> {
     let live = pv.metadata.deletion_timestamp.is_none()
         && !matches!(phase_of_volume(pv), "Released" | "Failed");
     known(pv, names).filter(|_| live)
@@ -125,7 +123,7 @@ struct Agent {
     names: Arc<Provisioners>,
     /// How long a report stays valid; renewed every quarter of it.
     report_lifetime: Duration,
-    volumes: Store<PersistentVolume>,
+    volumes: Store<CachedVolume>,
     /// Volumes that left the watch, by directory, waiting for the live API's word.
     gone: Arc<Mutex<BTreeMap<String, Known>>>,
     /// Those whose claim still existed when asked: asked again on each resync only.
@@ -173,7 +171,7 @@ pub fn spawn(setup: Setup, config: AgentConfig, svc: &mut Service<Error>) {
         WatchConfig::default().labels(&selector),
         svc,
         "the agent's volume watch",
-        move |c: Change<'_, PersistentVolume>| {
+        move |c: Change<'_, CachedVolume>| {
             let left = |k: Known| {
                 g.lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -289,7 +287,7 @@ async fn run(
 
 impl Agent {
     /// Creates the directory of a volume placed on this node, if missing.
-    fn ensure(&self, pv: &PersistentVolume) {
+    fn ensure(&self, pv: &CachedVolume) {
         let Some(k) = wants_directory(pv, &self.names) else {
             return;
         };
@@ -357,7 +355,7 @@ impl Agent {
 
     /// GETs the volume and its claim from the API (never the cache) and decides.
     async fn judge(&self, k: &Known) -> Result<Verdict> {
-        let volume = Api::<PersistentVolume>::all(self.client.clone())
+        let volume = Api::<CachedVolume>::all(self.client.clone())
             .get_opt(&k.volume)
             .await
             .map_err(kube(format!("read volume {}", k.volume)))?;
@@ -365,13 +363,11 @@ impl Agent {
             return Ok(verdict(k, true, None));
         }
         let claim_uid = match &k.claim {
-            Some((ns, name, _)) => {
-                Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
-                    .get_opt(name)
-                    .await
-                    .map_err(kube(format!("read claim {ns}/{name}")))?
-                    .map(|c| c.metadata.uid.unwrap_or_default())
-            }
+            Some((ns, name, _)) => Api::<CachedClaim>::namespaced(self.client.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(kube(format!("read claim {ns}/{name}")))?
+                .map(|c| c.metadata.uid.unwrap_or_default()),
             None => None,
         };
         Ok(verdict(k, false, claim_uid.as_deref()))
@@ -502,9 +498,10 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objects::{ANN_DIRECTORY, ANN_PROVISIONED_BY};
     use serde_json::json;
 
-    fn pv(phase: &str, policy: &str) -> PersistentVolume {
+    fn pv(phase: &str, policy: &str) -> CachedVolume {
         serde_json::from_value(json!({
             "metadata": {"name": "pvc-1", "annotations": {
                 ANN_PROVISIONED_BY: crate::objects::PROVISIONER_HOSTPATH,
@@ -516,13 +513,9 @@ mod tests {
         .unwrap()
     }
 
-    fn provisioned_by(name: &str) -> PersistentVolume {
+    fn provisioned_by(name: &str) -> CachedVolume {
         let mut v = pv("Bound", "Delete");
-        v.metadata
-            .annotations
-            .as_mut()
-            .unwrap()
-            .insert(ANN_PROVISIONED_BY.into(), name.into());
+        v.provisioned_by = Some(name.into());
         v
     }
 

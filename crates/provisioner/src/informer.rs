@@ -192,10 +192,10 @@ fn apply<K>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use crate::objects::CachedClaim;
     use watcher::Event;
 
-    fn claim(name: &str, class: &str) -> PersistentVolumeClaim {
+    fn claim(name: &str, class: &str) -> CachedClaim {
         serde_json::from_value(serde_json::json!({
             "metadata": {"namespace": "ns", "name": name},
             "spec": {"storageClassName": class},
@@ -205,11 +205,11 @@ mod tests {
 
     #[test]
     fn a_filtered_cache_holds_only_what_it_keeps_and_drops_what_stops_being_kept() {
-        let (store, mut writer) = reflector::store::<PersistentVolumeClaim>();
-        let keep = |c: &PersistentVolumeClaim| crate::objects::claim_class(c) == "mine";
+        let (store, mut writer) = reflector::store::<CachedClaim>();
+        let keep = |c: &CachedClaim| crate::objects::claim_class(c) == "mine";
         let mut told = Vec::new();
-        let mut on = |c: Change<'_, PersistentVolumeClaim>| {
-            let name = |o: &PersistentVolumeClaim| o.metadata.name.clone().unwrap_or_default();
+        let mut on = |c: Change<'_, CachedClaim>| {
+            let name = |o: &CachedClaim| o.metadata.name.clone().unwrap_or_default();
             told.push(match c {
                 Change::Listed(o) => format!("listed {}", name(o)),
                 Change::Applied(o) => format!("applied {}", name(o)),
@@ -217,7 +217,7 @@ mod tests {
                 Change::Synced => "synced".to_owned(),
             });
         };
-        let names = |s: &Store<PersistentVolumeClaim>| {
+        let names = |s: &Store<CachedClaim>| {
             let mut n: Vec<String> = s
                 .state()
                 .iter()

@@ -6,14 +6,15 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, NFSVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
+    PersistentVolume, PersistentVolumeSpec, VolumeNodeAffinity,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::objects::{
-    ANN_DIRECTORY, ANN_PROVISIONED_BY, LABEL_HOSTNAME, LABEL_NODE, node_label, reference,
+    ANN_DIRECTORY, ANN_PROVISIONED_BY, CachedClaim, LABEL_HOSTNAME, LABEL_NODE, node_label,
+    reference,
 };
 use crate::plan::Provision;
 
@@ -24,23 +25,19 @@ pub enum Source {
 }
 
 pub fn build(
-    claim: &PersistentVolumeClaim,
+    claim: &CachedClaim,
     p: &Provision,
     class: Option<&StorageClass>,
     source: Source,
 ) -> PersistentVolume {
-    let spec = claim.spec.clone().unwrap_or_default();
-    let request = spec
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage").cloned())
-        .unwrap_or_else(|| Quantity(p.capacity.to_string()));
-    let access_modes = spec
-        .access_modes
+    let request = claim
+        .request
         .clone()
-        .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| vec!["ReadWriteOnce".into()]);
+        .unwrap_or_else(|| Quantity(p.capacity.to_string()));
+    let access_modes = match claim.access_modes.as_slice() {
+        [] => vec!["ReadWriteOnce".into()],
+        modes => modes.to_vec(),
+    };
     let mut pv_spec = PersistentVolumeSpec {
         capacity: Some([("storage".to_owned(), request)].into_iter().collect()),
         access_modes: Some(access_modes),

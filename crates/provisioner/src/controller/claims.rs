@@ -4,14 +4,14 @@
 
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::controller::{Ctx, log_error};
 use crate::error::{Error, Result, chain, kube, status_code};
 use crate::objects::{
-    ANN_BINDING_PROBLEM, ANN_SELECTED_NODE, annotation, claim_class, claim_key, key, named_volume,
-    phase_of_claim, reference, refers_to,
+    ANN_BINDING_PROBLEM, ANN_SELECTED_NODE, CachedClaim, CachedVolume, binding_problem,
+    claim_class, claim_key, key, named_volume, phase_of_claim, reference, refers_to,
 };
 use crate::plan::{Backend, ClaimAction, Provision, World, claim_backend, decide_claim};
 use crate::pv::{self, Source};
@@ -24,7 +24,7 @@ pub fn patch_params() -> PatchParams {
     }
 }
 
-pub async fn reconcile(ctx: &Ctx, claim: &PersistentVolumeClaim, mut world: World) {
+pub async fn reconcile(ctx: &Ctx, claim: &CachedClaim, mut world: World) {
     if !ctx.serves(claim_backend(claim, &world)) {
         return;
     }
@@ -46,11 +46,7 @@ pub async fn reconcile(ctx: &Ctx, claim: &PersistentVolumeClaim, mut world: Worl
 /// The volume an unbound claim names, read from the API when the cache lacks it: the cache
 /// holds our own volumes only, and a static volume (maybe of another class) must be judged, not
 /// taken for a missing one and created.
-async fn named_volume_from_api(
-    ctx: &Ctx,
-    claim: &PersistentVolumeClaim,
-    world: &mut World,
-) -> Result<()> {
+async fn named_volume_from_api(ctx: &Ctx, claim: &CachedClaim, world: &mut World) -> Result<()> {
     let Some(name) = named_volume(claim) else {
         return Ok(());
     };
@@ -62,7 +58,7 @@ async fn named_volume_from_api(
     if !unsettled || cached {
         return Ok(());
     }
-    let live = Api::<PersistentVolume>::all(ctx.client.clone())
+    let live = Api::<CachedVolume>::all(ctx.client.clone())
         .get_opt(name)
         .await
         .map_err(kube(format!("read PersistentVolume {name}")))?;
@@ -70,7 +66,7 @@ async fn named_volume_from_api(
     Ok(())
 }
 
-async fn failed(ctx: &Ctx, claim: &PersistentVolumeClaim, provisioning: bool, e: &Error) {
+async fn failed(ctx: &Ctx, claim: &CachedClaim, provisioning: bool, e: &Error) {
     log_error(e, &claim_key(claim));
     if e.is_conflict() {
         return;
@@ -89,12 +85,7 @@ async fn failed(ctx: &Ctx, claim: &PersistentVolumeClaim, provisioning: bool, e:
     }
 }
 
-async fn apply(
-    ctx: &Ctx,
-    claim: &PersistentVolumeClaim,
-    world: &World,
-    action: ClaimAction,
-) -> Result<()> {
+async fn apply(ctx: &Ctx, claim: &CachedClaim, world: &World, action: ClaimAction) -> Result<()> {
     match action {
         ClaimAction::Nothing(_) => Ok(()),
         ClaimAction::ClearProblem => {
@@ -111,7 +102,7 @@ async fn apply(
             {
                 metrics::failed(claim_class(claim), "bind", "refused");
             }
-            if annotation(&claim.metadata, ANN_BINDING_PROBLEM) != Some(message.as_str()) {
+            if binding_problem(claim) != Some(message.as_str()) {
                 let patch = serde_json::json!({"metadata": {"annotations": {ANN_BINDING_PROBLEM: message}}});
                 patch_claim(ctx, claim, &patch, "annotate").await?;
             }
@@ -133,12 +124,12 @@ async fn apply(
 
 async fn patch_claim(
     ctx: &Ctx,
-    claim: &PersistentVolumeClaim,
+    claim: &CachedClaim,
     patch: &serde_json::Value,
     what: &str,
 ) -> Result<()> {
     let (ns, name) = key(claim);
-    Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+    Api::<CachedClaim>::namespaced(ctx.client.clone(), ns)
         .patch(name, &patch_params(), &Patch::Merge(patch))
         .await
         .map_err(kube(format!("{what} claim {ns}/{name}")))?;
@@ -150,12 +141,7 @@ async fn patch_claim(
 /// removal carries the resourceVersion read, so a node the scheduler selected meanwhile stays.
 /// The fallback only: the capacity objects keep the scheduler off such nodes, unless its
 /// choice came before the node's agent fell silent or the CSIDriver is not installed.
-async fn reschedule(
-    ctx: &Ctx,
-    claim: &PersistentVolumeClaim,
-    node: &str,
-    message: String,
-) -> Result<()> {
+async fn reschedule(ctx: &Ctx, claim: &CachedClaim, node: &str, message: String) -> Result<()> {
     if ctx
         .events
         .warning(&reference(claim), "ProvisioningFailed", message)
@@ -174,12 +160,7 @@ async fn reschedule(
 
 /// Creates the volume pre-bound to its claim: for NFS after creating its directory in the
 /// export; for hostPath with the node label its agent watches (the agent creates the directory).
-async fn provision(
-    ctx: &Ctx,
-    claim: &PersistentVolumeClaim,
-    world: &World,
-    p: Provision,
-) -> Result<()> {
+async fn provision(ctx: &Ctx, claim: &CachedClaim, world: &World, p: Provision) -> Result<()> {
     let started = Instant::now();
     let key = claim_key(claim);
     let source = match (p.backend, &ctx.backends.hostpath, &ctx.backends.nfs) {
@@ -232,7 +213,7 @@ async fn provision(
         Err(e) if status_code(&e) == Some(409) => {
             // Created by another controller, or by us before a restart: success if it names
             // this claim, and that controller has said so already.
-            let existing = api
+            let existing = Api::<CachedVolume>::all(ctx.client.clone())
                 .get(&p.volume)
                 .await
                 .map_err(kube(format!("read PersistentVolume {}", p.volume)))?;

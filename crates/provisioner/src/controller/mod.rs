@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -44,7 +43,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
 use crate::informer::{self, Change, Filter};
-use crate::objects::{ANN_PROVISIONED_BY, annotation, claim_class, claim_ref, named_volume};
+use crate::objects::{
+    CachedClaim, CachedNode, CachedVolume, annotation, claim_class, claim_ref, named_volume,
+    provisioned_by,
+};
 use crate::plan::{self, Backend, Provisioners, World, placement};
 use crate::queue::{self, Key, Queue};
 use crate::{Error, NfsConfig, Result, capacity};
@@ -92,10 +94,10 @@ pub struct Ctx {
     pub events: Events,
     pub backends: Backends,
     pub provisioners: Arc<Provisioners>,
-    pub claims: Store<PersistentVolumeClaim>,
-    pub volumes: Store<PersistentVolume>,
+    pub claims: Store<CachedClaim>,
+    pub volumes: Store<CachedVolume>,
     pub classes: Store<StorageClass>,
-    pub nodes: Store<Node>,
+    pub nodes: Store<CachedNode>,
     /// The node agents' capacity reports.
     pub reports: Store<Lease>,
     /// Our CSIStorageCapacity objects, when serving hostPath.
@@ -132,7 +134,7 @@ impl Ctx {
 
     /// The world one claim's decision looks at, by name from the caches: the volume it names and
     /// the one we would have provisioned for it (`pvc-<uid>`). Constant cost per claim.
-    fn world_for_claim(&self, c: &PersistentVolumeClaim, shared: &Shared) -> World {
+    fn world_for_claim(&self, c: &CachedClaim, shared: &Shared) -> World {
         let mut names: Vec<String> = named_volume(c).map(str::to_owned).into_iter().collect();
         if let Some(uid) = c.metadata.uid.as_deref() {
             names.push(format!("pvc-{uid}"));
@@ -151,7 +153,7 @@ impl Ctx {
     }
 
     /// The world one volume's decision looks at: the claim its claimRef names.
-    fn world_for_volume(&self, v: &PersistentVolume, shared: &Shared) -> World {
+    fn world_for_volume(&self, v: &CachedVolume, shared: &Shared) -> World {
         let claims = claim_ref(v)
             .and_then(|(ns, name, _)| self.claims.get(&ObjectRef::new(name).within(ns)))
             .into_iter()
@@ -174,10 +176,10 @@ impl Ctx {
 
 /// The watches the controller needs, each feeding the work queue.
 pub struct Watches {
-    pub claims: Store<PersistentVolumeClaim>,
-    pub volumes: Store<PersistentVolume>,
+    pub claims: Store<CachedClaim>,
+    pub volumes: Store<CachedVolume>,
     pub classes: Store<StorageClass>,
-    pub nodes: Store<Node>,
+    pub nodes: Store<CachedNode>,
     pub reports: Store<Lease>,
     pub capacities: Option<Capacities>,
 }
@@ -269,7 +271,7 @@ pub fn watch(
         svc,
         "the claim watch",
         Filter {
-            keep: Box::new(move |c: &PersistentVolumeClaim| {
+            keep: Box::new(move |c: &CachedClaim| {
                 class_cache
                     .get(&ObjectRef::new(claim_class(c)))
                     .is_some_and(|sc| ours.contains(&sc.provisioner))
@@ -280,7 +282,7 @@ pub fn watch(
             })),
         },
         {
-            move |c: Change<'_, PersistentVolumeClaim>| match c {
+            move |c: Change<'_, CachedClaim>| match c {
                 Change::Applied(o) | Change::Deleted(o) => q.push(claim_key(o)),
                 Change::Listed(_) => {}
                 Change::Synced => q.push_all(),
@@ -295,13 +297,13 @@ pub fn watch(
         svc,
         "the volume watch",
         Filter {
-            keep: Box::new(move |v: &PersistentVolume| {
-                annotation(&v.metadata, ANN_PROVISIONED_BY).is_some_and(|p| ours.contains(p))
+            keep: Box::new(move |v: &CachedVolume| {
+                provisioned_by(v).is_some_and(|p| ours.contains(p))
             }),
             ..Filter::all()
         },
         {
-            move |c: Change<'_, PersistentVolume>| match c {
+            move |c: Change<'_, CachedVolume>| match c {
                 Change::Applied(v) | Change::Deleted(v) => {
                     q.push(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
                     if let Some((ns, name, _)) = claim_ref(v) {
@@ -320,12 +322,12 @@ pub fn watch(
     let mut seen: HashMap<String, bool> = HashMap::new();
     let nodes = informer::watch(Api::all(client.clone()), all, svc, "the Node watch", {
         // Nodes change all the time (heartbeats); only a change of Ready makes a full pass.
-        move |c: Change<'_, Node>| match c {
+        move |c: Change<'_, CachedNode>| match c {
             Change::Listed(n) => {
-                seen.insert(n.metadata.name.clone().unwrap_or_default(), node_ready(n));
+                seen.insert(n.metadata.name.clone().unwrap_or_default(), n.ready);
             }
             Change::Applied(n) => {
-                let now = node_ready(n);
+                let now = n.ready;
                 if seen.insert(n.metadata.name.clone().unwrap_or_default(), now) != Some(now) {
                     q.push_all();
                 }
@@ -400,15 +402,7 @@ pub fn watch(
     }
 }
 
-fn node_ready(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
-}
-
-fn claim_key(c: &PersistentVolumeClaim) -> Key {
+fn claim_key(c: &CachedClaim) -> Key {
     Key::Claim {
         namespace: c.metadata.namespace.clone().unwrap_or_default(),
         name: c.metadata.name.clone().unwrap_or_default(),

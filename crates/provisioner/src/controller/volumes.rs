@@ -3,13 +3,15 @@
 
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, DeleteParams, Patch, Preconditions};
 
 use crate::controller::claims::patch_params;
 use crate::controller::{Ctx, log_error};
 use crate::error::{Error, Result, kube, status_code};
-use crate::objects::{LABEL_NODE, claim_ref, named_volume, phase_of_volume, volume_class};
+use crate::objects::{
+    CachedClaim, CachedVolume, LABEL_NODE, claim_ref, named_volume, phase_of_volume, volume_class,
+};
 use crate::plan::{self, Backend, VolumeAction, World, decide_volume, volume_backend};
 use crate::{metrics, storage};
 
@@ -17,7 +19,7 @@ use crate::{metrics, storage};
 /// controller has just created may belong to a claim not yet in our cache.
 const ORPHAN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub async fn reconcile(ctx: &Ctx, pv: &PersistentVolume, world: World) {
+pub async fn reconcile(ctx: &Ctx, pv: &CachedVolume, world: World) {
     let world = &world;
     if !ctx.serves(volume_backend(pv, world)) {
         return;
@@ -31,7 +33,7 @@ pub async fn reconcile(ctx: &Ctx, pv: &PersistentVolume, world: World) {
     }
 }
 
-async fn apply(ctx: &Ctx, pv: &PersistentVolume, action: VolumeAction) -> Result<()> {
+async fn apply(ctx: &Ctx, pv: &CachedVolume, action: VolumeAction) -> Result<()> {
     let name = pv.metadata.name.clone().unwrap_or_default();
     let (backend, directory, archive) = match action {
         VolumeAction::Nothing(_) => return Ok(()),
@@ -96,9 +98,9 @@ async fn apply(ctx: &Ctx, pv: &PersistentVolume, action: VolumeAction) -> Result
 
 /// The live volume, if the API still shows it Released and no live claim holds it: volumes
 /// are deleted on the API's word, never on cache evidence alone.
-async fn still_released(ctx: &Ctx, pv: &PersistentVolume) -> Result<Option<PersistentVolume>> {
+async fn still_released(ctx: &Ctx, pv: &CachedVolume) -> Result<Option<CachedVolume>> {
     let name = pv.metadata.name.clone().unwrap_or_default();
-    let live = Api::<PersistentVolume>::all(ctx.client.clone())
+    let live = Api::<CachedVolume>::all(ctx.client.clone())
         .get_opt(&name)
         .await
         .map_err(kube(format!("read volume {name}")))?;
@@ -111,7 +113,7 @@ async fn still_released(ctx: &Ctx, pv: &PersistentVolume) -> Result<Option<Persi
     let Some((ns, claim, uid)) = claim_ref(&live) else {
         return Ok(Some(live));
     };
-    let holder = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+    let holder = Api::<CachedClaim>::namespaced(ctx.client.clone(), ns)
         .get_opt(claim)
         .await
         .map_err(kube(format!("read claim {ns}/{claim}")))?;

@@ -15,13 +15,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::capacity::CHANGE_PERCENT;
-use crate::objects::{LABEL_HOSTNAME, fnv1a};
+use crate::objects::{CachedNode, LABEL_HOSTNAME, fnv1a};
 use crate::plan::Nodes;
 use crate::quantity::to_bytes;
 
@@ -59,7 +58,7 @@ pub fn desired_capacities(
     namespace: &str,
     driver: &str,
     classes: &[Arc<StorageClass>],
-    nodes: &[Arc<Node>],
+    nodes: &[Arc<CachedNode>],
     facts: &Nodes,
 ) -> BTreeMap<String, CSIStorageCapacity> {
     // A node without the label gets none: neither a capacity nor our volume's node affinity
@@ -68,7 +67,7 @@ pub fn desired_capacities(
         .iter()
         .filter_map(|n| {
             let name = n.metadata.name.as_deref()?;
-            let hostname = n.metadata.labels.as_ref()?.get(LABEL_HOSTNAME)?;
+            let hostname = n.hostname.as_ref()?;
             Some((name, hostname.as_str()))
         })
         .collect();
@@ -191,7 +190,7 @@ mod tests {
         )
     }
 
-    fn node(name: &str, hostname: Option<&str>) -> Arc<Node> {
+    fn node(name: &str, hostname: Option<&str>) -> Arc<CachedNode> {
         let labels = hostname.map(|h| json!({LABEL_HOSTNAME: h}));
         Arc::new(
             serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap(),

@@ -1,11 +1,9 @@
 //! What a claim needs from the controller: nothing, a warning, a volume, or another node.
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-
 use crate::objects::{
-    ANN_BINDING_PROBLEM, FILESYSTEM, annotation, claim_class, claim_modes, claim_ref,
-    claim_request, claim_volume_mode, handed_to, key, modes_fit, named_volume, phase_of_claim,
-    refers_to, selected_node, uid, volume_capacity, volume_class, volume_mode_fits,
+    CachedClaim, FILESYSTEM, binding_problem, claim_class, claim_modes, claim_ref, claim_request,
+    claim_volume_mode, handed_to, key, modes_fit, named_volume, phase_of_claim, refers_to,
+    selected_node, uid, volume_capacity, volume_class, volume_mode_fits,
 };
 use crate::paths;
 use crate::plan::{Backend, World, placement};
@@ -62,7 +60,7 @@ fn waits_for_consumer(world: &World, class: &str) -> bool {
         .is_some_and(|(sc, _)| sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"))
 }
 
-pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> ClaimAction {
+pub fn decide_claim(c: &CachedClaim, world: &World) -> ClaimAction {
     use ClaimAction::*;
     if c.metadata.deletion_timestamp.is_some() {
         return Nothing("claim is terminating");
@@ -72,7 +70,7 @@ pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> ClaimAction {
         return Nothing("storage class is not served by this provisioner");
     };
     let settled = |why: &'static str| {
-        if annotation(&c.metadata, ANN_BINDING_PROBLEM).is_some() {
+        if binding_problem(c).is_some() {
             ClearProblem
         } else {
             Nothing(why)
@@ -186,7 +184,7 @@ pub fn decide_claim(c: &PersistentVolumeClaim, world: &World) -> ClaimAction {
 }
 
 fn provision(
-    c: &PersistentVolumeClaim,
+    c: &CachedClaim,
     world: &World,
     (provisioner, backend): (&str, Backend),
     volume: &str,

@@ -21,12 +21,11 @@ pub mod volume;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 
 use crate::objects::{
-    ANN_PROVISIONED_BY, LEGACY_PROVISIONER_HOSTPATH, PROVISIONER_HOSTPATH, PROVISIONER_NFS,
-    annotation, claim_class, key, named_volume, uid, volume_class,
+    CachedClaim, CachedVolume, LEGACY_PROVISIONER_HOSTPATH, PROVISIONER_HOSTPATH, PROVISIONER_NFS,
+    claim_class, key, named_volume, provisioned_by, uid, volume_class,
 };
 use crate::paths;
 
@@ -105,8 +104,8 @@ impl Default for Provisioners {
 /// Everything a decision looks at: a snapshot of the caches.
 #[derive(Debug, Default, Clone)]
 pub struct World {
-    pub claims: Vec<Arc<PersistentVolumeClaim>>,
-    pub volumes: Vec<Arc<PersistentVolume>>,
+    pub claims: Vec<Arc<CachedClaim>>,
+    pub volumes: Vec<Arc<CachedVolume>>,
     pub classes: Vec<Arc<StorageClass>>,
     pub nodes: Nodes,
     /// The names this instance serves.
@@ -125,13 +124,13 @@ impl World {
 }
 
 /// The backend serving a claim's class, if it is one of ours.
-pub fn claim_backend(c: &PersistentVolumeClaim, world: &World) -> Option<Backend> {
+pub fn claim_backend(c: &CachedClaim, world: &World) -> Option<Backend> {
     world.our_class(claim_class(c)).map(|(_, b)| b)
 }
 
 /// The backend of a PV: the one that provisioned it, else the one serving its class.
-pub fn volume_backend(v: &PersistentVolume, world: &World) -> Option<Backend> {
-    annotation(&v.metadata, ANN_PROVISIONED_BY)
+pub fn volume_backend(v: &CachedVolume, world: &World) -> Option<Backend> {
+    provisioned_by(v)
         .and_then(|p| world.provisioners.backend(p))
         .or_else(|| world.our_class(volume_class(v)).map(|(_, b)| b))
 }

@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::capacity;
-use crate::objects::{fnv1a, selected_node, uid};
+use crate::objects::{CachedClaim, CachedNode, fnv1a, selected_node, uid};
 use crate::quantity::human;
 
 /// What is known about a node.
@@ -29,7 +28,7 @@ pub type Nodes = BTreeMap<String, NodeFacts>;
 /// from the Node's own Ready condition; free bytes from the node agent's capacity report, when
 /// one is fresh at `now` (see [`capacity::read`]).
 pub fn node_facts(
-    nodes: &[Arc<Node>],
+    nodes: &[Arc<CachedNode>],
     reports: &[Arc<Lease>],
     ready: Option<&BTreeMap<String, bool>>,
     now: Timestamp,
@@ -43,15 +42,7 @@ pub fn node_facts(
         .iter()
         .filter_map(|n| {
             let name = n.metadata.name.clone()?;
-            let own_ready = n
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-                .is_some_and(|c| c.status == "True");
-            let ready = ready
-                .and_then(|r| r.get(&name).copied())
-                .unwrap_or(own_ready);
+            let ready = ready.and_then(|r| r.get(&name).copied()).unwrap_or(n.ready);
             let free_bytes = free.get(&name).copied();
             Some((name, NodeFacts { ready, free_bytes }))
         })
@@ -85,7 +76,7 @@ fn unfit(name: &str, facts: Option<&NodeFacts>, request: u64) -> Option<String> 
 }
 
 /// The node for a hostPath volume of `request` bytes, or why there is none.
-pub fn place(c: &PersistentVolumeClaim, nodes: &Nodes, request: u64) -> Result<String, String> {
+pub fn place(c: &CachedClaim, nodes: &Nodes, request: u64) -> Result<String, String> {
     if let Some(node) = selected_node(c) {
         return match unfit(node, nodes.get(node), request) {
             None => Ok(node.to_owned()),
@@ -133,7 +124,7 @@ mod tests {
     fn node_facts_prefer_the_control_service_and_read_fresh_agent_reports() {
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let ago = |secs: i64| Timestamp::from_second(1_800_000_000 - secs).unwrap();
-        let node = |name: &str, ready: &str| -> Arc<Node> {
+        let node = |name: &str, ready: &str| -> Arc<CachedNode> {
             Arc::new(
                 serde_json::from_value(json!({
                     "metadata": {"name": name},

@@ -70,7 +70,7 @@ impl ClaimB {
         self.0["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         self
     }
-    fn build(self) -> Arc<PersistentVolumeClaim> {
+    fn build(self) -> Arc<CachedClaim> {
         Arc::new(serde_json::from_value(self.0).unwrap())
     }
 }
@@ -121,7 +121,7 @@ impl VolB {
         self.0["spec"]["persistentVolumeReclaimPolicy"] = json!(policy);
         self
     }
-    fn build(self) -> Arc<PersistentVolume> {
+    fn build(self) -> Arc<CachedVolume> {
         Arc::new(serde_json::from_value(self.0).unwrap())
     }
 }
@@ -133,7 +133,7 @@ fn ready(free: u64) -> NodeFacts {
     }
 }
 
-fn world(volumes: Vec<Arc<PersistentVolume>>) -> World {
+fn world(volumes: Vec<Arc<CachedVolume>>) -> World {
     World {
         claims: vec![],
         volumes,
@@ -175,8 +175,8 @@ fn node_of(action: &ClaimAction) -> Option<String> {
 /// (what the case shows, claim, volumes, expected action)
 type Case = (
     &'static str,
-    Arc<PersistentVolumeClaim>,
-    Vec<Arc<PersistentVolume>>,
+    Arc<CachedClaim>,
+    Vec<Arc<CachedVolume>>,
     ClaimAction,
 );
 
@@ -677,7 +677,7 @@ fn a_hostpath_volume_without_its_node_label_gets_it_first() {
         .ours(Backend::HostPath, "pvc-1_ns_c")
         .build())
     .clone();
-    pv.metadata.labels = None;
+    pv.node_label = None;
     assert_eq!(
         decide_volume(&pv, &world(vec![])),
         VolumeAction::Label("node-1".into()),

@@ -1,11 +1,9 @@
 //! What becomes of a volume: reclaimed once the PV controller has marked it Released and its
 //! policy says Delete, else left alone.
 
-use k8s_openapi::api::core::v1::PersistentVolume;
-
 use crate::objects::{
-    ANN_DIRECTORY, ANN_PROVISIONED_BY, LABEL_NODE, PARAM_ARCHIVE_ON_DELETE, annotation, claim_ref,
-    key, named_volume, node_label, phase_of_volume, reclaim_policy, uid, volume_class, volume_node,
+    CachedVolume, PARAM_ARCHIVE_ON_DELETE, claim_ref, directory, key, named_volume, node_label,
+    phase_of_volume, provisioned_by, reclaim_policy, uid, volume_class, volume_node,
 };
 use crate::paths;
 use crate::plan::{Backend, World};
@@ -28,11 +26,9 @@ pub enum VolumeAction {
 
 /// What to do with a PV: reclaim it once the PV controller has marked it Released, else
 /// nothing. Only volumes we provisioned are ours to reclaim.
-pub fn decide_volume(v: &PersistentVolume, world: &World) -> VolumeAction {
+pub fn decide_volume(v: &CachedVolume, world: &World) -> VolumeAction {
     use VolumeAction::*;
-    let Some(backend) =
-        annotation(&v.metadata, ANN_PROVISIONED_BY).and_then(|p| world.provisioners.backend(p))
-    else {
+    let Some(backend) = provisioned_by(v).and_then(|p| world.provisioners.backend(p)) else {
         return Nothing("not provisioned by this provisioner");
     };
     if v.metadata.deletion_timestamp.is_some() {
@@ -42,8 +38,7 @@ pub fn decide_volume(v: &PersistentVolume, world: &World) -> VolumeAction {
         && let Some(node) = volume_node(v)
     {
         let want = node_label(node);
-        let has = v.metadata.labels.as_ref().and_then(|l| l.get(LABEL_NODE));
-        if has != Some(&want) {
+        if v.node_label.as_ref() != Some(&want) {
             return Label(want);
         }
     }
@@ -63,7 +58,7 @@ pub fn decide_volume(v: &PersistentVolume, world: &World) -> VolumeAction {
     {
         return Nothing("a claim still holds the volume");
     }
-    let directory = annotation(&v.metadata, ANN_DIRECTORY)
+    let directory = directory(v)
         .filter(|d| paths::parse_dir_name(d).is_some())
         .map(str::to_owned);
     let archive = backend == Backend::Nfs

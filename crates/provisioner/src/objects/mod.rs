@@ -1,8 +1,13 @@
-//! The names this provisioner reads and writes on Kubernetes objects, and plain accessors for
-//! the fields decisions look at. No decisions here.
+//! The names this provisioner reads and writes on Kubernetes objects, the shapes it caches
+//! claims, volumes and Nodes in (`lean`: only the fields its decisions read), and plain
+//! accessors for those fields. No decisions here.
 
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+mod lean;
+
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+pub use lean::{ANNOTATIONS, CachedClaim, CachedNode, CachedVolume, ClaimRef, LABELS};
 
 use crate::quantity::to_bytes;
 
@@ -57,78 +62,63 @@ pub fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
-pub fn claim_class(c: &PersistentVolumeClaim) -> &str {
-    c.spec
-        .as_ref()
-        .and_then(|s| s.storage_class_name.as_deref())
-        .unwrap_or("")
+pub fn claim_class(c: &CachedClaim) -> &str {
+    c.class.as_deref().unwrap_or("")
 }
 
-pub fn volume_class(v: &PersistentVolume) -> &str {
-    v.spec
-        .as_ref()
-        .and_then(|s| s.storage_class_name.as_deref())
-        .unwrap_or("")
+pub fn volume_class(v: &CachedVolume) -> &str {
+    v.class.as_deref().unwrap_or("")
 }
 
-pub fn claim_request(c: &PersistentVolumeClaim) -> Option<u64> {
-    let q = c
-        .spec
-        .as_ref()?
-        .resources
-        .as_ref()?
-        .requests
-        .as_ref()?
-        .get("storage")?;
-    to_bytes(&q.0)
+pub fn claim_request(c: &CachedClaim) -> Option<u64> {
+    to_bytes(&c.request.as_ref()?.0)
 }
 
-pub fn volume_capacity(v: &PersistentVolume) -> Option<u64> {
-    to_bytes(&v.spec.as_ref()?.capacity.as_ref()?.get("storage")?.0)
+pub fn volume_capacity(v: &CachedVolume) -> Option<u64> {
+    to_bytes(&v.capacity.as_ref()?.0)
 }
 
-pub fn claim_modes(c: &PersistentVolumeClaim) -> &[String] {
-    c.spec
-        .as_ref()
-        .and_then(|s| s.access_modes.as_deref())
-        .unwrap_or(&[])
+pub fn claim_modes(c: &CachedClaim) -> &[String] {
+    &c.access_modes
 }
 
-pub fn modes_fit(c: &PersistentVolumeClaim, v: &PersistentVolume) -> bool {
-    let offered = v
-        .spec
-        .as_ref()
-        .and_then(|s| s.access_modes.as_deref())
-        .unwrap_or(&[]);
-    claim_modes(c).iter().all(|m| offered.contains(m))
+pub fn modes_fit(c: &CachedClaim, v: &CachedVolume) -> bool {
+    claim_modes(c).iter().all(|m| v.access_modes.contains(m))
 }
 
-pub fn claim_volume_mode(c: &PersistentVolumeClaim) -> &str {
-    c.spec
-        .as_ref()
-        .and_then(|s| s.volume_mode.as_deref())
-        .unwrap_or(FILESYSTEM)
+pub fn claim_volume_mode(c: &CachedClaim) -> &str {
+    c.volume_mode.as_deref().unwrap_or(FILESYSTEM)
 }
 
-pub fn volume_mode_fits(c: &PersistentVolumeClaim, v: &PersistentVolume) -> bool {
-    let vm = v
-        .spec
-        .as_ref()
-        .and_then(|s| s.volume_mode.as_deref())
-        .unwrap_or(FILESYSTEM);
-    vm == claim_volume_mode(c)
+pub fn volume_mode_fits(c: &CachedClaim, v: &CachedVolume) -> bool {
+    v.volume_mode.as_deref().unwrap_or(FILESYSTEM) == claim_volume_mode(c)
 }
 
-pub fn selected_node(c: &PersistentVolumeClaim) -> Option<&str> {
-    annotation(&c.metadata, ANN_SELECTED_NODE).filter(|n| !n.is_empty())
+pub fn selected_node(c: &CachedClaim) -> Option<&str> {
+    c.selected_node.as_deref().filter(|n| !n.is_empty())
 }
 
-pub fn uid(c: &PersistentVolumeClaim) -> &str {
+/// Why the claim cannot be bound, as last annotated.
+pub fn binding_problem(c: &CachedClaim) -> Option<&str> {
+    c.binding_problem.as_deref()
+}
+
+/// The provisioner name a volume was provisioned by (`provisioned-by`).
+pub fn provisioned_by(v: &CachedVolume) -> Option<&str> {
+    v.provisioned_by.as_deref()
+}
+
+/// A provisioned volume's directory name, as annotated.
+pub fn directory(v: &CachedVolume) -> Option<&str> {
+    v.directory.as_deref()
+}
+
+pub fn uid(c: &CachedClaim) -> &str {
     c.metadata.uid.as_deref().unwrap_or("")
 }
 
 /// A claim's (namespace, name).
-pub fn key(c: &PersistentVolumeClaim) -> (&str, &str) {
+pub fn key(c: &CachedClaim) -> (&str, &str) {
     (
         c.metadata.namespace.as_deref().unwrap_or(""),
         c.metadata.name.as_deref().unwrap_or(""),
@@ -136,81 +126,53 @@ pub fn key(c: &PersistentVolumeClaim) -> (&str, &str) {
 }
 
 /// `namespace/name`, for logs and messages.
-pub fn claim_key(c: &PersistentVolumeClaim) -> String {
+pub fn claim_key(c: &CachedClaim) -> String {
     let (ns, name) = key(c);
     format!("{ns}/{name}")
 }
 
-pub fn phase_of_claim(c: &PersistentVolumeClaim) -> &str {
-    c.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
+pub fn phase_of_claim(c: &CachedClaim) -> &str {
+    c.phase.as_deref().unwrap_or("")
 }
 
-pub fn phase_of_volume(v: &PersistentVolume) -> &str {
-    v.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
+pub fn phase_of_volume(v: &CachedVolume) -> &str {
+    v.phase.as_deref().unwrap_or("")
 }
 
-pub fn reclaim_policy(v: &PersistentVolume) -> &str {
-    v.spec
-        .as_ref()
-        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
-        .unwrap_or("Retain")
+pub fn reclaim_policy(v: &CachedVolume) -> &str {
+    v.reclaim_policy.as_deref().unwrap_or("Retain")
 }
 
 /// The volume a claim names (`spec.volumeName`), if any.
-pub fn named_volume(c: &PersistentVolumeClaim) -> Option<&str> {
-    c.spec
-        .as_ref()
-        .and_then(|s| s.volume_name.as_deref())
-        .filter(|n| !n.is_empty())
+pub fn named_volume(c: &CachedClaim) -> Option<&str> {
+    c.volume_name.as_deref().filter(|n| !n.is_empty())
 }
 
 /// The claim a PV's claimRef names, as (namespace, name, uid).
-pub fn claim_ref(v: &PersistentVolume) -> Option<(&str, &str, &str)> {
-    let r = v.spec.as_ref()?.claim_ref.as_ref()?;
-    Some((
-        r.namespace.as_deref().unwrap_or(""),
-        r.name.as_deref().unwrap_or(""),
-        r.uid.as_deref().unwrap_or(""),
-    ))
+pub fn claim_ref(v: &CachedVolume) -> Option<(&str, &str, &str)> {
+    let r = v.claim_ref.as_ref()?;
+    Some((&r.namespace, &r.name, &r.uid))
 }
 
 /// Whether `v`'s claimRef names this claim (an empty uid in the ref matches any uid).
-pub fn refers_to(v: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
+pub fn refers_to(v: &CachedVolume, c: &CachedClaim) -> bool {
     claim_ref(v).is_some_and(|(ns, name, u)| (ns, name) == key(c) && (u.is_empty() || u == uid(c)))
 }
 
 /// The single hostname a PV's required node affinity pins it to.
-pub fn volume_node(v: &PersistentVolume) -> Option<&str> {
-    let terms = &v
-        .spec
-        .as_ref()?
-        .node_affinity
-        .as_ref()?
-        .required
-        .as_ref()?
-        .node_selector_terms;
-    terms
-        .iter()
-        .flat_map(|t| t.match_expressions.iter().flatten())
-        .find(|e| e.key == LABEL_HOSTNAME && e.operator == "In")
-        .and_then(|e| e.values.as_ref()?.first().map(String::as_str))
+pub fn volume_node(v: &CachedVolume) -> Option<&str> {
+    v.node.as_deref()
 }
 
 /// Whether the PV controller handed the claim to `provisioner`.
-pub fn handed_to(c: &PersistentVolumeClaim, provisioner: &str) -> bool {
-    [ANN_STORAGE_PROVISIONER, ANN_BETA_STORAGE_PROVISIONER]
+pub fn handed_to(c: &CachedClaim, provisioner: &str) -> bool {
+    [&c.storage_provisioner, &c.beta_storage_provisioner]
         .iter()
-        .any(|a| annotation(&c.metadata, a) == Some(provisioner))
+        .any(|a| a.as_deref() == Some(provisioner))
 }
 
 /// A reference to the claim, for events and a PV's claimRef.
-pub fn reference(c: &PersistentVolumeClaim) -> ObjectReference {
+pub fn reference(c: &CachedClaim) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("PersistentVolumeClaim".into()),
@@ -223,17 +185,4 @@ pub fn reference(c: &PersistentVolumeClaim) -> ObjectReference {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_names_become_label_values_and_long_ones_a_stable_hash() {
-        assert_eq!(node_label("node-1"), "node-1");
-        let long = "n".repeat(64);
-        let label = node_label(&long);
-        assert_eq!(label.len(), 18);
-        assert!(label.starts_with("h-"));
-        assert_eq!(label, node_label(&long), "stable");
-        assert_ne!(label, node_label(&"m".repeat(64)));
-    }
-}
+mod tests;
