@@ -5,11 +5,22 @@
 //! Not the `Recorder` itself: it keeps every event it wrote for six minutes and scans them all
 //! on each write, to patch repeats into a series; in a burst of N claims that is ~1 KB and a
 //! full scan per event (quadratic), and our own map already writes each outcome once.
+//!
+//! Recording never waits for the API server, as with client-go's event broadcaster: events
+//! queue (at most [`QUEUE`]) for a writer task, so a claim's volume is not created one event
+//! write later. Past that, new events are dropped, counted
+//! (`provisioner_events_dropped_total`) and logged at most every [`MIN_INTERVAL`].
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
@@ -24,6 +35,12 @@ pub const COMPONENT: &str = "ballast.dev/provisioner";
 /// A changed message for the same object and reason is written at most this often.
 const MIN_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Events waiting for the writer, at most (client-go's broadcaster queues 1,000 too).
+pub const QUEUE: usize = 1000;
+
+/// Event writes in flight at once.
+const WRITERS: usize = 4;
+
 /// Last message per (object uid, reason) and when it was written, uid and message by their
 /// hash ([`digest`]): two entries per claim at 10,000 claims, the strings themselves would be
 /// megabytes.
@@ -37,18 +54,31 @@ fn digest(s: &str) -> u64 {
 }
 
 pub struct Events {
-    client: kube::Client,
     identity: String,
     said: Mutex<Said>,
+    queue: mpsc::Sender<Event>,
+    dropped: AtomicU64,
+    /// When a drop was last logged.
+    drop_logged: Mutex<Option<Instant>>,
 }
 
 impl Events {
-    pub fn new(client: kube::Client, identity: &str) -> Self {
-        Self {
-            client,
+    /// The recorder, and the writer to run as a task: it writes what is recorded until every
+    /// recorder is gone and the queue is empty, or `shutdown`.
+    pub fn new(
+        client: kube::Client,
+        identity: &str,
+        shutdown: CancellationToken,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let events = Self {
             identity: identity.to_owned(),
             said: Mutex::default(),
-        }
+            queue,
+            dropped: AtomicU64::new(0),
+            drop_logged: Mutex::default(),
+        };
+        (events, write(client, rx, shutdown))
     }
 
     fn lock(&self) -> MutexGuard<'_, Said> {
@@ -57,29 +87,20 @@ impl Events {
     }
 
     /// Records a Normal event; see [`Self::say`].
-    pub async fn normal(
-        &self,
-        obj: &ObjectReference,
-        reason: &'static str,
-        message: String,
-    ) -> bool {
-        self.say(obj, "Normal", reason, message).await
+    pub fn normal(&self, obj: &ObjectReference, reason: &'static str, message: String) -> bool {
+        self.say(obj, "Normal", reason, message)
     }
 
     /// Records a Warning event; see [`Self::say`].
-    pub async fn warning(
-        &self,
-        obj: &ObjectReference,
-        reason: &'static str,
-        message: String,
-    ) -> bool {
-        self.say(obj, "Warning", reason, message).await
+    pub fn warning(&self, obj: &ObjectReference, reason: &'static str, message: String) -> bool {
+        self.say(obj, "Warning", reason, message)
     }
 
     /// Records an Event unless the same message was last said for this object and reason, or
     /// another one less than MIN_INTERVAL ago (messages quoting free space change often).
-    /// Says whether it was new. Event failures are logged, never fatal.
-    async fn say(
+    /// Says whether it was new. The write happens later, in the writer; failures are logged,
+    /// never fatal.
+    fn say(
         &self,
         obj: &ObjectReference,
         type_: &str,
@@ -126,18 +147,110 @@ impl Events {
             reporting_instance: Some(self.identity.clone()),
             ..Default::default()
         };
-        let created = Api::<Event>::namespaced(self.client.clone(), &namespace)
-            .create(&PostParams::default(), &ev)
-            .await;
-        if let Err(e) = created {
-            tracing::warn!(object = %target, reason, error = %e, "failed to record event");
+        if self.queue.try_send(ev).is_err() {
+            self.dropped_one(&target, reason);
         }
         true
+    }
+
+    /// Counts an event the full queue had no room for, and says so at most every
+    /// [`MIN_INTERVAL`].
+    fn dropped_one(&self, target: &str, reason: &str) {
+        let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::counter!(crate::metrics::EVENTS_DROPPED).increment(1);
+        let mut logged = self.drop_logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.is_none_or(|at| at.elapsed() >= MIN_INTERVAL) {
+            *logged = Some(Instant::now());
+            tracing::warn!(object = %target, reason, dropped_so_far = total, "event queue full ({QUEUE} waiting); event dropped");
+        }
     }
 
     /// Forgets what was said about objects no longer alive.
     pub fn forget_all_but(&self, live: &HashSet<&str>) {
         let live: HashSet<u64> = live.iter().map(|uid| digest(uid)).collect();
         self.lock().retain(|(uid, _), _| live.contains(uid));
+    }
+}
+
+/// Writes the queued events, [`WRITERS`] at a time, until the queue is closed and empty or
+/// `shutdown`.
+async fn write(client: kube::Client, rx: mpsc::Receiver<Event>, shutdown: CancellationToken) {
+    let queued =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    let writes = queued.for_each_concurrent(WRITERS, |ev| {
+        let client = client.clone();
+        async move {
+            let namespace = ev.metadata.namespace.clone().unwrap_or_default();
+            let target = ev
+                .regarding
+                .as_ref()
+                .map(|r| format!("{namespace}/{}", r.name.as_deref().unwrap_or("")))
+                .unwrap_or_default();
+            let reason = ev.reason.clone().unwrap_or_default();
+            if let Err(e) = Api::<Event>::namespaced(client, &namespace)
+                .create(&PostParams::default(), &ev)
+                .await
+            {
+                tracing::warn!(object = %target, %reason, error = %e, "failed to record event");
+            }
+        }
+    });
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = writes => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(i: usize) -> ObjectReference {
+        ObjectReference {
+            kind: Some("PersistentVolumeClaim".into()),
+            namespace: Some("ns".into()),
+            name: Some(format!("c{i}")),
+            uid: Some(format!("uid-{i}")),
+            ..Default::default()
+        }
+    }
+
+    /// A client for an address nothing listens on: building it connects nowhere.
+    fn unreachable() -> kube::Client {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        kube::Client::try_from(config).expect("a client")
+    }
+
+    #[tokio::test]
+    async fn recording_queues_without_waiting_and_a_full_queue_drops_and_counts() {
+        // No writer runs: nothing leaves the queue.
+        let (events, _writer) = Events::new(unreachable(), "test", CancellationToken::new());
+        for i in 0..QUEUE + 3 {
+            assert!(events.normal(&claim(i), "Provisioning", "provisioning".into()));
+        }
+        assert_eq!(events.dropped.load(Ordering::Relaxed), 3);
+        // Said once: the same message again is neither queued nor dropped.
+        assert!(!events.normal(&claim(0), "Provisioning", "provisioning".into()));
+        assert_eq!(events.dropped.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn the_writer_stops_on_shutdown_with_events_still_queued() {
+        let shutdown = CancellationToken::new();
+        let (events, writer) = Events::new(unreachable(), "test", shutdown.clone());
+        events.warning(&claim(1), "ProvisioningFailed", "no space".into());
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the writer ends on shutdown");
+    }
+
+    #[tokio::test]
+    async fn the_writer_ends_once_every_recorder_is_gone_and_its_queue_written() {
+        let (events, writer) = Events::new(unreachable(), "test", CancellationToken::new());
+        drop(events);
+        tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the writer ends with its recorders");
     }
 }

@@ -340,8 +340,13 @@ fn start_controller(
         nfs: c.nfs,
     };
     let w = controller::watch(&client, &namespace, &backends, &provisioners, &queue, svc);
+    let (events, writer) = events::Events::new(client.clone(), &identity, svc.shutdown());
+    svc.spawn("the event writer", async move {
+        writer.await;
+        Ok::<(), Error>(())
+    });
     let ctx = controller::Ctx {
-        events: events::Events::new(client.clone(), &identity),
+        events,
         client,
         namespace,
         backends,

@@ -23,6 +23,8 @@ pub const PROVISIONED: &str = "provisioner_volumes_provisioned_total";
 pub const DELETED: &str = "provisioner_volumes_deleted_total";
 /// Failed operations, by class, operation (`provision`, `bind`, `reclaim`) and reason label.
 pub const FAILURES: &str = "provisioner_failures_total";
+/// Events not recorded because the writer's queue was full.
+pub const EVENTS_DROPPED: &str = "provisioner_events_dropped_total";
 /// Seconds from starting to provision a claim until its volume is created, by class.
 pub const PROVISION_DURATION: &str = "provisioner_provision_duration_seconds";
 
@@ -43,6 +45,10 @@ pub fn describe() {
     metrics::describe_counter!(
         FAILURES,
         "Failed provisioner operations, by storage class, operation and reason."
+    );
+    metrics::describe_counter!(
+        EVENTS_DROPPED,
+        "Events not recorded because the queue of events waiting to be written was full."
     );
     metrics::describe_histogram!(
         PROVISION_DURATION,

@@ -76,11 +76,7 @@ async fn failed(ctx: &Ctx, claim: &CachedClaim, provisioning: bool, e: &Error) {
     } else {
         ("bind", "BindingFailed")
     };
-    if ctx
-        .events
-        .warning(&reference(claim), reason, chain(e))
-        .await
-    {
+    if ctx.events.warning(&reference(claim), reason, chain(e)) {
         metrics::failed(claim_class(claim), operation, e.label());
     }
 }
@@ -98,7 +94,6 @@ async fn apply(ctx: &Ctx, claim: &CachedClaim, world: &World, action: ClaimActio
             if ctx
                 .events
                 .warning(&reference(claim), reason, message.clone())
-                .await
             {
                 metrics::failed(claim_class(claim), "bind", "refused");
             }
@@ -112,7 +107,6 @@ async fn apply(ctx: &Ctx, claim: &CachedClaim, world: &World, action: ClaimActio
             if ctx
                 .events
                 .warning(&reference(claim), "ProvisioningFailed", message)
-                .await
             {
                 metrics::failed(claim_class(claim), "provision", "placement");
             }
@@ -145,7 +139,6 @@ async fn reschedule(ctx: &Ctx, claim: &CachedClaim, node: &str, message: String)
     if ctx
         .events
         .warning(&reference(claim), "ProvisioningFailed", message)
-        .await
     {
         metrics::failed(claim_class(claim), "provision", "placement");
     }
@@ -181,13 +174,11 @@ async fn provision(ctx: &Ctx, claim: &CachedClaim, world: &World, p: Provision) 
             ));
         }
     };
-    ctx.events
-        .normal(
-            &reference(claim),
-            "Provisioning",
-            format!("External provisioner is provisioning volume for claim \"{key}\""),
-        )
-        .await;
+    ctx.events.normal(
+        &reference(claim),
+        "Provisioning",
+        format!("External provisioner is provisioning volume for claim \"{key}\""),
+    );
     let class = world
         .classes
         .iter()
@@ -202,13 +193,11 @@ async fn provision(ctx: &Ctx, claim: &CachedClaim, world: &World, p: Provision) 
         Ok(_) => {
             metrics::provisioned(&p.class, started.elapsed());
             tracing::info!(claim = %key, volume = %p.volume, directory = %p.directory, node = p.node.as_deref(), "created volume pre-bound to its claim");
-            ctx.events
-                .normal(
-                    &reference(claim),
-                    "ProvisioningSucceeded",
-                    format!("Successfully provisioned volume {}", p.volume),
-                )
-                .await;
+            ctx.events.normal(
+                &reference(claim),
+                "ProvisioningSucceeded",
+                format!("Successfully provisioned volume {}", p.volume),
+            );
         }
         Err(e) if status_code(&e) == Some(409) => {
             // Created by another controller, or by us before a restart: success if it names
