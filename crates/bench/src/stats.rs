@@ -44,6 +44,37 @@ pub fn summarize(mut samples: Vec<Duration>) -> Summary {
     }
 }
 
+/// The upper bounds (seconds) of every `*_seconds` histogram's buckets the services export,
+/// as Prometheus text writes them.
+pub const SECONDS_BUCKETS: &[&str] = &[
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
+    "2.5", "5", "10", "30", "60", "120", "300", "600", "1800", "3600",
+];
+
+/// From Prometheus text: the smallest bucket bound of histogram `name` (with `labels`) holding
+/// at least the share `q` of its observations, and how many there were. None without any.
+pub fn bucket_quantile(
+    text: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    q: f64,
+) -> Option<(Duration, u64)> {
+    let bucket = format!("{name}_bucket");
+    let count = |le: &str| {
+        let mut l = labels.to_vec();
+        l.push(("le", le));
+        ballast_runtime::metrics::sample(text, &bucket, &l)
+    };
+    let total = count("+Inf")?;
+    if total < 1.0 {
+        return None;
+    }
+    let le = SECONDS_BUCKETS
+        .iter()
+        .find(|le| count(le).is_some_and(|c| c >= q * total))?;
+    Some((Duration::from_secs_f64(le.parse().ok()?), total as u64))
+}
+
 /// A duration for a table: µs below 1 ms, ms below 1 s, else s.
 pub fn fmt_duration(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
@@ -64,6 +95,22 @@ pub fn fmt_mb(kib: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_histograms_quantile_is_the_first_bucket_holding_that_share() {
+        let text = "# TYPE d histogram\n\
+            d_bucket{class=\"nfs\",le=\"0.01\"} 50\n\
+            d_bucket{class=\"nfs\",le=\"0.025\"} 90\n\
+            d_bucket{class=\"nfs\",le=\"0.05\"} 99\n\
+            d_bucket{class=\"nfs\",le=\"0.1\"} 100\n\
+            d_bucket{class=\"nfs\",le=\"+Inf\"} 100\n";
+        let nfs = [("class", "nfs")];
+        let ms = Duration::from_millis;
+        assert_eq!(bucket_quantile(text, "d", &nfs, 0.5), Some((ms(10), 100)));
+        assert_eq!(bucket_quantile(text, "d", &nfs, 0.9), Some((ms(25), 100)));
+        assert_eq!(bucket_quantile(text, "d", &nfs, 0.99), Some((ms(50), 100)));
+        assert_eq!(bucket_quantile(text, "d", &[("class", "x")], 0.5), None);
+    }
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -27,7 +27,7 @@ use crate::plan::Plan;
 use crate::procs::{Cores, Env, Proc, ProcStats};
 use crate::report::{Section, Table};
 use crate::services::{self, Cert, Service};
-use crate::stats::{Summary, fmt_duration, fmt_mb, summarize};
+use crate::stats::{Summary, bucket_quantile, fmt_duration, fmt_mb, summarize};
 
 /// The annotations with which the PV controller hands a claim to an external provisioner.
 const HAND_OVER: [&str; 2] = [
@@ -133,6 +133,46 @@ fn timeline(client: &Client) -> Timeline {
     Timeline { marks, bound, task }
 }
 
+/// Per pod of [`NAMESPACE`]: when it was first seen, seen scheduled, seen Ready.
+type PodMarks = Arc<Mutex<HashMap<String, [Option<Instant>; 3]>>>;
+
+/// Watches the pods of [`NAMESPACE`], marking when each was created, scheduled and Ready.
+fn pod_timeline(client: &Client) -> (PodMarks, tokio::task::JoinHandle<()>) {
+    let marks: PodMarks = Arc::default();
+    let m = marks.clone();
+    let pods = watcher(
+        Api::<Pod>::namespaced(client.clone(), NAMESPACE),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects();
+    let task = tokio::spawn(async move {
+        let _ = pods
+            .try_for_each(|p| {
+                let now = Instant::now();
+                let mut marks = m.lock().unwrap_or_else(|e| e.into_inner());
+                let e = marks
+                    .entry(p.metadata.name.clone().unwrap_or_default())
+                    .or_default();
+                e[0].get_or_insert(now);
+                if p.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+                    e[1].get_or_insert(now);
+                }
+                let ready = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if ready {
+                    e[2].get_or_insert(now);
+                }
+                futures::future::ready(Ok(()))
+            })
+            .await;
+    });
+    (marks, task)
+}
+
 /// CPU and memory of one process over a run.
 struct Spent {
     name: String,
@@ -147,6 +187,12 @@ struct RealRun {
     lag: Option<Duration>,
     /// Per claim stretch (claim runs only).
     stretches: Option<[Summary; 3]>,
+    /// The provisioner's own `provisioner_provision_duration_seconds` (from taking up a claim
+    /// to its PV created): p50 and p99 as bucket bounds, and the count.
+    provision_call: Option<[(Duration, u64); 2]>,
+    /// When the last pod was created, scheduled, Ready (PodManager runs only), from the first
+    /// create.
+    pods: Option<[Option<Duration>; 3]>,
     spent: Vec<Spent>,
 }
 
@@ -239,6 +285,19 @@ async fn claims_run(
     let after = read_all(&procs, &cluster)?;
     line.task.abort();
     timed_watch.abort();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", ours[0].admin_port))
+        .await?
+        .text()
+        .await?;
+    let call = |q| {
+        bucket_quantile(
+            &metrics,
+            "provisioner_provision_duration_seconds",
+            &[("class", "nfs")],
+            q,
+        )
+    };
+    let provision_call = call(0.5).zip(call(0.99)).map(|(a, b)| [a, b]);
     let marks: Vec<Marks> = line
         .marks
         .lock()
@@ -263,6 +322,8 @@ async fn claims_run(
         created_in: created - started,
         lag: done.map(|d| d - created),
         stretches: Some([summarize(a), summarize(b), summarize(c)]),
+        provision_call,
+        pods: None,
         spent: spent(before, after),
     })
 }
@@ -290,6 +351,7 @@ async fn podmanager_run(
     );
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &ar);
     let (count, watch) = count_done(api.clone(), pm_converged);
+    let pod_marks = pod_timeline(client);
     let before = read_all(&[&pm.proc, &kubelets], &cluster)?;
     let started = Instant::now();
     futures::stream::iter((0..n).map(|i| fixtures::podmanager(&format!("pm{i:04}"), 3)))
@@ -308,6 +370,16 @@ async fn podmanager_run(
     let done = wait_count(&count, n, plan.real_limit).await;
     let after = read_all(&[&pm.proc, &kubelets], &cluster)?;
     watch.abort();
+    pod_marks.1.abort();
+    let pods = {
+        let marks = pod_marks.0.lock().unwrap_or_else(|e| e.into_inner());
+        let last = |i: usize| -> Option<Duration> {
+            let all: Option<Vec<Instant>> = marks.values().map(|m| m[i]).collect();
+            let latest = all?.into_iter().max()?;
+            (marks.len() >= n * 3).then(|| latest.saturating_duration_since(started))
+        };
+        [last(0), last(1), last(2)]
+    };
     pm.proc.stop().await;
     kubelets.stop().await;
     cluster.stop().await;
@@ -316,6 +388,8 @@ async fn podmanager_run(
         created_in: created - started,
         lag: done.map(|d| d - created),
         stretches: None,
+        provision_call: None,
+        pods: Some(pods),
         spent: spent(before, after),
     })
 }
@@ -378,6 +452,52 @@ pub async fn run(env: &Env, plan: &Plan, binaries: &Path) -> anyhow::Result<Sect
         }
     }
     sec.table(&w);
+    let calls: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            let [(p50, n), (p99, _)] = r.provision_call?;
+            Some(format!(
+                "{}: p50 ≤ {}, p99 ≤ {} ({n} volumes)",
+                r.what,
+                fmt_duration(p50),
+                fmt_duration(p99)
+            ))
+        })
+        .collect();
+    if !calls.is_empty() {
+        sec.para(&format!(
+            "Of the provisioner's stretch, the part from taking the claim up to its PV created (its \
+             own `provisioner_provision_duration_seconds`, as bucket bounds): {}. The rest is \
+             the claim's update reaching the provisioner's watch and waiting in its queue.",
+            calls.join("; ")
+        ));
+    }
+    let mut pods = Table::new([
+        "run",
+        "last pod created",
+        "last pod scheduled",
+        "last pod Ready",
+        "last PodManager converged",
+    ]);
+    for r in &runs {
+        let Some(marks) = r.pods else { continue };
+        let cell = |d: Option<Duration>| d.map_or("—".to_owned(), fmt_duration);
+        pods.row([
+            r.what.clone(),
+            cell(marks[0]),
+            cell(marks[1]),
+            cell(marks[2]),
+            cell(r.lag.map(|l| l + r.created_in)),
+        ]);
+    }
+    if !pods.is_empty() {
+        sec.para(
+            "The PodManager run step by step, from the first PodManager's create, as a watch of \
+             the pods saw them: created (podmanager), scheduled (kube-scheduler), Ready (the \
+             simulated kubelets), and the last PodManager's status saying 3 of 3 (podmanager).",
+        );
+        sec.table(&pods);
+    }
     sec.para(
         "Who spent what during each run (from the first create until done): CPU is user + system \
          time (`/proc/<pid>/stat`), the share is of all the processes listed; peak is the \

@@ -56,6 +56,10 @@ use ballast_runtime::Service;
 /// server (the external-provisioner runs 100 workers by default; fewer keep its load modest).
 const WORKERS: usize = 16;
 
+/// Objects a full pass reconciles before it lets through what was queued meanwhile: a pass over
+/// 10,000 claims and their volumes takes about a second, a chunk a few milliseconds.
+const PASS_CHUNK: usize = 256;
+
 /// At startup, wait this long for the control service's first node-health snapshot before
 /// deciding on the Nodes' own Ready condition alone.
 const CONTROL_FIRST_SNAPSHOT: Duration = Duration::from_secs(5);
@@ -463,7 +467,7 @@ pub async fn run(
         if *leading.borrow() {
             match work {
                 queue::Work::All => {
-                    pass(&ctx).await;
+                    pass(&ctx, &queue).await;
                     next_resync = tokio::time::Instant::now() + resync;
                 }
                 queue::Work::Keys(keys) => some(&ctx, keys).await,
@@ -539,20 +543,33 @@ async fn one(ctx: &Ctx, key: Key, shared: &Shared) {
 
 /// One full pass over every claim, every volume and the export's directories (at startup, on
 /// resync and when what every decision shares changes). Linear in the objects.
-async fn pass(ctx: &Ctx) {
+async fn pass(ctx: &Ctx, queue: &Queue) {
     let shared = ctx.shared();
     let claims = ctx.claims.state();
     let volumes = ctx.volumes.state();
-    futures::stream::iter(&claims)
-        .for_each_concurrent(WORKERS, |claim| {
-            claims::reconcile(ctx, claim, ctx.world_for_claim(claim, &shared))
-        })
-        .await;
-    futures::stream::iter(&volumes)
-        .for_each_concurrent(WORKERS, |pv| {
-            volumes::reconcile(ctx, pv, ctx.world_for_volume(pv, &shared))
-        })
-        .await;
+    // Asked for while this pass ran: its objects already passed over did not see the change.
+    let mut again = false;
+    for chunk in claims.chunks(PASS_CHUNK) {
+        futures::stream::iter(chunk)
+            .for_each_concurrent(WORKERS, |claim| async {
+                // As cached now: keys run between chunks may have moved it on.
+                if let Some(claim) = ctx.claims.get(&ObjectRef::from_obj(&**claim)) {
+                    claims::reconcile(ctx, &claim, ctx.world_for_claim(&claim, &shared)).await;
+                }
+            })
+            .await;
+        again |= between_chunks(ctx, queue).await;
+    }
+    for chunk in volumes.chunks(PASS_CHUNK) {
+        futures::stream::iter(chunk)
+            .for_each_concurrent(WORKERS, |pv| async {
+                if let Some(pv) = ctx.volumes.get(&ObjectRef::from_obj(&**pv)) {
+                    volumes::reconcile(ctx, &pv, ctx.world_for_volume(&pv, &shared)).await;
+                }
+            })
+            .await;
+        again |= between_chunks(ctx, queue).await;
+    }
     capacities::sync(ctx, &shared).await;
     let world = World {
         claims,
@@ -570,6 +587,28 @@ async fn pass(ctx: &Ctx) {
         .filter_map(|c| c.metadata.uid.as_deref())
         .collect();
     ctx.events.forget_all_but(&live);
+    if again {
+        queue.push_all();
+    }
+}
+
+/// Between two chunks of a full pass: reconciles the objects whose watches fired meanwhile (a
+/// claim just handed over waits for one chunk, not for the whole pass). Says whether another
+/// full pass was asked for.
+async fn between_chunks(ctx: &Ctx, queue: &Queue) -> bool {
+    match queue.take() {
+        queue::Work::All => true,
+        queue::Work::Keys(keys) if keys.is_empty() => false,
+        queue::Work::Keys(keys) => {
+            // The free-space gauges follow the reports in the loop: it gets this one too.
+            let reports_moved = keys.contains(&Key::Capacities);
+            some(ctx, keys).await;
+            if reports_moved {
+                queue.push(Key::Capacities);
+            }
+            false
+        }
+    }
 }
 
 /// Logs a failed step: a lost write race quietly (the next event decides again).
