@@ -404,14 +404,14 @@ pub async fn run(env: &Env, plan: &Plan, binaries: &Path) -> anyhow::Result<Sect
     let mut sec = Section::new("control-plane", "Controllers on a real control plane");
     sec.para(&format!(
         "The services' release binaries against a real control plane started by `kube-sim \
-         control-plane` from the Kubernetes binaries in `{}` (etcd, kube-apiserver, \
+         control-plane` from Kubernetes binaries ({}: etcd, kube-apiserver, \
          kube-controller-manager, kube-scheduler; no kubelet: `kube-sim nodes` simulates them for \
          the pods), a fresh one for each run, everything unpinned on this machine. The controller \
          manager and the scheduler run with `--kube-api-qps={qps} --kube-api-burst={}` (Kubernetes \
          defaults to 20/30 and 50/100; production clusters raise them). Objects are created {} at \
          a time; \"last create → done\" is the lag from the last create's answer until a watch sees \
          every object done.",
-        binaries.display(),
+        version(binaries).await,
         qps * 2,
         kubeops::IN_FLIGHT,
     ));
@@ -524,6 +524,18 @@ pub async fn run(env: &Env, plan: &Plan, binaries: &Path) -> anyhow::Result<Sect
     }
     sec.table(&p);
     Ok(sec)
+}
+
+/// What `kube-apiserver --version` says (e.g. `Kubernetes v1.36.2`).
+async fn version(binaries: &Path) -> String {
+    let out = tokio::process::Command::new(binaries.join("kube-apiserver"))
+        .arg("--version")
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => "Kubernetes of unknown version".to_owned(),
+    }
 }
 
 fn short(name: &str) -> &str {
