@@ -44,7 +44,8 @@ fuzz *ARGS:
     ./scripts/fuzz {{ARGS}}
 
 # The benchmark suite: binaries of the `dist` profile (what ships) run as black boxes, results into BENCHMARKS.md (about
-# 15 min on 2 cores). `just bench --quick` for a look, `just bench --area memory` for one area.
+# 15 min on 2 cores, 13 more for the control-plane area when target/k8s holds Kubernetes binaries).
+# `just bench --quick` for a look, `just bench --area memory` for one area.
 bench *ARGS:
     cargo build --profile dist -p kube-sim -p eviction-guard -p pvc-timing -p provisioner -p podmanager -p kubectl-pvc --bins
     cargo run --profile dist -p ballast-bench -- {{ARGS}}
