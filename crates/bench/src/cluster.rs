@@ -4,12 +4,12 @@
 //! read apart; and simulated kubelets (`kube-sim nodes`) for the pods.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use kube::Client;
 
-use crate::procs::{Cores, Env, Proc, ProcStats, spawn, tail};
+use crate::procs::{Cores, Env, Proc, ProcStats, spawn};
 use crate::sim;
 
 /// How long the control plane may take to come up (the API server alone needs 5–30 s on a
@@ -48,18 +48,8 @@ impl RealCluster {
             kube_api_qps.to_string(),
         ];
         let mut proc = spawn(env, name, &env.bin("kube-sim"), &args, Cores::Any)?;
-        let started = Instant::now();
         // The kubeconfig is copied before the line announcing the control plane.
-        while !std::fs::read_to_string(&proc.log)?.contains("control plane at") {
-            proc.check_alive()?;
-            if started.elapsed() > START_TIMEOUT {
-                bail!(
-                    "the control plane did not start in {START_TIMEOUT:?}: {}",
-                    tail(&proc.log, 20)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        proc.wait_for_log("control plane at", START_TIMEOUT).await?;
         let client = sim::client(&kubeconfig).await?;
         let components = children(proc.pid)?;
         for want in ["etcd", "kube-apiserver", "kube-controller-manager"] {
@@ -120,14 +110,8 @@ pub async fn kubelets(env: &Env, kubeconfig: &Path, count: usize) -> anyhow::Res
         "1s".to_owned(),
     ];
     let mut proc = spawn(env, "kubelets", &env.bin("kube-sim"), &args, Cores::Any)?;
-    let started = Instant::now();
-    while !std::fs::read_to_string(&proc.log)?.contains("simulated kubelets running") {
-        proc.check_alive()?;
-        if started.elapsed() > START_TIMEOUT {
-            bail!("the kubelets did not start: {}", tail(&proc.log, 20));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    proc.wait_for_log("simulated kubelets running", START_TIMEOUT)
+        .await?;
     Ok(proc)
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -61,6 +61,15 @@ where
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+/// The PodManagers of namespace `ns`.
+pub fn podmanagers(client: Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apps.mycompany.com", "v1", "PodManager"),
+        "podmanagers",
+    );
+    Api::namespaced_with(client, ns, &ar)
 }
 
 /// Installs the PodManager CRD as `podmanager crd` prints it, serving v1 only (the benchmark

@@ -134,6 +134,24 @@ impl Proc {
             .context("failed to reset the peak RSS (clear_refs)")
     }
 
+    /// Waits until the process's log holds `line` (what it prints once it serves), failing
+    /// with the log's tail when it exits first or `limit` passes.
+    pub async fn wait_for_log(&mut self, line: &str, limit: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while !std::fs::read_to_string(&self.log)?.contains(line) {
+            self.check_alive()?;
+            if started.elapsed() > limit {
+                bail!(
+                    "{} did not start in {limit:?}: {}",
+                    self.name,
+                    tail(&self.log, 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// Polls `http://127.0.0.1:<admin>/readyz` until it answers 200.
     pub async fn wait_ready(&mut self, admin_port: u16) -> anyhow::Result<()> {
         let url = "/readyz";

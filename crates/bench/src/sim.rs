@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::procs::{Cores, Env, Proc, ProcStats, spawn, tail};
+use crate::procs::{Cores, Env, Proc, ProcStats, spawn};
 
 /// How long kube-sim may take to write its kubeconfig.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,15 +36,9 @@ impl Sim {
         ];
         args.extend(flags.iter().map(|s| (*s).to_owned()));
         let mut proc = spawn(env, name, &env.bin("kube-sim"), &args, Cores::Any)?;
-        let started = Instant::now();
         // The kubeconfig is written once the server listens; the log line follows it.
-        while !std::fs::read_to_string(&proc.log)?.contains("kube-sim serving at") {
-            proc.check_alive()?;
-            if started.elapsed() > START_TIMEOUT {
-                bail!("kube-sim did not start: {}", tail(&proc.log, 20));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        proc.wait_for_log("kube-sim serving at", START_TIMEOUT)
+            .await?;
         let client = client(&kubeconfig).await?;
         let port = server_port(&kubeconfig)?;
         Ok(Sim {

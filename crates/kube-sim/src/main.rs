@@ -76,7 +76,7 @@ struct ControlPlaneArgs {
     node_monitor_grace: std::time::Duration,
     /// Client QPS of the controller manager and the scheduler (burst twice that). Kubernetes
     /// defaults to 20 and 50, which throttle the PV controller in bulk; clusters raise them.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "KUBE_SIM_KUBE_API_QPS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     kube_api_qps: u32,
     /// Copy the components' logs here when stopping (for a failed CI run).
     #[arg(long)]

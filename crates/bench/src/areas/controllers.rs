@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
@@ -298,27 +298,18 @@ async fn podmanager_run(
     let proxy = Proxy::start(sim.port).await?;
     let kc = sim.kubeconfig_via(proxy.port, &env.work.join("podmanager.kubeconfig"))?;
     let pm = services::podmanager(env, "podmanager", &kc, Cores::Any).await?;
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apps.mycompany.com", "v1", "PodManager"),
-        "podmanagers",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(sim.client.clone(), NAMESPACE, &ar);
+    let api = kubeops::podmanagers(sim.client.clone(), NAMESPACE);
     let (count, watch) = count_done(api.clone(), pm_converged);
     let before = pm.proc.stats()?;
     let sim_before = sim.stats()?;
     let started = Instant::now();
-    futures::stream::iter((0..n).map(|i| fixtures::podmanager(&format!("pm{i:04}"), 3)))
-        .map(|o| {
-            let api = api.clone();
-            async move {
-                let obj: DynamicObject = serde_json::from_value(o)?;
-                api.create(&PostParams::default(), &obj).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(kubeops::IN_FLIGHT)
-        .try_collect::<Vec<()>>()
-        .await?;
+    create_all(
+        &api,
+        (0..n)
+            .map(|i| fixtures::podmanager(&format!("pm{i:04}"), 3))
+            .collect(),
+    )
+    .await?;
     let created = Instant::now();
     let done = wait_count(&count, n, plan.converge_limit).await;
     watch.abort();

@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
@@ -345,27 +344,18 @@ async fn podmanager_run(
     let nodes = (n * 3).div_ceil(PODS_PER_NODE).max(3);
     let kubelets = cluster::kubelets(env, &cluster.kubeconfig, nodes).await?;
     let pm = services::podmanager(env, "podmanager-cp", &cluster.kubeconfig, Cores::Any).await?;
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apps.mycompany.com", "v1", "PodManager"),
-        "podmanagers",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &ar);
+    let api = kubeops::podmanagers(client.clone(), NAMESPACE);
     let (count, watch) = count_done(api.clone(), pm_converged);
     let pod_marks = pod_timeline(client);
     let before = read_all(&[&pm.proc, &kubelets], &cluster)?;
     let started = Instant::now();
-    futures::stream::iter((0..n).map(|i| fixtures::podmanager(&format!("pm{i:04}"), 3)))
-        .map(|o| {
-            let api = api.clone();
-            async move {
-                let obj: DynamicObject = serde_json::from_value(o)?;
-                api.create(&PostParams::default(), &obj).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(kubeops::IN_FLIGHT)
-        .try_collect::<Vec<()>>()
-        .await?;
+    create_all(
+        &api,
+        (0..n)
+            .map(|i| fixtures::podmanager(&format!("pm{i:04}"), 3))
+            .collect(),
+    )
+    .await?;
     let created = Instant::now();
     let done = wait_count(&count, n, plan.real_limit).await;
     let after = read_all(&[&pm.proc, &kubelets], &cluster)?;
