@@ -15,6 +15,7 @@ pub mod flags;
 pub mod http;
 pub mod kubeclient;
 pub mod leader;
+pub mod lean;
 pub mod malloc;
 pub mod metrics;
 pub mod node;

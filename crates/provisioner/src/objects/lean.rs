@@ -7,15 +7,13 @@
 //! annotations and labels read ([`ANNOTATIONS`], [`LABELS`]) are fields of their own (a map
 //! per object would cost more than the values it holds), every other one is skipped.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::Deserializer;
 
 use super::{
     ANN_BETA_STORAGE_PROVISIONER, ANN_BINDING_PROBLEM, ANN_DIRECTORY, ANN_PROVISIONED_BY,
@@ -113,47 +111,19 @@ pub struct CachedNode {
     pub ready: bool,
 }
 
-macro_rules! resource {
-    ($t:ty, $kind:literal, $plural:literal, $scope:ty) => {
-        impl kube::Resource for $t {
-            type DynamicType = ();
-            type Scope = $scope;
-
-            fn kind(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed($kind)
-            }
-            fn group(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed("")
-            }
-            fn version(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed("v1")
-            }
-            fn plural(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed($plural)
-            }
-            fn meta(&self) -> &ObjectMeta {
-                &self.metadata
-            }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
-                &mut self.metadata
-            }
-        }
-    };
-}
-
-resource!(
+ballast_runtime::core_v1_resource!(
     CachedClaim,
     "PersistentVolumeClaim",
     "persistentvolumeclaims",
     NamespaceResourceScope
 );
-resource!(
+ballast_runtime::core_v1_resource!(
     CachedVolume,
     "PersistentVolume",
     "persistentvolumes",
     ClusterResourceScope
 );
-resource!(CachedNode, "Node", "nodes", ClusterResourceScope);
+ballast_runtime::core_v1_resource!(CachedNode, "Node", "nodes", ClusterResourceScope);
 
 /// The JSON shapes decoded: only the fields read, every other one skipped by serde.
 mod wire {
@@ -391,74 +361,11 @@ mod wire {
 fn kept_annotations<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
-    d.deserialize_option(Kept(ANNOTATIONS))
+    ballast_runtime::lean::kept(d, ANNOTATIONS)
 }
 
 fn kept_labels<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
-    d.deserialize_option(Kept(LABELS))
-}
-
-/// A string map of which only these keys are kept (`None` when none is there); the values of
-/// the others are skipped unread.
-#[derive(Clone, Copy)]
-struct Kept(&'static [&'static str]);
-
-impl<'de> Visitor<'de> for Kept {
-    type Value = Option<BTreeMap<String, String>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a map of strings")
-    }
-
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut kept = BTreeMap::new();
-        while let Some(key) = map.next_key_seed(Key(self.0))? {
-            match key {
-                Some(key) => {
-                    kept.insert(key.to_owned(), map.next_value::<String>()?);
-                }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok((!kept.is_empty()).then_some(kept))
-    }
-}
-
-/// A map key, matched against the keys kept without being copied.
-struct Key(&'static [&'static str]);
-
-impl<'de> DeserializeSeed<'de> for Key {
-    type Value = Option<&'static str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key {
-    type Value = Option<&'static str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string key")
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().copied().find(|k| *k == v))
-    }
+    ballast_runtime::lean::kept(d, LABELS)
 }
