@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ballast_e2e::harness::crd::CrdHold;
@@ -56,9 +57,13 @@ fn cluster(nodes: usize) -> SimConfig {
 }
 
 fn config(env: &TestEnv, identity: &str, elect: bool) -> Config {
+    config_with(env, env.client.clone(), identity, elect)
+}
+
+fn config_with(env: &TestEnv, client: kube::Client, identity: &str, elect: bool) -> Config {
     Config {
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        kube: ballast_runtime::KubeAccess::Client(env.client.clone()),
+        kube: ballast_runtime::KubeAccess::Client(client),
         watch_namespace: Some(env.namespace.clone()),
         leader_election: elect.then(|| LeaseConfig {
             namespace: env.namespace.clone(),
@@ -72,6 +77,43 @@ fn config(env: &TestEnv, identity: &str, elect: bool) -> Config {
         control_client: Default::default(),
         webhook: None,
     }
+}
+
+/// The requests made through a [`recording`] client, as "METHOD URI".
+type RequestLog = Arc<Mutex<Vec<String>>>;
+
+/// `client`, noting the method and URI of every request made through it.
+fn recording(client: &kube::Client) -> (kube::Client, RequestLog) {
+    let log = RequestLog::default();
+    let (inner, seen) = (client.clone(), log.clone());
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(format!("{} {}", req.method(), req.uri()));
+        let inner = inner.clone();
+        async move { inner.send(req).await }
+    });
+    (kube::Client::new(service, client.default_namespace()), log)
+}
+
+/// The pod LISTs in `log` (GETs of a pod collection that are not watches).
+fn pod_lists(log: &RequestLog) -> Vec<String> {
+    let log = log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    log.iter()
+        .filter(|r| {
+            let Some(uri) = r.strip_prefix("GET ") else {
+                return false;
+            };
+            let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+            path.ends_with("/pods")
+                && !query
+                    .split('&')
+                    .any(|q| q == "watch=true" || q == "watch=1")
+        })
+        .cloned()
+        .collect()
 }
 
 async fn start_operator(config: Config, shutdown: &CancellationToken) -> podmanager::Running {
@@ -206,7 +248,8 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     let ns = env.namespace.clone();
     let cache = tempfile::tempdir().expect("a kubectl cache directory");
     let shutdown = CancellationToken::new();
-    let op = start_operator(config(&env, "pm-solo", false), &shutdown).await;
+    let (recorded, requests) = recording(&env.client);
+    let op = start_operator(config_with(&env, recorded, "pm-solo", false), &shutdown).await;
     let before = reconciles(&metrics_text(op.admin_addr).await);
     let readyz = format!("http://{}/readyz", op.admin_addr);
     wait_for("/readyz 200 once node health is known", TIMEOUT, || async {
@@ -445,6 +488,15 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     assert!(
         after > before,
         "podmanager_reconcile_total{{result=\"success\"}} grew: {before} -> {after}"
+    );
+    // Reconciles read pods from the operator's watch, not from the API server: its pod LISTs
+    // are the watch's first list (and a relist, should the watch have been reset).
+    let lists = pod_lists(&requests);
+    assert!(
+        lists.len() <= 2 && after - before >= 10.0,
+        "{} pod LISTs over {} reconciles: {lists:#?}",
+        lists.len(),
+        after - before
     );
 
     // Delete the PodManager: pods gone, finalizer released, object gone.

@@ -9,14 +9,6 @@ pub enum Error {
     #[error("failed to start the control service client")]
     Control(#[source] ballast_control::Error),
 
-    #[error("failed to list pods of {namespace}/{name}")]
-    ListPods {
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-
     #[error("failed to write the status of {namespace}/{name}")]
     WriteStatus {
         namespace: String,
@@ -69,7 +61,6 @@ impl Error {
         match self {
             Self::Runtime(e) => e.metric_label(),
             Self::Control(_) => "control",
-            Self::ListPods { .. } => "list_pods",
             Self::WriteStatus { .. } => "write_status",
             Self::PodOperations { .. } => "pod_operations",
             Self::AddFinalizer { .. } => "add_finalizer",

@@ -15,6 +15,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod plan;
+pub mod pods;
 pub mod reconcile;
 pub mod status;
 pub mod template;
@@ -193,6 +194,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics,
         health,
         reconciles: reconciles.clone(),
+        pods: Arc::default(),
     });
     tracing::info!(namespace = ?watch_namespace, "starting the PodManager operator");
     let leading = svc.run_while_leading(

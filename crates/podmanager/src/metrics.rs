@@ -38,9 +38,8 @@ pub const CONVERSION_REQUESTS_TOTAL: &str = "podmanager_conversion_requests_tota
 /// `result` of a reconcile that succeeded.
 pub const SUCCESS: &str = "success";
 /// Every `result` of [`RECONCILE_TOTAL`]: success, and each error a reconcile can return.
-pub const RECONCILE_RESULTS: [&str; 7] = [
+pub const RECONCILE_RESULTS: [&str; 6] = [
     SUCCESS,
-    "list_pods",
     "write_status",
     "pod_operations",
     "add_finalizer",

@@ -147,48 +147,110 @@ pub fn ordinal_of(podmanager: &str, pod: &str) -> Option<u32> {
     rest.parse().ok()
 }
 
-/// The image of the operator's container in this pod.
-pub fn pod_image(pod: &Pod) -> Option<&str> {
-    let spec = pod.spec.as_ref()?;
-    spec.containers
-        .iter()
-        .find(|c| c.name == CONTAINER_NAME)
-        .or_else(|| spec.containers.first())
-        .and_then(|c| c.image.as_deref())
+/// What the plan reads of a pod: implemented for k8s-openapi's `Pod` and for the operator's
+/// cached pod ([`crate::pods::CachedPod`]).
+pub trait PodView {
+    /// `metadata.name` (empty when unset).
+    fn pod_name(&self) -> &str;
+    /// `spec.nodeName`.
+    fn node_name(&self) -> Option<&str>;
+    /// `status.phase`.
+    fn phase(&self) -> Option<&str>;
+    /// It has a deletion timestamp.
+    fn is_terminating(&self) -> bool;
+    /// Its Ready condition is `True`.
+    fn ready_condition(&self) -> bool;
+    /// The image of the operator's container (or of the first container).
+    fn image(&self) -> Option<&str>;
+    /// The template hash label.
+    fn template_hash(&self) -> Option<&str>;
+
+    /// Phase Running and condition Ready=True.
+    fn reports_ready(&self) -> bool {
+        self.phase() == Some("Running") && self.ready_condition()
+    }
 }
 
-/// Whether the pod reports phase Running and condition Ready=True.
-pub fn pod_reports_ready(pod: &Pod) -> bool {
-    let Some(status) = pod.status.as_ref() else {
-        return false;
-    };
-    status.phase.as_deref() == Some("Running")
-        && status
-            .conditions
+impl PodView for Pod {
+    fn pod_name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+    fn node_name(&self) -> Option<&str> {
+        self.spec.as_ref()?.node_name.as_deref()
+    }
+    fn phase(&self) -> Option<&str> {
+        self.status.as_ref()?.phase.as_deref()
+    }
+    fn is_terminating(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+    fn ready_condition(&self) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    }
+    fn image(&self) -> Option<&str> {
+        let spec = self.spec.as_ref()?;
+        spec.containers
             .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .find(|c| c.name == CONTAINER_NAME)
+            .or_else(|| spec.containers.first())
+            .and_then(|c| c.image.as_deref())
+    }
+    fn template_hash(&self) -> Option<&str> {
+        self.metadata
+            .labels
+            .as_ref()?
+            .get(crate::template::LABEL_TEMPLATE_HASH)
+            .map(String::as_str)
+    }
+}
+
+impl<T: PodView> PodView for std::sync::Arc<T> {
+    fn pod_name(&self) -> &str {
+        (**self).pod_name()
+    }
+    fn node_name(&self) -> Option<&str> {
+        (**self).node_name()
+    }
+    fn phase(&self) -> Option<&str> {
+        (**self).phase()
+    }
+    fn is_terminating(&self) -> bool {
+        (**self).is_terminating()
+    }
+    fn ready_condition(&self) -> bool {
+        (**self).ready_condition()
+    }
+    fn image(&self) -> Option<&str> {
+        (**self).image()
+    }
+    fn template_hash(&self) -> Option<&str> {
+        (**self).template_hash()
+    }
 }
 
 /// Whether a pod was made from the current template: its hash label, or for pods made before
 /// the label existed, its image.
-fn is_updated(pod: &Pod, image: &str, hash: &str) -> bool {
-    match pod
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(crate::template::LABEL_TEMPLATE_HASH))
-    {
+fn is_updated(pod: &impl PodView, image: &str, hash: &str) -> bool {
+    match pod.template_hash() {
         Some(h) => h == hash,
-        None => pod_image(pod) == Some(image),
+        None => pod.image() == Some(image),
     }
 }
 
-fn view(pm_name: &str, image: &str, hash: &str, pod: &Pod, health: &ClusterHealth) -> View {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    let terminating = pod.metadata.deletion_timestamp.is_some();
+fn view(
+    pm_name: &str,
+    image: &str,
+    hash: &str,
+    pod: &impl PodView,
+    health: &ClusterHealth,
+) -> View {
+    let name = pod.pod_name().to_string();
+    let node = pod.node_name();
+    let phase = pod.phase();
+    let terminating = pod.is_terminating();
     let on_not_ready_node = health.is_not_ready(node);
     View {
         ordinal: ordinal_of(pm_name, &name),
@@ -196,13 +258,13 @@ fn view(pm_name: &str, image: &str, hash: &str, pod: &Pod, health: &ClusterHealt
         terminating,
         finished: matches!(phase, Some("Failed" | "Succeeded")),
         on_not_ready_node,
-        ready: !terminating && !on_not_ready_node && pod_reports_ready(pod),
+        ready: !terminating && !on_not_ready_node && pod.reports_ready(),
         updated: is_updated(pod, image, hash),
     }
 }
 
 /// Decide what to create and delete for `pm`, given the pods it controls.
-pub fn plan(pm: &PodManager, pods: &[Pod], health: &ClusterHealth) -> Plan {
+pub fn plan(pm: &PodManager, pods: &[impl PodView], health: &ClusterHealth) -> Plan {
     let pm_name = pm.metadata.name.as_deref().unwrap_or_default();
     let replicas = u32::try_from(pm.spec.replicas.max(0)).unwrap_or(0);
     let hash = crate::template::template_hash(&crate::template::template_of(pm));
@@ -336,14 +398,13 @@ fn rollout_step(
 /// Pods to delete when the PodManager itself is deleted: every pod not already terminating,
 /// except those on NotReady nodes while protection is on (the guard would refuse; garbage
 /// collection removes them through the owner reference once the nodes return).
-pub fn cleanup(pods: &[Pod], health: &ClusterHealth) -> Vec<String> {
+pub fn cleanup(pods: &[impl PodView], health: &ClusterHealth) -> Vec<String> {
     pods.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
-            !(health.protection && health.is_not_ready(node))
-        })
-        .filter_map(|p| p.metadata.name.clone())
+        .filter(|p| !p.is_terminating())
+        .filter(|p| !(health.protection && health.is_not_ready(p.node_name())))
+        .map(|p| p.pod_name())
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
         .collect()
 }
 

@@ -1,5 +1,5 @@
 //! The I/O layer: a kube-runtime Controller over PodManagers and the pods they own. Each
-//! reconcile lists the owned pods, asks [`crate::plan::plan`] what to do, applies it (events for
+//! reconcile reads the owned pods from the pod watch's cache ([`crate::pods`]), asks [`crate::plan::plan`] what to do, applies it (events for
 //! every create, delete and failure) and writes the status through the status subresource only
 //! when it changed.
 
@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
@@ -23,6 +24,7 @@ use crate::crd::PodManager;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::plan::{self, ClusterHealth, DeleteReason};
+use crate::pods::{CachedPod, PodCache};
 use crate::{FINALIZER, LABEL_NAME, status, template};
 
 /// Safety-net requeue for a settled PodManager; pod and node events normally trigger sooner.
@@ -36,6 +38,9 @@ pub const REASON_DELETED: &str = "SuccessfulDelete";
 pub const REASON_DELETE_FAILED: &str = "FailedDelete";
 /// Retry delay after a failed reconcile.
 const REQUEUE_ERROR: Duration = Duration::from_secs(5);
+/// How long a reconcile waits for the pod cache's first list before it is requeued instead
+/// (bounded, so that a shutdown never waits on a watch that cannot list).
+const CACHE_WAIT: Duration = Duration::from_secs(2);
 
 /// What every reconcile needs.
 pub struct Context {
@@ -46,11 +51,14 @@ pub struct Context {
     pub health: watch::Receiver<ClusterHealth>,
     /// Reconciles run by this instance (tests and the demo check who reconciles).
     pub reconciles: Arc<AtomicU64>,
+    /// The pods carrying the `podmanager` label, from the pod watch; emptied at the start of
+    /// every leadership term.
+    pub pods: Arc<PodCache>,
 }
 
 /// Runs the controller until `stop` is cancelled, then lets in-flight reconciles finish.
 pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>, stop: CancellationToken) {
-    let (pms, pods): (Api<PodManager>, Api<Pod>) = match namespace {
+    let (pms, pods): (Api<PodManager>, Api<CachedPod>) = match namespace {
         Some(ns) => (
             Api::namespaced(ctx.client.clone(), ns),
             Api::namespaced(ctx.client.clone(), ns),
@@ -78,6 +86,14 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>, stop: Ca
         })
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, Default::default());
+    // One pod watch feeds the cache and triggers the owners' reconciles; the cache is updated
+    // before the trigger, so a reconcile always sees the change that triggered it.
+    ctx.pods.reset();
+    let pod_cache = ctx.pods.clone();
+    let pod_changes = watcher(pods, watcher::Config::default().labels(LABEL_NAME))
+        .backoff(ballast_runtime::watch::backoff())
+        .inspect_ok(move |event| pod_cache.apply(event))
+        .touched_objects();
     let health_changes =
         tokio_stream::wrappers::WatchStream::from_changes(ctx.health.clone()).map(|_| ());
     Controller::for_stream(trigger, reader)
@@ -85,7 +101,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>, stop: Ca
             controller::Config::default()
                 .concurrency(ballast_runtime::kubeclient::RECONCILES_IN_FLIGHT),
         )
-        .owns(pods, watcher::Config::default().labels(LABEL_NAME))
+        .owns_stream(pod_changes)
         .reconcile_all_on(health_changes)
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, error_policy, ctx.clone())
@@ -107,6 +123,17 @@ fn spec_or_lifecycle(pm: &PodManager) -> Option<u64> {
 
 /// One reconcile, wrapped in the finalizer and counted.
 pub async fn reconcile(pm: Arc<PodManager>, ctx: Arc<Context>) -> Result<Action> {
+    if tokio::time::timeout(CACHE_WAIT, ctx.pods.synced())
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            namespace = pm.namespace().unwrap_or_default(),
+            name = pm.name_any(),
+            "pods not listed yet; requeued"
+        );
+        return Ok(Action::requeue(CACHE_WAIT));
+    }
     let started = Instant::now();
     ctx.reconciles.fetch_add(1, Ordering::Relaxed);
     let result = reconcile_inner(pm, &ctx).await;
@@ -188,29 +215,21 @@ fn error_policy(pm: Arc<PodManager>, err: &Error, _ctx: Arc<Context>) -> Action 
     Action::requeue(REQUEUE_ERROR)
 }
 
-/// The pods `pm` controls: carrying its name label and a controller reference to its uid.
-async fn owned_pods(pm: &PodManager, pods: &Api<Pod>) -> Result<Vec<Pod>> {
-    let name = pm.name_any();
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{LABEL_NAME}={name}")))
-        .await
-        .map_err(|source| Error::ListPods {
-            namespace: pm.namespace().unwrap_or_default(),
-            name: name.clone(),
-            source,
-        })?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|p| template::is_controlled_by(p, pm))
-        .collect())
+/// The pods `pm` controls, from the cache: carrying its name label and a controller reference
+/// to its uid.
+fn owned_pods(pm: &PodManager, ctx: &Context) -> Vec<Arc<CachedPod>> {
+    let mut pods = ctx
+        .pods
+        .labelled(&pm.namespace().unwrap_or_default(), &pm.name_any());
+    pods.retain(|p| template::is_controlled_by(&**p, pm));
+    pods
 }
 
 async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
     let ns = pm.namespace().unwrap_or_default();
     let name = pm.name_any();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods = owned_pods(pm, &pods_api).await?;
+    let pods = owned_pods(pm, ctx);
     let health = ctx.health.borrow().clone();
     let plan = plan::plan(pm, &pods, &health);
 
@@ -310,7 +329,7 @@ async fn cleanup(pm: &PodManager, ctx: &Context) -> Result<Action> {
     let ns = pm.namespace().unwrap_or_default();
     let name = pm.name_any();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods = owned_pods(pm, &pods_api).await?;
+    let pods = owned_pods(pm, ctx);
     let health = ctx.health.borrow().clone();
     let mut failures = 0;
     for pod_name in plan::cleanup(&pods, &health) {
@@ -340,7 +359,7 @@ async fn delete_owned_pod(
     ctx: &Context,
     pm: &PodManager,
     pods_api: &Api<Pod>,
-    pods: &[Pod],
+    pods: &[Arc<CachedPod>],
     pod_name: &str,
     why: &str,
 ) -> Result<(), String> {

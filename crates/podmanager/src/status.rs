@@ -206,7 +206,7 @@ mod tests {
         pm.status = Some(first);
 
         // Same status, new message: the transition time stays.
-        let none: Vec<_> = vec![];
+        let none: Vec<k8s_openapi::api::core::v1::Pod> = vec![];
         let second = desired(
             &pm,
             &plan(&pm, &none, &ClusterHealth::all_ready()),

@@ -145,11 +145,11 @@ pub fn pod_for(pm: &PodManager, name: &str) -> Option<Pod> {
 }
 
 /// Whether `pod` is controlled by `pm` (controller owner reference with its uid).
-pub fn is_controlled_by(pod: &Pod, pm: &PodManager) -> bool {
+pub fn is_controlled_by(pod: &impl kube::Resource, pm: &PodManager) -> bool {
     let Some(uid) = pm.metadata.uid.as_deref() else {
         return false;
     };
-    pod.metadata
+    pod.meta()
         .owner_references
         .iter()
         .flatten()

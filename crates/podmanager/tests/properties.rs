@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Pod;
 use podmanager::crd::PodManager;
 use podmanager::plan::{
-    ClusterHealth, DeleteReason, MAX_CREATIONS_PER_PASS, ordinal_of, plan, pod_name,
+    ClusterHealth, DeleteReason, MAX_CREATIONS_PER_PASS, cleanup, ordinal_of, plan, pod_name,
 };
+use podmanager::pods::CachedPod;
 use podmanager::template::is_controlled_by;
 use proptest::prelude::*;
 use serde_json::json;
@@ -101,7 +102,8 @@ fn pods() -> impl Strategy<Value = BTreeMap<String, PodSpec>> {
     prop::collection::btree_map(pod_name_strategy(), pod_spec(), 0..14)
 }
 
-fn mk_pod(name: &str, p: &PodSpec) -> Pod {
+/// The pod as JSON, as the API would send it.
+fn pod_json(name: &str, p: &PodSpec) -> serde_json::Value {
     let owner_refs = match p.owner {
         // Controlled by this PodManager.
         0 => json!([{"apiVersion": "apps.mycompany.com/v1", "kind": "PodManager", "name": "web",
@@ -132,7 +134,11 @@ fn mk_pod(name: &str, p: &PodSpec) -> Pod {
     if p.terminating {
         pod["metadata"]["deletionTimestamp"] = json!("2026-11-28T12:00:00Z");
     }
-    serde_json::from_value(pod).expect("a Pod")
+    pod
+}
+
+fn mk_pod(name: &str, p: &PodSpec) -> Pod {
+    serde_json::from_value(pod_json(name, p)).expect("a Pod")
 }
 
 fn health() -> impl Strategy<Value = ClusterHealth> {
@@ -169,8 +175,17 @@ proptest! {
         let pm = mk_pm(replicas);
         let all: Vec<Pod> = listed.iter().map(|(name, p)| mk_pod(name, p)).collect();
         // What the reconciler hands to `plan`: the pods this PodManager controls.
-        let owned: Vec<Pod> = all.iter().filter(|p| is_controlled_by(p, &pm)).cloned().collect();
+        let owned: Vec<Pod> = all.iter().filter(|p| is_controlled_by(*p, &pm)).cloned().collect();
         let out = plan(&pm, &owned, &health);
+        // The operator plans over its cache's lean pods, decoded from the same JSON: the same
+        // pods are its own, and the same plan comes out.
+        let cached: Vec<CachedPod> = listed
+            .iter()
+            .map(|(name, p)| serde_json::from_value(pod_json(name, p)).expect("a CachedPod"))
+            .filter(|p| is_controlled_by(p, &pm))
+            .collect();
+        prop_assert_eq!(&plan(&pm, &cached, &health), &out);
+        prop_assert_eq!(cleanup(&cached, &health), cleanup(&owned, &health));
 
         let owned_names: BTreeSet<&str> =
             owned.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
@@ -278,7 +293,7 @@ proptest! {
 /// passes, not with billions of names at once.
 #[test]
 fn a_huge_replica_count_creates_a_bounded_batch() {
-    let out = plan(&mk_pm(i32::MAX), &[], &ClusterHealth::all_ready());
+    let out = plan(&mk_pm(i32::MAX), &[] as &[Pod], &ClusterHealth::all_ready());
     assert_eq!(out.create.len(), MAX_CREATIONS_PER_PASS as usize);
     assert_eq!(out.create.first().map(String::as_str), Some("web-0"));
     assert_eq!(out.create.last().map(String::as_str), Some("web-499"));

@@ -129,11 +129,6 @@ fn every_error_a_reconcile_returns_has_a_result_exported_at_zero() {
     let api = || kube::Error::LinesCodecMaxLineLengthExceeded;
     let (namespace, name) = (String::from("ns"), String::from("pm"));
     let errors = [
-        Error::ListPods {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            source: api(),
-        },
         Error::WriteStatus {
             namespace: namespace.clone(),
             name: name.clone(),
