@@ -7,19 +7,17 @@
 //! full scan per event (quadratic), and our own map already writes each outcome once.
 //!
 //! Recording never waits for the API server, as with client-go's event broadcaster: events
-//! queue (at most [`QUEUE`]) for a writer task, so a claim's volume is not created one event
-//! write later. Past that, new events are dropped, counted
-//! (`provisioner_events_dropped_total`) and logged at most every [`MIN_INTERVAL`].
+//! queue (at most [`QUEUE`]) for a writer task ([`ballast_runtime::backlog`]), so a claim's
+//! volume is not created one event write later. Past that, new events are dropped, counted
+//! (`provisioner_events_dropped_total`) and logged at most every 30 s.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use tokio::sync::mpsc;
+use ballast_runtime::backlog::Backlog;
 use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -56,10 +54,7 @@ fn digest(s: &str) -> u64 {
 pub struct Events {
     identity: String,
     said: Mutex<Said>,
-    queue: mpsc::Sender<Event>,
-    dropped: AtomicU64,
-    /// When a drop was last logged.
-    drop_logged: Mutex<Option<Instant>>,
+    queue: Backlog<Event>,
 }
 
 impl Events {
@@ -70,15 +65,19 @@ impl Events {
         identity: &str,
         shutdown: CancellationToken,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
-        let (queue, rx) = mpsc::channel(QUEUE);
+        let (queue, writer) = Backlog::new(
+            QUEUE,
+            WRITERS,
+            crate::metrics::EVENTS_DROPPED,
+            shutdown,
+            move |ev| write(client.clone(), ev),
+        );
         let events = Self {
             identity: identity.to_owned(),
             said: Mutex::default(),
             queue,
-            dropped: AtomicU64::new(0),
-            drop_logged: Mutex::default(),
         };
-        (events, write(client, rx, shutdown))
+        (events, writer)
     }
 
     fn lock(&self) -> MutexGuard<'_, Said> {
@@ -147,22 +146,8 @@ impl Events {
             reporting_instance: Some(self.identity.clone()),
             ..Default::default()
         };
-        if self.queue.try_send(ev).is_err() {
-            self.dropped_one(&target, reason);
-        }
+        self.queue.send(ev, &target);
         true
-    }
-
-    /// Counts an event the full queue had no room for, and says so at most every
-    /// [`MIN_INTERVAL`].
-    fn dropped_one(&self, target: &str, reason: &str) {
-        let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::counter!(crate::metrics::EVENTS_DROPPED).increment(1);
-        let mut logged = self.drop_logged.lock().unwrap_or_else(|e| e.into_inner());
-        if logged.is_none_or(|at| at.elapsed() >= MIN_INTERVAL) {
-            *logged = Some(Instant::now());
-            tracing::warn!(object = %target, reason, dropped_so_far = total, "event queue full ({QUEUE} waiting); event dropped");
-        }
     }
 
     /// Forgets what was said about objects no longer alive.
@@ -172,32 +157,20 @@ impl Events {
     }
 }
 
-/// Writes the queued events, [`WRITERS`] at a time, until the queue is closed and empty or
-/// `shutdown`.
-async fn write(client: kube::Client, rx: mpsc::Receiver<Event>, shutdown: CancellationToken) {
-    let queued =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
-    let writes = queued.for_each_concurrent(WRITERS, |ev| {
-        let client = client.clone();
-        async move {
-            let namespace = ev.metadata.namespace.clone().unwrap_or_default();
-            let target = ev
-                .regarding
-                .as_ref()
-                .map(|r| format!("{namespace}/{}", r.name.as_deref().unwrap_or("")))
-                .unwrap_or_default();
-            let reason = ev.reason.clone().unwrap_or_default();
-            if let Err(e) = Api::<Event>::namespaced(client, &namespace)
-                .create(&PostParams::default(), &ev)
-                .await
-            {
-                tracing::warn!(object = %target, %reason, error = %e, "failed to record event");
-            }
-        }
-    });
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = writes => {}
+/// Writes one queued event; a failure is logged.
+async fn write(client: kube::Client, ev: Event) {
+    let namespace = ev.metadata.namespace.clone().unwrap_or_default();
+    let target = ev
+        .regarding
+        .as_ref()
+        .map(|r| format!("{namespace}/{}", r.name.as_deref().unwrap_or("")))
+        .unwrap_or_default();
+    let reason = ev.reason.clone().unwrap_or_default();
+    if let Err(e) = Api::<Event>::namespaced(client, &namespace)
+        .create(&PostParams::default(), &ev)
+        .await
+    {
+        tracing::warn!(object = %target, %reason, error = %e, "failed to record event");
     }
 }
 
@@ -228,10 +201,10 @@ mod tests {
         for i in 0..QUEUE + 3 {
             assert!(events.normal(&claim(i), "Provisioning", "provisioning".into()));
         }
-        assert_eq!(events.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(events.queue.dropped(), 3);
         // Said once: the same message again is neither queued nor dropped.
         assert!(!events.normal(&claim(0), "Provisioning", "provisioning".into()));
-        assert_eq!(events.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(events.queue.dropped(), 3);
     }
 
     #[tokio::test]

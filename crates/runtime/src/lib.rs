@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod backlog;
 pub mod bootstrap;
 pub mod error;
 pub mod flags;
