@@ -27,6 +27,9 @@ pub const FAILURES: &str = "provisioner_failures_total";
 pub const EVENTS_DROPPED: &str = "provisioner_events_dropped_total";
 /// Seconds from starting to provision a claim until its volume is created, by class.
 pub const PROVISION_DURATION: &str = "provisioner_provision_duration_seconds";
+/// Seconds a changed object waited in the work queue before its reconcile started, by kind
+/// (`claim`, `volume`, `capacities`).
+pub const QUEUE_WAIT: &str = "provisioner_queue_wait_seconds";
 
 /// Gauge `{node}`: free bytes under the hostPath base directory, from the node agent's report
 /// while it is fresh; NaN once it expired or was deleted.
@@ -55,6 +58,11 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Seconds from starting to provision a claim until its volume is created, by storage class."
     );
+    metrics::describe_histogram!(
+        QUEUE_WAIT,
+        metrics::Unit::Seconds,
+        "Seconds a changed object waited in the work queue before its reconcile started, by kind (claim, volume, capacities)."
+    );
     metrics::describe_gauge!(
         HOSTPATH_FREE_BYTES,
         metrics::Unit::Bytes,
@@ -70,6 +78,10 @@ pub fn describe() {
 pub fn provisioned(class: &str, took: Duration) {
     metrics::counter!(PROVISIONED, "class" => class.to_owned()).increment(1);
     metrics::histogram!(PROVISION_DURATION, "class" => class.to_owned()).record(took.as_secs_f64());
+}
+
+pub fn queue_wait(kind: &'static str, waited: Duration) {
+    metrics::histogram!(QUEUE_WAIT, "kind" => kind).record(waited.as_secs_f64());
 }
 
 pub fn deleted(class: &str) {

@@ -452,25 +452,32 @@ pub async fn run(
     queue.push_all();
     let mut next_resync = tokio::time::Instant::now() + resync;
     let mut free_space = crate::metrics::FreeSpace::default();
+    // Up to WORKERS reconciles at once, each key taken up as soon as a worker is free (not in
+    // batches: a claim handed over waits for one worker, not for a whole batch to finish).
+    let mut running = futures::stream::FuturesUnordered::new();
     loop {
-        let work = queue.take();
-        // Every replica shows the free space it reads (a report written or expired queues
-        // the capacities; a report deleted, a full pass).
-        let reports_moved = match &work {
-            queue::Work::All => true,
-            queue::Work::Keys(keys) => keys.contains(&Key::Capacities),
-        };
-        if ctx.backends.hostpath.is_some() && reports_moved {
-            free_space.update(&ctx.reports.state(), Timestamp::now());
+        // A full pass waits for the reconciles in flight, then runs alone.
+        if queue.take_pass() {
+            // Every replica shows the free space it reads (a report written or expired queues
+            // the capacities; a report deleted, a full pass).
+            if ctx.backends.hostpath.is_some() {
+                free_space.update(&ctx.reports.state(), Timestamp::now());
+            }
+            if *leading.borrow() {
+                pass(&ctx, &queue).await;
+                next_resync = tokio::time::Instant::now() + resync;
+            }
         }
-        // Taken either way, so the queue does not grow while this replica is not leading.
-        if *leading.borrow() {
-            match work {
-                queue::Work::All => {
-                    pass(&ctx, &queue).await;
-                    next_resync = tokio::time::Instant::now() + resync;
-                }
-                queue::Work::Keys(keys) => some(&ctx, keys).await,
+        while running.len() < WORKERS {
+            let Some(key) = queue.pop() else { break };
+            if key == Key::Capacities && ctx.backends.hostpath.is_some() {
+                free_space.update(&ctx.reports.state(), Timestamp::now());
+            }
+            // Taken either way, so the queue does not grow while this replica is not leading.
+            if *leading.borrow() {
+                running.push(worker(&ctx, key));
+            } else {
+                queue.done(&key);
             }
         }
         // Nothing is written when an agent falls silent: look again when the first fresh
@@ -487,10 +494,18 @@ pub async fn run(
         };
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                // What was started finishes: a claim is never left half provisioned.
+                while running.next().await.is_some() {}
+                return Ok(());
+            }
+            Some(key) = running.next(), if !running.is_empty() => queue.done(&key),
             _ = queue.wait() => {}
             res = leading.changed() => {
-                if res.is_err() { return Ok(()) }
+                if res.is_err() {
+                    while running.next().await.is_some() {}
+                    return Ok(());
+                }
                 queue.push_all();
             }
             _ = health_changed => queue.push_all(),
@@ -498,6 +513,14 @@ pub async fn run(
             _ = sleep_until_some(expiry) => queue.push(Key::Capacities),
         }
     }
+}
+
+/// One worker's reconcile of `key`, against what every decision shares as it is now; returns
+/// the key for [`Queue::done`].
+async fn worker(ctx: &Ctx, key: Key) -> Key {
+    let shared = ctx.shared();
+    one(ctx, key.clone(), &shared).await;
+    key
 }
 
 /// When the first fresh capacity report expires (plus [`EXPIRY_MARGIN`]), if one will.
