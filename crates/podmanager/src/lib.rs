@@ -182,14 +182,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
 
     let reconciles = Arc::new(AtomicU64::new(0));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: CONTROLLER_NAME.into(),
+            instance: Some(identity),
+        },
+    );
+    let (events, writer) = reconcile::event_writer(recorder, svc.shutdown());
+    svc.spawn("the event writer", async move {
+        writer.await;
+        Ok::<(), Error>(())
+    });
     let ctx = Arc::new(reconcile::Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: CONTROLLER_NAME.into(),
-                instance: Some(identity),
-            },
-        ),
+        events,
         client: client.clone(),
         metrics,
         health,

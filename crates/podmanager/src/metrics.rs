@@ -34,6 +34,8 @@ pub const REPLICAS_READY: &str = "podmanager_replicas_ready";
 /// `podmanager_conversion_requests_total{from,to,result}`: ConversionReviews answered by the
 /// conversion webhook (see [`Conversion`] for the label values).
 pub const CONVERSION_REQUESTS_TOTAL: &str = "podmanager_conversion_requests_total";
+/// `podmanager_events_dropped_total`: Events not recorded because too many waited to be written.
+pub const EVENTS_DROPPED_TOTAL: &str = "podmanager_events_dropped_total";
 
 /// `result` of a reconcile that succeeded.
 pub const SUCCESS: &str = "success";
@@ -90,6 +92,11 @@ impl Metrics {
             CONVERSION_REQUESTS_TOTAL,
             "ConversionReviews answered by the v1/v2 conversion webhook, by the objects' version, the version asked for and result."
         );
+        describe_counter!(
+            EVENTS_DROPPED_TOTAL,
+            "Events not recorded because the queue of events waiting to be written was full."
+        );
+        metrics::counter!(EVENTS_DROPPED_TOTAL).increment(0);
         for result in RECONCILE_RESULTS {
             metrics::counter!(RECONCILE_TOTAL, "result" => result).increment(0);
         }

@@ -3,10 +3,12 @@
 //! every create, delete and failure) and writes the status through the status subresource only
 //! when it changed.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ballast_runtime::backlog::Backlog;
 use futures::StreamExt;
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -45,7 +47,8 @@ const CACHE_WAIT: Duration = Duration::from_secs(2);
 /// What every reconcile needs.
 pub struct Context {
     pub client: kube::Client,
-    pub recorder: Recorder,
+    /// Events on PodManagers, written in the background ([`event_writer`]).
+    pub events: Backlog<(Event, ObjectReference)>,
     pub metrics: Metrics,
     /// Latest node health; read once per reconcile.
     pub health: watch::Receiver<ClusterHealth>,
@@ -54,6 +57,43 @@ pub struct Context {
     /// The pods carrying the `podmanager` label, from the pod watch; emptied at the start of
     /// every leadership term.
     pub pods: Arc<PodCache>,
+}
+
+/// Events waiting to be written, at most (client-go's broadcaster queues 1,000 too); past that
+/// they are dropped and counted (`podmanager_events_dropped_total`).
+pub const EVENT_QUEUE: usize = 1000;
+/// Event writes in flight at once.
+const EVENT_WRITERS: usize = 4;
+
+/// The event queue of [`Context::events`], and its writer to run as a task: a reconcile never
+/// waits for an event to be written (two API writes per pod created, otherwise).
+pub fn event_writer(
+    recorder: Recorder,
+    shutdown: CancellationToken,
+) -> (
+    Backlog<(Event, ObjectReference)>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    Backlog::new(
+        EVENT_QUEUE,
+        EVENT_WRITERS,
+        crate::metrics::EVENTS_DROPPED_TOTAL,
+        shutdown,
+        move |(event, regarding): (Event, ObjectReference)| {
+            let recorder = recorder.clone();
+            async move {
+                if let Err(err) = recorder.publish(&event, &regarding).await {
+                    tracing::warn!(
+                        namespace = regarding.namespace.as_deref().unwrap_or_default(),
+                        name = regarding.name.as_deref().unwrap_or_default(),
+                        reason = %event.reason,
+                        error = %err,
+                        "failed to publish event"
+                    );
+                }
+            }
+        },
+    )
 }
 
 /// Runs the controller until `stop` is cancelled, then lets in-flight reconciles finish.
@@ -241,58 +281,35 @@ async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
             failures.push(msg);
         }
     }
-    for pod_name in &plan.create {
-        let Some(pod) = template::pod_for(pm, pod_name) else {
-            return Err(Error::Incomplete(name));
-        };
-        match pods_api.create(&PostParams::default(), &pod).await {
-            Ok(created) => {
-                ctx.metrics.pod_operation("create", true);
-                tracing::info!(namespace = %ns, name = %name, pod = %pod_name, image = %pm.spec.image, "created pod");
-                let note = format!("Created pod {pod_name} with image {}", pm.spec.image);
-                let pod_ref = PodRef {
-                    name: pod_name,
-                    uid: created.metadata.uid.as_deref(),
-                };
-                publish(
-                    ctx,
-                    pm,
-                    EventType::Normal,
-                    REASON_CREATED,
-                    "CreatePod",
-                    note,
-                    pod_ref,
-                )
+    // Slow start, as the ReplicaSet controller creates: batches of 1, 2, 4, … pods at once,
+    // stopping at the first batch with a failure (a quota or a webhook refusing every pod fails
+    // once, not once per pod).
+    let mut to_create = plan.create.iter();
+    let mut batch = 1;
+    loop {
+        let names: Vec<&String> = to_create.by_ref().take(batch).collect();
+        if names.is_empty() {
+            break;
+        }
+        let outcomes =
+            futures::future::join_all(names.iter().map(|n| create_pod(ctx, pm, &pods_api, n)))
                 .await;
-            }
-            // Deterministic names: our earlier create landed, or a foreign pod holds the name
-            // (then a requeue finds out once it is gone).
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                tracing::debug!(namespace = %ns, name = %name, pod = %pod_name, "pod already exists");
-                foreign = true;
-            }
-            Err(err) => {
-                ctx.metrics.pod_operation("create", false);
-                let reason = ballast_runtime::error::kube_error(&err);
-                let msg = format!("failed to create pod {pod_name}: {reason}");
-                tracing::warn!(namespace = %ns, name = %name, pod = %pod_name, error = %reason, "failed to create pod");
-                let pod_ref = PodRef {
-                    name: pod_name,
-                    uid: None,
-                };
-                publish(
-                    ctx,
-                    pm,
-                    EventType::Warning,
-                    REASON_CREATE_FAILED,
-                    "CreatePod",
-                    msg.clone(),
-                    pod_ref,
-                )
-                .await;
-                failures.push(msg);
+        let before = failures.len();
+        for outcome in outcomes {
+            match outcome? {
+                Created::Yes => {}
+                Created::Exists => foreign = true,
+                Created::Failed(msg) => failures.push(msg),
             }
         }
+        if failures.len() > before {
+            let skipped = to_create.len();
+            if skipped > 0 {
+                tracing::info!(namespace = %ns, name = %name, skipped, "pod creates failed; skipping the rest until the retry");
+            }
+            break;
+        }
+        batch *= 2;
     }
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -322,6 +339,74 @@ async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
     } else {
         Action::requeue(REQUEUE_WAITING)
     })
+}
+
+/// What became of one pod create.
+enum Created {
+    Yes,
+    /// The name is taken: our earlier create landed, or a foreign pod holds it.
+    Exists,
+    /// Failed, with the message recorded in the Warning event.
+    Failed(String),
+}
+
+/// Creates pod `pod_name` of `pm`, counting, logging and recording an event either way.
+async fn create_pod(
+    ctx: &Context,
+    pm: &PodManager,
+    pods_api: &Api<Pod>,
+    pod_name: &str,
+) -> Result<Created> {
+    let (ns, name) = (pm.namespace().unwrap_or_default(), pm.name_any());
+    let Some(pod) = template::pod_for(pm, pod_name) else {
+        return Err(Error::Incomplete(name));
+    };
+    match pods_api.create(&PostParams::default(), &pod).await {
+        Ok(created) => {
+            ctx.metrics.pod_operation("create", true);
+            tracing::info!(namespace = %ns, name = %name, pod = %pod_name, image = %pm.spec.image, "created pod");
+            let note = format!("Created pod {pod_name} with image {}", pm.spec.image);
+            let pod_ref = PodRef {
+                name: pod_name,
+                uid: created.metadata.uid.as_deref(),
+            };
+            publish(
+                ctx,
+                pm,
+                EventType::Normal,
+                REASON_CREATED,
+                "CreatePod",
+                note,
+                pod_ref,
+            );
+            Ok(Created::Yes)
+        }
+        // Deterministic names: a requeue finds out once a foreign pod is gone.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            tracing::debug!(namespace = %ns, name = %name, pod = %pod_name, "pod already exists");
+            Ok(Created::Exists)
+        }
+        Err(err) => {
+            ctx.metrics.pod_operation("create", false);
+            let reason = ballast_runtime::error::kube_error(&err);
+            let msg = format!("failed to create pod {pod_name}: {reason}");
+            tracing::warn!(namespace = %ns, name = %name, pod = %pod_name, error = %reason, "failed to create pod");
+            let pod_ref = PodRef {
+                name: pod_name,
+                uid: None,
+            };
+            publish(
+                ctx,
+                pm,
+                EventType::Warning,
+                REASON_CREATE_FAILED,
+                "CreatePod",
+                msg.clone(),
+                pod_ref,
+            );
+            Ok(Created::Failed(msg))
+        }
+    }
 }
 
 /// Deletes every pod of `pm` the guard would let us delete; garbage collection does the rest.
@@ -385,8 +470,7 @@ async fn delete_owned_pod(
                 "DeletePod",
                 note,
                 pod_ref,
-            )
-            .await;
+            );
             Ok(())
         }
         Ok(false) => Ok(()),
@@ -403,8 +487,7 @@ async fn delete_owned_pod(
                 "DeletePod",
                 msg.clone(),
                 pod_ref,
-            )
-            .await;
+            );
             Err(msg)
         }
     }
@@ -443,8 +526,8 @@ struct PodRef<'a> {
     uid: Option<&'a str>,
 }
 
-/// Publishes an event on `pm`; a failure to publish is logged, never fails the reconcile.
-async fn publish(
+/// Queues an event on `pm` for the writer; never waits for it, never fails the reconcile.
+fn publish(
     ctx: &Context,
     pm: &PodManager,
     type_: EventType,
@@ -470,14 +553,8 @@ async fn publish(
         action: action.into(),
         secondary: Some(related),
     };
-    if let Err(err) = ctx.recorder.publish(&event, &pm.object_ref(&())).await {
-        tracing::warn!(
-            namespace = pm.namespace().unwrap_or_default(),
-            name = pm.name_any(),
-            error = %err,
-            "failed to publish event"
-        );
-    }
+    let target = format!("{}/{}", pm.namespace().unwrap_or_default(), pm.name_any());
+    ctx.events.send((event, pm.object_ref(&())), &target);
 }
 
 #[cfg(test)]
