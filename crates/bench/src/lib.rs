@@ -3,6 +3,7 @@
 //! (HTTP/2 over TLS for the webhooks, the Kubernetes API for the controllers), reads their CPU
 //! and memory from `/proc`, and writes one markdown section per area into BENCHMARKS.md.
 
+pub mod apiserver;
 pub mod areas;
 pub mod cluster;
 pub mod fixtures;

@@ -34,6 +34,10 @@ struct Cli {
     /// the control-plane area.
     #[arg(long, env = "E2E_K8S_BINARIES", default_value = "target/k8s")]
     k8s_binaries: PathBuf,
+    /// Runs of the control-plane area (all when none given); with only some, write to another
+    /// `--out`: the section holds the runs made.
+    #[arg(long = "real-run", value_enum)]
+    real_runs: Vec<ballast_bench::plan::RealRun>,
 }
 
 #[derive(Subcommand)]
@@ -87,13 +91,16 @@ async fn suite(
     server_core: Option<usize>,
     load_core: Option<usize>,
 ) -> anyhow::Result<()> {
-    let plan = if cli.smoke {
+    let mut plan = if cli.smoke {
         Plan::smoke()
     } else if cli.quick {
         Plan::quick()
     } else {
         Plan::full()
     };
+    if !cli.real_runs.is_empty() {
+        plan.real_runs = cli.real_runs.clone();
+    }
     let bin_dir = match cli.bin_dir {
         Some(d) => d,
         None => std::env::current_exe()?

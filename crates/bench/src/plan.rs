@@ -35,6 +35,19 @@ pub struct Plan {
     pub real_limit: Duration,
     /// Client QPS of the real controller manager and scheduler (burst twice that).
     pub real_kube_api_qps: u32,
+    /// The runs of the control-plane area (`--real-run`; all by default).
+    pub real_runs: Vec<RealRun>,
+}
+
+/// One run of the control-plane area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RealRun {
+    /// NFS claims to Bound through the real PV controller and the provisioner.
+    Claims,
+    /// The same with pvc-timing.
+    Timing,
+    /// PodManagers × 3 pods converged.
+    Podmanagers,
 }
 
 impl Plan {
@@ -60,6 +73,7 @@ impl Plan {
             real_claims: 10000,
             real_limit: Duration::from_secs(900),
             real_kube_api_qps: 200,
+            real_runs: vec![RealRun::Claims, RealRun::Timing, RealRun::Podmanagers],
         }
     }
 

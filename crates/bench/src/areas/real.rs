@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
+use crate::apiserver;
 use crate::areas::controllers::{
     NAMESPACE, claim_timed, count_done, cpu_cell, pm_converged, register_pvc_timing, storage_setup,
     wait_count,
@@ -22,7 +23,7 @@ use crate::areas::controllers::{
 use crate::cluster::{self, RealCluster};
 use crate::fixtures;
 use crate::kubeops::{self, create_all};
-use crate::plan::Plan;
+use crate::plan::{Plan, RealRun as RealRunKind};
 use crate::procs::{Cores, Env, Proc, ProcStats};
 use crate::report::{Section, Table};
 use crate::services::{self, Cert, Service};
@@ -189,10 +190,17 @@ struct RealRun {
     /// The provisioner's own `provisioner_provision_duration_seconds` (from taking up a claim
     /// to its PV created): p50 and p99 as bucket bounds, and the count.
     provision_call: Option<[(Duration, u64); 2]>,
+    /// The provisioner's `provisioner_queue_wait_seconds{kind="claim"}` (a changed claim
+    /// waiting for a worker): p50 and p99 as bucket bounds, and the count.
+    queue_wait: Option<[(Duration, u64); 2]>,
+    /// Its `provisioner_events_dropped_total`.
+    events_dropped: Option<f64>,
     /// When the last pod was created, scheduled, Ready (PodManager runs only), from the first
     /// create.
     pods: Option<[Option<Duration>; 3]>,
     spent: Vec<Spent>,
+    /// What the API server served during the run, largest summed time first.
+    requests: Vec<((String, String), (f64, f64))>,
 }
 
 /// Reads every process now: ours, the kubelets if any, the control plane's components.
@@ -265,6 +273,7 @@ async fn claims_run(
     let (timed, timed_watch) = count_done(claims.clone(), claim_timed);
     let procs: Vec<&Proc> = ours.iter().map(|s| &s.proc).collect();
     let before = read_all(&procs, &cluster)?;
+    let served_before = apiserver::read(&cluster.client).await?;
     let started = Instant::now();
     let names: Vec<String> = (0..n).map(|i| format!("c{i:05}")).collect();
     create_all(
@@ -282,6 +291,7 @@ async fn claims_run(
         wait_count(&line.bound, n, plan.real_limit).await
     };
     let after = read_all(&procs, &cluster)?;
+    let requests = apiserver::served(&served_before, &apiserver::read(&cluster.client).await?);
     line.task.abort();
     timed_watch.abort();
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", ours[0].admin_port))
@@ -297,6 +307,17 @@ async fn claims_run(
         )
     };
     let provision_call = call(0.5).zip(call(0.99)).map(|(a, b)| [a, b]);
+    let wait = |q| {
+        bucket_quantile(
+            &metrics,
+            "provisioner_queue_wait_seconds",
+            &[("kind", "claim")],
+            q,
+        )
+    };
+    let queue_wait = wait(0.5).zip(wait(0.99)).map(|(a, b)| [a, b]);
+    let events_dropped =
+        ballast_runtime::metrics::sample(&metrics, "provisioner_events_dropped_total", &[]);
     let marks: Vec<Marks> = line
         .marks
         .lock()
@@ -322,8 +343,11 @@ async fn claims_run(
         lag: done.map(|d| d - created),
         stretches: Some([summarize(a), summarize(b), summarize(c)]),
         provision_call,
+        queue_wait,
+        events_dropped,
         pods: None,
         spent: spent(before, after),
+        requests,
     })
 }
 
@@ -348,6 +372,7 @@ async fn podmanager_run(
     let (count, watch) = count_done(api.clone(), pm_converged);
     let pod_marks = pod_timeline(client);
     let before = read_all(&[&pm.proc, &kubelets], &cluster)?;
+    let served_before = apiserver::read(client).await?;
     let started = Instant::now();
     create_all(
         &api,
@@ -359,6 +384,7 @@ async fn podmanager_run(
     let created = Instant::now();
     let done = wait_count(&count, n, plan.real_limit).await;
     let after = read_all(&[&pm.proc, &kubelets], &cluster)?;
+    let requests = apiserver::served(&served_before, &apiserver::read(client).await?);
     watch.abort();
     pod_marks.1.abort();
     let pods = {
@@ -379,17 +405,25 @@ async fn podmanager_run(
         lag: done.map(|d| d - created),
         stretches: None,
         provision_call: None,
+        queue_wait: None,
+        events_dropped: None,
         pods: Some(pods),
         spent: spent(before, after),
+        requests,
     })
 }
 
 pub async fn run(env: &Env, plan: &Plan, binaries: &Path) -> anyhow::Result<Section> {
-    let runs = vec![
-        claims_run(env, plan, binaries, plan.real_claims, false).await?,
-        claims_run(env, plan, binaries, plan.real_claims, true).await?,
-        podmanager_run(env, plan, binaries, plan.podmanagers).await?,
-    ];
+    let mut runs = Vec::new();
+    for run in &plan.real_runs {
+        runs.push(match run {
+            RealRunKind::Claims => claims_run(env, plan, binaries, plan.real_claims, false).await?,
+            RealRunKind::Timing => claims_run(env, plan, binaries, plan.real_claims, true).await?,
+            RealRunKind::Podmanagers => {
+                podmanager_run(env, plan, binaries, plan.podmanagers).await?
+            }
+        });
+    }
     let qps = plan.real_kube_api_qps;
     let mut sec = Section::new("control-plane", "Controllers on a real control plane");
     sec.para(&format!(
@@ -446,8 +480,18 @@ pub async fn run(env: &Env, plan: &Plan, binaries: &Path) -> anyhow::Result<Sect
         .iter()
         .filter_map(|r| {
             let [(p50, n), (p99, _)] = r.provision_call?;
+            let waited = r.queue_wait.map_or(String::new(), |[(w50, _), (w99, _)]| {
+                format!(
+                    ", after waiting for a worker p50 ≤ {}, p99 ≤ {}",
+                    fmt_duration(w50),
+                    fmt_duration(w99)
+                )
+            });
+            let dropped = r
+                .events_dropped
+                .map_or(String::new(), |d| format!(", {d:.0} events dropped"));
             Some(format!(
-                "{}: p50 ≤ {}, p99 ≤ {} ({n} volumes)",
+                "{}: p50 ≤ {}, p99 ≤ {} ({n} volumes){waited}{dropped}",
                 r.what,
                 fmt_duration(p50),
                 fmt_duration(p99)
@@ -457,8 +501,10 @@ pub async fn run(env: &Env, plan: &Plan, binaries: &Path) -> anyhow::Result<Sect
     if !calls.is_empty() {
         sec.para(&format!(
             "Of the provisioner's stretch, the part from taking the claim up to its PV created (its \
-             own `provisioner_provision_duration_seconds`, as bucket bounds): {}. The rest is \
-             the claim's update reaching the provisioner's watch and waiting in its queue.",
+             own `provisioner_provision_duration_seconds`, as bucket bounds), and the claim's \
+             wait in its work queue before that (`provisioner_queue_wait_seconds{{kind=\"claim\"}}`, \
+             every change of every claim): {}. The rest is the claim's update reaching the \
+             provisioner's watch.",
             calls.join("; ")
         ));
     }
@@ -513,8 +559,30 @@ pub async fn run(env: &Env, plan: &Plan, binaries: &Path) -> anyhow::Result<Sect
         }
     }
     sec.table(&p);
+    sec.para(&format!(
+        "What the API server served during each run (from its own \
+         `apiserver_request_duration_seconds`: every client's requests, watches left out, as their \
+         time is how long they stayed open), the \
+         {REQUEST_ROWS} largest by summed handling time."
+    ));
+    let mut q = Table::new(["run", "verb", "resource", "requests", "time summed"]);
+    for r in &runs {
+        for ((verb, resource), (n, secs)) in r.requests.iter().take(REQUEST_ROWS) {
+            q.row([
+                r.what.clone(),
+                verb.clone(),
+                resource.clone(),
+                format!("{n:.0}"),
+                format!("{secs:.1} s"),
+            ]);
+        }
+    }
+    sec.table(&q);
     Ok(sec)
 }
+
+/// Rows of the API server's requests shown per run.
+const REQUEST_ROWS: usize = 6;
 
 /// What `kube-apiserver --version` says (e.g. `Kubernetes v1.36.2`).
 async fn version(binaries: &Path) -> String {
