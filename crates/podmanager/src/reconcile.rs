@@ -38,6 +38,9 @@ pub const REASON_CREATED: &str = "SuccessfulCreate";
 pub const REASON_CREATE_FAILED: &str = "FailedCreate";
 pub const REASON_DELETED: &str = "SuccessfulDelete";
 pub const REASON_DELETE_FAILED: &str = "FailedDelete";
+/// Triggers for one PodManager within this long of each other make one reconcile (trailing
+/// edge): its pods turning Ready one after another write its status once, not once per pod.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 /// Retry delay after a failed reconcile.
 const REQUEUE_ERROR: Duration = Duration::from_secs(5);
 /// How long a reconcile waits for the pod cache's first list before it is requeued instead
@@ -139,7 +142,8 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>, stop: Ca
     Controller::for_stream(trigger, reader)
         .with_config(
             controller::Config::default()
-                .concurrency(ballast_runtime::kubeclient::RECONCILES_IN_FLIGHT),
+                .concurrency(ballast_runtime::kubeclient::RECONCILES_IN_FLIGHT)
+                .debounce(DEBOUNCE),
         )
         .owns_stream(pod_changes)
         .reconcile_all_on(health_changes)
