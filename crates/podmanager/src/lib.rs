@@ -9,6 +9,7 @@
 //! [`plan`] and [`status`] decide (pure); [`reconcile`] reads and writes the API.
 
 pub mod args;
+pub mod batch;
 pub mod convert;
 pub mod crd;
 pub mod error;

@@ -285,35 +285,23 @@ async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
             failures.push(msg);
         }
     }
-    // Slow start, as the ReplicaSet controller creates: batches of 1, 2, 4, … pods at once,
-    // stopping at the first batch with a failure (a quota or a webhook refusing every pod fails
-    // once, not once per pod).
-    let mut to_create = plan.create.iter();
-    let mut batch = 1;
-    loop {
-        let names: Vec<&String> = to_create.by_ref().take(batch).collect();
-        if names.is_empty() {
-            break;
+    // Slow start: batches of 1, 2, 4, … pods at once, up to the first batch with a failure.
+    let created = crate::batch::slow_start(
+        &plan.create,
+        |n| create_pod(ctx, pm, &pods_api, n),
+        |o| matches!(o, Err(_) | Ok(Created::Failed(_))),
+    )
+    .await;
+    let skipped = plan.create.len() - created.len();
+    for outcome in created {
+        match outcome? {
+            Created::Yes => {}
+            Created::Exists => foreign = true,
+            Created::Failed(msg) => failures.push(msg),
         }
-        let outcomes =
-            futures::future::join_all(names.iter().map(|n| create_pod(ctx, pm, &pods_api, n)))
-                .await;
-        let before = failures.len();
-        for outcome in outcomes {
-            match outcome? {
-                Created::Yes => {}
-                Created::Exists => foreign = true,
-                Created::Failed(msg) => failures.push(msg),
-            }
-        }
-        if failures.len() > before {
-            let skipped = to_create.len();
-            if skipped > 0 {
-                tracing::info!(namespace = %ns, name = %name, skipped, "pod creates failed; skipping the rest until the retry");
-            }
-            break;
-        }
-        batch *= 2;
+    }
+    if skipped > 0 {
+        tracing::info!(namespace = %ns, name = %name, skipped, "pod creates failed; the rest are skipped until the retry");
     }
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
