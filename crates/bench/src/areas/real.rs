@@ -180,6 +180,12 @@ struct Spent {
     after: ProcStats,
 }
 
+/// A histogram's p50 and p99 as bucket bounds, with its count.
+fn p50_p99(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<[(Duration, u64); 2]> {
+    let q = |q| bucket_quantile(metrics, name, labels, q);
+    q(0.5).zip(q(0.99)).map(|(a, b)| [a, b])
+}
+
 /// One run's figures.
 struct RealRun {
     what: String,
@@ -298,24 +304,16 @@ async fn claims_run(
         .await?
         .text()
         .await?;
-    let call = |q| {
-        bucket_quantile(
-            &metrics,
-            "provisioner_provision_duration_seconds",
-            &[("class", "nfs")],
-            q,
-        )
-    };
-    let provision_call = call(0.5).zip(call(0.99)).map(|(a, b)| [a, b]);
-    let wait = |q| {
-        bucket_quantile(
-            &metrics,
-            "provisioner_queue_wait_seconds",
-            &[("kind", "claim")],
-            q,
-        )
-    };
-    let queue_wait = wait(0.5).zip(wait(0.99)).map(|(a, b)| [a, b]);
+    let provision_call = p50_p99(
+        &metrics,
+        "provisioner_provision_duration_seconds",
+        &[("class", "nfs")],
+    );
+    let queue_wait = p50_p99(
+        &metrics,
+        "provisioner_queue_wait_seconds",
+        &[("kind", "claim")],
+    );
     let events_dropped =
         ballast_runtime::metrics::sample(&metrics, "provisioner_events_dropped_total", &[]);
     let marks: Vec<Marks> = line
