@@ -199,7 +199,7 @@ struct RealRun {
     /// The provisioner's `provisioner_queue_wait_seconds{kind="claim"}` (a changed claim
     /// waiting for a worker): p50 and p99 as bucket bounds, and the count.
     queue_wait: Option<[(Duration, u64); 2]>,
-    /// Its `provisioner_events_dropped_total`.
+    /// The service's `<service>_events_dropped_total` (the provisioner's, podmanager's).
     events_dropped: Option<f64>,
     /// When the last pod was created, scheduled, Ready (PodManager runs only), from the first
     /// create.
@@ -383,6 +383,12 @@ async fn podmanager_run(
     let done = wait_count(&count, n, plan.real_limit).await;
     let after = read_all(&[&pm.proc, &kubelets], &cluster)?;
     let requests = apiserver::served(&served_before, &apiserver::read(client).await?);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", pm.admin_port))
+        .await?
+        .text()
+        .await?;
+    let events_dropped =
+        ballast_runtime::metrics::sample(&metrics, "podmanager_events_dropped_total", &[]);
     watch.abort();
     pod_marks.1.abort();
     let pods = {
@@ -404,7 +410,7 @@ async fn podmanager_run(
         stretches: None,
         provision_call: None,
         queue_wait: None,
-        events_dropped: None,
+        events_dropped,
         pods: Some(pods),
         spent: spent(before, after),
         requests,
@@ -531,6 +537,18 @@ pub async fn run(env: &Env, plan: &Plan, binaries: &Path) -> anyhow::Result<Sect
              simulated kubelets), and the last PodManager's status saying 3 of 3 (podmanager).",
         );
         sec.table(&pods);
+        let dropped: Vec<String> = runs
+            .iter()
+            .filter(|r| r.pods.is_some())
+            .filter_map(|r| Some(format!("{}: {:.0}", r.what, r.events_dropped?)))
+            .collect();
+        if !dropped.is_empty() {
+            sec.para(&format!(
+                "Events podmanager dropped (`podmanager_events_dropped_total`: more than 1,000 \
+                 waited to be written): {}.",
+                dropped.join("; ")
+            ));
+        }
     }
     sec.para(
         "Who spent what during each run (from the first create until done): CPU is user + system \
