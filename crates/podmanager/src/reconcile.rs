@@ -1,7 +1,8 @@
 //! The I/O layer: a kube-runtime Controller over PodManagers and the pods they own. Each
-//! reconcile reads the owned pods from the pod watch's cache ([`crate::pods`]), asks [`crate::plan::plan`] what to do, applies it (events for
-//! every create, delete and failure) and writes the status through the status subresource only
-//! when it changed.
+//! reconcile reads the owned pods from the pod watch's cache ([`crate::pods`]), asks
+//! [`crate::plan::plan`] what to do, applies it (events for every create, delete and failure,
+//! written in the background) and writes the status through the status subresource only when
+//! it changed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ballast_runtime::backlog::Backlog;
-use futures::StreamExt;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
