@@ -178,6 +178,13 @@ pub fn podmanager(name: &str, replicas: u32) -> Value {
     })
 }
 
+/// PodManagers `pm0000`, `pm0001`, … of 3 pods each: the controller runs' `n`.
+pub fn podmanagers(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| podmanager(&format!("pm{i:04}"), 3))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

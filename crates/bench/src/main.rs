@@ -34,9 +34,14 @@ struct Cli {
     /// the control-plane area.
     #[arg(long, env = "E2E_K8S_BINARIES", default_value = "target/k8s")]
     k8s_binaries: PathBuf,
-    /// Runs of the control-plane area (all when none given); with only some, write to another
-    /// `--out`: the section holds the runs made.
-    #[arg(long = "real-run", value_enum)]
+    /// Runs of the control-plane area (all when none given; the env twin takes a comma list);
+    /// with only some, write to another `--out`: the section holds the runs made.
+    #[arg(
+        long = "real-run",
+        value_enum,
+        env = "BENCH_REAL_RUNS",
+        value_delimiter = ','
+    )]
     real_runs: Vec<ballast_bench::plan::RealRun>,
 }
 

@@ -50,6 +50,14 @@ pub struct Service {
     pub webhook_port: u16,
 }
 
+impl Service {
+    /// Its `/metrics` text, from the admin port.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
+        Ok(reqwest::get(url).await?.text().await?)
+    }
+}
+
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
 }

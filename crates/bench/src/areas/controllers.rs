@@ -303,13 +303,7 @@ async fn podmanager_run(
     let before = pm.proc.stats()?;
     let sim_before = sim.stats()?;
     let started = Instant::now();
-    create_all(
-        &api,
-        (0..n)
-            .map(|i| fixtures::podmanager(&format!("pm{i:04}"), 3))
-            .collect(),
-    )
-    .await?;
+    create_all(&api, fixtures::podmanagers(n)).await?;
     let created = Instant::now();
     let done = wait_count(&count, n, plan.converge_limit).await;
     watch.abort();

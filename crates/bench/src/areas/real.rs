@@ -300,10 +300,7 @@ async fn claims_run(
     let requests = apiserver::served(&served_before, &apiserver::read(&cluster.client).await?);
     line.task.abort();
     timed_watch.abort();
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", ours[0].admin_port))
-        .await?
-        .text()
-        .await?;
+    let metrics = ours[0].metrics().await?;
     let provision_call = p50_p99(
         &metrics,
         "provisioner_provision_duration_seconds",
@@ -372,21 +369,12 @@ async fn podmanager_run(
     let before = read_all(&[&pm.proc, &kubelets], &cluster)?;
     let served_before = apiserver::read(client).await?;
     let started = Instant::now();
-    create_all(
-        &api,
-        (0..n)
-            .map(|i| fixtures::podmanager(&format!("pm{i:04}"), 3))
-            .collect(),
-    )
-    .await?;
+    create_all(&api, fixtures::podmanagers(n)).await?;
     let created = Instant::now();
     let done = wait_count(&count, n, plan.real_limit).await;
     let after = read_all(&[&pm.proc, &kubelets], &cluster)?;
     let requests = apiserver::served(&served_before, &apiserver::read(client).await?);
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", pm.admin_port))
-        .await?
-        .text()
-        .await?;
+    let metrics = pm.metrics().await?;
     let events_dropped =
         ballast_runtime::metrics::sample(&metrics, "podmanager_events_dropped_total", &[]);
     watch.abort();
