@@ -280,10 +280,14 @@ async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
 
     let mut failures = Vec::new();
     let mut foreign = false;
+    // Pods this reconcile created or deleted: the pod watch reports each, and that triggers
+    // the reconcile whose status counts them.
+    let mut pods_written = 0;
     for deletion in &plan.delete {
         let why = delete_reason_text(deletion.reason);
-        if let Err(msg) = delete_owned_pod(ctx, pm, &pods_api, &pods, &deletion.name, why).await {
-            failures.push(msg);
+        match delete_owned_pod(ctx, pm, &pods_api, &pods, &deletion.name, why).await {
+            Ok(deleted) => pods_written += usize::from(deleted),
+            Err(msg) => failures.push(msg),
         }
     }
     // Slow start: batches of 1, 2, 4, … pods at once, up to the first batch with a failure.
@@ -296,7 +300,7 @@ async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
     let skipped = plan.create.len() - created.len();
     for outcome in created {
         match outcome? {
-            Created::Yes => {}
+            Created::Yes => pods_written += 1,
             Created::Exists => foreign = true,
             Created::Failed(msg) => failures.push(msg),
         }
@@ -307,7 +311,9 @@ async fn apply(pm: &PodManager, ctx: &Context) -> Result<Action> {
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let desired = status::desired(pm, &plan, &failures, &now);
-    if pm.status.as_ref() != Some(&desired) {
+    if !status::write_now(&failures, pods_written) {
+        tracing::debug!(namespace = %ns, name = %name, pods_written, "status left to the reconcile that sees the pod changes");
+    } else if pm.status.as_ref() != Some(&desired) {
         let api: Api<PodManager> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = serde_json::json!({ "status": desired });
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -431,8 +437,8 @@ async fn cleanup(pm: &PodManager, ctx: &Context) -> Result<Action> {
 }
 
 /// Deletes one of `pm`'s pods (as listed in `pods`), counting, logging and recording an Event
-/// either way; `why` ends the note ("Deleted pod NAME (why)"). `Err` carries the failure, as
-/// also written into the Warning event.
+/// either way; `why` ends the note ("Deleted pod NAME (why)"). `Ok(false)` when the pod was
+/// already gone or replaced; `Err` carries the failure, as also written into the Warning event.
 async fn delete_owned_pod(
     ctx: &Context,
     pm: &PodManager,
@@ -440,7 +446,7 @@ async fn delete_owned_pod(
     pods: &[Arc<CachedPod>],
     pod_name: &str,
     why: &str,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let (ns, name) = (pm.namespace().unwrap_or_default(), pm.name_any());
     let uid = pods
         .iter()
@@ -464,9 +470,9 @@ async fn delete_owned_pod(
                 note,
                 pod_ref,
             );
-            Ok(())
+            Ok(true)
         }
-        Ok(false) => Ok(()),
+        Ok(false) => Ok(false),
         Err(err) => {
             ctx.metrics.pod_operation("delete", false);
             let reason = ballast_runtime::error::kube_error(&err);

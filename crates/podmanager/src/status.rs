@@ -22,6 +22,14 @@ pub fn selector(pm: &PodManager) -> String {
     )
 }
 
+/// Whether a reconcile writes its status. Not when it created or deleted pods
+/// (`pods_written`) and every pod call succeeded: its counts are from before those writes, and
+/// the pod watch reports each of them, triggering the reconcile that counts them and writes
+/// that status instead (one write where there would be two). A failure is shown at once.
+pub fn write_now(failures: &[String], pods_written: usize) -> bool {
+    pods_written == 0 || !failures.is_empty()
+}
+
 /// Compute the status to show. `failures` are messages of API calls that failed while applying
 /// `plan`; `now` stamps conditions whose status changed.
 pub fn desired(pm: &PodManager, plan: &Plan, failures: &[String], now: &Time) -> PodManagerStatus {
@@ -168,6 +176,18 @@ mod tests {
             .iter()
             .find(|c| c.type_ == type_)
             .expect("condition present")
+    }
+
+    #[test]
+    fn status_waits_for_the_pod_writes_to_be_seen_unless_something_failed() {
+        assert!(write_now(&[], 0), "nothing written: the status is current");
+        assert!(
+            !write_now(&[], 3),
+            "three creates landed: their watch events follow"
+        );
+        let failed = vec!["failed to create pod web-2: quota".to_string()];
+        assert!(write_now(&failed, 2), "a failure is shown at once");
+        assert!(write_now(&failed, 0));
     }
 
     #[test]
