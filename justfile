@@ -43,12 +43,19 @@ demo *ARGS:
 fuzz *ARGS:
     ./scripts/fuzz {{ARGS}}
 
-# The benchmark suite: binaries of the `dist` profile (what ships) run as black boxes, results into BENCHMARKS.md (about
-# 15 min on 2 cores, 13 more for the control-plane area when target/k8s holds Kubernetes binaries).
+# The benchmark suite: the binaries that ship (static, `dist` profile, each crate built alone, as
+# `scripts/image` builds them) run as black boxes, results into BENCHMARKS.md (about 15 min on 2
+# cores, 13 more for the control-plane area when target/k8s holds Kubernetes binaries).
 # `just bench --quick` for a look, `just bench --area memory` for one area.
 bench *ARGS:
-    cargo build --profile dist -p kube-sim -p eviction-guard -p pvc-timing -p provisioner -p podmanager -p kubectl-pvc --bins
-    cargo run --profile dist -p ballast-bench -- {{ARGS}}
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --profile dist -p kube-sim --bin kube-sim -p ballast-bench
+    shipped=$(scripts/image --binaries-only eviction-guard pvc-timing provisioner podmanager kubectl-pvc)
+    mkdir -p target/bench-dist
+    ln -sf "$PWD/target/dist/kube-sim" target/bench-dist/
+    for b in eviction-guard pvc-timing provisioner podmanager kubectl-pvc; do ln -sf "$shipped/$b" target/bench-dist/; done
+    ./target/dist/ballast-bench --bin-dir target/bench-dist {{ARGS}}
 
 # eviction-guard admission latency in-process over TLS and HTTP/2 (dist profile).
 bench-admission-inproc *ARGS:

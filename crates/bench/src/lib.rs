@@ -1,4 +1,4 @@
-//! Ballast's benchmark suite. It drives the release binaries as black boxes: starts kube-sim and
+//! Ballast's benchmark suite. It drives the services' binaries as black boxes: starts kube-sim and
 //! the services as child processes with their documented flags, loads them over the network
 //! (HTTP/2 over TLS for the webhooks, the Kubernetes API for the controllers), reads their CPU
 //! and memory from `/proc`, and writes one markdown section per area into BENCHMARKS.md.

@@ -27,7 +27,8 @@ struct Cli {
     /// The markdown file to update (its other sections are kept).
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
-    /// Directory of the release binaries (default: this binary's directory).
+    /// Directory of the binaries under test, kube-sim's included (default: this binary's
+    /// directory; `just bench` links the static `dist` binaries the images hold).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) for

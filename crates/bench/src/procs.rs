@@ -1,4 +1,4 @@
-//! Child processes: the release binaries, started with their documented flags, pinned to cores
+//! Child processes: the binaries under test, started with their documented flags, pinned to cores
 //! with `taskset`, measured from `/proc`.
 
 use std::path::{Path, PathBuf};

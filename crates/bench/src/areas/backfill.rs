@@ -283,7 +283,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
     }
     let mut sec = Section::new("pvc-timing", "pvc-timing after a backfill");
     sec.para(&format!(
-        "The release `pvc-timing` (webhook and controller, unpinned) on `kube-sim` with its PV \
+        "The `pvc-timing` binary (webhook and controller, unpinned) on `kube-sim` with its PV \
          controller. Idle: started on the empty cluster, steady (RSS within 1 % over {:?}). \
          Then, with that process stopped and its webhook failing open, {n} claims and {n} \
          volumes reserved for them (static provisioning, class `{CLASS}`) are created and \

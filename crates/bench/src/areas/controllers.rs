@@ -405,7 +405,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
     }
     let mut sec = Section::new("controllers", "Controllers on kube-sim");
     sec.para(&format!(
-        "Release binaries against `kube-sim` (its PV controller, scheduler and kubelets as each run \
+        "The services' binaries against `kube-sim` (its PV controller, scheduler and kubelets as each run \
          needs), unpinned, reached through a TCP proxy (for the relist). Objects are created {} at \
          a time; \"last create → done\" is the lag from the last create's answer until a watch sees \
          every object done. CPU is user + system time of the process during the run \

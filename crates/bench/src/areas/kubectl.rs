@@ -96,7 +96,7 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
     sim.proc.stop().await;
     let mut sec = Section::new("kubectl", "kubectl-pvc");
     sec.para(&format!(
-        "Wall time of the release `kubectl-pvc` binary (process start to exit, kubeconfig read, \
+        "Wall time of the `kubectl-pvc` binary (process start to exit, kubeconfig read, \
          every request, rendering) against kube-sim holding {n} claims (Pending, class `nfs`) and \
          {n} pods, each mounting one claim, in one namespace. kube-sim RSS with them: {}.",
         crate::stats::fmt_mb(sim_rss)

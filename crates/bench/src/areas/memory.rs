@@ -190,11 +190,13 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
 
     let mut sec = Section::new("memory", "Memory");
     sec.para(
-        "Resident memory (VmRSS from `/proc/<pid>/status`) of each release binary, unpinned (the \
-         runtime sizes its worker pool to the machine's cores), once its caches are synced and \
-         RSS stopped moving. RSS counts the executable's pages in use too (file-backed, shared \
-         by every copy of the binary on a node); the anonymous part is what the process \
-         allocated. Idle: an empty simulated cluster of three nodes.",
+        "Resident memory (VmRSS from `/proc/<pid>/status`) of each service's binary (`just bench`: \
+         the static `dist` binaries the images hold), unpinned (the runtime sizes its worker \
+         pool to the machine's cores), once its caches are synced and RSS stopped moving. RSS \
+         counts the executable's pages mapped too (file-backed, shared by every copy of the \
+         binary on a node): the kernel maps up to 64 KiB of the file around each page fault \
+         (fault-around), so code run at start-up all over the executable maps most of it. The \
+         anonymous part is what the process allocated. Idle: an empty simulated cluster of three nodes.",
     );
     sec.table(&idle);
     sec.para(&format!(

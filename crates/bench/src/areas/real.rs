@@ -419,7 +419,7 @@ pub async fn run(env: &Env, plan: &Plan, binaries: &Path) -> anyhow::Result<Sect
     let qps = plan.real_kube_api_qps;
     let mut sec = Section::new("control-plane", "Controllers on a real control plane");
     sec.para(&format!(
-        "The services' release binaries against a real control plane started by `kube-sim \
+        "The services' binaries against a real control plane started by `kube-sim \
          control-plane` from Kubernetes binaries ({}: etcd, kube-apiserver, \
          kube-controller-manager, kube-scheduler; no kubelet: `kube-sim nodes` simulates them for \
          the pods), a fresh one for each run, everything unpinned on this machine. The controller \
