@@ -18,7 +18,8 @@ use crate::release::{Refusal, Refusals};
 use crate::storm::{self, NodeState, Protection, Snapshot, StormConfig};
 
 struct Inner {
-    workers: BTreeMap<String, NodeState>,
+    /// Shared with the published [`Snapshot`]: one copy of the cache, not two.
+    workers: Arc<BTreeMap<String, NodeState>>,
     synced: bool,
     mode: ModeRecord,
     protection: Protection,
@@ -63,7 +64,7 @@ impl Guard {
         let guard = Guard {
             cfg,
             inner: Mutex::new(Inner {
-                workers: BTreeMap::new(),
+                workers: Arc::default(),
                 synced: false,
                 mode: ModeRecord::default(),
                 protection: Protection::default(),
@@ -135,7 +136,7 @@ impl Guard {
     /// Replaces every worker node (after a full list) and marks the cache synced.
     pub fn replace_workers(&self, workers: impl IntoIterator<Item = NodeState>) {
         let mut inner = self.lock();
-        inner.workers = workers.into_iter().map(|n| (n.name.clone(), n)).collect();
+        inner.workers = Arc::new(workers.into_iter().map(|n| (n.name.clone(), n)).collect());
         inner.synced = true;
         self.recompute(&mut inner);
     }
@@ -154,14 +155,15 @@ impl Guard {
                 if node.ready { "Ready" } else { "NotReady" }
             ),
         }
-        inner.workers.insert(node.name.clone(), node);
+        Arc::make_mut(&mut inner.workers).insert(node.name.clone(), node);
         self.recompute(&mut inner);
     }
 
     /// A node was deleted, or is no longer a worker.
     pub fn remove_worker(&self, name: &str) {
         let mut inner = self.lock();
-        if inner.workers.remove(name).is_some() {
+        if inner.workers.contains_key(name) {
+            Arc::make_mut(&mut inner.workers).remove(name);
             self.recompute(&mut inner);
         }
     }
@@ -289,7 +291,7 @@ impl Guard {
 
     /// `mode_change`: the caller writes the one audit line for it.
     fn recompute_quietly(&self, inner: &mut Inner, mode_change: bool) {
-        let workers: Vec<NodeState> = inner.workers.values().cloned().collect();
+        let workers: Vec<&NodeState> = inner.workers.values().collect();
         let next = storm::evaluate(
             &self.cfg,
             inner.mode.mode,
@@ -316,7 +318,7 @@ impl Guard {
         let snapshot = Snapshot {
             synced: inner.synced,
             protection: inner.protection.clone(),
-            workers: inner.workers.clone(),
+            workers: Arc::clone(&inner.workers),
         };
         self.snapshot.send_if_modified(|s| {
             if **s == snapshot {

@@ -15,8 +15,10 @@
 //! `threshold` NotReady); the release leader keeps what it must still release, and when, in a
 //! ConfigMap of its own (see [`crate::release`]), so nothing is released early either way.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -263,10 +265,10 @@ struct GroupOutcome {
 }
 
 /// Decide protection. `workers` are the worker nodes only.
-pub fn evaluate(
+pub fn evaluate<N: Borrow<NodeState>>(
     cfg: &StormConfig,
     mode: Mode,
-    workers: &[NodeState],
+    workers: &[N],
     now: DateTime<Utc>,
     prev: &Protection,
 ) -> Protection {
@@ -278,7 +280,7 @@ pub fn evaluate(
         }
     };
     let mut groups: BTreeMap<String, Vec<&NodeState>> = BTreeMap::new();
-    for n in workers {
+    for n in workers.iter().map(Borrow::borrow) {
         groups.entry(group_of(n)).or_default().push(n);
     }
 
@@ -339,12 +341,12 @@ pub fn evaluate(
         .iter()
         .filter_map(|(g, o)| o.ending_since.map(|s| (g.clone(), s)))
         .collect();
-    let notready: BTreeSet<String> = workers
-        .iter()
+    let nodes = || workers.iter().map(Borrow::<NodeState>::borrow);
+    let notready: BTreeSet<String> = nodes()
         .filter(|n| !n.ready)
         .map(|n| n.name.clone())
         .collect();
-    let candidates = workers.iter().filter(|n| !n.ready && !n.out_of_service);
+    let candidates = nodes().filter(|n| !n.ready && !n.out_of_service);
     let protected: BTreeSet<String> = match mode {
         Mode::Disabled => BTreeSet::new(),
         Mode::Forced => candidates.map(|n| n.name.clone()).collect(),
@@ -441,8 +443,8 @@ pub struct Snapshot {
     /// False until the node cache has synced.
     pub synced: bool,
     pub protection: Protection,
-    /// Worker nodes by name.
-    pub workers: BTreeMap<String, NodeState>,
+    /// Worker nodes by name: the node cache itself, shared (a change copies it once).
+    pub workers: Arc<BTreeMap<String, NodeState>>,
 }
 
 #[cfg(test)]

@@ -195,10 +195,12 @@ fn snapshot(protected: &[&str], workers: &[NodeState]) -> Snapshot {
             protected: protected.iter().map(|s| s.to_string()).collect(),
             ..Protection::default()
         },
-        workers: workers
-            .iter()
-            .map(|n| (n.name.clone(), n.clone()))
-            .collect(),
+        workers: std::sync::Arc::new(
+            workers
+                .iter()
+                .map(|n| (n.name.clone(), n.clone()))
+                .collect(),
+        ),
     }
 }
 

@@ -61,7 +61,7 @@ fn snapshot_with(mode: Mode, edit: impl FnOnce(&mut Vec<NodeState>)) -> Snapshot
     Snapshot {
         synced: true,
         protection,
-        workers: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+        workers: std::sync::Arc::new(nodes.into_iter().map(|n| (n.name.clone(), n)).collect()),
     }
 }
 
@@ -217,7 +217,7 @@ fn allows_delete_of_pod_whose_node_object_is_gone() {
         nodes.push(node("node-f", false));
     });
     let mut snap_gone = snap.clone();
-    snap_gone.workers.remove("node-a");
+    std::sync::Arc::make_mut(&mut snap_gone.workers).remove("node-a");
     let v = review(
         &fixture("delete-taint"),
         None,
