@@ -50,7 +50,7 @@ fuzz *ARGS:
 bench *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --profile dist -p kube-sim --bin kube-sim -p ballast-bench
+    cargo build --profile dist -p kube-sim -p ballast-bench --bin kube-sim --bin ballast-bench
     shipped=$(scripts/image --binaries-only eviction-guard pvc-timing provisioner podmanager kubectl-pvc)
     mkdir -p target/bench-dist
     ln -sf "$PWD/target/dist/kube-sim" target/bench-dist/
