@@ -1,7 +1,9 @@
 //! podmanager end to end, on kube-sim and on a real control plane (each scenario with nodes of
 //! its own, the scheduler and kubelets running its pods), the seed's walkthrough: the sample
 //! gives 3 pods with owner references and `kubectl get podmanager` shows 3/3; scale to 5 through
-//! the scale subresource and to 2 with `kubectl scale`; an image change replaces the pods one at
+//! the scale subresource and to 2 with `kubectl scale`, with no status written that announces
+//! pod creates or deletes which then all land (the status is the next reconcile's, which sees
+//! them); an image change replaces the pods one at
 //! a time; a pod deleted by hand comes back under its name; events show in `kubectl describe`;
 //! `/metrics` counts reconciles; deleting the PodManager removes its pods and releases the
 //! finalizer. And with two operator replicas only the leader reconciles, and the other takes
@@ -33,7 +35,9 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::{Api, CustomResourceExt, ResourceExt};
 use podmanager::{Config, PodManager};
 use serde_json::json;
@@ -202,6 +206,78 @@ async fn wait_settled(pms: &Api<PodManager>, pods: &Api<Pod>, expected: &[String
     .await;
 }
 
+/// The Progressing conditions (reason, message) of every status a PodManager is seen with,
+/// watched from a resourceVersion on, until dropped.
+struct ProgressingLog {
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+    /// Ends only when the watch fails or the server closes it, with what happened.
+    task: tokio::task::JoinHandle<String>,
+}
+
+impl ProgressingLog {
+    async fn watch(pms: Api<PodManager>, name: &str, from: &str) -> Self {
+        use futures::StreamExt;
+        let params = WatchParams::default().fields(&format!("metadata.name={name}"));
+        let mut stream = pms
+            .watch(&params, from)
+            .await
+            .expect("watch the PodManager")
+            .boxed();
+        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Some(event) = stream.next().await {
+                let pm = match event {
+                    Ok(WatchEvent::Added(pm) | WatchEvent::Modified(pm)) => pm,
+                    Ok(WatchEvent::Error(e)) => return format!("the watch failed: {e}"),
+                    Ok(_) => continue,
+                    Err(e) => return format!("the watch failed: {e}"),
+                };
+                let progressing = pm.status.iter().flat_map(|s| &s.conditions).find_map(|c| {
+                    (c.type_ == "Progressing").then(|| (c.reason.clone(), c.message.clone()))
+                });
+                if let Some(p) = progressing {
+                    let mut seen = log
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if seen.last() != Some(&p) {
+                        seen.push(p);
+                    }
+                }
+            }
+            "the server ended the watch".to_string()
+        });
+        Self { seen, task }
+    }
+
+    /// Asserts that no status showed `reason` with a message naming every one of `pods`: the
+    /// status the reconcile that creates (deletes) them all would have written before they
+    /// land. A later reconcile whose pod cache lags behind its own earlier writes may show
+    /// `reason` for some of them, never for all: the pod event that triggered it is cached.
+    async fn assert_never_all(self, reason: &str, pods: &[&str]) {
+        if self.task.is_finished() {
+            let ended = self.task.await.expect("the watch task");
+            panic!("watching the PodManager's status: {ended}");
+        }
+        self.task.abort();
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert!(
+            !seen.is_empty(),
+            "the watch saw no status while the PodManager changed"
+        );
+        assert!(
+            !seen
+                .iter()
+                .any(|(r, m)| r == reason && pods.iter().all(|p| m.contains(p))),
+            "a status was written before the pod changes it announced had landed: {seen:?}"
+        );
+    }
+}
+
 /// Runs kubectl (async: kube-sim serves on this test's runtime) with discovery cached in
 /// `cache` (the scenario's own: kubectl's shared cache could still list the API versions of a
 /// PodManager CRD another scenario replaced). `None` when kubectl is not installed.
@@ -335,7 +411,16 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
         "{extra} reconciles in {QUIET_WINDOW:?} after settling"
     );
 
-    // Scale to 5 through the scale subresource (what `kubectl scale` and HPA use).
+    // Scale to 5 through the scale subresource (what `kubectl scale` and HPA use). Every
+    // status written meanwhile is watched: a reconcile whose creates all land leaves the
+    // status to the reconcile that sees the new pods.
+    let from = pms
+        .get("my-pod-manager")
+        .await
+        .expect("get pm")
+        .resource_version()
+        .unwrap_or_default();
+    let written = ProgressingLog::watch(pms.clone(), "my-pod-manager", &from).await;
     pms.patch_scale(
         "my-pod-manager",
         &PatchParams::default(),
@@ -344,8 +429,18 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     .await
     .expect("scale to 5");
     wait_settled(&pms, &pods, &names(5), "nginx:1.21").await;
+    written
+        .assert_never_all("ScalingUp", &["my-pod-manager-3", "my-pod-manager-4"])
+        .await;
 
     // Scale to 2: the highest ordinals go.
+    let from = pms
+        .get("my-pod-manager")
+        .await
+        .expect("get pm")
+        .resource_version()
+        .unwrap_or_default();
+    let written = ProgressingLog::watch(pms.clone(), "my-pod-manager", &from).await;
     let scaled_by_kubectl = kubectl(
         &env.kubeconfig,
         cache.path(),
@@ -369,6 +464,12 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
         .expect("scale to 2");
     }
     wait_settled(&pms, &pods, &names(2), "nginx:1.21").await;
+    written
+        .assert_never_all(
+            "ScalingDown",
+            &["my-pod-manager-2", "my-pod-manager-3", "my-pod-manager-4"],
+        )
+        .await;
 
     // Image change: replaced one at a time, never fewer than one pod ready.
     pms.patch(
