@@ -207,7 +207,7 @@ async fn wait_settled(pms: &Api<PodManager>, pods: &Api<Pod>, expected: &[String
 }
 
 /// The Progressing conditions (reason, message) of every status a PodManager is seen with,
-/// watched from a resourceVersion on, until dropped.
+/// from the version it has now on.
 struct ProgressingLog {
     seen: Arc<Mutex<Vec<(String, String)>>>,
     /// Ends only when the watch fails or the server closes it, with what happened.
@@ -215,11 +215,17 @@ struct ProgressingLog {
 }
 
 impl ProgressingLog {
-    async fn watch(pms: Api<PodManager>, name: &str, from: &str) -> Self {
+    async fn watch(pms: &Api<PodManager>, name: &str) -> Self {
         use futures::StreamExt;
+        let from = pms
+            .get(name)
+            .await
+            .expect("get the PodManager")
+            .resource_version()
+            .unwrap_or_default();
         let params = WatchParams::default().fields(&format!("metadata.name={name}"));
         let mut stream = pms
-            .watch(&params, from)
+            .watch(&params, &from)
             .await
             .expect("watch the PodManager")
             .boxed();
@@ -414,13 +420,7 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
     // Scale to 5 through the scale subresource (what `kubectl scale` and HPA use). Every
     // status written meanwhile is watched: a reconcile whose creates all land leaves the
     // status to the reconcile that sees the new pods.
-    let from = pms
-        .get("my-pod-manager")
-        .await
-        .expect("get pm")
-        .resource_version()
-        .unwrap_or_default();
-    let written = ProgressingLog::watch(pms.clone(), "my-pod-manager", &from).await;
+    let written = ProgressingLog::watch(&pms, "my-pod-manager").await;
     pms.patch_scale(
         "my-pod-manager",
         &PatchParams::default(),
@@ -434,13 +434,7 @@ async fn seed_walkthrough_scale_rollout_self_heal_and_delete() {
         .await;
 
     // Scale to 2: the highest ordinals go.
-    let from = pms
-        .get("my-pod-manager")
-        .await
-        .expect("get pm")
-        .resource_version()
-        .unwrap_or_default();
-    let written = ProgressingLog::watch(pms.clone(), "my-pod-manager", &from).await;
+    let written = ProgressingLog::watch(&pms, "my-pod-manager").await;
     let scaled_by_kubectl = kubectl(
         &env.kubeconfig,
         cache.path(),
