@@ -16,12 +16,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cache::{Cache, Keyed};
 use ballast_runtime::Service;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Config as WatchConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +29,7 @@ use crate::controller::log_error;
 use crate::error::{Error, Result, kube, status_code};
 use crate::informer::{self, Change};
 use crate::objects::{
-    CachedClaim, CachedVolume, LABEL_NODE, claim_ref, directory, node_label, phase_of_volume,
+    CachedClaim, CachedVolume, LABEL_NODE, Lean, claim_ref, directory, node_label, phase_of_volume,
     provisioned_by, reclaim_policy,
 };
 use crate::plan::{Backend, Provisioners};
@@ -71,7 +71,7 @@ pub fn known(pv: &CachedVolume, names: &Provisioners) -> Option<Known> {
         .filter(|d| paths::parse_dir_name(d).is_some())?
         .to_owned();
     Some(Known {
-        volume: pv.metadata.name.clone()?,
+        volume: pv.metadata.name.as_deref()?.to_owned(),
         directory,
         claim: claim_ref(pv).map(|(ns, n, u)| (ns.to_owned(), n.to_owned(), u.to_owned())),
         policy: reclaim_policy(pv).to_owned(),
@@ -123,7 +123,7 @@ struct Agent {
     names: Arc<Provisioners>,
     /// How long a report stays valid; renewed every quarter of it.
     report_lifetime: Duration,
-    volumes: Store<CachedVolume>,
+    volumes: Cache<CachedVolume>,
     /// Volumes that left the watch, by directory, waiting for the live API's word.
     gone: Arc<Mutex<BTreeMap<String, Known>>>,
     /// Those whose claim still existed when asked: asked again on each resync only.
@@ -184,11 +184,11 @@ pub fn spawn(setup: Setup, config: AgentConfig, svc: &mut Service<Error>) {
                         seen.insert(k.volume.clone(), k);
                     }
                     if matches!(c, Change::Applied(_)) {
-                        q.push(Key::Volume(pv.metadata.name.clone().unwrap_or_default()));
+                        q.push(Key::Volume(pv.name().to_owned()));
                     }
                 }
                 Change::Deleted(pv) => {
-                    let name = pv.metadata.name.clone().unwrap_or_default();
+                    let name = pv.name().to_owned();
                     if let Some(k) = seen.remove(&name).or_else(|| known(pv, &names)) {
                         left(k);
                     }
@@ -254,7 +254,7 @@ async fn run(
             Work::Keys(keys) => {
                 for key in keys {
                     if let Key::Volume(name) = key
-                        && let Some(pv) = agent.volumes.get(&ObjectRef::new(&name))
+                        && let Some(pv) = agent.volumes.get("", &name)
                     {
                         agent.ensure(&pv);
                     }
@@ -355,7 +355,7 @@ impl Agent {
 
     /// GETs the volume and its claim from the API (never the cache) and decides.
     async fn judge(&self, k: &Known) -> Result<Verdict> {
-        let volume = Api::<CachedVolume>::all(self.client.clone())
+        let volume = Api::<Lean<CachedVolume>>::all(self.client.clone())
             .get_opt(&k.volume)
             .await
             .map_err(kube(format!("read volume {}", k.volume)))?;
@@ -363,7 +363,7 @@ impl Agent {
             return Ok(verdict(k, true, None));
         }
         let claim_uid = match &k.claim {
-            Some((ns, name, _)) => Api::<CachedClaim>::namespaced(self.client.clone(), ns)
+            Some((ns, name, _)) => Api::<Lean<CachedClaim>>::namespaced(self.client.clone(), ns)
                 .get_opt(name)
                 .await
                 .map_err(kube(format!("read claim {ns}/{name}")))?
@@ -384,7 +384,7 @@ impl Agent {
             .volumes
             .state()
             .iter()
-            .filter_map(|v| v.metadata.name.clone())
+            .filter_map(|v| v.metadata.name.as_deref().map(str::to_owned))
             .collect();
         let mut waiting: HashSet<String> = self
             .gone

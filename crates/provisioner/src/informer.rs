@@ -9,11 +9,11 @@ use std::sync::Arc;
 use ballast_runtime::Service;
 use futures::StreamExt;
 use kube::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::{self, Cache, Cached, Keyed, Writer};
 use crate::{Error, Result};
 
 /// What a watch saw.
@@ -35,9 +35,7 @@ pub struct Filter<K> {
     /// When notified, the watch lists everything again: what `keep` reads has changed, and an
     /// object passed over before may be kept now.
     pub relist: Option<Arc<Notify>>,
-    /// Awaited before the first list: what `keep` reads must be there first. (Not another
-    /// cache's `Store::wait_until_ready`: its future wakes only the last of several tasks
-    /// waiting at once, and the controller waits on every cache too.)
+    /// Awaited before the first list: what `keep` reads must be there first.
     pub after: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
@@ -54,67 +52,40 @@ impl<K> Filter<K> {
 
 /// Starts a watch of `api` into a cache as a task of `svc` named `what`, calling `on` for every
 /// change (after the cache has taken it in).
-pub fn watch<K>(
-    api: Api<K>,
+pub fn watch<C: Cached>(
+    api: Api<C::Object>,
     config: watcher::Config,
     svc: &mut Service<Error>,
     what: &'static str,
-    on: impl FnMut(Change<'_, K>) + Send + 'static,
-) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+    on: impl FnMut(Change<'_, C>) + Send + 'static,
+) -> Cache<C> {
     watch_filtered(api, config, svc, what, Filter::all(), on)
 }
 
 /// [`watch`], caching only what `filter` keeps.
-pub fn watch_filtered<K>(
-    api: Api<K>,
+pub fn watch_filtered<C: Cached>(
+    api: Api<C::Object>,
     config: watcher::Config,
     svc: &mut Service<Error>,
     what: &'static str,
-    filter: Filter<K>,
-    on: impl FnMut(Change<'_, K>) + Send + 'static,
-) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
+    filter: Filter<C>,
+    on: impl FnMut(Change<'_, C>) + Send + 'static,
+) -> Cache<C> {
+    let (cache, writer) = cache::new();
     let shutdown = svc.shutdown();
     svc.spawn(what, drive(api, config, writer, filter, on, shutdown));
-    store
+    cache
 }
 
-async fn drive<K>(
-    api: Api<K>,
+async fn drive<C: Cached>(
+    api: Api<C::Object>,
     config: watcher::Config,
-    mut writer: reflector::store::Writer<K>,
-    filter: Filter<K>,
-    mut on: impl FnMut(Change<'_, K>) + Send,
+    mut writer: Writer<C>,
+    filter: Filter<C>,
+    mut on: impl FnMut(Change<'_, C>) + Send,
     shutdown: CancellationToken,
-) -> Result<()>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let kind = K::kind(&()).into_owned();
+) -> Result<()> {
+    let kind = <C::Object as kube::Resource>::kind(&()).into_owned();
     let Filter {
         keep,
         relist,
@@ -126,11 +97,10 @@ where
             _ = after => {}
         }
     }
-    let cached = writer.as_reader();
     loop {
         let stream = watcher(api.clone(), config.clone())
             .backoff(ballast_runtime::watch::backoff())
-            .modify(ballast_runtime::watch::lean::<K>);
+            .modify(ballast_runtime::watch::lean::<C::Object>);
         let mut stream = std::pin::pin!(stream);
         loop {
             let relisting = async {
@@ -145,7 +115,7 @@ where
                 item = stream.next() => item,
             };
             match item {
-                Some(Ok(event)) => apply(&mut writer, &cached, &*keep, event, &mut on),
+                Some(Ok(event)) => apply(&mut writer, &*keep, cached(event), &mut on),
                 Some(Err(e)) => {
                     tracing::warn!(kind, error = %e, "watch failed; retrying with backoff")
                 }
@@ -157,29 +127,38 @@ where
     }
 }
 
-/// Takes one event into the cache through `keep`, then tells `on`.
-fn apply<K>(
-    writer: &mut reflector::store::Writer<K>,
-    cached: &Store<K>,
-    keep: &(dyn Fn(&K) -> bool + Send + Sync),
-    event: watcher::Event<K>,
-    on: &mut impl FnMut(Change<'_, K>),
-) where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
+/// A watch event with its object in the cached shape.
+fn cached<C: Cached>(event: watcher::Event<C::Object>) -> watcher::Event<Arc<C>> {
     use watcher::Event;
-    let is_cached = |o: &K| cached.get(&ObjectRef::from_obj(o)).is_some();
+    let shape = |o| Arc::new(C::cached(o));
+    match event {
+        Event::Apply(o) => Event::Apply(shape(o)),
+        Event::Delete(o) => Event::Delete(shape(o)),
+        Event::Init => Event::Init,
+        Event::InitApply(o) => Event::InitApply(shape(o)),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
+/// Takes one event into the cache through `keep`, then tells `on`.
+fn apply<C: Keyed>(
+    writer: &mut Writer<C>,
+    keep: &(dyn Fn(&C) -> bool + Send + Sync),
+    event: watcher::Event<Arc<C>>,
+    on: &mut impl FnMut(Change<'_, C>),
+) {
+    use watcher::Event;
     let event = match event {
         Event::InitApply(o) if !keep(&o) => return,
         // No longer kept: it leaves the cache as if deleted.
-        Event::Apply(o) if !keep(&o) => match is_cached(&o) {
+        Event::Apply(o) if !keep(&o) => match writer.contains(&o) {
             true => Event::Delete(o),
             false => return,
         },
-        Event::Delete(o) if !keep(&o) && !is_cached(&o) => return,
+        Event::Delete(o) if !keep(&o) && !writer.contains(&o) => return,
         other => other,
     };
-    writer.apply_watcher_event(&event);
+    writer.apply(&event);
     match &event {
         Event::Init => {}
         Event::InitApply(o) => on(Change::Listed(o)),
@@ -195,21 +174,23 @@ mod tests {
     use crate::objects::CachedClaim;
     use watcher::Event;
 
-    fn claim(name: &str, class: &str) -> CachedClaim {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"namespace": "ns", "name": name},
-            "spec": {"storageClassName": class},
-        }))
-        .unwrap()
+    fn claim(name: &str, class: &str) -> Arc<CachedClaim> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": "ns", "name": name},
+                "spec": {"storageClassName": class},
+            }))
+            .unwrap(),
+        )
     }
 
     #[test]
     fn a_filtered_cache_holds_only_what_it_keeps_and_drops_what_stops_being_kept() {
-        let (store, mut writer) = reflector::store::<CachedClaim>();
+        let (store, mut writer) = cache::new::<CachedClaim>();
         let keep = |c: &CachedClaim| crate::objects::claim_class(c) == "mine";
         let mut told = Vec::new();
         let mut on = |c: Change<'_, CachedClaim>| {
-            let name = |o: &CachedClaim| o.metadata.name.clone().unwrap_or_default();
+            let name = |o: &CachedClaim| o.name().to_owned();
             told.push(match c {
                 Change::Listed(o) => format!("listed {}", name(o)),
                 Change::Applied(o) => format!("applied {}", name(o)),
@@ -217,12 +198,8 @@ mod tests {
                 Change::Synced => "synced".to_owned(),
             });
         };
-        let names = |s: &Store<CachedClaim>| {
-            let mut n: Vec<String> = s
-                .state()
-                .iter()
-                .filter_map(|c| c.metadata.name.clone())
-                .collect();
+        let names = |s: &Cache<CachedClaim>| {
+            let mut n: Vec<String> = s.state().iter().map(|c| c.name().to_owned()).collect();
             n.sort();
             n
         };
@@ -232,7 +209,7 @@ mod tests {
             Event::InitApply(claim("b", "theirs")),
             Event::InitDone,
         ] {
-            apply(&mut writer, &store, &keep, event, &mut on);
+            apply(&mut writer, &keep, event, &mut on);
         }
         assert_eq!(names(&store), ["a"]);
         futures::executor::block_on(store.wait_until_ready()).expect("ready once listed");
@@ -244,7 +221,7 @@ mod tests {
             Event::Delete(claim("c", "theirs")),
             Event::Delete(claim("d", "mine")),
         ] {
-            apply(&mut writer, &store, &keep, event, &mut on);
+            apply(&mut writer, &keep, event, &mut on);
         }
         assert!(names(&store).is_empty());
         assert_eq!(

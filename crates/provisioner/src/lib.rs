@@ -19,10 +19,12 @@
 //! Rooms: `objects` (names and field accessors), `plan` (the pure decisions: claim, volume,
 //! placement), `controller` and `agent` (the I/O of each role), `events` (the event writer),
 //! `capacity` (the agents' reports), `pv` (the volume we create), `storage` and `paths` (the
-//! directories), `informer` (watches into caches).
+//! directories), `informer` (watches into caches), `cache` (the caches: each object once, in
+//! the compact shapes of `objects`).
 
 pub mod agent;
 pub mod args;
+pub mod cache;
 pub mod capacity;
 pub mod controller;
 pub mod error;

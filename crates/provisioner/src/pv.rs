@@ -30,11 +30,13 @@ pub fn build(
     class: Option<&StorageClass>,
     source: Source,
 ) -> PersistentVolume {
-    let request = claim
-        .request
-        .clone()
-        .unwrap_or_else(|| Quantity(p.capacity.to_string()));
-    let access_modes = match claim.access_modes.as_slice() {
+    let request = Quantity(
+        claim
+            .request
+            .as_deref()
+            .map_or_else(|| p.capacity.to_string(), str::to_owned),
+    );
+    let access_modes = match &claim.access_modes[..] {
         [] => vec!["ReadWriteOnce".into()],
         modes => modes.to_vec(),
     };

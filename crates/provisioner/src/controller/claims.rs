@@ -10,7 +10,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use crate::controller::{Ctx, log_error};
 use crate::error::{Error, Result, chain, kube, status_code};
 use crate::objects::{
-    ANN_BINDING_PROBLEM, ANN_SELECTED_NODE, CachedClaim, CachedVolume, binding_problem,
+    ANN_BINDING_PROBLEM, ANN_SELECTED_NODE, CachedClaim, CachedVolume, Lean, binding_problem,
     claim_class, claim_key, key, named_volume, phase_of_claim, reference, refers_to,
 };
 use crate::plan::{Backend, ClaimAction, Provision, World, claim_backend, decide_claim};
@@ -58,11 +58,13 @@ async fn named_volume_from_api(ctx: &Ctx, claim: &CachedClaim, world: &mut World
     if !unsettled || cached {
         return Ok(());
     }
-    let live = Api::<CachedVolume>::all(ctx.client.clone())
+    let live = Api::<Lean<CachedVolume>>::all(ctx.client.clone())
         .get_opt(name)
         .await
         .map_err(kube(format!("read PersistentVolume {name}")))?;
-    world.volumes.extend(live.map(std::sync::Arc::new));
+    world
+        .volumes
+        .extend(live.map(|l| std::sync::Arc::new(l.object)));
     Ok(())
 }
 
@@ -123,7 +125,7 @@ async fn patch_claim(
     what: &str,
 ) -> Result<()> {
     let (ns, name) = key(claim);
-    Api::<CachedClaim>::namespaced(ctx.client.clone(), ns)
+    Api::<Lean<CachedClaim>>::namespaced(ctx.client.clone(), ns)
         .patch(name, &patch_params(), &Patch::Merge(patch))
         .await
         .map_err(kube(format!("{what} claim {ns}/{name}")))?;
@@ -202,10 +204,11 @@ async fn provision(ctx: &Ctx, claim: &CachedClaim, world: &World, p: Provision) 
         Err(e) if status_code(&e) == Some(409) => {
             // Created by another controller, or by us before a restart: success if it names
             // this claim, and that controller has said so already.
-            let existing = Api::<CachedVolume>::all(ctx.client.clone())
+            let existing = Api::<Lean<CachedVolume>>::all(ctx.client.clone())
                 .get(&p.volume)
                 .await
-                .map_err(kube(format!("read PersistentVolume {}", p.volume)))?;
+                .map_err(kube(format!("read PersistentVolume {}", p.volume)))?
+                .object;
             if !refers_to(&existing, claim) {
                 return Err(Error::Config(format!(
                     "PersistentVolume \"{}\" already exists and is not reserved for claim \"{key}\"",

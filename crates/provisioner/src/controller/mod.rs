@@ -31,12 +31,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cache::{Cache, Keyed};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Config as WatchConfig;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -100,12 +100,12 @@ pub struct Ctx {
     pub events: Events,
     pub backends: Backends,
     pub provisioners: Arc<Provisioners>,
-    pub claims: Store<CachedClaim>,
-    pub volumes: Store<CachedVolume>,
-    pub classes: Store<StorageClass>,
-    pub nodes: Store<CachedNode>,
+    pub claims: Cache<CachedClaim>,
+    pub volumes: Cache<CachedVolume>,
+    pub classes: Cache<StorageClass>,
+    pub nodes: Cache<CachedNode>,
     /// The node agents' capacity reports.
-    pub reports: Store<Lease>,
+    pub reports: Cache<Lease>,
     /// Our CSIStorageCapacity objects, when serving hostPath.
     pub capacities: Option<Capacities>,
     pub health: Option<Health>,
@@ -150,7 +150,7 @@ impl Ctx {
             claims: Vec::new(),
             volumes: names
                 .iter()
-                .filter_map(|n| self.volumes.get(&ObjectRef::new(n)))
+                .filter_map(|n| self.volumes.get("", n))
                 .collect(),
             classes: shared.classes.clone(),
             nodes: shared.nodes.clone(),
@@ -161,7 +161,7 @@ impl Ctx {
     /// The world one volume's decision looks at: the claim its claimRef names.
     fn world_for_volume(&self, v: &CachedVolume, shared: &Shared) -> World {
         let claims = claim_ref(v)
-            .and_then(|(ns, name, _)| self.claims.get(&ObjectRef::new(name).within(ns)))
+            .and_then(|(ns, name, _)| self.claims.get(ns, name))
             .into_iter()
             .collect();
         World {
@@ -182,11 +182,11 @@ impl Ctx {
 
 /// The watches the controller needs, each feeding the work queue.
 pub struct Watches {
-    pub claims: Store<CachedClaim>,
-    pub volumes: Store<CachedVolume>,
-    pub classes: Store<StorageClass>,
-    pub nodes: Store<CachedNode>,
-    pub reports: Store<Lease>,
+    pub claims: Cache<CachedClaim>,
+    pub volumes: Cache<CachedVolume>,
+    pub classes: Cache<StorageClass>,
+    pub nodes: Cache<CachedNode>,
+    pub reports: Cache<Lease>,
     pub capacities: Option<Capacities>,
 }
 
@@ -196,7 +196,7 @@ pub struct Watches {
 /// upgrade of the binary alone) stops the publishing, not the provisioning.
 #[derive(Clone)]
 pub struct Capacities {
-    pub store: Store<CSIStorageCapacity>,
+    pub store: Cache<CSIStorageCapacity>,
     pub listed: Arc<AtomicBool>,
 }
 
@@ -279,7 +279,7 @@ pub fn watch(
         Filter {
             keep: Box::new(move |c: &CachedClaim| {
                 class_cache
-                    .get(&ObjectRef::new(claim_class(c)))
+                    .get("", claim_class(c))
                     .is_some_and(|sc| ours.contains(&sc.provisioner))
             }),
             relist: Some(new_class),
@@ -311,7 +311,7 @@ pub fn watch(
         {
             move |c: Change<'_, CachedVolume>| match c {
                 Change::Applied(v) | Change::Deleted(v) => {
-                    q.push(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
+                    q.push(Key::Volume(v.name().to_owned()));
                     if let Some((ns, name, _)) = claim_ref(v) {
                         q.push(Key::Claim {
                             namespace: ns.to_owned(),
@@ -330,16 +330,16 @@ pub fn watch(
         // Nodes change all the time (heartbeats); only a change of Ready makes a full pass.
         move |c: Change<'_, CachedNode>| match c {
             Change::Listed(n) => {
-                seen.insert(n.metadata.name.clone().unwrap_or_default(), n.ready);
+                seen.insert(n.name().to_owned(), n.ready);
             }
             Change::Applied(n) => {
                 let now = n.ready;
-                if seen.insert(n.metadata.name.clone().unwrap_or_default(), now) != Some(now) {
+                if seen.insert(n.name().to_owned(), now) != Some(now) {
                     q.push_all();
                 }
             }
             Change::Deleted(n) => {
-                seen.remove(n.metadata.name.as_deref().unwrap_or(""));
+                seen.remove(n.name());
                 q.push_all();
             }
             Change::Synced => q.push_all(),
@@ -410,8 +410,8 @@ pub fn watch(
 
 fn claim_key(c: &CachedClaim) -> Key {
     Key::Claim {
-        namespace: c.metadata.namespace.clone().unwrap_or_default(),
-        name: c.metadata.name.clone().unwrap_or_default(),
+        namespace: c.namespace().to_owned(),
+        name: c.name().to_owned(),
     }
 }
 
@@ -553,12 +553,12 @@ async fn some(ctx: &Ctx, keys: Vec<Key>) {
 async fn one(ctx: &Ctx, key: Key, shared: &Shared) {
     match key {
         Key::Claim { namespace, name } => {
-            if let Some(claim) = ctx.claims.get(&ObjectRef::new(&name).within(&namespace)) {
+            if let Some(claim) = ctx.claims.get(&namespace, &name) {
                 claims::reconcile(ctx, &claim, ctx.world_for_claim(&claim, shared)).await;
             }
         }
         Key::Volume(name) => {
-            if let Some(pv) = ctx.volumes.get(&ObjectRef::new(&name)) {
+            if let Some(pv) = ctx.volumes.get("", &name) {
                 volumes::reconcile(ctx, &pv, ctx.world_for_volume(&pv, shared)).await;
             }
         }
@@ -578,7 +578,7 @@ async fn pass(ctx: &Ctx, queue: &Queue) {
         futures::stream::iter(chunk)
             .for_each_concurrent(WORKERS, |claim| async {
                 // As cached now: keys run between chunks may have moved it on.
-                if let Some(claim) = ctx.claims.get(&ObjectRef::from_obj(&**claim)) {
+                if let Some(claim) = ctx.claims.get(claim.namespace(), claim.name()) {
                     claims::reconcile(ctx, &claim, ctx.world_for_claim(&claim, &shared)).await;
                 }
             })
@@ -588,7 +588,7 @@ async fn pass(ctx: &Ctx, queue: &Queue) {
     for chunk in volumes.chunks(PASS_CHUNK) {
         futures::stream::iter(chunk)
             .for_each_concurrent(WORKERS, |pv| async {
-                if let Some(pv) = ctx.volumes.get(&ObjectRef::from_obj(&**pv)) {
+                if let Some(pv) = ctx.volumes.get("", pv.name()) {
                     volumes::reconcile(ctx, &pv, ctx.world_for_volume(&pv, &shared)).await;
                 }
             })

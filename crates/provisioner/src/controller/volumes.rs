@@ -10,7 +10,8 @@ use crate::controller::claims::patch_params;
 use crate::controller::{Ctx, log_error};
 use crate::error::{Error, Result, kube, status_code};
 use crate::objects::{
-    CachedClaim, CachedVolume, LABEL_NODE, claim_ref, named_volume, phase_of_volume, volume_class,
+    CachedClaim, CachedVolume, LABEL_NODE, Lean, claim_ref, named_volume, phase_of_volume,
+    volume_class,
 };
 use crate::plan::{self, Backend, VolumeAction, World, decide_volume, volume_backend};
 use crate::{metrics, storage};
@@ -72,8 +73,8 @@ async fn apply(ctx: &Ctx, pv: &CachedVolume, action: VolumeAction) -> Result<()>
     }
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: live.metadata.uid.clone(),
-            resource_version: live.metadata.resource_version.clone(),
+            uid: live.metadata.uid.as_deref().map(Into::into),
+            resource_version: live.metadata.resource_version.as_deref().map(Into::into),
         }),
         ..Default::default()
     };
@@ -100,10 +101,11 @@ async fn apply(ctx: &Ctx, pv: &CachedVolume, action: VolumeAction) -> Result<()>
 /// are deleted on the API's word, never on cache evidence alone.
 async fn still_released(ctx: &Ctx, pv: &CachedVolume) -> Result<Option<CachedVolume>> {
     let name = pv.metadata.name.clone().unwrap_or_default();
-    let live = Api::<CachedVolume>::all(ctx.client.clone())
+    let live = Api::<Lean<CachedVolume>>::all(ctx.client.clone())
         .get_opt(&name)
         .await
-        .map_err(kube(format!("read volume {name}")))?;
+        .map_err(kube(format!("read volume {name}")))?
+        .map(|l| l.object);
     let Some(live) = live.filter(|l| l.metadata.uid == pv.metadata.uid) else {
         return Ok(None);
     };
@@ -113,13 +115,14 @@ async fn still_released(ctx: &Ctx, pv: &CachedVolume) -> Result<Option<CachedVol
     let Some((ns, claim, uid)) = claim_ref(&live) else {
         return Ok(Some(live));
     };
-    let holder = Api::<CachedClaim>::namespaced(ctx.client.clone(), ns)
+    let holder = Api::<Lean<CachedClaim>>::namespaced(ctx.client.clone(), ns)
         .get_opt(claim)
         .await
-        .map_err(kube(format!("read claim {ns}/{claim}")))?;
+        .map_err(kube(format!("read claim {ns}/{claim}")))?
+        .map(|l| l.object);
     let held = holder.is_some_and(|c| {
         (uid.is_empty() || c.metadata.uid.as_deref() == Some(uid))
-            && named_volume(&c) == Some(name.as_str())
+            && named_volume(&c) == Some(&*name)
     });
     if held {
         tracing::warn!(volume = %name, claim = %format!("{ns}/{claim}"), "volume is Released but its claim still holds it; keeping the data");

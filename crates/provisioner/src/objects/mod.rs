@@ -3,11 +3,14 @@
 //! accessors for those fields. No decisions here.
 
 mod lean;
+pub mod shared;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-pub use lean::{ANNOTATIONS, CachedClaim, CachedNode, CachedVolume, ClaimRef, LABELS};
+pub use lean::{
+    ANNOTATIONS, CachedClaim, CachedNode, CachedVolume, ClaimRef, HasMeta, LABELS, Lean, Meta,
+};
 
 use crate::quantity::to_bytes;
 
@@ -71,15 +74,15 @@ pub fn volume_class(v: &CachedVolume) -> &str {
 }
 
 pub fn claim_request(c: &CachedClaim) -> Option<u64> {
-    to_bytes(&c.request.as_ref()?.0)
+    to_bytes(c.request.as_deref()?)
 }
 
 pub fn volume_capacity(v: &CachedVolume) -> Option<u64> {
-    to_bytes(&v.capacity.as_ref()?.0)
+    to_bytes(v.capacity.as_deref()?)
 }
 
 pub fn claim_modes(c: &CachedClaim) -> &[String] {
-    &c.access_modes
+    &c.access_modes[..]
 }
 
 pub fn modes_fit(c: &CachedClaim, v: &CachedVolume) -> bool {
@@ -151,7 +154,7 @@ pub fn named_volume(c: &CachedClaim) -> Option<&str> {
 /// The claim a PV's claimRef names, as (namespace, name, uid).
 pub fn claim_ref(v: &CachedVolume) -> Option<(&str, &str, &str)> {
     let r = v.claim_ref.as_ref()?;
-    Some((&r.namespace, &r.name, &r.uid))
+    Some((&*r.namespace, &*r.name, &*r.uid))
 }
 
 /// Whether `v`'s claimRef names this claim (an empty uid in the ref matches any uid).
@@ -176,10 +179,10 @@ pub fn reference(c: &CachedClaim) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("PersistentVolumeClaim".into()),
-        namespace: c.metadata.namespace.clone(),
-        name: c.metadata.name.clone(),
-        uid: c.metadata.uid.clone(),
-        resource_version: c.metadata.resource_version.clone(),
+        namespace: c.metadata.namespace.as_deref().map(Into::into),
+        name: c.metadata.name.as_deref().map(Into::into),
+        uid: c.metadata.uid.as_deref().map(Into::into),
+        resource_version: c.metadata.resource_version.as_deref().map(Into::into),
         ..Default::default()
     }
 }

@@ -111,21 +111,10 @@ fn a_claim_decodes_keeping_only_what_decisions_read() {
     );
     assert_eq!(m.resource_version.as_deref(), Some("42"));
     assert!(m.deletion_timestamp.is_some());
-    assert_eq!(
-        (m.annotations.as_ref(), m.labels.as_ref()),
-        (None, None),
-        "the annotations read are fields of their own, no other is kept"
-    );
-    assert_eq!(
-        (m.managed_fields.as_ref(), m.finalizers.as_ref()),
-        (None, None)
-    );
-    assert_eq!(m.owner_references, None);
-    assert_eq!(m.creation_timestamp, None);
     assert_eq!(claim_class(&c), "nfs");
     assert_eq!(named_volume(&c), Some("pv-7"));
     assert_eq!(claim_request(&c), Some(5 << 30));
-    assert_eq!(c.request.as_ref().map(|q| q.0.as_str()), Some("5Gi"));
+    assert_eq!(c.request.as_deref(), Some("5Gi"));
     assert_eq!(claim_modes(&c), ["ReadWriteMany", "ReadOnlyMany"]);
     assert_eq!(claim_volume_mode(&c), FILESYSTEM);
     assert_eq!(phase_of_claim(&c), "Pending");
@@ -148,17 +137,12 @@ fn a_volume_decodes_keeping_only_what_decisions_read() {
         ),
         (Some("pv-7"), Some("v-1"), Some("43"))
     );
-    assert_eq!((m.annotations.as_ref(), m.labels.as_ref()), (None, None));
     assert_eq!(provisioned_by(&v), Some(PROVISIONER_HOSTPATH));
     assert_eq!(directory(&v), Some("pv-7_ns_data"));
     assert_eq!(v.node_label.as_deref(), Some("node-1"));
-    assert_eq!(
-        (m.managed_fields.as_ref(), m.finalizers.as_ref()),
-        (None, None)
-    );
     assert_eq!(volume_class(&v), "hostpath");
     assert_eq!(volume_capacity(&v), Some(5 << 30));
-    assert_eq!(v.access_modes, ["ReadWriteOnce"]);
+    assert_eq!(v.access_modes[..], ["ReadWriteOnce"]);
     assert_eq!(v.volume_mode.as_deref(), Some(FILESYSTEM));
     assert_eq!(reclaim_policy(&v), "Delete");
     assert_eq!(claim_ref(&v), Some(("ns", "data", "u-1")));
@@ -187,7 +171,6 @@ fn a_node_decodes_to_its_name_hostname_and_ready_condition() {
     assert!(n.ready);
     assert_eq!(n.metadata.name.as_deref(), Some("n1"));
     assert_eq!(n.hostname.as_deref(), Some("n1-host"));
-    assert_eq!((n.metadata.annotations, n.metadata.labels), (None, None));
     assert!(!node("Unknown").ready);
     let bare: CachedNode = lean(json!({"metadata": {"name": "n2"}}));
     assert!(!bare.ready, "no Ready condition: not ready");
@@ -200,7 +183,6 @@ fn nulls_and_missing_parts_decode_as_absent() {
         "spec": {"accessModes": null, "resources": {"requests": null}},
         "status": null,
     }));
-    assert_eq!(c.metadata.annotations, None);
     assert!(c.access_modes.is_empty());
     assert_eq!((claim_request(&c), phase_of_claim(&c)), (None, ""));
     let v: CachedVolume = lean(json!({
@@ -224,17 +206,21 @@ fn lean_shapes_read_the_same_as_the_full_objects() {
     let c: CachedClaim = lean(claim_json);
     let v: CachedVolume = lean(volume_json);
     let spec = full_c.spec.as_ref().unwrap();
-    assert_eq!(c.class, spec.storage_class_name);
-    assert_eq!(c.volume_name, spec.volume_name);
+    assert_eq!(c.class.as_deref(), spec.storage_class_name.as_deref());
+    assert_eq!(c.volume_name.as_deref(), spec.volume_name.as_deref());
     assert_eq!(
-        c.request.as_ref(),
+        c.request.as_deref(),
         spec.resources
             .as_ref()
             .and_then(|r| r.requests.as_ref()?.get("storage"))
+            .map(|q| q.0.as_str())
     );
-    assert_eq!(Some(&c.access_modes), spec.access_modes.as_ref());
-    assert_eq!(c.volume_mode, spec.volume_mode);
-    assert_eq!(c.phase, full_c.status.as_ref().unwrap().phase);
+    assert_eq!(Some(&c.access_modes[..]), spec.access_modes.as_deref());
+    assert_eq!(c.volume_mode.as_deref(), spec.volume_mode.as_deref());
+    assert_eq!(
+        c.phase.as_deref(),
+        full_c.status.as_ref().unwrap().phase.as_deref()
+    );
     let full = |key| annotation(&full_c.metadata, key);
     assert_eq!(selected_node(&c), full(ANN_SELECTED_NODE));
     assert_eq!(
@@ -262,14 +248,21 @@ fn lean_shapes_read_the_same_as_the_full_objects() {
         }
     });
     let spec = full_v.spec.as_ref().unwrap();
-    assert_eq!(v.class, spec.storage_class_name);
+    assert_eq!(v.class.as_deref(), spec.storage_class_name.as_deref());
     assert_eq!(
-        v.capacity.as_ref(),
-        spec.capacity.as_ref().unwrap().get("storage")
+        v.capacity.as_deref(),
+        spec.capacity
+            .as_ref()
+            .unwrap()
+            .get("storage")
+            .map(|q| q.0.as_str())
     );
-    assert_eq!(Some(&v.access_modes), spec.access_modes.as_ref());
-    assert_eq!(v.volume_mode, spec.volume_mode);
-    assert_eq!(v.reclaim_policy, spec.persistent_volume_reclaim_policy);
+    assert_eq!(Some(&v.access_modes[..]), spec.access_modes.as_deref());
+    assert_eq!(v.volume_mode.as_deref(), spec.volume_mode.as_deref());
+    assert_eq!(
+        v.reclaim_policy.as_deref(),
+        spec.persistent_volume_reclaim_policy.as_deref()
+    );
     let r = spec.claim_ref.as_ref().unwrap();
     assert_eq!(
         claim_ref(&v),
@@ -279,12 +272,23 @@ fn lean_shapes_read_the_same_as_the_full_objects() {
             r.uid.as_deref().unwrap()
         ))
     );
-    assert_eq!(v.phase, full_v.status.as_ref().unwrap().phase);
-    let full_label = |m: &ObjectMeta, key| m.labels.as_ref().and_then(|l| l.get(key)).cloned();
-    assert_eq!(v.node_label, full_label(&full_v.metadata, LABEL_NODE));
+    assert_eq!(
+        v.phase.as_deref(),
+        full_v.status.as_ref().unwrap().phase.as_deref()
+    );
+    fn full_label<'a>(m: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+        m.labels.as_ref()?.get(key).map(String::as_str)
+    }
+    assert_eq!(
+        v.node_label.as_deref(),
+        full_label(&full_v.metadata, LABEL_NODE)
+    );
     let full_n: Node = lean(json!({"metadata": {"name": "n", "labels": {LABEL_HOSTNAME: "h"}}}));
     let n: CachedNode = lean(json!({"metadata": {"name": "n", "labels": {LABEL_HOSTNAME: "h"}}}));
-    assert_eq!(n.hostname, full_label(&full_n.metadata, LABEL_HOSTNAME));
+    assert_eq!(
+        n.hostname.as_deref(),
+        full_label(&full_n.metadata, LABEL_HOSTNAME)
+    );
 }
 
 /// The decisions over lean objects decoded from full API JSON: a claim naming a volume of
@@ -337,7 +341,57 @@ fn lean_shapes_are_the_same_resources_as_the_full_ones() {
         assert_eq!(A::kind(&()), B::kind(&()));
         assert_eq!(A::api_version(&()), B::api_version(&()));
     }
-    same::<CachedClaim, PersistentVolumeClaim>(Some("ns"));
-    same::<CachedVolume, PersistentVolume>(None);
-    same::<CachedNode, Node>(None);
+    same::<Lean<CachedClaim>, PersistentVolumeClaim>(Some("ns"));
+    same::<Lean<CachedVolume>, PersistentVolume>(None);
+    same::<Lean<CachedNode>, Node>(None);
+}
+
+/// What `Api` and kube's watcher see of a decoded object: the metadata they read, nothing
+/// more (the rest of the full object is never built), and the cached shape beside it.
+#[test]
+fn a_watched_object_carries_only_the_metadata_the_watcher_reads() {
+    let mut claim = full_claim();
+    claim["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Update"}]);
+    claim["metadata"]["labels"] = json!({"app": "db"});
+    let l: Lean<CachedClaim> = lean(claim.clone());
+    assert_eq!(
+        l.metadata,
+        ObjectMeta {
+            name: Some("data".into()),
+            namespace: Some("ns".into()),
+            uid: Some("u-1".into()),
+            resource_version: Some("42".into()),
+            ..Default::default()
+        }
+    );
+    assert_eq!(l.object, lean::<CachedClaim>(claim));
+}
+
+/// Values many objects hold alike point at one copy: two claims of a namespace and class share
+/// those strings; names and uids are their own.
+#[test]
+fn common_values_are_shared_between_cached_objects() {
+    let claim = |name: &str, uid: &str| -> CachedClaim {
+        lean(json!({
+            "metadata": {"name": name, "namespace": "team-a", "uid": uid,
+                "annotations": {ANN_STORAGE_PROVISIONER: PROVISIONER_NFS}},
+            "spec": {"storageClassName": "nfs", "accessModes": ["ReadWriteMany"],
+                "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Pending"},
+        }))
+    };
+    let (a, b) = (claim("a", "u-a"), claim("b", "u-b"));
+    let same = |x: &Option<Arc<str>>, y: &Option<Arc<str>>| {
+        Arc::ptr_eq(x.as_ref().unwrap(), y.as_ref().unwrap())
+    };
+    assert!(same(&a.metadata.namespace, &b.metadata.namespace));
+    assert!(same(&a.class, &b.class));
+    assert!(same(&a.request, &b.request));
+    assert!(same(&a.phase, &b.phase));
+    assert!(same(&a.storage_provisioner, &b.storage_provisioner));
+    assert!(Arc::ptr_eq(&a.access_modes, &b.access_modes));
+    assert_eq!(
+        (a.metadata.name.as_deref(), b.metadata.uid.as_deref()),
+        (Some("a"), Some("u-b"))
+    );
 }

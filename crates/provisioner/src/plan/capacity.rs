@@ -67,8 +67,7 @@ pub fn desired_capacities(
         .iter()
         .filter_map(|n| {
             let name = n.metadata.name.as_deref()?;
-            let hostname = n.hostname.as_ref()?;
-            Some((name, hostname.as_str()))
+            Some((name, n.hostname.as_deref()?))
         })
         .collect();
     let mut out = BTreeMap::new();

@@ -41,7 +41,7 @@ pub fn node_facts(
     nodes
         .iter()
         .filter_map(|n| {
-            let name = n.metadata.name.clone()?;
+            let name = n.metadata.name.as_deref()?.to_owned();
             let ready = ready.and_then(|r| r.get(&name).copied()).unwrap_or(n.ready);
             let free_bytes = free.get(&name).copied();
             Some((name, NodeFacts { ready, free_bytes }))

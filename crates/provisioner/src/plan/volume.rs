@@ -38,7 +38,7 @@ pub fn decide_volume(v: &CachedVolume, world: &World) -> VolumeAction {
         && let Some(node) = volume_node(v)
     {
         let want = node_label(node);
-        if v.node_label.as_ref() != Some(&want) {
+        if v.node_label.as_deref() != Some(want.as_str()) {
             return Label(want);
         }
     }
