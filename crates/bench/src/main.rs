@@ -1,6 +1,7 @@
-//! `ballast-bench [--quick|--smoke] [--area NAME]... [--out BENCHMARKS.md]` runs the suite;
-//! `ballast-bench null-webhook` is the transport floor it starts as its own process.
+//! `ballast-bench [--quick|--smoke] [--area NAME]... [--rounds N] [--out BENCHMARKS.md]` runs the
+//! suite; `ballast-bench null-webhook` is the transport floor it starts as its own process.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -24,6 +25,9 @@ struct Cli {
     /// The transport floor only, in seconds, needing no other binary (the crate's test).
     #[arg(long)]
     smoke: bool,
+    /// Saturation rounds of the admission area (default: 5, 2 with `--quick`, 1 with `--smoke`).
+    #[arg(long)]
+    rounds: Option<NonZeroUsize>,
     /// The markdown file to update (its other sections are kept).
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
@@ -104,6 +108,9 @@ async fn suite(
     } else {
         Plan::full()
     };
+    if let Some(n) = cli.rounds {
+        plan.rounds = n.get();
+    }
     if !cli.real_runs.is_empty() {
         plan.real_runs = cli.real_runs.clone();
     }

@@ -15,6 +15,9 @@ pub struct Plan {
     /// Concurrent streams at saturation, over `connections` connections.
     pub streams: usize,
     pub connections: usize,
+    /// Saturation rounds of the admission area (each: the floor and the webhook back to back,
+    /// for every review).
+    pub rounds: usize,
     pub storm_reps: usize,
     pub claims: Vec<usize>,
     pub timing_claims: usize,
@@ -60,6 +63,7 @@ impl Plan {
             serial: 2000,
             streams: 128,
             connections: 4,
+            rounds: 5,
             storm_reps: 100,
             claims: vec![1000, 10000],
             timing_claims: 10000,
@@ -81,6 +85,7 @@ impl Plan {
         Plan {
             name: "quick",
             load: Duration::from_millis(700),
+            rounds: 2,
             serial: 300,
             storm_reps: 5,
             claims: vec![200],
@@ -105,6 +110,7 @@ impl Plan {
             serial: 100,
             streams: 16,
             connections: 2,
+            rounds: 1,
             ..Plan::quick()
         }
     }

@@ -44,6 +44,19 @@ pub fn summarize(mut samples: Vec<Duration>) -> Summary {
     }
 }
 
+/// The median of `values` (the mean of the middle two when their count is even); None when
+/// empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// The upper bounds (seconds) of every `*_seconds` histogram's buckets the services export,
 /// as Prometheus text writes them.
 pub const SECONDS_BUCKETS: &[&str] = &[
@@ -125,6 +138,14 @@ mod tests {
         assert_eq!(percentile(&s, 1.0), ms(1000));
         assert_eq!(percentile(&[], 0.5), Duration::ZERO);
         assert_eq!(percentile(&[ms(7)], 0.999), ms(7));
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[0.63, 0.51, 0.58]), Some(0.58));
+        assert_eq!(median(&[40.0, 10.0, 30.0, 20.0]), Some(25.0));
+        assert_eq!(median(&[7.0]), Some(7.0));
+        assert_eq!(median(&[]), None);
     }
 
     #[test]

@@ -1,18 +1,24 @@
 //! Admission against the transport floor: the null webhook, eviction-guard (the refused
 //! taint-eviction DELETE, an allowed status update) and pvc-timing (PVC create, the binder's
-//! status update), each pinned to one core, loaded from the other.
+//! status update), all running together pinned to one core and loaded from the other, one at a
+//! time; saturation in rounds, the floor and the webhook back to back with the same body.
 
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
 
 use crate::load::{self, Client, Target};
 use crate::plan::Plan;
 use crate::procs::{Cores, Env, Proc, free_port, spawn};
 use crate::report::{Section, Table};
-use crate::services::{self, Cert};
+use crate::services::{self, Cert, Service};
 use crate::sim::Sim;
 use crate::stats::{Summary, fmt_duration};
+
+mod rounds;
+
+use rounds::{Rounds, floor_first};
 
 pub const DELETE_TAINT: &str =
     include_str!("../../tests/data/pod-delete-node-controller-taint-eviction.json");
@@ -30,36 +36,64 @@ pub const REFUSED: &str = r#""allowed":false"#;
 pub const ALLOWED: &str = r#""allowed":true"#;
 const PATCHED: &str = r#""patchType":"JSONPatch""#;
 
-struct Case {
-    server: &'static str,
-    review: &'static str,
-    path: &'static str,
-    body: Bytes,
-    expect: &'static str,
+/// The floor's name in the tables.
+const FLOOR: &str = "null webhook (floor)";
+
+/// One server loaded with one review: its connections, and whether they are warm yet.
+struct Side {
+    client: Client,
+    warm: bool,
 }
 
-struct Measured {
-    saturation: f64,
+impl Side {
+    async fn connect(ca: &str, target: Target, plan: &Plan) -> anyhow::Result<Side> {
+        Ok(Side {
+            client: Client::connect(ca, target, plan.connections).await?,
+            warm: false,
+        })
+    }
+
+    /// Before the first measurement on these connections: handshakes done, allocator and
+    /// caches warm.
+    async fn warm_up(&mut self, plan: &Plan) -> anyhow::Result<()> {
+        if !self.warm {
+            load::saturate(&self.client, plan.streams, plan.load / 4).await?;
+            self.warm = true;
+        }
+        Ok(())
+    }
+
+    /// Requests per second at saturation.
+    async fn saturation(&mut self, plan: &Plan) -> anyhow::Result<f64> {
+        self.warm_up(plan).await?;
+        load::saturate(&self.client, plan.streams, plan.load).await
+    }
+
+    /// The fixed rates on these connections, then serial latency on a connection of its own.
+    async fn latency(&mut self, plan: &Plan, ca: &str) -> anyhow::Result<Latency> {
+        self.warm_up(plan).await?;
+        let mut rates = Vec::new();
+        for &r in &plan.rates {
+            rates.push(load::fixed_rate(&self.client, r, plan.load).await?);
+        }
+        let one = Client::connect(ca, client_target(&self.client), 1).await?;
+        let serial = load::serial(&one, plan.serial).await?;
+        Ok(Latency { rates, serial })
+    }
+}
+
+struct Latency {
     rates: Vec<load::RateRun>,
     serial: Summary,
 }
 
-async fn measure(plan: &Plan, ca: &str, target: Target) -> anyhow::Result<Measured> {
-    let client = Client::connect(ca, target, plan.connections).await?;
-    // Warm-up: handshakes done, allocator and caches warm.
-    load::saturate(&client, plan.streams, plan.load / 4).await?;
-    let saturation = load::saturate(&client, plan.streams, plan.load).await?;
-    let mut rates = Vec::new();
-    for &r in &plan.rates {
-        rates.push(load::fixed_rate(&client, r, plan.load).await?);
-    }
-    let one = Client::connect(ca, client_target(&client), 1).await?;
-    let serial = load::serial(&one, plan.serial).await?;
-    Ok(Measured {
-        saturation,
-        rates,
-        serial,
-    })
+/// One review: the floor with its body and, outside the smoke plan, the webhook answering it.
+struct Case {
+    review: &'static str,
+    body_len: usize,
+    floor: Side,
+    webhook: Option<(&'static str, Side)>,
+    rounds: Rounds,
 }
 
 fn client_target(c: &Client) -> Target {
@@ -131,101 +165,143 @@ pub async fn protect(sim: &Sim, ca: &str, guard_port: u16) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
-    let cert = Cert::generate(&env.work.join("admission-cert"))?;
-    let (null, null_port) = null_webhook(env, &cert).await?;
-    let mut cases = Vec::new();
-    let mut floors = Vec::new();
-    let bodies: [(&str, &str); 4] = [
-        ("guard: taint-eviction DELETE", DELETE_TAINT),
-        ("guard: status update (Ready)", STATUS_READY),
-        ("pvc-timing: PVC create", PVC_CREATE),
-        ("pvc-timing: binder status update", PVC_BOUND),
-    ];
-    // The floor, with each body (what the transport costs for that size).
-    let floor_bodies: &[(&str, &str)] = if plan.smoke { &bodies[..1] } else { &bodies };
-    for (review, body) in floor_bodies {
-        let m = measure(
-            plan,
-            &cert.ca_pem,
-            target(null_port, "/validate", on_sim_node(body), ALLOWED),
-        )
-        .await?;
-        floors.push((*review, body.len(), m));
-    }
-    let null_rss = null.stats()?.rss_kib;
-    null.stop().await;
+/// A captured review and the webhook that answers it.
+struct Review {
+    server: &'static str,
+    label: &'static str,
+    path: &'static str,
+    body: Bytes,
+    expect: &'static str,
+}
 
-    let mut sim = None;
-    let mut procs = Vec::new();
-    if !plan.smoke {
-        let s = Sim::start(
-            env,
-            "admission-sim",
-            &["--nodes", "5", "--node-grace", "200ms"],
-        )
-        .await?;
-        services::namespace(&s.client, services::SYSTEM_NAMESPACE).await?;
-        let guard = services::guard(
-            env,
-            "eviction-guard",
-            &s.kubeconfig,
-            &cert,
-            server_cores(env),
-        )
-        .await?;
-        protect(&s, &cert.ca_pem, guard.webhook_port).await?;
-        cases.push(Case {
+fn reviews() -> [Review; 4] {
+    [
+        Review {
             server: "eviction-guard",
-            review: bodies[0].0,
+            label: "guard: taint-eviction DELETE",
             path: "/validate",
             body: on_sim_node(DELETE_TAINT),
             expect: REFUSED,
-        });
-        cases.push(Case {
+        },
+        Review {
             server: "eviction-guard",
-            review: bodies[1].0,
+            label: "guard: status update (Ready)",
             path: "/validate",
             body: on_sim_node(STATUS_READY),
             expect: ALLOWED,
-        });
-        let timing =
-            services::pvc_timing(env, "pvc-timing", &s.kubeconfig, &cert, server_cores(env))
-                .await?;
-        cases.push(Case {
+        },
+        Review {
             server: "pvc-timing",
-            review: bodies[2].0,
+            label: "pvc-timing: PVC create",
             path: "/mutate",
             body: Bytes::from_static(PVC_CREATE.as_bytes()),
             expect: PATCHED,
-        });
-        cases.push(Case {
+        },
+        Review {
             server: "pvc-timing",
-            review: bodies[3].0,
+            label: "pvc-timing: binder status update",
             path: "/mutate",
             body: Bytes::from_static(PVC_BOUND.as_bytes()),
             expect: PATCHED,
+        },
+    ]
+}
+
+/// kube-sim with three of five workers NotReady, eviction-guard protecting them, and
+/// pvc-timing; both webhooks on the server core.
+async fn start_webhooks(env: &Env, cert: &Cert) -> anyhow::Result<(Sim, Vec<Service>)> {
+    let sim = Sim::start(
+        env,
+        "admission-sim",
+        &["--nodes", "5", "--node-grace", "200ms"],
+    )
+    .await?;
+    services::namespace(&sim.client, services::SYSTEM_NAMESPACE).await?;
+    let guard = services::guard(
+        env,
+        "eviction-guard",
+        &sim.kubeconfig,
+        cert,
+        server_cores(env),
+    )
+    .await?;
+    protect(&sim, &cert.ca_pem, guard.webhook_port).await?;
+    let timing =
+        services::pvc_timing(env, "pvc-timing", &sim.kubeconfig, cert, server_cores(env)).await?;
+    Ok((sim, vec![guard, timing]))
+}
+
+/// The floor's and the webhook's saturation of every case, `plan.rounds` times, the two of a
+/// case back to back.
+async fn saturation_rounds(plan: &Plan, cases: &mut [Case]) -> anyhow::Result<()> {
+    for round in 0..plan.rounds {
+        let floor_first = floor_first(round);
+        for case in cases.iter_mut() {
+            if floor_first {
+                case.rounds.floor.push(case.floor.saturation(plan).await?);
+            }
+            if let Some((_, webhook)) = &mut case.webhook {
+                case.rounds.webhook.push(webhook.saturation(plan).await?);
+            }
+            if !floor_first {
+                case.rounds.floor.push(case.floor.saturation(plan).await?);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
+    let cert = Cert::generate(&env.work.join("admission-cert"))?;
+    let ca = cert.ca_pem.as_str();
+    // The floor stays up next to the webhooks: all on the server core, one loaded at a time.
+    let (null, null_port) = null_webhook(env, &cert).await?;
+    let (sim, services) = if plan.smoke {
+        (None, Vec::new())
+    } else {
+        let (sim, services) = start_webhooks(env, &cert).await?;
+        (Some(sim), services)
+    };
+    // The smoke plan has no webhook: the floor alone, with the first body.
+    let reviews = reviews();
+    let reviews = if plan.smoke {
+        &reviews[..1]
+    } else {
+        &reviews[..]
+    };
+    let mut cases = Vec::new();
+    for r in reviews {
+        let floor_target = target(null_port, r.path, r.body.clone(), ALLOWED);
+        let webhook = if plan.smoke {
+            None
+        } else {
+            let service = services
+                .iter()
+                .find(|s| s.proc.name == r.server)
+                .with_context(|| format!("{} was not started", r.server))?;
+            let t = target(service.webhook_port, r.path, r.body.clone(), r.expect);
+            Some((r.server, Side::connect(ca, t, plan).await?))
+        };
+        cases.push(Case {
+            review: r.label,
+            body_len: r.body.len(),
+            floor: Side::connect(ca, floor_target, plan).await?,
+            webhook,
+            rounds: Rounds::default(),
         });
-        procs.push((guard.webhook_port, guard));
-        procs.push((timing.webhook_port, timing));
-        sim = Some(s);
     }
-    let mut results = Vec::new();
-    for case in &cases {
-        let port = procs
-            .iter()
-            .find(|(_, s)| s.proc.name == case.server)
-            .map(|(p, _)| *p)
-            .unwrap_or_default();
-        let m = measure(
-            plan,
-            &cert.ca_pem,
-            target(port, case.path, case.body.clone(), case.expect),
-        )
-        .await?;
-        results.push((case, m));
+    saturation_rounds(plan, &mut cases).await?;
+    let mut floor_latency = Vec::new();
+    let mut webhook_latency = Vec::new();
+    for case in &mut cases {
+        floor_latency.push((case.review, case.floor.latency(plan, ca).await?));
+        if let Some((server, webhook)) = &mut case.webhook {
+            webhook_latency.push((*server, case.review, webhook.latency(plan, ca).await?));
+        }
     }
-    for (_, s) in procs {
+    let null_rss = null.stats()?.rss_kib;
+    null.stop().await;
+    for s in services {
         s.proc.stop().await;
     }
     if let Some(s) = sim {
@@ -234,67 +310,65 @@ pub async fn run(env: &Env, plan: &Plan) -> anyhow::Result<Section> {
 
     let mut sec = Section::new("admission", "Admission against the transport floor");
     sec.para(&format!(
-        "Each server pinned to one core, the load generator (this crate, Rust, hyper HTTP/2 over \
-         rustls) on the other: {} keep-alive TLS connections, {} concurrent streams at saturation \
-         ({:?} per run after a warm-up). Fixed rates are open loop: requests leave on schedule and \
-         latency counts from the scheduled time, so a stall shows. The floor is `ballast-bench \
-         null-webhook`: runtime's TLS + HTTP/2 server answering a canned `allowed` review after \
-         reading the body. Reviews are the captured ones (`crates/bench/tests/data`); the guard \
-         runs on kube-sim with three of five workers NotReady (protection on), so the DELETE is \
-         refused with its full message. Every answer is checked (status 200 and the expected \
-         verdict). Null webhook RSS after its runs: {}.",
+        "Every server pinned to the same core, the load generator (this crate, Rust, hyper \
+         HTTP/2 over rustls) on the other: {} keep-alive TLS connections, {} concurrent streams \
+         at saturation ({:?} per run). The floor is `ballast-bench null-webhook`: runtime's TLS + \
+         HTTP/2 server answering a canned `allowed` review after reading the body. It runs \
+         throughout, next to kube-sim and the webhooks (one server loaded at a time, the others \
+         idle), so the floor and the webhooks are measured on the same machine state. Saturation \
+         is measured in {}: in each, for each review, the floor with that review's body \
+         and the webhook with the same body back to back (the floor first in odd rounds, the \
+         webhook first in even ones); each client's first run follows a {:?} warm-up \
+         (handshakes done, allocator and caches warm). The req/s columns are the medians over \
+         the rounds; webhook / floor is the median of the per-round ratios, each from two runs \
+         back to back, with the lowest and highest round in brackets: the range is how far \
+         the rounds disagreed (the ratio is not the quotient of the two medians). Fixed rates and \
+         serial latency are measured once per server and review, after the rounds, on the same \
+         connections (serial on one of its own). Fixed rates are open loop: requests leave on \
+         schedule and latency counts from the scheduled time, so a stall shows. Reviews are the \
+         captured ones (`crates/bench/tests/data`); the guard runs on kube-sim with three of \
+         five workers NotReady (protection on), so the DELETE is refused with its full message. \
+         Every answer is checked (status 200 and the expected verdict). Null webhook RSS after \
+         its runs: {}.",
         plan.connections,
         plan.streams,
         plan.load,
+        match plan.rounds {
+            1 => "1 round".to_owned(),
+            n => format!("{n} rounds"),
+        },
+        plan.load / 4,
         crate::stats::fmt_mb(null_rss)
     ));
-    let floor_of = |review: &str| {
-        floors
-            .iter()
-            .find(|f| f.0 == review)
-            .map(|f| f.2.saturation)
-    };
     let mut sat = Table::new([
         "server",
         "review (body)",
-        "req/s at saturation",
-        "floor req/s (same body)",
-        "webhook / floor",
+        "floor req/s (median)",
+        "webhook req/s (median)",
+        "webhook / floor (median of rounds, min–max)",
     ]);
-    for (review, len, m) in &floors {
+    for case in &cases {
+        let [floor, webhook, ratio] = case.rounds.cells();
         sat.row([
-            "null webhook (floor)".to_owned(),
-            format!("{review} ({:.1} KB)", *len as f64 / 1000.0),
-            format!("{:.0}", m.saturation),
-            "—".to_owned(),
-            "—".to_owned(),
-        ]);
-    }
-    for (case, m) in &results {
-        let floor = floor_of(case.review);
-        sat.row([
-            case.server.to_owned(),
-            format!(
-                "{} ({:.1} KB)",
-                case.review,
-                case.body.len() as f64 / 1000.0
-            ),
-            format!("{:.0}", m.saturation),
-            floor.map_or("—".into(), |f| format!("{f:.0}")),
-            floor.map_or("—".into(), |f| {
-                format!("{:.0} %", m.saturation / f * 100.0)
-            }),
+            case.webhook
+                .as_ref()
+                .map_or(FLOOR, |(server, _)| server)
+                .to_owned(),
+            format!("{} ({:.1} KB)", case.review, case.body_len as f64 / 1000.0),
+            floor,
+            webhook,
+            ratio,
         ]);
     }
     sec.table(&sat);
+    let all: Vec<(&str, &str, &Latency)> = floor_latency
+        .iter()
+        .map(|(review, l)| (FLOOR, *review, l))
+        .chain(webhook_latency.iter().map(|(s, r, l)| (*s, *r, l)))
+        .collect();
     let mut rates = Table::new([
         "server", "review", "rate", "achieved", "p50", "p99", "p99.9",
     ]);
-    let all = floors
-        .iter()
-        .map(|(r, _, m)| ("null webhook (floor)", *r, m))
-        .chain(results.iter().map(|(c, m)| (c.server, c.review, m)));
-    let all: Vec<_> = all.collect();
     for (server, review, m) in &all {
         for (r, run) in plan.rates.iter().zip(&m.rates) {
             rates.row([
