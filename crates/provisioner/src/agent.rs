@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::{Cache, Keyed};
 use ballast_runtime::Service;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
@@ -25,6 +24,7 @@ use kube::api::PostParams;
 use kube::runtime::watcher::Config as WatchConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::{Cache, Keyed};
 use crate::controller::log_error;
 use crate::error::{Error, Result, kube, status_code};
 use crate::informer::{self, Change};

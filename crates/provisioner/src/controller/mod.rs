@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::{Cache, Keyed};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
@@ -41,6 +40,7 @@ use kube::runtime::watcher::Config as WatchConfig;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::{Cache, Keyed};
 use crate::events::Events;
 use crate::informer::{self, Change, Filter};
 use crate::objects::{
