@@ -44,7 +44,7 @@ fuzz *ARGS:
     ./scripts/fuzz {{ARGS}}
 
 # The benchmark suite: the binaries that ship (static, `dist` profile, each crate built alone, as
-# `scripts/image` builds them) run as black boxes, results into BENCHMARKS.md (about 15 min on 2
+# `scripts/image` builds them) run as black boxes, results into BENCHMARKS.md (about 17 min on 2
 # cores, 13 more for the control-plane area when target/k8s holds Kubernetes binaries).
 # `just bench --quick` for a look, `just bench --area memory` for one area.
 bench *ARGS:
