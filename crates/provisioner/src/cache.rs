@@ -34,10 +34,10 @@ pub trait Cached: Keyed + Send + Sync + 'static {
     fn cached(object: Self::Object) -> Self;
 }
 
-/// The k8s-openapi types cached as they are (few objects: classes, reports, capacity objects).
-macro_rules! cached_as_is {
+/// [`Keyed`] for types whose `metadata` has optional `namespace` and `name` fields.
+macro_rules! keyed_by_metadata {
     ($($t:ty),*) => {$(
-        impl Keyed for $t {
+        impl $crate::cache::Keyed for $t {
             fn namespace(&self) -> &str {
                 self.metadata.namespace.as_deref().unwrap_or("")
             }
@@ -45,6 +45,14 @@ macro_rules! cached_as_is {
                 self.metadata.name.as_deref().unwrap_or("")
             }
         }
+    )*};
+}
+pub(crate) use keyed_by_metadata;
+
+/// The k8s-openapi types cached as they are (few objects: classes, reports, capacity objects).
+macro_rules! cached_as_is {
+    ($($t:ty),*) => {$(
+        keyed_by_metadata!($t);
         impl Cached for $t {
             type Object = $t;
             fn cached(object: $t) -> $t {

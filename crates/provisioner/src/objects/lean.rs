@@ -23,7 +23,7 @@ use super::{
     ANN_BETA_STORAGE_PROVISIONER, ANN_BINDING_PROBLEM, ANN_DIRECTORY, ANN_PROVISIONED_BY,
     ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, LABEL_HOSTNAME, LABEL_NODE,
 };
-use crate::cache::{Cached, Keyed};
+use crate::cache::{Cached, keyed_by_metadata};
 
 /// The annotations kept: every one a decision reads, on a claim or a volume.
 pub const ANNOTATIONS: &[&str] = &[
@@ -162,14 +162,7 @@ macro_rules! cached_shape {
                 &self.metadata
             }
         }
-        impl Keyed for $t {
-            fn namespace(&self) -> &str {
-                self.metadata.namespace.as_deref().unwrap_or("")
-            }
-            fn name(&self) -> &str {
-                self.metadata.name.as_deref().unwrap_or("")
-            }
-        }
+        keyed_by_metadata!($t);
         impl Cached for $t {
             type Object = Lean<$t>;
             fn cached(object: Lean<$t>) -> $t {
