@@ -83,6 +83,11 @@ struct Shared<C> {
     hasher: RandomState,
 }
 
+/// Matches the entry of that namespace and name.
+fn named<'a, C: Keyed>(namespace: &'a str, name: &'a str) -> impl Fn(&Arc<C>) -> bool + 'a {
+    move |c| c.namespace() == namespace && c.name() == name
+}
+
 /// The cache was dropped by its watch before it was ever listed (the service is stopping).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the cache's watch ended before its first list")]
@@ -99,8 +104,7 @@ impl<C: Keyed> Shared<C> {
 
     fn insert(&self, table: &mut HashTable<Arc<C>>, o: Arc<C>) {
         let hash = self.hash_of(&o);
-        let (ns, name) = (o.namespace(), o.name());
-        match table.find_mut(hash, |c| c.namespace() == ns && c.name() == name) {
+        match table.find_mut(hash, named(o.namespace(), o.name())) {
             Some(slot) => *slot = o,
             None => {
                 table.insert_unique(hash, o, |c| self.hash_of(c));
@@ -113,9 +117,7 @@ impl<C: Keyed> Cache<C> {
     /// The object of that namespace (empty for cluster-scoped objects) and name, if cached.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<C>> {
         let hash = self.shared.hash(namespace, name);
-        self.table()
-            .find(hash, |c| c.namespace() == namespace && c.name() == name)
-            .cloned()
+        self.table().find(hash, named(namespace, name)).cloned()
     }
 
     /// Every cached object, in no particular order.
@@ -151,7 +153,7 @@ impl<C: Keyed> Cache<C> {
 
 /// The writing side: takes a watch's events in.
 pub struct Writer<C> {
-    shared: Arc<Shared<C>>,
+    cache: Cache<C>,
     ready: watch::Sender<bool>,
     /// Filled while the watch (re)lists; swapped in once it is complete.
     listing: Option<HashTable<Arc<C>>>,
@@ -164,28 +166,19 @@ pub fn new<C: Keyed>() -> (Cache<C>, Writer<C>) {
         hasher: RandomState::new(),
     });
     let (ready, rx) = watch::channel(false);
-    (
-        Cache {
-            shared: shared.clone(),
-            ready: rx,
-        },
-        Writer {
-            shared,
-            ready,
-            listing: None,
-        },
-    )
+    let cache = Cache { shared, ready: rx };
+    let writer = Writer {
+        cache: cache.clone(),
+        ready,
+        listing: None,
+    };
+    (cache, writer)
 }
 
 impl<C: Keyed> Writer<C> {
     /// Whether an object of `o`'s namespace and name is cached.
     pub fn contains(&self, o: &C) -> bool {
-        let hash = self.shared.hash_of(o);
-        self.table()
-            .find(hash, |c| {
-                c.namespace() == o.namespace() && c.name() == o.name()
-            })
-            .is_some()
+        self.cache.get(o.namespace(), o.name()).is_some()
     }
 
     /// Takes one watch event in.
@@ -194,23 +187,19 @@ impl<C: Keyed> Writer<C> {
             Event::Init => self.listing = Some(HashTable::new()),
             Event::InitApply(o) => {
                 let listing = self.listing.get_or_insert_with(HashTable::new);
-                self.shared.insert(listing, o.clone());
+                self.cache.shared.insert(listing, o.clone());
             }
             Event::InitDone => {
                 let listed = self.listing.take().unwrap_or_default();
                 *self.table_mut() = listed;
                 self.ready.send_replace(true);
             }
-            Event::Apply(o) => {
-                let shared = self.shared.clone();
-                shared.insert(&mut self.table_mut(), o.clone());
-            }
+            Event::Apply(o) => self.cache.shared.insert(&mut self.table_mut(), o.clone()),
             Event::Delete(o) => {
-                let hash = self.shared.hash_of(o);
-                let (ns, name) = (o.namespace(), o.name());
+                let hash = self.cache.shared.hash_of(o);
                 if let Ok(entry) = self
                     .table_mut()
-                    .find_entry(hash, |c| c.namespace() == ns && c.name() == name)
+                    .find_entry(hash, named(o.namespace(), o.name()))
                 {
                     entry.remove();
                 }
@@ -218,15 +207,9 @@ impl<C: Keyed> Writer<C> {
         }
     }
 
-    fn table(&self) -> std::sync::RwLockReadGuard<'_, HashTable<Arc<C>>> {
-        self.shared
-            .table
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn table_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashTable<Arc<C>>> {
-        self.shared
+        self.cache
+            .shared
             .table
             .write()
             .unwrap_or_else(PoisonError::into_inner)
