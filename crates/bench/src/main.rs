@@ -26,7 +26,7 @@ struct Cli {
     #[arg(long)]
     smoke: bool,
     /// Saturation rounds of the admission area (default: 5, 2 with `--quick`, 1 with `--smoke`).
-    #[arg(long)]
+    #[arg(long, env = "BALLAST_BENCH_ROUNDS")]
     rounds: Option<NonZeroUsize>,
     /// The markdown file to update (its other sections are kept).
     #[arg(long, default_value = "BENCHMARKS.md")]
@@ -195,4 +195,16 @@ async fn suite(
         started.elapsed()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_are_a_positive_count_from_the_flag() {
+        let cli = Cli::try_parse_from(["ballast-bench", "--rounds", "3"]).unwrap();
+        assert_eq!(cli.rounds.map(NonZeroUsize::get), Some(3));
+        assert!(Cli::try_parse_from(["ballast-bench", "--rounds", "0"]).is_err());
+    }
 }
